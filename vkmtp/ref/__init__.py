@@ -1,0 +1,1 @@
+"""NumPy references: per-op oracles (vkmtp.ref.ops) and the whole-model forward (no device needed)."""
