@@ -29,6 +29,14 @@ def cmd_shaders(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_info(args: argparse.Namespace) -> int:
+    from vkmtp.model.info import describe_model
+
+    print(describe_model(args.model, args.ctx_size, args.parallel, args.cache_type_k, not args.no_mtp,
+                         args.spec_draft_n_max))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="vkmtp", description="Qwen3.5/3.6 GGUF inference on Vulkan with MTP")
     sub = ap.add_subparsers(dest="command", required=True)
@@ -36,6 +44,15 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("devices", help="list Vulkan devices and the one vkmtp would use")
     p.add_argument("--device", default=None, help="device index (default: best found)")
     p.set_defaults(func=cmd_devices)
+
+    p = sub.add_parser("info", help="architecture, sizes, quant mix, MTP and the memory plan of a GGUF")
+    p.add_argument("model", help="path to a .gguf file")
+    p.add_argument("-c", "--ctx-size", type=int, default=4096)
+    p.add_argument("-np", "--parallel", type=int, default=1)
+    p.add_argument("-ctk", "--cache-type-k", default="f16", choices=["f16", "q8_0"])
+    p.add_argument("--spec-draft-n-max", type=int, default=3)
+    p.add_argument("--no-mtp", action="store_true")
+    p.set_defaults(func=cmd_info)
 
     p = sub.add_parser("shaders", help="compile every shader variant into the cache")
     p.add_argument("--build-all", action="store_true", required=True)
