@@ -36,6 +36,7 @@ def write_model(path: Path, alignment: int | None = None) -> Path:
     writer.add_array("tokenizer.ggml.scores", [0.5, -1.0, 2.0, 0.0])
     writer.add_array("test.int_array", [1, 2, 3])
     writer.add_array("test.bool_array", [True, False])
+    writer.add_array("test.nested", [[1, 2], [3]])
     for name, (values, t) in WEIGHTS.items():
         add_quantized_tensor(writer, name, values, t)
     writer.write_header_to_file()
@@ -75,6 +76,7 @@ def test_reads_metadata(model_bytes: bytes, tmp_path: Path) -> None:
         assert md["tokenizer.ggml.tokens"] == ["<s>", "hello", "ünï", ""]
         assert md["tokenizer.ggml.scores"] == [0.5, -1.0, 2.0, 0.0]
         assert md["test.int_array"] == [1, 2, 3] and md["test.bool_array"] == [True, False]
+        assert md["test.nested"] == [[1, 2], [3]]
         vt = gguf.GGUFValueType
         assert f.metadata_types["tokenizer.ggml.tokens"] == (vt.ARRAY, vt.STRING)
         assert f.metadata_types["qwen35.block_count"] == (gguf.GGUFValueType.UINT32,)
