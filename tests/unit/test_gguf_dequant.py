@@ -39,7 +39,8 @@ def random_blocks(t: GGMLType, n_blocks: int, rng: np.random.Generator) -> np.nd
 
 def assert_bits_equal(actual: np.ndarray, expected: np.ndarray) -> None:
     assert actual.shape == expected.shape and actual.dtype == np.float32
-    bad = np.flatnonzero(actual.view(np.uint32).ravel() != expected.astype(np.float32).view(np.uint32).ravel())
+    expected_bits = expected.astype(np.float32).view(np.uint32).ravel()
+    bad = np.flatnonzero(actual.view(np.uint32).ravel() != expected_bits)
     assert bad.size == 0, (f"{bad.size} values differ, first at {bad[:5]}: "
                            f"{actual.ravel()[bad[:5]]} vs {expected.ravel()[bad[:5]]}")
 
@@ -105,16 +106,16 @@ def _k4_scale_min(scales: np.ndarray, b: int) -> tuple[int, int]:
 
 
 def _doc_q2_k(blk: np.ndarray, i: int) -> float:
-    h, s, g, l = i // 128, (i // 32) % 4, (i // 16) % 2, i % 16
-    q = (int(blk[16 + 32 * h + 16 * g + l]) >> (2 * s)) & 3
+    h, s, g, j = i // 128, (i // 32) % 4, (i // 16) % 2, i % 16
+    q = (int(blk[16 + 32 * h + 16 * g + j]) >> (2 * s)) & 3
     sc = int(blk[8 * h + 2 * s + g])
     return _f16(blk, 80) * (sc & 0xF) * q - _f16(blk, 82) * (sc >> 4)
 
 
 def _doc_q3_k(blk: np.ndarray, i: int) -> float:
-    h, s, g, l = i // 128, (i // 32) % 4, (i // 16) % 2, i % 16
-    lo = (int(blk[32 + 32 * h + 16 * g + l]) >> (2 * s)) & 3
-    hb = (int(blk[16 * g + l]) >> (4 * h + s)) & 1
+    h, s, g, j = i // 128, (i // 32) % 4, (i // 16) % 2, i % 16
+    lo = (int(blk[32 + 32 * h + 16 * g + j]) >> (2 * s)) & 3
+    hb = (int(blk[16 * g + j]) >> (4 * h + s)) & 1
     t = 8 * h + 2 * s + g
     scales = blk[96:108].astype(int)
     low4 = scales[t] & 0xF if t < 8 else scales[t - 8] >> 4
@@ -123,27 +124,27 @@ def _doc_q3_k(blk: np.ndarray, i: int) -> float:
 
 
 def _doc_q4_k(blk: np.ndarray, i: int) -> float:
-    c, g, l = i // 64, (i // 32) % 2, i % 32
-    byte = int(blk[16 + 32 * c + l])
+    c, g, j = i // 64, (i // 32) % 2, i % 32
+    byte = int(blk[16 + 32 * c + j])
     q = byte & 0xF if g == 0 else byte >> 4
     sc, mn = _k4_scale_min(blk[4:16], 2 * c + g)
     return _f16(blk, 0) * sc * q - _f16(blk, 2) * mn
 
 
 def _doc_q5_k(blk: np.ndarray, i: int) -> float:
-    c, g, l = i // 64, (i // 32) % 2, i % 32
-    byte = int(blk[48 + 32 * c + l])
-    q = (byte & 0xF if g == 0 else byte >> 4) + 16 * ((int(blk[16 + l]) >> (2 * c + g)) & 1)
+    c, g, j = i // 64, (i // 32) % 2, i % 32
+    byte = int(blk[48 + 32 * c + j])
+    q = (byte & 0xF if g == 0 else byte >> 4) + 16 * ((int(blk[16 + j]) >> (2 * c + g)) & 1)
     sc, mn = _k4_scale_min(blk[4:16], 2 * c + g)
     return _f16(blk, 0) * sc * q - _f16(blk, 2) * mn
 
 
 def _doc_q6_k(blk: np.ndarray, i: int) -> float:
-    h, s, l = i // 128, (i // 32) % 4, i % 32
-    byte = int(blk[64 * h + 32 * (s & 1) + l])
+    h, s, j = i // 128, (i // 32) % 4, i % 32
+    byte = int(blk[64 * h + 32 * (s & 1) + j])
     low4 = byte & 0xF if s < 2 else byte >> 4
-    hi2 = (int(blk[128 + 32 * h + l]) >> (2 * s)) & 3
-    sc = int(blk[192 + 8 * h + 2 * s + l // 16].view(np.int8))
+    hi2 = (int(blk[128 + 32 * h + j]) >> (2 * s)) & 3
+    sc = int(blk[192 + 8 * h + 2 * s + j // 16].view(np.int8))
     return _f16(blk, 208) * sc * ((low4 | hi2 << 4) - 32)
 
 
@@ -163,7 +164,8 @@ DOC_DECODERS = {GGMLType.Q2_K: _doc_q2_k, GGMLType.Q3_K: _doc_q3_k, GGMLType.Q4_
 def test_dequantize_matches_documented_layout(t: GGMLType) -> None:
     blocks = random_blocks(t, 2, np.random.default_rng(int(t)))
     expected = np.array([[DOC_DECODERS[t](blk, i) for i in range(256)] for blk in blocks])
-    np.testing.assert_allclose(dequantize(blocks, t, (2, 256)), expected, rtol=1e-6, atol=1e-6 * np.abs(expected).max())
+    np.testing.assert_allclose(dequantize(blocks, t, (2, 256)), expected,
+                               rtol=1e-6, atol=1e-6 * np.abs(expected).max())
 
 
 @pytest.mark.slow

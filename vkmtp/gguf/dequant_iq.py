@@ -75,7 +75,7 @@ def dequantize_iq4_xs(blocks: np.ndarray) -> np.ndarray:
     """IQ4_XS, 136 bytes: d f16 | scales_h u16 | scales_l[4] | qs[128]; 6-bit scale per 32 elements."""
     n = blocks.shape[0]
     d = read_f16(blocks, 0)
-    low = split_nibbles(blocks[:, 4:8]).transpose(0, 2, 1).reshape(n, 8)     # sub-block b: byte b//2, nibble b%2
+    low = split_nibbles(blocks[:, 4:8]).transpose(0, 2, 1).reshape(n, 8)     # b: byte b//2, nibble b%2
     high = (read_u16(blocks, 2) >> (2 * np.arange(8, dtype=np.uint16))) & np.uint16(3)   # [n, 8]
     ls = (low | (high.astype(np.uint8) << np.uint8(4))).astype(np.int8) - np.int8(32)
     dl = (d * ls.astype(np.float32))[:, :, None]                            # [n, 8, 1]

@@ -97,7 +97,8 @@ def dequantize_q6_k(blocks: np.ndarray) -> np.ndarray:
     n = blocks.shape[0]
     d = read_f16(blocks, 208)
     dl = (d * blocks[:, 192:208].view(np.int8).astype(np.float32))[:, :, None]   # [n, 16, 1]
-    low = split_nibbles(blocks[:, 0:128].reshape(n * 2, 64)).reshape(n, QK_K)    # 128h + 64(s>>1) + 32(s&1) + l
+    # element 128h + 64(s>>1) + 32(s&1) + l
+    low = split_nibbles(blocks[:, 0:128].reshape(n * 2, 64)).reshape(n, QK_K)
     high = split_crumbs(blocks[:, 128:192].reshape(n, 2, 32)).reshape(n, QK_K)   # 128h + 32s + l
     q = (low | (high << np.uint8(4))).astype(np.int8) - np.int8(32)
     return (dl * q.reshape(n, 16, 16).astype(np.float32)).reshape(n, QK_K)

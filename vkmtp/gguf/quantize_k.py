@@ -71,7 +71,7 @@ def fit_scale_min(x: np.ndarray, q_max: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 def quantize_scales_unsigned(values: np.ndarray, top: int) -> tuple[np.ndarray, np.ndarray]:
-    """Non-negative per-sub-block values against one f16 super scale: ([n, 1] f32 d, [n, n_sub] int 0..top)."""
+    """Non-negative sub-block values against one f16 super scale -> (d [n, 1] f32, [n, n_sub] int 0..top)."""
     d = to_f16(values.max(axis=1, keepdims=True) / np.float32(top))
     return d, _round_clip(values * safe_reciprocal(d), 0, top)
 
@@ -84,7 +84,7 @@ def quantize_scales_signed(values: np.ndarray, s_lo: int, s_hi: int) -> tuple[np
 
 def _quants_with_min(x: np.ndarray, d: np.ndarray, sc: np.ndarray, dmin: np.ndarray, mq: np.ndarray,
                      q_max: int) -> np.ndarray:
-    """Final quants of x ~ (d*sc) q - (dmin*mq) with the stored scales. x [n, n_sub, L] -> int [n, n_sub, L]."""
+    """Final quants of x ~ (d*sc) q - (dmin*mq) using the stored scales. x [n, n_sub, L] -> [n, n_sub, L]."""
     eff_scale = (d * sc.astype(np.float32))[..., None]
     eff_min = (dmin * mq.astype(np.float32))[..., None]
     return _round_clip((x + eff_min) * safe_reciprocal(eff_scale), 0, q_max)

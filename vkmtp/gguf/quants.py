@@ -143,8 +143,12 @@ def dequantize(raw: np.ndarray, ggml_type_id: int | GGMLType, shape: tuple[int, 
         raise ValueError(f"{t.name} data of shape {shape} needs {expected} bytes, got {flat.size}")
     elems, nbytes = GGML_QUANT_SIZES[t]
     n_blocks = expected // nbytes
-    out = np.empty((n_blocks, elems), dtype=np.float32)
-    _run_blocks(codec, flat.reshape(n_blocks, nbytes), out, elems)
+    # Damaged or hand-made blocks may hold inf/NaN scales; decode them faithfully, without warnings.
+    with np.errstate(invalid="ignore", over="ignore"):
+        if elems == 1:                   # float types: one vectorised conversion, no temporaries to bound
+            return codec(flat.reshape(n_blocks, nbytes)).reshape(shape)
+        out = np.empty((n_blocks, elems), dtype=np.float32)
+        _run_blocks(codec, flat.reshape(n_blocks, nbytes), out, elems)
     return out.reshape(shape)
 
 

@@ -99,7 +99,8 @@ class StreamedTensor:
                 raise ValueError(f"streamed tensor {self.name!r}: chunks exceed its {self.nbytes} bytes")
             fout.write(data)
         if total != self.nbytes:
-            raise ValueError(f"streamed tensor {self.name!r}: chunks gave {total} bytes, expected {self.nbytes}")
+            raise ValueError(f"streamed tensor {self.name!r}: chunks gave {total} bytes, "
+                             f"expected {self.nbytes}")
 
 
 def add_streamed_tensor(writer: GGUFWriter, name: str, shape: Sequence[int],
