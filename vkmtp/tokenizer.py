@@ -123,6 +123,7 @@ class Tokenizer:
 
     @classmethod
     def from_gguf(cls, gguf_file: GGUFFile) -> Tokenizer:
+        """The tokenizer of an opened GGUF file; errors name the file and the offending key."""
         return cls.from_metadata(gguf_file.metadata, source=gguf_file.path)
 
     @classmethod
