@@ -10,7 +10,8 @@
 // MODE_ACCEPT       for each sequence s: m = number of leading drafts that are valid and equal the target's
 //                   argmax of the row before them (synthetic benchmark mode instead: u[s*K + j] < rate);
 //                   out[s*V + j] = token of row j for j <= m (a draft for j < m, the target's token at m);
-//                   accept[s] = m, n_valid[s] = number of valid drafts.
+//                   accept[s] = m, n_valid[s] = number of valid drafts, sel[s] = {seq slot, m} (the snapshot
+//                   the state rollback (state_select.comp) copies back).
 // MODE_GATHER_ROW   dst[s][w] = src[(s*V + accept[s]) * width + w] for w < width (the hidden state of the last
 //                   accepted row becomes the next draft's input).
 //
@@ -18,7 +19,8 @@
 //           1 data (f32/uint words: top-k values for DRAFT_TOKEN, rows for GATHER_ROW)
 // Push constants (word offsets into the bound buffers; records are 4 words, see tokens.glsl):
 //   DRAFT_TOKEN: ids_off, topv_off, valid_off, vrec_off, drec_next_off, n_seq, K, i, n_top, p_min (f32)
-//   ACCEPT:      vids_off, valid_off, vrec_off, out_off, accept_off, nvalid_off, u_off, n_seq, K, rate (f32)
+//   ACCEPT:      vids_off, valid_off, vrec_off, out_off, accept_off, nvalid_off, u_off, n_seq, K, rate (f32),
+//                sel_off
 //   GATHER_ROW:  accept_off, src_off, dst_off, n_seq, V, width
 // Spec constants: 0 BLOCK_SIZE
 // Dispatch: DRAFT_TOKEN / ACCEPT: ceil(n_seq / BLOCK_SIZE) x 1 x 1; GATHER_ROW: ceil(width / BLOCK_SIZE) x n_seq x 1
@@ -58,7 +60,7 @@ void main() {
 #elif defined(MODE_ACCEPT)
 layout(push_constant) uniform Push {
     uint vids_off; uint valid_off; uint vrec_off; uint out_off; uint accept_off; uint nvalid_off; uint u_off;
-    uint n_seq; uint K; uint rate_bits;
+    uint n_seq; uint K; uint rate_bits; uint sel_off;
 } p;
 
 void main() {
@@ -84,6 +86,8 @@ void main() {
     step_words[p.out_off + s * V + m] = step_words[p.vids_off + s * V + m];
     step_words[p.accept_off + s] = m;
     step_words[p.nvalid_off + s] = n_valid;
+    step_words[p.sel_off + 2u * s] = step_words[p.vrec_off + TOK_SEQ(s * V)];
+    step_words[p.sel_off + 2u * s + 1u] = m;
 }
 
 #elif defined(MODE_GATHER_ROW)

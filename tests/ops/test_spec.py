@@ -41,9 +41,10 @@ def test_draft_tokens_and_accept_match_reference(device, n_seq, K, p_min):
     V, n_top = K + 1, 10
     step = StepBuffer(device, {"ids": n_seq, "topv": n_seq * n_top, "valid": n_seq * K,
                                "vrec": n_seq * V * 4, "drec": K * n_seq * 4, "vids": n_seq * V,
-                               "out": n_seq * V, "accept": n_seq, "nvalid": n_seq})
+                               "out": n_seq * V, "accept": n_seq, "nvalid": n_seq, "sel": 2 * n_seq})
     vrec = step.arr("vrec").reshape(n_seq, V, 4)
     vrec[:] = 0
+    vrec[:, :, 2] = np.arange(n_seq)[:, None] + 5  # sequence slots
     vrec[:, 0, 0] = rng.integers(0, 100, n_seq)
     ops = SpecOps(device)
     valid_ref = np.zeros((n_seq, K), np.uint32)
@@ -73,13 +74,14 @@ def test_draft_tokens_and_accept_match_reference(device, n_seq, K, p_min):
     step.arr("vids")[:] = vids.ravel()
     rec = device.recorder()
     ops.record_accept(rec, step.view("vids"), step.view("valid"), step.view("vrec"), step.view("out"),
-                      step.view("accept"), step.view("nvalid"), n_seq, K)
+                      step.view("accept"), step.view("nvalid"), step.view("sel"), n_seq, K)
     rec.finish()
     rec.run()
     out_ref, acc_ref, nvalid_ref = ref.accept(vids, valid_ref, vtok_ref)
     acc = step.arr("accept")
     np.testing.assert_array_equal(acc, acc_ref)
     np.testing.assert_array_equal(step.arr("nvalid"), nvalid_ref)
+    np.testing.assert_array_equal(step.arr("sel").reshape(n_seq, 2), np.stack([np.arange(n_seq) + 5, acc_ref], 1))
     out = step.arr("out").reshape(n_seq, V)
     for s in range(n_seq):
         np.testing.assert_array_equal(out[s, : acc[s] + 1], out_ref[s, : acc_ref[s] + 1])
@@ -91,7 +93,7 @@ def test_synthetic_acceptance_uses_the_uniforms(device):
     n_seq, K = 2, 3
     V = K + 1
     step = StepBuffer(device, {"vids": n_seq * V, "valid": n_seq * K, "vrec": n_seq * V * 4, "out": n_seq * V,
-                               "accept": n_seq, "nvalid": n_seq, "u": n_seq * K})
+                               "accept": n_seq, "nvalid": n_seq, "u": n_seq * K, "sel": 2 * n_seq})
     step.arr("valid")[:] = 1
     step.arr("vrec")[:] = 7
     step.arr("vids")[:] = 9          # never equal to the drafts: greedy would accept nothing
@@ -99,7 +101,8 @@ def test_synthetic_acceptance_uses_the_uniforms(device):
     step.arr("u", np.float32)[:] = u.ravel()
     rec = device.recorder()
     SpecOps(device).record_accept(rec, step.view("vids"), step.view("valid"), step.view("vrec"),
-                                  step.view("out"), step.view("accept"), step.view("nvalid"), n_seq, K,
+                                  step.view("out"), step.view("accept"), step.view("nvalid"),
+                                  step.view("sel"), n_seq, K,
                                   uniforms=step.view("u"), synthetic_rate=0.8)
     rec.finish()
     rec.run()

@@ -51,14 +51,15 @@ class SpecOps:
                      label=f"spec_draft_token{i}")
 
     def record_accept(self, rec, verify_ids: View, valid: View, verify_records: View, out_ids: View,
-                      accept: View, n_valid: View, n_seq: int, K: int, uniforms: View | None = None,
-                      synthetic_rate: float = 0.0) -> None:
+                      accept: View, n_valid: View, select: View, n_seq: int, K: int,
+                      uniforms: View | None = None, synthetic_rate: float = 0.0) -> None:
         """Greedy acceptance (or synthetic, with uniforms [n_seq, K] f32 in the step buffer):
-        accept [n_seq] = m, out_ids [n_seq, V] = accepted drafts + the target's token at m."""
+        accept [n_seq] = m, out_ids [n_seq, V] = accepted drafts + the target's token at m,
+        select [n_seq] = {seq slot, m} pairs for the state rollback (vkmtp.ops.state_select)."""
         V = K + 1
         u = uniforms if uniforms is not None else verify_ids
         step = verify_ids.buffer
-        for v in (valid, verify_records, out_ids, accept, n_valid, u):
+        for v in (valid, verify_records, out_ids, accept, n_valid, select, u):
             if v.buffer is not step:
                 raise ValueError("spec: accept operands must live in the one step buffer")
         if synthetic_rate > 0 and uniforms is None:
@@ -68,9 +69,10 @@ class SpecOps:
         if uniforms is not None:
             reads.append(_words(uniforms, n_seq * K, "uniforms"))
         writes = [_words(out_ids, n_seq * V, "out ids"), _words(accept, n_seq, "accept"),
-                  _words(n_valid, n_seq, "n_valid")]
+                  _words(n_valid, n_seq, "n_valid"), _words(select, 2 * n_seq, "select")]
         push = [verify_ids.word_offset, valid.word_offset, verify_records.word_offset, out_ids.word_offset,
-                accept.word_offset, n_valid.word_offset, u.word_offset, n_seq, K, float(synthetic_rate)]
+                accept.word_offset, n_valid.word_offset, u.word_offset, n_seq, K, float(synthetic_rate),
+                select.word_offset]
         rec.dispatch(ShaderKey.make("spec.comp", MODE_ACCEPT=1), [step, step], (-(-n_seq // BLOCK), 1, 1),
                      push=push, spec=[BLOCK], reads=reads, writes=writes, label="spec_accept")
 
