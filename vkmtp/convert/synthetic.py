@@ -146,7 +146,9 @@ def random_state_dict(spec: TinySpec, seed: int) -> dict[str, np.ndarray]:
     """All tensors of a random checkpoint, HF names and layouts, float32, including the MTP head."""
     init = _Init(seed)
     e = spec.n_embd
-    sd: dict[str, np.ndarray] = {"model.embed_tokens.weight": init.normal(spec.n_vocab, e)}
+    # a tied table doubles as the LM head: keep it small so logits stay O(1), like real tied models
+    embed_scale = 0.25 if spec.tied else 1.0
+    sd: dict[str, np.ndarray] = {"model.embed_tokens.weight": init.normal(spec.n_vocab, e, scale=embed_scale)}
     for i in range(spec.n_layer):
         prefix = f"model.layers.{i}."
         full = (i + 1) % spec.full_attention_interval == 0
@@ -171,14 +173,14 @@ def random_state_dict(spec: TinySpec, seed: int) -> dict[str, np.ndarray]:
     return sd
 
 
-def align_for_mtp(state: dict[str, np.ndarray], spec: TinySpec, seed: int,
-                  embed_scale: float = 4.0, head_scale: float = 2.0) -> dict[str, np.ndarray]:
+def align_for_mtp(state: dict[str, np.ndarray], spec: TinySpec, seed: int, head_scale: float = 1.0,
+                  hidden_mix: float = 0.1, block_scale: float = 1.75) -> dict[str, np.ndarray]:
     """A copy of a dense, untied checkpoint whose trunk and MTP head both tend to follow a random successor
-    map t -> pi(t), so MTP drafts are often (not always) accepted.
+    map t -> pi(t), so MTP drafts are often, not always, accepted (about 60 % on the fixture).
 
-    The LM head row pi(t) points along token t's embedding, embeddings are scaled up so the residual stream
-    stays close to the current token's embedding, and the MTP fusion `fc` passes the embedding half through
-    (identity) with a small contribution from the hidden half.
+    The LM head row pi(t) points along token t's embedding; the MTP fusion `fc` passes the embedding half
+    through (identity) plus `hidden_mix` of the hidden half; the trunk's residual-branch outputs are scaled
+    by `block_scale`, which sets how often the trunk leaves the map (1.5: ~85 % accepted, 2.5: ~30 %).
     """
     if spec.moe or spec.tied:
         raise ValueError("align_for_mtp expects a dense checkpoint with an untied LM head")
@@ -191,8 +193,10 @@ def align_for_mtp(state: dict[str, np.ndarray], spec: TinySpec, seed: int,
     head = np.zeros_like(state["lm_head.weight"])
     head[successor] = head_scale * np.sqrt(e) * unit
     out["lm_head.weight"] = head.astype(STATE_DTYPE)
-    out["model.embed_tokens.weight"] = (embed_scale * embed).astype(STATE_DTYPE)
-    fc = np.concatenate([np.eye(e), 0.1 * rng.standard_normal((e, e)) / np.sqrt(e)], axis=1)
+    for name in state:      # residual-branch outputs: how far the blocks pull the stream off the embedding
+        if name.endswith(("o_proj.weight", "out_proj.weight", "down_proj.weight")) and name.startswith("model."):
+            out[name] = (block_scale * state[name]).astype(STATE_DTYPE)
+    fc = np.concatenate([np.eye(e), hidden_mix * rng.standard_normal((e, e)) / np.sqrt(e)], axis=1)
     out["mtp.fc.weight"] = fc.astype(STATE_DTYPE)
     out["mtp.pre_fc_norm_embedding.weight"] = np.zeros(e, STATE_DTYPE)
     out["mtp.norm.weight"] = state["model.norm.weight"].copy()
@@ -216,3 +220,38 @@ def quantization_exact(state: dict[str, np.ndarray], block: int = 32) -> dict[st
 
 def with_sizes(spec: TinySpec, **changes: Any) -> TinySpec:
     return replace(spec, **changes)
+
+
+def save_state(path: str, state: dict[str, np.ndarray]) -> None:
+    """Store a (quantization_exact) state dict compactly: matrices as Q8_0 blocks, the rest as float32.
+
+    Lossless for the output of `quantization_exact`; `load_state` restores float32 arrays.
+    """
+    from gguf import GGMLQuantizationType, quants
+
+    arrays: dict[str, np.ndarray] = {}
+    for i, (name, value) in enumerate(state.items()):
+        if value.ndim >= 2 and value.shape[-1] % 32 == 0:
+            arrays[f"q8_0/{i}"] = quants.quantize(value.astype(np.float32), GGMLQuantizationType.Q8_0)
+        else:
+            arrays[f"f32/{i}"] = value.astype(np.float32)
+        arrays[f"shape/{i}"] = np.asarray(value.shape, dtype=np.int64)
+    arrays["names"] = np.asarray(list(state), dtype=np.str_)
+    np.savez(path, **arrays)
+
+
+def load_state(path: str) -> dict[str, np.ndarray]:
+    """Inverse of `save_state`."""
+    from gguf import GGMLQuantizationType, quants
+
+    with np.load(path) as data:
+        names = [str(n) for n in data["names"]]
+        out = {}
+        for i, name in enumerate(names):
+            shape = tuple(int(s) for s in data[f"shape/{i}"])
+            if f"q8_0/{i}" in data:
+                value = quants.dequantize(data[f"q8_0/{i}"], GGMLQuantizationType.Q8_0)
+            else:
+                value = data[f"f32/{i}"]
+            out[name] = np.asarray(value, dtype=STATE_DTYPE).reshape(shape)
+    return out
