@@ -18,7 +18,9 @@ const uint MAX_WORDS = 32;   // 1024 experts
 layout(std430, binding = 0) readonly buffer Ids { uint ids[]; };
 layout(std430, binding = 1) writeonly buffer Used { uint used[]; };
 
-layout(push_constant) uniform Push { uint ids_off; uint n_entries; uint n_expert; uint used_off; uint capacity; } p;
+layout(push_constant) uniform Push {
+    uint ids_off; uint n_entries; uint n_expert; uint used_off; uint capacity;
+} p;
 
 shared uint bits[MAX_WORDS];
 

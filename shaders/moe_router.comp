@@ -32,7 +32,8 @@ layout(std430, binding = 1) writeonly buffer Ids { uint ids[]; };
 layout(std430, binding = 2) writeonly buffer Weights { float weights[]; };
 
 layout(push_constant) uniform Push {
-    uint logits_off; uint logits_stride; uint n_tok; uint n_expert; uint n_used; uint ids_off; uint weights_off;
+    uint logits_off; uint logits_stride; uint n_tok; uint n_expert; uint n_used;
+    uint ids_off; uint weights_off;
 } p;
 
 shared float red_v[BLOCK_SIZE];

@@ -32,7 +32,8 @@ def run_router(device, router: MoeRouter, logits, n_expert, used=True):
     w0 = np.full((n_tok, k), -1.0, np.float32)
     used0 = np.full(used_list_words(n_expert, n_tok, k), 0xABCD, np.uint32)
     ws = Workspace(device, Workspace.size_for(logits, ids0, w0, used0))
-    lv, iv, wv, uv = ws.put("logits", logits), ws.put("ids", ids0), ws.put("weights", w0), ws.put("used", used0)
+    lv, iv = ws.put("logits", logits), ws.put("ids", ids0)
+    wv, uv = ws.put("weights", w0), ws.put("used", used0)
     rec = device.recorder()
     router.record(rec, lv, stride, n_tok, iv, wv, used=uv if used else None)
     rec.finish()
@@ -66,8 +67,8 @@ def test_moe_router_qwen_shape(device, variant, n_tok):
 
 
 @pytest.mark.parametrize("variant", ["subgroup", "shared"])
-@pytest.mark.parametrize("n_expert,n_used,block_size", [(60, 4, 64), (512, 10, 128), (128, 1, 32), (256, 8, 256),
-                                                        (7, 7, 64)])
+@pytest.mark.parametrize("n_expert,n_used,block_size",
+                         [(60, 4, 64), (512, 10, 128), (128, 1, 32), (256, 8, 256), (7, 7, 64)])
 def test_moe_router_other_shapes(device, variant, n_expert, n_used, block_size):
     if variant not in variants(device):
         pytest.skip("no subgroup arithmetic")

@@ -26,7 +26,8 @@ def test_state_select_matches_reference(device, n_groups):
     sel_v, snap_v, live_v = ws.put("select", select), ws.put("snaps", snaps), ws.put("live", live)
     rec = device.recorder()
     StateSelect(device).record(rec, sel_v, len(select), snap_v, live_v, n_words, n_slots, n_snap, n_groups,
-                               snap_group_stride=n_slots * n_snap * n_words, live_group_stride=n_slots * n_words)
+                               snap_group_stride=n_slots * n_snap * n_words,
+                               live_group_stride=n_slots * n_words)
     rec.finish()
     rec.run()
     got = ws.read("live", live.shape)
@@ -82,12 +83,13 @@ def test_rollback_after_partial_acceptance_is_exact(device):
         qkv, gates, gs = v["qkv"], v["gates"], layer.gates.shape[1]
         rec = device.recorder()
         ns = n_snap if snapshots else 0
-        conv.record(rec, v["records"], n, v["u"], n_ch, v["weight"], v["conv_state"], v["conv_out"], n_ch, n_ch,
-                    snapshots=v["conv_snaps"], n_snap=ns)
+        conv.record(rec, v["records"], n, v["u"], n_ch, v["weight"], v["conv_state"], v["conv_out"], n_ch,
+                    n_ch, snapshots=v["conv_snaps"], n_snap=ns)
         gdn.record(rec, v["records"], n, qkv, qkv.sub(hk_d * 4, qkv.nbytes - hk_d * 4),
                    qkv.sub(2 * hk_d * 4, qkv.nbytes - 2 * hk_d * 4), stride, gates,
-                   gates.sub(h_v * 4, gates.nbytes - h_v * 4), gs, v["params"], v["params"].sub(h_v * 4, h_v * 4),
-                   v["state"], v["out"], h_v * d, h_k, h_v, EPS, snapshots=v["snaps"], n_snap=ns, n_seqs=2)
+                   gates.sub(h_v * 4, gates.nbytes - h_v * 4), gs, v["params"],
+                   v["params"].sub(h_v * 4, h_v * 4), v["state"], v["out"], h_v * d, h_k, h_v, EPS,
+                   snapshots=v["snaps"], n_snap=ns, n_seqs=2)
         if snapshots:
             select.record(rec, v["select"], 2, v["conv_snaps"], v["conv_state"], 3 * n_ch, n_slots, n_snap)
             select.record(rec, v["select"], 2, v["snaps"], v["state"], h_v * d * d, n_slots, n_snap)
@@ -104,7 +106,8 @@ def test_rollback_after_partial_acceptance_is_exact(device):
         ref_ws, ref_rec = step(list(range(kept + 1)) + [4], snapshots=False)
         ref_rec.run()
         for name, shape in [("conv_state", conv_state.shape), ("state", layer.state.shape)]:
-            np.testing.assert_array_equal(ws.read(name, shape), ref_ws.read(name, shape), err_msg=f"r={r} {name}")
+            np.testing.assert_array_equal(ws.read(name, shape), ref_ws.read(name, shape),
+                                          err_msg=f"r={r} {name}")
         ref_ws.check_guards()
         ref_rec.destroy()
         ref_ws.destroy()

@@ -29,9 +29,10 @@ class CausalConv1d:
                  token_lanes: int | None = None):
         if not 2 <= kernel_size <= MAX_KERNEL:
             raise ValueError(f"conv1d: kernel_size {kernel_size} outside 2..{MAX_KERNEL}")
-        if token_lanes is not None and channels_per_workgroup * token_lanes > device.info.max_workgroup_invocations:
-            raise ValueError(f"conv1d: {channels_per_workgroup} x {token_lanes} invocations exceed the device's "
-                             f"{device.info.max_workgroup_invocations}")
+        limit = device.info.max_workgroup_invocations
+        if channels_per_workgroup * (token_lanes or 4) > limit:
+            raise ValueError(f"conv1d: {channels_per_workgroup} x {token_lanes or 4} invocations exceed "
+                             f"the device's {limit}")
         self.device = device
         self.kernel_size = kernel_size
         self.channels = channels_per_workgroup
@@ -72,7 +73,8 @@ class CausalConv1d:
         snap_view = snapshots if n_snap > 0 else live
         lanes = self.token_lanes or (1 if n_tokens <= 8 else 4)
         push = [records.word_offset, n_tokens, n_ch, u.word_offset, u_stride, weight.word_offset,
-                state.word_offset, n_slots, snap_view.word_offset, max(n_snap, 0), out.word_offset, out_stride]
+                state.word_offset, n_slots, snap_view.word_offset, max(n_snap, 0), out.word_offset,
+                out_stride]
         groups = (-(-n_ch // self.channels), 1, 1)
         buffers = [records.buffer, u.buffer, weight.buffer, state.buffer, snap_view.buffer, out.buffer]
         rec.dispatch(KEY, buffers, groups, push=push, spec=[self.channels, lanes, self.kernel_size],

@@ -40,7 +40,8 @@ class MoeRouter:
                  block_size: int | None = None):
         info = device.info
         if not 1 <= n_used <= min(MAX_USED, n_expert):
-            raise ValueError(f"moe_router: n_used {n_used} must be in 1..min({MAX_USED}, n_expert={n_expert})")
+            raise ValueError(f"moe_router: n_used {n_used} must be in "
+                             f"1..min({MAX_USED}, n_expert={n_expert})")
         variant = variant or ("subgroup" if info.has_subgroup_arithmetic else "shared")
         if variant not in ROUTER_KEYS:
             raise ValueError(f"moe_router: unknown variant {variant!r} (one of {sorted(ROUTER_KEYS)})")
@@ -76,8 +77,8 @@ class MoeRouter:
         push = [logits.word_offset, logits_stride, n_tokens, self.n_expert, k, ids.word_offset,
                 weights.word_offset]
         groups = (min(n_tokens, MAX_GROUPS_X), -(-n_tokens // MAX_GROUPS_X), 1)
-        rec.dispatch(ROUTER_KEYS[self.variant], [logits.buffer, ids.buffer, weights.buffer], groups, push=push,
-                     spec=self.spec, reads=reads, writes=[ids_v, weights_v],
+        rec.dispatch(ROUTER_KEYS[self.variant], [logits.buffer, ids.buffer, weights.buffer], groups,
+                     push=push, spec=self.spec, reads=reads, writes=[ids_v, weights_v],
                      label=f"moe_router_{self.variant}[bs={self.block_size}]")
         if used is not None:
             self.record_used(rec, ids_v, n_tokens, used)
