@@ -89,7 +89,8 @@ def run_gdn(device, op: GatedDeltaNet, layer: Layer, n_seqs: int = 1, steps=None
                   gates.sub(first * gstride * 4, ((count - 1) * gstride + hv) * 4),
                   gates.sub((first * gstride + hv) * 4, ((count - 1) * gstride + hv) * 4), gstride,
                   params.sub(0, hv * 4), params.sub(hv * 4, hv * 4), state,
-                  out.sub(first * out0.shape[1] * 4, ((count - 1) * out0.shape[1] + hv * d) * 4), out0.shape[1],
+                  out.sub(first * out0.shape[1] * 4, ((count - 1) * out0.shape[1] + hv * d) * 4),
+                  out0.shape[1],
                   layer.h_k, hv, EPS, snapshots=snaps, n_snap=n_snap, n_seqs=n_seqs)
     rec.finish()
     rec.run()
@@ -144,7 +145,7 @@ def test_gdn_lanes_equal_to_subgroup_size(device, lanes, variant):
 
 @pytest.mark.parametrize("lanes_per_column", [64, 128])
 def test_gdn_lanes_wider_than_any_subgroup(device, lanes_per_column):
-    """A column spread over more lanes than a subgroup has: the subgroup variants fall back to shared memory."""
+    """A column spread over more lanes than a subgroup has: subgroup variants fall back to shared memory."""
     layer = make_layer(np.random.default_rng(3), [0, 0, 0], h_k=1, h_v=2, d=128, n_slots=1)
     for variant in variants(device):
         op = GatedDeltaNet(device, head_dim=128, lanes_per_column=lanes_per_column, variant=variant)

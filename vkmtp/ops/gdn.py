@@ -54,7 +54,8 @@ class GatedDeltaNet:
             lanes_per_column = min(DEFAULT_LANES_PER_COLUMN, head_dim)
         lanes = int(lanes_per_column)
         if not power_of_two(lanes) or lanes > head_dim or head_dim % lanes:
-            raise ValueError(f"gdn: lanes_per_column {lanes} must be a power of two dividing head_dim {head_dim}")
+            raise ValueError(f"gdn: lanes_per_column {lanes} must be a power of two dividing "
+                             f"head_dim {head_dim}")
         variant = variant or available_variants(device)[0]
         if variant not in VARIANT_DEFINES:
             raise ValueError(f"gdn: unknown variant {variant!r} (one of {sorted(VARIANT_DEFINES)})")
@@ -134,9 +135,11 @@ class GatedDeltaNet:
         snap_view = snapshots if n_snap > 0 else live
         push = [records.word_offset, n_tokens, q.word_offset, k.word_offset, v.word_offset, qkv_stride,
                 b.word_offset, alpha.word_offset, gate_stride, ssm_a.word_offset, dt_bias.word_offset,
-                state.word_offset, n_slots, snap_view.word_offset, max(n_snap, 0), out.word_offset, out_stride,
-                n_head_v, n_head_k, float(eps), float(1.0 / math.sqrt(d))]
+                state.word_offset, n_slots, snap_view.word_offset, max(n_snap, 0), out.word_offset,
+                out_stride, n_head_v, n_head_k, float(eps), float(1.0 / math.sqrt(d))]
         groups = (-(-d // self.columns_per_workgroup), n_head_v, max(1, min(n_seqs, n_tokens, 65535)))
-        buffers = [records.buffer, q.buffer, b.buffer, ssm_a.buffer, state.buffer, snap_view.buffer, out.buffer]
-        rec.dispatch(self.key, buffers, groups, push=push, spec=self.spec, reads=reads + [live], writes=writes,
+        buffers = [records.buffer, q.buffer, b.buffer, ssm_a.buffer, state.buffer, snap_view.buffer,
+                   out.buffer]
+        rec.dispatch(self.key, buffers, groups, push=push, spec=self.spec, reads=reads + [live],
+                     writes=writes,
                      label=f"{self.key.name}[wg={self.workgroup_size},lanes={self.lanes_per_column}]")
