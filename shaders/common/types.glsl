@@ -72,15 +72,21 @@ float f16_half(uint w, uint half_index) { return unpackHalf2x16(w >> (16u * half
 float bf16_lo(uint w) { return uintBitsToFloat(w << 16u); }
 float bf16_hi(uint w) { return uintBitsToFloat(w & 0xFFFF0000u); }
 
-// IQ4_NL / IQ4_XS non-linear 4-bit code book (ggml's kvalues_iq4nl).
-const float IQ4_VALUES[16] = float[16](-127.0, -104.0, -83.0, -65.0, -49.0, -35.0, -22.0, -10.0,
-                                        1.0, 13.0, 25.0, 38.0, 53.0, 69.0, 89.0, 113.0);
+// IQ4_NL / IQ4_XS non-linear 4-bit code book (ggml's kvalues_iq4nl): -127 -104 -83 -65 -49 -35 -22 -10
+// 1 13 25 38 53 69 89 113, packed as int8 bytes into 4 words and looked up with selects and a bit-field extract
+// (no dynamically indexed array: those go to scratch memory on some compilers and are slow to build on lavapipe).
+const uvec4 IQ4_PACKED = uvec4(0xBFAD9881u, 0xF6EADDCFu, 0x26190D01u, 0x71594535u);
+
+float iq4_value(uint n) {
+    uint w = n < 8u ? (n < 4u ? IQ4_PACKED.x : IQ4_PACKED.y) : (n < 12u ? IQ4_PACKED.z : IQ4_PACKED.w);
+    return float(bitfieldExtract(int(w), int(8u * (n & 3u)), 8));
+}
 
 // The code-book values of the 4 low (sh = 0) or high (sh = 4) nibbles of a word.
 vec4 iq4_values4(uint w, uint sh) {
     uint n = (w >> sh) & 0x0F0F0F0Fu;
-    return vec4(IQ4_VALUES[n & 0xFu], IQ4_VALUES[(n >> 8u) & 0xFu], IQ4_VALUES[(n >> 16u) & 0xFu],
-                IQ4_VALUES[n >> 24u]);
+    return vec4(iq4_value(n & 0xFu), iq4_value((n >> 8u) & 0xFu), iq4_value((n >> 16u) & 0xFu),
+                iq4_value(n >> 24u));
 }
 
 // 6-bit (scale, min) of sub-block b (0..7) of Q4_K / Q5_K from the 12 scale bytes held in words s0, s1, s2
