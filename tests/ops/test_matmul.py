@@ -13,37 +13,16 @@ import pytest
 
 from vkmtp.gguf import GGMLType as T
 from vkmtp.gguf import block_size, row_bytes
-from vkmtp.ops.matmul import DEFAULT_TILES, SUPPORTED_TYPES, MatMul
+from vkmtp.ops.matmul import CPU_TILES, GPU_TILES, SUPPORTED_TYPES, MatMul, usable_tiles
 from vkmtp.ref.ops.matmul import dequantize_weight
 from vkmtp.ref.ops.matmul import matmul as matmul_ref
+from vkmtp.ref.quant_samples import random_weight
 
 GUARD_WORDS = 16
 GUARD = np.uint32(0xDEADBEEF)
-# f16 fields (byte offsets in a block) that scale a block; the other bytes are quants and any value is valid.
-SCALE_FIELDS = {T.Q4_0: (0,), T.Q4_1: (0, 2), T.Q5_0: (0,), T.Q5_1: (0, 2), T.Q8_0: (0,), T.Q2_K: (80, 82),
-                T.Q3_K: (108,), T.Q4_K: (0, 2), T.Q5_K: (0, 2), T.Q6_K: (208,), T.IQ4_NL: (0,),
-                T.IQ4_XS: (0,)}
 # Relative tolerance per weight type (error / sum |w x|): dequantization is exact f32 either way, what is left
 # is the f32 accumulation order.
 TOLERANCE = {t: 1e-5 for t in SUPPORTED_TYPES}
-
-
-def random_weight(rng: np.random.Generator, ggml_type: int, n_rows: int, k: int) -> np.ndarray:
-    """Packed [n_rows, k] weight bytes of `ggml_type` with values of order 0.1..1."""
-    t = T(ggml_type)
-    if t == T.F32:
-        return rng.standard_normal((n_rows, k)).astype(np.float32).view(np.uint8).reshape(-1)
-    if t == T.F16:
-        return rng.standard_normal((n_rows, k)).astype(np.float16).view(np.uint8).reshape(-1)
-    if t == T.BF16:
-        bits = rng.standard_normal((n_rows, k)).astype(np.float32).view(np.uint32) >> 16
-        return bits.astype(np.uint16).view(np.uint8).reshape(-1)
-    elems, nbytes = block_size(t)
-    blocks = rng.integers(0, 256, (n_rows * k // elems, nbytes), dtype=np.uint8)
-    for off in SCALE_FIELDS[t]:
-        scale = (rng.uniform(0.002, 0.02, len(blocks)) * rng.choice([-1, 1], len(blocks))).astype(np.float16)
-        blocks[:, off:off + 2] = scale.view(np.uint8).reshape(-1, 2)
-    return blocks.reshape(-1)
 
 
 def check_close(got: np.ndarray, ref: np.ndarray, scale: np.ndarray, tol: float, what: str) -> None:
@@ -156,15 +135,15 @@ def test_matmul_accumulates_into_y(device, mm, ggml_type):
     run_and_check(device, mm, ggml_type, 70, 96, 19, accumulate=True)
 
 
-@pytest.mark.parametrize("tile", DEFAULT_TILES, ids=lambda t: t.name)
+@pytest.mark.parametrize("tile", GPU_TILES + CPU_TILES, ids=lambda t: t.name)
 def test_every_tile_gives_the_same_bits(device, mm, tile):
-    """Each output is one fma chain over k in order, so tile shape and the aligned path change no bit."""
+    """Each output is one fma chain over k in order, so the tile shape changes no bit (GPU and CPU tables)."""
     case = Case(device, T.F16, 150, 80, 70, seed=3)
     try:
-        if tile not in mm.tiles:
+        if tile not in usable_tiles(device.info, [tile]):
             pytest.skip(f"{tile} does not fit this device")
         got = case.run(mm, tile=tile)
-        base = case.run(mm, tile=mm.tiles[-1])
+        base = case.run(mm, tile=GPU_TILES[-1])
         ref, scale = case.reference()
         check_close(got, ref, scale, TOLERANCE[T.F16], f"tile {tile}")
         np.testing.assert_array_equal(got, base)

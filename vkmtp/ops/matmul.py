@@ -30,6 +30,7 @@ class MatMulTile:
     bk: int
     tm: int
     tn: int
+    min_work: int = 0   # smallest M*N*K worth this tile (its compile time), 0 = any
 
     def __post_init__(self):
         if (self.bm // self.tm) * (self.bn // self.tn) != self.block_size or self.bm % self.tm \
@@ -48,15 +49,29 @@ class MatMulTile:
         return f"{self.name}[bs={self.block_size},{self.bm}x{self.bn}x{self.bk},t={self.tm}x{self.tn}]"
 
 
-# Largest first. Picked by `MatMul.tile_for`: the largest that the device can run and the shape can fill.
-DEFAULT_TILES = (
+# Tile sets per device class, largest first; `MatMul.tile_for` takes the largest the output fills.
+# GPUs: llama.cpp's scalar warptile sizes (vulkan-kernels.md §2.6). lavapipe (kind 'cpu') turns every
+# shared-memory load into a per-lane scalar loop (gallivm's emit_load_mem), so loads per FMA decide its speed:
+# 16 x 16 register tiles (256 accumulators; SoA vectors in CPU registers/stack) run ~2x faster there than 8 x 8,
+# but take ~10 s to compile, so they are used only for products of at least 2^28 multiply-adds.
+GPU_TILES = (
     MatMulTile("large", 256, 128, 128, 16, 8, 8),
     MatMulTile("medium", 128, 64, 64, 16, 4, 8),
     MatMulTile("small", 64, 32, 32, 16, 4, 4),
 )
+CPU_TILES = (
+    MatMulTile("cpu_large", 64, 128, 128, 16, 16, 16, min_work=1 << 28),
+    MatMulTile("cpu_small", 64, 64, 64, 16, 8, 8),
+)
+TILE_TABLE = {"cpu": CPU_TILES, "gpu": GPU_TILES}
 
 
-def usable_tiles(info, tiles: Sequence[MatMulTile] = DEFAULT_TILES) -> tuple[MatMulTile, ...]:
+def default_tiles(info) -> tuple[MatMulTile, ...]:
+    """The tile set for this device class ('cpu' for software rasterizers, 'gpu' otherwise)."""
+    return TILE_TABLE["cpu" if info.kind == "cpu" else "gpu"]
+
+
+def usable_tiles(info, tiles: Sequence[MatMulTile]) -> tuple[MatMulTile, ...]:
     """Tiles this device can run: shared memory, workgroup size, and a whole number of subgroups."""
     ok = tuple(t for t in tiles
                if t.shared_bytes <= info.max_shared_memory
@@ -78,14 +93,15 @@ def _type_name(ggml_type: int) -> str:
 class MatMul:
     """Records Y (+)= W X^T for prefill chunks. One instance per device; variants compile on first use."""
 
-    def __init__(self, device: Device, tiles: Sequence[MatMulTile] = DEFAULT_TILES):
+    def __init__(self, device: Device, tiles: Sequence[MatMulTile] | None = None):
         self.device = device
-        self.tiles = usable_tiles(device.info, tiles)
+        self.tiles = usable_tiles(device.info, tiles or default_tiles(device.info))
 
-    def tile_for(self, n_rows: int, n_tok: int) -> MatMulTile:
-        """The largest tile whose BM x BN the output fills at least half of along both axes."""
+    def tile_for(self, n_rows: int, n_tok: int, k: int) -> MatMulTile:
+        """The largest tile whose BM x BN the output fills more than half of along both axes (and whose
+        `min_work` the product reaches)."""
         for tile in self.tiles:
-            if n_rows * 2 > tile.bm and n_tok * 2 > tile.bn:
+            if n_rows * 2 > tile.bm and n_tok * 2 > tile.bn and n_rows * n_tok * k >= tile.min_work:
                 return tile
         return self.tiles[-1]
 
@@ -98,7 +114,7 @@ class MatMul:
                 rows in order (tensors larger than maxStorageBufferRange); every part but the last holds a
                 whole number of rows.
             x: [n_tok, k] f32.  y: [n_tok, n_rows] f32 (read too when `accumulate`).
-            tile: force a tile shape (tests, benchmarks); default `tile_for(n_rows, n_tok)`.
+            tile: force a tile shape (tests, benchmarks); default `tile_for(n_rows, n_tok, k)`.
         """
         parts = [weight] if isinstance(weight, View) else list(weight)
         if ggml_type not in SUPPORTED_TYPES:
@@ -116,7 +132,7 @@ class MatMul:
             raise ValueError(f"matmul: y holds {y.nbytes} B, needs [{n_tok}, {n_rows}] f32")
         part_rows = self._split_rows(parts, rb, n_rows)
 
-        tile = tile or self.tile_for(n_rows, n_tok)
+        tile = tile or self.tile_for(n_rows, n_tok, k)
         defines = {f"DATA_A_{t.name}": 1}
         if k % tile.bk == 0:
             defines["ALIGNED"] = 1
