@@ -165,7 +165,7 @@ class Forward:
     def record_embed(self, rec: Recorder, records: View, n: int, out: View, table: str | None = None,
                      out_stride: int | None = None) -> None:
         ref = self.w[table or self.table.token_embd.name]
-        self.ops.get_rows.record(rec, ref.parts, ref.ggml_type, self.cfg.n_embd, records, out, n,
+        self.ops.get_rows.record(rec, ref.parts, ref.ggml_type, ref.shape[0], self.cfg.n_embd, records, out, n,
                                  out_stride=out_stride)
 
     # --- blocks -----------------------------------------------------------------------------------------------
