@@ -13,8 +13,8 @@ import fnmatch
 import os
 from typing import Any, Mapping
 
-import numpy as np
 import gguf
+import numpy as np
 
 from vkmtp.convert.hf_config import ConversionError, read_hf_config
 from vkmtp.convert.metadata import model_metadata
@@ -39,11 +39,16 @@ FILE_TYPES: dict[str, tuple[GGMLType, gguf.LlamaFileType]] = {
 _FORCE_F32_NAMES = ("ssm_conv1d.weight", "ffn_gate_inp.weight", "ffn_gate_inp_shexp.weight")
 
 
-def tensor_type(name: str, shape: tuple[int, ...], file_type: GGMLType,
-                overrides: Mapping[str, str] | None = None) -> GGMLType:
+def tensor_type(
+    name: str, shape: tuple[int, ...], file_type: GGMLType, overrides: Mapping[str, str] | None = None
+) -> GGMLType:
     """The ggml type a tensor is written in (before the F16 fallback for rows that do not fit)."""
-    if len(shape) <= 1 or name.endswith("_norm.weight") or not name.endswith(".weight") \
-            or name.endswith(_FORCE_F32_NAMES):
+    if (
+        len(shape) <= 1
+        or name.endswith("_norm.weight")
+        or not name.endswith(".weight")
+        or name.endswith(_FORCE_F32_NAMES)
+    ):
         return GGMLType.F32
     for pattern, type_name in (overrides or {}).items():
         if fnmatch.fnmatchcase(name, pattern):
@@ -68,7 +73,7 @@ def quantize(values: np.ndarray, qtype: GGMLType) -> np.ndarray:
     if qtype == GGMLType.F16:
         return values.astype(np.float16)
     try:
-        from vkmtp.gguf import quantize as vk_quantize   # our own quantizer, when present
+        from vkmtp.gguf import quantize as vk_quantize  # our own quantizer, when present
     except ImportError:
         vk_quantize = None
     if vk_quantize is not None:
@@ -98,9 +103,16 @@ def _add_metadata_value(writer: gguf.GGUFWriter, key: str, value: Any) -> None:
         raise ConversionError(f"metadata '{key}': cannot write value of type {type(value).__name__}")
 
 
-def write_gguf(state_dict: Mapping[str, np.ndarray], hf_config: Mapping[str, Any], out_path: str | os.PathLike,
-               file_type: str = "f32", tokenizer_meta: Mapping[str, Any] | None = None, mtp: bool = True,
-               name: str | None = None, type_overrides: Mapping[str, str] | None = None) -> dict[str, str]:
+def write_gguf(
+    state_dict: Mapping[str, np.ndarray],
+    hf_config: Mapping[str, Any],
+    out_path: str | os.PathLike,
+    file_type: str = "f32",
+    tokenizer_meta: Mapping[str, Any] | None = None,
+    mtp: bool = True,
+    name: str | None = None,
+    type_overrides: Mapping[str, str] | None = None,
+) -> dict[str, str]:
     """Convert an HF Qwen3.5 / Qwen3.6 state dict (NumPy arrays) and write it as a GGUF.
 
     Args:
@@ -134,7 +146,7 @@ def write_gguf(state_dict: Mapping[str, np.ndarray], hf_config: Mapping[str, Any
     for gguf_name, values in tensors.items():
         qtype = tensor_type(gguf_name, values.shape, base_type, type_overrides)
         if not _fits(values.shape, qtype):
-            qtype = GGMLType.F16      # llama.cpp: QuantError -> F16
+            qtype = GGMLType.F16  # llama.cpp: QuantError -> F16
         data = quantize(values, qtype)
         writer.add_tensor(gguf_name, data, raw_dtype=qtype)
         written[gguf_name] = qtype.name

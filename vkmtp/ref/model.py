@@ -50,8 +50,13 @@ class WeightStore(Mapping[str, np.ndarray]):
 class ReferenceModel:
     """NumPy forward pass of a `qwen35` / `qwen35moe` model, trunk and MTP head."""
 
-    def __init__(self, cfg: ModelConfig, tensors: ModelTensors, weights: Mapping[str, np.ndarray],
-                 dtype: np.dtype = np.float32):
+    def __init__(
+        self,
+        cfg: ModelConfig,
+        tensors: ModelTensors,
+        weights: Mapping[str, np.ndarray],
+        dtype: np.dtype = np.float32,
+    ):
         self.cfg = cfg
         self.tensors = tensors
         self.weights = weights
@@ -76,7 +81,7 @@ class ReferenceModel:
     def new_mtp_state(self) -> MtpState:
         return MtpState(self.cfg, self.dtype)
 
-    # ---- pieces -----------------------------------------------------------------------------------------------
+    # ---- pieces ----------------------------------------------------------------------------------
     def check_tokens(self, tokens: Sequence[int] | np.ndarray) -> np.ndarray:
         tokens = np.asarray(tokens, dtype=np.int64).reshape(-1)
         if tokens.size == 0:
@@ -94,8 +99,14 @@ class ReferenceModel:
         """[n_tokens, n_embd] post-norm hidden -> [n_tokens, n_vocab] logits."""
         return linear(hidden, self.weights[head or self.tensors.output.name])
 
-    def block(self, blk: BlockTensors, x: np.ndarray, pos4: np.ndarray, memory: KVCache | DeltaNetState,
-              keep_steps: int = 0) -> tuple[np.ndarray, DeltaNetState | None, list[DeltaNetState]]:
+    def block(
+        self,
+        blk: BlockTensors,
+        x: np.ndarray,
+        pos4: np.ndarray,
+        memory: KVCache | DeltaNetState,
+        keep_steps: int = 0,
+    ) -> tuple[np.ndarray, DeltaNetState | None, list[DeltaNetState]]:
         """One decoder block (§3.2) over [n_tokens, n_embd].
 
         Returns the block output, the new GDN state (None for attention blocks, whose KVCache is updated in
@@ -116,9 +127,10 @@ class ReferenceModel:
             x = x + moe_ffn(f, blk.ffn, w, cfg)
         return x, new_state, steps
 
-    # ---- the trunk ----------------------------------------------------------------------------------------------
-    def forward(self, tokens: Sequence[int] | np.ndarray, state: ModelState,
-                keep_steps: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    # ---- the trunk -------------------------------------------------------------------------------
+    def forward(
+        self, tokens: Sequence[int] | np.ndarray, state: ModelState, keep_steps: int = 0
+    ) -> tuple[np.ndarray, np.ndarray]:
         """Evaluate new tokens at positions state.n_past, state.n_past+1, ... and update `state`.
 
         Args:
@@ -135,7 +147,7 @@ class ReferenceModel:
         pos4 = text_positions(state.n_past + np.arange(n_tokens))
         keep_steps = min(keep_steps, n_tokens)
         state.clear_steps()
-        x = self.embed(tokens)                                                  # [n_tokens, n_embd]
+        x = self.embed(tokens)  # [n_tokens, n_embd]
         for blk in self.tensors.blocks:
             if blk.kind is LayerKind.ATTENTION:
                 x, _, _ = self.block(blk, x, pos4, state.kv[blk.index])
@@ -147,7 +159,8 @@ class ReferenceModel:
         state.n_past += n_tokens
         return self.lm_head(hidden), hidden
 
-    def mtp_forward(self, tokens: Sequence[int] | np.ndarray, hiddens: np.ndarray,
-                    mtp_state: MtpState) -> tuple[np.ndarray, np.ndarray]:
+    def mtp_forward(
+        self, tokens: Sequence[int] | np.ndarray, hiddens: np.ndarray, mtp_state: MtpState
+    ) -> tuple[np.ndarray, np.ndarray]:
         """Run the MTP head; see `vkmtp.ref.mtp.mtp_forward`."""
         return mtp_forward(self, tokens, hiddens, mtp_state)

@@ -23,8 +23,8 @@ from vkmtp.model.config import ModelConfig
 class KVCache:
     """Keys and values of one attention block, one row per position 0 .. n_past-1."""
 
-    k: np.ndarray   # [n_past, n_head_kv, head_dim]
-    v: np.ndarray   # [n_past, n_head_kv, head_dim]
+    k: np.ndarray  # [n_past, n_head_kv, head_dim]
+    v: np.ndarray  # [n_past, n_head_kv, head_dim]
 
     @classmethod
     def empty(cls, n_head_kv: int, head_dim: int, dtype: np.dtype) -> "KVCache":
@@ -49,8 +49,8 @@ class KVCache:
 class DeltaNetState:
     """Conv window and delta-rule state of one Gated DeltaNet block."""
 
-    conv: np.ndarray   # [K_c - 1, conv_dim]
-    ssm: np.ndarray    # [H_v, d_v, d_k]
+    conv: np.ndarray  # [K_c - 1, conv_dim]
+    ssm: np.ndarray  # [H_v, d_v, d_k]
 
     @classmethod
     def zeros(cls, cfg: ModelConfig, dtype: np.dtype) -> "DeltaNetState":
@@ -72,7 +72,7 @@ class StateSnapshot:
 
 
 class ModelState:
-    """Memory of one sequence for the trunk: one KVCache per attention block, one DeltaNetState per GDN block."""
+    """Trunk memory of one sequence: a KVCache per attention block, a DeltaNetState per GDN block."""
 
     def __init__(self, cfg: ModelConfig, dtype: np.dtype = np.float32):
         self.n_past = 0
@@ -105,8 +105,10 @@ class ModelState:
         if self.recurrent:
             steps = self._steps.get(n_past)
             if steps is None or set(steps) != set(self.recurrent):
-                raise ValueError(f"no recorded recurrent state at n_past={n_past} "
-                                 f"(recorded: {list(self.rollback_points)}); use keep_steps in forward")
+                raise ValueError(
+                    f"no recorded recurrent state at n_past={n_past} "
+                    f"(recorded: {list(self.rollback_points)}); use keep_steps in forward"
+                )
             for layer, step in steps.items():
                 self.recurrent[layer] = step.copy()
         for cache in self.kv.values():
@@ -115,8 +117,9 @@ class ModelState:
         self.n_past = n_past
 
     def snapshot(self) -> StateSnapshot:
-        return StateSnapshot(self.n_past, copy.deepcopy(self.kv),
-                             {i: s.copy() for i, s in self.recurrent.items()})
+        return StateSnapshot(
+            self.n_past, copy.deepcopy(self.kv), {i: s.copy() for i, s in self.recurrent.items()}
+        )
 
     def restore(self, snapshot: StateSnapshot) -> None:
         """Return exactly to `snapshot` (the snapshot stays usable)."""
