@@ -3,6 +3,7 @@
 // Why: kp 0.9.0 records no barrier between two dispatches of one sequence, so a dispatch that reads what the
 // previous one wrote can see stale data on a real GPU. OpComputeBarrier records one global memory barrier
 // (shader/transfer writes -> shader/transfer/host reads and writes), the way llama.cpp orders its graph nodes.
+// OpDispatch dispatches a pipeline with per-dispatch push constants and group counts.
 // OpCopyRegion copies a byte range between two tensors (chunked weight upload, KV snapshots, state rollback).
 // device_infos() reports what kp's own get_device_properties() leaves out: device type, driver, subgroup
 // size and operations, memory heaps and budget, limits and optional features.
@@ -76,6 +77,41 @@ class OpCopyRegion : public kp::OpBase
   private:
     std::shared_ptr<kp::Tensor> mSrc, mDst;
     uint64_t mSrcOffset, mDstOffset, mBytes;
+};
+
+// One dispatch of an existing Algorithm with its own push constants and group counts. kp's OpAlgoDispatch
+// takes the group count from the Algorithm (fixed at creation) and adds transfer->shader barriers for every
+// bound buffer; vkmtp reuses one pipeline for many dispatches (different offsets and sizes into shared
+// buffers) and records its own barriers, so it needs neither.
+class OpDispatch : public kp::OpBase
+{
+  public:
+    OpDispatch(std::shared_ptr<kp::Algorithm> algorithm,
+               std::vector<uint32_t> pushConsts,
+               uint32_t x,
+               uint32_t y,
+               uint32_t z)
+      : mAlgorithm(algorithm), mPush(std::move(pushConsts)), mX(x), mY(y), mZ(z)
+    {
+    }
+    void record(const vk::CommandBuffer& commandBuffer) override
+    {
+        if (!mPush.empty()) {
+            mAlgorithm->setPushConstants(mPush.data(), (uint32_t)mPush.size(), sizeof(uint32_t));
+        }
+        mAlgorithm->recordBindCore(commandBuffer);
+        if (!mPush.empty()) {
+            mAlgorithm->recordBindPush(commandBuffer);
+        }
+        commandBuffer.dispatch(mX, mY, mZ);
+    }
+    void preEval(const vk::CommandBuffer&) override {}
+    void postEval(const vk::CommandBuffer&) override {}
+
+  private:
+    std::shared_ptr<kp::Algorithm> mAlgorithm;
+    std::vector<uint32_t> mPush;
+    uint32_t mX, mY, mZ;
 };
 
 static bool
@@ -201,6 +237,10 @@ registerExtensions(py::module_& m)
       m, "OpCopyRegion", "Copy n_bytes from src at src_offset to dst at dst_offset (vkmtp).")
       .def(py::init<std::shared_ptr<kp::Tensor>, std::shared_ptr<kp::Tensor>, uint64_t, uint64_t, uint64_t>(),
            py::arg("src"), py::arg("dst"), py::arg("src_offset"), py::arg("dst_offset"), py::arg("n_bytes"));
+    py::class_<OpDispatch, kp::OpBase, std::shared_ptr<OpDispatch>>(
+      m, "OpDispatch", "Dispatch an Algorithm with given push constants (uint32) and group counts (vkmtp).")
+      .def(py::init<std::shared_ptr<kp::Algorithm>, std::vector<uint32_t>, uint32_t, uint32_t, uint32_t>(),
+           py::arg("algorithm"), py::arg("push_consts"), py::arg("x"), py::arg("y") = 1, py::arg("z") = 1);
     m.def(
       "device_infos",
       [](kp::Manager& mgr) {
@@ -211,7 +251,7 @@ registerExtensions(py::module_& m)
           return out;
       },
       "Describe every Vulkan physical device (vkmtp).");
-    m.attr("vkmtp_ext_version") = 1;
+    m.attr("vkmtp_ext_version") = 2;
 }
 
 } // namespace vkmtp_ext

@@ -1,0 +1,242 @@
+"""The Vulkan device through Kompute: buffers, pipelines and recorded sequences.
+
+Kompute 0.9.0 records no barrier between dependent dispatches. `Recorder` tracks which byte ranges each
+dispatch reads and writes and records one global memory barrier (kp.OpComputeBarrier, vkmtp's patch) only
+before a dispatch that touches a range written (or writes a range read) since the last barrier -- the
+dependency rule llama.cpp's Vulkan backend uses. A recorded sequence is replayed as one queue submission.
+
+Device features: Kompute creates the device with no optional features enabled, so shaders read and write
+32-bit words only (16-bit values via unpackHalf2x16, 8-bit via bitfieldExtract) and never declare 8/16-bit
+storage or float16/int8 arithmetic; that works on every Vulkan 1.1 device. See docs/DESIGN.md.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence as Seq
+
+import numpy as np
+
+from vkmtp.device.buffers import WORD, Buffer, View
+from vkmtp.device.compiler import ShaderCompiler, ShaderKey
+from vkmtp.device.info import DeviceInfo, list_devices, pick_device
+
+STAGING_BYTES = 64 << 20
+
+
+class Device:
+    """One opened Vulkan device. Owns the kp.Manager, the shader compiler, pipelines and memory accounting."""
+
+    def __init__(self, index: int | str | None = None, compiler: ShaderCompiler | None = None,
+                 info: DeviceInfo | None = None):
+        import kp
+
+        self._kp = kp
+        self.info = info or pick_device(list_devices(), index)
+        self.manager = kp.Manager(self.info.index)
+        self.compiler = compiler or ShaderCompiler()
+        self.allocated = {"device": 0, "host": 0}
+        self.n_buffers = 0
+        self.submits = 0
+        self._pipelines: dict[tuple, object] = {}
+        self._staging: Buffer | None = None
+
+    # --- memory ---------------------------------------------------------------------------------------------
+    def buffer(self, nbytes: int, kind: str = "device", name: str = "") -> Buffer:
+        """Allocate `nbytes` (rounded up to words). On UMA devices 'device' memory is mapped (no staging)."""
+        if kind not in ("device", "host"):
+            raise ValueError(f"unknown buffer kind {kind!r}")
+        nbytes = max(-(-int(nbytes) // WORD) * WORD, WORD)
+        if nbytes > self.info.max_storage_buffer_range:
+            raise MemoryError(f"buffer '{name}' of {nbytes} B exceeds this device's maxStorageBufferRange "
+                              f"({self.info.max_storage_buffer_range} B); split it")
+        mapped = kind == "host" or self.info.uma
+        kp = self._kp
+        words = np.zeros(nbytes // WORD, dtype=np.uint32) if mapped else np.empty(nbytes // WORD, np.uint32)
+        ttype = kp.TensorTypes.host if mapped else kp.TensorTypes.storage
+        try:
+            tensor = self.manager.tensor_t(words, ttype)
+        except Exception as exc:  # driver out-of-memory and friends
+            raise MemoryError(f"allocating {nbytes} B for '{name}' failed: {exc}") from None
+        buf = Buffer(self, tensor, nbytes, "host" if mapped else "device", name)
+        self.allocated[kind] += nbytes
+        buf._accounted = kind
+        self.n_buffers += 1
+        return buf
+
+    def _release(self, buf: Buffer) -> None:
+        self.allocated[getattr(buf, "_accounted", buf.kind)] -= buf.nbytes
+        self.n_buffers -= 1
+        for k in [k for k in self._pipelines if buf in k[2]]:
+            self._pipelines.pop(k).destroy()
+
+    @property
+    def allocated_bytes(self) -> int:
+        return sum(self.allocated.values())
+
+    def upload(self, view: View, data) -> None:
+        """Copy host bytes into a view: directly into mapped memory, else through a reused staging buffer."""
+        raw = np.frombuffer(memoryview(np.ascontiguousarray(data)).cast("B"), dtype=np.uint8)
+        if raw.nbytes > view.nbytes:
+            raise ValueError(f"upload of {raw.nbytes} B into a view of {view.nbytes} B")
+        if view.buffer.mapped:
+            dst = view.buffer.words().view(np.uint8)
+            dst[view.offset: view.offset + raw.nbytes] = raw
+            return
+        staging = self._staging_buffer()
+        for start in range(0, raw.nbytes, staging.nbytes):
+            chunk = raw[start: start + staging.nbytes]
+            padded = -(-chunk.nbytes // WORD) * WORD
+            staging.words().view(np.uint8)[: chunk.nbytes] = chunk
+            seq = self.manager.sequence()
+            seq.record(self._kp.OpCopyRegion(staging.tensor, view.buffer.tensor, 0, view.offset + start, padded))
+            seq.record(self._kp.OpComputeBarrier())
+            seq.eval()
+            self.submits += 1
+
+    def download(self, view: View) -> bytes:
+        if view.buffer.mapped:
+            return view.buffer.words().view(np.uint8)[view.offset: view.offset + view.nbytes].tobytes()
+        staging = self._staging_buffer()
+        out = bytearray()
+        for start in range(0, view.nbytes, staging.nbytes):
+            n = min(staging.nbytes, view.nbytes - start)
+            padded = -(-n // WORD) * WORD
+            seq = self.manager.sequence()
+            seq.record(self._kp.OpComputeBarrier())
+            seq.record(self._kp.OpCopyRegion(view.buffer.tensor, staging.tensor, view.offset + start, 0, padded))
+            seq.record(self._kp.OpComputeBarrier())
+            seq.eval()
+            self.submits += 1
+            out += staging.words().view(np.uint8)[:n].tobytes()
+        return bytes(out)
+
+    def read(self, view: View, dtype=np.float32) -> np.ndarray:
+        return np.frombuffer(self.download(view), dtype=dtype).copy()
+
+    def _staging_buffer(self) -> Buffer:
+        if self._staging is None:
+            self._staging = self.buffer(min(STAGING_BYTES, self.info.max_storage_buffer_range), "host", "staging")
+        return self._staging
+
+    # --- pipelines --------------------------------------------------------------------------------------------
+    def pipeline(self, key: ShaderKey, buffers: Seq[Buffer], spec: Seq[int] = (), n_push: int = 0):
+        """A kp.Algorithm for this shader variant bound to `buffers` (binding i = buffers[i]); cached."""
+        ck = (key, tuple(int(s) for s in spec), tuple(buffers), int(n_push))
+        algo = self._pipelines.get(ck)
+        if algo is None:
+            spirv = self.compiler.spirv(key)
+            algo = self.manager.algorithm(
+                [b.tensor for b in buffers], spirv, [1, 1, 1],
+                np.asarray(spec, dtype=np.uint32), np.zeros(n_push, dtype=np.uint32))
+            self._pipelines[ck] = algo
+        return algo
+
+    @property
+    def n_pipelines(self) -> int:
+        return len(self._pipelines)
+
+    def recorder(self, timestamps: int = 0) -> "Recorder":
+        return Recorder(self, timestamps)
+
+    def release_pipelines(self) -> None:
+        for algo in self._pipelines.values():
+            algo.destroy()
+        self._pipelines.clear()
+
+    def destroy(self) -> None:
+        self.release_pipelines()
+        if self._staging is not None:
+            self._staging.destroy()
+            self._staging = None
+        if self.manager is not None:
+            self.manager.destroy()
+            self.manager = None
+
+
+def as_push(values: Seq[int | float]) -> list[int]:
+    """Push constants as uint32 words; floats are bit-cast (the shader reads them with uintBitsToFloat)."""
+    out = []
+    for v in values:
+        if isinstance(v, (float, np.floating)):
+            out.append(int(np.float32(v).view(np.uint32)))
+        else:
+            iv = int(v)
+            if not -(1 << 31) <= iv < (1 << 32):
+                raise ValueError(f"push constant {iv} does not fit 32 bits")
+            out.append(iv & 0xFFFFFFFF)
+    return out
+
+
+class Recorder:
+    """Records dispatches and copies into one kp.Sequence; `run()` submits it (again and again: replay)."""
+
+    def __init__(self, device: Device, timestamps: int = 0):
+        self.device = device
+        self._kp = device._kp
+        self.seq = device.manager.sequence(total_timestamps=timestamps) if timestamps \
+            else device.manager.sequence()
+        self._pending_writes: list[View] = []
+        self._pending_reads: list[View] = []
+        self.n_dispatches = 0
+        self.n_barriers = 0
+        self.labels: list[str] = []
+        self._keep: list = []   # ops must outlive the recording
+
+    def _order(self, reads: Seq[View], writes: Seq[View]) -> None:
+        hazard = any(r.overlaps(w) for r in (*reads, *writes) for w in self._pending_writes) or \
+            any(w.overlaps(r) for w in writes for r in self._pending_reads)
+        if hazard:
+            self.barrier()
+        self._pending_writes.extend(writes)
+        self._pending_reads.extend(reads)
+
+    def barrier(self) -> None:
+        op = self._kp.OpComputeBarrier()
+        self.seq.record(op)
+        self._keep.append(op)
+        self._pending_writes.clear()
+        self._pending_reads.clear()
+        self.n_barriers += 1
+        self.labels.append("barrier")
+
+    def dispatch(self, key: ShaderKey, buffers: Seq[Buffer], groups: tuple[int, int, int],
+                 push: Seq[int | float] = (), spec: Seq[int] = (), reads: Seq[View] = (),
+                 writes: Seq[View] = (), label: str = "") -> None:
+        push_words = as_push(push)
+        limit = self.device.info.max_workgroup_count
+        if any(g < 1 or g > lim for g, lim in zip(groups, limit)):
+            raise ValueError(f"{key.name}: group count {groups} outside 1..{limit}")
+        algo = self.device.pipeline(key, buffers, spec, len(push_words))
+        self._order(reads, writes)
+        op = self._kp.OpDispatch(algo, push_words, int(groups[0]), int(groups[1]), int(groups[2]))
+        self.seq.record(op)
+        self._keep.append(op)
+        self.n_dispatches += 1
+        self.labels.append(label or key.name)
+
+    def copy(self, src: View, dst: View, nbytes: int | None = None) -> None:
+        n = src.nbytes if nbytes is None else nbytes
+        if n > dst.nbytes or n > src.nbytes:
+            raise ValueError("copy larger than its source or destination view")
+        self._order([src.sub(0, n)], [dst.sub(0, n)])
+        op = self._kp.OpCopyRegion(src.buffer.tensor, dst.buffer.tensor, src.offset, dst.offset, n)
+        self.seq.record(op)
+        self._keep.append(op)
+        self.labels.append("copy")
+
+    def finish(self) -> "Recorder":
+        """End with a barrier so the host (after the fence) sees every write."""
+        self.barrier()
+        return self
+
+    def run(self) -> None:
+        self.seq.eval()
+        self.device.submits += 1
+
+    def timestamps_ns(self) -> np.ndarray:
+        ts = np.asarray(self.seq.get_timestamps(), dtype=np.float64)
+        return ts * self.device.info.timestamp_period_ns
+
+    def destroy(self) -> None:
+        self.seq.destroy()
+        self._keep.clear()
