@@ -127,6 +127,21 @@ def test_quantized_file_types(tmp_path):
     ReferenceModel.from_gguf(path)
 
 
+def test_k_quant_file_type(tmp_path, tiny_gguf):
+    hf_cfg, state = variant_state(FIXTURE_DIR, "dense")
+    path = str(tmp_path / "k.gguf")
+    written = write_gguf(state, hf_cfg, path, file_type="q4_k")
+    assert written["blk.3.attn_output.weight"] == "Q4_K"  # rows of H*D = 256 values
+    assert written["blk.3.attn_q.weight"] == "F16"  # rows of n_embd = 128: llama.cpp's F16 fallback
+    assert open_gguf(path).metadata["general.file_type"] == 14
+    tokens = [3, 4, 5, 90, 250]
+    quant = ReferenceModel.from_gguf(path)
+    exact = ReferenceModel.from_gguf(tiny_gguf("dense"))
+    q_logits, _ = quant.forward(tokens, quant.new_state())
+    f_logits, _ = exact.forward(tokens, exact.new_state())
+    assert 0 < np.abs(q_logits - f_logits).max() < 0.1 * np.abs(f_logits).max()
+
+
 def test_q8_0_file_reproduces_f32_model(tiny_gguf):
     # the fixture weights are Q8_0-representable and the V-head reorder moves whole 32-value blocks
     a = ReferenceModel.from_gguf(tiny_gguf("dense"))

@@ -19,7 +19,8 @@ import numpy as np
 from vkmtp.convert.hf_config import ConversionError, read_hf_config
 from vkmtp.convert.metadata import model_metadata
 from vkmtp.convert.tensors import convert_tensors, count_mtp_layers
-from vkmtp.gguf import GGMLType, block_size
+from vkmtp.gguf import QUANTIZE_TYPES, GGMLType, add_packed_tensor, block_size
+from vkmtp.gguf import quantize as gguf_quantize
 
 FILE_TYPES: dict[str, tuple[GGMLType, gguf.LlamaFileType]] = {
     "f32": (GGMLType.F32, gguf.LlamaFileType.ALL_F32),
@@ -35,6 +36,8 @@ FILE_TYPES: dict[str, tuple[GGMLType, gguf.LlamaFileType]] = {
     "q4_k": (GGMLType.Q4_K, gguf.LlamaFileType.MOSTLY_Q4_K_S),
     "q5_k": (GGMLType.Q5_K, gguf.LlamaFileType.MOSTLY_Q5_K_S),
     "q6_k": (GGMLType.Q6_K, gguf.LlamaFileType.MOSTLY_Q6_K),
+    "iq4_nl": (GGMLType.IQ4_NL, gguf.LlamaFileType.MOSTLY_IQ4_NL),
+    "iq4_xs": (GGMLType.IQ4_XS, gguf.LlamaFileType.MOSTLY_IQ4_XS),
 }
 _FORCE_F32_NAMES = ("ssm_conv1d.weight", "ffn_gate_inp.weight", "ffn_gate_inp_shexp.weight")
 
@@ -67,21 +70,18 @@ def parse_type(type_name: str) -> GGMLType:
 
 
 def quantize(values: np.ndarray, qtype: GGMLType) -> np.ndarray:
-    """Pack float32 `values` (NumPy order) as `qtype`: float arrays for F32/F16, uint8 blocks otherwise."""
+    """Pack float32 `values` (NumPy order) as `qtype`: float arrays for F32/F16, [..., row_bytes] u8 blocks
+    otherwise (vkmtp.gguf's quantizers, which write llama.cpp's block layouts)."""
     if qtype == GGMLType.F32:
         return values.astype(np.float32)
     if qtype == GGMLType.F16:
         return values.astype(np.float16)
-    try:
-        from vkmtp.gguf import quantize as vk_quantize  # our own quantizer, when present
-    except ImportError:
-        vk_quantize = None
-    if vk_quantize is not None:
-        return np.asarray(vk_quantize(values, qtype), dtype=np.uint8)
-    try:
-        return gguf.quants.quantize(values, qtype)
-    except NotImplementedError:
-        raise ConversionError(f"no quantizer for {qtype.name} in this installation") from None
+    if qtype not in QUANTIZE_TYPES:
+        raise ConversionError(
+            f"no quantizer for {qtype.name} (supported: "
+            f"{', '.join(sorted(t.name for t in QUANTIZE_TYPES))})"
+        )
+    return gguf_quantize(values, qtype)
 
 
 def _fits(shape: tuple[int, ...], qtype: GGMLType) -> bool:
@@ -148,7 +148,10 @@ def write_gguf(
         if not _fits(values.shape, qtype):
             qtype = GGMLType.F16  # llama.cpp: QuantError -> F16
         data = quantize(values, qtype)
-        writer.add_tensor(gguf_name, data, raw_dtype=qtype)
+        if data.dtype == np.uint8:
+            add_packed_tensor(writer, gguf_name, data, qtype, values.shape)
+        else:
+            writer.add_tensor(gguf_name, data, raw_dtype=qtype)
         written[gguf_name] = qtype.name
     writer.write_header_to_file()
     writer.write_kv_data_to_file()

@@ -129,7 +129,11 @@ class ReferenceModel:
 
     # ---- the trunk -------------------------------------------------------------------------------
     def forward(
-        self, tokens: Sequence[int] | np.ndarray, state: ModelState, keep_steps: int = 0
+        self,
+        tokens: Sequence[int] | np.ndarray,
+        state: ModelState,
+        keep_steps: int = 0,
+        trace: dict[str, np.ndarray] | None = None,
     ) -> tuple[np.ndarray, np.ndarray]:
         """Evaluate new tokens at positions state.n_past, state.n_past+1, ... and update `state`.
 
@@ -138,6 +142,8 @@ class ReferenceModel:
             state: the sequence's memory (from `new_state`).
             keep_steps: record the GDN states after each of the last `keep_steps` tokens so that
                 `state.rollback` can return to them (the verify step of speculative decoding).
+            trace: if given, filled with intermediate activations for comparing another engine layer by
+                layer: "embd" and "blk.{i}" (block outputs) [n_tokens, n_embd].
         Returns:
             logits [n_tokens, n_vocab] and hidden [n_tokens, n_embd] (after output_norm: the vector the
             LM head multiplies, and the `h` input of the MTP head).
@@ -148,6 +154,8 @@ class ReferenceModel:
         keep_steps = min(keep_steps, n_tokens)
         state.clear_steps()
         x = self.embed(tokens)  # [n_tokens, n_embd]
+        if trace is not None:
+            trace["embd"] = x.copy()
         for blk in self.tensors.blocks:
             if blk.kind is LayerKind.ATTENTION:
                 x, _, _ = self.block(blk, x, pos4, state.kv[blk.index])
@@ -155,6 +163,8 @@ class ReferenceModel:
                 x, new_state, steps = self.block(blk, x, pos4, state.recurrent[blk.index], keep_steps)
                 state.recurrent[blk.index] = new_state
                 state.record_steps(blk.index, state.n_past + n_tokens - len(steps) + 1, steps)
+            if trace is not None:
+                trace[f"blk.{blk.index}"] = x.copy()
         hidden = rms_norm(x, self.weights[self.tensors.output_norm.name], self.cfg.rms_eps)
         state.n_past += n_tokens
         return self.lm_head(hidden), hidden
