@@ -38,6 +38,13 @@ def test_greedy_mtp_equals_plain_decoding(tiny_gguf, variant, file_type):
         assert 0.2 < accepted / drafted < 0.95
 
 
+def test_f16_kv_cache_mtp_equals_plain(tiny_gguf):
+    model = ReferenceModel.from_gguf(tiny_gguf("aligned"))
+    plain = generate(model, PROMPTS[1], 16, kv_dtype=np.float16)
+    spec = generate_mtp(model, PROMPTS[1], 16, kv_dtype=np.float16)
+    assert spec.tokens == plain.tokens and spec.mtp_state.kv.k.dtype == np.float16
+
+
 def test_seeded_sampling_with_mtp_equals_plain_sampling(tiny_gguf):
     model = ReferenceModel.from_gguf(tiny_gguf("aligned"))
     params = SamplingParams(temperature=1.0, repeat_penalty=1.1, seed=42)

@@ -112,3 +112,12 @@ def test_float64_reference_agrees_with_float32(model):
     b, _ = wide.forward(PROMPT, wide.new_state())
     assert b.dtype == np.float64
     np.testing.assert_allclose(a, b, atol=1e-4 * np.abs(b).max())
+
+
+def test_f16_kv_cache_rounds_keys_like_llama_cpp(model):
+    state = model.new_state(kv_dtype=np.float16)
+    logits16, _ = model.forward(PROMPT, state)
+    assert state.kv[3].k.dtype == np.float16
+    logits32, _ = model.forward(PROMPT, model.new_state())
+    err = np.abs(logits16 - logits32).max()
+    assert 0 < err < 1e-2 * np.abs(logits32).max()

@@ -101,14 +101,14 @@ class _Output:
 
 
 def _start(
-    model: ReferenceModel, prompt: Sequence[int], params: SamplingParams, max_tokens: int
+    model: ReferenceModel, prompt: Sequence[int], params: SamplingParams, max_tokens: int, kv_dtype
 ) -> tuple[Sampler, ModelState, np.ndarray, np.ndarray]:
     if max_tokens < 1:
         raise ValueError(f"max_tokens must be >= 1, got {max_tokens}")
     sampler = Sampler(params)
     for token in prompt:
         sampler.accept(token)
-    state = model.new_state()
+    state = model.new_state(kv_dtype)
     logits, hidden = model.forward(prompt, state)
     return sampler, state, logits, hidden
 
@@ -119,10 +119,19 @@ def generate(
     max_tokens: int,
     params: SamplingParams | None = None,
     stop_tokens: Iterable[int] = (),
+    kv_dtype: np.dtype | None = None,
 ) -> GenerationResult:
-    """Plain autoregressive decoding: one trunk forward per generated token."""
+    """Plain autoregressive decoding: one trunk forward per generated token.
+
+    Args:
+        prompt: token ids evaluated in one batch; they also seed the sampler's penalty window.
+        max_tokens: generate at most this many tokens (>= 1).
+        params: sampling chain; default greedy.
+        stop_tokens: end-of-generation ids (not included in the result).
+        kv_dtype: KV cache dtype (np.float16 = llama.cpp's default cache type).
+    """
     params = params or SamplingParams.greedy_params()
-    sampler, state, logits, _ = _start(model, prompt, params, max_tokens)
+    sampler, state, logits, _ = _start(model, prompt, params, max_tokens, kv_dtype)
     out = _Output(max_tokens, stop_tokens)
     while True:
         token = sampler.sample(logits[-1])
@@ -164,14 +173,16 @@ def generate_mtp(
     params: SamplingParams | None = None,
     stop_tokens: Iterable[int] = (),
     draft: MtpDraftParams | None = None,
+    kv_dtype: np.dtype | None = None,
 ) -> GenerationResult:
-    """Speculative decoding with the model's own MTP head (llama.cpp `--spec-type draft-mtp`)."""
+    """Speculative decoding with the model's own MTP head (llama.cpp `--spec-type draft-mtp`); arguments as
+    `generate`, plus the draft settings. The result carries the acceptance statistics."""
     if not model.has_mtp:
         raise ValueError(f"{model.cfg.source}: no MTP block, cannot use MTP speculative decoding")
     params = params or SamplingParams.greedy_params()
     draft = draft or MtpDraftParams()
-    sampler, state, logits, hidden = _start(model, prompt, params, max_tokens)
-    mtp_state = model.new_mtp_state()
+    sampler, state, logits, hidden = _start(model, prompt, params, max_tokens, kv_dtype)
+    mtp_state = model.new_mtp_state(kv_dtype)
     # prompt catch-up: MTP entry p is (x_p, h_{p-1}), h_{-1} = 0
     h_prev = np.concatenate([np.zeros((1, hidden.shape[1]), hidden.dtype), hidden[:-1]])
     model.mtp_forward(prompt, h_prev, mtp_state)

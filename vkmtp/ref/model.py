@@ -75,11 +75,13 @@ class ReferenceModel:
         """The file has an MTP block (metadata announces it and its tensors are present)."""
         return self.tensors.mtp is not None
 
-    def new_state(self) -> ModelState:
-        return ModelState(self.cfg, self.dtype)
+    def new_state(self, kv_dtype: np.dtype | None = None) -> ModelState:
+        """Empty trunk memory; kv_dtype=np.float16 mimics llama.cpp's default F16 KV cache."""
+        return ModelState(self.cfg, self.dtype, kv_dtype)
 
-    def new_mtp_state(self) -> MtpState:
-        return MtpState(self.cfg, self.dtype)
+    def new_mtp_state(self, kv_dtype: np.dtype | None = None) -> MtpState:
+        """Empty MTP KV cache (llama.cpp's MTP context; its default cache type is F16 too)."""
+        return MtpState(self.cfg, self.dtype, kv_dtype)
 
     # ---- pieces ----------------------------------------------------------------------------------
     def check_tokens(self, tokens: Sequence[int] | np.ndarray) -> np.ndarray:

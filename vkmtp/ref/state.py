@@ -74,9 +74,11 @@ class StateSnapshot:
 class ModelState:
     """Trunk memory of one sequence: a KVCache per attention block, a DeltaNetState per GDN block."""
 
-    def __init__(self, cfg: ModelConfig, dtype: np.dtype = np.float32):
+    def __init__(self, cfg: ModelConfig, dtype: np.dtype = np.float32, kv_dtype: np.dtype | None = None):
+        """`kv_dtype` np.float16 rounds cached k/v like llama.cpp's default F16 KV cache."""
         self.n_past = 0
-        self.kv = {i: KVCache.empty(cfg.n_head_kv, cfg.head_dim, dtype) for i in cfg.attention_layers}
+        kv_dtype = kv_dtype or dtype
+        self.kv = {i: KVCache.empty(cfg.n_head_kv, cfg.head_dim, kv_dtype) for i in cfg.attention_layers}
         self.recurrent = {i: DeltaNetState.zeros(cfg, dtype) for i in cfg.recurrent_layers}
         # states after the last tokens of the latest batch: {n_past after that token: {layer: state}}
         self._steps: dict[int, dict[int, DeltaNetState]] = {}
@@ -135,8 +137,8 @@ class MtpState:
     The entry at position p is built from (token x_p, trunk hidden h_{p-1}); `n_past` counts entries.
     """
 
-    def __init__(self, cfg: ModelConfig, dtype: np.dtype = np.float32):
-        self.kv = KVCache.empty(cfg.n_head_kv, cfg.head_dim, dtype)
+    def __init__(self, cfg: ModelConfig, dtype: np.dtype = np.float32, kv_dtype: np.dtype | None = None):
+        self.kv = KVCache.empty(cfg.n_head_kv, cfg.head_dim, kv_dtype or dtype)
 
     @property
     def n_past(self) -> int:
