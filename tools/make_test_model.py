@@ -3,6 +3,8 @@
 
     # GGUFs of any type (no torch needed):
     python tools/make_test_model.py --out models/ --variants dense,moe,aligned --types f32,q8_0,q4_0
+    # bigger random weights whose rows all fit K-quant blocks:
+    python tools/make_test_model.py --out models/ --preset k256 --types q4_k,q6_k,iq4_xs
     # also write HF checkpoints (config.json, model.safetensors, tokenizer.json) for other converters:
     python tools/make_test_model.py --out models/ --save-hf
     # regenerate the committed test fixtures with transformers (needs the `dev` extra: torch, transformers):
@@ -25,18 +27,18 @@ import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
-from vkmtp.convert import synthetic  # noqa: E402
-from vkmtp.convert.fixtures import (
+from vkmtp.convert import synthetic, write_gguf  # noqa: E402
+from vkmtp.convert.fixtures import (  # noqa: E402
     FIXTURE_DIR,
     FIXTURE_VERSION,
     PROMPT,
     SEEDS,
-    VARIANTS,  # noqa: E402
-    fixture_gguf,
+    VARIANTS,
     load_fixture_meta,
     make_tokenizer_json,
     variant_state,
 )
+from vkmtp.convert.vocab import gguf_tokenizer_meta  # noqa: E402
 
 N_DECODE = 4  # decode steps after the prompt in the reference data
 N_DRAFT = 3  # chained MTP draft steps (llama.cpp's default n_max)
@@ -267,6 +269,14 @@ def main(argv: list[str] | None = None) -> int:
         default=FIXTURE_DIR,
         help="fixture directory the weights are taken from (default: the committed one)",
     )
+    parser.add_argument(
+        "--preset",
+        choices=("fixture", "k256"),
+        default="fixture",
+        help="fixture: the committed test weights; k256: fresh random weights (--seed) with every row a "
+        "multiple of 256 values, for K-quant files",
+    )
+    parser.add_argument("--seed", type=int, default=10, help="random seed of the k256 preset")
     args = parser.parse_args(argv)
     if args.fixtures:
         write_fixtures(args.fixtures)
@@ -274,19 +284,43 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     os.makedirs(args.out, exist_ok=True)
     meta = load_fixture_meta(args.fixture_dir)
+    with open(os.path.join(args.fixture_dir, "tokenizer.json"), encoding="utf-8") as fh:
+        tokenizer_json = fh.read()
     for variant in args.variants.split(","):
+        if args.preset == "fixture":
+            hf_cfg, state = variant_state(args.fixture_dir, variant, meta)
+            stem = f"tiny-qwen35-{variant}"
+        else:
+            hf_cfg, state = k256_state(variant, args.seed)
+            stem = f"tiny-qwen35-k256-{variant}"
         for file_type in args.types.split(","):
             suffix = "-nomtp" if args.no_mtp else ""
-            path = os.path.join(args.out, f"tiny-qwen35-{variant}{suffix}-{file_type.upper()}.gguf")
-            fixture_gguf(args.fixture_dir, variant, file_type, path, mtp=not args.no_mtp)
+            path = os.path.join(args.out, f"{stem}{suffix}-{file_type.upper()}.gguf")
+            write_gguf(
+                state,
+                hf_cfg,
+                path,
+                file_type=file_type,
+                tokenizer_meta=gguf_tokenizer_meta(tokenizer_json),
+                mtp=not args.no_mtp,
+                name=stem,
+            )
             print(f"wrote {path} ({os.path.getsize(path)} bytes)")
         if args.save_hf:
-            hf_cfg, state = variant_state(args.fixture_dir, variant, meta)
-            with open(os.path.join(args.fixture_dir, "tokenizer.json"), encoding="utf-8") as fh:
-                save_hf_checkpoint(
-                    os.path.join(args.out, f"hf-tiny-qwen35-{variant}"), hf_cfg, state, fh.read()
-                )
+            save_hf_checkpoint(os.path.join(args.out, f"hf-{stem}"), hf_cfg, state, tokenizer_json)
     return 0
+
+
+def k256_state(variant: str, seed: int) -> tuple[dict, dict[str, np.ndarray]]:
+    """Fresh random weights of the k256 preset (no transformers reference data)."""
+    spec = synthetic.K256_MOE if variant == "moe" else synthetic.K256_DENSE
+    state = synthetic.random_state_dict(spec, seed)
+    if variant == "aligned":
+        # wider rows make the successor map stickier; 3.0 gives about 50 % acceptance at this size
+        state = synthetic.align_for_mtp(state, spec, seed + 1, block_scale=3.0)
+    elif variant not in ("dense", "moe"):
+        raise SystemExit(f"unknown variant '{variant}' (dense, moe, aligned)")
+    return synthetic.hf_config(spec), state
 
 
 if __name__ == "__main__":

@@ -48,6 +48,11 @@ class TinySpec:
 
 DENSE = TinySpec()
 MOE = TinySpec(moe=True, tied=True)
+# every matrix row a whole number of 256-value blocks, so K-quant and IQ4_XS files quantize everything
+K256_DENSE = TinySpec(n_embd=256, linear_v_heads=4, linear_head_dim=64, n_ff=768)
+K256_MOE = TinySpec(
+    moe=True, tied=True, n_embd=256, linear_v_heads=4, linear_head_dim=64, n_ff_exp=256, n_ff_shexp=256
+)
 
 
 def hf_config(
