@@ -24,10 +24,10 @@ from vkmtp.sampling import Sampler, SamplingParams
 class MtpDraftParams:
     """llama.cpp's draft-mtp settings (defaults since #23269)."""
 
-    n_max: int = 3          # --spec-draft-n-max
-    n_min: int = 0          # --spec-draft-n-min: shorter drafts are discarded
-    p_min: float = 0.0      # --spec-draft-p-min: stop drafting below this top-1 probability
-    top_k: int = 10         # candidates the draft probability is computed over
+    n_max: int = 3  # --spec-draft-n-max
+    n_min: int = 0  # --spec-draft-n-min: shorter drafts are discarded
+    p_min: float = 0.0  # --spec-draft-p-min: stop drafting below this top-1 probability
+    top_k: int = 10  # candidates the draft probability is computed over
 
     def __post_init__(self) -> None:
         if self.n_max < 1 or self.n_min < 0 or self.top_k < 1 or not 0.0 <= self.p_min <= 1.0:
@@ -38,9 +38,9 @@ class MtpDraftParams:
 class SpecStats:
     """Acceptance counters in llama-server's terms (draft_n, draft_n_accepted, per-position rates)."""
 
-    n_steps: int = 0                  # verification steps that carried a draft
-    n_drafted: int = 0                # draft_n
-    n_accepted: int = 0               # draft_n_accepted
+    n_steps: int = 0  # verification steps that carried a draft
+    n_drafted: int = 0  # draft_n
+    n_accepted: int = 0  # draft_n_accepted
     drafted_per_pos: list[int] = field(default_factory=list)
     accepted_per_pos: list[int] = field(default_factory=list)
 
@@ -67,9 +67,9 @@ class SpecStats:
 
 @dataclass
 class GenerationResult:
-    tokens: list[int]                 # generated tokens, without the prompt and without the stop token
-    stop_reason: str                  # "stop_token" or "max_tokens"
-    stats: SpecStats | None = None    # only for speculative generation
+    tokens: list[int]  # generated tokens, without the prompt and without the stop token
+    stop_reason: str  # "stop_token" or "max_tokens"
+    stats: SpecStats | None = None  # only for speculative generation
     # memory at the end: the prompt and every generated token except the newest one (never evaluated)
     state: ModelState | None = None
     mtp_state: MtpState | None = None
@@ -100,23 +100,38 @@ class _Output:
         return self.max_tokens - len(self.tokens)
 
 
-def _start(model: ReferenceModel, prompt: Sequence[int], params: SamplingParams,
-           max_tokens: int) -> tuple[Sampler, ModelState, np.ndarray, np.ndarray]:
+def _start(
+    model: ReferenceModel, prompt: Sequence[int], params: SamplingParams, max_tokens: int, kv_dtype
+) -> tuple[Sampler, ModelState, np.ndarray, np.ndarray]:
     if max_tokens < 1:
         raise ValueError(f"max_tokens must be >= 1, got {max_tokens}")
     sampler = Sampler(params)
     for token in prompt:
         sampler.accept(token)
-    state = model.new_state()
+    state = model.new_state(kv_dtype)
     logits, hidden = model.forward(prompt, state)
     return sampler, state, logits, hidden
 
 
-def generate(model: ReferenceModel, prompt: Sequence[int], max_tokens: int,
-             params: SamplingParams | None = None, stop_tokens: Iterable[int] = ()) -> GenerationResult:
-    """Plain autoregressive decoding: one trunk forward per generated token."""
+def generate(
+    model: ReferenceModel,
+    prompt: Sequence[int],
+    max_tokens: int,
+    params: SamplingParams | None = None,
+    stop_tokens: Iterable[int] = (),
+    kv_dtype: np.dtype | None = None,
+) -> GenerationResult:
+    """Plain autoregressive decoding: one trunk forward per generated token.
+
+    Args:
+        prompt: token ids evaluated in one batch; they also seed the sampler's penalty window.
+        max_tokens: generate at most this many tokens (>= 1).
+        params: sampling chain; default greedy.
+        stop_tokens: end-of-generation ids (not included in the result).
+        kv_dtype: KV cache dtype (np.float16 = llama.cpp's default cache type).
+    """
     params = params or SamplingParams.greedy_params()
-    sampler, state, logits, _ = _start(model, prompt, params, max_tokens)
+    sampler, state, logits, _ = _start(model, prompt, params, max_tokens, kv_dtype)
     out = _Output(max_tokens, stop_tokens)
     while True:
         token = sampler.sample(logits[-1])
@@ -126,8 +141,14 @@ def generate(model: ReferenceModel, prompt: Sequence[int], max_tokens: int,
         logits, _ = model.forward([token], state)
 
 
-def draft_mtp(model: ReferenceModel, mtp_state: MtpState, id_last: int, pending_h: np.ndarray,
-              n_draft_max: int, draft: MtpDraftParams) -> list[int]:
+def draft_mtp(
+    model: ReferenceModel,
+    mtp_state: MtpState,
+    id_last: int,
+    pending_h: np.ndarray,
+    n_draft_max: int,
+    draft: MtpDraftParams,
+) -> list[int]:
     """Chain the MTP head from (id_last, pending_h) at position mtp_state.n_past; greedy, top-k probability
     check against p_min. Leaves the draft-time entries in mtp_state (the caller drops them)."""
     tokens: list[int] = []
@@ -145,16 +166,23 @@ def draft_mtp(model: ReferenceModel, mtp_state: MtpState, id_last: int, pending_
     return tokens if len(tokens) >= draft.n_min else []
 
 
-def generate_mtp(model: ReferenceModel, prompt: Sequence[int], max_tokens: int,
-                 params: SamplingParams | None = None, stop_tokens: Iterable[int] = (),
-                 draft: MtpDraftParams | None = None) -> GenerationResult:
-    """Speculative decoding with the model's own MTP head (llama.cpp `--spec-type draft-mtp`)."""
+def generate_mtp(
+    model: ReferenceModel,
+    prompt: Sequence[int],
+    max_tokens: int,
+    params: SamplingParams | None = None,
+    stop_tokens: Iterable[int] = (),
+    draft: MtpDraftParams | None = None,
+    kv_dtype: np.dtype | None = None,
+) -> GenerationResult:
+    """Speculative decoding with the model's own MTP head (llama.cpp `--spec-type draft-mtp`); arguments as
+    `generate`, plus the draft settings. The result carries the acceptance statistics."""
     if not model.has_mtp:
         raise ValueError(f"{model.cfg.source}: no MTP block, cannot use MTP speculative decoding")
     params = params or SamplingParams.greedy_params()
     draft = draft or MtpDraftParams()
-    sampler, state, logits, hidden = _start(model, prompt, params, max_tokens)
-    mtp_state = model.new_mtp_state()
+    sampler, state, logits, hidden = _start(model, prompt, params, max_tokens, kv_dtype)
+    mtp_state = model.new_mtp_state(kv_dtype)
     # prompt catch-up: MTP entry p is (x_p, h_{p-1}), h_{-1} = 0
     h_prev = np.concatenate([np.zeros((1, hidden.shape[1]), hidden.dtype), hidden[:-1]])
     model.mtp_forward(prompt, h_prev, mtp_state)
@@ -172,9 +200,9 @@ def generate_mtp(model: ReferenceModel, prompt: Sequence[int], max_tokens: int,
         batch = [id_last] + drafted
         logits, hidden = model.forward(batch, state, keep_steps=len(batch))
         h_rows = np.concatenate([pending_h.reshape(1, -1), hidden[:-1]])
-        model.mtp_forward(batch, h_rows, mtp_state)                     # catch-up with the true hiddens
+        model.mtp_forward(batch, h_rows, mtp_state)  # catch-up with the true hiddens
         n_accepted, done = 0, False
-        for row in range(len(batch)):             # row j holds the target's choice after d_1..d_j
+        for row in range(len(batch)):  # row j holds the target's choice after d_1..d_j
             token = sampler.sample(logits[row])
             sampler.accept(token)
             matched = row < len(drafted) and token == drafted[row]
