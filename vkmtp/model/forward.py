@@ -3,11 +3,12 @@
 Each `record_*` function appends dispatches for one step of `n` tokens to a Recorder; nothing runs until the
 recorded sequence is submitted. Shapes follow vkmtp.ref (the oracle), in NumPy order, f32 activations:
   x    [n, E]  residual stream                 xn  [n, E]  normed input of a mixer / FFN
-  qg   [n, 2*H*D] packed query + gate per head  kv  [n, 2*H_kv*D] k | v projections
+  qg   [n, 2*H*D] packed query + gate per head  k, v [n, H_kv*D] projections
   u    [n, conv_dim] raw GDN qkv projection    z   [n, H_v*d] gate of the GDN output norm
-  ba   [n, 2*H_v] beta | alpha projections      c   [n, conv_dim] conv + SiLU output (q | k | v)
+  b, a [n, H_v] beta / alpha projections        c   [n, conv_dim] conv + SiLU output (q | k | v)
   o    [n, H_v*d | H*D] mixer output before its output projection
-  f    [n, 2*F] gate | up of the FFN, then SiLU(gate) * up in the first half
+  g, u [n, F] gate / up of the FFN, then SiLU(g) * u in g
+Every operand is a contiguous [n, width] matrix.
 Decode and verify steps (n <= 8) use the mat-vec kernels, which are batch-invariant: a token's logits are the
 same bits alone or in a verify batch, so greedy output with MTP equals greedy output without it. Prefill
 chunks use the tiled mat-mat.
@@ -31,7 +32,6 @@ from vkmtp.ops.gdn import GatedDeltaNet
 from vkmtp.ops.get_rows import GetRows
 from vkmtp.ops.matmul import MatMul
 from vkmtp.ops.matvec import MatVec
-from vkmtp.ops.matvec_id import MatVecId
 from vkmtp.ops.moe_router import MoeRouter, used_list_words
 from vkmtp.ops.rms_norm import RmsNorm
 from vkmtp.ops.rope import Rope
@@ -69,20 +69,24 @@ class Ops:
         self.swiglu = SwiGlu(device)
         self.sigmoid_scale_add = SigmoidScaleAdd(device)
         self.router = MoeRouter(device, cfg.n_expert, cfg.n_expert_used) if cfg.is_moe else None
-        self.matvec_id = MatVecId(device) if cfg.is_moe else None
+        self.matvec_id = None
+        if cfg.is_moe:
+            from vkmtp.ops.matvec_id import MatVecId
+
+            self.matvec_id = MatVecId(device)
         self.argmax = Argmax(device)
         self.topk = TopK(device, DRAFT_TOP_K)
 
-    def linear(self, rec: Recorder, w: WeightRef, x: View, y: View, n: int, accumulate: bool = False,
-               x_stride: int | None = None, y_stride: int | None = None) -> None:
-        """y[n, rows] (+)= x[n, K] W^T: mat-vec for decode/verify widths, tiled mat-mat for prefill."""
-        rows, k = w.shape[-2] if len(w.shape) > 1 else 1, w.shape[-1]
+    def linear(self, rec: Recorder, w: WeightRef, x: View, y: View, n: int, accumulate: bool = False) -> None:
+        """y[n, rows] (+)= x[n, K] W^T, both contiguous: mat-vec for decode/verify widths, mat-mat for prefill."""
+        rows, k = (w.shape[-2] if len(w.shape) > 1 else 1), w.shape[-1]
+        x = x.sub(0, 4 * n * k)
+        y = y.sub(0, 4 * n * rows)
         if n <= MATVEC_MAX_TOKENS:
-            self.matvec.record(rec, w.parts, w.ggml_type, rows, k, x, y, n, accumulate=accumulate,
-                               x_stride=x_stride, y_stride=y_stride)
+            self.matvec.record(rec, w.parts, w.ggml_type, rows, k, x, y, n, accumulate=accumulate)
         else:
-            self.matmul.record(rec, w.parts, w.ggml_type, rows, k, x, y, n, accumulate=accumulate,
-                               x_stride=x_stride, y_stride=y_stride)
+            self.matmul.record(rec, [p.view for p in w.parts], w.ggml_type, rows, k, x, y, n,
+                               accumulate=accumulate)
 
 
 @dataclass
@@ -92,7 +96,7 @@ class Activations:
     n: int
     x: View
     xn: View
-    mix: View      # the largest mixer projection: qg | kv or u | z | ba | c
+    mix: View      # the mixer projections: qg | k | v, or u | c | z | b | a
     o: View
     f: View
     attn_scratch: View
@@ -188,14 +192,13 @@ class Forward:
                          act: Activations, n: int, mtp: bool) -> None:
         cfg, ops = self.cfg, self.ops
         e, h, hkv, d = cfg.n_embd, cfg.n_head, cfg.n_head_kv, cfg.head_dim
-        qg_w, kv_w = 2 * h * d, 2 * hkv * d
+        qg_w, kv_w = 2 * h * d, hkv * d
         qg = act.mix.sub(0, 4 * n * qg_w)
-        kv = act.mix.sub(4 * n * qg_w, 4 * n * kv_w)
-        ops_linear = ops.linear
-        ops_linear(rec, self.w[t.q.name], act.xn, qg, n)
-        ops_linear(rec, self.w[t.k.name], act.xn, kv, n, y_stride=kv_w)
-        ops_linear(rec, self.w[t.v.name], act.xn, kv.sub(4 * hkv * d, 4 * ((n - 1) * kv_w + hkv * d)), n,
-                   y_stride=kv_w)
+        k_proj = act.mix.sub(4 * n * qg_w, 4 * n * kv_w)
+        v_proj = act.mix.sub(4 * n * (qg_w + kv_w), 4 * n * kv_w)
+        ops.linear(rec, self.w[t.q.name], act.xn, qg, n)
+        ops.linear(rec, self.w[t.k.name], act.xn, k_proj, n)
+        ops.linear(rec, self.w[t.v.name], act.xn, v_proj, n)
         if mtp:
             k_cache, v_cache = self.state.mtp_k.layers[0], self.state.mtp_v.layers[0]
             set_rows = ops.set_rows_mtp
@@ -208,14 +211,14 @@ class Forward:
             layout = self.state.kv_layout
         q = Strided(qg, qg_w, 2 * d)                          # query of head i at [i*2D, i*2D + D)
         gate = Strided(qg.sub(4 * d, qg.nbytes - 4 * d), qg_w, 2 * d)
-        k = Strided(kv, kv_w, d)
-        v = Strided(kv.sub(4 * hkv * d, kv.nbytes - 4 * hkv * d), kv_w, d)
+        k = Strided.heads(k_proj, hkv, d)
+        v = Strided.heads(v_proj, hkv, d)
         ops.rope.record(rec, records, q, q, n, h, norm_weight=self._vec(t.q_norm.name))
         ops.rope.record_to_cache(rec, records, k, k_cache, layout, n, norm_weight=self._vec(t.k_norm.name))
         set_rows.record(rec, records, v, v_cache, n)
         o = Strided.heads(act.o.sub(0, 4 * n * h * d), h, d)
         attn.record(rec, records, q, k_cache, v_cache, o, n, act.attn_scratch, gate=gate)
-        ops_linear(rec, self.w[t.output.name], act.o, act.x, n, accumulate=True, x_stride=h * d, y_stride=e)
+        ops.linear(rec, self.w[t.output.name], act.o, act.x, n, accumulate=True)
 
     def record_delta_net(self, rec: Recorder, layer: int, t: DeltaNetTensors, records: View, act: Activations,
                          n: int, n_snap: int) -> None:
@@ -225,38 +228,35 @@ class Forward:
         u = act.mix.sub(0, 4 * n * conv_dim)
         c = act.mix.sub(4 * n * conv_dim, 4 * n * conv_dim)
         z = act.mix.sub(8 * n * conv_dim, 4 * n * d_inner)
-        ba = act.mix.sub(4 * n * (2 * conv_dim + d_inner), 4 * n * 2 * hv)
+        b = act.mix.sub(4 * n * (2 * conv_dim + d_inner), 4 * n * hv)
+        a = act.mix.sub(4 * n * (2 * conv_dim + d_inner + hv), 4 * n * hv)
         ops.linear(rec, self.w[t.qkv.name], act.xn, u, n)
         ops.linear(rec, self.w[t.gate.name], act.xn, z, n)
-        ops.linear(rec, self.w[t.beta.name], act.xn, ba, n, y_stride=2 * hv)
-        ops.linear(rec, self.w[t.alpha.name], act.xn, ba.sub(4 * hv, ba.nbytes - 4 * hv), n, y_stride=2 * hv)
+        ops.linear(rec, self.w[t.beta.name], act.xn, b, n)
+        ops.linear(rec, self.w[t.alpha.name], act.xn, a, n)
         conv_state, ssm_state, conv_snap, ssm_snap = self.state.gdn(layer)
         ops.conv.record(rec, records, n, u, conv_dim, self._vec(t.conv1d.name), conv_state, c, conv_dim,
                         conv_dim, snapshots=conv_snap if n_snap else None, n_snap=n_snap)
         kd = cfg.ssm_key_dim
         o = act.o.sub(0, 4 * n * d_inner)
         ops.gdn.record(rec, records, n, c, c.sub(4 * kd, c.nbytes - 4 * kd),
-                       c.sub(8 * kd, c.nbytes - 8 * kd), conv_dim, ba, ba.sub(4 * hv, ba.nbytes - 4 * hv),
-                       2 * hv, self._vec(t.a.name), self._vec(t.dt_bias.name), ssm_state, o, d_inner,
+                       c.sub(8 * kd, c.nbytes - 8 * kd), conv_dim, b, a, hv, self._vec(t.a.name), self._vec(t.dt_bias.name), ssm_state, o, d_inner,
                        cfg.ssm_n_group, hv, cfg.rms_eps, snapshots=ssm_snap if n_snap else None,
                        n_snap=n_snap, n_seqs=n)
         # y_h = RMSNorm(o_h; ssm_norm) * silu(z_h), per value head, in place in o
         oh = Strided.heads(o, hv, d)
         ops.norm.record(rec, oh, self._vec(t.norm.name), oh, n, d, n_head=hv, gate=Strided.heads(z, hv, d))
-        ops.linear(rec, self.w[t.out.name], o, act.x, n, accumulate=True, x_stride=d_inner, y_stride=e)
+        ops.linear(rec, self.w[t.out.name], o, act.x, n, accumulate=True)
 
     def record_dense_ffn(self, rec: Recorder, gate: str, up: str, down: str, xn: View, act: Activations,
                          n: int, out: View | None = None, accumulate: bool = True) -> None:
-        e = self.cfg.n_embd
         ff = self.w[gate].shape[0]
-        f = act.f.sub(0, 4 * n * 2 * ff)
-        self.ops.linear(rec, self.w[gate], xn, f, n, y_stride=2 * ff)
-        self.ops.linear(rec, self.w[up], xn, f.sub(4 * ff, f.nbytes - 4 * ff), n, y_stride=2 * ff)
-        g = Strided(f, 2 * ff, 0)
-        u = Strided(f.sub(4 * ff, f.nbytes - 4 * ff), 2 * ff, 0)
-        self.ops.swiglu.record(rec, g, u, g, n, ff)
-        self.ops.linear(rec, self.w[down], f, out if out is not None else act.x, n, accumulate=accumulate,
-                        x_stride=2 * ff, y_stride=e)
+        g = act.f.sub(0, 4 * n * ff)
+        u = act.f.sub(4 * n * ff, 4 * n * ff)
+        self.ops.linear(rec, self.w[gate], xn, g, n)
+        self.ops.linear(rec, self.w[up], xn, u, n)
+        self.ops.swiglu.record(rec, Strided.rows(g, ff), Strided.rows(u, ff), Strided.rows(g, ff), n, ff)
+        self.ops.linear(rec, self.w[down], g, out if out is not None else act.x, n, accumulate=accumulate)
 
     def record_moe_ffn(self, rec: Recorder, t, act: Activations, n: int) -> None:
         cfg, ops = self.cfg, self.ops
