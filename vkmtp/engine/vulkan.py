@@ -86,6 +86,8 @@ class VulkanEngine(Engine):
         self._graphs: dict[tuple, object] = {}
         self.slots = [Slot(i) for i in range(S)]
         self._synth_rng = np.random.default_rng(1234)
+        self.host_bytes_written = 0   # host -> device bytes of step inputs (records, row pairs, uniforms)
+        self.host_bytes_read = 0      # device -> host bytes of step outputs (token ids, counts, logits)
 
     # --- contract ----------------------------------------------------------------------------------------------
     @property
@@ -217,6 +219,7 @@ class VulkanEngine(Engine):
 
     def _write_records(self, active: list[Slot], rows: int) -> None:
         recs = self.io.records()
+        self.host_bytes_written += 16 * rows * len(active)
         for s, slot in enumerate(active):
             n_past = len(slot.tokens)
             block = recs[s * rows: (s + 1) * rows]
@@ -231,6 +234,7 @@ class VulkanEngine(Engine):
         self._write_records(active, 1)
         self.io.write_pairs("pairs_shift", [(sl.index, s) for s, sl in enumerate(active)])
         self.io.write_pairs("pairs_in", [(s, sl.index) for s, sl in enumerate(active)])
+        self.host_bytes_written += 2 * 8 * S
         graph = self._graph(("decode", S, greedy, self.use_mtp),
                             lambda: DecodeGraph(self.ctx, S, greedy, self.use_mtp))
         graph.rec.run()
@@ -238,6 +242,7 @@ class VulkanEngine(Engine):
         for s, slot in enumerate(active):
             slot.tokens.append(slot.id_last)
             token = int(self.io.array("ids")[s]) if greedy else slot.sampler.sample(self._logits(s))
+            self.host_bytes_read += 4
             outs.append([token])
         return outs
 
@@ -247,6 +252,7 @@ class VulkanEngine(Engine):
         spec_cfg = self.config.spec
         self._write_records(active, V)
         drec = self.io.records("draft_records").reshape(K, -1, 4)
+        self.host_bytes_written += 16 * K * S + 2 * 8 * S
         for s, slot in enumerate(active):
             n_past = len(slot.tokens)
             drec[:, s, 0] = 0
@@ -259,6 +265,7 @@ class VulkanEngine(Engine):
         rate = spec_cfg.synthetic_accept or 0.0
         if rate > 0:
             self.io.array("uniforms", np.float32)[: S * K] = self._synth_rng.random(S * K)
+            self.host_bytes_written += 4 * S * K
         graph = self._graph(("spec", S, K, greedy, spec_cfg.p_min, rate),
                             lambda: SpecGraph(self.ctx, S, K, greedy, spec_cfg.p_min, rate))
         graph.rec.run()
@@ -269,7 +276,8 @@ class VulkanEngine(Engine):
             out_ids = self.io.array("out_ids").reshape(S, V)
             for s, slot in enumerate(active):
                 m = int(accept[s])
-                outs.append(self._advance(slot, m, [int(t) for t in out_ids[s, : m + 1]], int(n_valid[s])))
+                self.host_bytes_read += 4 * (m + 3)
+                outs.append(self._advance(slot, s, m, [int(t) for t in out_ids[s, : m + 1]], int(n_valid[s])))
             return outs
         # temperature > 0: speculative rejection sampling on the host, then commit on the GPU
         recs = self.io.records()
@@ -282,26 +290,36 @@ class VulkanEngine(Engine):
             out, m = verify_sampled(np.array(drafts[:n_valid], dtype=np.int64), probs, slot.sampler.rng)
             select.append((slot.index, m))
             hidden_select.append((s * V + m, slot.index))
-            outs.append(self._advance(slot, m, out, n_valid))
+            outs.append(self._advance(slot, s, m, out, n_valid))
         self.io.write_pairs("select", select)
         self.io.write_pairs("hidden_select", hidden_select)
         commit = self._graph(("commit", S, K), lambda: CommitGraph(self.ctx, S, K))
         commit.rec.run()
         return outs
 
-    def _advance(self, slot: Slot, m: int, out: list[int], n_drafted: int) -> list[int]:
-        """Bookkeeping after a verify that accepted m drafts: tokens now in memory, stats."""
+    def _advance(self, slot: Slot, s: int, m: int, out: list[int], n_valid: int) -> list[int]:
+        """Bookkeeping after sequence s's verify accepted m of its n_valid drafts: tokens now in memory, stats.
+
+        Counted as llama-server counts: drafts beyond the request's remaining budget (llama.cpp drafts at most
+        n_remaining - 1) are not counted as drafted, nor accepted."""
+        V = self.K + 1
         recs = self.io.records()
-        s = next(i for i in range(len(self.slots)) if recs[i * (self.K + 1), 2] == slot.index)
-        drafts = [int(t) for t in recs[s * (self.K + 1) + 1: s * (self.K + 1) + 1 + m, 0]]
+        drafts = [int(t) for t in recs[s * V + 1: s * V + 1 + m, 0]]
+        self.host_bytes_read += 4 * 4 * m
         slot.tokens.extend([slot.id_last] + drafts)
-        slot.seq.spec.record(n_drafted, m)
+        req = slot.seq.request
+        budget = n_valid
+        if req.max_tokens >= 0:
+            budget = min(budget, max(req.max_tokens - len(slot.seq.generated) - 1, 0))
+        n_drafted, n_accepted = min(n_valid, budget), min(m, budget)
+        slot.seq.spec.record(n_drafted, n_accepted)
         slot.seq.timings.draft_n += n_drafted
-        slot.seq.timings.draft_n_accepted += m
+        slot.seq.timings.draft_n_accepted += n_accepted
         return out
 
     def _logits(self, row: int) -> np.ndarray:
         v = self.cfg.n_vocab
+        self.host_bytes_read += 4 * v
         return self.logits_host.words()[row * v: (row + 1) * v].view(np.float32).copy()
 
     def _row_probs(self, slot: Slot, drafts: list[int], first_row: int, n_rows: int) -> np.ndarray:
