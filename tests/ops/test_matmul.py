@@ -129,6 +129,14 @@ def test_weight_split_into_row_parts(ws, mm, parts):
     np.testing.assert_array_equal(got, whole)
 
 
+def test_tile_grid_folds_into_z_past_the_group_limit(device, ws):
+    """More M tiles than maxComputeWorkGroupCount.x: the grid folds into z (here with a limit of 3 tiles)."""
+    mm = MatMul(device)
+    mm.max_group_count = (3, 65535, 65535)
+    tile = mm.tiles[-1]
+    run_case(ws, mm, T.Q8_0, 7 * tile.bm + 5, 64, 9, tile=tile)
+
+
 def test_bad_arguments_are_refused_clearly(ws, mm):
     rows = random_weight(T.F32, 8, 16)
     weight = ws.weight(rows)

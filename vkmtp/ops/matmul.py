@@ -88,6 +88,7 @@ class MatMul:
     def __init__(self, device: Device, tiles: Sequence[MatMulTile] | None = None):
         self.device = device
         self.tiles = usable_tiles(device.info, tiles or default_tiles(device.info))
+        self.max_group_count = tuple(device.info.max_workgroup_count)  # tiles past x fold into z
 
     def tile_for(self, n_rows: int, n_tok: int, k: int) -> MatMulTile:
         """The largest tile whose BM x BN the output fills more than half of along both axes (and whose
@@ -121,7 +122,7 @@ class MatMul:
             defines["ACCUMULATE"] = 1
         key = ShaderKey.make(SHADER, **defines)
         x_used = x.sub(0, n_tok * k * WORD)
-        max_x, max_y = self.device.info.max_workgroup_count[:2]
+        max_x, max_y = self.max_group_count[:2]
         groups_n = -(-n_tok // tile.bn)
         if groups_n > max_y:
             raise ValueError(f"matmul: {n_tok} tokens need {groups_n} tile columns, the device allows {max_y}")
