@@ -12,18 +12,21 @@
 // Bindings: 0 data_a (uint words; weights, GGUF block layout)
 //           1 data_x (float words; activations)
 //           2 data_y (float words; output, read too with ACCUMULATE)
-// Push constants: m (rows of this weight part), k, n (tokens), a_off (word offset of the weight part),
-//                 x_off, x_stride (word offset / row stride of X), y_off, y_stride (of Y), tiles_m
+// Push constants: m (rows of this weight part), k, n (tokens), a_off (BYTE offset of the weight part),
+//                 row_bytes (bytes per weight row), x_off, x_stride (word offset / row stride of X), y_off,
+//                 y_stride (of Y), tiles_m
 //                 (number of BM tiles along M; workgroup tile index = wg.x + wg.z * numWG.x, folded when it
 //                 exceeds maxComputeWorkGroupCount.x)
 // Spec constants: 0 BLOCK_SIZE (local_size_x), 1 BM, 2 BN, 3 BK, 4 TM, 5 TN
-//                 with BLOCK_SIZE = (BM / TM) * (BN / TN); BK, TM, TN multiples of 4
-// Defines: DATA_A_<TYPE> (weight type), ALIGNED (K % BK == 0: no K bounds checks), ACCUMULATE (Y += W X)
+//                 with BLOCK_SIZE = (BM / TM) * (BN / TN); BK a multiple of 8, TM and TN of 4
+// Defines: DATA_A_<TYPE> (weight type, dequant.glsl), ALIGNED (K % BK == 0: no K bounds checks),
+//          ACCUMULATE (Y += W X, the fused residual add)
 // Dispatch: (min(tiles_m, maxX), ceil(N / BN), ceil(tiles_m / maxX))
 #extension GL_GOOGLE_include_directive : require
 #extension GL_EXT_control_flow_attributes : enable
 
-#include "matmul_load.glsl"
+layout(std430, binding = 0) readonly buffer ABuf { uint data_a[]; };
+#include "dequant.glsl"
 
 layout(local_size_x_id = 0) in;
 layout(constant_id = 0) const uint BLOCK_SIZE = 128;
@@ -41,12 +44,13 @@ layout(std430, binding = 2) writeonly buffer YBuf { float data_y[]; };
 #endif
 
 layout(push_constant) uniform Push {
-    uint m; uint k; uint n; uint a_off; uint x_off; uint x_stride; uint y_off; uint y_stride; uint tiles_m;
+    uint m; uint k; uint n; uint a_off; uint row_bytes; uint x_off; uint x_stride; uint y_off; uint y_stride;
+    uint tiles_m;
 } p;
 
 const uint WR = BM / TM;             // invocations along M
 const uint WC = BN / TN;             // invocations along N
-const uint CHUNKS = BK / 4;          // 4-element chunks per tile row
+const uint GROUPS = BK / 8;          // 8-element groups (dequant.glsl's unit) per tile row
 const uint A_ROW = BM / 4 + 1;       // vec4s per shared k-row of the W tile (+1 against bank conflicts)
 const uint B_ROW = BN / 4 + 1;
 
@@ -54,39 +58,53 @@ const uint B_ROW = BN / 4 + 1;
 shared vec4 buf_a[BK * A_ROW];
 shared vec4 buf_b[BK * B_ROW];
 
-// Dequantized W[row][k0 .. k0+3] of this part into tile row r; zero past K (unaligned variant only).
-void stage_a(uint r, uint row, uint k0, uint c) {
-    vec4 v;
+// Store 8 consecutive k values of tile row r (group g) into a k-major tile.
+#define STORE8(buf, ROW, r, g, v0, v1) {                                                         \
+        const uint s_ = (g) * 8 * ROW + (r) / 4;                                                  \
+        const uint q_ = (r) % 4;                                                                  \
+        buf[s_][q_] = v0.x; buf[s_ + ROW][q_] = v0.y;                                             \
+        buf[s_ + 2 * ROW][q_] = v0.z; buf[s_ + 3 * ROW][q_] = v0.w;                               \
+        buf[s_ + 4 * ROW][q_] = v1.x; buf[s_ + 5 * ROW][q_] = v1.y;                               \
+        buf[s_ + 6 * ROW][q_] = v1.z; buf[s_ + 7 * ROW][q_] = v1.w; }
+
+// Dequantized W[row][k0 .. k0+7] of this part into tile row r; zero past K (unaligned variant only).
+void stage_a(uint r, uint row, uint k0, uint g) {
+    vec4 v0;
+    vec4 v1;
+    const uint row_byte = p.a_off + row * p.row_bytes;
 #ifdef ALIGNED
-    v = load_a4(p.a_off, row, p.k, k0);
+    dequant8_row(row_byte, k0, v0, v1);
 #else
-    if (k0 + 4 <= p.k) {
-        v = load_a4(p.a_off, row, p.k, k0);
+    if (k0 + 8 <= p.k) {
+        dequant8_row(row_byte, k0, v0, v1);
     } else {
-        for (uint e = 0; e < 4; e++) {
-            v[e] = k0 + e < p.k ? load_a1(p.a_off, row, p.k, k0 + e) : 0.0;
-        }
+        // Quantized rows hold whole groups of 8, so only float rows end inside a group.
+        vec4 t[2] = vec4[2](vec4(0.0), vec4(0.0));
+#ifdef A_IS_FLOAT
+        for (uint e = 0; e < 8 && k0 + e < p.k; e++) t[e / 4][e % 4] = dequant1_row(row_byte, k0 + e);
+#endif
+        v0 = t[0];
+        v1 = t[1];
     }
 #endif
-    const uint s = c * 4 * A_ROW + r / 4;
-    const uint q = r % 4;
-    buf_a[s][q] = v.x; buf_a[s + A_ROW][q] = v.y; buf_a[s + 2 * A_ROW][q] = v.z; buf_a[s + 3 * A_ROW][q] = v.w;
+    STORE8(buf_a, A_ROW, r, g, v0, v1);
 }
 
-// X[tok][k0 .. k0+3] into tile row r; zero past K (unaligned variant only).
-void stage_b(uint r, uint tok, uint k0, uint c) {
+// X[tok][k0 .. k0+7] into tile row r; zero past K (unaligned variant only).
+void stage_b(uint r, uint tok, uint k0, uint g) {
     const uint base = p.x_off + tok * p.x_stride + k0;
-    vec4 v;
+    vec4 v0;
+    vec4 v1;
 #ifdef ALIGNED
-    v = vec4(data_x[base], data_x[base + 1], data_x[base + 2], data_x[base + 3]);
+    v0 = vec4(data_x[base], data_x[base + 1], data_x[base + 2], data_x[base + 3]);
+    v1 = vec4(data_x[base + 4], data_x[base + 5], data_x[base + 6], data_x[base + 7]);
 #else
-    for (uint e = 0; e < 4; e++) {
-        v[e] = k0 + e < p.k ? data_x[base + e] : 0.0;
-    }
+    vec4 t[2] = vec4[2](vec4(0.0), vec4(0.0));
+    for (uint e = 0; e < 8 && k0 + e < p.k; e++) t[e / 4][e % 4] = data_x[base + e];
+    v0 = t[0];
+    v1 = t[1];
 #endif
-    const uint s = c * 4 * B_ROW + r / 4;
-    const uint q = r % 4;
-    buf_b[s][q] = v.x; buf_b[s + B_ROW][q] = v.y; buf_b[s + 2 * B_ROW][q] = v.z; buf_b[s + 3 * B_ROW][q] = v.w;
+    STORE8(buf_b, B_ROW, r, g, v0, v1);
 }
 
 void main() {
@@ -105,15 +123,15 @@ void main() {
 
     for (uint k_tile = 0; k_tile < p.k; k_tile += BK) {
         // Rows past M / tokens past N load the last valid one (in bounds, never stored).
-        for (uint idx = tid; idx < BM * CHUNKS; idx += BLOCK_SIZE) {
-            const uint r = idx / CHUNKS;
-            const uint c = idx % CHUNKS;
-            stage_a(r, min(m0 + r, p.m - 1), k_tile + c * 4, c);
+        for (uint idx = tid; idx < BM * GROUPS; idx += BLOCK_SIZE) {
+            const uint r = idx / GROUPS;
+            const uint g = idx % GROUPS;
+            stage_a(r, min(m0 + r, p.m - 1), k_tile + g * 8, g);
         }
-        for (uint idx = tid; idx < BN * CHUNKS; idx += BLOCK_SIZE) {
-            const uint r = idx / CHUNKS;
-            const uint c = idx % CHUNKS;
-            stage_b(r, min(n0 + r, p.n - 1), k_tile + c * 4, c);
+        for (uint idx = tid; idx < BN * GROUPS; idx += BLOCK_SIZE) {
+            const uint r = idx / GROUPS;
+            const uint g = idx % GROUPS;
+            stage_b(r, min(n0 + r, p.n - 1), k_tile + g * 8, g);
         }
         barrier();
         for (uint kk = 0; kk < BK; kk++) {

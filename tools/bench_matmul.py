@@ -19,8 +19,9 @@ import numpy as np
 
 from vkmtp.device import Device
 from vkmtp.gguf import GGMLType, row_bytes
-from vkmtp.ops.matmul import SUPPORTED_TYPES, MatMul
-from vkmtp.ref.quant_samples import random_weight
+from vkmtp.ops.matmul import MatMul
+from vkmtp.ops.quant_types import SUPPORTED_TYPES
+from vkmtp.ref.random_quant import random_rows
 
 # M x K x N (rows, inputs, tokens): a 27B attention-out-like 1024-row projection, an FFN-up slice, a short
 # chunk, and a 35B-A3B expert (512 rows of 2048) over a 64-token group.
@@ -41,8 +42,8 @@ def parse_type(text: str) -> GGMLType:
     except KeyError:
         raise SystemExit(f"--types: unknown GGUF type '{text}'") from None
     if t not in SUPPORTED_TYPES:
-        raise SystemExit(f"--types: matmul does not support {t.name} yet "
-                         f"({', '.join(s.name.lower() for s in SUPPORTED_TYPES)})")
+        raise SystemExit(f"--types: matmul does not support {t.name} "
+                         f"({', '.join(s.lower() for s in SUPPORTED_TYPES.values())})")
     return t
 
 
@@ -53,7 +54,7 @@ def bench_one(device: Device, mm: MatMul, t: GGMLType, m: int, k: int, n: int, t
     x = device.buffer(n * k * 4, "device", "bench_x")
     y = device.buffer(n * m * 4, "device", "bench_y")
     try:
-        device.upload(w.view(), random_weight(rng, t, m, k))
+        device.upload(w.view(), random_rows(t, m, k, rng))
         device.upload(x.view(), rng.standard_normal(n * k).astype(np.float32))
         tile = tile or mm.tile_for(m, n, k)
         rec = device.recorder(timestamps=2 * reps + 2)
@@ -82,7 +83,7 @@ def git_commit() -> str:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--types", default=",".join(t.name.lower() for t in SUPPORTED_TYPES))
+    ap.add_argument("--types", default=",".join(s.lower() for s in SUPPORTED_TYPES.values()))
     ap.add_argument("--shapes", default=",".join(DEFAULT_SHAPES), help="comma-separated MxKxN")
     ap.add_argument("--tiles", default="auto", help="auto (MatMul.tile_for), all, or a tile name")
     ap.add_argument("--reps", type=int, default=3)

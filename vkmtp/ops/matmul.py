@@ -13,10 +13,9 @@ from dataclasses import dataclass
 from typing import Sequence
 
 from vkmtp.device import WORD, Device, ShaderKey, View
-from vkmtp.gguf import GGMLType, block_size, row_bytes
+from vkmtp.ops.quant_types import RowPart, check_view, fold, row_parts, type_define, weight_row_bytes
 
 SHADER = "matmul.comp"
-SUPPORTED_TYPES = (GGMLType.F32, GGMLType.F16, GGMLType.BF16)
 
 
 @dataclass(frozen=True)
@@ -34,7 +33,7 @@ class MatMulTile:
 
     def __post_init__(self):
         if (self.bm // self.tm) * (self.bn // self.tn) != self.block_size or self.bm % self.tm \
-                or self.bn % self.tn or self.bk % 4:
+                or self.bn % self.tn or self.bk % 8 or self.tm % 4 or self.tn % 4:
             raise ValueError(f"inconsistent matmul tile {self}")
 
     @property
@@ -43,7 +42,7 @@ class MatMulTile:
 
     @property
     def shared_bytes(self) -> int:
-        return (self.bm + self.bn) * (self.bk + 1) * WORD
+        return self.bk * (self.bm + 4 + self.bn + 4) * WORD   # k-major tiles, rows padded by one vec4
 
     def __str__(self) -> str:
         return f"{self.name}[bs={self.block_size},{self.bm}x{self.bn}x{self.bk},t={self.tm}x{self.tn}]"
@@ -83,19 +82,13 @@ def usable_tiles(info, tiles: Sequence[MatMulTile]) -> tuple[MatMulTile, ...]:
     return ok
 
 
-def _type_name(ggml_type: int) -> str:
-    try:
-        return GGMLType(ggml_type).name
-    except ValueError:
-        return f"ggml type {ggml_type}"
-
-
 class MatMul:
     """Records Y (+)= W X^T for prefill chunks. One instance per device; variants compile on first use."""
 
     def __init__(self, device: Device, tiles: Sequence[MatMulTile] | None = None):
         self.device = device
         self.tiles = usable_tiles(device.info, tiles or default_tiles(device.info))
+        self.max_group_count = tuple(device.info.max_workgroup_count)  # tiles past x fold into z
 
     def tile_for(self, n_rows: int, n_tok: int, k: int) -> MatMulTile:
         """The largest tile whose BM x BN the output fills more than half of along both axes (and whose
@@ -105,78 +98,42 @@ class MatMul:
                 return tile
         return self.tiles[-1]
 
-    def record(self, rec, weight: View | Sequence[View], ggml_type: int, n_rows: int, k: int, x: View,
+    def record(self, rec, weight: View | Sequence[RowPart], ggml_type: int, n_rows: int, k: int, x: View,
                y: View, n_tok: int, accumulate: bool = False, tile: MatMulTile | None = None) -> None:
-        """Record Y[n][m] = sum_k W[m][k] X[n][k] (or Y += ... with `accumulate`).
+        """Record Y[n][m] = sum_k W[m][k] X[n][k] (or Y += ... with `accumulate`), one dispatch per part.
 
         Args:
-            weight: [n_rows, k] in `ggml_type` (GGUF row layout), one View, or a list of Views splitting the
-                rows in order (tensors larger than maxStorageBufferRange); every part but the last holds a
-                whole number of rows.
+            weight: [n_rows, row_bytes] u8 raw GGUF rows of `ggml_type` in one View, or RowParts covering the
+                rows in order (weights larger than maxStorageBufferRange; vkmtp.ops.quant_types).
             x: [n_tok, k] f32.  y: [n_tok, n_rows] f32 (read too when `accumulate`).
             tile: force a tile shape (tests, benchmarks); default `tile_for(n_rows, n_tok, k)`.
         """
-        parts = [weight] if isinstance(weight, View) else list(weight)
-        if ggml_type not in SUPPORTED_TYPES:
-            raise ValueError(f"matmul: weight type {_type_name(ggml_type)} is not supported "
-                             f"(supported: {', '.join(s.name for s in SUPPORTED_TYPES)})")
-        t = GGMLType(ggml_type)
-        if n_rows < 1 or k < 1 or n_tok < 1:
-            raise ValueError(f"matmul: empty product (n_rows={n_rows}, k={k}, n_tok={n_tok})")
-        if k % block_size(t)[0]:
-            raise ValueError(f"matmul: k={k} is not a whole number of {t.name} blocks of {block_size(t)[0]}")
-        rb = row_bytes(t, k)
-        if x.nbytes < n_tok * k * WORD:
-            raise ValueError(f"matmul: x holds {x.nbytes} B, needs [{n_tok}, {k}] f32")
-        if y.nbytes < n_tok * n_rows * WORD:
-            raise ValueError(f"matmul: y holds {y.nbytes} B, needs [{n_tok}, {n_rows}] f32")
-        part_rows = self._split_rows(parts, rb, n_rows)
-
+        rb = weight_row_bytes(ggml_type, k)
+        parts = row_parts(weight, n_rows, rb, "matmul weight")
+        if n_tok < 1:
+            raise ValueError(f"matmul: n_tok must be >= 1, got {n_tok}")
+        check_view(x, n_tok * k * WORD, f"matmul activations x [{n_tok}, {k}] f32")
+        check_view(y, n_tok * n_rows * WORD, f"matmul output y [{n_tok}, {n_rows}] f32")
         tile = tile or self.tile_for(n_rows, n_tok, k)
-        defines = {f"DATA_A_{t.name}": 1}
+        defines = type_define(ggml_type)
         if k % tile.bk == 0:
             defines["ALIGNED"] = 1
         if accumulate:
             defines["ACCUMULATE"] = 1
         key = ShaderKey.make(SHADER, **defines)
         x_used = x.sub(0, n_tok * k * WORD)
-        max_x, max_y = self.device.info.max_workgroup_count[:2]
+        max_x, max_y = self.max_group_count[:2]
         groups_n = -(-n_tok // tile.bn)
         if groups_n > max_y:
-            raise ValueError(f"matmul: {n_tok} tokens need {groups_n} tile columns, device allows {max_y}")
+            raise ValueError(f"matmul: {n_tok} tokens need {groups_n} tile columns, the device allows {max_y}")
 
-        m0 = 0
-        for part, rows in zip(parts, part_rows):
-            tiles_m = -(-rows // tile.bm)
-            groups_x = min(tiles_m, max_x)
-            groups_z = -(-tiles_m // groups_x)
-            # Part p writes y[n][m0 : m0 + rows] for every token: declare the contiguous span around it.
-            y_span = y.sub(m0 * WORD, ((n_tok - 1) * n_rows + rows) * WORD)
-            reads = [part.sub(0, rows * rb), x_used] + ([y_span] if accumulate else [])
-            push = [rows, k, n_tok, part.word_offset, x.word_offset, k, y.word_offset + m0, n_rows, tiles_m]
-            rec.dispatch(key, [part.buffer, x.buffer, y.buffer], (groups_x, groups_n, groups_z), push=push,
-                         spec=tile.spec, reads=reads, writes=[y_span], label=f"{key.name}{tile}")
-            m0 += rows
-
-    @staticmethod
-    def _split_rows(parts: list[View], rb: int, n_rows: int) -> list[int]:
-        """Rows held by each weight part; errors name the part that does not fit."""
-        if not parts:
-            raise ValueError("matmul: no weight parts given")
-        rows, left = [], n_rows
-        for i, part in enumerate(parts):
-            if left == 0:
-                raise ValueError(f"matmul: weight part {i} is left over: earlier parts hold all {n_rows} rows")
-            last = i == len(parts) - 1
-            if not last and part.nbytes % rb:
-                raise ValueError(f"matmul: weight part {i} of {part.nbytes} B is not a whole number of "
-                                 f"{rb}-byte rows")
-            n = left if last else min(part.nbytes // rb, left)
-            if n < 1 or n * rb > part.nbytes:
-                raise ValueError(f"matmul: weight part {i} ({part.nbytes} B) does not hold its {max(n, 1)} "
-                                 f"rows of {rb} B ({n_rows} rows in {len(parts)} parts)")
-            rows.append(n)
-            left -= n
-        if left:
-            raise ValueError(f"matmul: weight parts hold {n_rows - left} of {n_rows} rows")
-        return rows
+        for part in parts:
+            tiles_m = -(-part.n_rows // tile.bm)
+            groups_x, groups_z = fold(tiles_m, max_x)
+            # The part writes y[n][row_start : row_start + n_rows] of every token: declare the span around it.
+            y_span = y.sub(part.row_start * WORD, ((n_tok - 1) * n_rows + part.n_rows) * WORD)
+            reads = [part.view.sub(0, part.n_rows * rb), x_used] + ([y_span] if accumulate else [])
+            push = [part.n_rows, k, n_tok, part.view.offset, rb, x.word_offset, k,
+                    y.word_offset + part.row_start, n_rows, tiles_m]
+            rec.dispatch(key, [part.view.buffer, x.buffer, y.buffer], (groups_x, groups_n, groups_z),
+                         push=push, spec=tile.spec, reads=reads, writes=[y_span], label=f"{key.name}_{tile}")
