@@ -32,7 +32,8 @@ from vkmtp.ops.gdn import GatedDeltaNet
 from vkmtp.ops.get_rows import GetRows
 from vkmtp.ops.matmul import MatMul
 from vkmtp.ops.matvec import MatVec
-from vkmtp.ops.moe_router import MoeRouter, used_list_words
+from vkmtp.ops.matvec_id import ExpertPart, MatVecId, routes_words
+from vkmtp.ops.moe_router import MoeRouter
 from vkmtp.ops.rms_norm import RmsNorm
 from vkmtp.ops.rope import Rope
 from vkmtp.ops.set_rows import SetRows
@@ -69,11 +70,7 @@ class Ops:
         self.swiglu = SwiGlu(device)
         self.sigmoid_scale_add = SigmoidScaleAdd(device)
         self.router = MoeRouter(device, cfg.n_expert, cfg.n_expert_used) if cfg.is_moe else None
-        self.matvec_id = None
-        if cfg.is_moe:
-            from vkmtp.ops.matvec_id import MatVecId
-
-            self.matvec_id = MatVecId(device)
+        self.matvec_id = MatVecId(device) if cfg.is_moe else None
         self.argmax = Argmax(device)
         self.topk = TopK(device, DRAFT_TOP_K)
 
@@ -85,8 +82,7 @@ class Ops:
         if n <= MATVEC_MAX_TOKENS:
             self.matvec.record(rec, w.parts, w.ggml_type, rows, k, x, y, n, accumulate=accumulate)
         else:
-            self.matmul.record(rec, [p.view for p in w.parts], w.ggml_type, rows, k, x, y, n,
-                               accumulate=accumulate)
+            self.matmul.record(rec, w.parts, w.ggml_type, rows, k, x, y, n, accumulate=accumulate)
 
 
 @dataclass
@@ -115,7 +111,7 @@ class Activations:
         moe = 0
         if cfg.is_moe:
             k = cfg.n_expert_used
-            moe = (cfg.n_expert + 2 * k + used_list_words(cfg.n_expert, n, k) + 2 * k * cfg.n_ff_exp + e + 1)
+            moe = cfg.n_expert + 2 * k + 2 * k * cfg.n_ff_exp + k * e + e + 1 + routes_words(n, k) // n + 1
         return {
             "x": 4 * n * e, "xn": 4 * n * e, "mix": 4 * n * max(attn_mix, gdn_mix), "o": 4 * n * o,
             "f": 4 * n * max(ff, 1), "attn_scratch": ops.attn_prefill.scratch_bytes(n) if n > MATVEC_MAX_TOKENS
@@ -258,24 +254,37 @@ class Forward:
         self.ops.swiglu.record(rec, Strided.rows(g, ff), Strided.rows(u, ff), Strided.rows(g, ff), n, ff)
         self.ops.linear(rec, self.w[down], g, out if out is not None else act.x, n, accumulate=accumulate)
 
+    def _experts(self, name: str) -> list[ExpertPart]:
+        """An expert stack's parts in experts (placement splits stacks only between experts)."""
+        ref = self.w[name]
+        per = ref.shape[1]
+        return [ExpertPart(p.view, p.row_start // per, p.n_rows // per) for p in ref.parts]
+
     def record_moe_ffn(self, rec: Recorder, t, act: Activations, n: int) -> None:
+        """Routed experts (softmax top-k, renormalised) plus the sigmoid-gated shared expert (qwen35-mtp §3.6)."""
         cfg, ops = self.cfg, self.ops
         e, ne, k, fe = cfg.n_embd, cfg.n_expert, cfg.n_expert_used, cfg.n_ff_exp
-        arena = Arena(act.moe.buffer, 4)
+        arena = Arena(act.moe.buffer, 16)
         arena.used = act.moe.offset
-        logits = arena.take(4 * n * ne, "router_logits")
-        ids = arena.take(4 * n * k, "expert_ids")
-        weights = arena.take(4 * n * k, "expert_weights")
-        used = arena.take(4 * used_list_words(ne, n, k), "experts_used")
-        gu = arena.take(4 * n * k * 2 * fe, "expert_gate_up")
-        shared_gate = arena.take(4 * n, "shared_gate")
-        shared_out = arena.take(4 * n * e, "shared_out")
+        logits = arena.take(4 * n * ne, "router_logits")          # [n, n_expert]
+        ids = arena.take(4 * n * k, "expert_ids")                  # [n, k] u32
+        weights = arena.take(4 * n * k, "expert_weights")          # [n, k] f32
+        routes = arena.take(4 * routes_words(n, k), "routes")
+        g = arena.take(4 * n * k * fe, "expert_gate")              # [n*k, F_e]
+        u = arena.take(4 * n * k * fe, "expert_up")                # [n*k, F_e]
+        d = arena.take(4 * n * k * e, "expert_down")               # [n*k, E]
+        shared_gate = arena.take(4 * n, "shared_gate")             # [n, 1]
+        shared_out = arena.take(4 * n * e, "shared_out")           # [n, E]
         ops.linear(rec, self.w[t.gate_inp.name], act.xn, logits, n)
         ops.router.record(rec, logits, ne, n, ids, weights)
-        ops.router.record_used(rec, ids, n, used)
-        ops.matvec_id.record_gate_up(rec, self.w[t.gate_exps.name], self.w[t.up_exps.name], ids, used, act.xn,
-                                     gu, n, k)
-        ops.matvec_id.record_down(rec, self.w[t.down_exps.name], ids, weights, used, gu, act.x, n, k)
+        ops.matvec_id.record_routes(rec, ids, routes, n, k)
+        gate_type, up_type = self.w[t.gate_exps.name].ggml_type, self.w[t.up_exps.name].ggml_type
+        ops.matvec_id.record(rec, self._experts(t.gate_exps.name), gate_type, ne, fe, e, act.xn, g, routes, n, k)
+        ops.matvec_id.record(rec, self._experts(t.up_exps.name), up_type, ne, fe, e, act.xn, u, routes, n, k)
+        ops.swiglu.record(rec, Strided.rows(g, fe), Strided.rows(u, fe), Strided.rows(g, fe), n * k, fe)
+        ops.matvec_id.record(rec, self._experts(t.down_exps.name), self.w[t.down_exps.name].ggml_type, ne, e, fe,
+                             g, d, routes, n, k, x_per_slot=True)
+        ops.matvec_id.record_weighted_sum(rec, d, weights, act.x, n, k, e, accumulate=True)
         # shared expert, scaled by sigmoid(w_shexp . xn) per token
         self.record_dense_ffn(rec, t.gate_shexp.name, t.up_shexp.name, t.down_shexp.name, act.xn, act, n,
                               out=shared_out, accumulate=False)
