@@ -205,7 +205,7 @@ class VulkanEngine(Engine):
         S = len(active)
         greedy = all(s.sampler.params.greedy for s in active)
         K = self.K
-        spec = self.use_mtp and all(len(s.tokens) + K + 1 <= self.n_ctx for s in active)
+        spec = self.use_mtp and all(len(s.tokens) + K + 1 <= self.n_ctx and self._remaining(s) > 1 for s in active)
         if spec:
             outs = self._spec_step(active, greedy)
         else:
@@ -216,6 +216,11 @@ class VulkanEngine(Engine):
             slot.seq.timings.predicted_ms += dt
             events.append(self._emit(slot, out))
         return events
+
+    @staticmethod
+    def _remaining(slot: Slot) -> int:
+        req = slot.seq.request
+        return req.max_tokens - len(slot.seq.generated) if req.max_tokens >= 0 else 1 << 30
 
     def _write_records(self, active: list[Slot], rows: int) -> None:
         recs = self.io.records()
@@ -312,7 +317,8 @@ class VulkanEngine(Engine):
         if req.max_tokens >= 0:
             budget = min(budget, max(req.max_tokens - len(slot.seq.generated) - 1, 0))
         n_drafted, n_accepted = min(n_valid, budget), min(m, budget)
-        slot.seq.spec.record(n_drafted, n_accepted)
+        if n_drafted:   # a step whose drafts all fall past the budget is a plain decode for llama-server
+            slot.seq.spec.record(n_drafted, n_accepted)
         slot.seq.timings.draft_n += n_drafted
         slot.seq.timings.draft_n_accepted += n_accepted
         return out
