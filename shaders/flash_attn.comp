@@ -184,27 +184,29 @@ void main() {
                     l_run = l_run * sh_alpha[tid] + ts;
                 }
             }
+            uint item_nv[ITEMS];    // valid positions of the item's row in this tile (0: inactive)
+            uint item_key[ITEMS];   // (token slot, quad): items with equal keys share the V values
+            uint item_base[ITEMS];  // V word offset of the item's head at position `tile`
             for (uint k = 0; k < ITEMS; ++k) {
                 uint item = tid + k * BLOCK_SIZE;
-                uint r = item / QUADS;
-                if (item < ROWS * QUADS && n_valid(r / GQA, tile) > 0) acc[k] *= sh_alpha[r];
+                uint r = min(item / QUADS, ROWS - 1);
+                uint i = r / GQA;
+                item_nv[k] = item < ROWS * QUADS ? n_valid(i, tile) : 0u;
+                item_key[k] = i * QUADS + item - (item / QUADS) * QUADS;
+                item_base[k] = p.v_off + (sh_row0[i] + tile) * v_row_words + kvh * V_HEAD_WORDS;
+                if (item_nv[k] > 0) acc[k] *= sh_alpha[r];
             }
             uint jmax = min(max_len - tile, BLOCK_SIZE);
             for (uint j = 0; j < jmax; ++j) {
-                uint loaded = 0xFFFFFFFFu;  // (token slot, quad) of vv
+                uint loaded = 0xFFFFFFFFu;
                 vec4 vv = vec4(0.0);
                 for (uint k = 0; k < ITEMS; ++k) {
-                    uint item = tid + k * BLOCK_SIZE;
-                    uint r = item / QUADS;
-                    uint i = r / GQA;
-                    if (item < ROWS * QUADS && j < n_valid(i, tile)) {
-                        uint quad = item - r * QUADS;
-                        uint key = i * QUADS + quad;
-                        if (key != loaded) {
-                            uint base = p.v_off + (sh_row0[i] + tile + j) * v_row_words + kvh * V_HEAD_WORDS;
-                            vv = load_quad(true, V_IS_Q8, base, quad);
-                            loaded = key;
+                    if (j < item_nv[k]) {
+                        if (item_key[k] != loaded) {
+                            vv = load_quad(true, V_IS_Q8, item_base[k] + j * v_row_words, item_key[k] % QUADS);
+                            loaded = item_key[k];
                         }
+                        uint r = (tid + k * BLOCK_SIZE) / QUADS;
                         acc[k] += sh_p[r * BLOCK_SIZE + j] * vv;
                     }
                 }
