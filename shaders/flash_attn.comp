@@ -172,7 +172,8 @@ void main() {
             }
             barrier();
             for (uint r = 0; r < ROWS; ++r) {
-                if (kpos < sh_len[r / GQA]) sh_p[r * BLOCK_SIZE + tid] = exp(sh_p[r * BLOCK_SIZE + tid] - sh_m[r]);
+                uint c_idx = r * BLOCK_SIZE + tid;
+                if (kpos < sh_len[r / GQA]) sh_p[c_idx] = exp(sh_p[c_idx] - sh_m[r]);
             }
             barrier();
             // (3) L and O
@@ -203,7 +204,8 @@ void main() {
                 for (uint k = 0; k < ITEMS; ++k) {
                     if (j < item_nv[k]) {
                         if (item_key[k] != loaded) {
-                            vv = load_quad(true, V_IS_Q8, item_base[k] + j * v_row_words, item_key[k] % QUADS);
+                            uint base = item_base[k] + j * v_row_words;
+                            vv = load_quad(true, V_IS_Q8, base, item_key[k] % QUADS);
                             loaded = item_key[k];
                         }
                         uint r = (tid + k * BLOCK_SIZE) / QUADS;
@@ -222,7 +224,8 @@ void main() {
         uint t = t0 + r / GQA;
         if (item < ROWS * QUADS && t < p.n_tok) {
             uint h = kvh * GQA + r - (r / GQA) * GQA;
-            uint o = p.part_o_off + ((t * p.n_head + h) * p.n_splits + split) * HEAD_DIM + 4 * (item - r * QUADS);
+            uint o = p.part_o_off + ((t * p.n_head + h) * p.n_splits + split) * HEAD_DIM
+                   + 4 * (item - r * QUADS);
             part[o] = acc[k].x;
             part[o + 1] = acc[k].y;
             part[o + 2] = acc[k].z;

@@ -15,7 +15,7 @@ from __future__ import annotations
 import math
 
 from vkmtp.device import WORD, ShaderKey, View
-from vkmtp.ops._select import check_block_size
+from vkmtp.ops._select import check_block_size, flag_variants
 from vkmtp.ops.kv_layout import KvLayout
 from vkmtp.ops.set_rows import check_cache, check_tokens
 from vkmtp.ops.strided import Strided
@@ -61,12 +61,13 @@ class FlashAttn:
             raise ValueError(f"n_splits {self.n_splits} must be in 1..{block_size} (the reduce's workgroup)")
         rows = self.gqa * q_tile
         if q_tile < 1 or rows > block_size:
-            raise ValueError(f"{rows} rows per workgroup (GQA {self.gqa} x q_tile {q_tile}) exceed block_size "
-                             f"{block_size}")
+            raise ValueError(f"{rows} rows per workgroup (GQA {self.gqa} x q_tile {q_tile}) exceed "
+                             f"block_size {block_size}")
         shared = rows * (self.head_dim + block_size) * WORD + 2 * rows * WORD + 2 * q_tile * WORD
         if shared > device.info.max_shared_memory:
-            raise ValueError(f"GQA {self.gqa} x q_tile {q_tile} x head_dim {self.head_dim} needs {shared} B of "
-                             f"shared memory, the device has {device.info.max_shared_memory} B; lower q_tile")
+            raise ValueError(f"GQA {self.gqa} x q_tile {q_tile} x head_dim {self.head_dim} needs {shared} B "
+                             f"of shared memory, the device has {device.info.max_shared_memory} B; "
+                             f"lower q_tile")
         defines = {}
         if k_layout.kv_type == "q8_0":
             defines["K_Q8_0"] = 1
@@ -119,3 +120,8 @@ class FlashAttn:
         rec.dispatch(ShaderKey.make("flash_attn_reduce.comp", **({"GATE": 1} if gate is not None else {})),
                      [scratch.buffer, g.buffer, out.buffer], (h, n_tok, 1), push=push, spec=[self.block_size],
                      reads=[part] + ([gate.view] if gate is not None else []), writes=[out.view])
+
+
+def shader_variants() -> list[ShaderKey]:
+    return (flag_variants("flash_attn.comp", "K_Q8_0", "V_Q8_0")
+            + flag_variants("flash_attn_reduce.comp", "GATE"))

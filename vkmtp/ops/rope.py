@@ -50,8 +50,9 @@ class Rope:
         if n_rot % 2 or not 0 <= n_rot <= head_dim:
             raise ValueError(f"n_rot {n_rot} must be even and within head_dim {head_dim}")
         if sections is not None and not imrope_is_neox(n_rot, sections):
-            raise ValueError(f"rope sections {tuple(sections)} leave rotary pairs on the 4th position component "
-                             f"(angle 0 for text); this kernel rotates all {n_rot // 2} pairs with pos")
+            raise ValueError(f"rope sections {tuple(sections)} leave rotary pairs on the 4th position "
+                             f"component (angle 0 for text); this kernel rotates all {n_rot // 2} pairs "
+                             f"with pos")
         if freq_base <= 0:
             raise ValueError(f"rope freq_base {freq_base} must be positive")
         self.device = device
@@ -96,4 +97,14 @@ class Rope:
         rec.dispatch(ShaderKey.make("rope.comp", **defines),
                      [tokens.buffer, x.buffer, w.buffer, out.buffer], (n_head, n_tok, 1), push=push,
                      spec=[self.block_size, self.head_dim],
-                     reads=[records, x.view] + ([norm_weight] if norm_weight is not None else []), writes=[out])
+                     reads=[records, x.view] + ([norm_weight] if norm_weight is not None else []),
+                     writes=[out])
+
+
+def shader_variants() -> list[ShaderKey]:
+    keys = []
+    for store in ("", "OUT_F16", "OUT_Q8_0"):
+        extra = {store: 1} if store else {}
+        keys += [ShaderKey.make("rope.comp", **extra), ShaderKey.make("rope.comp", NORM=1, **extra),
+                 ShaderKey.make("rope.comp", NORM=1, USE_SUBGROUP=1, **extra)]
+    return keys
