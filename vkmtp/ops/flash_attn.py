@@ -20,6 +20,8 @@ from vkmtp.ops.kv_layout import KvLayout
 from vkmtp.ops.set_rows import check_cache, check_tokens
 from vkmtp.ops.strided import Strided
 
+MAX_ACC_FLOATS = 128  # output accumulators per invocation that max_q_tile allows (registers, not spills)
+
 
 class FlashAttn:
     """o[t, h] = softmax(q[t, h] . K[seq_t, 0..pos_t]^T * scale) V[...], times sigmoid(gate[t, h]) if given.
@@ -27,7 +29,8 @@ class FlashAttn:
     Args:
         n_head: query heads H; KV head of query head h is h // (H / H_kv).
         k_layout, v_layout: cache layouts (same n_head_kv, head_dim, n_ctx; types may differ).
-        n_splits: workgroups per (token, KV head) along the KV range (None: 4 on CPU devices, 32 else).
+        n_splits: workgroups per (token, KV head) along the KV range (None: 1 when q_tile > 1, where prefill
+            has workgroups enough; else 4 on CPU devices, 32 on GPUs). The scratch grows with it.
         chunk: KV positions per chunk (multiple of block_size); split s takes chunks s, s + n_splits, ...
         q_tile: tokens per workgroup (1 for decode/verify; 2-4 for prefill, bounded by shared memory).
         block_size: workgroup size = KV positions per tile.
@@ -51,7 +54,7 @@ class FlashAttn:
         self.head_dim = k_layout.head_dim
         self.gqa = n_head // k_layout.n_head_kv
         self.block_size = check_block_size(block_size, device)
-        self.n_splits = n_splits or (4 if device.info.kind == "cpu" else 32)
+        self.n_splits = n_splits or (1 if q_tile > 1 else 4 if device.info.kind == "cpu" else 32)
         self.chunk = chunk or 2 * block_size
         self.q_tile = q_tile
         self.scale = 1.0 / math.sqrt(self.head_dim) if scale is None else float(scale)
@@ -78,10 +81,12 @@ class FlashAttn:
 
     @staticmethod
     def max_q_tile(device, n_head: int, n_head_kv: int, head_dim: int, block_size: int = 64) -> int:
-        """The largest q_tile whose workgroup fits the device's shared memory and block_size rows."""
+        """The largest q_tile whose workgroup fits the device's shared memory and block_size rows, with at
+        most MAX_ACC_FLOATS output accumulators per invocation (GQA * q_tile * head_dim / block_size)."""
         gqa = n_head // n_head_kv
         per_token = gqa * (head_dim + block_size + 2) * WORD + 2 * WORD
-        return max(1, min(device.info.max_shared_memory // per_token, block_size // gqa))
+        by_registers = MAX_ACC_FLOATS * block_size // (gqa * head_dim)
+        return max(1, min(device.info.max_shared_memory // per_token, block_size // gqa, by_registers))
 
     def scratch_bytes(self, n_tok: int) -> int:
         """Bytes of the partials scratch for n_tok tokens: O [n_tok, H, n_splits, D] then (M, L) pairs."""
