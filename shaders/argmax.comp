@@ -9,8 +9,8 @@
 //                     when has_values != 0, the value to vals[vals_off + row].
 //
 // Bindings: 0 x (float logits), 1 part (uint pairs), 2 ids (uint), 3 vals (float)
-// Push constants: x_off, x_stride, n, n_parts, part_size, part_off, ids_off, ids_stride, vals_off, has_values,
-//                 n_rows
+// Push constants: x_off, x_stride, n, n_parts, part_size, part_off, ids_off, ids_stride, vals_off,
+//                 has_values, n_rows
 // Spec constants: 0 BLOCK_SIZE (workgroup size; a power of two without USE_SUBGROUP)
 // Defines: FINAL, USE_SUBGROUP
 // Dispatch: pass 1 n_parts x n_rows x 1; pass 2 n_rows x 1 x 1 (n_rows <= 65535).

@@ -2,7 +2,7 @@
 // Elementwise ops on rows of f32, one invocation per element (t, i), i < n:
 //   OP_ADD:               y = a + b                                  (residual add)
 //   OP_SWIGLU:            y = silu(a) * b = a / (1 + exp(-a)) * b     (a = gate, b = up; two views or halves)
-//   OP_SIGMOID_SCALE_ADD: y = y + sigmoid(s_t) * a                     (MoE shared expert, s: one scalar a token)
+//   OP_SIGMOID_SCALE_ADD: y = y + sigmoid(s_t) * a                     (MoE shared expert; s: a scalar/token)
 // Element (t, i) of an operand is at off + t * stride + i; y may alias a or b (in place).
 //
 // Bindings: 0 a (float), 1 b (float), 2 s (float), 3 y (float). Unused operands are bound to any buffer.

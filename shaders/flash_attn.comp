@@ -172,7 +172,8 @@ void main() {
             }
             barrier();
             for (uint r = 0; r < ROWS; ++r) {
-                if (kpos < sh_len[r / GQA]) sh_p[r * BLOCK_SIZE + tid] = exp(sh_p[r * BLOCK_SIZE + tid] - sh_m[r]);
+                uint c_idx = r * BLOCK_SIZE + tid;
+                if (kpos < sh_len[r / GQA]) sh_p[c_idx] = exp(sh_p[c_idx] - sh_m[r]);
             }
             barrier();
             // (3) L and O
@@ -184,27 +185,30 @@ void main() {
                     l_run = l_run * sh_alpha[tid] + ts;
                 }
             }
+            uint item_nv[ITEMS];    // valid positions of the item's row in this tile (0: inactive)
+            uint item_key[ITEMS];   // (token slot, quad): items with equal keys share the V values
+            uint item_base[ITEMS];  // V word offset of the item's head at position `tile`
             for (uint k = 0; k < ITEMS; ++k) {
                 uint item = tid + k * BLOCK_SIZE;
-                uint r = item / QUADS;
-                if (item < ROWS * QUADS && n_valid(r / GQA, tile) > 0) acc[k] *= sh_alpha[r];
+                uint r = min(item / QUADS, ROWS - 1);
+                uint i = r / GQA;
+                item_nv[k] = item < ROWS * QUADS ? n_valid(i, tile) : 0u;
+                item_key[k] = i * QUADS + item - (item / QUADS) * QUADS;
+                item_base[k] = p.v_off + (sh_row0[i] + tile) * v_row_words + kvh * V_HEAD_WORDS;
+                if (item_nv[k] > 0) acc[k] *= sh_alpha[r];
             }
             uint jmax = min(max_len - tile, BLOCK_SIZE);
             for (uint j = 0; j < jmax; ++j) {
-                uint loaded = 0xFFFFFFFFu;  // (token slot, quad) of vv
+                uint loaded = 0xFFFFFFFFu;
                 vec4 vv = vec4(0.0);
                 for (uint k = 0; k < ITEMS; ++k) {
-                    uint item = tid + k * BLOCK_SIZE;
-                    uint r = item / QUADS;
-                    uint i = r / GQA;
-                    if (item < ROWS * QUADS && j < n_valid(i, tile)) {
-                        uint quad = item - r * QUADS;
-                        uint key = i * QUADS + quad;
-                        if (key != loaded) {
-                            uint base = p.v_off + (sh_row0[i] + tile + j) * v_row_words + kvh * V_HEAD_WORDS;
-                            vv = load_quad(true, V_IS_Q8, base, quad);
-                            loaded = key;
+                    if (j < item_nv[k]) {
+                        if (item_key[k] != loaded) {
+                            uint base = item_base[k] + j * v_row_words;
+                            vv = load_quad(true, V_IS_Q8, base, item_key[k] % QUADS);
+                            loaded = item_key[k];
                         }
+                        uint r = (tid + k * BLOCK_SIZE) / QUADS;
                         acc[k] += sh_p[r * BLOCK_SIZE + j] * vv;
                     }
                 }
@@ -220,7 +224,8 @@ void main() {
         uint t = t0 + r / GQA;
         if (item < ROWS * QUADS && t < p.n_tok) {
             uint h = kvh * GQA + r - (r / GQA) * GQA;
-            uint o = p.part_o_off + ((t * p.n_head + h) * p.n_splits + split) * HEAD_DIM + 4 * (item - r * QUADS);
+            uint o = p.part_o_off + ((t * p.n_head + h) * p.n_splits + split) * HEAD_DIM
+                   + 4 * (item - r * QUADS);
             part[o] = acc[k].x;
             part[o + 1] = acc[k].y;
             part[o + 2] = acc[k].z;

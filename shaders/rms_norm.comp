@@ -10,8 +10,9 @@
 //
 // Bindings: 0 x (float; read, written with FUSE_ADD), 1 b (float), 2 z (float), 3 w (float), 4 y (float; may
 //           alias x). Unused operands are bound to any buffer.
-// Push constants: x_off, x_tok_stride, x_head_stride, b_off, b_tok_stride, b_head_stride, z_off, z_tok_stride,
-//                 z_head_stride, w_off, y_off, y_tok_stride, y_head_stride, n, n_head, n_rows, eps (f32 bits)
+// Push constants: x_off, x_tok_stride, x_head_stride, b_off, b_tok_stride, b_head_stride, z_off,
+//                 z_tok_stride, z_head_stride, w_off, y_off, y_tok_stride, y_head_stride, n, n_head, n_rows,
+//                 eps (f32 bits)
 // Spec constants: 0 BLOCK_SIZE (workgroup size; a power of two without USE_SUBGROUP)
 // Defines: FUSE_ADD, GATED, USE_SUBGROUP
 // Dispatch: min(n_rows, 65535) x ceil(n_rows / 65535) x 1; row = group.x + group.y * 65535.

@@ -14,7 +14,9 @@ layout(local_size_x_id = 0) in;
 
 layout(std430, binding = 0) readonly buffer X { float x[]; };
 layout(std430, binding = 1) buffer Y { float y[]; };
-layout(push_constant) uniform Push { uint x_off; uint x_stride; uint y_off; uint y_stride; uint n; uint n_rows; } p;
+layout(push_constant) uniform Push {
+    uint x_off; uint x_stride; uint y_off; uint y_stride; uint n; uint n_rows;
+} p;
 
 #include "reduce.glsl"
 

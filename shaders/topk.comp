@@ -4,7 +4,7 @@
 // that total order, by a full scan of the range plus a workgroup argmax (common/reduce.glsl); k rounds of a
 // 4096-wide part cost 16 reads per element, far less than the logits' matmul.
 //   pass 1 (default): workgroup (part, row) writes the top-k (value bits, index) pairs of x[row][part range]
-//                     to part[row][part][k] (index 0xFFFFFFFF = none, when the range has fewer than k values).
+//                     to part[row][part][k] (index 0xFFFFFFFF = none: the range has fewer than k values).
 //   pass 2 (FINAL):   one workgroup per row selects the top k of the n_parts * k candidates and writes
 //                     vals[row][k] and ids[row][k].
 //
@@ -23,8 +23,8 @@ layout(std430, binding = 1) buffer Part { uint part[]; };
 layout(std430, binding = 2) buffer Vals { float vals[]; };
 layout(std430, binding = 3) buffer Ids { uint ids[]; };
 layout(push_constant) uniform Push {
-    uint x_off; uint x_stride; uint n; uint n_parts; uint part_size; uint part_off; uint vals_off; uint ids_off;
-    uint k;
+    uint x_off; uint x_stride; uint n; uint n_parts; uint part_size; uint part_off;
+    uint vals_off; uint ids_off; uint k;
 } p;
 
 #include "reduce.glsl"

@@ -35,7 +35,8 @@ class Packed:
             if isinstance(spec, int):
                 words[start: start + self.sizes[key] // 4] = fill
             else:
-                raw = np.frombuffer(np.ascontiguousarray(spec).tobytes().ljust(self.sizes[key], b"\0"), np.uint32)
+                raw = np.ascontiguousarray(spec).tobytes().ljust(self.sizes[key], b"\0")
+                raw = np.frombuffer(raw, np.uint32)
                 words[start: start + raw.size] = raw
         device.upload(self.buffer.view(), words)
 
@@ -63,8 +64,8 @@ def assert_close(got: np.ndarray, want: np.ndarray, atol: float, rtol: float = 0
     want = np.asarray(want)
     assert got.shape == want.shape, f"{what}: shape {got.shape} != {want.shape}"
     bad_nonfinite = ~np.isfinite(got) & np.isfinite(want)
-    assert not bad_nonfinite.any(), f"{what}: {int(bad_nonfinite.sum())} NaN/Inf values where finite expected, " \
-                                    f"first at {np.argwhere(bad_nonfinite)[0].tolist()}"
+    assert not bad_nonfinite.any(), (f"{what}: {int(bad_nonfinite.sum())} NaN/Inf values where finite "
+                                     f"expected, first at {np.argwhere(bad_nonfinite)[0].tolist()}")
     err = np.abs(got.astype(np.float64) - want.astype(np.float64))
     limit = atol + rtol * np.abs(want.astype(np.float64))
     if not (err <= limit).all():

@@ -27,7 +27,8 @@ def test_residual_add_in_place_is_exact(device, n_tok, n):
     x = rng.normal(0, 1, (n_tok, n)).astype(np.float32)
     m = rng.normal(0, 1, (n_tok, n)).astype(np.float32)
     bufs = run(device, {"x": x, "m": m}, lambda rec, b: Add(device).record(
-        rec, Strided.rows(b.view("x"), n), Strided.rows(b.view("m"), n), Strided.rows(b.view("x"), n), n_tok, n))
+        rec, Strided.rows(b.view("x"), n),
+        Strided.rows(b.view("m"), n), Strided.rows(b.view("x"), n), n_tok, n))
     np.testing.assert_array_equal(bufs.read("x").reshape(n_tok, n), add(x, m))
     bufs.check_guards()
     bufs.destroy()
@@ -62,7 +63,8 @@ def test_sigmoid_scale_add_of_the_shared_expert(device, n_tok):
     y = rng.normal(0, 1, (n_tok, n)).astype(np.float32)
     s = rng.normal(0, 4, n_tok).astype(np.float32)
     bufs = run(device, {"x": x, "y": y, "s": s}, lambda rec, b: SigmoidScaleAdd(device).record(
-        rec, Strided.rows(b.view("x"), n), Strided.rows(b.view("s"), 1), Strided.rows(b.view("y"), n), n_tok, n))
+        rec, Strided.rows(b.view("x"), n),
+        Strided.rows(b.view("s"), 1), Strided.rows(b.view("y"), n), n_tok, n))
     assert_close(bufs.read("y").reshape(n_tok, n), sigmoid_scale_add(x, s, y), 1e-6, RTOL)
     bufs.check_guards()
     bufs.destroy()
@@ -74,7 +76,8 @@ def test_rows_beyond_the_group_count_limit_fold_into_z(device):
     a = rng.normal(0, 1, (n_tok, n)).astype(np.float32)
     b = rng.normal(0, 1, (n_tok, n)).astype(np.float32)
     bufs = run(device, {"a": a, "b": b, "y": a.nbytes}, lambda rec, k: Add(device, block_size=64).record(
-        rec, Strided.rows(k.view("a"), n), Strided.rows(k.view("b"), n), Strided.rows(k.view("y"), n), n_tok, n))
+        rec, Strided.rows(k.view("a"), n),
+        Strided.rows(k.view("b"), n), Strided.rows(k.view("y"), n), n_tok, n))
     np.testing.assert_array_equal(bufs.read("y").reshape(n_tok, n), a + b)
     bufs.check_guards()
     bufs.destroy()

@@ -56,8 +56,9 @@ class Case:
         q = Strided(qv, h * 2 * d, 2 * d)
         gate = Strided(qv.sub(d * 4, qv.nbytes - d * 4), h * 2 * d, 2 * d) if gated else None
         rec = device.recorder()
-        fa.record(rec, bufs.view("tok"), q, bufs.view("k"), bufs.view("v"), Strided.heads(bufs.view("out"), h, d),
-                  n_tok, bufs.view("scratch"), gate=gate)
+        out = Strided.heads(bufs.view("out"), h, d)
+        fa.record(rec, bufs.view("tok"), q, bufs.view("k"), bufs.view("v"), out, n_tok, bufs.view("scratch"),
+                  gate=gate)
         rec.finish()
         rec.run()
         out = bufs.read("out").reshape(n_tok, h, d)

@@ -29,7 +29,8 @@ def run_rows(device, x, w, subgroup, residual=None, gate=None, block_size=256):
     bufs = Packed(device, ops)
     norm = RmsNorm(device, 1e-6, block_size=block_size, subgroup=subgroup)
     rec = device.recorder()
-    norm.record(rec, Strided.rows(bufs.view("x"), n), bufs.view("w"), Strided.rows(bufs.view("y"), n), n_tok, n,
+    norm.record(rec, Strided.rows(bufs.view("x"), n), bufs.view("w"), Strided.rows(bufs.view("y"), n),
+                n_tok, n,
                 residual=Strided.rows(bufs.view("b"), n) if residual is not None else None,
                 gate=Strided.rows(bufs.view("z"), n) if gate is not None else None)
     rec.finish()

@@ -87,8 +87,9 @@ def test_k_norm_rope_written_into_cache_rows(device, kv_type):
     cache0 = rng.integers(0, 256, (layout.n_rows, layout.row_bytes), dtype=np.uint8)
     bufs = Packed(device, {"tok": records, "k": k, "w": w, "cache": cache0})
     rec = device.recorder()
-    Rope(device, d, 64, BASE).record_to_cache(rec, bufs.view("tok"), Strided.heads(bufs.view("k"), n_head_kv, d),
-                                              bufs.view("cache"), layout, n_tok, norm_weight=bufs.view("w"))
+    k_heads = Strided.heads(bufs.view("k"), n_head_kv, d)
+    Rope(device, d, 64, BASE).record_to_cache(rec, bufs.view("tok"), k_heads, bufs.view("cache"), layout,
+                                              n_tok, norm_weight=bufs.view("w"))
     rec.finish()
     rec.run()
     got = bufs.read("cache", np.uint8).reshape(layout.n_rows, layout.row_bytes)
@@ -118,9 +119,9 @@ def test_rope_then_set_rows_is_batch_invariant(device):
     def run(sel):
         bufs = Packed(device, {"tok": records[sel], "k": k[sel], "w": w, "cache": layout.nbytes}, fill=0)
         rec = device.recorder()
-        Rope(device, d, 64, BASE).record_to_cache(rec, bufs.view("tok"),
-                                                  Strided.heads(bufs.view("k"), n_head_kv, d), bufs.view("cache"),
-                                                  layout, len(records[sel]), norm_weight=bufs.view("w"))
+        k_heads = Strided.heads(bufs.view("k"), n_head_kv, d)
+        Rope(device, d, 64, BASE).record_to_cache(rec, bufs.view("tok"), k_heads, bufs.view("cache"), layout,
+                                                  len(records[sel]), norm_weight=bufs.view("w"))
         SetRows(device, layout)  # constructing the V writer alongside must not matter
         rec.finish()
         rec.run()

@@ -32,7 +32,8 @@ def test_set_rows_matches_reference_bit_for_bit(device, kv_type, n_head_kv, head
     layout = KvLayout(kv_type, n_head_kv, head_dim, n_ctx=16, n_slots=3)
     cells = rng.choice(layout.n_rows, n_tok, replace=False)
     records = token_records(cells % 16, cells // 16)
-    x = (rng.normal(0, 1, (n_tok, n_head_kv * head_dim)) * rng.choice([1e-3, 1, 40], (n_tok, 1))).astype(np.float32)
+    scales = rng.choice([1e-3, 1, 40], (n_tok, 1))
+    x = (rng.normal(0, 1, (n_tok, n_head_kv * head_dim)) * scales).astype(np.float32)
     cache0 = rng.integers(0, 256, (layout.n_rows, layout.row_bytes), dtype=np.uint8)
     got = write_rows(device, layout, records, x, cache0)
     want = set_rows(records, x, cache0, layout.n_ctx, kv_type)
@@ -46,7 +47,7 @@ def test_f16_rounding_edges_match_numpy(device):
                 2.98e-08, 2.99e-08, 1e-9, np.inf, -np.inf, 1 + 2 ** -11, 1 + 3 * 2 ** -11, 2049.0, 2051.0]
     rng = np.random.default_rng(1)
     x = np.concatenate([np.array(specials, np.float32),
-                        rng.normal(0, 1, 64).astype(np.float32) * np.float32(2.0) ** rng.integers(-30, 17, 64),
+                        rng.normal(0, 1, 64) * 2.0 ** rng.integers(-30, 17, 64),
                         np.full(256 - 84, 0.5, np.float32)]).astype(np.float32).reshape(1, 256)
     layout = KvLayout("f16", 1, 256, n_ctx=1)
     got = write_rows(device, layout, token_records([0], [0]), x, np.zeros((1, layout.row_bytes), np.uint8))
@@ -54,7 +55,8 @@ def test_f16_rounding_edges_match_numpy(device):
         want = x.astype(np.float16)
     np.testing.assert_array_equal(got.view(np.uint16), want.view(np.uint16))
     nan_row = np.full((1, 256), np.nan, np.float32)
-    got = write_rows(device, layout, token_records([0], [0]), nan_row, np.zeros((1, layout.row_bytes), np.uint8))
+    zeros = np.zeros((1, layout.row_bytes), np.uint8)
+    got = write_rows(device, layout, token_records([0], [0]), nan_row, zeros)
     assert np.isnan(got.view(np.float16)).all()
 
 

@@ -13,8 +13,8 @@ def run_softmax(device, x, subgroup):
     n_rows, n = x.shape
     bufs = Packed(device, {"x": x, "y": x.nbytes})
     rec = device.recorder()
-    Softmax(device, subgroup=subgroup).record(rec, Strided.rows(bufs.view("x"), n), Strided.rows(bufs.view("y"), n),
-                                             n_rows, n)
+    Softmax(device, subgroup=subgroup).record(rec, Strided.rows(bufs.view("x"), n),
+                                             Strided.rows(bufs.view("y"), n), n_rows, n)
     rec.finish()
     rec.run()
     y = bufs.read("y").reshape(n_rows, n)

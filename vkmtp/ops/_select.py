@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from vkmtp.device import ShaderKey
+
 
 def use_subgroup(device, requested: bool | None) -> bool:
     """Subgroup arithmetic when the device reports it (or as requested); refuse a request it cannot serve."""
@@ -31,3 +33,11 @@ def fold_groups(n: int, limit: int = 65535) -> tuple[int, int]:
     if n < 1:
         raise ValueError("nothing to dispatch")
     return min(n, limit), -(-n // limit)
+
+
+def flag_variants(source: str, *flags: str) -> list[ShaderKey]:
+    """ShaderKeys of `source` for every subset of boolean `flags` (for ops/variants.py)."""
+    keys = []
+    for mask in range(1 << len(flags)):
+        keys.append(ShaderKey.make(source, **{f: 1 for i, f in enumerate(flags) if mask >> i & 1}))
+    return keys

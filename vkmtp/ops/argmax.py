@@ -8,7 +8,7 @@ vkmtp.ref.ops.argmax.argmax.
 from __future__ import annotations
 
 from vkmtp.device import WORD, ShaderKey, View
-from vkmtp.ops._select import check_block_size, use_subgroup
+from vkmtp.ops._select import check_block_size, flag_variants, use_subgroup
 from vkmtp.ops.strided import Strided
 
 
@@ -38,7 +38,8 @@ class Argmax:
         if n_rows > self.device.info.max_workgroup_count[0]:
             raise ValueError(f"argmax of {n_rows} rows exceeds one dispatch row")
         if ids.nbytes < ((n_rows - 1) * ids_stride + 1) * WORD:
-            raise ValueError(f"argmax ids view of {ids.nbytes} B too small for {n_rows} rows at stride {ids_stride}")
+            raise ValueError(f"argmax ids view of {ids.nbytes} B too small for {n_rows} rows "
+                             f"at stride {ids_stride}")
         if values is not None and values.nbytes < n_rows * WORD:
             raise ValueError(f"argmax values view of {values.nbytes} B too small for {n_rows} rows")
         need = self.scratch_bytes(n_rows, n)
@@ -54,4 +55,9 @@ class Argmax:
         rec.dispatch(ShaderKey.make("argmax.comp", **base), buffers, (n_parts, n_rows, 1), push=push,
                      spec=[self.block_size], reads=[x.view], writes=[part])
         rec.dispatch(ShaderKey.make("argmax.comp", FINAL=1, **base), buffers, (n_rows, 1, 1), push=push,
-                     spec=[self.block_size], reads=[part], writes=[ids] + ([values] if values is not None else []))
+                     spec=[self.block_size], reads=[part],
+                     writes=[ids] + ([values] if values is not None else []))
+
+
+def shader_variants() -> list[ShaderKey]:
+    return flag_variants("argmax.comp", "FINAL", "USE_SUBGROUP")

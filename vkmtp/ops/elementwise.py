@@ -24,8 +24,8 @@ class _Elementwise:
             op.check(f"{self.op.lower()} {name}", n_tok, 1, n)
         limit = self.device.info.max_workgroup_count[1]
         groups = (-(-n // self.block_size), min(n_tok, limit), -(-n_tok // limit))
-        push = [a.offset, a.tok_stride, b.offset, b.tok_stride, s.offset, s.tok_stride, y.offset, y.tok_stride,
-                n, n_tok]
+        push = [a.offset, a.tok_stride, b.offset, b.tok_stride, s.offset, s.tok_stride,
+                y.offset, y.tok_stride, n, n_tok]
         rec.dispatch(ShaderKey.make("elementwise.comp", **{self.op: 1}),
                      [a.buffer, b.buffer, s.buffer, y.buffer], groups, push=push, spec=[self.block_size],
                      reads=reads, writes=writes)
@@ -57,3 +57,7 @@ class SigmoidScaleAdd(_Elementwise):
     def record(self, rec, x: Strided, s: Strided, y: Strided, n_tok: int, n: int) -> None:
         s.check("sigmoid_scale_add s", n_tok, 1, 1)
         self._record(rec, x, x, s, y, n_tok, n, [x.view, s.view, y.view], [y.view])
+
+
+def shader_variants() -> list[ShaderKey]:
+    return [ShaderKey.make("elementwise.comp", **{cls.op: 1}) for cls in (Add, SwiGlu, SigmoidScaleAdd)]

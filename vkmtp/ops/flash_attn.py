@@ -15,10 +15,12 @@ from __future__ import annotations
 import math
 
 from vkmtp.device import WORD, ShaderKey, View
-from vkmtp.ops._select import check_block_size
+from vkmtp.ops._select import check_block_size, flag_variants
 from vkmtp.ops.kv_layout import KvLayout
 from vkmtp.ops.set_rows import check_cache, check_tokens
 from vkmtp.ops.strided import Strided
+
+MAX_ACC_FLOATS = 128  # output accumulators per invocation that max_q_tile allows (registers, not spills)
 
 
 class FlashAttn:
@@ -27,7 +29,8 @@ class FlashAttn:
     Args:
         n_head: query heads H; KV head of query head h is h // (H / H_kv).
         k_layout, v_layout: cache layouts (same n_head_kv, head_dim, n_ctx; types may differ).
-        n_splits: workgroups per (token, KV head) along the KV range (None: 4 on CPU devices, 32 else).
+        n_splits: workgroups per (token, KV head) along the KV range (None: 1 when q_tile > 1, where prefill
+            has workgroups enough; else 4 on CPU devices, 32 on GPUs). The scratch grows with it.
         chunk: KV positions per chunk (multiple of block_size); split s takes chunks s, s + n_splits, ...
         q_tile: tokens per workgroup (1 for decode/verify; 2-4 for prefill, bounded by shared memory).
         block_size: workgroup size = KV positions per tile.
@@ -51,7 +54,7 @@ class FlashAttn:
         self.head_dim = k_layout.head_dim
         self.gqa = n_head // k_layout.n_head_kv
         self.block_size = check_block_size(block_size, device)
-        self.n_splits = n_splits or (4 if device.info.kind == "cpu" else 32)
+        self.n_splits = n_splits or (1 if q_tile > 1 else 4 if device.info.kind == "cpu" else 32)
         self.chunk = chunk or 2 * block_size
         self.q_tile = q_tile
         self.scale = 1.0 / math.sqrt(self.head_dim) if scale is None else float(scale)
@@ -61,12 +64,13 @@ class FlashAttn:
             raise ValueError(f"n_splits {self.n_splits} must be in 1..{block_size} (the reduce's workgroup)")
         rows = self.gqa * q_tile
         if q_tile < 1 or rows > block_size:
-            raise ValueError(f"{rows} rows per workgroup (GQA {self.gqa} x q_tile {q_tile}) exceed block_size "
-                             f"{block_size}")
+            raise ValueError(f"{rows} rows per workgroup (GQA {self.gqa} x q_tile {q_tile}) exceed "
+                             f"block_size {block_size}")
         shared = rows * (self.head_dim + block_size) * WORD + 2 * rows * WORD + 2 * q_tile * WORD
         if shared > device.info.max_shared_memory:
-            raise ValueError(f"GQA {self.gqa} x q_tile {q_tile} x head_dim {self.head_dim} needs {shared} B of "
-                             f"shared memory, the device has {device.info.max_shared_memory} B; lower q_tile")
+            raise ValueError(f"GQA {self.gqa} x q_tile {q_tile} x head_dim {self.head_dim} needs {shared} B "
+                             f"of shared memory, the device has {device.info.max_shared_memory} B; "
+                             f"lower q_tile")
         defines = {}
         if k_layout.kv_type == "q8_0":
             defines["K_Q8_0"] = 1
@@ -77,10 +81,12 @@ class FlashAttn:
 
     @staticmethod
     def max_q_tile(device, n_head: int, n_head_kv: int, head_dim: int, block_size: int = 64) -> int:
-        """The largest q_tile whose workgroup fits the device's shared memory and block_size rows."""
+        """The largest q_tile whose workgroup fits the device's shared memory and block_size rows, with at
+        most MAX_ACC_FLOATS output accumulators per invocation (GQA * q_tile * head_dim / block_size)."""
         gqa = n_head // n_head_kv
         per_token = gqa * (head_dim + block_size + 2) * WORD + 2 * WORD
-        return max(1, min(device.info.max_shared_memory // per_token, block_size // gqa))
+        by_registers = MAX_ACC_FLOATS * block_size // (gqa * head_dim)
+        return max(1, min(device.info.max_shared_memory // per_token, block_size // gqa, by_registers))
 
     def scratch_bytes(self, n_tok: int) -> int:
         """Bytes of the partials scratch for n_tok tokens: O [n_tok, H, n_splits, D] then (M, L) pairs."""
@@ -119,3 +125,8 @@ class FlashAttn:
         rec.dispatch(ShaderKey.make("flash_attn_reduce.comp", **({"GATE": 1} if gate is not None else {})),
                      [scratch.buffer, g.buffer, out.buffer], (h, n_tok, 1), push=push, spec=[self.block_size],
                      reads=[part] + ([gate.view] if gate is not None else []), writes=[out.view])
+
+
+def shader_variants() -> list[ShaderKey]:
+    return (flag_variants("flash_attn.comp", "K_Q8_0", "V_Q8_0")
+            + flag_variants("flash_attn_reduce.comp", "GATE"))

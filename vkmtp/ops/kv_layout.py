@@ -28,7 +28,8 @@ class KvLayout:
         if self.head_dim < 2 or self.head_dim % 2:
             raise ValueError(f"head_dim {self.head_dim} must be even")
         if self.kv_type == "q8_0" and self.head_dim % 64:
-            raise ValueError(f"a q8_0 KV cache needs head_dim % 64 == 0 (whole words per head), got {self.head_dim}")
+            raise ValueError(f"a q8_0 KV cache needs head_dim % 64 == 0 (whole words per head), "
+                             f"got {self.head_dim}")
         if min(self.n_head_kv, self.n_ctx, self.n_slots) < 1:
             raise ValueError(f"empty KV layout {self}")
 

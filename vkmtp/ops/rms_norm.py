@@ -6,7 +6,7 @@ Drives shaders/rms_norm.comp (one workgroup per row). Mirrors vkmtp.ref.ops.rms_
 from __future__ import annotations
 
 from vkmtp.device import WORD, ShaderKey, View
-from vkmtp.ops._select import check_block_size, fold_groups, use_subgroup
+from vkmtp.ops._select import check_block_size, flag_variants, fold_groups, use_subgroup
 from vkmtp.ops.strided import Strided
 
 
@@ -56,3 +56,7 @@ class RmsNorm:
         rec.dispatch(ShaderKey.make("rms_norm.comp", **defines),
                      [x.buffer, b.buffer, z.buffer, w.buffer, y.buffer], (groups[0], groups[1], 1),
                      push=push, spec=[self.block_size], reads=reads, writes=writes)
+
+
+def shader_variants() -> list[ShaderKey]:
+    return flag_variants("rms_norm.comp", "FUSE_ADD", "GATED", "USE_SUBGROUP")

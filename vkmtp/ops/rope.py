@@ -16,6 +16,23 @@ from vkmtp.ops.set_rows import check_cache, check_tokens
 from vkmtp.ops.strided import Strided
 
 
+def imrope_is_neox(n_rot: int, sections: tuple[int, ...]) -> bool:
+    """True when IMROPE with text positions (pos, pos, pos, 0) equals plain NEOX RoPE over n_rot dims.
+
+    Rotary pair j (sector s = j mod sum(sections)) rotates with component t if s % 3 == 0 and
+    s < 3 * sections[0], h if s % 3 == 1 and s < 3 * sections[1], w if s % 3 == 2 and s < 3 * sections[2],
+    else with the 4th component, which is 0 for text. Qwen3.5's [11, 11, 10, 0] with n_rot 64 covers every
+    pair with t/h/w, so every pair rotates with pos.
+    """
+    sec = tuple(sections) + (0,) * (3 - len(sections))
+    total = sum(sections)
+    for j in range(n_rot // 2):
+        s = j % total if total else j
+        if not s < 3 * sec[s % 3]:
+            return False
+    return True
+
+
 class Rope:
     """Rotate dims [0, n_rot) of each head (pairs j, j + n_rot/2) by pos * freq_base^(-2j/n_rot).
 
@@ -25,12 +42,17 @@ class Rope:
         freq_base: rope.freq_base (Qwen3.5: 1e7).
         eps: RMSNorm epsilon when a norm weight is passed to record*.
         subgroup: subgroup reduction for the norm (None: where the device reports it).
+        sections: rope.dimension_sections of an IMROPE model; refused unless they reduce to NEOX for text.
     """
 
     def __init__(self, device, head_dim: int, n_rot: int, freq_base: float = 1e7, eps: float = 1e-6,
-                 block_size: int = 64, subgroup: bool | None = None):
+                 block_size: int = 64, subgroup: bool | None = None, sections: tuple[int, ...] | None = None):
         if n_rot % 2 or not 0 <= n_rot <= head_dim:
             raise ValueError(f"n_rot {n_rot} must be even and within head_dim {head_dim}")
+        if sections is not None and not imrope_is_neox(n_rot, sections):
+            raise ValueError(f"rope sections {tuple(sections)} leave rotary pairs on the 4th position "
+                             f"component (angle 0 for text); this kernel rotates all {n_rot // 2} pairs "
+                             f"with pos")
         if freq_base <= 0:
             raise ValueError(f"rope freq_base {freq_base} must be positive")
         self.device = device
@@ -75,4 +97,14 @@ class Rope:
         rec.dispatch(ShaderKey.make("rope.comp", **defines),
                      [tokens.buffer, x.buffer, w.buffer, out.buffer], (n_head, n_tok, 1), push=push,
                      spec=[self.block_size, self.head_dim],
-                     reads=[records, x.view] + ([norm_weight] if norm_weight is not None else []), writes=[out])
+                     reads=[records, x.view] + ([norm_weight] if norm_weight is not None else []),
+                     writes=[out])
+
+
+def shader_variants() -> list[ShaderKey]:
+    keys = []
+    for store in ("", "OUT_F16", "OUT_Q8_0"):
+        extra = {store: 1} if store else {}
+        keys += [ShaderKey.make("rope.comp", **extra), ShaderKey.make("rope.comp", NORM=1, **extra),
+                 ShaderKey.make("rope.comp", NORM=1, USE_SUBGROUP=1, **extra)]
+    return keys

@@ -44,3 +44,7 @@ class SetRows:
                      [tokens.buffer, x.buffer, cache.buffer], (lay.n_head_kv, n_tok, 1),
                      push=push, spec=[self.block_size, lay.head_dim],
                      reads=[records, x.view], writes=[cache])
+
+
+def shader_variants() -> list[ShaderKey]:
+    return [ShaderKey.make("set_rows.comp", OUT_F16=1), ShaderKey.make("set_rows.comp", OUT_Q8_0=1)]

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from vkmtp.device import ShaderKey
-from vkmtp.ops._select import check_block_size, fold_groups, use_subgroup
+from vkmtp.ops._select import check_block_size, flag_variants, fold_groups, use_subgroup
 from vkmtp.ops.strided import Strided
 
 
@@ -24,3 +24,7 @@ class Softmax:
                      [x.buffer, y.buffer], (groups[0], groups[1], 1),
                      push=[x.offset, x.tok_stride, y.offset, y.tok_stride, n, n_rows], spec=[self.block_size],
                      reads=[x.view], writes=[y.view])
+
+
+def shader_variants() -> list[ShaderKey]:
+    return flag_variants("softmax.comp", "USE_SUBGROUP")

@@ -49,4 +49,5 @@ class Strided:
         last = (n_tok - 1) * self.tok_stride + (n_head - 1) * self.head_stride + n - 1
         if (last + 1) * WORD > self.view.nbytes:
             raise ValueError(f"{name}: [{n_tok}, {n_head}, {n}] with strides ({self.tok_stride}, "
-                             f"{self.head_stride}) needs {(last + 1) * WORD} B, view has {self.view.nbytes} B")
+                             f"{self.head_stride}) needs {(last + 1) * WORD} B, "
+                             f"view has {self.view.nbytes} B")

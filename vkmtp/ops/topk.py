@@ -7,7 +7,7 @@ Mirrors vkmtp.ref.ops.topk.topk.
 from __future__ import annotations
 
 from vkmtp.device import WORD, ShaderKey, View
-from vkmtp.ops._select import check_block_size, use_subgroup
+from vkmtp.ops._select import check_block_size, flag_variants, use_subgroup
 from vkmtp.ops.strided import Strided
 
 MAX_K = 16
@@ -16,7 +16,8 @@ MAX_K = 16
 class TopK:
     """values[r, :k], ids[r, :k]: the k greatest of x[r] in descending order (NaN as -inf)."""
 
-    def __init__(self, device, k: int, block_size: int = 256, part_size: int = 4096, subgroup: bool | None = None):
+    def __init__(self, device, k: int, block_size: int = 256, part_size: int = 4096,
+                 subgroup: bool | None = None):
         if not 1 <= k <= MAX_K:
             raise ValueError(f"top-k supports 1 <= k <= {MAX_K}, got {k}")
         self.device = device
@@ -54,3 +55,7 @@ class TopK:
                      spec=[self.block_size], reads=[x.view], writes=[part])
         rec.dispatch(ShaderKey.make("topk.comp", FINAL=1, **base), buffers, (n_rows, 1, 1), push=push,
                      spec=[self.block_size], reads=[part], writes=[values, ids])
+
+
+def shader_variants() -> list[ShaderKey]:
+    return flag_variants("topk.comp", "FINAL", "USE_SUBGROUP")
