@@ -129,6 +129,25 @@ def test_weight_split_into_row_parts(ws, mm, parts):
     np.testing.assert_array_equal(got, whole)
 
 
+def test_strided_x_and_y(ws, mm):
+    """x rows k+3 floats apart, y a 40-row slice of 47-float token rows: the other 7 floats stay untouched."""
+    n_rows, k, n_tok, xs, ys = 40, 64, 21, 67, 47
+    rows = random_weight(T.IQ4_NL, n_rows, k, 9)
+    rng = np.random.default_rng(10)
+    x = rng.standard_normal((n_tok, xs)).astype(np.float32)
+    y0 = rng.standard_normal((n_tok, ys)).astype(np.float32)
+    weight = ws.weight(rows)
+    xv = ws.input("x", x, pad_words=3)
+    yv = ws.output(n_tok * ys, fill=y0)
+    ws.run(lambda rec: mm.record(rec, weight, T.IQ4_NL, n_rows, k, xv, yv, n_tok, x_stride=xs, y_stride=ys))
+    got = ws.read_output(n_tok * ys).reshape(n_tok, ys)
+    xk = np.ascontiguousarray(x[:, :k])
+    want = matmul_ref(rows, T.IQ4_NL, n_rows, k, xk, None, n_tok)
+    tol = matmul_error_bound(rows, T.IQ4_NL, n_rows, k, xk, n_tok, TOLERANCE[T.IQ4_NL])
+    assert_close(got[:, :n_rows], want, tol, "strided IQ4_NL")
+    np.testing.assert_array_equal(got[:, n_rows:], y0[:, n_rows:])
+
+
 def test_tile_grid_folds_into_z_past_the_group_limit(device, ws):
     """More M tiles than maxComputeWorkGroupCount.x: the grid folds into z (here with a limit of 3 tiles)."""
     mm = MatMul(device)

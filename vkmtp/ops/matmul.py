@@ -99,21 +99,29 @@ class MatMul:
         return self.tiles[-1]
 
     def record(self, rec, weight: View | Sequence[RowPart], ggml_type: int, n_rows: int, k: int, x: View,
-               y: View, n_tok: int, accumulate: bool = False, tile: MatMulTile | None = None) -> None:
+               y: View, n_tok: int, accumulate: bool = False, x_stride: int | None = None,
+               y_stride: int | None = None, tile: MatMulTile | None = None) -> None:
         """Record Y[n][m] = sum_k W[m][k] X[n][k] (or Y += ... with `accumulate`), one dispatch per part.
 
         Args:
             weight: [n_rows, row_bytes] u8 raw GGUF rows of `ggml_type` in one View, or RowParts covering the
                 rows in order (weights larger than maxStorageBufferRange; vkmtp.ops.quant_types).
-            x: [n_tok, k] f32.  y: [n_tok, n_rows] f32 (read too when `accumulate`).
+            x: [n_tok, x_stride] f32 (x_stride defaults to k).
+            y: [n_tok, y_stride] f32, rows 0..n_rows-1 of each token written (read too when `accumulate`);
+                y_stride defaults to n_rows.
             tile: force a tile shape (tests, benchmarks); default `tile_for(n_rows, n_tok, k)`.
         """
+        x_stride = k if x_stride is None else x_stride
+        y_stride = n_rows if y_stride is None else y_stride
         rb = weight_row_bytes(ggml_type, k)
         parts = row_parts(weight, n_rows, rb, "matmul weight")
-        if n_tok < 1:
-            raise ValueError(f"matmul: n_tok must be >= 1, got {n_tok}")
-        check_view(x, n_tok * k * WORD, f"matmul activations x [{n_tok}, {k}] f32")
-        check_view(y, n_tok * n_rows * WORD, f"matmul output y [{n_tok}, {n_rows}] f32")
+        if n_tok < 1 or x_stride < k or y_stride < n_rows:
+            raise ValueError(f"matmul: need n_tok >= 1 (got {n_tok}), x_stride >= k ({x_stride} < {k}?) and "
+                             f"y_stride >= n_rows ({y_stride} < {n_rows}?)")
+        x_bytes = ((n_tok - 1) * x_stride + k) * WORD
+        check_view(x, x_bytes, f"matmul activations x [{n_tok}, {k}] f32")
+        check_view(y, ((n_tok - 1) * y_stride + n_rows) * WORD, f"matmul output y [{n_tok}, {n_rows}] f32")
+        x_used = x.sub(0, x_bytes)
         tile = tile or self.tile_for(n_rows, n_tok, k)
         defines = type_define(ggml_type)
         if k % tile.bk == 0:
@@ -121,7 +129,6 @@ class MatMul:
         if accumulate:
             defines["ACCUMULATE"] = 1
         key = ShaderKey.make(SHADER, **defines)
-        x_used = x.sub(0, n_tok * k * WORD)
         max_x, max_y = self.max_group_count[:2]
         groups_n = -(-n_tok // tile.bn)
         if groups_n > max_y:
@@ -131,9 +138,9 @@ class MatMul:
             tiles_m = -(-part.n_rows // tile.bm)
             groups_x, groups_z = fold(tiles_m, max_x)
             # The part writes y[n][row_start : row_start + n_rows] of every token: declare the span around it.
-            y_span = y.sub(part.row_start * WORD, ((n_tok - 1) * n_rows + part.n_rows) * WORD)
+            y_span = y.sub(part.row_start * WORD, ((n_tok - 1) * y_stride + part.n_rows) * WORD)
             reads = [part.view.sub(0, part.n_rows * rb), x_used] + ([y_span] if accumulate else [])
-            push = [part.n_rows, k, n_tok, part.view.offset, rb, x.word_offset, k,
-                    y.word_offset + part.row_start, n_rows, tiles_m]
+            push = [part.n_rows, k, n_tok, part.view.offset, rb, x.word_offset, x_stride,
+                    y.word_offset + part.row_start, y_stride, tiles_m]
             rec.dispatch(key, [part.view.buffer, x.buffer, y.buffer], (groups_x, groups_n, groups_z),
                          push=push, spec=tile.spec, reads=reads, writes=[y_span], label=f"{key.name}_{tile}")
