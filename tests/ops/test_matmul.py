@@ -1,4 +1,4 @@
-"""shaders/matmul.comp (vkmtp.ops.matmul.MatMul) against the float64 NumPy reference of the dequantized weight.
+"""shaders/matmul.comp (vkmtp.ops.matmul.MatMul) vs the float64 NumPy reference of the dequantized weight.
 
 Error measure: |gpu - ref| <= rel * sum_k |W[m][k] X[n][k]| per output: relative to the magnitude of the terms
 summed, which bounds f32 accumulation error (~K * 2^-24 at worst) without blowing up on outputs that cancel.
@@ -118,7 +118,7 @@ def test_token_alone_equals_token_in_batch(ws, mm):
         ws.run(lambda rec: mm.record(rec, weight, T.Q4_K, 45, 512, xv, yv, n))
         outs[n] = ws.read_output(n * 45).reshape(n, 45)
     for n in (8, 1):
-        np.testing.assert_array_equal(outs[n], outs[300][:n], err_msg=f"first {n} tokens differ from the batch")
+        np.testing.assert_array_equal(outs[n], outs[300][:n], err_msg=f"first {n} tokens differ from batch")
 
 
 @pytest.mark.parametrize("parts", [[(0, 40), (40, 50)], [(0, 1), (1, 60), (61, 29)]], ids=["2", "3"])

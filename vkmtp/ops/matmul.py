@@ -1,4 +1,4 @@
-"""Prefill matrix-matrix product Y[n][m] (+)= sum_k W[m][k] X[n][k] with quantized weights (shaders/matmul.comp).
+"""Prefill matrix-matrix product Y[n][m] (+)= sum_k W[m][k] X[n][k], quantized W (shaders/matmul.comp).
 
 A shared-memory tiled kernel in the shape of llama.cpp's scalar `mul_mm` warptiles (vulkan-kernels.md §2.6):
 a workgroup owns a BM x BN output tile, walks K in steps of BK through padded shared tiles and keeps a
@@ -51,8 +51,8 @@ class MatMulTile:
 # Tile sets per device class, largest first; `MatMul.tile_for` takes the largest the output fills.
 # GPUs: llama.cpp's scalar warptile sizes (vulkan-kernels.md §2.6). lavapipe (kind 'cpu') turns every
 # shared-memory load into a per-lane scalar loop (gallivm's emit_load_mem), so loads per FMA decide its speed:
-# 16 x 16 register tiles (256 accumulators; SoA vectors in CPU registers/stack) run ~2x faster there than 8 x 8,
-# but take ~10 s to compile, so they are used only for products of at least 2^28 multiply-adds.
+# 16 x 16 register tiles (256 accumulators, SoA vectors in CPU registers/stack) run ~2x faster there than
+# 8 x 8 but take ~10 s to compile, so they are used only for products of at least 2^28 multiply-adds.
 GPU_TILES = (
     MatMulTile("large", 256, 128, 128, 16, 8, 8),
     MatMulTile("medium", 128, 64, 64, 16, 4, 8),
@@ -132,7 +132,8 @@ class MatMul:
         max_x, max_y = self.max_group_count[:2]
         groups_n = -(-n_tok // tile.bn)
         if groups_n > max_y:
-            raise ValueError(f"matmul: {n_tok} tokens need {groups_n} tile columns, the device allows {max_y}")
+            raise ValueError(f"matmul: {n_tok} tokens need {groups_n} tile columns, the device allows "
+                             f"{max_y}")
 
         for part in parts:
             tiles_m = -(-part.n_rows // tile.bm)
