@@ -13,7 +13,8 @@ from dataclasses import dataclass
 from typing import Sequence
 
 from vkmtp.device import WORD, Device, ShaderKey, View
-from vkmtp.ops.quant_types import RowPart, check_view, fold, row_parts, type_define, weight_row_bytes
+from vkmtp.ops.quant_types import (FLOAT_TYPES, SUPPORTED_TYPES, RowPart, check_view, fold, row_parts,
+                                   type_define, weight_row_bytes)
 
 SHADER = "matmul.comp"
 
@@ -82,6 +83,22 @@ def usable_tiles(info, tiles: Sequence[MatMulTile]) -> tuple[MatMulTile, ...]:
     return ok
 
 
+def variant_key(ggml_type: int, aligned: bool, accumulate: bool) -> ShaderKey:
+    """matmul.comp for one weight type; `aligned` when K is a multiple of the tile's BK."""
+    defines = type_define(ggml_type)
+    if aligned:
+        defines["ALIGNED"] = 1
+    if accumulate:
+        defines["ACCUMULATE"] = 1
+    return ShaderKey.make(SHADER, **defines)
+
+
+def shader_variants() -> list[ShaderKey]:
+    """Every variant `record` may pick (quantized K is a multiple of 32, so always aligned with BK = 16)."""
+    return [variant_key(t, aligned, acc) for t in SUPPORTED_TYPES for acc in (False, True)
+            for aligned in ((True, False) if t in FLOAT_TYPES else (True,))]
+
+
 class MatMul:
     """Records Y (+)= W X^T for prefill chunks. One instance per device; variants compile on first use."""
 
@@ -123,12 +140,7 @@ class MatMul:
         check_view(y, ((n_tok - 1) * y_stride + n_rows) * WORD, f"matmul output y [{n_tok}, {n_rows}] f32")
         x_used = x.sub(0, x_bytes)
         tile = tile or self.tile_for(n_rows, n_tok, k)
-        defines = type_define(ggml_type)
-        if k % tile.bk == 0:
-            defines["ALIGNED"] = 1
-        if accumulate:
-            defines["ACCUMULATE"] = 1
-        key = ShaderKey.make(SHADER, **defines)
+        key = variant_key(ggml_type, k % tile.bk == 0, accumulate)
         max_x, max_y = self.max_group_count[:2]
         groups_n = -(-n_tok // tile.bn)
         if groups_n > max_y:
