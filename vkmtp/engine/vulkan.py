@@ -205,7 +205,10 @@ class VulkanEngine(Engine):
         S = len(active)
         greedy = all(s.sampler.params.greedy for s in active)
         K = self.K
-        spec = self.use_mtp and all(len(s.tokens) + K + 1 <= self.n_ctx and self._remaining(s) > 1 for s in active)
+        # A sequence with no budget left for drafts still rides along in a batched speculative step (its drafts are
+        # not counted); alone it takes the cheaper plain step. Both give the same tokens and statistics.
+        spec = self.use_mtp and all(len(s.tokens) + K + 1 <= self.n_ctx for s in active) \
+            and (S > 1 or self._remaining(active[0]) > 1)
         if spec:
             outs = self._spec_step(active, greedy)
         else:
@@ -256,7 +259,7 @@ class VulkanEngine(Engine):
         V = K + 1
         spec_cfg = self.config.spec
         self._write_records(active, V)
-        drec = self.io.records("draft_records").reshape(K, -1, 4)
+        drec = self.io.records("draft_records")[: K * S].reshape(K, S, 4)
         self.host_bytes_written += 16 * K * S + 2 * 8 * S
         for s, slot in enumerate(active):
             n_past = len(slot.tokens)
@@ -278,7 +281,7 @@ class VulkanEngine(Engine):
         if greedy:
             accept = self.io.array("accept")
             n_valid = self.io.array("n_valid")
-            out_ids = self.io.array("out_ids").reshape(S, V)
+            out_ids = self.io.array("out_ids")[: S * V].reshape(S, V)
             for s, slot in enumerate(active):
                 m = int(accept[s])
                 self.host_bytes_read += 4 * (m + 3)
@@ -286,7 +289,7 @@ class VulkanEngine(Engine):
             return outs
         # temperature > 0: speculative rejection sampling on the host, then commit on the GPU
         recs = self.io.records()
-        valid = self.io.array("valid").reshape(S, K)
+        valid = self.io.array("valid")[: S * K].reshape(S, K)
         select, hidden_select = [], []
         for s, slot in enumerate(active):
             drafts = [int(t) for t in recs[s * V + 1: s * V + V, 0]]
