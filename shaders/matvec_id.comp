@@ -1,18 +1,20 @@
 #version 450
-// Expert-indexed mat-vec (MoE decode / verify): for every (token t, slot j) entry routed to expert e = ids[t, j],
+// Expert-indexed mat-vec (MoE decode / verify): for every (token t, slot j) entry routed to expert
+// e = ids[t, j]:
 //   d[t * n_used + j][row] = sum_k W_e[row][k] * b[x_row][k],   x_row = t (gate/up: one input per token)
 //                                                              or t * n_used + j (down: one input per slot)
 // Work is grouped by expert (matvec_id_routes.comp): workgroup (x, u) computes NUM_ROWS rows of group u's
-// expert for all of the group's entries (up to NUM_COLS tokens), so each distinct expert's weights are read once
-// per dispatch. Batch invariant: an entry's result does not depend on which other entries share its group (same
-// per-thread order and reduction as matvec.comp, see matvec_core.glsl).
-// An expert stack larger than maxStorageBufferRange is split by experts: one dispatch per part, each doing the
-// groups whose expert lies in [expert_start, expert_start + n_experts). Ids >= n_expert_total give NaN rows
-// (written by the part with expert_start == 0).
-// Bindings: 0 data_a (uint words: experts of this part, expert e's row r at a_off + ((e - expert_start) * n_rows
-//                     + r) * row_bytes)
+// expert for all of the group's entries (up to NUM_COLS tokens), so each distinct expert's weights are read
+// once per dispatch. Batch invariant: an entry's result does not depend on which other entries share its
+// group (same per-thread order and reduction as matvec.comp, see matvec_core.glsl).
+// An expert stack larger than maxStorageBufferRange is split by experts: one dispatch per part, each doing
+// the groups whose expert lies in [expert_start, expert_start + n_experts). Ids >= n_expert_total give NaN
+// rows (written by the part with expert_start == 0).
+// Bindings: 0 data_a (uint words: experts of this part; expert e's row r at byte
+//                     a_off + ((e - expert_start) * n_rows + r) * row_bytes)
 //           1 data_b (f32 inputs; aliased as vec4 data_b4)   2 data_d (f32 output)
-//           3 routes (uint: matvec_id_routes.comp output for n_entries = n_tok * n_used entries, cap NUM_COLS)
+//           3 routes (uint: matvec_id_routes.comp output for n_entries = n_tok * n_used entries,
+//                     group capacity NUM_COLS)
 // Push constants: a_off (bytes), row_bytes, n_k, n_rows, expert_start, n_experts, n_expert_total,
 //                 b_off, b_stride, b_per_slot (0: x_row = t, 1: x_row = entry), d_off, d_stride (words),
 //                 routes_off (words), n_entries, n_used

@@ -7,10 +7,10 @@
 // array is `data_a`, or define DQ_LOAD(w) to read word w from elsewhere (e.g. an A tile loader's binding).
 // All addresses are BYTE offsets of the bound buffer; rows and blocks may start on 2-byte boundaries.
 //
-// The unit of work is 8 consecutive elements (a "group"); every type's sub-block boundaries fall on multiples of
-// 8, so a group has one scale and one min:  value = q * scale + min.
+// The unit of work is 8 consecutive elements (a "group"); every type's sub-block boundaries fall on
+// multiples of 8, so a group has one scale and one min:  value = q * scale + min.
 //   A_BLOCK_K, A_BLOCK_BYTES         elements / bytes per block (float types: 1 element per "block")
-//   A_IS_FLOAT                       defined for F32/F16/BF16 (rows of any length; use dequant1_row for a tail)
+//   A_IS_FLOAT                       defined for F32/F16/BF16 (rows of any length: dequant1_row for a tail)
 //   vec2 dq_scale_min(blk, i)        (scale, min) of elements i..i+7 of the block at byte blk (i % 8 == 0)
 //   void dq_quants8(blk, i, q0, q1)  their 8 quantized values as floats (offsets such as -8 already applied)
 //   void dequant8(blk, i, v0, v1)    the 8 dequantized values, v = fma(q, scale, min)
@@ -27,7 +27,7 @@
 #define DQ_LOAD(w) data_a[w]
 #endif
 
-// --- loads by byte address -----------------------------------------------------------------------------------
+// --- loads by byte address ---------------------------------------------------------------------------------
 uint dq_u32(uint b) { return DQ_LOAD(b >> 2u); }  // b % 4 == 0
 
 uint dq_u32_at(uint b) {  // 4 bytes from any b; the second word is only read when the span needs it
@@ -51,7 +51,7 @@ uint dq_u8(uint b) { return byte_of(DQ_LOAD(b >> 2u), b & 3u); }
 int dq_s8(uint b) { return sbyte_of(DQ_LOAD(b >> 2u), b & 3u); }
 float dq_f16(uint b) { return f16_half(DQ_LOAD(b >> 2u), (b >> 1u) & 1u); }  // b % 2 == 0
 
-// --- per type: block size, (scale, min) and quants of the group at element i of a block ------------------------
+// --- per type: block size, (scale, min) and quants of the group at element i of a block --------------------
 #if defined(DATA_A_F32) || defined(DATA_A_F16) || defined(DATA_A_BF16)
 #define A_IS_FLOAT 1
 #define A_BLOCK_K 1u
@@ -223,7 +223,9 @@ void dq_quants8(uint blk, uint i, out vec4 q0, out vec4 q1) {
 #define A_BLOCK_BYTES 210u
 // element i = 128h + 32s + l: nibble (s >= 2) of ql[64h + 32(s & 1) + l], bits 2s..2s+1 of qh[32h + l],
 // q - 32; signed scale byte 8h + 2s + l / 16 = i / 16
-vec2 dq_scale_min(uint blk, uint i) { return vec2(dq_f16(blk + 208u) * float(dq_s8(blk + 192u + (i >> 4u))), 0.0); }
+vec2 dq_scale_min(uint blk, uint i) {
+    return vec2(dq_f16(blk + 208u) * float(dq_s8(blk + 192u + (i >> 4u))), 0.0);
+}
 void dq_quants8(uint blk, uint i, out vec4 q0, out vec4 q1) {
     uint h = i >> 7u;
     uint s = (i >> 5u) & 3u;
@@ -257,7 +259,7 @@ void dq_quants8(uint blk, uint i, out vec4 q0, out vec4 q1) {
 #error "dequant.glsl: define one DATA_A_<TYPE>"
 #endif
 
-// --- shared by all types --------------------------------------------------------------------------------------
+// --- shared by all types -----------------------------------------------------------------------------------
 void dequant8(uint blk, uint i, out vec4 v0, out vec4 v1) {
     vec2 sm = dq_scale_min(blk, i);
     vec4 q0;

@@ -2,26 +2,28 @@
 // activation columns, reduced over the workgroup and written (or added) to the output.
 //
 // The including shader declares, before including this file:
-//   buffers  data_a (uint: weights), data_b (float) and data_b4 (vec4) aliasing the activations, data_d (float)
+//   buffers  data_a (uint: weights), data_b (float) and data_b4 (vec4) aliasing the activations,
+//            data_d (float)
 //   spec constants BLOCK_SIZE (= local_size_x), NUM_ROWS, NUM_COLS, SUBGROUP_SIZE
-//   uint col_x(uint c)  word offset of activation column c;   uint col_d(uint c)  word offset of output column c
+//   uint col_x(uint c)  word offset of activation column c
+//   uint col_d(uint c)  word offset of output column c
 // Defines: DATA_A_<TYPE> (dequant.glsl), USE_SUBGROUP_ADD (subgroupAdd + shared memory across subgroups;
 //          otherwise a shared-memory tree), ACCUMULATE (d += W x instead of d = W x),
 //          B_SCALAR (activation columns not 16-byte aligned: scalar loads)
 //
-// Work split and BATCH INVARIANCE. Thread t of the workgroup owns the 8-element groups t, t + BLOCK_SIZE, ... of
-// every row. For each group it dequantizes the NUM_ROWS rows once into registers, then streams the columns: for
-// each column it loads 8 activations and adds one 8-term partial dot product per row to that (row, column)'s
-// accumulator. Column c's accumulator therefore sees the same operations in the same order whatever NUM_COLS
-// (and NUM_ROWS) is; the cross-thread reduction is the same fixed tree / subgroupAdd per (row, column). All
-// arithmetic feeding an accumulator is `precise` with explicit fma(), so no compiler may contract or reorder it
-// differently between variants: column c is bit-identical for NUM_COLS = 1 and NUM_COLS = n.
+// Work split and BATCH INVARIANCE. Thread t of the workgroup owns the 8-element groups t, t + BLOCK_SIZE,
+// ... of every row. For each group it dequantizes the NUM_ROWS rows once into registers, then streams the
+// columns: for each column it loads 8 activations and adds one 8-term partial dot product per row to that
+// (row, column)'s accumulator. Column c's accumulator therefore sees the same operations in the same order
+// whatever NUM_COLS (and NUM_ROWS) is; the cross-thread reduction is the same fixed tree / subgroupAdd per
+// (row, column). All arithmetic feeding an accumulator is `precise` with explicit fma(), so no compiler may
+// contract or reorder it differently between variants: column c is bit-identical for NUM_COLS = 1 and n.
 //
 // NO CLIFF AT ODD COLUMN COUNTS. The per-column work is the same straight-line block for every column (no
-// vectorization across columns, no column tiling that leaves a remainder at 3, 5, 6 or 7). Live registers are
-// 8 * NUM_ROWS dequantized weights + 8 activations + NUM_ROWS * NUM_COLS accumulators (40 floats at 2 rows x 8
-// columns); activation vectors are reloaded per group (from cache) instead of being held for all columns,
-// which is what makes wider unrolled variants spill.
+// vectorization across columns, no column tiling that leaves a remainder at 3, 5, 6 or 7). Live registers
+// are 8 * NUM_ROWS dequantized weights + 8 activations + NUM_ROWS * NUM_COLS accumulators (40 floats at
+// 2 rows x 8 columns); activation vectors are reloaded per group (from cache) instead of being held for all
+// columns, which is what makes wider unrolled variants spill.
 #ifndef VKMTP_MATVEC_CORE_GLSL
 #define VKMTP_MATVEC_CORE_GLSL
 
@@ -66,9 +68,9 @@ float dot8(vec4 w0, vec4 w1, vec4 x0, vec4 x1) {
     return s;
 }
 
-// Rows first_row .. first_row + NUM_ROWS - 1 (those < n_rows are written) of the weight whose row 0 is at byte
-// a_base, times the first n_cols (<= NUM_COLS, uniform) columns. Unless B_SCALAR, every col_x(c) is a multiple
-// of 4.
+// Rows first_row .. first_row + NUM_ROWS - 1 (those < n_rows are written) of the weight whose row 0 is at
+// byte a_base, times the first n_cols (<= NUM_COLS, uniform) columns. Unless B_SCALAR, every col_x(c) is a
+// multiple of 4.
 void matvec_rows(uint a_base, uint row_bytes, uint n_k, uint first_row, uint n_rows, uint n_cols) {
     const uint tid = gl_LocalInvocationID.x;
     precise float acc[RED_VALUES];
@@ -77,7 +79,8 @@ void matvec_rows(uint a_base, uint row_bytes, uint n_k, uint first_row, uint n_r
     }
     uint row_base[NUM_ROWS];
     [[unroll]] for (uint r = 0u; r < NUM_ROWS; r++) {
-        row_base[r] = a_base + min(first_row + r, n_rows - 1u) * row_bytes;  // past the end: recompute the last
+        // rows past the end re-read the last row (never written): every thread runs the same loop
+        row_base[r] = a_base + min(first_row + r, n_rows - 1u) * row_bytes;
     }
 
     const uint n_groups = n_k >> 3u;

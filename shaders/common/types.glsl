@@ -73,8 +73,9 @@ float bf16_lo(uint w) { return uintBitsToFloat(w << 16u); }
 float bf16_hi(uint w) { return uintBitsToFloat(w & 0xFFFF0000u); }
 
 // IQ4_NL / IQ4_XS non-linear 4-bit code book (ggml's kvalues_iq4nl): -127 -104 -83 -65 -49 -35 -22 -10
-// 1 13 25 38 53 69 89 113, packed as int8 bytes into 4 words and looked up with selects and a bit-field extract
-// (no dynamically indexed array: those go to scratch memory on some compilers and are slow to build on lavapipe).
+// 1 13 25 38 53 69 89 113, packed as int8 bytes into 4 words and looked up with selects and a bit-field
+// extract (no dynamically indexed array: those go to scratch memory on some compilers and are slow to build
+// on lavapipe).
 const uvec4 IQ4_PACKED = uvec4(0xBFAD9881u, 0xF6EADDCFu, 0x26190D01u, 0x71594535u);
 
 float iq4_value(uint n) {

@@ -51,8 +51,8 @@ def assert_close(got: np.ndarray, want: np.ndarray, tol: np.ndarray | float, wha
     if bad.any():
         idx = np.argwhere(bad)[:5]
         worst = np.unravel_index(np.argmax(err), err.shape)
-        raise AssertionError(f"{what}: {bad.sum()} of {err.size} outside tolerance; max err {err.max():.3g} at "
-                             f"{worst}; first bad {idx.tolist()}: got {got[bad][:5]} want {want[bad][:5]}")
+        raise AssertionError(f"{what}: {bad.sum()} of {err.size} outside tolerance; max err {err.max():.3g} "
+                             f"at {worst}; first bad {idx.tolist()}: got {got[bad][:5]} want {want[bad][:5]}")
 
 
 def random_weight(ggml_type, n_rows: int, n_k: int, seed: int = 0) -> np.ndarray:
@@ -85,7 +85,8 @@ class Workspace:
         if parts is None:
             return self._upload_rows("weight0", rows)
         assert len(parts) <= self.n_weight_buffers
-        return [RowPart(self._upload_rows(f"weight{i}", rows[s:s + n]), s, n) for i, (s, n) in enumerate(parts)]
+        return [RowPart(self._upload_rows(f"weight{i}", rows[s:s + n]), s, n)
+                for i, (s, n) in enumerate(parts)]
 
     def _upload_rows(self, name: str, rows: np.ndarray):
         raw = np.ascontiguousarray(rows).reshape(-1)

@@ -1,4 +1,4 @@
-"""shaders/get_rows.comp (embedding lookup) vs the NumPy reference, every type; token records and plain ids."""
+"""shaders/get_rows.comp (embedding lookup) vs the NumPy reference, every type; token records, plain ids."""
 
 import numpy as np
 import pytest

@@ -81,7 +81,8 @@ INVARIANCE_CASES = [(GGMLType.Q4_K, "shared"), (GGMLType.Q4_K, "subgroup"), (GGM
 
 
 @pytest.mark.lanes
-@pytest.mark.parametrize("t,variant", INVARIANCE_CASES, ids=[f"{t.name.lower()}-{v}" for t, v in INVARIANCE_CASES])
+@pytest.mark.parametrize("t,variant", INVARIANCE_CASES,
+                         ids=[f"{t.name.lower()}-{v}" for t, v in INVARIANCE_CASES])
 def test_matvec_columns_are_batch_invariant(device, ws, t, variant):
     """Column c computed in a batch of n (3 and 8) is bit-identical to column c computed alone."""
     n_rows, n_k = 21, row_length(t, wide=True)
@@ -102,7 +103,8 @@ def test_matvec_rows_per_group_does_not_change_results(device, ws):
     x = np.random.default_rng(3).standard_normal((3, n_k)).astype(np.float32)
     base = run_matvec(ws, rows, t, n_rows, n_k, x, MatVecTuning(32, 3, False))
     for r in (1, 4):
-        np.testing.assert_array_equal(run_matvec(ws, rows, t, n_rows, n_k, x, MatVecTuning(32, r, False)), base)
+        got = run_matvec(ws, rows, t, n_rows, n_k, x, MatVecTuning(32, r, False))
+        np.testing.assert_array_equal(got, base)
 
 
 @pytest.mark.lanes

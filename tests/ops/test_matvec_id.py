@@ -7,7 +7,9 @@ from quant_testing import Workspace, assert_close, random_weight
 from vkmtp.gguf import GGMLType, dequantize
 from vkmtp.ops.matvec import MatVecTuning
 from vkmtp.ops.matvec_id import MatVecId, group_capacity, routes_words
-from vkmtp.ref.ops.matvec_id import expert_groups, matvec_id as matvec_id_ref, weighted_sum as weighted_sum_ref
+from vkmtp.ref.ops.matvec_id import expert_groups
+from vkmtp.ref.ops.matvec_id import matvec_id as matvec_id_ref
+from vkmtp.ref.ops.matvec_id import weighted_sum as weighted_sum_ref
 
 REL = 2e-6  # as matvec: error <= REL * sum |w x|
 
@@ -51,7 +53,8 @@ def run_routes(ws, ids: np.ndarray) -> list[tuple[int, list[int]]]:
     words = routes_words(n_tok, n_used)
     rv = ws.output(words, name="routes")
     ws.run(lambda rec: MatVecId(ws.device).record_routes(rec, iv, rv, n_tok, n_used))
-    return decode_routes(ws.read_output(words, name="routes").view(np.uint32), ids.size, group_capacity(n_tok))
+    got = ws.read_output(words, name="routes").view(np.uint32)
+    return decode_routes(got, ids.size, group_capacity(n_tok))
 
 
 @pytest.mark.lanes

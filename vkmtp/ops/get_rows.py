@@ -36,8 +36,8 @@ class GetRows:
         row_bytes = weight_row_bytes(ggml_type, n_embd)
         parts = row_parts(table, n_vocab, row_bytes, "get_rows table")
         if n_tok < 1 or ids_stride < 1 or out_stride < n_embd:
-            raise ValueError(f"get_rows: need n_tok >= 1 (got {n_tok}), ids_stride >= 1 (got {ids_stride}) and "
-                             f"out_stride >= n_embd ({out_stride} < {n_embd}?)")
+            raise ValueError(f"get_rows: need n_tok >= 1 (got {n_tok}), ids_stride >= 1 (got {ids_stride}) "
+                             f"and out_stride >= n_embd ({out_stride} < {n_embd}?)")
         check_view(ids, ((n_tok - 1) * ids_stride + 1) * 4, "get_rows token ids")
         out_used = out.sub(0, ((n_tok - 1) * out_stride + n_embd) * 4)
         check_view(out, out_used.nbytes, "get_rows output")
@@ -45,7 +45,7 @@ class GetRows:
         gx = -(-(-(-n_embd // GROUP)) // self.block_size)
         gy, gz = fold(n_tok, self.device.info.max_workgroup_count[1])
         for part in parts:
-            push = [part.view.offset, row_bytes, n_embd, part.row_start, part.n_rows, n_vocab, ids.word_offset,
-                    ids_stride, out_used.word_offset, out_stride, n_tok]
+            push = [part.view.offset, row_bytes, n_embd, part.row_start, part.n_rows, n_vocab,
+                    ids.word_offset, ids_stride, out_used.word_offset, out_stride, n_tok]
             rec.dispatch(key, [part.view.buffer, ids.buffer, out.buffer], (gx, gy, gz), push=push,
                          spec=[self.block_size], reads=[part.view, ids], writes=[out_used])

@@ -46,8 +46,8 @@ def check_tuning(info: DeviceInfo, tuning: MatVecTuning, n_cols: int = MAX_COLS)
     slots = b // sg if tuning.use_subgroup else b
     shared = tuning.rows_per_group * n_cols * slots * 4
     if tuning.rows_per_group < 1 or shared > info.max_shared_memory:
-        raise ValueError(f"matvec {tuning.rows_per_group} rows x {n_cols} columns x {slots} partial sums need "
-                         f"{shared} B of shared memory, the device has {info.max_shared_memory} B")
+        raise ValueError(f"matvec {tuning.rows_per_group} rows x {n_cols} columns x {slots} partial sums "
+                         f"need {shared} B of shared memory, the device has {info.max_shared_memory} B")
 
 
 def variant_key(source: str, ggml_type: int, tuning: MatVecTuning, accumulate: bool,
@@ -63,7 +63,7 @@ def variant_key(source: str, ggml_type: int, tuning: MatVecTuning, accumulate: b
 
 
 class MatVec:
-    """y[c] = W x[c] (accumulate: y[c] += W x[c]) for n_tok columns c, W a GGUF weight of any supported type."""
+    """y[c] = W x[c] (accumulate: y[c] += W x[c]) for n_tok columns c; W a GGUF weight of a supported type."""
 
     def __init__(self, device: Device, tuning: MatVecTuning | None = None):
         self.device = device

@@ -2,8 +2,8 @@
 
 Three dispatches per MoE block, all reading routing decisions from device memory (a recorded step replays):
   record_routes        groups the (token, slot) entries by expert (matvec_id_routes.comp), once per layer
-  record               y[t, j] = W_{ids[t, j]} x  for gate/up (x per token) or down (x per slot); a workgroup
-                       serves every entry of its expert group, so each distinct expert is read once per dispatch
+  record               y[t, j] = W_{ids[t, j]} x  for gate/up (x per token) or down (x per slot); a
+                       workgroup serves every entry of its expert group: each distinct expert is read once
   record_weighted_sum  y[t] (+)= sum_j w[t, j] y_slots[t, j] in slot order (routing weights, residual add)
 Every token's result is bit-identical whatever the other tokens of the batch are (batch invariance).
 """
@@ -53,7 +53,8 @@ class MatVecId:
         """
         n = n_tok * n_used
         if not 1 <= n <= MAX_ENTRIES:
-            raise ValueError(f"matvec_id: {n_tok} tokens x {n_used} experts = {n} entries, 1..{MAX_ENTRIES} allowed")
+            raise ValueError(f"matvec_id: {n_tok} tokens x {n_used} experts = {n} entries, "
+                             f"1..{MAX_ENTRIES} allowed")
         check_view(ids, n * 4, "matvec_id expert ids")
         check_view(routes, routes_words(n_tok, n_used) * 4, "matvec_id routes")
         routes = routes.sub(0, routes_words(n_tok, n_used) * 4)
@@ -112,7 +113,7 @@ class MatVecId:
         key = ShaderKey.make("matvec_id_sum.comp", **({"ACCUMULATE": 1} if accumulate else {}))
         gy, gz = fold(n_tok, self.device.info.max_workgroup_count[1])
         rec.dispatch(key, [slots.buffer, weights.buffer, y.buffer], (-(-n_rows // SUM_BLOCK), gy, gz),
-                     push=[slots.word_offset, n_rows, weights.word_offset, y.word_offset, n_rows, n_rows, n_used,
-                           n_tok],
+                     push=[slots.word_offset, n_rows, weights.word_offset, y.word_offset, n_rows, n_rows,
+                           n_used, n_tok],
                      spec=[SUM_BLOCK], reads=[slots.sub(0, n * n_rows * 4), weights.sub(0, n * 4)]
                      + ([y_used] if accumulate else []), writes=[y_used])

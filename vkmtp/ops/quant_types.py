@@ -1,8 +1,8 @@
 """What the quantized-weight ops share: supported GGUF types, weights split by rows, folded grids.
 
 A weight is raw GGUF bytes in a View (row r at byte r * row_bytes from the view start). A weight larger than
-the device's `maxStorageBufferRange` (the 248320 x 5120 LM head is 1.3 GB at Q8_0) lives in several Views, each
-holding a run of whole rows: a list of `RowPart`s, one dispatch per part.
+the device's `maxStorageBufferRange` (the 248320 x 5120 LM head is 1.3 GB at Q8_0) lives in several Views,
+each holding a run of whole rows: a list of `RowPart`s, one dispatch per part.
 """
 
 from __future__ import annotations
@@ -63,7 +63,7 @@ class RowPart:
 
 
 def row_parts(weight: View | Sequence[RowPart], n_rows: int, row_bytes: int, what: str) -> list[RowPart]:
-    """Normalize a weight (one View, or RowParts covering rows 0..n_rows-1 in order) and check each part fits."""
+    """A weight (one View, or RowParts covering rows 0..n_rows-1 in order) as RowParts; checks each fits."""
     parts = [RowPart(weight, 0, n_rows)] if isinstance(weight, View) else list(weight)
     if not parts:
         raise ValueError(f"{what}: no weight parts given")

@@ -23,6 +23,6 @@ def matvec(weight: np.ndarray, ggml_type: int, n_rows: int, n_k: int, x: np.ndar
 
 def matvec_error_bound(weight: np.ndarray, ggml_type: int, n_rows: int, n_k: int, x: np.ndarray,
                        rel: float) -> np.ndarray:
-    """[n_tok, n_rows] f64: rel * sum_k |W[r, k] x[c, k]|, the scale of f32 rounding error of a dot product."""
+    """[n_tok, n_rows] f64: rel * sum_k |W[r, k] x[c, k]|, the scale of the f32 rounding error of a dot."""
     w = dequantize(np.ascontiguousarray(weight).reshape(-1), ggml_type, (n_rows, n_k)).astype(np.float64)
     return rel * (np.abs(np.asarray(x, np.float64).reshape(-1, n_k)) @ np.abs(w).T)

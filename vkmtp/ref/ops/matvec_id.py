@@ -29,8 +29,8 @@ def matvec_id(experts: np.ndarray, ggml_type: int, n_expert: int, n_rows: int, n
 
 
 def expert_groups(ids: np.ndarray, cap: int) -> list[tuple[int, list[int]]]:
-    """(expert, entry indices) groups as matvec_id_routes.comp builds them: entries i = t * n_used + j with the
-    same expert, in increasing order, cut into groups of at most `cap`; groups ordered by their first entry."""
+    """(expert, entry indices) groups as matvec_id_routes.comp builds them: entries i = t * n_used + j with
+    the same expert, in increasing order, cut into groups of at most `cap`; groups in order of first entry."""
     flat = np.asarray(ids).reshape(-1)
     seen: dict[int, int] = {}
     openers: list[tuple[int, int, list[int]]] = []
@@ -46,7 +46,8 @@ def expert_groups(ids: np.ndarray, cap: int) -> list[tuple[int, list[int]]]:
     return [(e, entries) for _, e, entries in openers]
 
 
-def weighted_sum(slots: np.ndarray, weights: np.ndarray, n_rows: int, y: np.ndarray | None = None) -> np.ndarray:
+def weighted_sum(slots: np.ndarray, weights: np.ndarray, n_rows: int,
+                 y: np.ndarray | None = None) -> np.ndarray:
     """Args:
         slots: [n_tok * n_used, n_rows] expert outputs; weights: [n_tok, n_used] routing weights
         y: [n_tok, n_rows] to accumulate into, or None
