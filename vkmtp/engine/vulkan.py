@@ -157,7 +157,8 @@ class VulkanEngine(Engine):
         self.io.destroy()
         for b in getattr(self.weight_plan, "buffers", []):
             b.destroy()
-        self.device.release_pipelines()
+        # pipelines bound to this engine's buffers went with them (Device._release); others on a shared
+        # device belong to someone else
         if self._own_device:
             self.device.destroy()
 
