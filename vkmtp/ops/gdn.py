@@ -4,10 +4,16 @@ Variant choice (reduction of a column's partial sums across its LANES_PER_COLUMN
   'shuffle'   subgroupShuffleXor butterfly (needs subgroup shuffle); bit-identical to 'shared'
   'clustered' subgroupClusteredAdd (needs subgroup arithmetic + clustered)
   'shared'    shared-memory butterfly; always available
-The subgroup variants fall back to the shared-memory butterfly inside the shader when a column does not fit in
-one subgroup at run time (gl_SubgroupSize % lanes_per_column != 0), so every legal lanes_per_column works on
-every subgroup size. Nothing here depends on the number of tokens: a token's result is bit-identical whether
-the step holds 1 or n tokens (batch invariance, tests/ops/test_gdn.py).
+Kompute cannot require a subgroup size or full subgroups, and drivers may run a different width than they
+report (lavapipe at LP_NATIVE_VECTOR_WIDTH=1024 reports 32 lanes and runs 16). So the subgroup variants number
+lanes by local invocation index and first check, on exact integer sums, that their reduction over
+lanes_per_column consecutive invocations really sums the column; if not (a column straddles subgroups, the
+width is not the reported one, lanes are mapped differently) the dispatch uses the shared-memory butterfly.
+Every legal lanes_per_column (power of two dividing head_dim and workgroup_size) therefore works on every
+device. (llama.cpp's reported L = 32 failure on gfx1150 used its whole-subgroup 'nocluster' path, which trusts
+the reported width and full subgroups; that this was the cause is our unconfirmed guess.)
+Nothing here depends on the number of tokens: a token's result is bit-identical whether the step holds 1 or n
+tokens (batch invariance, tests/ops/test_gdn.py).
 """
 
 from __future__ import annotations
