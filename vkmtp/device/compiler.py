@@ -77,16 +77,16 @@ def compiler_version() -> str:
     return out.stdout.strip().splitlines()[0] if out.stdout else "unknown"
 
 
-def _collect_sources(path: Path, seen: dict[Path, bytes]) -> None:
+def _collect_sources(path: Path, seen: dict[Path, bytes], shader_dir: Path = SHADER_DIR) -> None:
     """Read `path` and, recursively, every `#include "..."` it names (searched next to it, then shaders/common)."""
     if path in seen:
         return
     data = path.read_bytes()
     seen[path] = data
     for inc in _INCLUDE_RE.findall(data.decode("utf-8", errors="replace")):
-        for candidate in (path.parent / inc, SHADER_DIR / "common" / inc, SHADER_DIR / inc):
+        for candidate in (path.parent / inc, shader_dir / "common" / inc, shader_dir / inc):
             if candidate.exists():
-                _collect_sources(candidate.resolve(), seen)
+                _collect_sources(candidate.resolve(), seen, shader_dir)
                 break
         else:
             raise ShaderCompileError(f"{path.name}: included file '{inc}' not found")
@@ -94,7 +94,7 @@ def _collect_sources(path: Path, seen: dict[Path, bytes]) -> None:
 
 def cache_key(key: ShaderKey, shader_dir: Path = SHADER_DIR) -> str:
     sources: dict[Path, bytes] = {}
-    _collect_sources((shader_dir / key.source).resolve(), sources)
+    _collect_sources((shader_dir / key.source).resolve(), sources, shader_dir)
     h = hashlib.sha256()
     for p in sorted(sources):
         h.update(p.name.encode() + b"\0" + sources[p] + b"\0")

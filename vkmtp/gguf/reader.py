@@ -1,120 +1,126 @@
 """Read a GGUF file without copying it: metadata as Python values, tensors as memory-mapped byte views.
 
 Dimension order: `TensorInfo.ne` is ggml order (ne[0] fastest); `TensorInfo.shape` is NumPy order (reversed).
-This module is the only place that converts between the two.
+This package is the only place that converts between the two. The header is parsed by `header.py`, which
+turns every kind of damage into one `GGUFError`.
 """
 
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
-from gguf import GGUFReader, GGUFValueType
+from gguf import GGUFValueType
 
-from vkmtp.gguf.quants import GGMLType, block_size, dequantize
+from vkmtp.gguf.header import GGUFError, TensorInfo, parse_header
+from vkmtp.gguf.quants import DEQUANTIZE_TYPES, GGMLType, dequantize
 
-
-class GGUFError(ValueError):
-    """A GGUF file that cannot be used; the message names the file and the problem."""
-
-    def __init__(self, path: str | os.PathLike, problem: str):
-        self.path = str(path)
-        self.problem = problem
-        super().__init__(f"{self.path}: {problem}")
+__all__ = ["GGUFError", "GGUFFile", "TensorInfo", "open_gguf"]
 
 
-@dataclass(frozen=True)
-class TensorInfo:
-    name: str
-    ne: tuple[int, ...]      # ggml order, ne[0] contiguous
-    ggml_type: int
-    offset: int              # absolute byte offset of the data in the file
-    n_bytes: int
-
-    @property
-    def shape(self) -> tuple[int, ...]:
-        """NumPy order (outermost first)."""
-        return tuple(reversed(self.ne))
-
-    @property
-    def type_name(self) -> str:
-        return GGMLType(self.ggml_type).name
-
-    @property
-    def n_elements(self) -> int:
-        return int(np.prod(self.ne))
-
-
-def _field_value(field) -> Any:
-    types = field.types
-    if not types:
-        return None
-    if types[0] == GGUFValueType.ARRAY:
-        sub = types[1] if len(types) > 1 else None
-        if sub == GGUFValueType.STRING:
-            return [bytes(field.parts[i]).decode("utf-8", errors="replace") for i in field.data]
-        return [field.parts[i].tolist()[0] for i in field.data]
-    if types[0] == GGUFValueType.STRING:
-        return bytes(field.parts[field.data[0]]).decode("utf-8", errors="replace")
-    value = field.parts[field.data[0]].tolist()[0]
-    if types[0] == GGUFValueType.BOOL:
-        return bool(value)
-    return value
+def _map_file(path: str) -> np.memmap:
+    """The whole file as a read-only u8 memmap, with OS errors turned into GGUFError."""
+    if not os.path.exists(path):
+        raise GGUFError(path, "file not found")
+    if os.path.isdir(path):
+        raise GGUFError(path, "is a directory, not a GGUF file")
+    try:
+        size = os.path.getsize(path)
+        if size == 0:
+            raise GGUFError(path, "file is empty")
+        return np.memmap(path, dtype=np.uint8, mode="r")
+    except OSError as exc:
+        raise GGUFError(path, f"cannot read file: {exc.strerror or exc}") from None
 
 
 class GGUFFile:
-    """A parsed GGUF file. `metadata` maps keys to Python values; `tensors` maps names to `TensorInfo`."""
+    """A parsed GGUF file. `metadata` maps keys to Python values; `tensors` maps names to `TensorInfo`.
+
+    The file stays memory-mapped; `raw` returns views into the mapping and `dequantize` decodes to float32.
+    Usable as a context manager.
+    """
 
     def __init__(self, path: str | os.PathLike):
-        self.path = str(path)
-        if not os.path.exists(self.path):
-            raise GGUFError(path, "file not found")
-        with open(self.path, "rb") as fh:
-            magic = fh.read(4)
-        if magic != b"GGUF":
-            raise GGUFError(path, f"not a GGUF file (magic {magic!r}, expected b'GGUF')")
-        try:
-            self._reader = GGUFReader(self.path, "r")
-        except Exception as exc:  # the gguf package raises ValueError/IndexError/struct errors on damage
-            raise GGUFError(path, f"damaged or truncated GGUF header ({type(exc).__name__}: {exc})") from None
-        self.metadata: dict[str, Any] = {}
-        for name, field in self._reader.fields.items():
-            if name.startswith("GGUF."):
-                continue
-            self.metadata[name] = _field_value(field)
-        self.tensors: dict[str, TensorInfo] = {}
-        file_size = os.path.getsize(self.path)
-        for t in self._reader.tensors:
-            ne = tuple(int(x) for x in t.shape)
-            elems, nbytes = block_size(int(t.tensor_type))
-            n_bytes = int(np.prod(ne)) // elems * nbytes
-            offset = int(t.data_offset)
-            if offset + n_bytes > file_size:
-                raise GGUFError(path, f"truncated: tensor '{t.name}' ends at byte {offset + n_bytes}, "
-                                      f"file has {file_size}")
-            self.tensors[t.name] = TensorInfo(t.name, ne, int(t.tensor_type), offset, n_bytes)
-        self._mmap = np.memmap(self.path, dtype=np.uint8, mode="r")
+        self.path = os.fspath(path)
+        self._mmap: np.memmap | None = _map_file(self.path)
+        header = parse_header(memoryview(self._mmap), self.path)
+        self.version: int = header.version
+        self.metadata: dict[str, Any] = header.metadata
+        self.metadata_types: dict[str, tuple[GGUFValueType, ...]] = header.metadata_types
+        self.tensors: dict[str, TensorInfo] = header.tensors
+        self.alignment: int = header.alignment
+        self.data_offset: int = header.data_offset
 
     @property
     def arch(self) -> str:
         return str(self.metadata.get("general.architecture", ""))
 
+    @property
+    def file_size(self) -> int:
+        return int(self._mapping().size)
+
+    def _mapping(self) -> np.memmap:
+        if self._mmap is None:
+            raise GGUFError(self.path, "file is closed")
+        return self._mmap
+
+    def tensor(self, name: str) -> TensorInfo:
+        """The info of tensor `name`; GGUFError if the file has none of that name."""
+        info = self.tensors.get(name)
+        if info is None:
+            raise GGUFError(self.path, f"no tensor named {name!r} (the file has {len(self.tensors)} tensors)")
+        return info
+
     def raw(self, name: str) -> np.ndarray:
-        """The tensor's packed bytes as a read-only memory-mapped uint8 view (no copy)."""
-        info = self.tensors[name]
-        return self._mmap[info.offset: info.offset + info.n_bytes]
+        """The tensor's packed bytes as a read-only memory-mapped u8 view (no copy). [n_bytes] u8."""
+        info = self.tensor(name)
+        return self._mapping()[info.offset: info.offset + info.n_bytes]
+
+    def _check_decodable(self, info: TensorInfo) -> None:
+        if GGMLType(info.ggml_type) not in DEQUANTIZE_TYPES:
+            raise GGUFError(self.path, f"tensor {info.name!r} has type {info.type_name} "
+                                       f"(id {info.ggml_type}), which vkmtp cannot dequantize")
 
     def dequantize(self, name: str) -> np.ndarray:
-        """The tensor as float32 in NumPy order."""
-        info = self.tensors[name]
+        """The tensor as float32 in NumPy order (a new array of `info.shape`)."""
+        info = self.tensor(name)
+        self._check_decodable(info)
         return dequantize(self.raw(name), info.ggml_type, info.shape)
 
+    def dequantize_rows(self, name: str, rows: Sequence[int] | np.ndarray | slice) -> np.ndarray:
+        """Selected rows of the tensor seen as [n_rows, ne[0]] (all outer dims flattened), as float32.
+
+        Decodes only those rows, e.g. token-embedding lookups or one expert's slice of a stacked tensor.
+        Returns [len(rows), ne[0]] f32.
+        """
+        info = self.tensor(name)
+        self._check_decodable(info)
+        n_rows = info.n_elements // info.ne[0] if info.ne[0] else 0
+        table = self.raw(name).reshape(n_rows, info.row_bytes)
+        index = np.arange(n_rows)[rows] if isinstance(rows, slice) else np.asarray(rows, dtype=np.int64)
+        if index.ndim != 1:
+            raise GGUFError(self.path, f"rows of {name!r} must be a 1-D list of indices")
+        if index.size and (index.min() < -n_rows or index.max() >= n_rows):
+            raise GGUFError(self.path, f"row index out of range for {name!r} with {n_rows} rows")
+        picked = table[index]                                          # [len(rows), row_bytes] u8 copy
+        return dequantize(picked, info.ggml_type, (index.size, info.ne[0]))
+
     def close(self) -> None:
+        """Drop this object's mapping (views handed out by `raw` stay valid until they are released)."""
         self._mmap = None
-        self._reader = None
+
+    def __enter__(self) -> GGUFFile:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"GGUFFile({self.path!r}, arch={self.arch!r}, {len(self.tensors)} tensors)"
 
 
 def open_gguf(path: str | os.PathLike) -> GGUFFile:
+    """Open and validate a GGUF file; raises GGUFError naming the file and the problem."""
     return GGUFFile(path)

@@ -1,0 +1,186 @@
+"""The Vulkan engine against the NumPy reference: greedy tokens, MTP equivalence and statistics, one submission
+per step, host traffic per step, several sequences at once, clear errors."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+
+from vkmtp.device import Device
+from vkmtp.device.info import MemoryHeap
+from vkmtp.engine.api import EngineConfig, PromptTooLongError, Request
+from vkmtp.engine.vulkan import VulkanEngine
+from vkmtp.model.memory import DeviceMemoryError
+from vkmtp.ref import ReferenceModel
+from vkmtp.ref.generate import MtpDraftParams, generate, generate_mtp
+from vkmtp.sampling import SamplingParams
+from vkmtp.spec import SpecConfig
+
+GREEDY = SamplingParams.greedy_params()
+PROMPT = [5, 17, 99, 3, 250, 11, 42, 7, 8, 9, 120, 33, 2, 64, 71, 200, 19, 23, 31, 37]  # 20 tokens
+
+
+def run(engine: VulkanEngine, prompt: list[int], n: int, params: SamplingParams = GREEDY):
+    out, seq = [], None
+    for ev in engine.generate(Request(prompt, params, max_tokens=n)):
+        out += ev.new_ids
+        seq = ev.seq
+    return out, seq
+
+
+@pytest.fixture(scope="module")
+def engines(device):
+    """Engines are cached per (model, config) for the module and closed at its end."""
+    made = {}
+
+    def get(path: str, mtp: bool, **kw) -> VulkanEngine:
+        spec = SpecConfig(enabled=mtp, **{k: kw.pop(k) for k in list(kw) if k in ("n_max", "p_min")})
+        key = (path, mtp, spec, tuple(sorted(kw.items())))
+        if key not in made:
+            cfg = EngineConfig(n_ctx=kw.pop("n_ctx", 256), n_slots=kw.pop("n_slots", 1), ubatch=kw.pop("ubatch", 8),
+                               spec=spec, **kw)
+            made[key] = VulkanEngine(path, cfg, device=device)
+        return made[key]
+
+    yield get
+    for eng in made.values():
+        eng.close()
+
+
+@pytest.mark.parametrize("variant,file_type", [("dense", "f32"), ("moe", "f32")])
+def test_greedy_matches_reference_over_prefill_chunks(fixture_models, engines, variant, file_type):
+    """64 tokens after a 20-token prompt prefilled in chunks of 8 (the last one padded to the sink slot)."""
+    path = fixture_models(variant, file_type)
+    want = generate(ReferenceModel.from_gguf(path), PROMPT, 64, GREEDY).tokens
+    got, seq = run(engines(path, mtp=False), PROMPT, 64)
+    assert got == list(want)
+    assert seq.timings.prompt_n == len(PROMPT) and seq.timings.predicted_n == 64
+
+
+@pytest.mark.parametrize("variant,file_type", [("dense", "q4_k"), ("dense", "q6_k"), ("dense", "q8_0"),
+                                               ("dense", "f16"), ("moe", "q4_k")])
+def test_greedy_matches_reference_on_quantized_models(k256_models, engines, variant, file_type):
+    path = k256_models(variant, file_type)
+    want = generate(ReferenceModel.from_gguf(path), PROMPT[:13], 64, GREEDY).tokens
+    got, _ = run(engines(path, mtp=False, ubatch=32), PROMPT[:13], 64)
+    assert got == list(want)
+
+
+def test_logits_agree_with_reference(fixture_models, device):
+    """First-token logits of the F32 model (read through the sampling path) within 1e-4 of the logit scale."""
+    path = fixture_models("dense", "f32")
+    ref = ReferenceModel.from_gguf(path)
+    logits_ref, _ = ref.forward(PROMPT, ref.new_state())
+    eng = VulkanEngine(path, EngineConfig(n_ctx=64, ubatch=32, spec=SpecConfig(enabled=False)), device=device)
+    seq = eng.submit(Request(PROMPT, SamplingParams(temperature=1.0, seed=0), max_tokens=1))
+    eng.step()
+    got = eng._logits(0)
+    scale = np.abs(logits_ref[-1]).max()
+    assert np.abs(got - logits_ref[-1]).max() <= 1e-4 * scale
+    assert seq.done
+    eng.close()
+
+
+@pytest.mark.parametrize("variant,file_type", [("aligned", "f32"), ("aligned", "q4_0")])
+def test_greedy_mtp_equals_plain_decoding_and_the_reference_loop(fixture_models, engines, variant, file_type):
+    """Token-identical to decoding without MTP and to the reference draft-mtp loop, with the same counts."""
+    path = fixture_models(variant, file_type)
+    n = 128
+    ref = generate_mtp(ReferenceModel.from_gguf(path), PROMPT, n, GREEDY, draft=MtpDraftParams(n_max=3))
+    plain, _ = run(engines(path, mtp=False), PROMPT, n)
+    spec, seq = run(engines(path, mtp=True, n_max=3), PROMPT, n)
+    assert spec == plain == list(ref.tokens)
+    stats = seq.spec
+    assert (stats.draft_n, stats.draft_n_accepted, stats.steps) == \
+        (ref.stats.n_drafted, ref.stats.n_accepted, ref.stats.n_steps)
+    assert stats.drafted_per_pos == list(ref.stats.drafted_per_pos)
+    assert stats.accepted_per_pos == list(ref.stats.accepted_per_pos)
+    # rollback was exercised after the first, a middle and the last draft was rejected, and on full acceptance
+    assert all(stats.accept_hist[m] > 0 for m in range(4)), stats.accept_hist
+    assert seq.timings.draft_n == stats.draft_n and seq.timings.draft_n_accepted == stats.draft_n_accepted
+    print(f"\n{variant}-{file_type}: acceptance {stats.acceptance:.3f} ({stats.draft_n_accepted}/{stats.draft_n}), "
+          f"mean accepted length {stats.mean_accepted_length:.2f}")
+
+
+def test_mtp_on_a_quantized_k_model_matches_plain_decoding(k256_models, engines):
+    path = k256_models("aligned", "q4_k")
+    plain, _ = run(engines(path, mtp=False, ubatch=32), PROMPT, 48)
+    spec, seq = run(engines(path, mtp=True, n_max=3, ubatch=32), PROMPT, 48)
+    assert spec == plain
+    assert seq.spec.draft_n_accepted > 0
+
+
+@pytest.mark.parametrize("mtp", [False, True])
+def test_one_queue_submission_per_step_and_only_ids_cross(fixture_models, engines, device, mtp):
+    eng = engines(fixture_models("aligned", "f32"), mtp=mtp, n_max=3)
+    seq = eng.submit(Request(PROMPT[:6], GREEDY, max_tokens=40))
+    eng.step()                                         # prefill (one chunk) + first token
+    steps = 0
+    while not seq.done:
+        before = device.submits
+        written, read = eng.host_bytes_written, eng.host_bytes_read
+        eng.step()
+        assert device.submits - before == 1
+        if mtp:   # records of 4 verify + 3 draft rows, 3 row-copy pairs; accept count, n_valid and ids back
+            assert eng.host_bytes_written - written <= 16 * 7 + 3 * 16
+        assert eng.host_bytes_read - read <= 64           # token ids, never logits
+        steps += 1
+    assert steps > 0
+
+
+def test_two_concurrent_sequences_match_each_alone(fixture_models, engines):
+    path = fixture_models("aligned", "f32")
+    p1, p2 = PROMPT[:7], PROMPT[5:17]
+    alone1, s1 = run(engines(path, mtp=True, n_max=3), p1, 40)
+    alone2, s2 = run(engines(path, mtp=True, n_max=3), p2, 40)
+    eng = engines(path, mtp=True, n_max=3, n_slots=2)
+    a, b = eng.submit(Request(p1, GREEDY, max_tokens=40)), eng.submit(Request(p2, GREEDY, max_tokens=40))
+    out = {a.id: [], b.id: []}
+    while eng.has_work():
+        for ev in eng.step():
+            out[ev.seq.id] += ev.new_ids
+    assert out[a.id] == alone1 and out[b.id] == alone2
+    assert (a.spec.draft_n, a.spec.draft_n_accepted) == (s1.spec.draft_n, s1.spec.draft_n_accepted)
+    assert (b.spec.draft_n, b.spec.draft_n_accepted) == (s2.spec.draft_n, s2.spec.draft_n_accepted)
+
+
+def test_prompt_cache_reuses_the_slot_prefix(fixture_models, engines):
+    eng = engines(fixture_models("dense", "f32"), mtp=False)
+    first, seq = run(eng, PROMPT[:10], 8)
+    follow = PROMPT[:10] + first[:-1] + [77, 78]          # the next turn extends what the slot holds
+    fresh = generate(ReferenceModel.from_gguf(fixture_models("dense", "f32")), follow, 8, GREEDY).tokens
+    second, seq2 = run(eng, follow, 8)
+    assert seq2.timings.cache_n == len(PROMPT[:10]) + len(first) - 1
+    assert second == list(fresh)
+
+
+def test_sampling_is_seeded_and_valid(fixture_models, engines):
+    path = fixture_models("aligned", "f32")
+    params = SamplingParams(temperature=0.8, top_k=40, seed=7)
+    for mtp in (False, True):
+        a, _ = run(engines(path, mtp=mtp), PROMPT[:8], 24, params)
+        b, _ = run(engines(path, mtp=mtp), PROMPT[:8], 24, params)
+        assert a == b and len(a) == 24 and all(0 <= t < 512 for t in a)
+
+
+def test_prompt_longer_than_the_context_is_refused(fixture_models, engines):
+    eng = engines(fixture_models("dense", "f32"), mtp=False, n_ctx=16)
+    with pytest.raises(PromptTooLongError, match="context holds 16"):
+        eng.submit(Request(list(range(16)), GREEDY))
+    with pytest.raises(ValueError, match="outside the vocabulary"):
+        eng.submit(Request([1, 2, 100000], GREEDY))
+    assert not eng.has_work()
+
+
+def test_out_of_memory_is_a_clear_error_before_any_allocation(fixture_models):
+    dev = Device()
+    small = dataclasses.replace(dev.info, heaps=(MemoryHeap(2 << 20, True, 0, 0),), memory_budget=False)
+    dev.info = small
+    with pytest.raises(DeviceMemoryError) as err:
+        VulkanEngine(fixture_models("dense", "f32"), EngineConfig(n_ctx=4096), device=dev)
+    msg = str(err.value)
+    assert "needs" in msg and "GiB" in msg and "--ctx-size" in msg and "KV cache" in msg
+    assert dev.allocated_bytes == 0
+    dev.destroy()

@@ -1,0 +1,79 @@
+"""The verifier: hand-made cases, and a chi-square test that rejection sampling keeps the target distribution."""
+
+import numpy as np
+import pytest
+
+from vkmtp.spec.stats import SpecStats
+from vkmtp.spec.verifier import synthetic_accept, verify_greedy, verify_sampled
+
+
+def test_greedy_perfect_match_takes_the_bonus_token():
+    assert verify_greedy(np.array([5, 6, 7]), np.array([5, 6, 7, 8])) == ([5, 6, 7, 8], 3)
+
+
+def test_greedy_early_mismatch_takes_the_target_token():
+    assert verify_greedy(np.array([5, 6, 7]), np.array([5, 9, 7, 8])) == ([5, 9], 1)
+    assert verify_greedy(np.array([5, 6, 7]), np.array([4, 6, 7, 8])) == ([4], 0)
+
+
+def test_sampled_certain_target_accepts_and_rejects_deterministically():
+    rng = np.random.default_rng(0)
+    probs = np.zeros((3, 4))
+    probs[0, 1] = probs[1, 2] = probs[2, 3] = 1.0
+    assert verify_sampled(np.array([1, 2]), probs, rng) == ([1, 2, 3], 2)
+    assert verify_sampled(np.array([1, 0]), probs, rng) == ([1, 2], 1)
+
+
+def test_sampled_is_deterministic_when_seeded():
+    probs = np.random.default_rng(1).dirichlet(np.ones(16), size=4)
+    a = [verify_sampled(np.array([3, 4, 5]), probs, np.random.default_rng(7)) for _ in range(3)]
+    assert a[0] == a[1] == a[2]
+
+
+@pytest.mark.parametrize("draft_kind", ["greedy", "sampled"])
+def test_rejection_sampling_keeps_the_target_distribution(draft_kind):
+    """First emitted token over many trials ~ target row 0 (chi-square, 1e-4 significance)."""
+    rng = np.random.default_rng(1234)
+    vocab = 8
+    target = rng.dirichlet(np.ones(vocab) * 0.7, size=3)        # [k+1, V]
+    draft = rng.dirichlet(np.ones(vocab) * 0.7, size=2)         # [k, V]
+    trials = 40000
+    counts = np.zeros(vocab)
+    for _ in range(trials):
+        if draft_kind == "greedy":
+            d = np.array([int(np.argmax(draft[0])), int(np.argmax(draft[1]))])
+            out, _ = verify_sampled(d, target, rng)
+        else:
+            d = np.array([rng.choice(vocab, p=draft[0]), rng.choice(vocab, p=draft[1])])
+            out, _ = verify_sampled(d, target, rng, draft)
+        counts[out[0]] += 1
+    expected = target[0] * trials
+    chi2 = float(((counts - expected) ** 2 / expected).sum())
+    # chi-square critical value for 7 degrees of freedom at p = 1e-4 is 27.88
+    assert chi2 < 27.88, f"chi2={chi2:.1f}: counts {counts} vs expected {expected.round()}"
+
+
+def test_synthetic_acceptance_rate_matches_the_setting():
+    rng = np.random.default_rng(3)
+    stats = SpecStats()
+    for _ in range(5000):
+        stats.record(3, synthetic_accept(3, 0.8, rng))
+    assert abs(stats.accepted_per_pos[0] / stats.drafted_per_pos[0] - 0.8) < 0.02
+    assert stats.mean_accepted_length == pytest.approx(1 + stats.draft_n_accepted / 5000)
+
+
+def test_stats_count_like_llama_server():
+    s = SpecStats()
+    s.record(3, 2)
+    s.record(3, 0)
+    s.record(2, 2)
+    assert (s.draft_n, s.draft_n_accepted, s.steps) == (8, 4, 3)
+    assert s.drafted_per_pos == [3, 3, 2] and s.accepted_per_pos == [2, 2]
+    assert s.accept_hist == [1, 0, 2]
+    assert s.acceptance_per_pos() == [2 / 3, 2 / 3, 0.0]
+    other = SpecStats()
+    other.record(1, 1)
+    s.merge(other)
+    assert (s.draft_n, s.draft_n_accepted, s.steps) == (9, 5, 4)
+    with pytest.raises(ValueError):
+        s.record(2, 3)

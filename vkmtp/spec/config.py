@@ -1,0 +1,26 @@
+"""The only input the speculative loop takes (llama-server's flag names in the comments)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class SpecConfig:
+    enabled: bool = True          # --no-mtp turns it off
+    n_max: int = 3                # --spec-draft-n-max: draft tokens per step
+    n_min: int = 0                # --spec-draft-n-min: drafts shorter than this are dropped
+    p_min: float = 0.0            # --spec-draft-p-min: stop drafting when the top-1 draft probability is lower
+    adaptive: bool = False        # adjust the depth from observed acceptance and measured verify cost
+    synthetic_accept: float | None = None  # BENCHMARK MODE: accept each draft with this probability
+
+    def __post_init__(self):
+        if not 1 <= self.n_max <= 7:
+            raise ValueError(f"--spec-draft-n-max must be in 1..7 (verify batches are at most 8 tokens), "
+                             f"got {self.n_max}")
+        if not 0 <= self.n_min <= self.n_max:
+            raise ValueError(f"--spec-draft-n-min must be in 0..n_max, got {self.n_min}")
+        if not 0.0 <= self.p_min <= 1.0:
+            raise ValueError(f"--spec-draft-p-min must be in [0, 1], got {self.p_min}")
+        if self.synthetic_accept is not None and not 0.0 <= self.synthetic_accept <= 1.0:
+            raise ValueError(f"synthetic acceptance must be in [0, 1], got {self.synthetic_accept}")
