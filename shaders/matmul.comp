@@ -6,8 +6,8 @@
 // consecutive rows (tokens); each k-row is padded by one vec4 against bank conflicts on the transposing
 // stores. Invocation (tr, tc) keeps a TM x TN register tile: row groups tr + i*WR and token groups tc + j*WC
 // (4 rows / tokens each), so neighbouring invocations read neighbouring vec4s.
-// Each output is one sequential fma chain over k = 0..K-1 whatever the tile sizes, the variant or N, so a
-// token's result is bit-identical alone or in any batch.
+// Each output is one sequential fma chain over k = 0..K-1 whatever the tile sizes or N, so a token's result
+// is bit-identical alone or in any batch.
 //
 // Bindings: 0 data_a (uint words; weights, GGUF block layout)
 //           1 data_x (float words; activations)
@@ -21,7 +21,7 @@
 //                 with BLOCK_SIZE = (BM / TM) * (BN / TN); BK a multiple of 8, TM and TN of 4
 // Defines: DATA_A_<TYPE> (weight type, dequant.glsl), ALIGNED (K % BK == 0: no K bounds checks),
 //          ACCUMULATE (Y += W X, the fused residual add)
-// Dispatch: (min(tiles_m, maxX), ceil(N / BN), ceil(tiles_m / maxX))
+// Dispatch: (x, ceil(N / BN), z) with x * z >= tiles_m, x <= maxComputeWorkGroupCount.x
 #extension GL_GOOGLE_include_directive : require
 #extension GL_EXT_control_flow_attributes : enable
 

@@ -112,7 +112,7 @@ def main(argv: list[str] | None = None) -> int:
             for tile in tiles:
                 r = bench_one(device, mm, t, m, k, n, tile, args.reps, rng)
                 print(f"{r['type']:6} {r['shape']:>15} {r['tile']:>7} {r['ms']:10.2f} {r['gflops']:9.2f} "
-                      f"{r['wgbs']:8.3f}", flush=True)
+                      f"{r['wgbs']:8.3g}", flush=True)
     device.destroy()
     return 0
 

@@ -1,4 +1,4 @@
-"""shaders/matmul.comp (vkmtp.ops.matmul.MatMul) against the float64 NumPy reference of the dequantized weight.
+"""shaders/matmul.comp (vkmtp.ops.matmul.MatMul) vs the float64 NumPy reference of the dequantized weight.
 
 Error measure: |gpu - ref| <= rel * sum_k |W[m][k] X[n][k]| per output: relative to the magnitude of the terms
 summed, which bounds f32 accumulation error (~K * 2^-24 at worst) without blowing up on outputs that cancel.
@@ -118,7 +118,7 @@ def test_token_alone_equals_token_in_batch(ws, mm):
         ws.run(lambda rec: mm.record(rec, weight, T.Q4_K, 45, 512, xv, yv, n))
         outs[n] = ws.read_output(n * 45).reshape(n, 45)
     for n in (8, 1):
-        np.testing.assert_array_equal(outs[n], outs[300][:n], err_msg=f"first {n} tokens differ from the batch")
+        np.testing.assert_array_equal(outs[n], outs[300][:n], err_msg=f"first {n} tokens differ from batch")
 
 
 @pytest.mark.parametrize("parts", [[(0, 40), (40, 50)], [(0, 1), (1, 60), (61, 29)]], ids=["2", "3"])
@@ -127,6 +127,25 @@ def test_weight_split_into_row_parts(ws, mm, parts):
     got = run_case(ws, mm, T.Q6_K, 90, 256, 40, parts=parts)
     whole = run_case(ws, mm, T.Q6_K, 90, 256, 40)
     np.testing.assert_array_equal(got, whole)
+
+
+def test_strided_x_and_y(ws, mm):
+    """x rows k+3 floats apart, y a 40-row slice of 47-float token rows: the other 7 floats stay untouched."""
+    n_rows, k, n_tok, xs, ys = 40, 64, 21, 67, 47
+    rows = random_weight(T.IQ4_NL, n_rows, k, 9)
+    rng = np.random.default_rng(10)
+    x = rng.standard_normal((n_tok, xs)).astype(np.float32)
+    y0 = rng.standard_normal((n_tok, ys)).astype(np.float32)
+    weight = ws.weight(rows)
+    xv = ws.input("x", x, pad_words=3)
+    yv = ws.output(n_tok * ys, fill=y0)
+    ws.run(lambda rec: mm.record(rec, weight, T.IQ4_NL, n_rows, k, xv, yv, n_tok, x_stride=xs, y_stride=ys))
+    got = ws.read_output(n_tok * ys).reshape(n_tok, ys)
+    xk = np.ascontiguousarray(x[:, :k])
+    want = matmul_ref(rows, T.IQ4_NL, n_rows, k, xk, None, n_tok)
+    tol = matmul_error_bound(rows, T.IQ4_NL, n_rows, k, xk, n_tok, TOLERANCE[T.IQ4_NL])
+    assert_close(got[:, :n_rows], want, tol, "strided IQ4_NL")
+    np.testing.assert_array_equal(got[:, n_rows:], y0[:, n_rows:])
 
 
 def test_tile_grid_folds_into_z_past_the_group_limit(device, ws):

@@ -44,8 +44,8 @@ class GraphContext:
         self.h_mtp = [hidden.view(2 * row * max_rows, row * max_rows), hidden.view(3 * row * max_rows,
                                                                                    row * max_rows)]
 
-    def act(self, n: int, n_out: int) -> Activations:
-        return Activations.carve(self.scratch, self.cfg, n, n_out, self.fwd.ops)
+    def act(self, n: int, n_out: int, prefill: bool = False) -> Activations:
+        return Activations.carve(self.scratch, self.cfg, n, n_out, self.fwd.ops, prefill)
 
     def head(self, rec: Recorder, h: View, n_out: int, act: Activations, greedy: bool, ids: View) -> None:
         """LM head on n_out rows of h, then argmax ids (greedy) or logits into the host-visible buffer."""
@@ -70,7 +70,7 @@ class GraphContext:
         self.spec_ops.record_copy_rows(rec, pairs, n, src, dst, self.cfg.n_embd, src_rows, dst_rows)
 
     def mtp_catch_up(self, rec: Recorder, records: View, n: int, pairs_first: View, n_seq: int, rows_per_seq: int,
-                     first_rows: list[int]) -> None:
+                     prefill: bool = False) -> None:
         """MTP KV entries for n verified/prefilled tokens from the TRUE target hidden states: row r's input
         hidden is hn[r-1] within its sequence, the first row of each sequence takes its slot's pending hidden."""
         e4 = 4 * self.cfg.n_embd
@@ -80,7 +80,7 @@ class GraphContext:
                 rec.copy(self.hn.sub(first * e4, (rows_per_seq - 1) * e4),
                          self.h_shift.sub((first + 1) * e4, (rows_per_seq - 1) * e4))
         self.copy_rows(rec, pairs_first, n_seq, self.state.pending_h, self.h_shift, self.state.n_slots_total, n)
-        act = self.act(n, 0)
+        act = self.act(n, 0, prefill)
         self.fwd.record_mtp(rec, records, self.h_shift.sub(0, n * e4), act, n, self.h_mtp[0].sub(0, n * e4))
 
 
@@ -93,7 +93,7 @@ class PrefillGraph:
         e4 = 4 * ctx.cfg.n_embd
         rec = ctx.device.recorder()
         records = io.record_view("records", 0, T)
-        act = ctx.act(T, 1)
+        act = ctx.act(T, 1, prefill=True)
         fwd.record_trunk(rec, records, act, T)
         fwd.record_output_norm(rec, act, T, ctx.hn.sub(0, T * e4))
         # pairs_out[0] = {last real row, 0}: the last real token's hidden -> head input
@@ -101,7 +101,7 @@ class PrefillGraph:
         ctx.head(rec, act.head_h, 1, act, greedy, io.view("ids", 0, 1))
         if mtp:
             # pairs_shift[0] = {slot, 0}; the chunk's rows 1.. take hn[0..T-2]
-            ctx.mtp_catch_up(rec, records, T, io.view("pairs_shift", 0, 2), 1, T, [0])
+            ctx.mtp_catch_up(rec, records, T, io.view("pairs_shift", 0, 2), 1, T, prefill=True)
             # pairs_in[0] = {last real row, slot}: the slot's pending hidden for its next MTP step
             ctx.copy_rows(rec, io.view("pairs_in", 0, 2), 1, ctx.hn.sub(0, T * e4), ctx.state.pending_h, T,
                           ctx.state.n_slots_total)
@@ -121,7 +121,7 @@ class DecodeGraph:
         fwd.record_output_norm(rec, act, S, ctx.hn.sub(0, S * e4))
         ctx.head(rec, ctx.hn.sub(0, S * e4), S, act, greedy, io.view("ids", 0, S))
         if mtp:
-            ctx.mtp_catch_up(rec, records, S, io.view("pairs_shift", 0, 2 * S), S, 1, list(range(S)))
+            ctx.mtp_catch_up(rec, records, S, io.view("pairs_shift", 0, 2 * S), S, 1)
             ctx.copy_rows(rec, io.view("pairs_in", 0, 2 * S), S, ctx.hn.sub(0, S * e4), ctx.state.pending_h,
                           S, ctx.state.n_slots_total)
         self.rec = rec.finish()
@@ -172,7 +172,7 @@ class SpecGraph:
         fwd.record_output_norm(rec, act, R, ctx.hn.sub(0, R * e4))
         ctx.head(rec, ctx.hn.sub(0, R * e4), R, act, greedy, io.view("ids", 0, R))
         # --- MTP catch-up with the true hidden states (independent of the accept count) -------------------------
-        ctx.mtp_catch_up(rec, records, R, io.view("pairs_shift", 0, 2 * S), S, V, [s * V for s in range(S)])
+        ctx.mtp_catch_up(rec, records, R, io.view("pairs_shift", 0, 2 * S), S, V)
         if greedy:
             ctx.spec_ops.record_accept(rec, io.view("ids", 0, R), io.view("valid"), records, io.view("out_ids"),
                                        io.view("accept"), io.view("n_valid"), io.view("select"),

@@ -73,7 +73,7 @@ class VulkanEngine(Engine):
             bar.close()
         self.state = DeviceState(self.device, self.cfg, self.n_ctx, S, config.kv_type, self.use_mtp,
                                  self.K + 1 if self.use_mtp else 0)
-        self.ops = Ops(self.device, self.cfg, self.state, self.ubatch)
+        self.ops = Ops(self.device, self.cfg, self.state)
         self.fwd = Forward(self.device, self.cfg, self.table, self.weights, self.state, self.ops)
         max_rows = max(self.ubatch, S * (self.K + 1))
         self.scratch = self.device.buffer(scratch_bytes_for(self.cfg, max_rows, max_rows, self.ops), "device",
@@ -310,7 +310,7 @@ class VulkanEngine(Engine):
         V = self.K + 1
         recs = self.io.records()
         drafts = [int(t) for t in recs[s * V + 1: s * V + 1 + m, 0]]
-        self.host_bytes_read += 4 * 4 * m
+        self.host_bytes_read += 4 * m
         slot.tokens.extend([slot.id_last] + drafts)
         req = slot.seq.request
         budget = n_valid

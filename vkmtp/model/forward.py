@@ -40,14 +40,13 @@ from vkmtp.ops.set_rows import SetRows
 from vkmtp.ops.strided import Strided
 from vkmtp.ops.topk import TopK
 
-MATVEC_MAX_TOKENS = 8
 DRAFT_TOP_K = 10      # llama.cpp's draft sampler: softmax over the top-10 candidates for the p-min cut
 
 
 class Ops:
     """One instance of every op wrapper for a device and model (pipelines are shared through the Device)."""
 
-    def __init__(self, device: Device, cfg: ModelConfig, state: DeviceState, prefill_tokens: int):
+    def __init__(self, device: Device, cfg: ModelConfig, state: DeviceState):
         self.device = device
         self.matvec = MatVec(device)
         self.matmul = MatMul(device)
@@ -57,14 +56,12 @@ class Ops:
         self.set_rows = SetRows(device, state.kv_layout)
         self.attn = FlashAttn(device, cfg.n_head, state.kv_layout)
         q_tile = FlashAttn.max_q_tile(device, cfg.n_head, cfg.n_head_kv, cfg.head_dim)
-        self.attn_prefill = FlashAttn(device, cfg.n_head, state.kv_layout, q_tile=min(4, q_tile)) \
-            if prefill_tokens > MATVEC_MAX_TOKENS else self.attn
+        self.attn_prefill = FlashAttn(device, cfg.n_head, state.kv_layout, q_tile=min(4, q_tile))
         self.set_rows_mtp = self.attn_mtp = self.attn_mtp_prefill = None
         if state.mtp_kv_layout is not None:
             self.set_rows_mtp = SetRows(device, state.mtp_kv_layout)
             self.attn_mtp = FlashAttn(device, cfg.n_head, state.mtp_kv_layout)
-            self.attn_mtp_prefill = FlashAttn(device, cfg.n_head, state.mtp_kv_layout, q_tile=min(4, q_tile)) \
-                if prefill_tokens > MATVEC_MAX_TOKENS else self.attn_mtp
+            self.attn_mtp_prefill = FlashAttn(device, cfg.n_head, state.mtp_kv_layout, q_tile=min(4, q_tile))
         self.conv = CausalConv1d(device, cfg.ssm_conv_kernel) if cfg.recurrent_layers else None
         self.gdn = GatedDeltaNet(device, cfg.ssm_d_state) if cfg.recurrent_layers else None
         self.swiglu = SwiGlu(device)
@@ -74,12 +71,15 @@ class Ops:
         self.argmax = Argmax(device)
         self.topk = TopK(device, DRAFT_TOP_K)
 
-    def linear(self, rec: Recorder, w: WeightRef, x: View, y: View, n: int, accumulate: bool = False) -> None:
-        """y[n, rows] (+)= x[n, K] W^T, both contiguous: mat-vec for decode/verify widths, mat-mat for prefill."""
+    def linear(self, rec: Recorder, w: WeightRef, x: View, y: View, n: int, accumulate: bool = False,
+               prefill: bool = False) -> None:
+        """y[n, rows] (+)= x[n, K] W^T, both contiguous. Decode and verify steps use the batch-invariant mat-vec
+        (any n: it runs 8 columns per dispatch), so a token's result never depends on its batch; prompt
+        chunks use the tiled mat-mat."""
         rows, k = (w.shape[-2] if len(w.shape) > 1 else 1), w.shape[-1]
         x = x.sub(0, 4 * n * k)
         y = y.sub(0, 4 * n * rows)
-        if n <= MATVEC_MAX_TOKENS:
+        if not prefill:
             self.matvec.record(rec, w.parts, w.ggml_type, rows, k, x, y, n, accumulate=accumulate)
         else:
             self.matmul.record(rec, w.parts, w.ggml_type, rows, k, x, y, n, accumulate=accumulate)
@@ -90,6 +90,7 @@ class Activations:
     """Views for one step of n tokens, carved from the shared scratch buffer."""
 
     n: int
+    prefill: bool  # a prompt chunk (tiled mat-mat, tiled attention) rather than a decode / verify step
     x: View
     xn: View
     mix: View      # the mixer projections: qg | k | v, or u | c | z | b | a
@@ -102,7 +103,7 @@ class Activations:
     argmax_scratch: View
 
     @staticmethod
-    def sizes(cfg: ModelConfig, n: int, n_out: int, ops: Ops) -> dict[str, int]:
+    def sizes(cfg: ModelConfig, n: int, n_out: int, ops: Ops, prefill: bool) -> dict[str, int]:
         e = cfg.n_embd
         attn_mix = 2 * cfg.n_head * cfg.head_dim + 2 * cfg.n_head_kv * cfg.head_dim
         gdn_mix = 2 * cfg.ssm_conv_dim + cfg.ssm_d_inner + 2 * cfg.ssm_dt_rank
@@ -114,22 +115,21 @@ class Activations:
             moe = cfg.n_expert + 2 * k + 2 * k * cfg.n_ff_exp + k * e + e + 1 + routes_words(n, k) // n + 1
         return {
             "x": 4 * n * e, "xn": 4 * n * e, "mix": 4 * n * max(attn_mix, gdn_mix), "o": 4 * n * o,
-            "f": 4 * n * max(ff, 1), "attn_scratch": ops.attn_prefill.scratch_bytes(n) if n > MATVEC_MAX_TOKENS
-            else ops.attn.scratch_bytes(n), "moe": 4 * n * moe + 4, "head_h": 4 * n_out * e,
+            "f": 4 * n * max(ff, 1), "attn_scratch": (ops.attn_prefill if prefill else ops.attn).scratch_bytes(n), "moe": 4 * n * moe + 4, "head_h": 4 * n_out * e,
             "logits": 4 * n_out * cfg.n_vocab,
             "argmax_scratch": max(ops.argmax.scratch_bytes(n_out, cfg.n_vocab),
                                   ops.topk.scratch_bytes(n_out, cfg.n_vocab)),
         }
 
     @staticmethod
-    def carve(buffer: Buffer, cfg: ModelConfig, n: int, n_out: int, ops: Ops) -> "Activations":
+    def carve(buffer: Buffer, cfg: ModelConfig, n: int, n_out: int, ops: Ops, prefill: bool) -> "Activations":
         arena = Arena(buffer)
-        views = {k: arena.take(v, k) for k, v in Activations.sizes(cfg, n, n_out, ops).items()}
-        return Activations(n=n, **views)
+        views = {k: arena.take(v, k) for k, v in Activations.sizes(cfg, n, n_out, ops, prefill).items()}
+        return Activations(n=n, prefill=prefill, **views)
 
 
 def scratch_bytes_for(cfg: ModelConfig, n: int, n_out: int, ops: Ops) -> int:
-    return Arena.size_for(list(Activations.sizes(cfg, n, n_out, ops).values()))
+    return max(Arena.size_for(list(Activations.sizes(cfg, n, n_out, ops, p).values())) for p in (False, True))
 
 
 class Forward:
@@ -192,18 +192,18 @@ class Forward:
         qg = act.mix.sub(0, 4 * n * qg_w)
         k_proj = act.mix.sub(4 * n * qg_w, 4 * n * kv_w)
         v_proj = act.mix.sub(4 * n * (qg_w + kv_w), 4 * n * kv_w)
-        ops.linear(rec, self.w[t.q.name], act.xn, qg, n)
-        ops.linear(rec, self.w[t.k.name], act.xn, k_proj, n)
-        ops.linear(rec, self.w[t.v.name], act.xn, v_proj, n)
+        ops.linear(rec, self.w[t.q.name], act.xn, qg, n, prefill=act.prefill)
+        ops.linear(rec, self.w[t.k.name], act.xn, k_proj, n, prefill=act.prefill)
+        ops.linear(rec, self.w[t.v.name], act.xn, v_proj, n, prefill=act.prefill)
         if mtp:
             k_cache, v_cache = self.state.mtp_k.layers[0], self.state.mtp_v.layers[0]
             set_rows = ops.set_rows_mtp
-            attn = ops.attn_mtp if n <= MATVEC_MAX_TOKENS else ops.attn_mtp_prefill
+            attn = ops.attn_mtp_prefill if act.prefill else ops.attn_mtp
             layout = self.state.mtp_kv_layout
         else:
             k_cache, v_cache = self.state.kv(layer)
             set_rows = ops.set_rows
-            attn = ops.attn if n <= MATVEC_MAX_TOKENS else ops.attn_prefill
+            attn = ops.attn_prefill if act.prefill else ops.attn
             layout = self.state.kv_layout
         q = Strided(qg, qg_w, 2 * d)                          # query of head i at [i*2D, i*2D + D)
         gate = Strided(qg.sub(4 * d, qg.nbytes - 4 * d), qg_w, 2 * d)
@@ -214,7 +214,7 @@ class Forward:
         set_rows.record(rec, records, v, v_cache, n)
         o = Strided.heads(act.o.sub(0, 4 * n * h * d), h, d)
         attn.record(rec, records, q, k_cache, v_cache, o, n, act.attn_scratch, gate=gate)
-        ops.linear(rec, self.w[t.output.name], act.o, act.x, n, accumulate=True)
+        ops.linear(rec, self.w[t.output.name], act.o, act.x, n, accumulate=True, prefill=act.prefill)
 
     def record_delta_net(self, rec: Recorder, layer: int, t: DeltaNetTensors, records: View, act: Activations,
                          n: int, n_snap: int) -> None:
@@ -226,10 +226,10 @@ class Forward:
         z = act.mix.sub(8 * n * conv_dim, 4 * n * d_inner)
         b = act.mix.sub(4 * n * (2 * conv_dim + d_inner), 4 * n * hv)
         a = act.mix.sub(4 * n * (2 * conv_dim + d_inner + hv), 4 * n * hv)
-        ops.linear(rec, self.w[t.qkv.name], act.xn, u, n)
-        ops.linear(rec, self.w[t.gate.name], act.xn, z, n)
-        ops.linear(rec, self.w[t.beta.name], act.xn, b, n)
-        ops.linear(rec, self.w[t.alpha.name], act.xn, a, n)
+        ops.linear(rec, self.w[t.qkv.name], act.xn, u, n, prefill=act.prefill)
+        ops.linear(rec, self.w[t.gate.name], act.xn, z, n, prefill=act.prefill)
+        ops.linear(rec, self.w[t.beta.name], act.xn, b, n, prefill=act.prefill)
+        ops.linear(rec, self.w[t.alpha.name], act.xn, a, n, prefill=act.prefill)
         conv_state, ssm_state, conv_snap, ssm_snap = self.state.gdn(layer)
         ops.conv.record(rec, records, n, u, conv_dim, self._vec(t.conv1d.name), conv_state, c, conv_dim,
                         conv_dim, snapshots=conv_snap if n_snap else None, n_snap=n_snap)
@@ -242,17 +242,17 @@ class Forward:
         # y_h = RMSNorm(o_h; ssm_norm) * silu(z_h), per value head, in place in o
         oh = Strided.heads(o, hv, d)
         ops.norm.record(rec, oh, self._vec(t.norm.name), oh, n, d, n_head=hv, gate=Strided.heads(z, hv, d))
-        ops.linear(rec, self.w[t.out.name], o, act.x, n, accumulate=True)
+        ops.linear(rec, self.w[t.out.name], o, act.x, n, accumulate=True, prefill=act.prefill)
 
     def record_dense_ffn(self, rec: Recorder, gate: str, up: str, down: str, xn: View, act: Activations,
                          n: int, out: View | None = None, accumulate: bool = True) -> None:
         ff = self.w[gate].shape[0]
         g = act.f.sub(0, 4 * n * ff)
         u = act.f.sub(4 * n * ff, 4 * n * ff)
-        self.ops.linear(rec, self.w[gate], xn, g, n)
-        self.ops.linear(rec, self.w[up], xn, u, n)
+        self.ops.linear(rec, self.w[gate], xn, g, n, prefill=act.prefill)
+        self.ops.linear(rec, self.w[up], xn, u, n, prefill=act.prefill)
         self.ops.swiglu.record(rec, Strided.rows(g, ff), Strided.rows(u, ff), Strided.rows(g, ff), n, ff)
-        self.ops.linear(rec, self.w[down], g, out if out is not None else act.x, n, accumulate=accumulate)
+        self.ops.linear(rec, self.w[down], g, out if out is not None else act.x, n, accumulate=accumulate, prefill=act.prefill)
 
     def _experts(self, name: str) -> list[ExpertPart]:
         """An expert stack's parts in experts (placement splits stacks only between experts)."""
@@ -275,7 +275,7 @@ class Forward:
         d = arena.take(4 * n * k * e, "expert_down")               # [n*k, E]
         shared_gate = arena.take(4 * n, "shared_gate")             # [n, 1]
         shared_out = arena.take(4 * n * e, "shared_out")           # [n, E]
-        ops.linear(rec, self.w[t.gate_inp.name], act.xn, logits, n)
+        ops.linear(rec, self.w[t.gate_inp.name], act.xn, logits, n, prefill=act.prefill)
         ops.router.record(rec, logits, ne, n, ids, weights)
         ops.matvec_id.record_routes(rec, ids, routes, n, k)
         gate_type, up_type = self.w[t.gate_exps.name].ggml_type, self.w[t.up_exps.name].ggml_type
@@ -288,7 +288,7 @@ class Forward:
         # shared expert, scaled by sigmoid(w_shexp . xn) per token
         self.record_dense_ffn(rec, t.gate_shexp.name, t.up_shexp.name, t.down_shexp.name, act.xn, act, n,
                               out=shared_out, accumulate=False)
-        ops.linear(rec, self.w[t.gate_inp_shexp.name], act.xn, shared_gate, n)
+        ops.linear(rec, self.w[t.gate_inp_shexp.name], act.xn, shared_gate, n, prefill=act.prefill)
         ops.sigmoid_scale_add.record(rec, Strided.rows(shared_out, e), Strided.rows(shared_gate, 1),
                                      Strided.rows(act.x.sub(0, 4 * n * e), e), n, e)
 
@@ -317,6 +317,6 @@ class Forward:
         self.record_embed(rec, records, n, act.xn, table=mtp.embed_tokens.name)
         self.norm(rec, act.xn, mtp.enorm.name, cat, n, e, y_stride=2 * e)
         self.norm(rec, h_in, mtp.hnorm.name, cat.sub(4 * e, cat.nbytes - 4 * e), n, e, y_stride=2 * e)
-        self.ops.linear(rec, self.w[mtp.eh_proj.name], cat, act.x, n)
+        self.ops.linear(rec, self.w[mtp.eh_proj.name], cat, act.x, n, prefill=act.prefill)
         self.record_block(rec, mtp.block, records, act, n, mtp=True)
         self.norm(rec, act.x, mtp.shared_head_norm.name, h_out, n, e)

@@ -1,4 +1,4 @@
-"""Prefill matrix-matrix product Y[n][m] (+)= sum_k W[m][k] X[n][k] with quantized weights (shaders/matmul.comp).
+"""Prefill matrix-matrix product Y[n][m] (+)= sum_k W[m][k] X[n][k], quantized W (shaders/matmul.comp).
 
 A shared-memory tiled kernel in the shape of llama.cpp's scalar `mul_mm` warptiles (vulkan-kernels.md §2.6):
 a workgroup owns a BM x BN output tile, walks K in steps of BK through padded shared tiles and keeps a
@@ -13,7 +13,8 @@ from dataclasses import dataclass
 from typing import Sequence
 
 from vkmtp.device import WORD, Device, ShaderKey, View
-from vkmtp.ops.quant_types import RowPart, check_view, fold, row_parts, type_define, weight_row_bytes
+from vkmtp.ops.quant_types import (FLOAT_TYPES, SUPPORTED_TYPES, RowPart, check_view, fold, row_parts,
+                                   type_define, weight_row_bytes)
 
 SHADER = "matmul.comp"
 
@@ -51,8 +52,8 @@ class MatMulTile:
 # Tile sets per device class, largest first; `MatMul.tile_for` takes the largest the output fills.
 # GPUs: llama.cpp's scalar warptile sizes (vulkan-kernels.md §2.6). lavapipe (kind 'cpu') turns every
 # shared-memory load into a per-lane scalar loop (gallivm's emit_load_mem), so loads per FMA decide its speed:
-# 16 x 16 register tiles (256 accumulators; SoA vectors in CPU registers/stack) run ~2x faster there than 8 x 8,
-# but take ~10 s to compile, so they are used only for products of at least 2^28 multiply-adds.
+# 16 x 16 register tiles (256 accumulators, SoA vectors in CPU registers/stack) run ~2x faster there than
+# 8 x 8 but take ~10 s to compile, so they are used only for products of at least 2^28 multiply-adds.
 GPU_TILES = (
     MatMulTile("large", 256, 128, 128, 16, 8, 8),
     MatMulTile("medium", 128, 64, 64, 16, 4, 8),
@@ -82,6 +83,22 @@ def usable_tiles(info, tiles: Sequence[MatMulTile]) -> tuple[MatMulTile, ...]:
     return ok
 
 
+def variant_key(ggml_type: int, aligned: bool, accumulate: bool) -> ShaderKey:
+    """matmul.comp for one weight type; `aligned` when K is a multiple of the tile's BK."""
+    defines = type_define(ggml_type)
+    if aligned:
+        defines["ALIGNED"] = 1
+    if accumulate:
+        defines["ACCUMULATE"] = 1
+    return ShaderKey.make(SHADER, **defines)
+
+
+def shader_variants() -> list[ShaderKey]:
+    """Every variant `record` may pick (quantized K is a multiple of 32, so always aligned with BK = 16)."""
+    return [variant_key(t, aligned, acc) for t in SUPPORTED_TYPES for acc in (False, True)
+            for aligned in ((True, False) if t in FLOAT_TYPES else (True,))]
+
+
 class MatMul:
     """Records Y (+)= W X^T for prefill chunks. One instance per device; variants compile on first use."""
 
@@ -99,41 +116,44 @@ class MatMul:
         return self.tiles[-1]
 
     def record(self, rec, weight: View | Sequence[RowPart], ggml_type: int, n_rows: int, k: int, x: View,
-               y: View, n_tok: int, accumulate: bool = False, tile: MatMulTile | None = None) -> None:
+               y: View, n_tok: int, accumulate: bool = False, x_stride: int | None = None,
+               y_stride: int | None = None, tile: MatMulTile | None = None) -> None:
         """Record Y[n][m] = sum_k W[m][k] X[n][k] (or Y += ... with `accumulate`), one dispatch per part.
 
         Args:
             weight: [n_rows, row_bytes] u8 raw GGUF rows of `ggml_type` in one View, or RowParts covering the
                 rows in order (weights larger than maxStorageBufferRange; vkmtp.ops.quant_types).
-            x: [n_tok, k] f32.  y: [n_tok, n_rows] f32 (read too when `accumulate`).
+            x: [n_tok, x_stride] f32 (x_stride defaults to k).
+            y: [n_tok, y_stride] f32, rows 0..n_rows-1 of each token written (read too when `accumulate`);
+                y_stride defaults to n_rows.
             tile: force a tile shape (tests, benchmarks); default `tile_for(n_rows, n_tok, k)`.
         """
+        x_stride = k if x_stride is None else x_stride
+        y_stride = n_rows if y_stride is None else y_stride
         rb = weight_row_bytes(ggml_type, k)
         parts = row_parts(weight, n_rows, rb, "matmul weight")
-        if n_tok < 1:
-            raise ValueError(f"matmul: n_tok must be >= 1, got {n_tok}")
-        check_view(x, n_tok * k * WORD, f"matmul activations x [{n_tok}, {k}] f32")
-        check_view(y, n_tok * n_rows * WORD, f"matmul output y [{n_tok}, {n_rows}] f32")
+        if n_tok < 1 or x_stride < k or y_stride < n_rows:
+            raise ValueError(f"matmul: need n_tok >= 1 (got {n_tok}), x_stride >= k ({x_stride} < {k}?) and "
+                             f"y_stride >= n_rows ({y_stride} < {n_rows}?)")
+        x_bytes = ((n_tok - 1) * x_stride + k) * WORD
+        check_view(x, x_bytes, f"matmul activations x [{n_tok}, {k}] f32")
+        check_view(y, ((n_tok - 1) * y_stride + n_rows) * WORD, f"matmul output y [{n_tok}, {n_rows}] f32")
+        x_used = x.sub(0, x_bytes)
         tile = tile or self.tile_for(n_rows, n_tok, k)
-        defines = type_define(ggml_type)
-        if k % tile.bk == 0:
-            defines["ALIGNED"] = 1
-        if accumulate:
-            defines["ACCUMULATE"] = 1
-        key = ShaderKey.make(SHADER, **defines)
-        x_used = x.sub(0, n_tok * k * WORD)
+        key = variant_key(ggml_type, k % tile.bk == 0, accumulate)
         max_x, max_y = self.max_group_count[:2]
         groups_n = -(-n_tok // tile.bn)
         if groups_n > max_y:
-            raise ValueError(f"matmul: {n_tok} tokens need {groups_n} tile columns, the device allows {max_y}")
+            raise ValueError(f"matmul: {n_tok} tokens need {groups_n} tile columns, the device allows "
+                             f"{max_y}")
 
         for part in parts:
             tiles_m = -(-part.n_rows // tile.bm)
             groups_x, groups_z = fold(tiles_m, max_x)
             # The part writes y[n][row_start : row_start + n_rows] of every token: declare the span around it.
-            y_span = y.sub(part.row_start * WORD, ((n_tok - 1) * n_rows + part.n_rows) * WORD)
+            y_span = y.sub(part.row_start * WORD, ((n_tok - 1) * y_stride + part.n_rows) * WORD)
             reads = [part.view.sub(0, part.n_rows * rb), x_used] + ([y_span] if accumulate else [])
-            push = [part.n_rows, k, n_tok, part.view.offset, rb, x.word_offset, k,
-                    y.word_offset + part.row_start, n_rows, tiles_m]
+            push = [part.n_rows, k, n_tok, part.view.offset, rb, x.word_offset, x_stride,
+                    y.word_offset + part.row_start, y_stride, tiles_m]
             rec.dispatch(key, [part.view.buffer, x.buffer, y.buffer], (groups_x, groups_n, groups_z),
                          push=push, spec=tile.spec, reads=reads, writes=[y_span], label=f"{key.name}_{tile}")

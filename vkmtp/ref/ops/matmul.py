@@ -22,7 +22,8 @@ def matmul(weight: np.ndarray, ggml_type: int, n_rows: int, k: int, x: np.ndarra
         [n_tok, n_rows] float64.
     """
     xs = np.asarray(x, np.float32).reshape(n_tok, k)
-    return matvec(weight, ggml_type, n_rows, k, xs, np.asarray(y).reshape(n_tok, n_rows) if accumulate else None)
+    ys = np.asarray(y).reshape(n_tok, n_rows) if accumulate else None
+    return matvec(weight, ggml_type, n_rows, k, xs, ys)
 
 
 def matmul_error_bound(weight: np.ndarray, ggml_type: int, n_rows: int, k: int, x: np.ndarray, n_tok: int,
