@@ -24,8 +24,11 @@
 // Spec constants: 0 WG_SIZE (local_size_x, a multiple of LANES_PER_COLUMN), 1 HEAD_DIM (D),
 //   2 LANES_PER_COLUMN (power of two, <= HEAD_DIM).
 // Defines: REDUCE_SHUFFLE (subgroupShuffleXor butterfly; bit-identical to the default shared-memory
-//   butterfly), REDUCE_CLUSTERED (subgroupClusteredAdd). Both fall back to the shared-memory butterfly at run
-//   time when a column would not fit inside one subgroup (gl_SubgroupSize % LANES_PER_COLUMN != 0).
+//   butterfly), REDUCE_CLUSTERED (subgroupClusteredAdd). Lanes are numbered by gl_LocalInvocationIndex. At
+//   the start the shader checks, on integer sums, that the subgroup reduction over LANES_PER_COLUMN
+//   consecutive invocations really gives each column's sum on this driver (it does not when a column
+//   straddles subgroups, when the driver runs another width than it reports, or maps invocations to lanes
+//   differently); if not, the whole dispatch uses the shared-memory butterfly.
 // Dispatch: (ceil(D / COLS_PER_WG), n_head_v, Z). Workgroup z processes the sequences (runs of equal `seq`
 //   in the records) with run index r, r % Z == z, so any Z >= 1 is correct; Z = number of sequences in the
 //   step gives one sequence per workgroup. Tokens whose seq >= n_slots are skipped (nothing written).
@@ -69,6 +72,7 @@ layout(push_constant) uniform Push {
 } p;
 
 shared vec3 red[WG_SIZE];
+shared uint subgroup_ok;
 
 // Butterfly over the LANES_PER_COLUMN lanes of a column: at step s every lane adds its partner's value
 // (lane ^ s). Both partners compute the same sum (a + b == b + a), so all lanes end with identical bits,
@@ -130,16 +134,60 @@ float softplus(float x) {
     return x > 20.0 ? x : log1p_accurate(exp(x));
 }
 
-void main() {
 #if defined(REDUCE_SHUFFLE) || defined(REDUCE_CLUSTERED)
-    // Columns must sit inside one subgroup for the subgroup reductions; number lanes by subgroup so that
-    // holds whatever the driver's lane-to-subgroup mapping is. Uniform over the workgroup.
-    const bool use_subgroup = gl_SubgroupSize % LANES_PER_COLUMN == 0 && WG_SIZE % gl_SubgroupSize == 0;
-    const uint lin = use_subgroup ? gl_SubgroupID * gl_SubgroupSize + gl_SubgroupInvocationID
-                                  : gl_LocalInvocationIndex;
+uint lane_hash(uint i) {
+    return (i + 1u) * 2654435761u;
+}
+
+uint subgroup_column_sum(uint v) {
+#if defined(REDUCE_SHUFFLE)
+    for (uint s = 1; s < LANES_PER_COLUMN; s <<= 1) {
+        v += subgroupShuffleXor(v, s);
+    }
+#else
+    switch (LANES_PER_COLUMN) {
+        case 2: v = subgroupClusteredAdd(v, 2); break;
+        case 4: v = subgroupClusteredAdd(v, 4); break;
+        case 8: v = subgroupClusteredAdd(v, 8); break;
+        case 16: v = subgroupClusteredAdd(v, 16); break;
+        case 32: v = subgroupClusteredAdd(v, 32); break;
+        case 64: v = subgroupClusteredAdd(v, 64); break;
+        case 128: v = subgroupClusteredAdd(v, 128); break;
+        default: break;
+    }
+#endif
+    return v;
+}
+
+// True when the subgroup reduction sums exactly the LANES_PER_COLUMN invocations lin - lin % L ... + L - 1
+// in every column of the workgroup (checked on hashed integers, exact). Uniform over the workgroup.
+bool subgroup_reduction_works(uint lin) {
+    const uint got = subgroup_column_sum(lane_hash(lin));
+    const uint base = lin - lin % LANES_PER_COLUMN;
+    uint want = 0u;
+    for (uint i = 0; i < LANES_PER_COLUMN; ++i) {
+        want += lane_hash(base + i);
+    }
+    if (lin == 0) {
+        subgroup_ok = 1u;
+    }
+    memoryBarrierShared();
+    barrier();
+    if (got != want) {
+        subgroup_ok = 0u;
+    }
+    memoryBarrierShared();
+    barrier();
+    return subgroup_ok == 1u;
+}
+#endif
+
+void main() {
+    const uint lin = gl_LocalInvocationIndex;
+#if defined(REDUCE_SHUFFLE) || defined(REDUCE_CLUSTERED)
+    const bool use_subgroup = LANES_PER_COLUMN > 1 && subgroup_reduction_works(lin);
 #else
     const bool use_subgroup = false;
-    const uint lin = gl_LocalInvocationIndex;
 #endif
     const uint lane = lin % LANES_PER_COLUMN;
     const uint j = gl_WorkGroupID.x * COLS_PER_WG + lin / LANES_PER_COLUMN;

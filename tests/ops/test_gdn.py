@@ -3,7 +3,11 @@ slots per step, snapshots, prefill-length steps, and bit-exact batch invariance.
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -13,9 +17,9 @@ from vkmtp.ops.gdn import GatedDeltaNet, available_variants
 from vkmtp.ref.ops.gdn import gated_delta_net
 
 EPS = 1e-6
-# f32 kernel vs float64 reference: per-token state error stays ~1e-7 relative (the update is a contraction);
-# outputs are O(|v|) ~ 1.
-ATOL, RTOL = 2e-5, 2e-5
+# f32 kernel vs float64 reference. Outputs are ~0.1 (unit q times 1/sqrt(D)); measured max error 5e-8 on 256
+# tokens. States are O(1); measured max error 3e-7 (the update is a contraction, errors do not grow).
+OUT_ATOL, STATE_ATOL, RTOL = 5e-7, 2e-6, 1e-5
 
 
 @dataclass
@@ -49,7 +53,9 @@ def make_layer(rng, seqs, h_k, h_v, d, n_slots, n_snap=0) -> Layer:
     stride = (2 * h_k + h_v) * d + 5
     qkv = rng.standard_normal((n, stride)).astype(np.float32)
     gates = rng.standard_normal((n, 2 * h_v + 3)).astype(np.float32)
-    gates[:, h_v: 2 * h_v] *= 3.0   # alpha: reach both softplus branches' ranges
+    gates[:, h_v: 2 * h_v] *= 3.0
+    gates[0, h_v] = 25.0            # softplus above its threshold 20 (identity branch)
+    gates[-1, 2 * h_v - 1] = -30.0  # softplus of a tiny exp: log1p precision
     params = np.concatenate([-np.exp(rng.uniform(-2, 1.5, h_v)), rng.uniform(-1, 1, h_v)]).astype(np.float32)
     state = (0.3 * rng.standard_normal((n_slots, h_v, d, d))).astype(np.float32)
     snaps = (np.full((n_slots, n_snap, h_v, d, d), -7.0, np.float32) if n_snap else None)
@@ -107,10 +113,10 @@ def run_gdn(device, op: GatedDeltaNet, layer: Layer, n_seqs: int = 1, steps=None
 def check_against_reference(device, op, layer, n_seqs=1):
     got_out, got_state, got_snaps = run_gdn(device, op, layer, n_seqs)
     want_out, want_state, want_snaps = reference(layer)
-    assert_close("out", got_out, want_out, ATOL, RTOL)
-    assert_close("state", got_state, want_state, ATOL, RTOL)
+    assert_close("out", got_out, want_out, OUT_ATOL, RTOL)
+    assert_close("state", got_state, want_state, STATE_ATOL, RTOL)
     if got_snaps is not None:
-        assert_close("snapshots", got_snaps, want_snaps, ATOL, RTOL)
+        assert_close("snapshots", got_snaps, want_snaps, STATE_ATOL, RTOL)
     return got_out, got_state, got_snaps
 
 
@@ -205,8 +211,8 @@ def test_gdn_skips_tokens_of_slots_it_does_not_have(device):
     got_out, got_state, got_snaps = run_gdn(device, GatedDeltaNet(device, 16), layer, n_seqs=3)
     want_out, want_state, want_snaps = reference(layer)
     np.testing.assert_array_equal(got_out[2], 5.0)   # row of slot 7 untouched
-    assert_close("out", np.delete(got_out, 2, 0), np.delete(want_out, 2, 0), ATOL, RTOL)
-    assert_close("state", got_state, want_state, ATOL, RTOL)
+    assert_close("out", np.delete(got_out, 2, 0), np.delete(want_out, 2, 0), OUT_ATOL, RTOL)
+    assert_close("state", got_state, want_state, STATE_ATOL, RTOL)
 
 
 @pytest.mark.parametrize("n_tok,d,lanes_per_column", [(256, 32, 8), (64, 128, 8)])
@@ -247,3 +253,17 @@ def test_gdn_refuses_bad_configuration(device):
         rec.destroy()
     finally:
         ws.destroy()
+
+
+def test_gdn_survives_a_driver_that_misreports_its_subgroup_size(device):
+    """lavapipe at LP_NATIVE_VECTOR_WIDTH=1024 reports 32 lanes but runs 16-lane subgroups: every variant and
+    lane count must still be right (the subgroup variants detect it and use shared memory where needed)."""
+    if device.info.driver_name != "llvmpipe" or os.environ.get("LP_NATIVE_VECTOR_WIDTH"):
+        pytest.skip("only on lavapipe, from the default-width run")
+    env = dict(os.environ, LP_NATIVE_VECTOR_WIDTH="1024")
+    proc = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider", __file__,
+         "-k", "every_variant or lanes_equal or batch_invariance or real_shapes"],
+        cwd=Path(__file__).resolve().parents[2], env=env, capture_output=True, text=True, timeout=600)
+    tail = "\n".join((proc.stdout + proc.stderr).splitlines()[-15:])
+    assert proc.returncode == 0, f"gdn tests failed at LP_NATIVE_VECTOR_WIDTH=1024:\n{tail}"

@@ -4,15 +4,22 @@ Variant choice (reduction of a column's partial sums across its LANES_PER_COLUMN
   'shuffle'   subgroupShuffleXor butterfly (needs subgroup shuffle); bit-identical to 'shared'
   'clustered' subgroupClusteredAdd (needs subgroup arithmetic + clustered)
   'shared'    shared-memory butterfly; always available
-The subgroup variants fall back to the shared-memory butterfly inside the shader when a column does not fit in
-one subgroup at run time (gl_SubgroupSize % lanes_per_column != 0), so every legal lanes_per_column works on
-every subgroup size. Nothing here depends on the number of tokens: a token's result is bit-identical whether
-the step holds 1 or n tokens (batch invariance, tests/ops/test_gdn.py).
+Kompute cannot require a subgroup size or full subgroups, and drivers may run a different width than they
+report (lavapipe at LP_NATIVE_VECTOR_WIDTH=1024 reports 32 lanes and runs 16). So the subgroup variants number
+lanes by local invocation index and first check, on exact integer sums, that their reduction over
+lanes_per_column consecutive invocations really sums the column; if not (a column straddles subgroups, the
+width is not the reported one, lanes are mapped differently) the dispatch uses the shared-memory butterfly.
+Every legal lanes_per_column (power of two dividing head_dim and workgroup_size) therefore works on every
+device. (llama.cpp's reported L = 32 failure on gfx1150 used its whole-subgroup 'nocluster' path, which trusts
+the reported width and full subgroups; that this was the cause is our unconfirmed guess.)
+Nothing here depends on the number of tokens: a token's result is bit-identical whether the step holds 1 or n
+tokens (batch invariance, tests/ops/test_gdn.py).
 """
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 from vkmtp.device import Device, Recorder, ShaderKey, View
 from vkmtp.ops.row_views import power_of_two, rows_view, same_buffer, words_view
@@ -21,6 +28,59 @@ VARIANT_DEFINES = {"shared": {}, "shuffle": {"REDUCE_SHUFFLE": 1}, "clustered": 
 DEFAULT_LANES_PER_COLUMN = 8
 RECORD_WORDS = 4
 SHARED_BYTES_PER_LANE = 16   # one vec3 per invocation (padded to 16 B by most compilers)
+
+
+@dataclass(frozen=True)
+class GdnOperands:
+    """What gdn.comp and gdn_chunked.comp bind: buffers in binding order, push words, declared ranges."""
+
+    buffers: list
+    push: list
+    reads: list[View]
+    writes: list[View]
+
+
+def gdn_operands(head_dim: int, records: View, n_tokens: int, q: View, k: View, v: View, qkv_stride: int,
+                 b: View, alpha: View, gate_stride: int, ssm_a: View, dt_bias: View, state: View, out: View,
+                 out_stride: int, n_head_k: int, n_head_v: int, eps: float, snapshots: View | None,
+                 n_snap: int) -> GdnOperands:
+    """Check a GDN layer's operands (arguments as GatedDeltaNet.record) and build the dispatch words."""
+    d = head_dim
+    if n_tokens < 1:
+        raise ValueError("gdn: n_tokens must be >= 1")
+    if n_head_k < 1 or n_head_v % n_head_k:
+        raise ValueError(f"gdn: n_head_v {n_head_v} must be a multiple of n_head_k {n_head_k}")
+    same_buffer("gdn q/k/v", q, k, v)
+    same_buffer("gdn b/alpha", b, alpha)
+    same_buffer("gdn ssm_a/dt_bias", ssm_a, dt_bias)
+    head_state = n_head_v * d * d
+    n_slots = state.nbytes // (4 * head_state)
+    if n_slots < 1:
+        raise ValueError(f"gdn: state view of {state.nbytes} B holds no {head_state}-word state")
+    live = words_view(state, n_slots * head_state, "gdn state")
+    reads = [
+        words_view(records, n_tokens * RECORD_WORDS, "gdn records"),
+        rows_view(q, n_tokens, n_head_k * d, qkv_stride, "gdn q"),
+        rows_view(k, n_tokens, n_head_k * d, qkv_stride, "gdn k"),
+        rows_view(v, n_tokens, n_head_v * d, qkv_stride, "gdn v"),
+        rows_view(b, n_tokens, n_head_v, gate_stride, "gdn b"),
+        rows_view(alpha, n_tokens, n_head_v, gate_stride, "gdn alpha"),
+        words_view(ssm_a, n_head_v, "gdn ssm_a"),
+        words_view(dt_bias, n_head_v, "gdn dt_bias"),
+        live,
+    ]
+    writes = [live, rows_view(out, n_tokens, n_head_v * d, out_stride, "gdn out")]
+    if n_snap > 0:
+        if snapshots is None:
+            raise ValueError("gdn: n_snap > 0 needs a snapshots view")
+        writes.append(words_view(snapshots, n_slots * n_snap * head_state, "gdn snapshots"))
+    snap_view = snapshots if n_snap > 0 else live
+    push = [records.word_offset, n_tokens, q.word_offset, k.word_offset, v.word_offset, qkv_stride,
+            b.word_offset, alpha.word_offset, gate_stride, ssm_a.word_offset, dt_bias.word_offset,
+            state.word_offset, n_slots, snap_view.word_offset, max(n_snap, 0), out.word_offset,
+            out_stride, n_head_v, n_head_k, float(eps), float(1.0 / math.sqrt(d))]
+    buffers = [records.buffer, q.buffer, b.buffer, ssm_a.buffer, state.buffer, snap_view.buffer, out.buffer]
+    return GdnOperands(buffers, push, reads, writes)
 
 
 def available_variants(device: Device) -> list[str]:
@@ -104,42 +164,10 @@ class GatedDeltaNet:
                 of this step, written for m < n_snap.
             n_seqs: how many sequences the step holds at most (workgroups along z; any value >= 1 is correct).
         """
+        ops = gdn_operands(self.head_dim, records, n_tokens, q, k, v, qkv_stride, b, alpha, gate_stride,
+                           ssm_a, dt_bias, state, out, out_stride, n_head_k, n_head_v, eps, snapshots, n_snap)
         d = self.head_dim
-        if n_tokens < 1:
-            raise ValueError("gdn: n_tokens must be >= 1")
-        if n_head_k < 1 or n_head_v % n_head_k:
-            raise ValueError(f"gdn: n_head_v {n_head_v} must be a multiple of n_head_k {n_head_k}")
-        same_buffer("gdn q/k/v", q, k, v)
-        same_buffer("gdn b/alpha", b, alpha)
-        same_buffer("gdn ssm_a/dt_bias", ssm_a, dt_bias)
-        head_state = self.state_words(n_head_v)
-        n_slots = state.nbytes // (4 * head_state)
-        if n_slots < 1:
-            raise ValueError(f"gdn: state view of {state.nbytes} B holds no {head_state}-word state")
-        reads = [
-            words_view(records, n_tokens * RECORD_WORDS, "gdn records"),
-            rows_view(q, n_tokens, n_head_k * d, qkv_stride, "gdn q"),
-            rows_view(k, n_tokens, n_head_k * d, qkv_stride, "gdn k"),
-            rows_view(v, n_tokens, n_head_v * d, qkv_stride, "gdn v"),
-            rows_view(b, n_tokens, n_head_v, gate_stride, "gdn b"),
-            rows_view(alpha, n_tokens, n_head_v, gate_stride, "gdn alpha"),
-            words_view(ssm_a, n_head_v, "gdn ssm_a"),
-            words_view(dt_bias, n_head_v, "gdn dt_bias"),
-        ]
-        live = words_view(state, n_slots * head_state, "gdn state")
-        writes = [live, rows_view(out, n_tokens, n_head_v * d, out_stride, "gdn out")]
-        if n_snap > 0:
-            if snapshots is None:
-                raise ValueError("gdn: n_snap > 0 needs a snapshots view")
-            writes.append(words_view(snapshots, n_slots * n_snap * head_state, "gdn snapshots"))
-        snap_view = snapshots if n_snap > 0 else live
-        push = [records.word_offset, n_tokens, q.word_offset, k.word_offset, v.word_offset, qkv_stride,
-                b.word_offset, alpha.word_offset, gate_stride, ssm_a.word_offset, dt_bias.word_offset,
-                state.word_offset, n_slots, snap_view.word_offset, max(n_snap, 0), out.word_offset,
-                out_stride, n_head_v, n_head_k, float(eps), float(1.0 / math.sqrt(d))]
         groups = (-(-d // self.columns_per_workgroup), n_head_v, max(1, min(n_seqs, n_tokens, 65535)))
-        buffers = [records.buffer, q.buffer, b.buffer, ssm_a.buffer, state.buffer, snap_view.buffer,
-                   out.buffer]
-        rec.dispatch(self.key, buffers, groups, push=push, spec=self.spec, reads=reads + [live],
-                     writes=writes,
+        rec.dispatch(self.key, ops.buffers, groups, push=ops.push, spec=self.spec, reads=ops.reads,
+                     writes=ops.writes,
                      label=f"{self.key.name}[wg={self.workgroup_size},lanes={self.lanes_per_column}]")
