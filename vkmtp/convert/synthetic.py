@@ -146,7 +146,9 @@ def random_state_dict(spec: TinySpec, seed: int) -> dict[str, np.ndarray]:
     """All tensors of a random checkpoint, HF names and layouts, float32, including the MTP head."""
     init = _Init(seed)
     e = spec.n_embd
-    sd: dict[str, np.ndarray] = {"model.embed_tokens.weight": init.normal(spec.n_vocab, e)}
+    # a tied table doubles as the LM head: keep it small so logits stay O(1), like real tied models
+    embed_scale = 0.25 if spec.tied else 1.0
+    sd: dict[str, np.ndarray] = {"model.embed_tokens.weight": init.normal(spec.n_vocab, e, scale=embed_scale)}
     for i in range(spec.n_layer):
         prefix = f"model.layers.{i}."
         full = (i + 1) % spec.full_attention_interval == 0
@@ -216,3 +218,38 @@ def quantization_exact(state: dict[str, np.ndarray], block: int = 32) -> dict[st
 
 def with_sizes(spec: TinySpec, **changes: Any) -> TinySpec:
     return replace(spec, **changes)
+
+
+def save_state(path: str, state: dict[str, np.ndarray]) -> None:
+    """Store a (quantization_exact) state dict compactly: matrices as Q8_0 blocks, the rest as float32.
+
+    Lossless for the output of `quantization_exact`; `load_state` restores float32 arrays.
+    """
+    from gguf import GGMLQuantizationType, quants
+
+    arrays: dict[str, np.ndarray] = {}
+    for i, (name, value) in enumerate(state.items()):
+        if value.ndim >= 2 and value.shape[-1] % 32 == 0:
+            arrays[f"q8_0/{i}"] = quants.quantize(value.astype(np.float32), GGMLQuantizationType.Q8_0)
+        else:
+            arrays[f"f32/{i}"] = value.astype(np.float32)
+        arrays[f"shape/{i}"] = np.asarray(value.shape, dtype=np.int64)
+    arrays["names"] = np.asarray(list(state), dtype=np.str_)
+    np.savez(path, **arrays)
+
+
+def load_state(path: str) -> dict[str, np.ndarray]:
+    """Inverse of `save_state`."""
+    from gguf import GGMLQuantizationType, quants
+
+    with np.load(path) as data:
+        names = [str(n) for n in data["names"]]
+        out = {}
+        for i, name in enumerate(names):
+            shape = tuple(int(s) for s in data[f"shape/{i}"])
+            if f"q8_0/{i}" in data:
+                value = quants.dequantize(data[f"q8_0/{i}"], GGMLQuantizationType.Q8_0)
+            else:
+                value = data[f"f32/{i}"]
+            out[name] = np.asarray(value, dtype=STATE_DTYPE).reshape(shape)
+    return out
