@@ -9,8 +9,8 @@
 #ifndef VKMTP_TOKENS_GLSL
 #define VKMTP_TOKENS_GLSL
 #define TOK_WORDS 4u
-#define TOK_ID(t) (t * TOK_WORDS + 0u)
-#define TOK_POS(t) (t * TOK_WORDS + 1u)
-#define TOK_SEQ(t) (t * TOK_WORDS + 2u)
-#define TOK_FLAGS(t) (t * TOK_WORDS + 3u)
+#define TOK_ID(t) ((t) * TOK_WORDS + 0u)
+#define TOK_POS(t) ((t) * TOK_WORDS + 1u)
+#define TOK_SEQ(t) ((t) * TOK_WORDS + 2u)
+#define TOK_FLAGS(t) ((t) * TOK_WORDS + 3u)
 #endif

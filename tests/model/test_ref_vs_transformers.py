@@ -68,3 +68,28 @@ def test_mtp_head_matches_torch_module(tiny_gguf, variant):
 def test_fixture_records_its_generator(meta):
     assert meta["transformers"].startswith("5.")
     assert set(meta["variants"]) == {"dense", "moe"}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("variant", ["dense", "moe"])
+def test_fixture_regenerates_with_transformers(variant):
+    """Re-run transformers (and the torch MTP module) on the committed weights: the saved logits must come
+    back, so the fixture is what the tool says it is."""
+    pytest.importorskip("torch")
+    pytest.importorskip("transformers")
+    import importlib.util
+    import os
+
+    from vkmtp.convert.fixtures import variant_state
+
+    tool_path = os.path.join(os.path.dirname(__file__), "..", "..", "tools", "make_test_model.py")
+    spec = importlib.util.spec_from_file_location("make_test_model", tool_path)
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    hf_cfg, state = variant_state(FIXTURE_DIR, variant)
+    saved = reference_data(FIXTURE_DIR, variant)
+    fresh = tool.hf_reference(hf_cfg, state, saved["prompt_tokens"].tolist())
+    assert set(fresh) == set(saved)
+    for name, value in saved.items():
+        scale = max(1.0, float(np.abs(value).max()))
+        np.testing.assert_allclose(fresh[name], value, atol=1e-5 * scale, rtol=0, err_msg=name)

@@ -173,14 +173,14 @@ def random_state_dict(spec: TinySpec, seed: int) -> dict[str, np.ndarray]:
     return sd
 
 
-def align_for_mtp(state: dict[str, np.ndarray], spec: TinySpec, seed: int,
-                  embed_scale: float = 4.0, head_scale: float = 2.0) -> dict[str, np.ndarray]:
+def align_for_mtp(state: dict[str, np.ndarray], spec: TinySpec, seed: int, head_scale: float = 1.0,
+                  hidden_mix: float = 0.1, block_scale: float = 1.75) -> dict[str, np.ndarray]:
     """A copy of a dense, untied checkpoint whose trunk and MTP head both tend to follow a random successor
-    map t -> pi(t), so MTP drafts are often (not always) accepted.
+    map t -> pi(t), so MTP drafts are often, not always, accepted (about 60 % on the fixture).
 
-    The LM head row pi(t) points along token t's embedding, embeddings are scaled up so the residual stream
-    stays close to the current token's embedding, and the MTP fusion `fc` passes the embedding half through
-    (identity) with a small contribution from the hidden half.
+    The LM head row pi(t) points along token t's embedding; the MTP fusion `fc` passes the embedding half
+    through (identity) plus `hidden_mix` of the hidden half; the trunk's residual-branch outputs are scaled
+    by `block_scale`, which sets how often the trunk leaves the map (1.5: ~85 % accepted, 2.5: ~30 %).
     """
     if spec.moe or spec.tied:
         raise ValueError("align_for_mtp expects a dense checkpoint with an untied LM head")
@@ -193,8 +193,10 @@ def align_for_mtp(state: dict[str, np.ndarray], spec: TinySpec, seed: int,
     head = np.zeros_like(state["lm_head.weight"])
     head[successor] = head_scale * np.sqrt(e) * unit
     out["lm_head.weight"] = head.astype(STATE_DTYPE)
-    out["model.embed_tokens.weight"] = (embed_scale * embed).astype(STATE_DTYPE)
-    fc = np.concatenate([np.eye(e), 0.1 * rng.standard_normal((e, e)) / np.sqrt(e)], axis=1)
+    for name in state:      # residual-branch outputs: how far the blocks pull the stream off the embedding
+        if name.endswith(("o_proj.weight", "out_proj.weight", "down_proj.weight")) and name.startswith("model."):
+            out[name] = (block_scale * state[name]).astype(STATE_DTYPE)
+    fc = np.concatenate([np.eye(e), hidden_mix * rng.standard_normal((e, e)) / np.sqrt(e)], axis=1)
     out["mtp.fc.weight"] = fc.astype(STATE_DTYPE)
     out["mtp.pre_fc_norm_embedding.weight"] = np.zeros(e, STATE_DTYPE)
     out["mtp.norm.weight"] = state["model.norm.weight"].copy()

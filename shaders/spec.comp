@@ -1,0 +1,105 @@
+#version 450
+// Speculative-step bookkeeping on the GPU, so one submission drafts, verifies, accepts and rolls back without
+// the host in the loop (the host reads only the accepted token ids). One shader, three modes (#define):
+//
+// MODE_DRAFT_TOKEN  after draft step i: for each sequence s, tok = ids[s] (the MTP head's argmax);
+//                   valid[s*K + i] = (i == 0 || valid[s*K + i-1]) && (p_min <= 0 || p_top1 >= p_min), where
+//                   p_top1 = 1 / sum_j exp(topv[s*n_top + j] - topv[s*n_top]) over the draft's top-n_top logits
+//                   (llama.cpp: softmax over the top-10 candidates); tok becomes verify record s*V + i + 1 and,
+//                   when i + 1 < K, draft record (i+1, s).
+// MODE_ACCEPT       for each sequence s: m = number of leading drafts that are valid and equal the target's
+//                   argmax of the row before them (synthetic benchmark mode instead: u[s*K + j] < rate);
+//                   out[s*V + j] = token of row j for j <= m (a draft for j < m, the target's token at m);
+//                   accept[s] = m, n_valid[s] = number of valid drafts, sel[s] = {seq slot, m} (the snapshot
+//                   the state rollback (state_select.comp) copies back).
+// MODE_GATHER_ROW   dst[s][w] = src[(s*V + accept[s]) * width + w] for w < width (the hidden state of the last
+//                   accepted row becomes the next draft's input).
+//
+// Bindings: 0 step (uint words: records, ids, flags; host-visible step buffer)
+//           1 data (f32/uint words: top-k values for DRAFT_TOKEN, rows for GATHER_ROW)
+// Push constants (word offsets into the bound buffers; records are 4 words, see tokens.glsl):
+//   DRAFT_TOKEN: ids_off, topv_off, valid_off, vrec_off, drec_next_off, n_seq, K, i, n_top, p_min (f32)
+//   ACCEPT:      vids_off, valid_off, vrec_off, out_off, accept_off, nvalid_off, u_off, n_seq, K, rate (f32),
+//                sel_off
+//   GATHER_ROW:  accept_off, src_off, dst_off, n_seq, V, width
+// Spec constants: 0 BLOCK_SIZE
+// Dispatch: DRAFT_TOKEN / ACCEPT: ceil(n_seq / BLOCK_SIZE) x 1 x 1; GATHER_ROW: ceil(width / BLOCK_SIZE) x n_seq x 1
+#extension GL_GOOGLE_include_directive : require
+#include "tokens.glsl"
+
+layout(local_size_x_id = 0) in;
+layout(std430, binding = 0) buffer Step { uint step_words[]; };
+layout(std430, binding = 1) buffer Data { uint data_words[]; };
+
+#if defined(MODE_DRAFT_TOKEN)
+layout(push_constant) uniform Push {
+    uint ids_off; uint topv_off; uint valid_off; uint vrec_off; uint drec_next_off;
+    uint n_seq; uint K; uint i; uint n_top; uint p_min_bits;
+} p;
+
+void main() {
+    uint s = gl_GlobalInvocationID.x;
+    if (s >= p.n_seq) return;
+    uint tok = step_words[p.ids_off + s];
+    uint valid = (p.i == 0u) ? 1u : step_words[p.valid_off + s * p.K + p.i - 1u];
+    float p_min = uintBitsToFloat(p.p_min_bits);
+    if (p_min > 0.0 && p.n_top > 0u) {
+        float top = uintBitsToFloat(data_words[p.topv_off + s * p.n_top]);
+        float denom = 0.0;
+        for (uint j = 0u; j < p.n_top; j++) {
+            denom += exp(uintBitsToFloat(data_words[p.topv_off + s * p.n_top + j]) - top);
+        }
+        if (1.0 / denom < p_min) valid = 0u;
+    }
+    step_words[p.valid_off + s * p.K + p.i] = valid;
+    uint V = p.K + 1u;
+    step_words[p.vrec_off + TOK_ID(s * V + p.i + 1u)] = tok;
+    if (p.i + 1u < p.K) step_words[p.drec_next_off + TOK_ID(s)] = tok;
+}
+
+#elif defined(MODE_ACCEPT)
+layout(push_constant) uniform Push {
+    uint vids_off; uint valid_off; uint vrec_off; uint out_off; uint accept_off; uint nvalid_off; uint u_off;
+    uint n_seq; uint K; uint rate_bits; uint sel_off;
+} p;
+
+void main() {
+    uint s = gl_GlobalInvocationID.x;
+    if (s >= p.n_seq) return;
+    uint V = p.K + 1u;
+    float rate = uintBitsToFloat(p.rate_bits);
+    uint m = 0u;
+    bool go = true;
+    uint n_valid = 0u;
+    for (uint j = 0u; j < p.K; j++) {
+        bool valid = step_words[p.valid_off + s * p.K + j] != 0u;
+        if (valid) n_valid++;
+        uint draft = step_words[p.vrec_off + TOK_ID(s * V + j + 1u)];
+        bool ok = rate > 0.0 ? (uintBitsToFloat(data_words[p.u_off + s * p.K + j]) < rate)
+                             : (step_words[p.vids_off + s * V + j] == draft);
+        go = go && valid && ok;
+        if (go) {
+            step_words[p.out_off + s * V + j] = draft;
+            m++;
+        }
+    }
+    step_words[p.out_off + s * V + m] = step_words[p.vids_off + s * V + m];
+    step_words[p.accept_off + s] = m;
+    step_words[p.nvalid_off + s] = n_valid;
+    step_words[p.sel_off + 2u * s] = step_words[p.vrec_off + TOK_SEQ(s * V)];
+    step_words[p.sel_off + 2u * s + 1u] = m;
+}
+
+#elif defined(MODE_GATHER_ROW)
+layout(push_constant) uniform Push {
+    uint accept_off; uint src_off; uint dst_off; uint n_seq; uint V; uint width;
+} p;
+
+void main() {
+    uint w = gl_GlobalInvocationID.x;
+    uint s = gl_WorkGroupID.y;
+    if (w >= p.width || s >= p.n_seq) return;
+    uint row = s * p.V + step_words[p.accept_off + s];
+    data_words[p.dst_off + s * p.width + w] = data_words[p.src_off + row * p.width + w];
+}
+#endif

@@ -1,0 +1,139 @@
+"""FlashAttn (shaders/flash_attn.comp + flash_attn_reduce.comp) against vkmtp.ref.ops.flash_attn.
+
+K/V caches are filled with random rows for the positions the tokens may see and with NaN bytes elsewhere,
+so reading past a token's causal length shows up as NaN.
+"""
+
+import numpy as np
+import pytest
+
+from guarded import Packed, assert_close, token_records
+from vkmtp.ops.flash_attn import FlashAttn
+from vkmtp.ops.kv_layout import KvLayout
+from vkmtp.ops.strided import Strided
+from vkmtp.ref.ops.flash_attn import flash_attn
+from vkmtp.ref.ops.set_rows import decode_rows, encode_rows
+
+# f32 dot products, online softmax and exp() against float64; outputs are O(1) (unit-normal V)
+ATOL = 3e-5
+RTOL = 1e-4
+
+
+class Case:
+    """Packed q+gate [n_tok, H, 2, D] and K/V caches with NaN bytes in the rows no token may read."""
+
+    def __init__(self, rng, k_type, v_type, n_head, n_head_kv, head_dim, pos, seq, n_ctx, n_slots=1):
+        self.k_layout = KvLayout(k_type, n_head_kv, head_dim, n_ctx, n_slots)
+        self.v_layout = KvLayout(v_type, n_head_kv, head_dim, n_ctx, n_slots)
+        self.n_head, self.head_dim = n_head, head_dim
+        self.records = token_records(pos, seq)
+        n_tok = len(self.records)
+        self.qg = rng.normal(0, 1, (n_tok, n_head, 2, head_dim)).astype(np.float32)
+        self.qg[:, :, 0] *= 4.0  # sharper softmax than unit q
+        n_rows, width = self.k_layout.n_rows, n_head_kv * head_dim
+        visible = np.zeros(n_rows, bool)
+        for p_, s_ in zip(pos, seq):
+            visible[s_ * n_ctx: s_ * n_ctx + p_ + 1] = True
+        self.k_raw = encode_rows(rng.normal(0, 1, (n_rows, width)).astype(np.float32), k_type)
+        self.v_raw = encode_rows(rng.normal(0, 1, (n_rows, width)).astype(np.float32), v_type)
+        self.k_raw[~visible] = 0xFF
+        self.v_raw[~visible] = 0xFF
+        self.k = decode_rows(self.k_raw, k_type, width).reshape(n_rows, n_head_kv, head_dim)
+        self.v = decode_rows(self.v_raw, v_type, width).reshape(n_rows, n_head_kv, head_dim)
+
+    def reference(self, gated=True):
+        return flash_attn(self.records, self.qg[:, :, 0], self.k, self.v, self.k_layout.n_ctx,
+                          gate=self.qg[:, :, 1] if gated else None)
+
+    def run(self, device, sel=slice(None), gated=True, **knobs):
+        records, qg = self.records[sel], self.qg[sel]
+        n_tok = len(records)
+        fa = FlashAttn(device, self.n_head, self.k_layout, self.v_layout, **knobs)
+        d, h = self.head_dim, self.n_head
+        bufs = Packed(device, {"tok": records, "qg": qg, "k": self.k_raw, "v": self.v_raw,
+                               "out": n_tok * h * d * 4, "scratch": fa.scratch_bytes(n_tok)})
+        qv = bufs.view("qg")
+        q = Strided(qv, h * 2 * d, 2 * d)
+        gate = Strided(qv.sub(d * 4, qv.nbytes - d * 4), h * 2 * d, 2 * d) if gated else None
+        rec = device.recorder()
+        fa.record(rec, bufs.view("tok"), q, bufs.view("k"), bufs.view("v"), Strided.heads(bufs.view("out"), h, d),
+                  n_tok, bufs.view("scratch"), gate=gate)
+        rec.finish()
+        rec.run()
+        out = bufs.read("out").reshape(n_tok, h, d)
+        bufs.check_guards()
+        bufs.destroy()
+        return out
+
+
+@pytest.mark.lanes
+@pytest.mark.parametrize("k_type,v_type,n_head,n_head_kv,head_dim,pos", [
+    ("f16", "f16", 24, 4, 256, [299]),                 # Qwen3.6-27B decode
+    ("q8_0", "q8_0", 16, 2, 256, [197, 198, 199, 200]),  # Qwen3.6-35B-A3B verify of 4
+    ("f16", "q8_0", 8, 8, 64, [0, 1, 130]),            # MHA, a token at position 0
+    ("q8_0", "f16", 12, 4, 128, [60, 61, 62, 63, 64, 65, 66, 67]),
+])
+def test_decode_matches_reference(device, k_type, v_type, n_head, n_head_kv, head_dim, pos):
+    rng = np.random.default_rng(len(pos) * head_dim)
+    case = Case(rng, k_type, v_type, n_head, n_head_kv, head_dim, pos, [0] * len(pos), n_ctx=320)
+    assert_close(case.run(device, n_splits=3), case.reference(), ATOL, RTOL)
+
+
+@pytest.mark.lanes
+def test_tokens_of_two_sequences_in_one_batch(device):
+    rng = np.random.default_rng(1)
+    case = Case(rng, "f16", "f16", 6, 2, 128, pos=[40, 41, 7, 8, 9], seq=[1, 1, 0, 0, 0], n_ctx=64, n_slots=2)
+    assert_close(case.run(device, n_splits=2, chunk=64), case.reference(), ATOL, RTOL)
+
+
+@pytest.mark.parametrize("kv_type", ["f16", "q8_0"])
+def test_verify_batch_is_bit_identical_to_single_tokens(device, kv_type):
+    """MTP verify runs 1 + n_draft tokens; each must equal plain decode of that token alone."""
+    rng = np.random.default_rng(2)
+    pos = list(range(700, 708))
+    case = Case(rng, kv_type, kv_type, 24, 4, 256, pos, [0] * 8, n_ctx=720)
+    together = case.run(device, n_splits=4, chunk=128)
+    for t in range(8):
+        alone = case.run(device, sel=slice(t, t + 1), n_splits=4, chunk=128)
+        assert np.array_equal(alone[0], together[t]), f"token {t} differs alone vs in the verify batch"
+    assert_close(together, case.reference(), ATOL, RTOL)
+
+
+def test_prefill_q_tile_gives_the_decode_bits(device):
+    rng = np.random.default_rng(3)
+    pos = list(range(90, 110))
+    case = Case(rng, "q8_0", "f16", 16, 2, 256, pos, [0] * len(pos), n_ctx=128)
+    q_tile = FlashAttn.max_q_tile(device, 16, 2, 256)
+    assert q_tile >= 2
+    tiled = case.run(device, n_splits=1, q_tile=q_tile)
+    single = case.run(device, n_splits=1, q_tile=1)
+    assert np.array_equal(tiled, single)
+    assert_close(tiled, case.reference(), ATOL, RTOL)
+
+
+@pytest.mark.parametrize("n_splits,chunk", [(1, 64), (7, 64), (2, 192)])
+def test_split_settings_agree_with_reference(device, n_splits, chunk):
+    rng = np.random.default_rng(4)
+    case = Case(rng, "f16", "f16", 16, 2, 256, [450, 451], [0, 0], n_ctx=512)
+    assert_close(case.run(device, n_splits=n_splits, chunk=chunk, gated=False), case.reference(gated=False),
+                 ATOL, RTOL)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kv_type", ["f16", "q8_0"])
+def test_long_context_27b_decode(device, kv_type):
+    rng = np.random.default_rng(5)
+    case = Case(rng, kv_type, kv_type, 24, 4, 256, [4094, 4095], [0, 0], n_ctx=4096)
+    assert_close(case.run(device), case.reference(), ATOL, RTOL)
+
+
+def test_bad_configurations_are_refused(device):
+    layout = KvLayout("f16", 2, 256, n_ctx=64)
+    with pytest.raises(ValueError, match="multiple of n_head_kv"):
+        FlashAttn(device, 5, layout)
+    with pytest.raises(ValueError, match="chunk"):
+        FlashAttn(device, 4, layout, chunk=100)
+    with pytest.raises(ValueError, match="shared memory|exceed block_size"):
+        FlashAttn(device, 16, layout, q_tile=16)
+    with pytest.raises(ValueError, match="differ in shape"):
+        FlashAttn(device, 4, layout, KvLayout("f16", 2, 128, n_ctx=64))

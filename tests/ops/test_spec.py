@@ -1,0 +1,130 @@
+"""shaders/spec.comp against vkmtp.ref.ops.spec: draft tokens with the p-min cut, acceptance, row gather."""
+
+import numpy as np
+import pytest
+
+from vkmtp.ops.spec import SpecOps
+from vkmtp.ref.ops import spec as ref
+
+GUARD = 0xDEADBEEF
+
+
+class StepBuffer:
+    """Named uint regions of one host-visible buffer, with guard words after each."""
+
+    def __init__(self, device, sizes):
+        self.offsets, total = {}, 0
+        for name, n in sizes.items():
+            self.offsets[name] = (total, n)
+            total += n + 4
+        self.buf = device.buffer(total * 4, "host", "step")
+        self.words = self.buf.words()
+        self.words[:] = GUARD
+
+    def view(self, name):
+        off, n = self.offsets[name]
+        return self.buf.view(off * 4, n * 4)
+
+    def arr(self, name, dtype=np.uint32):
+        off, n = self.offsets[name]
+        return self.words[off: off + n].view(dtype)
+
+    def guards_intact(self):
+        return all((self.words[off + n: off + n + 4] == GUARD).all() for off, n in self.offsets.values())
+
+
+@pytest.mark.lanes
+@pytest.mark.parametrize("n_seq,K", [(1, 1), (1, 3), (3, 3), (2, 7)])
+@pytest.mark.parametrize("p_min", [0.0, 0.4])
+def test_draft_tokens_and_accept_match_reference(device, n_seq, K, p_min):
+    rng = np.random.default_rng(n_seq * 10 + K)
+    V, n_top = K + 1, 10
+    step = StepBuffer(device, {"ids": n_seq, "topv": n_seq * n_top, "valid": n_seq * K,
+                               "vrec": n_seq * V * 4, "drec": K * n_seq * 4, "vids": n_seq * V,
+                               "out": n_seq * V, "accept": n_seq, "nvalid": n_seq, "sel": 2 * n_seq})
+    vrec = step.arr("vrec").reshape(n_seq, V, 4)
+    vrec[:] = 0
+    vrec[:, :, 2] = np.arange(n_seq)[:, None] + 5  # sequence slots
+    vrec[:, 0, 0] = rng.integers(0, 100, n_seq)
+    ops = SpecOps(device)
+    valid_ref = np.zeros((n_seq, K), np.uint32)
+    vtok_ref = vrec[:, :, 0].copy()
+    for i in range(K):
+        ids = rng.integers(0, 6, n_seq).astype(np.uint32)
+        topv = -np.sort(rng.exponential(1.5, (n_seq, n_top)).astype(np.float32), axis=1)
+        step.arr("ids")[:] = ids
+        step.arr("topv", np.float32)[:] = topv.ravel()
+        rec = device.recorder()
+        nxt = step.view("drec").sub(((i + 1) % K) * n_seq * 16, n_seq * 16)
+        ops.record_draft_token(rec, step.view("ids"), step.view("valid"), step.view("vrec"), nxt, n_seq, K, i,
+                               top_values=step.view("topv"), n_top=n_top, p_min=p_min)
+        rec.finish()
+        rec.run()
+        nd = np.zeros(n_seq, np.uint32)
+        ref.draft_token(ids, valid_ref, vtok_ref, nd, K, i, topv, p_min)
+        np.testing.assert_array_equal(step.arr("valid").reshape(n_seq, K)[:, : i + 1], valid_ref[:, : i + 1])
+        np.testing.assert_array_equal(vrec[:, :, 0], vtok_ref)
+        if i + 1 < K:
+            np.testing.assert_array_equal(step.arr("drec").reshape(K, n_seq, 4)[i + 1, :, 0], ids)
+    # target argmax: agree with the drafts for a random prefix
+    vids = rng.integers(0, 6, (n_seq, V)).astype(np.uint32)
+    for s in range(n_seq):
+        agree = rng.integers(0, V)
+        vids[s, :agree] = vtok_ref[s, 1: agree + 1]
+    step.arr("vids")[:] = vids.ravel()
+    rec = device.recorder()
+    ops.record_accept(rec, step.view("vids"), step.view("valid"), step.view("vrec"), step.view("out"),
+                      step.view("accept"), step.view("nvalid"), step.view("sel"), n_seq, K)
+    rec.finish()
+    rec.run()
+    out_ref, acc_ref, nvalid_ref = ref.accept(vids, valid_ref, vtok_ref)
+    acc = step.arr("accept")
+    np.testing.assert_array_equal(acc, acc_ref)
+    np.testing.assert_array_equal(step.arr("nvalid"), nvalid_ref)
+    np.testing.assert_array_equal(step.arr("sel").reshape(n_seq, 2), np.stack([np.arange(n_seq) + 5, acc_ref], 1))
+    out = step.arr("out").reshape(n_seq, V)
+    for s in range(n_seq):
+        np.testing.assert_array_equal(out[s, : acc[s] + 1], out_ref[s, : acc_ref[s] + 1])
+    assert step.guards_intact()
+    step.buf.destroy()
+
+
+def test_synthetic_acceptance_uses_the_uniforms(device):
+    n_seq, K = 2, 3
+    V = K + 1
+    step = StepBuffer(device, {"vids": n_seq * V, "valid": n_seq * K, "vrec": n_seq * V * 4, "out": n_seq * V,
+                               "accept": n_seq, "nvalid": n_seq, "u": n_seq * K, "sel": 2 * n_seq})
+    step.arr("valid")[:] = 1
+    step.arr("vrec")[:] = 7
+    step.arr("vids")[:] = 9          # never equal to the drafts: greedy would accept nothing
+    u = np.array([[0.1, 0.5, 0.95], [0.9, 0.1, 0.1]], np.float32)
+    step.arr("u", np.float32)[:] = u.ravel()
+    rec = device.recorder()
+    SpecOps(device).record_accept(rec, step.view("vids"), step.view("valid"), step.view("vrec"),
+                                  step.view("out"), step.view("accept"), step.view("nvalid"),
+                                  step.view("sel"), n_seq, K,
+                                  uniforms=step.view("u"), synthetic_rate=0.8)
+    rec.finish()
+    rec.run()
+    np.testing.assert_array_equal(step.arr("accept"), [2, 0])
+    step.buf.destroy()
+
+
+@pytest.mark.lanes
+def test_gather_row_picks_the_accepted_row(device):
+    n_seq, V, width = 3, 4, 70
+    data = device.buffer((n_seq * V * width + n_seq * width + 8) * 4, "device", "rows")
+    src = data.view(0, n_seq * V * width * 4)
+    dst = data.view(n_seq * V * width * 4, n_seq * width * 4)
+    rows = np.random.default_rng(0).standard_normal((n_seq * V, width)).astype(np.float32)
+    device.upload(src, rows)
+    step = StepBuffer(device, {"accept": n_seq})
+    step.arr("accept")[:] = [3, 0, 2]
+    rec = device.recorder()
+    SpecOps(device).record_gather_row(rec, step.view("accept"), src, dst, n_seq, V, width)
+    rec.finish()
+    rec.run()
+    got = device.read(dst).reshape(n_seq, width)
+    np.testing.assert_array_equal(got, ref.gather_row(np.array([3, 0, 2]), rows, V))
+    data.destroy()
+    step.buf.destroy()

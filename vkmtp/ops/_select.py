@@ -1,0 +1,33 @@
+"""Variant choices shared by the op wrappers: subgroup or shared-memory reductions, workgroup sizes."""
+
+from __future__ import annotations
+
+
+def use_subgroup(device, requested: bool | None) -> bool:
+    """Subgroup arithmetic when the device reports it (or as requested); refuse a request it cannot serve."""
+    has = device.info.has_subgroup_arithmetic
+    if requested is None:
+        return has
+    if requested and not has:
+        raise ValueError(f"device '{device.info.name}' reports no subgroup arithmetic operations")
+    return requested
+
+
+def check_block_size(block_size: int, device, power_of_two: bool = True) -> int:
+    """A workgroup size that is a multiple of the subgroup size and within the device's limit."""
+    sub = max(device.info.subgroup_size, 1)
+    limit = device.info.max_workgroup_invocations or 1024
+    if block_size < 1 or block_size > limit:
+        raise ValueError(f"workgroup size {block_size} outside 1..{limit}")
+    if power_of_two and block_size & (block_size - 1):
+        raise ValueError(f"workgroup size {block_size} must be a power of two")
+    if block_size % sub and block_size >= sub:
+        raise ValueError(f"workgroup size {block_size} is not a multiple of the subgroup size {sub}")
+    return block_size
+
+
+def fold_groups(n: int, limit: int = 65535) -> tuple[int, int]:
+    """(x, y) group counts covering n workgroups with x <= limit (shaders use x + y * num_groups.x)."""
+    if n < 1:
+        raise ValueError("nothing to dispatch")
+    return min(n, limit), -(-n // limit)

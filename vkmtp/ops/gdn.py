@@ -1,0 +1,145 @@
+"""Wrapper of shaders/gdn.comp: the recurrent Gated DeltaNet update for a step of 1..T tokens.
+
+Variant choice (reduction of a column's partial sums across its LANES_PER_COLUMN lanes):
+  'shuffle'   subgroupShuffleXor butterfly (needs subgroup shuffle); bit-identical to 'shared'
+  'clustered' subgroupClusteredAdd (needs subgroup arithmetic + clustered)
+  'shared'    shared-memory butterfly; always available
+The subgroup variants fall back to the shared-memory butterfly inside the shader when a column does not fit in
+one subgroup at run time (gl_SubgroupSize % lanes_per_column != 0), so every legal lanes_per_column works on
+every subgroup size. Nothing here depends on the number of tokens: a token's result is bit-identical whether
+the step holds 1 or n tokens (batch invariance, tests/ops/test_gdn.py).
+"""
+
+from __future__ import annotations
+
+import math
+
+from vkmtp.device import Device, Recorder, ShaderKey, View
+from vkmtp.ops.row_views import power_of_two, rows_view, same_buffer, words_view
+
+VARIANT_DEFINES = {"shared": {}, "shuffle": {"REDUCE_SHUFFLE": 1}, "clustered": {"REDUCE_CLUSTERED": 1}}
+DEFAULT_LANES_PER_COLUMN = 8
+RECORD_WORDS = 4
+SHARED_BYTES_PER_LANE = 16   # one vec3 per invocation (padded to 16 B by most compilers)
+
+
+def available_variants(device: Device) -> list[str]:
+    """The reduction variants this device can run, preferred first."""
+    info = device.info
+    out = []
+    if info.has_subgroup_shuffle:
+        out.append("shuffle")
+    if info.has_subgroup_arithmetic and info.has_subgroup_clustered:
+        out.append("clustered")
+    out.append("shared")
+    return out
+
+
+class GatedDeltaNet:
+    """Records the delta-rule update of one GDN layer for the tokens of a step.
+
+    Args:
+        device: the Device.
+        head_dim: D (= d_k = d_v).
+        lanes_per_column: lanes sharing one value column (power of two <= head_dim); default 8.
+        variant: 'shuffle' | 'clustered' | 'shared'; default the first of available_variants(device).
+        workgroup_size: invocations per workgroup (a multiple of lanes_per_column); default
+            max(64, subgroup size), capped at lanes_per_column * head_dim.
+    """
+
+    def __init__(self, device: Device, head_dim: int = 128, lanes_per_column: int | None = None,
+                 variant: str | None = None, workgroup_size: int | None = None):
+        info = device.info
+        if lanes_per_column is None:
+            lanes_per_column = min(DEFAULT_LANES_PER_COLUMN, head_dim)
+        lanes = int(lanes_per_column)
+        if not power_of_two(lanes) or lanes > head_dim or head_dim % lanes:
+            raise ValueError(f"gdn: lanes_per_column {lanes} must be a power of two dividing "
+                             f"head_dim {head_dim}")
+        variant = variant or available_variants(device)[0]
+        if variant not in VARIANT_DEFINES:
+            raise ValueError(f"gdn: unknown variant {variant!r} (one of {sorted(VARIANT_DEFINES)})")
+        if variant not in available_variants(device):
+            raise ValueError(f"gdn: variant {variant!r} needs subgroup operations this device lacks "
+                             f"({info.name}: {info.subgroup_ops})")
+        if workgroup_size is None:
+            workgroup_size = min(max(64, info.subgroup_size, lanes), lanes * head_dim)
+        if workgroup_size % lanes or workgroup_size > info.max_workgroup_invocations:
+            raise ValueError(f"gdn: workgroup_size {workgroup_size} must be a multiple of lanes_per_column "
+                             f"{lanes} and <= {info.max_workgroup_invocations}")
+        if workgroup_size * SHARED_BYTES_PER_LANE > info.max_shared_memory:
+            raise ValueError(f"gdn: workgroup_size {workgroup_size} needs more shared memory than "
+                             f"{info.max_shared_memory} B")
+        self.device = device
+        self.head_dim = head_dim
+        self.lanes_per_column = lanes
+        self.variant = variant
+        self.workgroup_size = workgroup_size
+        self.key = ShaderKey.make("gdn.comp", **VARIANT_DEFINES[variant])
+        self.spec = [workgroup_size, head_dim, lanes]
+
+    @property
+    def columns_per_workgroup(self) -> int:
+        return self.workgroup_size // self.lanes_per_column
+
+    def state_words(self, n_head_v: int) -> int:
+        """f32 words of one slot's state (all value heads)."""
+        return n_head_v * self.head_dim * self.head_dim
+
+    def record(self, rec: Recorder, records: View, n_tokens: int, q: View, k: View, v: View, qkv_stride: int,
+               b: View, alpha: View, gate_stride: int, ssm_a: View, dt_bias: View, state: View, out: View,
+               out_stride: int, n_head_k: int, n_head_v: int, eps: float,
+               snapshots: View | None = None, n_snap: int = 0, n_seqs: int = 1) -> None:
+        """Record one dispatch for `n_tokens` tokens.
+
+        Args:
+            records: per-token records {token_id, pos, seq, flags} of the step (only seq is read).
+            q, k: row 0 of the conv output's q / k part, [n_tokens][qkv_stride] f32, n_head_k * D each.
+            v: row 0 of the v part, n_head_v * D per row, same buffer and stride as q and k.
+            b, alpha: row 0 of the raw beta / alpha projections, [n_tokens][gate_stride] f32 (one buffer).
+            ssm_a, dt_bias: [n_head_v] f32 (one buffer).
+            state: live states, [n_slots][n_head_v][D (j)][D (i)] f32; n_slots = its size / one state.
+            out: row 0 of o, [n_tokens][out_stride] f32, n_head_v * D per row.
+            snapshots: [n_slots][n_snap][n_head_v][D][D] f32; snapshot m = state after the sequence's token m
+                of this step, written for m < n_snap.
+            n_seqs: how many sequences the step holds at most (workgroups along z; any value >= 1 is correct).
+        """
+        d = self.head_dim
+        if n_tokens < 1:
+            raise ValueError("gdn: n_tokens must be >= 1")
+        if n_head_k < 1 or n_head_v % n_head_k:
+            raise ValueError(f"gdn: n_head_v {n_head_v} must be a multiple of n_head_k {n_head_k}")
+        same_buffer("gdn q/k/v", q, k, v)
+        same_buffer("gdn b/alpha", b, alpha)
+        same_buffer("gdn ssm_a/dt_bias", ssm_a, dt_bias)
+        head_state = self.state_words(n_head_v)
+        n_slots = state.nbytes // (4 * head_state)
+        if n_slots < 1:
+            raise ValueError(f"gdn: state view of {state.nbytes} B holds no {head_state}-word state")
+        reads = [
+            words_view(records, n_tokens * RECORD_WORDS, "gdn records"),
+            rows_view(q, n_tokens, n_head_k * d, qkv_stride, "gdn q"),
+            rows_view(k, n_tokens, n_head_k * d, qkv_stride, "gdn k"),
+            rows_view(v, n_tokens, n_head_v * d, qkv_stride, "gdn v"),
+            rows_view(b, n_tokens, n_head_v, gate_stride, "gdn b"),
+            rows_view(alpha, n_tokens, n_head_v, gate_stride, "gdn alpha"),
+            words_view(ssm_a, n_head_v, "gdn ssm_a"),
+            words_view(dt_bias, n_head_v, "gdn dt_bias"),
+        ]
+        live = words_view(state, n_slots * head_state, "gdn state")
+        writes = [live, rows_view(out, n_tokens, n_head_v * d, out_stride, "gdn out")]
+        if n_snap > 0:
+            if snapshots is None:
+                raise ValueError("gdn: n_snap > 0 needs a snapshots view")
+            writes.append(words_view(snapshots, n_slots * n_snap * head_state, "gdn snapshots"))
+        snap_view = snapshots if n_snap > 0 else live
+        push = [records.word_offset, n_tokens, q.word_offset, k.word_offset, v.word_offset, qkv_stride,
+                b.word_offset, alpha.word_offset, gate_stride, ssm_a.word_offset, dt_bias.word_offset,
+                state.word_offset, n_slots, snap_view.word_offset, max(n_snap, 0), out.word_offset,
+                out_stride, n_head_v, n_head_k, float(eps), float(1.0 / math.sqrt(d))]
+        groups = (-(-d // self.columns_per_workgroup), n_head_v, max(1, min(n_seqs, n_tokens, 65535)))
+        buffers = [records.buffer, q.buffer, b.buffer, ssm_a.buffer, state.buffer, snap_view.buffer,
+                   out.buffer]
+        rec.dispatch(self.key, buffers, groups, push=push, spec=self.spec, reads=reads + [live],
+                     writes=writes,
+                     label=f"{self.key.name}[wg={self.workgroup_size},lanes={self.lanes_per_column}]")

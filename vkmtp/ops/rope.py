@@ -1,0 +1,78 @@
+"""Per-head RMSNorm + partial NEOX RoPE, to f32 or straight into the KV cache (shaders/rope.comp).
+
+Qwen3.5 full attention: q_h <- RoPE(RMSNorm(q_h; q_norm)) in place inside attn_q's packed q+gate output, and
+k_h <- RoPE(RMSNorm(k_h; k_norm)) written directly into K-cache row seq * n_ctx + pos (llama.cpp fuses the
+same RMS_NORM, MUL, ROPE, SET_ROWS chain). Mirrors vkmtp.ref.ops.rope.rope.
+"""
+
+from __future__ import annotations
+
+import math
+
+from vkmtp.device import WORD, ShaderKey, View
+from vkmtp.ops._select import check_block_size, use_subgroup
+from vkmtp.ops.kv_layout import KvLayout
+from vkmtp.ops.set_rows import check_cache, check_tokens
+from vkmtp.ops.strided import Strided
+
+
+class Rope:
+    """Rotate dims [0, n_rot) of each head (pairs j, j + n_rot/2) by pos * freq_base^(-2j/n_rot).
+
+    Args:
+        head_dim: values per head (64, 128, 256 ...).
+        n_rot: rotated dims (even, <= head_dim; 0 = no rotation). Qwen3.5: 64.
+        freq_base: rope.freq_base (Qwen3.5: 1e7).
+        eps: RMSNorm epsilon when a norm weight is passed to record*.
+        subgroup: subgroup reduction for the norm (None: where the device reports it).
+    """
+
+    def __init__(self, device, head_dim: int, n_rot: int, freq_base: float = 1e7, eps: float = 1e-6,
+                 block_size: int = 64, subgroup: bool | None = None):
+        if n_rot % 2 or not 0 <= n_rot <= head_dim:
+            raise ValueError(f"n_rot {n_rot} must be even and within head_dim {head_dim}")
+        if freq_base <= 0:
+            raise ValueError(f"rope freq_base {freq_base} must be positive")
+        self.device = device
+        self.head_dim = head_dim
+        self.n_rot = n_rot
+        self.log2_base = math.log2(freq_base)
+        self.eps = float(eps)
+        self.block_size = check_block_size(block_size, device)
+        self.subgroup = use_subgroup(device, subgroup)
+
+    def record(self, rec, tokens: View, x: Strided, y: Strided, n_tok: int, n_head: int,
+               norm_weight: View | None = None) -> None:
+        """x [n_tok, n_head, head_dim] -> y (f32, same shape; y may be x: in place)."""
+        y.check("rope y", n_tok, n_head, self.head_dim)
+        self._dispatch(rec, tokens, x, n_tok, n_head, norm_weight, None, y.view,
+                       [y.offset, y.tok_stride, y.head_stride, 0])
+
+    def record_to_cache(self, rec, tokens: View, x: Strided, cache: View, layout: KvLayout, n_tok: int,
+                        norm_weight: View | None = None) -> None:
+        """x [n_tok, n_head_kv, head_dim] -> cache rows seq * n_ctx + pos (f16 or Q8_0)."""
+        if layout.head_dim != self.head_dim:
+            raise ValueError(f"cache head_dim {layout.head_dim} != rope head_dim {self.head_dim}")
+        check_cache(cache, layout, "rope cache")
+        self._dispatch(rec, tokens, x, n_tok, layout.n_head_kv, norm_weight, layout.store_define, cache,
+                       [cache.word_offset, layout.row_words, layout.head_words, layout.n_ctx])
+
+    def _dispatch(self, rec, tokens, x, n_tok, n_head, norm_weight, store_define, out, out_push) -> None:
+        x.check("rope x", n_tok, n_head, self.head_dim)
+        records = check_tokens(tokens, n_tok)
+        defines = {}
+        if store_define:
+            defines[store_define] = 1
+        if norm_weight is not None:
+            if norm_weight.nbytes < self.head_dim * WORD:
+                raise ValueError(f"rope norm weight of {norm_weight.nbytes} B is shorter than head_dim")
+            defines["NORM"] = 1
+            if self.subgroup:
+                defines["USE_SUBGROUP"] = 1
+        w = norm_weight or x.view
+        push = [tokens.word_offset, *x.push(), w.word_offset, *out_push, self.n_rot, float(self.log2_base),
+                self.eps]
+        rec.dispatch(ShaderKey.make("rope.comp", **defines),
+                     [tokens.buffer, x.buffer, w.buffer, out.buffer], (n_head, n_tok, 1), push=push,
+                     spec=[self.block_size, self.head_dim],
+                     reads=[records, x.view] + ([norm_weight] if norm_weight is not None else []), writes=[out])

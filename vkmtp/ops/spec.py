@@ -1,0 +1,92 @@
+"""Speculative-step bookkeeping on the GPU (shaders/spec.comp): draft tokens, accept decision, row gather.
+
+With these three dispatches inside the recorded step, drafting, verification, acceptance and rollback run in
+one queue submission; the host reads only `accept` and the accepted token ids. Mirrors vkmtp.ref.ops.spec.
+"""
+
+from __future__ import annotations
+
+from vkmtp.device import ShaderKey, View
+
+RECORD_WORDS = 4
+BLOCK = 64
+
+
+def _words(view: View, n: int, what: str) -> View:
+    if view.nbytes < 4 * n:
+        raise ValueError(f"spec {what}: view of {view.nbytes} B holds fewer than {n} words")
+    return view.sub(0, 4 * n)
+
+
+class SpecOps:
+    """Records the three spec.comp modes. `K` = draft depth (n_max), `V = K + 1` verify rows per sequence."""
+
+    def __init__(self, device):
+        self.device = device
+
+    def record_draft_token(self, rec, ids: View, valid: View, verify_records: View, next_draft_records: View,
+                           n_seq: int, K: int, i: int, top_values: View | None = None, n_top: int = 0,
+                           p_min: float = 0.0) -> None:
+        """After draft step i: ids [n_seq] (uint argmax of the MTP logits) -> verify record row i+1 of each
+        sequence and draft records (i+1) [n_seq]; valid [n_seq, K] flags (p_min cut on top_values
+        [n_seq, n_top] f32, sorted descending)."""
+        if not 0 <= i < K:
+            raise ValueError(f"draft step {i} outside 0..{K - 1}")
+        V = K + 1
+        data = top_values if top_values is not None else ids
+        writes = [_words(valid, n_seq * K, "valid"), _words(verify_records, n_seq * V * RECORD_WORDS, "verify")]
+        if i + 1 < K:
+            writes.append(_words(next_draft_records, n_seq * RECORD_WORDS, "draft records"))
+        reads = [_words(ids, n_seq, "ids")] + ([_words(top_values, n_seq * n_top, "top values")]
+                                                if top_values is not None and n_top else [])
+        step = ids.buffer
+        for v in (valid, verify_records, next_draft_records):
+            if v.buffer is not step:
+                raise ValueError("spec: ids, valid and records must live in the one step buffer")
+        push = [ids.word_offset, data.word_offset, valid.word_offset, verify_records.word_offset,
+                next_draft_records.word_offset, n_seq, K, i, n_top if top_values is not None else 0,
+                float(p_min)]
+        rec.dispatch(ShaderKey.make("spec.comp", MODE_DRAFT_TOKEN=1), [step, data.buffer],
+                     (-(-n_seq // BLOCK), 1, 1), push=push, spec=[BLOCK], reads=reads, writes=writes,
+                     label=f"spec_draft_token{i}")
+
+    def record_accept(self, rec, verify_ids: View, valid: View, verify_records: View, out_ids: View,
+                      accept: View, n_valid: View, select: View, n_seq: int, K: int,
+                      uniforms: View | None = None, synthetic_rate: float = 0.0) -> None:
+        """Greedy acceptance (or synthetic, with uniforms [n_seq, K] f32 in the step buffer):
+        accept [n_seq] = m, out_ids [n_seq, V] = accepted drafts + the target's token at m,
+        select [n_seq] = {seq slot, m} pairs for the state rollback (vkmtp.ops.state_select)."""
+        V = K + 1
+        u = uniforms if uniforms is not None else verify_ids
+        step = verify_ids.buffer
+        for v in (valid, verify_records, out_ids, accept, n_valid, select, u):
+            if v.buffer is not step:
+                raise ValueError("spec: accept operands must live in the one step buffer")
+        if synthetic_rate > 0 and uniforms is None:
+            raise ValueError("spec: synthetic acceptance needs uniforms")
+        reads = [_words(verify_ids, n_seq * V, "verify ids"), _words(valid, n_seq * K, "valid"),
+                 _words(verify_records, n_seq * V * RECORD_WORDS, "verify records")]
+        if uniforms is not None:
+            reads.append(_words(uniforms, n_seq * K, "uniforms"))
+        writes = [_words(out_ids, n_seq * V, "out ids"), _words(accept, n_seq, "accept"),
+                  _words(n_valid, n_seq, "n_valid"), _words(select, 2 * n_seq, "select")]
+        push = [verify_ids.word_offset, valid.word_offset, verify_records.word_offset, out_ids.word_offset,
+                accept.word_offset, n_valid.word_offset, u.word_offset, n_seq, K, float(synthetic_rate),
+                select.word_offset]
+        rec.dispatch(ShaderKey.make("spec.comp", MODE_ACCEPT=1), [step, step], (-(-n_seq // BLOCK), 1, 1),
+                     push=push, spec=[BLOCK], reads=reads, writes=writes, label="spec_accept")
+
+    def record_gather_row(self, rec, accept: View, src: View, dst: View, n_seq: int, V: int, width: int) -> None:
+        """dst [n_seq, width] = src [n_seq * V, width] row (s * V + accept[s]) (f32 or uint words)."""
+        if src.buffer is not dst.buffer:
+            raise ValueError("spec gather: src and dst must share a buffer")
+        reads = [_words(accept, n_seq, "accept"), _words(src, n_seq * V * width, "src")]
+        writes = [_words(dst, n_seq * width, "dst")]
+        push = [accept.word_offset, src.word_offset, dst.word_offset, n_seq, V, width]
+        rec.dispatch(ShaderKey.make("spec.comp", MODE_GATHER_ROW=1), [accept.buffer, src.buffer],
+                     (-(-width // BLOCK), n_seq, 1), push=push, spec=[BLOCK], reads=reads, writes=writes,
+                     label="spec_gather_row")
+
+
+def shader_variants() -> list[ShaderKey]:
+    return [ShaderKey.make("spec.comp", **{m: 1}) for m in ("MODE_DRAFT_TOKEN", "MODE_ACCEPT", "MODE_GATHER_ROW")]

@@ -1,0 +1,46 @@
+"""NumPy reference of shaders/spec.comp (same argument order as vkmtp.ops.spec.SpecOps)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def draft_token(ids: np.ndarray, valid: np.ndarray, verify_tokens: np.ndarray, next_draft_tokens: np.ndarray,
+                K: int, i: int, top_values: np.ndarray | None = None, p_min: float = 0.0) -> None:
+    """In place. ids [S]; valid [S, K] uint; verify_tokens [S, K+1]; next_draft_tokens [S]."""
+    for s in range(len(ids)):
+        ok = 1 if i == 0 else int(valid[s, i - 1])
+        if p_min > 0 and top_values is not None:
+            tv = np.asarray(top_values[s], dtype=np.float32)
+            p_top1 = 1.0 / np.sum(np.exp(tv - tv[0]))
+            if p_top1 < p_min:
+                ok = 0
+        valid[s, i] = ok
+        verify_tokens[s, i + 1] = ids[s]
+        if i + 1 < K:
+            next_draft_tokens[s] = ids[s]
+
+
+def accept(verify_ids: np.ndarray, valid: np.ndarray, verify_tokens: np.ndarray,
+           uniforms: np.ndarray | None = None, rate: float = 0.0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """verify_ids [S, V]; valid [S, K]; verify_tokens [S, V] (row 0 = last token, rows 1.. = drafts).
+    Returns out_ids [S, V] (only the first m+1 meaningful), accept [S], n_valid [S]."""
+    S, V = verify_ids.shape
+    K = V - 1
+    out = np.zeros((S, V), dtype=np.uint32)
+    acc = np.zeros(S, dtype=np.uint32)
+    n_valid = valid.astype(bool).sum(axis=1).astype(np.uint32)
+    for s in range(S):
+        m = 0
+        while m < K and valid[s, m] and (uniforms[s, m] < rate if rate > 0 else
+                                         verify_ids[s, m] == verify_tokens[s, m + 1]):
+            out[s, m] = verify_tokens[s, m + 1]
+            m += 1
+        out[s, m] = verify_ids[s, m]
+        acc[s] = m
+    return out, acc, n_valid
+
+
+def gather_row(accept: np.ndarray, src: np.ndarray, V: int) -> np.ndarray:
+    """src [S*V, width] -> [S, width] rows s*V + accept[s]."""
+    return np.stack([src[s * V + int(accept[s])] for s in range(len(accept))])
