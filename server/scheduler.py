@@ -310,12 +310,12 @@ class Scheduler:
 
     def _sleep(self) -> None:
         engine, self._engine = self._engine, None
-        self.sleeping = True
-        self.n_sleeps += 1
         engine.close()
         del engine
         gc.collect()
         self.stats.set_engine_bytes(0)
+        self.n_sleeps += 1
+        self.sleeping = True
         log.info("idle for %.1f s: engine closed (sleeping)", self.sleep_idle_seconds)
 
     def _wake(self) -> bool:

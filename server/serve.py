@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import logging
 
 import uvicorn
@@ -25,4 +26,5 @@ def serve(config: ServerConfig, model_path: str, backend: str, alias: str | None
             raise RuntimeError(f"the Vulkan engine is not available in this build ({exc}); "
                                f"use --backend reference") from None
     app = create_app(config, info, lambda: load_engine(model_path, config.engine, backend))
+    gc.freeze()   # start-up objects live forever: the collection at each sleep then only walks engine garbage
     uvicorn.run(app, host=config.host, port=config.port, log_level=log_level, timeout_graceful_shutdown=5)

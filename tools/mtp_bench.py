@@ -122,8 +122,9 @@ def format_line(r: dict) -> str:
             f"acc={r['draft_n_accepted']:>4} rate={rate} tok/s={r['predicted_per_second']:.1f}")
 
 
-def run(url: str, args: argparse.Namespace, out=sys.stdout) -> dict:
+def run(url: str, args: argparse.Namespace, out=None) -> dict:
     """Send the prompts to one server; print a line per prompt and the aggregate."""
+    out = out or sys.stdout
     print(f"{url}:", file=out)
     results = []
     for name, prompt in PROMPTS[:args.prompts]:
@@ -140,8 +141,9 @@ def _ratio(b: float | None, a: float | None) -> str:
     return f"{b / a:.2f}x" if a and b is not None else "n/a"
 
 
-def compare(a: dict, b: dict, out=sys.stdout) -> list[dict]:
+def compare(a: dict, b: dict, out=None) -> list[dict]:
     """Per-prompt and aggregate tok/s ratios of run b over run a, and acceptance of each."""
+    out = out or sys.stdout
     rows = []
     print(f"\nComparison ({b.get('url', 'B')} / {a.get('url', 'A')}):", file=out)
     print(f"  {'prompt':<18} {'tok/s A':>9} {'tok/s B':>9} {'B/A':>7} {'acc A':>7} {'acc B':>7}", file=out)

@@ -3,30 +3,15 @@
 from __future__ import annotations
 
 import os
-import socket
-import threading
-import time
-from dataclasses import replace
 
-import httpx
 import pytest
 import tokenizers
-import uvicorn
 
-from server.app import create_app
-from server.config import ServerConfig
-from server.model_info import ModelInfo
+from tests.server.live_server import LiveServer, server_config
 from vkmtp.convert.fixtures import FIXTURE_DIR, variant_state
 from vkmtp.convert.vocab import CHATML_TEMPLATE
 from vkmtp.convert.writer import write_gguf
-from vkmtp.engine.api import EngineConfig
-from vkmtp.engine.reference import ReferenceEngine
-from vkmtp.sampling import SamplingParams
-from vkmtp.spec import SpecConfig
 from vkmtp.tokenizer_export import metadata_from_tokenizers
-
-N_CTX = 256
-GREEDY = SamplingParams(temperature=0.0)
 
 
 @pytest.fixture(scope="session")
@@ -42,57 +27,6 @@ def tiny_model(tmp_path_factory) -> str:
     return path
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class LiveServer:
-    """create_app(...) under a real uvicorn in a background thread."""
-
-    def __init__(self, config: ServerConfig, model_path: str, factory=None):
-        self.config = replace(config, port=free_port())
-        self.info = ModelInfo.load(model_path, alias="tiny")
-        self.app = create_app(self.config, self.info,
-                              factory or (lambda: ReferenceEngine(model_path, self.config.engine)))
-        self.url = f"http://127.0.0.1:{self.config.port}"
-        self._server = uvicorn.Server(uvicorn.Config(self.app, host="127.0.0.1", port=self.config.port,
-                                                     log_level="warning", lifespan="on"))
-        self._thread = threading.Thread(target=self._server.run, daemon=True)
-
-    @property
-    def ctx(self):
-        return self.app.state.ctx
-
-    def start(self, wait_ready: bool = True) -> "LiveServer":
-        self._thread.start()
-        deadline = time.monotonic() + 30
-        while not self._server.started:
-            if time.monotonic() > deadline or not self._thread.is_alive():
-                raise RuntimeError("uvicorn did not start")
-            time.sleep(0.01)
-        if wait_ready:
-            self.wait_ready()
-        return self
-
-    def wait_ready(self, timeout: float = 30) -> None:
-        deadline = time.monotonic() + timeout
-        while httpx.get(self.url + "/health").status_code != 200:
-            if time.monotonic() > deadline:
-                raise RuntimeError("the server never became ready")
-            time.sleep(0.02)
-
-    def stop(self) -> None:
-        self._server.should_exit = True
-        self._thread.join(30)
-
-
-def server_config(n_slots: int = 1, mtp: bool = True, **changes) -> ServerConfig:
-    engine = EngineConfig(n_ctx=N_CTX, n_slots=n_slots, ubatch=32, spec=SpecConfig(enabled=mtp, n_max=3))
-    return ServerConfig(engine=engine, sampling=changes.pop("sampling", GREEDY), **changes)
-
-
 @pytest.fixture(scope="session")
 def mtp_server(tiny_model):
     """Two slots, MTP on, greedy by default."""
@@ -103,7 +37,7 @@ def mtp_server(tiny_model):
 
 @pytest.fixture(scope="session")
 def plain_server(tiny_model):
-    """One slot, MTP off (--no-mtp)."""
-    srv = LiveServer(server_config(n_slots=1, mtp=False), tiny_model).start()
+    """One slot, MTP off (--no-mtp), 256 KiB body limit."""
+    srv = LiveServer(server_config(n_slots=1, mtp=False, max_body_bytes=256 * 1024), tiny_model).start()
     yield srv
     srv.stop()
