@@ -88,8 +88,13 @@ def _internal_error(request, exc: Exception):
 def create_app(config: ServerConfig, info: ModelInfo, engine_factory: Callable[[], Engine]) -> FastAPI:
     """The server app for one model; `engine_factory` builds the engine (again after each sleep)."""
     stats = StatsBook()
-    scheduler = Scheduler(engine_factory, config.engine.n_slots, stats, max_queue=config.max_queue,
-                          sleep_idle_seconds=config.sleep_idle_seconds)
+    scheduler = Scheduler(
+        engine_factory,
+        config.engine.n_slots,
+        stats,
+        max_queue=config.max_queue,
+        sleep_idle_seconds=config.sleep_idle_seconds,
+    )
     ctx = ServerContext(config, info, scheduler, stats, Metrics(stats), int(time.time()))
 
     @asynccontextmanager

@@ -29,7 +29,7 @@ class ServerContext:
     scheduler: Scheduler
     stats: StatsBook
     metrics: Metrics
-    started: int                       # unix time the server started
+    started: int  # unix time the server started
 
     @property
     def speculative(self) -> bool:
@@ -41,7 +41,9 @@ def context_of(request: Request) -> ServerContext:
     return request.app.state.ctx
 
 
-def api_handler(handler: Callable[[Request], Awaitable[Response]]) -> Callable[[Request], Awaitable[Response]]:
+def api_handler(
+    handler: Callable[[Request], Awaitable[Response]],
+) -> Callable[[Request], Awaitable[Response]]:
     """Turn ApiError into its JSON error response and anything unexpected into a 500 without a traceback."""
 
     @functools.wraps(handler)
@@ -85,8 +87,9 @@ async def read_json(request: Request, limit: int) -> dict[str, Any]:
     try:
         data = json.loads(text, parse_constant=_reject_constant)
     except json.JSONDecodeError as exc:
-        raise bad_request(f"invalid JSON in the request body: {exc.msg} at line {exc.lineno} "
-                          f"column {exc.colno}") from None
+        raise bad_request(
+            f"invalid JSON in the request body: {exc.msg} at line {exc.lineno} " f"column {exc.colno}"
+        ) from None
     except RecursionError:
         raise bad_request("invalid JSON in the request body: nested too deeply") from None
     except ValueError as exc:

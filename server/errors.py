@@ -1,7 +1,7 @@
 """Errors in OpenAI's shape `{"error": {"code", "message", "type"}}`, as llama-server sends them.
 
-Every failure a client can cause becomes an `ApiError` with a 4xx status and a message naming the field and the
-problem; anything else becomes a 500 with a one-line message (the traceback goes to the server log only).
+Every failure a client can cause becomes an `ApiError` with a 4xx status and a message naming the field
+and the problem; anything else becomes a 500 with a one-line message (the traceback goes to the server log).
 """
 
 from __future__ import annotations
@@ -25,8 +25,14 @@ EXCEED_CONTEXT = "exceed_context_size_error"
 class ApiError(Exception):
     """An error response: HTTP status, llama-server error type, message and optional extra fields."""
 
-    def __init__(self, status: int, message: str, type_: str = INVALID_REQUEST, headers: dict | None = None,
-                 **extra: Any):
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        type_: str = INVALID_REQUEST,
+        headers: dict | None = None,
+        **extra: Any,
+    ):
         super().__init__(message)
         self.status = status
         self.message = message
@@ -51,9 +57,15 @@ def loading() -> ApiError:
 
 def prompt_too_long(n_prompt: int, n_ctx: int) -> ApiError:
     """llama-server's answer to a prompt that does not fit the slot's context."""
-    return ApiError(400, f"the request exceeds the available context size ({n_prompt} prompt tokens, the "
-                         f"context holds {n_ctx} per slot including at least one generated token), "
-                         f"try increasing it", EXCEED_CONTEXT, n_prompt_tokens=n_prompt, n_ctx=n_ctx)
+    return ApiError(
+        400,
+        f"the request exceeds the available context size ({n_prompt} prompt tokens, the "
+        f"context holds {n_ctx} per slot including at least one generated token), "
+        f"try increasing it",
+        EXCEED_CONTEXT,
+        n_prompt_tokens=n_prompt,
+        n_ctx=n_ctx,
+    )
 
 
 def describe_validation_error(exc: ValidationError) -> str:

@@ -26,25 +26,38 @@ def sse(obj: Any) -> str:
 SSE_DONE = "data: [DONE]\n\n"
 
 
-def generation_settings(params: SamplingParams, n_predict: int, stop: list[str], spec: SpecConfig,
-                        speculative: bool, n_ctx: int) -> dict[str, Any]:
+def generation_settings(
+    params: SamplingParams, n_predict: int, stop: list[str], spec: SpecConfig, speculative: bool, n_ctx: int
+) -> dict[str, Any]:
     """llama-server's `generation_settings` / slot `params` block."""
     return {
-        "n_predict": n_predict, "seed": -1 if params.seed is None else params.seed,
-        "temperature": params.temperature, "top_k": params.top_k, "top_p": params.top_p, "min_p": params.min_p,
-        "repeat_last_n": params.repeat_last_n, "repeat_penalty": params.repeat_penalty,
-        "presence_penalty": params.presence_penalty, "frequency_penalty": params.frequency_penalty,
-        "stop": list(stop), "n_ctx": n_ctx,
-        "speculative.n_max": spec.n_max, "speculative.n_min": spec.n_min, "speculative.p_min": spec.p_min,
+        "n_predict": n_predict,
+        "seed": -1 if params.seed is None else params.seed,
+        "temperature": params.temperature,
+        "top_k": params.top_k,
+        "top_p": params.top_p,
+        "min_p": params.min_p,
+        "repeat_last_n": params.repeat_last_n,
+        "repeat_penalty": params.repeat_penalty,
+        "presence_penalty": params.presence_penalty,
+        "frequency_penalty": params.frequency_penalty,
+        "stop": list(stop),
+        "n_ctx": n_ctx,
+        "speculative.n_max": spec.n_max,
+        "speculative.n_min": spec.n_min,
+        "speculative.p_min": spec.p_min,
         "speculative.types": "none,draft-mtp" if speculative else "none",
     }
 
 
 def usage(outcome: Outcome) -> dict[str, Any]:
     n_completion = len(outcome.tokens)
-    return {"completion_tokens": n_completion, "prompt_tokens": outcome.n_prompt,
-            "total_tokens": outcome.n_prompt + n_completion,
-            "prompt_tokens_details": {"cached_tokens": outcome.n_cached}}
+    return {
+        "completion_tokens": n_completion,
+        "prompt_tokens": outcome.n_prompt,
+        "total_tokens": outcome.n_prompt + n_completion,
+        "prompt_tokens_details": {"cached_tokens": outcome.n_cached},
+    }
 
 
 class Formatter(ABC):
@@ -81,11 +94,20 @@ class ChatFormatter(Formatter):
         self.include_usage = include_usage
 
     def _envelope(self, choices: list, **extra: Any) -> dict:
-        return {"choices": choices, "created": self.created, "id": self.id, "model": self.model,
-                "system_fingerprint": SYSTEM_FINGERPRINT, "object": "chat.completion.chunk", **extra}
+        return {
+            "choices": choices,
+            "created": self.created,
+            "id": self.id,
+            "model": self.model,
+            "system_fingerprint": SYSTEM_FINGERPRINT,
+            "object": "chat.completion.chunk",
+            **extra,
+        }
 
     def start(self) -> Iterator[dict]:
-        yield self._envelope([{"finish_reason": None, "index": 0, "delta": {"role": "assistant", "content": None}}])
+        yield self._envelope(
+            [{"finish_reason": None, "index": 0, "delta": {"role": "assistant", "content": None}}]
+        )
 
     def chunk(self, chunk: Chunk) -> Iterator[dict]:
         if chunk.text:
@@ -95,16 +117,24 @@ class ChatFormatter(Formatter):
         if outcome.text:
             yield self._envelope([{"finish_reason": None, "index": 0, "delta": {"content": outcome.text}}])
         timings = outcome.timings.to_json()
-        yield self._envelope([{"finish_reason": outcome.finish_reason, "index": 0, "delta": {}}], timings=timings)
+        yield self._envelope(
+            [{"finish_reason": outcome.finish_reason, "index": 0, "delta": {}}], timings=timings
+        )
         if self.include_usage:
             yield self._envelope([], usage=usage(outcome), timings=timings)
 
     def response(self, outcome: Outcome) -> dict:
         message = {"role": "assistant", "content": outcome.content}
-        return {"choices": [{"finish_reason": outcome.finish_reason, "index": 0, "message": message}],
-                "created": self.created, "model": self.model, "system_fingerprint": SYSTEM_FINGERPRINT,
-                "object": "chat.completion", "usage": usage(outcome), "id": self.id,
-                "timings": outcome.timings.to_json()}
+        return {
+            "choices": [{"finish_reason": outcome.finish_reason, "index": 0, "message": message}],
+            "created": self.created,
+            "model": self.model,
+            "system_fingerprint": SYSTEM_FINGERPRINT,
+            "object": "chat.completion",
+            "usage": usage(outcome),
+            "id": self.id,
+            "timings": outcome.timings.to_json(),
+        }
 
 
 class CompletionFormatter(Formatter):
@@ -115,8 +145,15 @@ class CompletionFormatter(Formatter):
         self.include_usage = include_usage
 
     def _envelope(self, choices: list, **extra: Any) -> dict:
-        return {"choices": choices, "created": self.created, "id": self.id, "model": self.model,
-                "system_fingerprint": SYSTEM_FINGERPRINT, "object": "text_completion", **extra}
+        return {
+            "choices": choices,
+            "created": self.created,
+            "id": self.id,
+            "model": self.model,
+            "system_fingerprint": SYSTEM_FINGERPRINT,
+            "object": "text_completion",
+            **extra,
+        }
 
     @staticmethod
     def _choice(text: str, finish_reason: str | None) -> dict:
@@ -133,8 +170,11 @@ class CompletionFormatter(Formatter):
             yield self._envelope([], usage=usage(outcome), timings=timings)
 
     def response(self, outcome: Outcome) -> dict:
-        body = self._envelope([self._choice(outcome.content, outcome.finish_reason)], usage=usage(outcome),
-                              timings=outcome.timings.to_json())
+        body = self._envelope(
+            [self._choice(outcome.content, outcome.finish_reason)],
+            usage=usage(outcome),
+            timings=outcome.timings.to_json(),
+        )
         return body
 
 
@@ -152,8 +192,14 @@ class LlamaFormatter(Formatter):
 
     def chunk(self, chunk: Chunk) -> Iterator[dict]:
         self.n_sent += len(chunk.ids)
-        yield {"index": 0, "content": chunk.text, "tokens": chunk.ids, "stop": False, "id_slot": -1,
-               "tokens_predicted": self.n_sent}
+        yield {
+            "index": 0,
+            "content": chunk.text,
+            "tokens": chunk.ids,
+            "stop": False,
+            "id_slot": -1,
+            "tokens_predicted": self.n_sent,
+        }
 
     def final_chunks(self, outcome: Outcome) -> Iterator[dict]:
         body = self.response(outcome)
@@ -164,10 +210,20 @@ class LlamaFormatter(Formatter):
     def response(self, outcome: Outcome) -> dict:
         n_predicted = len(outcome.tokens)
         return {
-            "index": 0, "content": outcome.content, "tokens": outcome.tokens if self.return_tokens else [],
-            "id_slot": outcome.id_slot, "stop": True, "model": self.model, "tokens_predicted": n_predicted,
-            "tokens_evaluated": outcome.n_prompt, "generation_settings": self.settings,
-            "prompt": self.prompt_text, "has_new_line": "\n" in outcome.content, "truncated": False,
-            "stop_type": outcome.stop_type, "stopping_word": outcome.stopping_word,
-            "tokens_cached": outcome.n_prompt + max(n_predicted - 1, 0), "timings": outcome.timings.to_json(),
+            "index": 0,
+            "content": outcome.content,
+            "tokens": outcome.tokens if self.return_tokens else [],
+            "id_slot": outcome.id_slot,
+            "stop": True,
+            "model": self.model,
+            "tokens_predicted": n_predicted,
+            "tokens_evaluated": outcome.n_prompt,
+            "generation_settings": self.settings,
+            "prompt": self.prompt_text,
+            "has_new_line": "\n" in outcome.content,
+            "truncated": False,
+            "stop_type": outcome.stop_type,
+            "stopping_word": outcome.stopping_word,
+            "tokens_cached": outcome.n_prompt + max(n_predicted - 1, 0),
+            "timings": outcome.timings.to_json(),
         }

@@ -15,12 +15,19 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 from server.context import ServerContext, context_of, read_request
 from server.errors import ApiError, bad_request, prompt_too_long
-from server.formats import (ChatFormatter, CompletionFormatter, Formatter, LlamaFormatter, generation_settings,
-                            sse)
+from server.formats import (
+    ChatFormatter,
+    CompletionFormatter,
+    Formatter,
+    LlamaFormatter,
+    generation_settings,
+    sse,
+)
 from server.scheduler import Chunk, Job, Outcome
 from server.schemas import ChatRequest, CompletionRequest, GenerationFields, LlamaCompletionRequest
 from server.text import TextStream, prompt_ids, render_chat
 from vkmtp.engine.api import Request as EngineRequest
+
 
 async def chat_completions(request: Request) -> Response:
     ctx = context_of(request)
@@ -46,8 +53,14 @@ async def llama_completion(request: Request) -> Response:
     ctx = context_of(request)
     body = await read_request(request, LlamaCompletionRequest)
     ids = _prompt_ids(ctx, body.prompt, allow_mixed=True)
-    settings = generation_settings(_sampling(ctx, body), ctx.config.token_budget(body.n_predict), body.stop,
-                                   ctx.config.engine.spec, ctx.speculative, ctx.config.engine.n_ctx)
+    settings = generation_settings(
+        _sampling(ctx, body),
+        ctx.config.token_budget(body.n_predict),
+        body.stop,
+        ctx.config.engine.spec,
+        ctx.speculative,
+        ctx.config.engine.n_ctx,
+    )
     formatter = LlamaFormatter(ctx.info.alias, ctx.info.tokenizer.decode(ids), settings, body.return_tokens)
     return await _generate(request, ctx, body, ids, body.n_predict, formatter)
 
@@ -68,23 +81,37 @@ def _sampling(ctx: ServerContext, body: GenerationFields):
         raise bad_request(str(exc)) from None
 
 
-async def _generate(request: Request, ctx: ServerContext, body: GenerationFields, ids: list[int],
-                    budget: int | None, formatter: Formatter) -> Response:
+async def _generate(
+    request: Request,
+    ctx: ServerContext,
+    body: GenerationFields,
+    ids: list[int],
+    budget: int | None,
+    formatter: Formatter,
+) -> Response:
     n_ctx = ctx.config.engine.n_ctx
     if not ids:
         raise bad_request("the prompt is empty (it has no tokens)")
     if len(ids) >= n_ctx:
         raise prompt_too_long(len(ids), n_ctx)
     eog = frozenset() if body.ignore_eos else ctx.info.tokenizer.eog_ids
-    engine_request = EngineRequest(ids, _sampling(ctx, body), max_tokens=ctx.config.token_budget(budget),
-                                   stop_ids=eog, cache_prompt=body.cache_prompt)
+    engine_request = EngineRequest(
+        ids,
+        _sampling(ctx, body),
+        max_tokens=ctx.config.token_budget(budget),
+        stop_ids=eog,
+        cache_prompt=body.cache_prompt,
+    )
     job = Job(engine_request, TextStream(ctx.info.tokenizer, body.stop), asyncio.get_running_loop())
     ctx.scheduler.submit(job)
     if body.stream:
-        return StreamingResponse(_stream(ctx, job, formatter), media_type="text/event-stream",
-                                 headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+        return StreamingResponse(
+            _stream(ctx, job, formatter),
+            media_type="text/event-stream",
+            headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+        )
     outcome = await _wait(request, ctx, job)
-    if outcome is None:       # the client is gone; nobody reads this
+    if outcome is None:  # the client is gone; nobody reads this
         return Response(status_code=499)
     return JSONResponse(formatter.response(outcome))
 

@@ -32,7 +32,7 @@ async def tokenize(request: Request) -> Response:
         data = tok.token_bytes(token_id)
         try:
             piece: str | list[int] = data.decode("utf-8")
-        except UnicodeDecodeError:        # part of a character: llama-server sends the raw bytes
+        except UnicodeDecodeError:  # part of a character: llama-server sends the raw bytes
             piece = list(data)
         pieces.append({"id": token_id, "piece": piece})
     return JSONResponse({"tokens": pieces})
@@ -73,27 +73,46 @@ async def models(request: Request) -> Response:
 
 
 def _default_settings(ctx) -> dict:
-    return generation_settings(ctx.config.sampling, ctx.config.n_predict, [], ctx.config.engine.spec,
-                               ctx.speculative, ctx.config.engine.n_ctx)
+    return generation_settings(
+        ctx.config.sampling,
+        ctx.config.n_predict,
+        [],
+        ctx.config.engine.spec,
+        ctx.speculative,
+        ctx.config.engine.n_ctx,
+    )
 
 
 async def props(request: Request) -> Response:
     ctx = context_of(request)
     tok = ctx.info.tokenizer
-    piece = lambda i: "" if i is None else tok.token_to_piece(i, render_special=True)   # noqa: E731
-    return JSONResponse({
-        "default_generation_settings": {"n_ctx": ctx.config.engine.n_ctx, "params": _default_settings(ctx)},
-        "total_slots": ctx.config.engine.n_slots, "model_path": ctx.info.path, "model_alias": ctx.info.alias,
-        "chat_template": ctx.info.template.source, "bos_token": piece(tok.bos_id), "eos_token": piece(tok.eos_id),
-        "modalities": {"vision": False, "audio": False}, "build_info": BUILD_INFO,
-        "is_sleeping": ctx.scheduler.sleeping,
-    })
+    piece = lambda i: "" if i is None else tok.token_to_piece(i, render_special=True)  # noqa: E731
+    return JSONResponse(
+        {
+            "default_generation_settings": {
+                "n_ctx": ctx.config.engine.n_ctx,
+                "params": _default_settings(ctx),
+            },
+            "total_slots": ctx.config.engine.n_slots,
+            "model_path": ctx.info.path,
+            "model_alias": ctx.info.alias,
+            "chat_template": ctx.info.template.source,
+            "bos_token": piece(tok.bos_id),
+            "eos_token": piece(tok.eos_id),
+            "modalities": {"vision": False, "audio": False},
+            "build_info": BUILD_INFO,
+            "is_sleeping": ctx.scheduler.sleeping,
+        }
+    )
 
 
 async def slots(request: Request) -> Response:
     ctx = context_of(request)
     active = ctx.scheduler.active_jobs()
-    if request.query_params.get("fail_on_no_slot") in ("1", "true") and len(active) >= ctx.config.engine.n_slots:
+    if (
+        request.query_params.get("fail_on_no_slot") in ("1", "true")
+        and len(active) >= ctx.config.engine.n_slots
+    ):
         raise ApiError(503, "no slot available", UNAVAILABLE)
     out = []
     for index in range(ctx.config.engine.n_slots):
@@ -103,14 +122,31 @@ async def slots(request: Request) -> Response:
             params, n_decoded, n_remain = _default_settings(ctx), 0, -1
         else:
             req = seq.request
-            params = generation_settings(req.params, req.max_tokens, job.text.stops, ctx.config.engine.spec,
-                                         ctx.speculative, ctx.config.engine.n_ctx)
+            params = generation_settings(
+                req.params,
+                req.max_tokens,
+                job.text.stops,
+                ctx.config.engine.spec,
+                ctx.speculative,
+                ctx.config.engine.n_ctx,
+            )
             n_decoded = len(seq.generated)
             n_remain = req.max_tokens - n_decoded if req.max_tokens >= 0 else -1
-        out.append({"id": index, "id_task": job.id_task if job else -1, "n_ctx": ctx.config.engine.n_ctx,
-                    "speculative": ctx.speculative, "is_processing": job is not None, "params": params,
-                    "next_token": {"has_next_token": job is not None, "n_remain": n_remain,
-                                   "n_decoded": n_decoded}})
+        out.append(
+            {
+                "id": index,
+                "id_task": job.id_task if job else -1,
+                "n_ctx": ctx.config.engine.n_ctx,
+                "speculative": ctx.speculative,
+                "is_processing": job is not None,
+                "params": params,
+                "next_token": {
+                    "has_next_token": job is not None,
+                    "n_remain": n_remain,
+                    "n_decoded": n_decoded,
+                },
+            }
+        )
     return JSONResponse(out)
 
 

@@ -21,9 +21,9 @@ class ServerStats:
     prompt_seconds: float = 0.0
     tokens_predicted: int = 0
     tokens_predicted_seconds: float = 0.0
-    n_decode: int = 0                 # engine steps
-    n_busy_slots_total: int = 0       # busy slots summed over engine steps
-    n_tokens_max: int = 0             # largest context use seen (prompt + generated)
+    n_decode: int = 0  # engine steps
+    n_busy_slots_total: int = 0  # busy slots summed over engine steps
+    n_tokens_max: int = 0  # largest context use seen (prompt + generated)
     requests_processing: int = 0
     requests_deferred: int = 0
     engine_bytes: int = 0
@@ -37,8 +37,15 @@ class StatsBook:
         self._lock = threading.Lock()
         self._stats = ServerStats()
 
-    def request_done(self, prompt_n: int, prompt_ms: float, predicted_n: int, predicted_ms: float,
-                     n_context: int, spec: SpecStats) -> None:
+    def request_done(
+        self,
+        prompt_n: int,
+        prompt_ms: float,
+        predicted_n: int,
+        predicted_ms: float,
+        n_context: int,
+        spec: SpecStats,
+    ) -> None:
         with self._lock:
             s = self._stats
             s.prompt_tokens += prompt_n
@@ -89,27 +96,41 @@ class _Collector:
         ]
         for name, doc, value in counters:
             yield CounterMetricFamily(f"llamacpp:{name}", doc, value=value)
-        per_pos = CounterMetricFamily("llamacpp:spec_decode_num_accepted_tokens_per_pos",
-                                      "Draft tokens accepted at each draft position.", labels=["position"])
+        per_pos = CounterMetricFamily(
+            "llamacpp:spec_decode_num_accepted_tokens_per_pos",
+            "Draft tokens accepted at each draft position.",
+            labels=["position"],
+        )
         for pos in range(len(s.spec.drafted_per_pos)):
             accepted = s.spec.accepted_per_pos[pos] if pos < len(s.spec.accepted_per_pos) else 0
             per_pos.add_metric([str(pos)], accepted)
         yield per_pos
         gauges = [
-            ("prompt_tokens_seconds", "Average prompt throughput in tokens/s.",
-             s.prompt_tokens / s.prompt_seconds if s.prompt_seconds else 0.0),
-            ("predicted_tokens_seconds", "Average generation throughput in tokens/s.",
-             s.tokens_predicted / s.tokens_predicted_seconds if s.tokens_predicted_seconds else 0.0),
+            (
+                "prompt_tokens_seconds",
+                "Average prompt throughput in tokens/s.",
+                s.prompt_tokens / s.prompt_seconds if s.prompt_seconds else 0.0,
+            ),
+            (
+                "predicted_tokens_seconds",
+                "Average generation throughput in tokens/s.",
+                s.tokens_predicted / s.tokens_predicted_seconds if s.tokens_predicted_seconds else 0.0,
+            ),
             ("requests_processing", "Number of requests processing.", s.requests_processing),
             ("requests_deferred", "Number of requests deferred.", s.requests_deferred),
-            ("n_busy_slots_per_decode", "Average number of busy slots per engine step.",
-             s.n_busy_slots_total / s.n_decode if s.n_decode else 0.0),
+            (
+                "n_busy_slots_per_decode",
+                "Average number of busy slots per engine step.",
+                s.n_busy_slots_total / s.n_decode if s.n_decode else 0.0,
+            ),
         ]
         for name, doc, value in gauges:
             yield GaugeMetricFamily(f"llamacpp:{name}", doc, value=value)
-        yield GaugeMetricFamily("vkmtp:engine_allocated_bytes",
-                                "Memory the engine holds (device memory for Vulkan; 0 while sleeping).",
-                                value=s.engine_bytes)
+        yield GaugeMetricFamily(
+            "vkmtp:engine_allocated_bytes",
+            "Memory the engine holds (device memory for Vulkan; 0 while sleeping).",
+            value=s.engine_bytes,
+        )
 
 
 class Metrics:

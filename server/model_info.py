@@ -18,14 +18,14 @@ from vkmtp.tokenizer import Tokenizer
 @dataclass
 class ModelInfo:
     path: str
-    alias: str                 # the model id clients see
+    alias: str  # the model id clients see
     tokenizer: Tokenizer
     template: ChatTemplate
     n_vocab: int
     n_ctx_train: int
     n_embd: int
     n_params: int
-    size: int                  # bytes of tensor data
+    size: int  # bytes of tensor data
     has_mtp: bool
 
     @classmethod
@@ -35,12 +35,31 @@ class ModelInfo:
         cfg = ModelConfig.from_gguf(gguf)
         tokenizer = Tokenizer.from_gguf(gguf)
         template = ChatTemplate.from_metadata(gguf.metadata, tokenizer)
-        return cls(str(path), alias or os.path.basename(str(path)), tokenizer, template, cfg.n_vocab,
-                   cfg.n_ctx_train, cfg.n_embd, sum(t.n_elements for t in gguf.tensors.values()),
-                   sum(t.n_bytes for t in gguf.tensors.values()), validate(gguf, cfg).mtp is not None)
+        return cls(
+            str(path),
+            alias or os.path.basename(str(path)),
+            tokenizer,
+            template,
+            cfg.n_vocab,
+            cfg.n_ctx_train,
+            cfg.n_embd,
+            sum(t.n_elements for t in gguf.tensors.values()),
+            sum(t.n_bytes for t in gguf.tensors.values()),
+            validate(gguf, cfg).mtp is not None,
+        )
 
     def model_card(self, created: int) -> dict:
         """One entry of /v1/models, with llama-server's `meta` block."""
-        return {"id": self.alias, "object": "model", "created": created, "owned_by": "vkmtp",
-                "meta": {"n_vocab": self.n_vocab, "n_ctx_train": self.n_ctx_train, "n_embd": self.n_embd,
-                         "n_params": self.n_params, "size": self.size}}
+        return {
+            "id": self.alias,
+            "object": "model",
+            "created": created,
+            "owned_by": "vkmtp",
+            "meta": {
+                "n_vocab": self.n_vocab,
+                "n_ctx_train": self.n_ctx_train,
+                "n_embd": self.n_embd,
+                "n_params": self.n_params,
+                "size": self.size,
+            },
+        }

@@ -1,9 +1,9 @@
 """The scheduler: ONE thread owns the engine; HTTP handlers talk to it through jobs and asyncio queues.
 
-The worker loop: take cancellations, admit waiting jobs into free slots, call `engine.step()` while any slot
-is busy, turn each step's new ids into text (stop strings are matched here, so a matching sequence is cancelled
-in the same step and its slot is free at once) and hand the pieces to the job's asyncio queue on the event
-loop's thread. Waiting jobs are bounded; a full queue is a 503. An exception inside the engine fails the
+The worker loop: take cancellations, admit waiting jobs into free slots, call `engine.step()` while any
+slot is busy, turn each step's new ids into text (stop strings are matched here, so a matching sequence is
+cancelled in the same step and its slot is free at once) and hand the pieces to the job's asyncio queue on
+the event loop's thread. Waiting jobs are bounded; a full queue is a 503. An exception inside the engine fails the
 affected requests with a 500 and the loop goes on: the worker never dies.
 
 Sleep: with `sleep_idle_seconds`, an idle engine is closed (device memory and pipelines freed) and rebuilt by
@@ -48,10 +48,10 @@ class Outcome:
     """The end of a job: the last text delta plus everything a final response reports."""
 
     text: str
-    ids: list[int]                 # ids of the last delta
-    content: str                   # the whole generated text
-    tokens: list[int]              # every generated id kept (up to the stop string)
-    stop_type: str                 # llama-server: "eos" | "word" | "limit"
+    ids: list[int]  # ids of the last delta
+    content: str  # the whole generated text
+    tokens: list[int]  # every generated id kept (up to the stop string)
+    stop_type: str  # llama-server: "eos" | "word" | "limit"
     stopping_word: str
     timings: Timings
     n_prompt: int
@@ -85,7 +85,7 @@ class Job:
             self.finished = True
         try:
             self.loop.call_soon_threadsafe(self._updates.put_nowait, item)
-        except RuntimeError:        # the event loop closed (server shutting down)
+        except RuntimeError:  # the event loop closed (server shutting down)
             pass
 
     async def updates(self) -> AsyncIterator[Chunk | Outcome]:
@@ -108,8 +108,15 @@ class Job:
 class Scheduler:
     """Owns the engine in one worker thread; see the module docstring."""
 
-    def __init__(self, factory: Callable[[], Engine], n_slots: int, stats: StatsBook, *, max_queue: int = 64,
-                 sleep_idle_seconds: float | None = None):
+    def __init__(
+        self,
+        factory: Callable[[], Engine],
+        n_slots: int,
+        stats: StatsBook,
+        *,
+        max_queue: int = 64,
+        sleep_idle_seconds: float | None = None,
+    ):
         self.factory = factory
         self.n_slots = n_slots
         self.stats = stats
@@ -123,12 +130,12 @@ class Scheduler:
         self._cv = threading.Condition()
         self._pending: deque[Job] = deque()
         self._cancels: list[Job] = []
-        self._active: dict[int, Job] = {}          # seq.id -> job
+        self._active: dict[int, Job] = {}  # seq.id -> job
         self._stopping = False
         self._last_activity = time.monotonic()
         self._thread = threading.Thread(target=self._main, name="vkmtp-engine", daemon=True)
 
-    # ---- called from the event loop -------------------------------------------------------------------------------
+    # ---- called from the event loop ------------------------------------------------------------------------
     def start(self) -> None:
         self._thread.start()
 
@@ -147,9 +154,13 @@ class Scheduler:
             if self._stopping:
                 raise ApiError(503, "the server is shutting down", UNAVAILABLE)
             if len(self._pending) + len(self._active) >= self.n_slots + self.max_queue:
-                raise ApiError(503, f"server busy: {self.n_slots} slots in use and {len(self._pending)} requests "
-                                    f"waiting (limit {self.max_queue}); retry later", UNAVAILABLE,
-                               headers={"Retry-After": "1"})
+                raise ApiError(
+                    503,
+                    f"server busy: {self.n_slots} slots in use and {len(self._pending)} requests "
+                    f"waiting (limit {self.max_queue}); retry later",
+                    UNAVAILABLE,
+                    headers={"Retry-After": "1"},
+                )
             self._pending.append(job)
             self._cv.notify()
 
@@ -171,7 +182,7 @@ class Scheduler:
     def n_waiting(self) -> int:
         return len(self._pending)
 
-    # ---- the worker thread ----------------------------------------------------------------------------------------
+    # ---- the worker thread ---------------------------------------------------------------------------------
     def _main(self) -> None:
         try:
             self._engine = self.factory()
@@ -244,7 +255,9 @@ class Scheduler:
             except ValueError as exc:
                 job.send(bad_request(str(exc)))
                 continue
-            except Exception as exc:  # the engine refused for another reason; the job must still get an answer
+            except (
+                Exception
+            ) as exc:  # the engine refused for another reason; the job must still get an answer
                 log.exception("engine.submit failed")
                 job.send(ApiError(500, f"the engine failed: {type(exc).__name__}: {exc}", SERVER))
                 continue
@@ -276,16 +289,34 @@ class Scheduler:
         timings = copy(seq.timings)
         timings.predicted_n = len(job.kept)
         self._record(job)
-        job.send(Outcome(job.text.take(final=True), last_ids, job.text.text, list(job.kept), stop_type,
-                         job.text.stop_word or "", timings, len(job.request.prompt_ids), timings.cache_n, seq.slot))
+        job.send(
+            Outcome(
+                job.text.take(final=True),
+                last_ids,
+                job.text.text,
+                list(job.kept),
+                stop_type,
+                job.text.stop_word or "",
+                timings,
+                len(job.request.prompt_ids),
+                timings.cache_n,
+                seq.slot,
+            )
+        )
 
     def _record(self, job: Job) -> None:
         seq = job.seq
         with self._cv:
             self._active.pop(seq.id, None)
         t = seq.timings
-        self.stats.request_done(t.prompt_n, t.prompt_ms, len(job.kept), t.predicted_ms,
-                                len(job.request.prompt_ids) + len(seq.generated), seq.spec)
+        self.stats.request_done(
+            t.prompt_n,
+            t.prompt_ms,
+            len(job.kept),
+            t.predicted_ms,
+            len(job.request.prompt_ids) + len(seq.generated),
+            seq.spec,
+        )
 
     def _drop(self, job: Job) -> None:
         """A cancelled job: out of the queue, or out of its slot."""

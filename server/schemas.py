@@ -1,8 +1,8 @@
 """Request bodies of the HTTP API (pydantic), checked strictly so that a wrong type is a 400 naming the field.
 
-Unknown fields are accepted and ignored, as llama-server does (clients send many OpenAI extras). Fields we
-know but cannot honour (n > 1, logprobs, json response formats, echo, suffix) are rejected with a clear message
-instead of being silently dropped.
+Unknown fields are accepted and ignored, as llama-server does (clients send many OpenAI extras). Fields
+we know but cannot honour (n > 1, logprobs, json response formats, echo, suffix) are rejected with a clear
+message instead of being silently dropped.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ Int = Annotated[int, Field(strict=True)]
 Bool = Annotated[bool, Field(strict=True)]
 Str = Annotated[str, Field(strict=True)]
 Finite = Annotated[float, Field(strict=True, allow_inf_nan=False)]
-TokenCount = Annotated[int, Field(strict=True, ge=-1, le=INT32_MAX)]   # -1 = until the context is full
+TokenCount = Annotated[int, Field(strict=True, ge=-1, le=INT32_MAX)]  # -1 = until the context is full
 
 
 def _as_stop_list(value: Any) -> list[str]:
@@ -52,7 +52,9 @@ class GenerationFields(BaseModel):
     repeat_penalty: Annotated[float, Field(strict=True, allow_inf_nan=False, gt=0.0)] | None = None
     repeat_last_n: Annotated[int, Field(strict=True, ge=-1, le=INT32_MAX)] | None = None
     presence_penalty: Annotated[float, Field(strict=True, allow_inf_nan=False, ge=-2.0, le=2.0)] | None = None
-    frequency_penalty: Annotated[float, Field(strict=True, allow_inf_nan=False, ge=-2.0, le=2.0)] | None = None
+    frequency_penalty: Annotated[float, Field(strict=True, allow_inf_nan=False, ge=-2.0, le=2.0)] | None = (
+        None
+    )
     seed: Annotated[int, Field(strict=True, ge=-1, le=UINT64_MAX)] | None = None
     stop: Any = Field(default=None, validate_default=True)
     stream: Bool = False
@@ -75,14 +77,18 @@ class GenerationFields(BaseModel):
     def sampling_params(self, defaults: SamplingParams) -> SamplingParams:
         """The request's sampler settings on top of the server's defaults (seed -1 = a fresh random seed)."""
         seed = defaults.seed if self.seed is None else (None if self.seed == -1 else self.seed)
-        pick = lambda value, default: default if value is None else value   # noqa: E731
+        pick = lambda value, default: default if value is None else value  # noqa: E731
         return SamplingParams(
-            temperature=pick(self.temperature, defaults.temperature), top_k=pick(self.top_k, defaults.top_k),
-            top_p=pick(self.top_p, defaults.top_p), min_p=pick(self.min_p, defaults.min_p),
+            temperature=pick(self.temperature, defaults.temperature),
+            top_k=pick(self.top_k, defaults.top_k),
+            top_p=pick(self.top_p, defaults.top_p),
+            min_p=pick(self.min_p, defaults.min_p),
             repeat_penalty=pick(self.repeat_penalty, defaults.repeat_penalty),
             repeat_last_n=pick(self.repeat_last_n, defaults.repeat_last_n),
             presence_penalty=pick(self.presence_penalty, defaults.presence_penalty),
-            frequency_penalty=pick(self.frequency_penalty, defaults.frequency_penalty), seed=seed)
+            frequency_penalty=pick(self.frequency_penalty, defaults.frequency_penalty),
+            seed=seed,
+        )
 
 
 class OpenAIFields(GenerationFields):

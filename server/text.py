@@ -39,7 +39,9 @@ def prompt_ids(prompt: Any, tokenizer: Tokenizer, *, allow_mixed: bool) -> list[
     ids: list[int] = []
     for i, part in enumerate(prompt):
         if isinstance(part, bool) or not isinstance(part, (int, str)):
-            raise ValueError(f"prompt[{i}] must be a token id (integer) or a string, got {type(part).__name__}")
+            raise ValueError(
+                f"prompt[{i}] must be a token id (integer) or a string, got {type(part).__name__}"
+            )
         if isinstance(part, str):
             if not allow_mixed:
                 raise ValueError("only one prompt per request is supported (got a list of strings)")
@@ -57,9 +59,9 @@ class TextStream:
     def __init__(self, tokenizer: Tokenizer, stops: list[str]):
         self._decoder = StreamDecoder(tokenizer)
         self.stops = [s for s in stops if s]
-        self.text = ""              # everything decoded so far, cut at a stop string once one matched
-        self.n_sent = 0             # characters of `text` handed out by `take`
-        self.n_tokens = 0           # ids pushed until (and including) the one that completed a stop string
+        self.text = ""  # everything decoded so far, cut at a stop string once one matched
+        self.n_sent = 0  # characters of `text` handed out by `take`
+        self.n_tokens = 0  # ids pushed until (and including) the one that completed a stop string
         self.stop_word: str | None = None
 
     def push(self, token_id: int) -> bool:
@@ -88,13 +90,13 @@ class TextStream:
         end = len(self.text)
         if not final and self.stop_word is None:
             end -= self._held_back()
-        delta = self.text[self.n_sent:end]
+        delta = self.text[self.n_sent : end]
         self.n_sent = max(self.n_sent, end)
         return delta
 
     def _held_back(self) -> int:
         """Length of the longest tail of the unsent text that is a proper prefix of a stop string."""
-        tail = self.text[self.n_sent:]
+        tail = self.text[self.n_sent :]
         best = 0
         for word in self.stops:
             for n in range(min(len(word) - 1, len(tail)), best, -1):

@@ -23,61 +23,97 @@ import urllib.error
 import urllib.request
 
 PROMPTS: list[tuple[str, str]] = [
-    ("code_python", "Write a Python function that returns the n-th Fibonacci number using memoization. "
-                    "Include a docstring and a short usage example."),
-    ("code_cpp", "Write a C++ function template `clamp_value(x, lo, hi)` that limits x to the range "
-                 "[lo, hi] without using std::clamp. Add a small main() that tests it."),
-    ("explain_concept", "In three short paragraphs, explain how speculative decoding makes a language model "
-                        "generate text faster without changing what it generates."),
-    ("summarize", "Summarize in two sentences: The printing press, developed around 1440, made books cheaper "
-                  "and faster to produce. Ideas spread across Europe within decades, literacy rose, and "
-                  "scholars could compare identical copies of texts, which helped the scientific revolution."),
+    (
+        "code_python",
+        "Write a Python function that returns the n-th Fibonacci number using memoization. "
+        "Include a docstring and a short usage example.",
+    ),
+    (
+        "code_cpp",
+        "Write a C++ function template `clamp_value(x, lo, hi)` that limits x to the range "
+        "[lo, hi] without using std::clamp. Add a small main() that tests it.",
+    ),
+    (
+        "explain_concept",
+        "In three short paragraphs, explain how speculative decoding makes a language model "
+        "generate text faster without changing what it generates.",
+    ),
+    (
+        "summarize",
+        "Summarize in two sentences: The printing press, developed around 1440, made books cheaper "
+        "and faster to produce. Ideas spread across Europe within decades, literacy rose, and "
+        "scholars could compare identical copies of texts, which helped the scientific revolution.",
+    ),
     ("qa_factual", "Q: Which planets of the solar system are gas giants, and which is the largest?\nA:"),
-    ("translation", "Translate into German: 'The library opens at nine in the morning and closes at six in "
-                    "the evening, except on Sundays.'"),
+    (
+        "translation",
+        "Translate into German: 'The library opens at nine in the morning and closes at six in "
+        "the evening, except on Sundays.'",
+    ),
     ("creative_short", "Write a four-line poem about a train crossing a snowy valley at night."),
-    ("stepwise_math", "A tank holds 120 litres. One pipe fills it at 8 litres per minute while another drains "
-                      "it at 3 litres per minute. Starting empty, how long until it is full? Solve step by step."),
-    ("long_code_review", "Review the following service for performance problems and suggest concrete fixes.\n\n"
-     "System: a Flask API in front of a MySQL database serves product searches for an online shop. Under "
-     "normal load the median latency is 40 ms, but every few minutes requests take 3 to 8 seconds. The service "
-     "runs four worker processes on one machine; the database runs on another machine in the same rack.\n\n"
-     "Code excerpt:\n```python\n"
-     "@app.route('/search')\n"
-     "def search():\n"
-     "    term = request.args.get('q', '')\n"
-     "    conn = mysql.connector.connect(**DB_SETTINGS)\n"
-     "    cur = conn.cursor()\n"
-     "    cur.execute(\"SELECT * FROM products WHERE name LIKE '%\" + term + \"%'\")\n"
-     "    rows = cur.fetchall()\n"
-     "    results = []\n"
-     "    for row in rows:\n"
-     "        cur.execute('SELECT AVG(stars) FROM reviews WHERE product_id = %s', (row[0],))\n"
-     "        rating = cur.fetchone()[0]\n"
-     "        results.append({'id': row[0], 'name': row[1], 'price': row[2], 'rating': rating})\n"
-     "    results.sort(key=lambda r: r['rating'] or 0, reverse=True)\n"
-     "    return jsonify(results[:20])\n"
-     "```\n\n"
-     "Schema notes: products has 2 million rows with an index on id only; reviews has 30 million rows with an "
-     "index on (id) and no index on product_id. A nightly job rebuilds a search cache table but the endpoint "
-     "does not use it. The connection pool size is not configured.\n\n"
-     "List the problems in order of impact, explain why each one causes the latency spikes, and show the "
-     "corrected code."),
+    (
+        "stepwise_math",
+        "A tank holds 120 litres. One pipe fills it at 8 litres per minute while another drains "
+        "it at 3 litres per minute. Starting empty, how long until it is full? Solve step by step.",
+    ),
+    (
+        "long_code_review",
+        "Review the following service for performance problems and suggest concrete fixes.\n\n"
+        "System: a Flask API in front of a MySQL database serves product searches for an online shop. Under "
+        "normal load the median latency is 40 ms, but every few minutes requests take 3 to 8 seconds. "
+        "The service runs four worker processes on one machine; the database runs on another machine "
+        "in the same rack.\n\n"
+        "Code excerpt:\n```python\n"
+        "@app.route('/search')\n"
+        "def search():\n"
+        "    term = request.args.get('q', '')\n"
+        "    conn = mysql.connector.connect(**DB_SETTINGS)\n"
+        "    cur = conn.cursor()\n"
+        '    cur.execute("SELECT * FROM products WHERE name LIKE \'%" + term + "%\'")\n'
+        "    rows = cur.fetchall()\n"
+        "    results = []\n"
+        "    for row in rows:\n"
+        "        cur.execute('SELECT AVG(stars) FROM reviews WHERE product_id = %s', (row[0],))\n"
+        "        rating = cur.fetchone()[0]\n"
+        "        results.append({'id': row[0], 'name': row[1], 'price': row[2], 'rating': rating})\n"
+        "    results.sort(key=lambda r: r['rating'] or 0, reverse=True)\n"
+        "    return jsonify(results[:20])\n"
+        "```\n\n"
+        "Schema notes: products has 2 million rows with an index on id only; reviews has 30 million rows "
+        "with an index on (id) and no index on product_id. A nightly job rebuilds a search cache table but "
+        "the endpoint "
+        "does not use it. The connection pool size is not configured.\n\n"
+        "List the problems in order of impact, explain why each one causes the latency spikes, and show the "
+        "corrected code.",
+    ),
 ]
 
 
-def post_chat(url: str, prompt: str, model: str, max_tokens: int, seed: int, timeout: float,
-              api_key: str | None, temperature: float | None) -> tuple[dict, float]:
+def post_chat(
+    url: str,
+    prompt: str,
+    model: str,
+    max_tokens: int,
+    seed: int,
+    timeout: float,
+    api_key: str | None,
+    temperature: float | None,
+) -> tuple[dict, float]:
     """One non-streaming chat request; returns (response JSON, wall seconds)."""
-    body = {"model": model, "messages": [{"role": "user", "content": prompt}], "max_tokens": max_tokens,
-            "seed": seed}
+    body = {
+        "model": model,
+        "messages": [{"role": "user", "content": prompt}],
+        "max_tokens": max_tokens,
+        "seed": seed,
+    }
     if temperature is not None:
         body["temperature"] = temperature
     headers = {"Content-Type": "application/json"}
     if api_key:
         headers["Authorization"] = f"Bearer {api_key}"
-    request = urllib.request.Request(url.rstrip("/") + "/v1/chat/completions", json.dumps(body).encode(),
-                                     headers)
+    request = urllib.request.Request(
+        url.rstrip("/") + "/v1/chat/completions", json.dumps(body).encode(), headers
+    )
     t0 = time.perf_counter()
     try:
         with urllib.request.urlopen(request, timeout=timeout) as response:
@@ -100,26 +136,38 @@ def measure(name: str, data: dict, wall_s: float) -> dict:
         pps = predicted / wall_s if wall_s > 0 else 0.0
     draft_n = int(timings.get("draft_n", 0) or 0)
     accepted = int(timings.get("draft_n_accepted", 0) or 0)
-    return {"name": name, "wall_s": round(wall_s, 3), "predicted_n": int(predicted),
-            "predicted_per_second": float(pps), "draft_n": draft_n, "draft_n_accepted": accepted,
-            "accept_rate": round(accepted / draft_n, 4) if draft_n else None}
+    return {
+        "name": name,
+        "wall_s": round(wall_s, 3),
+        "predicted_n": int(predicted),
+        "predicted_per_second": float(pps),
+        "draft_n": draft_n,
+        "draft_n_accepted": accepted,
+        "accept_rate": round(accepted / draft_n, 4) if draft_n else None,
+    }
 
 
 def aggregate(results: list[dict]) -> dict:
     total_draft = sum(r["draft_n"] for r in results)
     total_accepted = sum(r["draft_n_accepted"] for r in results)
     rates = [r["predicted_per_second"] for r in results]
-    return {"n_requests": len(results), "total_predicted": sum(r["predicted_n"] for r in results),
-            "total_draft": total_draft, "total_draft_accepted": total_accepted,
-            "aggregate_accept_rate": round(total_accepted / total_draft, 4) if total_draft else None,
-            "mean_predicted_per_second": round(sum(rates) / len(rates), 2) if rates else None,
-            "wall_s_total": round(sum(r["wall_s"] for r in results), 2)}
+    return {
+        "n_requests": len(results),
+        "total_predicted": sum(r["predicted_n"] for r in results),
+        "total_draft": total_draft,
+        "total_draft_accepted": total_accepted,
+        "aggregate_accept_rate": round(total_accepted / total_draft, 4) if total_draft else None,
+        "mean_predicted_per_second": round(sum(rates) / len(rates), 2) if rates else None,
+        "wall_s_total": round(sum(r["wall_s"] for r in results), 2),
+    }
 
 
 def format_line(r: dict) -> str:
     rate = f"{r['accept_rate']:.3f}" if r["accept_rate"] is not None else "n/a"
-    return (f"  {r['name']:<18} pred={r['predicted_n']:>4} draft={r['draft_n']:>4} "
-            f"acc={r['draft_n_accepted']:>4} rate={rate} tok/s={r['predicted_per_second']:.1f}")
+    return (
+        f"  {r['name']:<18} pred={r['predicted_n']:>4} draft={r['draft_n']:>4} "
+        f"acc={r['draft_n_accepted']:>4} rate={rate} tok/s={r['predicted_per_second']:.1f}"
+    )
 
 
 def run(url: str, args: argparse.Namespace, out=None) -> dict:
@@ -127,9 +175,10 @@ def run(url: str, args: argparse.Namespace, out=None) -> dict:
     out = out or sys.stdout
     print(f"{url}:", file=out)
     results = []
-    for name, prompt in PROMPTS[:args.prompts]:
-        data, wall_s = post_chat(url, prompt, args.model, args.max_tokens, args.seed, args.timeout,
-                                 args.api_key, args.temperature)
+    for name, prompt in PROMPTS[: args.prompts]:
+        data, wall_s = post_chat(
+            url, prompt, args.model, args.max_tokens, args.seed, args.timeout, args.api_key, args.temperature
+        )
         results.append(measure(name, data, wall_s))
         print(format_line(results[-1]), file=out, flush=True)
     agg = aggregate(results)
@@ -149,11 +198,15 @@ def compare(a: dict, b: dict, out=None) -> list[dict]:
     print(f"  {'prompt':<18} {'tok/s A':>9} {'tok/s B':>9} {'B/A':>7} {'acc A':>7} {'acc B':>7}", file=out)
     for ra, rb in zip(a["results"], b["results"]):
         acc = lambda r: f"{r['accept_rate']:.3f}" if r["accept_rate"] is not None else "n/a"  # noqa: E731
-        ratio = rb["predicted_per_second"] / ra["predicted_per_second"] if ra["predicted_per_second"] else None
+        ratio = (
+            rb["predicted_per_second"] / ra["predicted_per_second"] if ra["predicted_per_second"] else None
+        )
         rows.append({"name": ra["name"], "ratio": ratio})
-        print(f"  {ra['name']:<18} {ra['predicted_per_second']:>9.1f} {rb['predicted_per_second']:>9.1f} "
-              f"{_ratio(rb['predicted_per_second'], ra['predicted_per_second']):>7} {acc(ra):>7} {acc(rb):>7}",
-              file=out)
+        print(
+            f"  {ra['name']:<18} {ra['predicted_per_second']:>9.1f} {rb['predicted_per_second']:>9.1f} "
+            f"{_ratio(rb['predicted_per_second'], ra['predicted_per_second']):>7} {acc(ra):>7} {acc(rb):>7}",
+            file=out,
+        )
     ma, mb = a["aggregate"]["mean_predicted_per_second"], b["aggregate"]["mean_predicted_per_second"]
     print(f"  {'mean':<18} {ma or 0:>9.1f} {mb or 0:>9.1f} {_ratio(mb, ma):>7}", file=out)
     return rows
@@ -162,6 +215,7 @@ def compare(a: dict, b: dict, out=None) -> list[dict]:
 def plot(runs: list[dict], path: str) -> None:
     try:
         import matplotlib
+
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError:
@@ -172,8 +226,12 @@ def plot(runs: list[dict], path: str) -> None:
     fig, ax = plt.subplots(figsize=(10, 4))
     for i, run_ in enumerate(runs):
         xs = [j + i * width for j in range(len(names))]
-        ax.bar(xs, [r["predicted_per_second"] for r in run_["results"]], width, label=run_.get("url", f"run {i}"))
-    ax.set_xticks([j + width * (len(runs) - 1) / 2 for j in range(len(names))], names, rotation=30, ha="right")
+        ax.bar(
+            xs, [r["predicted_per_second"] for r in run_["results"]], width, label=run_.get("url", f"run {i}")
+        )
+    ax.set_xticks(
+        [j + width * (len(runs) - 1) / 2 for j in range(len(names))], names, rotation=30, ha="right"
+    )
     ax.set_ylabel("decode tok/s")
     ax.legend()
     fig.tight_layout()
@@ -183,7 +241,9 @@ def plot(runs: list[dict], path: str) -> None:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--url", default="http://127.0.0.1:8080")
-    ap.add_argument("--compare", metavar="URL2", help="run the same prompts on a second server and show ratios")
+    ap.add_argument(
+        "--compare", metavar="URL2", help="run the same prompts on a second server and show ratios"
+    )
     ap.add_argument("--diff", nargs=2, metavar=("A.json", "B.json"), help="compare two saved --out files")
     ap.add_argument("--model", default="llama", help="model field sent (servers with one model ignore it)")
     ap.add_argument("--prompts", type=int, default=len(PROMPTS), help="run only the first N prompts")

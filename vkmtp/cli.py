@@ -73,7 +73,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
         print(f"vkmtp: warning: listening on {args.host} without --api-key: anyone who can reach this port "
               f"can use the model", file=sys.stderr)
     config = ServerConfig(engine=_engine_config(args), host=args.host, port=args.port, api_key=args.api_key,
-                          max_body_bytes=args.max_body_bytes, max_queue=args.max_queue, n_predict=args.n_predict,
+                          max_body_bytes=args.max_body_bytes, max_queue=args.max_queue,
+                          n_predict=args.n_predict,
                           sleep_idle_seconds=args.sleep_idle_seconds, sampling=_sampling_defaults(args))
     serve(config, _model_path(args), args.backend, alias=args.alias, log_level=args.log_level)
     return 0
@@ -140,12 +141,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-mtp", action="store_true")
     p.set_defaults(func=cmd_info)
 
-    p = sub.add_parser("serve", help="llama-server compatible HTTP server (OpenAI API, /completion, /metrics)")
+    p = sub.add_parser("serve", help="llama-server compatible HTTP server (OpenAI API, /completion, ...)")
     _add_model_flags(p)
     p.add_argument("-np", "--parallel", type=int, default=1, help="slots (concurrent sequences)")
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default: loopback only)")
     p.add_argument("--port", type=int, default=8080)
-    p.add_argument("--api-key", default=None, help="require 'Authorization: Bearer KEY' (not on /health, /models)")
+    p.add_argument("--api-key", default=None,
+                   help="require 'Authorization: Bearer KEY' (not on /health, /models)")
     p.add_argument("--alias", default=None, help="model id shown to clients (default: the file name)")
     p.add_argument("-n", "--n-predict", type=int, default=-1, help="cap on tokens per request (-1: context)")
     p.add_argument("--max-queue", type=int, default=64, help="requests waiting for a slot before 503s")

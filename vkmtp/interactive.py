@@ -19,15 +19,25 @@ from vkmtp.tokenizer import StreamDecoder, Tokenizer
 def turn_stats(seq: Sequence) -> str:
     """One line of what the turn cost: tokens, decode speed, draft acceptance."""
     t = seq.timings
-    line = (f"[{t.predicted_n} tokens, {t.to_json()['predicted_per_second']:.1f} tok/s, prompt {t.prompt_n} new + "
-            f"{t.cache_n} cached")
+    line = (
+        f"[{t.predicted_n} tokens, {t.to_json()['predicted_per_second']:.1f} tok/s, "
+        f"prompt {t.prompt_n} new + {t.cache_n} cached"
+    )
     if t.draft_n:
         line += f", drafts accepted {t.draft_n_accepted}/{t.draft_n}"
     return line + f", stop: {seq.stop_reason}]"
 
 
-def reply(engine: Engine, tokenizer: Tokenizer, template: ChatTemplate, messages: list[dict],
-          params: SamplingParams, max_tokens: int, out: TextIO, template_kwargs: dict | None = None) -> Sequence:
+def reply(
+    engine: Engine,
+    tokenizer: Tokenizer,
+    template: ChatTemplate,
+    messages: list[dict],
+    params: SamplingParams,
+    max_tokens: int,
+    out: TextIO,
+    template_kwargs: dict | None = None,
+) -> Sequence:
     """Generate the assistant's next message for `messages`, writing text to `out` as it arrives."""
     prompt = template.render(messages, add_generation_prompt=True, **(template_kwargs or {}))
     ids = tokenizer.encode(prompt, add_special=True, parse_special=True)
@@ -43,9 +53,17 @@ def reply(engine: Engine, tokenizer: Tokenizer, template: ChatTemplate, messages
     return seq
 
 
-def chat_loop(engine: Engine, tokenizer: Tokenizer, template: ChatTemplate, params: SamplingParams,
-              max_tokens: int, system: str | None = None, read: Callable[[str], str] = input,
-              out: TextIO = sys.stdout, template_kwargs: dict | None = None) -> int:
+def chat_loop(
+    engine: Engine,
+    tokenizer: Tokenizer,
+    template: ChatTemplate,
+    params: SamplingParams,
+    max_tokens: int,
+    system: str | None = None,
+    read: Callable[[str], str] = input,
+    out: TextIO = sys.stdout,
+    template_kwargs: dict | None = None,
+) -> int:
     """Read user lines until /exit or end of input; returns the number of assistant replies."""
     base = [{"role": "system", "content": system}] if system else []
     messages = list(base)

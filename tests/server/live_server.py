@@ -34,12 +34,16 @@ class LiveServer:
     def __init__(self, config: ServerConfig, model_path: str, factory=None):
         self.config = replace(config, port=free_port())
         self.info = ModelInfo.load(model_path, alias="tiny")
-        self.app = create_app(self.config, self.info,
-                              factory or (lambda: ReferenceEngine(model_path, self.config.engine)))
+        self.app = create_app(
+            self.config, self.info, factory or (lambda: ReferenceEngine(model_path, self.config.engine))
+        )
         self.url = f"http://127.0.0.1:{self.config.port}"
-        self.http = httpx.Client(base_url=self.url, timeout=60)    # one client: its set-up costs ~0.2 s
-        self._server = uvicorn.Server(uvicorn.Config(self.app, host="127.0.0.1", port=self.config.port,
-                                                     log_level="warning", lifespan="on"))
+        self.http = httpx.Client(base_url=self.url, timeout=60)  # one client: its set-up costs ~0.2 s
+        self._server = uvicorn.Server(
+            uvicorn.Config(
+                self.app, host="127.0.0.1", port=self.config.port, log_level="warning", lifespan="on"
+            )
+        )
         self._thread = threading.Thread(target=self._server.run, daemon=True)
 
     @property

@@ -1,4 +1,4 @@
-"""The HTTP API against real uvicorn servers: OpenAI client and raw HTTP, llama-server's fields and metrics."""
+"""The HTTP API on real uvicorn servers: OpenAI client and raw HTTP, llama-server's fields and metrics."""
 
 from __future__ import annotations
 
@@ -7,7 +7,6 @@ import threading
 
 import httpx
 import openai
-import pytest
 
 from tests.server.live_server import LiveServer, server_config
 from vkmtp.engine.reference import ReferenceEngine
@@ -24,7 +23,7 @@ def sse_events(response: httpx.Response) -> list:
     events = []
     for line in response.iter_lines():
         if line.startswith("data: "):
-            payload = line[len("data: "):]
+            payload = line[len("data: ") :]
             events.append(payload if payload == "[DONE]" else json.loads(payload))
     return events
 
@@ -81,8 +80,9 @@ def test_chat_non_streaming_with_the_openai_client(mtp_server):
 
 def test_chat_streaming_with_the_openai_client(mtp_server):
     whole = client(mtp_server).chat.completions.create(model="x", messages=MESSAGES, max_tokens=12)
-    stream = client(mtp_server).chat.completions.create(model="x", messages=MESSAGES, max_tokens=12, stream=True,
-                                                       stream_options={"include_usage": True})
+    stream = client(mtp_server).chat.completions.create(
+        model="x", messages=MESSAGES, max_tokens=12, stream=True, stream_options={"include_usage": True}
+    )
     chunks = list(stream)
     assert chunks[0].choices[0].delta.role == "assistant"
     text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
@@ -102,7 +102,7 @@ def test_stream_ends_with_done_and_carries_timings(mtp_server):
     last = events[-2]
     assert last["object"] == "chat.completion.chunk" and last["choices"][0]["finish_reason"] == "length"
     assert last["timings"]["predicted_n"] == 6 and "draft_n" in last["timings"]
-    assert "usage" not in last                     # only with stream_options.include_usage
+    assert "usage" not in last  # only with stream_options.include_usage
 
 
 def test_llama_completion_fields(mtp_server):
@@ -110,7 +110,9 @@ def test_llama_completion_fields(mtp_server):
     r = mtp_server.http.post("/completion", json=body).json()
     assert r["stop"] is True and r["stop_type"] == "limit" and r["stopping_word"] == ""
     assert r["tokens_predicted"] == 9 == len(r["tokens"]) and r["timings"]["predicted_n"] == 9
-    n_prompt = len(mtp_server.http.post("/tokenize", json={"content": "The quick brown fox"}).json()["tokens"])
+    n_prompt = len(
+        mtp_server.http.post("/tokenize", json={"content": "The quick brown fox"}).json()["tokens"]
+    )
     assert r["tokens_evaluated"] == n_prompt == r["timings"]["prompt_n"] and r["timings"]["cache_n"] == 0
     assert r["generation_settings"]["n_predict"] == 9
     assert r["generation_settings"]["speculative.types"] == "none,draft-mtp"
@@ -145,18 +147,24 @@ def test_timings_have_draft_fields_only_with_mtp(mtp_server, plain_server):
 
 def test_metrics_count_what_the_responses_report(mtp_server):
     before = metrics(mtp_server)
-    responses = [mtp_server.http.post("/completion",
-                            json={"prompt": f"Count {i}: one two three", "n_predict": 7, "cache_prompt": False}).json()
-                 for i in range(2)]
+    responses = [
+        mtp_server.http.post(
+            "/completion", json={"prompt": f"Count {i}: one two three", "n_predict": 7, "cache_prompt": False}
+        ).json()
+        for i in range(2)
+    ]
     after = metrics(mtp_server)
-    delta = lambda name: after[name] - before.get(name, 0.0)   # noqa: E731
+    delta = lambda name: after[name] - before.get(name, 0.0)  # noqa: E731
     assert delta("llamacpp:prompt_tokens_total") == sum(r["timings"]["prompt_n"] for r in responses)
     assert delta("llamacpp:tokens_predicted_total") == 14
-    assert delta("llamacpp:spec_decode_num_draft_tokens_total") == sum(r["timings"]["draft_n"] for r in responses)
+    assert delta("llamacpp:spec_decode_num_draft_tokens_total") == sum(
+        r["timings"]["draft_n"] for r in responses
+    )
     accepted = sum(r["timings"]["draft_n_accepted"] for r in responses)
     assert delta("llamacpp:spec_decode_num_accepted_tokens_total") == accepted
-    per_pos = sum(delta(f'llamacpp:spec_decode_num_accepted_tokens_per_pos_total{{position="{i}"}}')
-                  for i in range(3))
+    per_pos = sum(
+        delta(f'llamacpp:spec_decode_num_accepted_tokens_per_pos_total{{position="{i}"}}') for i in range(3)
+    )
     assert per_pos == accepted
     # each verify step yields one token of its own besides the accepted drafts (first token: from the prompt)
     assert delta("llamacpp:spec_decode_num_drafts_total") <= 14 - 2 - accepted
@@ -171,12 +179,13 @@ def test_stop_strings_cut_the_text_streamed_or_not(mtp_server):
     base = {"prompt": "Hello, world! How are you today?", "n_predict": 16, "cache_prompt": False}
     full = mtp_server.http.post("/completion", json=base).json()["content"]
     stop = full[6:9]
-    expected = full[:full.find(stop)]
+    expected = full[: full.find(stop)]
     r = mtp_server.http.post("/completion", json={**base, "stop": [stop, "never-there"]}).json()
     assert r["content"] == expected and r["stop_type"] == "word" and r["stopping_word"] == stop
     assert r["tokens_predicted"] < 16
-    with mtp_server.http.stream("POST", "/v1/completions",
-                      json={**base, "max_tokens": 16, "stop": stop, "stream": True}) as s:
+    with mtp_server.http.stream(
+        "POST", "/v1/completions", json={**base, "max_tokens": 16, "stop": stop, "stream": True}
+    ) as s:
         events = [e for e in sse_events(s) if e != "[DONE]"]
     assert "".join(e["choices"][0]["text"] for e in events) == expected
     assert events[-1]["choices"][0]["finish_reason"] == "stop"
@@ -189,10 +198,12 @@ def test_tokenize_detokenize_round_trip(mtp_server):
     assert mtp_server.http.post("/detokenize", json={"tokens": tokens}).json()["content"] == text
     pieces = mtp_server.http.post("/tokenize", json={"content": text, "with_pieces": True}).json()["tokens"]
     assert [p["id"] for p in pieces] == tokens
-    joined = b"".join(p["piece"].encode() if isinstance(p["piece"], str) else bytes(p["piece"]) for p in pieces)
+    joined = b"".join(
+        p["piece"].encode() if isinstance(p["piece"], str) else bytes(p["piece"]) for p in pieces
+    )
     assert joined.decode() == text
     plain = mtp_server.http.post("/tokenize", json={"content": text, "parse_special": False}).json()
-    assert len(plain["tokens"]) > len(tokens)      # <|im_start|> spelled out as text
+    assert len(plain["tokens"]) > len(tokens)  # <|im_start|> spelled out as text
 
 
 def test_models_props_slots(mtp_server):
@@ -212,17 +223,33 @@ def test_models_props_slots(mtp_server):
 
 
 def test_sampling_fields_are_honoured(mtp_server):
-    body = {"prompt": "The quick brown fox", "n_predict": 8, "temperature": 1.0, "top_k": 50, "seed": 7,
-            "cache_prompt": False}
+    body = {
+        "prompt": "The quick brown fox",
+        "n_predict": 8,
+        "temperature": 1.0,
+        "top_k": 50,
+        "seed": 7,
+        "cache_prompt": False,
+    }
     a = mtp_server.http.post("/completion", json=body).json()
     b = mtp_server.http.post("/completion", json=body).json()
     greedy = mtp_server.http.post("/completion", json={**body, "temperature": 0.0}).json()
-    assert a["content"] == b["content"]                      # seeded runs repeat
+    assert a["content"] == b["content"]  # seeded runs repeat
     assert a["generation_settings"]["seed"] == 7 and a["generation_settings"]["top_k"] == 50
-    seeds = {mtp_server.http.post("/completion", json={**body, "seed": s}).json()["content"]
-             for s in range(4)}
-    assert len(seeds | {greedy["content"]}) > 1             # sampling is not greedy
-    r = mtp_server.http.post("/v1/chat/completions",
-                   json={"messages": MESSAGES, "max_tokens": 4, "chat_template_kwargs": {"enable_thinking": False},
-                         "presence_penalty": 0.5, "frequency_penalty": 0.5, "min_p": 0.1, "top_p": 0.9})
+    seeds = {
+        mtp_server.http.post("/completion", json={**body, "seed": s}).json()["content"] for s in range(4)
+    }
+    assert len(seeds | {greedy["content"]}) > 1  # sampling is not greedy
+    r = mtp_server.http.post(
+        "/v1/chat/completions",
+        json={
+            "messages": MESSAGES,
+            "max_tokens": 4,
+            "chat_template_kwargs": {"enable_thinking": False},
+            "presence_penalty": 0.5,
+            "frequency_penalty": 0.5,
+            "min_p": 0.1,
+            "top_p": 0.9,
+        },
+    )
     assert r.status_code == 200 and r.json()["usage"]["completion_tokens"] == 4

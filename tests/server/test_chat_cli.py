@@ -21,12 +21,23 @@ def test_chat_loop_streams_and_reuses_the_previous_turn(tiny_model):
     engine = ReferenceEngine(tiny_model, EngineConfig(n_ctx=256))
     lines = iter(["Hello there", "And then?", "/reset", "Hi again", "/exit", "never read"])
     out = io.StringIO()
-    n = chat_loop(engine, tokenizer, template, SamplingParams(temperature=0.0), 6, system="Be brief.",
-                  read=lambda prompt: next(lines), out=out)
+    n = chat_loop(
+        engine,
+        tokenizer,
+        template,
+        SamplingParams(temperature=0.0),
+        6,
+        system="Be brief.",
+        read=lambda prompt: next(lines),
+        out=out,
+    )
     assert n == 3
-    stats = re.findall(r"\[(\d+) tokens, [\d.]+ tok/s, prompt (\d+) new \+ (\d+) cached, drafts accepted "
-                       r"(\d+)/(\d+), stop: (\w+)\]", out.getvalue())
+    stats = re.findall(
+        r"\[(\d+) tokens, [\d.]+ tok/s, prompt (\d+) new \+ (\d+) cached, drafts accepted "
+        r"(\d+)/(\d+), stop: (\w+)\]",
+        out.getvalue(),
+    )
     assert len(stats) == 3 and all(s[0] == "6" and s[5] == "limit" for s in stats)
-    assert int(stats[1][2]) >= int(stats[0][1]) > 0   # turn 2 reuses at least turn 1's prompt
+    assert int(stats[1][2]) >= int(stats[0][1]) > 0  # turn 2 reuses at least turn 1's prompt
     assert "(conversation cleared)" in out.getvalue()
     engine.close()

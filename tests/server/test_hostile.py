@@ -1,4 +1,4 @@
-"""Malformed and hostile requests: each gets a clear 4xx in OpenAI's error shape, and the server keeps serving."""
+"""Malformed and hostile requests: each gets a clear 4xx in OpenAI's error shape; the server keeps serving."""
 
 from __future__ import annotations
 
@@ -16,14 +16,24 @@ CASES = [
     ("JSON array body", CHAT, b"[1, 2, 3]", 400, "must be a JSON object"),
     ("empty body", CHAT, b"", 400, "empty"),
     ("invalid UTF-8", CHAT, b'{"messages": [{"role": "user", "content": "\xff\xfe"}]}', 400, "UTF-8"),
-    ("NaN temperature", CHAT, b'{"messages": [{"role": "user", "content": "x"}], "temperature": NaN}', 400,
-     "NaN"),
+    (
+        "NaN temperature",
+        CHAT,
+        b'{"messages": [{"role": "user", "content": "x"}], "temperature": NaN}',
+        400,
+        "NaN",
+    ),
     ("deeply nested JSON", CHAT, b"[" * 100_000 + b"]" * 100_000, 400, "nested too deeply"),
     ("messages missing", CHAT, {"max_tokens": 3}, 400, "messages: field required"),
     ("messages not a list", CHAT, {"messages": "hello"}, 400, "messages"),
     ("message without role", CHAT, {"messages": [{"content": "x"}]}, 400, "messages[0]"),
-    ("image content part", CHAT, {"messages": [{"role": "user", "content": [{"type": "image_url"}]}]}, 400,
-     "image_url"),
+    (
+        "image content part",
+        CHAT,
+        {"messages": [{"role": "user", "content": [{"type": "image_url"}]}]},
+        400,
+        "image_url",
+    ),
     ("max_tokens as string", CHAT, {"messages": OK_MESSAGES, "max_tokens": "10"}, 400, "max_tokens"),
     ("max_tokens huge", CHAT, {"messages": OK_MESSAGES, "max_tokens": 10**12}, 400, "max_tokens"),
     ("max_tokens negative", CHAT, {"messages": OK_MESSAGES, "max_tokens": -5}, 400, "max_tokens"),
@@ -34,10 +44,20 @@ CASES = [
     ("stop not strings", CHAT, {"messages": OK_MESSAGES, "stop": 5}, 400, "stop"),
     ("n above 1", CHAT, {"messages": OK_MESSAGES, "n": 2}, 400, "n:"),
     ("logprobs", CHAT, {"messages": OK_MESSAGES, "logprobs": True}, 400, "logprobs"),
-    ("json response format", CHAT, {"messages": OK_MESSAGES, "response_format": {"type": "json_object"}}, 400,
-     "response_format"),
-    ("reserved template kwarg", CHAT, {"messages": OK_MESSAGES, "chat_template_kwargs": {"messages": []}}, 400,
-     "chat_template_kwargs.messages"),
+    (
+        "json response format",
+        CHAT,
+        {"messages": OK_MESSAGES, "response_format": {"type": "json_object"}},
+        400,
+        "response_format",
+    ),
+    (
+        "reserved template kwarg",
+        CHAT,
+        {"messages": OK_MESSAGES, "chat_template_kwargs": {"messages": []}},
+        400,
+        "chat_template_kwargs.messages",
+    ),
     ("lone surrogate", CHAT, b'{"messages": [{"role": "user", "content": "\\ud800"}]}', 400, "tokenize"),
     ("prompt too long", "/v1/completions", {"prompt": "word " * 2000, "max_tokens": 2}, 400, "context size"),
     ("several prompts", "/v1/completions", {"prompt": ["a", "b"]}, 400, "one prompt"),
@@ -92,7 +112,7 @@ def test_unknown_model_name_is_accepted_like_llama_server(plain_server):
 
 
 def test_server_still_serves_after_the_abuse(plain_server):
-    for _, path, body, _, _ in CASES:         # all of them again, back to back
+    for _, path, body, _, _ in CASES:  # all of them again, back to back
         if isinstance(body, bytes):
             plain_server.http.post(path, content=body)
         else:
@@ -108,15 +128,15 @@ def test_api_key(tiny_model):
     try:
         body = {"messages": OK_MESSAGES, "max_tokens": 2}
         check_error(srv.http.post(CHAT, json=body), 401, "Invalid API Key")
-        check_error(srv.http.post(CHAT, json=body, headers={"Authorization": "Bearer wrong"}), 401,
-                    "Invalid API Key")
+        check_error(
+            srv.http.post(CHAT, json=body, headers={"Authorization": "Bearer wrong"}), 401, "Invalid API Key"
+        )
         check_error(srv.http.post(CHAT, json=body, headers={"Authorization": "s3cret"}), 401, "API Key")
-        assert srv.http.post(CHAT, json=body,
-                          headers={"Authorization": "Bearer s3cret"}).status_code == 200
+        assert srv.http.post(CHAT, json=body, headers={"Authorization": "Bearer s3cret"}).status_code == 200
         assert srv.http.post(CHAT, json=body, headers={"X-Api-Key": "s3cret"}).status_code == 200
         check_error(srv.http.get("/metrics"), 401, "API Key")
         check_error(srv.http.get("/props"), 401, "API Key")
-        assert srv.http.get("/health").status_code == 200           # public, as in llama-server
+        assert srv.http.get("/health").status_code == 200  # public, as in llama-server
         assert srv.http.get("/v1/models").status_code == 200
         assert srv.http.post("/tokenize", json={"content": "a"}).status_code == 401
     finally:

@@ -13,8 +13,9 @@ from tests.server.live_server import LiveServer, server_config
 N_TOKENS = 20
 
 
-async def stream_completion(client: httpx.AsyncClient, prompt: str, n_predict: int,
-                            leave_after: int | None = None) -> dict | None:
+async def stream_completion(
+    client: httpx.AsyncClient, prompt: str, n_predict: int, leave_after: int | None = None
+) -> dict | None:
     """Stream /completion; None if we hang up after `leave_after` events (closing the connection)."""
     body = {"prompt": prompt, "n_predict": n_predict, "stream": True}
     async with client.stream("POST", "/completion", json=body) as r:
@@ -26,7 +27,10 @@ async def stream_completion(client: httpx.AsyncClient, prompt: str, n_predict: i
                 if leave_after is not None and len(events) >= leave_after:
                     return None
     assert events[-1]["stop"] is True
-    return {"content": "".join(e["content"] for e in events), "tokens": [t for e in events for t in e["tokens"]]}
+    return {
+        "content": "".join(e["content"] for e in events),
+        "tokens": [t for e in events for t in e["tokens"]],
+    }
 
 
 async def stream_chat(client: httpx.AsyncClient, text: str) -> str:
@@ -73,12 +77,18 @@ def test_concurrent_streams_match_solo_runs_and_leavers_are_cancelled(mtp_server
     wait_until_idle(mtp_server)
     assert all(r is None for r in results[7:10])
     for prompt, got in zip(prompts, results[:7]):
-        alone = mtp_server.http.post("/completion", json={"prompt": prompt, "n_predict": N_TOKENS,
-                                                          "cache_prompt": False, "return_tokens": True}).json()
+        alone = mtp_server.http.post(
+            "/completion",
+            json={"prompt": prompt, "n_predict": N_TOKENS, "cache_prompt": False, "return_tokens": True},
+        ).json()
         assert got["tokens"] == alone["tokens"] and got["content"] == alone["content"]
-    chat_alone = mtp_server.http.post("/v1/chat/completions", json={
-        "messages": [{"role": "user", "content": "Tell me about the quick brown fox."}],
-        "max_tokens": N_TOKENS}).json()
+    chat_alone = mtp_server.http.post(
+        "/v1/chat/completions",
+        json={
+            "messages": [{"role": "user", "content": "Tell me about the quick brown fox."}],
+            "max_tokens": N_TOKENS,
+        },
+    ).json()
     assert results[10] == chat_alone["choices"][0]["message"]["content"]
     # the leavers asked for 200 tokens each; they were stopped long before
     predicted = counter(mtp_server, "llamacpp:tokens_predicted_total") - before
@@ -98,7 +108,7 @@ def test_non_streaming_client_that_leaves_frees_its_slot_at_once(mtp_server):
     assert wait_until_idle(mtp_server) < 1.0
     time.sleep(0.05)
     predicted = counter(mtp_server, "llamacpp:tokens_predicted_total") - before
-    assert predicted < 200      # the context (256) would have allowed ~250 tokens
+    assert predicted < 200  # the context (256) would have allowed ~250 tokens
 
 
 def test_full_queue_answers_503_and_recovers(tiny_model):
@@ -106,12 +116,15 @@ def test_full_queue_answers_503_and_recovers(tiny_model):
 
     async def scenario():
         async with httpx.AsyncClient(base_url=srv.url, timeout=60) as client:
-            async with client.stream("POST", "/completion",
-                                     json={"prompt": "Long story:", "n_predict": -1, "stream": True}) as long_run:
+            async with client.stream(
+                "POST", "/completion", json={"prompt": "Long story:", "n_predict": -1, "stream": True}
+            ) as long_run:
                 lines = long_run.aiter_lines()
                 while not (await lines.__anext__()).startswith("data: "):
-                    pass                                   # the slot is taken
-                queued = asyncio.ensure_future(client.post("/completion", json={"prompt": "Hi", "n_predict": 3}))
+                    pass  # the slot is taken
+                queued = asyncio.ensure_future(
+                    client.post("/completion", json={"prompt": "Hi", "n_predict": 3})
+                )
                 while counter(srv, "llamacpp:requests_deferred") < 1:
                     await asyncio.sleep(0.01)
                 refused = await client.post("/completion", json={"prompt": "Hi", "n_predict": 3})
@@ -121,7 +134,10 @@ def test_full_queue_answers_503_and_recovers(tiny_model):
     try:
         refused, queued = asyncio.run(scenario())
         assert refused.status_code == 503 and refused.headers["retry-after"] == "1"
-        assert refused.json()["error"]["type"] == "unavailable_error" and "busy" in refused.json()["error"]["message"]
+        assert (
+            refused.json()["error"]["type"] == "unavailable_error"
+            and "busy" in refused.json()["error"]["message"]
+        )
         assert queued.status_code == 200 and queued.json()["tokens_predicted"] == 3
     finally:
         srv.stop()

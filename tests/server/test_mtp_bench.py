@@ -30,7 +30,9 @@ def run(mtp_bench, *argv: str) -> str:
 
 def test_bench_reads_the_draft_fields(mtp_bench, mtp_server, tmp_path):
     out_file = tmp_path / "mtp.json"
-    text = run(mtp_bench, "--url", mtp_server.url, "--prompts", "2", "--max-tokens", "8", "--out", str(out_file))
+    text = run(
+        mtp_bench, "--url", mtp_server.url, "--prompts", "2", "--max-tokens", "8", "--out", str(out_file)
+    )
     report = json.loads(out_file.read_text())
     assert [r["name"] for r in report["results"]] == ["code_python", "code_cpp"]
     for r in report["results"]:
@@ -44,9 +46,20 @@ def test_bench_reads_the_draft_fields(mtp_bench, mtp_server, tmp_path):
 
 def test_bench_compare_and_diff(mtp_bench, mtp_server, plain_server, tmp_path):
     out_file = tmp_path / "both.json"
-    text = run(mtp_bench, "--url", plain_server.url, "--compare", mtp_server.url, "--prompts", "1",
-               "--max-tokens", "6", "--out", str(out_file))
-    assert "draft=   0 acc=   0 rate=n/a" in text          # no MTP: the fields are absent, read as 0
+    text = run(
+        mtp_bench,
+        "--url",
+        plain_server.url,
+        "--compare",
+        mtp_server.url,
+        "--prompts",
+        "1",
+        "--max-tokens",
+        "6",
+        "--out",
+        str(out_file),
+    )
+    assert "draft=   0 acc=   0 rate=n/a" in text  # no MTP: the fields are absent, read as 0
     assert "Comparison" in text and "x " in text.split("Comparison")[1]
     runs = json.loads(out_file.read_text())["runs"]
     assert runs[0]["results"][0]["draft_n"] == 0 and runs[1]["results"][0]["draft_n"] > 0

@@ -42,21 +42,52 @@ def _has_vulkan_engine() -> bool:
     return True
 
 
-@pytest.mark.parametrize("backend", [
-    "reference",
-    pytest.param("vulkan", marks=[pytest.mark.slow, pytest.mark.skipif(not _has_vulkan_engine(),
-                                                                        reason="no Vulkan engine in this build")]),
-])
+@pytest.mark.parametrize(
+    "backend",
+    [
+        "reference",
+        pytest.param(
+            "vulkan",
+            marks=[
+                pytest.mark.slow,
+                pytest.mark.skipif(not _has_vulkan_engine(), reason="no Vulkan engine in this build"),
+            ],
+        ),
+    ],
+)
 def test_fifty_sleep_wake_cycles_keep_memory_flat(tiny_model, tmp_path, backend):
     port = free_port()
     log = open(tmp_path / "server.log", "w")
     root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     env = {**os.environ, "PYTHONPATH": root + os.pathsep + os.environ.get("PYTHONPATH", "")}
-    proc = subprocess.Popen([sys.executable, "-m", "vkmtp.cli", "serve", "-m", tiny_model, "--backend", backend,
-                             "--port", str(port), "-c", "128", "--sleep-idle-seconds", "0.1", "--temp", "0",
-                             "--log-level", "warning"], stdout=log, stderr=subprocess.STDOUT, env=env)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "vkmtp.cli",
+            "serve",
+            "-m",
+            tiny_model,
+            "--backend",
+            backend,
+            "--port",
+            str(port),
+            "-c",
+            "128",
+            "--sleep-idle-seconds",
+            "0.1",
+            "--temp",
+            "0",
+            "--log-level",
+            "warning",
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        env=env,
+    )
     http = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30)
     try:
+
         def ready() -> bool:
             assert proc.poll() is None, (tmp_path / "server.log").read_text()
             try:
@@ -71,7 +102,7 @@ def test_fifty_sleep_wake_cycles_keep_memory_flat(tiny_model, tmp_path, backend)
         for cycle in range(CYCLES):
             wait_for(lambda: http.get("/props").json()["is_sleeping"], what="sleep")
             assert metric(http, "vkmtp:engine_allocated_bytes") == 0
-            if cycle < 3:      # monitoring does not wake the engine
+            if cycle < 3:  # monitoring does not wake the engine
                 for path in ("/health", "/props", "/v1/models", "/models", "/metrics", "/slots"):
                     assert http.get(path).status_code == 200
                 assert http.post("/tokenize", json={"content": "abc"}).status_code == 200

@@ -12,6 +12,7 @@ from vkmtp.tokenizer import Tokenizer
 @pytest.fixture(scope="module")
 def tokenizer(tiny_model) -> Tokenizer:
     from vkmtp.gguf import open_gguf
+
     return Tokenizer.from_gguf(open_gguf(tiny_model))
 
 
@@ -37,7 +38,7 @@ def test_stop_string_ends_the_text_and_is_not_shown(tokenizer):
     stream = TextStream(tokenizer, ["world", "zzz"])
     deltas = feed(stream, tokenizer, "Hello, world! How are you?")
     assert "".join(deltas) == "Hello, " and stream.stop_word == "world"
-    assert all("w" not in d for d in deltas)          # the start of the stop string was held back
+    assert all("w" not in d for d in deltas)  # the start of the stop string was held back
 
 
 def test_partial_stop_string_is_released_when_it_does_not_complete(tokenizer):
@@ -59,15 +60,22 @@ def test_prompt_forms(tokenizer):
     assert prompt_ids(ids, tokenizer, allow_mixed=False) == ids
     assert prompt_ids([ids], tokenizer, allow_mixed=False) == ids
     assert prompt_ids(["The quick", *ids[-1:]], tokenizer, allow_mixed=True)[-1] == ids[-1]
-    for bad, words in [([], "non-empty"), ({"a": 1}, "string"), ([1, True], r"prompt\[1\]"),
-                       (["a", "b"], "one prompt"), ([10**9], "not a token id")]:
+    for bad, words in [
+        ([], "non-empty"),
+        ({"a": 1}, "string"),
+        ([1, True], r"prompt\[1\]"),
+        (["a", "b"], "one prompt"),
+        ([10**9], "not a token id"),
+    ]:
         with pytest.raises(ValueError, match=words):
             prompt_ids(bad, tokenizer, allow_mixed=False)
 
 
 def test_chat_template_kwargs_reach_the_template(tokenizer):
-    template = ChatTemplate("{{ greeting }} {% for m in messages %}{{ m.content }}{% endfor %}"
-                            "{% if enable_thinking %} think{% endif %}")
+    template = ChatTemplate(
+        "{{ greeting }} {% for m in messages %}{{ m.content }}{% endfor %}"
+        "{% if enable_thinking %} think{% endif %}"
+    )
     messages = [{"role": "user", "content": "there"}]
     assert render_chat(template, messages, None, {"greeting": "hi"}) == "hi there think"
     assert render_chat(template, messages, None, {"greeting": "yo", "enable_thinking": False}) == "yo there"

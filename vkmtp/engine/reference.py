@@ -1,8 +1,8 @@
 """The NumPy reference model behind the engine contract: what `--backend reference` and the server tests run.
 
-Each slot owns a trunk state and (with MTP) an MTP state. `step()` advances every active slot once: one prefill
-chunk of at most `ubatch` prompt tokens, or one decode step — a plain single-token forward, or one draft/verify
-step of the reference MTP loop (vkmtp/ref/generate.py). Slots run one after another (the reference has no
+Each slot owns a trunk state and (with MTP) an MTP state. `step()` advances every active slot once: one
+prefill chunk of at most `ubatch` prompt tokens, or one decode step — a plain single-token forward, or one
+draft/verify step of the reference MTP loop (vkmtp/ref/generate.py). Slots run one after another (the reference has no
 batched kernels); the results are what a batched engine must reproduce.
 
 Prompt cache: a GDN state cannot be cut back to an earlier position, so a slot remembers whole states: the
@@ -18,8 +18,15 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from vkmtp.engine.api import (Engine, EngineConfig, Event, NoFreeSlotError, PromptTooLongError, Request,
-                              Sequence)
+from vkmtp.engine.api import (
+    Engine,
+    EngineConfig,
+    Event,
+    NoFreeSlotError,
+    PromptTooLongError,
+    Request,
+    Sequence,
+)
 from vkmtp.ref import ReferenceModel
 from vkmtp.ref.generate import MtpDraftParams, mtp_catch_up, speculative_step
 from vkmtp.ref.state import KVCache, ModelState, MtpState, StateSnapshot
@@ -33,14 +40,19 @@ class _CachedPrefix:
     tokens: tuple[int, ...]
     state: StateSnapshot
     mtp: KVCache | None
-    logits: np.ndarray          # [n_vocab] predicts the token after `tokens`
-    hidden: np.ndarray          # [n_embd]  h of the last token (the MTP head's pending_h)
+    logits: np.ndarray  # [n_vocab] predicts the token after `tokens`
+    hidden: np.ndarray  # [n_embd]  h of the last token (the MTP head's pending_h)
 
     @property
     def nbytes(self) -> int:
-        arrays = [self.logits, self.hidden, *(c.k for c in self.state.kv.values()),
-                  *(c.v for c in self.state.kv.values()),
-                  *(s.conv for s in self.state.recurrent.values()), *(s.ssm for s in self.state.recurrent.values())]
+        arrays = [
+            self.logits,
+            self.hidden,
+            *(c.k for c in self.state.kv.values()),
+            *(c.v for c in self.state.kv.values()),
+            *(s.conv for s in self.state.recurrent.values()),
+            *(s.ssm for s in self.state.recurrent.values()),
+        ]
         if self.mtp is not None:
             arrays += [self.mtp.k, self.mtp.v]
         return sum(a.nbytes for a in arrays)
@@ -55,13 +67,13 @@ class _Run:
     state: ModelState
     mtp: MtpState | None
     sampler: Sampler
-    n_prompt_done: int                 # prompt tokens in `state`
-    logits: np.ndarray | None = None   # [n_vocab] after the last evaluated token
-    hidden: np.ndarray | None = None   # [n_embd]
-    id_last: int | None = None         # sampled, not yet evaluated
-    stop_reason: str | None = None     # set when the sequence must end after this step
-    t_prompt: float = 0.0              # perf_counter() when prompt processing began
-    t_gen: float = 0.0                 # ... when the prompt was done
+    n_prompt_done: int  # prompt tokens in `state`
+    logits: np.ndarray | None = None  # [n_vocab] after the last evaluated token
+    hidden: np.ndarray | None = None  # [n_embd]
+    id_last: int | None = None  # sampled, not yet evaluated
+    stop_reason: str | None = None  # set when the sequence must end after this step
+    t_prompt: float = 0.0  # perf_counter() when prompt processing began
+    t_gen: float = 0.0  # ... when the prompt was done
 
 
 class _Slot:
@@ -76,19 +88,25 @@ class _Slot:
         best = None
         for entry in self.cache:
             n = len(entry.tokens)
-            if n <= len(prompt) and tuple(prompt[:n]) == entry.tokens and (best is None or n > len(best.tokens)):
+            if (
+                n <= len(prompt)
+                and tuple(prompt[:n]) == entry.tokens
+                and (best is None or n > len(best.tokens))
+            ):
                 best = entry
         return best
 
 
 class ReferenceEngine(Engine):
-    """Engine contract over `vkmtp.ref.ReferenceModel` (slow, exact; the oracle the Vulkan engine must match)."""
+    """The engine contract over `vkmtp.ref.ReferenceModel` (slow, exact: the oracle for the Vulkan engine)."""
 
     def __init__(self, model: str | os.PathLike | ReferenceModel, config: EngineConfig = EngineConfig()):
         """model: a GGUF path or an already opened ReferenceModel."""
         if config.n_slots < 1 or config.n_ctx < 2 or config.ubatch < 1:
-            raise ValueError(f"invalid engine config: n_slots={config.n_slots}, n_ctx={config.n_ctx}, "
-                             f"ubatch={config.ubatch}")
+            raise ValueError(
+                f"invalid engine config: n_slots={config.n_slots}, n_ctx={config.n_ctx}, "
+                f"ubatch={config.ubatch}"
+            )
         self.model = model if isinstance(model, ReferenceModel) else ReferenceModel.from_gguf(model)
         self.config = config
         self.use_mtp = config.spec.enabled and self.model.has_mtp
@@ -100,7 +118,7 @@ class ReferenceEngine(Engine):
     def n_vocab(self) -> int:
         return self.model.cfg.n_vocab
 
-    # ---- admission -----------------------------------------------------------------------------------------------
+    # ---- admission -----------------------------------------------------------------------------------------
     def submit(self, request: Request) -> Sequence:
         if self.closed:
             raise RuntimeError("the engine is closed")
@@ -109,12 +127,20 @@ class ReferenceEngine(Engine):
             raise ValueError("the prompt is empty")
         self.model.check_tokens(prompt)
         if len(prompt) >= self.config.n_ctx:
-            raise PromptTooLongError(f"the prompt has {len(prompt)} tokens; the context holds {self.config.n_ctx} "
-                                     f"per slot (prompt + at least one generated token)")
+            raise PromptTooLongError(
+                f"the prompt has {len(prompt)} tokens; the context holds {self.config.n_ctx} "
+                f"per slot (prompt + at least one generated token)"
+            )
         slot, prefix = self._choose_slot(prompt, request.cache_prompt)
         seq = Sequence(request, slot.index)
-        run = _Run(seq, prompt, self.model.new_state(), self.model.new_mtp_state() if self.use_mtp else None,
-                   Sampler(request.params), 0)
+        run = _Run(
+            seq,
+            prompt,
+            self.model.new_state(),
+            self.model.new_mtp_state() if self.use_mtp else None,
+            Sampler(request.params),
+            0,
+        )
         for token in prompt:
             run.sampler.accept(token)
         if prefix is not None:
@@ -142,7 +168,7 @@ class ReferenceEngine(Engine):
                 return slot, prefix
         return min(free, key=lambda s: s.last_used), None
 
-    # ---- stepping ------------------------------------------------------------------------------------------------
+    # ---- stepping ------------------------------------------------------------------------------------------
     def has_work(self) -> bool:
         return any(s.run is not None for s in self.slots)
 
@@ -169,9 +195,9 @@ class ReferenceEngine(Engine):
     def _prefill_chunk(self, slot: _Slot, run: _Run) -> None:
         if run.n_prompt_done == run.seq.timings.cache_n and not run.t_prompt:
             run.t_prompt = time.perf_counter()
-        chunk = run.prompt[run.n_prompt_done:run.n_prompt_done + self.config.ubatch]
+        chunk = run.prompt[run.n_prompt_done : run.n_prompt_done + self.config.ubatch]
         logits, hidden = self.model.forward(chunk, run.state)
-        if run.mtp is not None:       # MTP entry p is built from (x_p, h_{p-1}); h_{-1} = 0
+        if run.mtp is not None:  # MTP entry p is built from (x_p, h_{p-1}); h_{-1} = 0
             prev = run.hidden if run.hidden is not None else np.zeros(hidden.shape[1], hidden.dtype)
             mtp_catch_up(self.model, chunk, hidden, prev, run.mtp)
         run.n_prompt_done += len(chunk)
@@ -204,8 +230,17 @@ class ReferenceEngine(Engine):
         n_draft_max = min(self.draft.n_max, self.config.n_ctx - run.state.n_past - 2)
         if request.max_tokens >= 0:
             n_draft_max = min(n_draft_max, request.max_tokens - len(run.seq.generated) - 1)
-        step = speculative_step(self.model, run.state, run.mtp, run.sampler, run.id_last, run.hidden,
-                                n_draft_max, self.draft, lambda token: self._take(run, token))
+        step = speculative_step(
+            self.model,
+            run.state,
+            run.mtp,
+            run.sampler,
+            run.id_last,
+            run.hidden,
+            n_draft_max,
+            self.draft,
+            lambda token: self._take(run, token),
+        )
         if step.n_drafted:
             run.seq.spec.record(step.n_drafted, step.n_accepted)
         run.logits, run.hidden = step.logits, step.pending_h
@@ -217,7 +252,7 @@ class ReferenceEngine(Engine):
         self._take(run, token)
 
     def _take(self, run: _Run, token: int) -> bool:
-        """Add a sampled token; True (and run.stop_reason set) when the sequence ends: EOS, budget, context."""
+        """Add a sampled token; True (run.stop_reason set) when the sequence ends: EOS, budget, context."""
         seq, request = run.seq, run.seq.request
         if token in request.stop_ids:
             run.stop_reason = "eos"
@@ -242,7 +277,7 @@ class ReferenceEngine(Engine):
         t.predicted_ms = 1e3 * (time.perf_counter() - run.t_gen) if run.t_gen else 0.0
         t.draft_n, t.draft_n_accepted = run.seq.spec.draft_n, run.seq.spec.draft_n_accepted
 
-    # ---- ending --------------------------------------------------------------------------------------------------
+    # ---- ending --------------------------------------------------------------------------------------------
     def _finish(self, slot: _Slot, run: _Run, reason: str) -> None:
         self._update_predicted(run)
         run.seq.done = True
@@ -254,13 +289,18 @@ class ReferenceEngine(Engine):
 
     def _remember(self, slot: _Slot, run: _Run, end_of_prompt: bool) -> None:
         """Keep the slot's memory for later prompts that extend these tokens (at most two entries)."""
-        tokens = tuple(run.prompt[:run.n_prompt_done] + run.seq.generated)[:run.state.n_past]
+        tokens = tuple(run.prompt[: run.n_prompt_done] + run.seq.generated)[: run.state.n_past]
         if end_of_prompt:
             slot.cache = []
         elif slot.cache and slot.cache[-1].tokens == tokens:
             return
-        entry = _CachedPrefix(tokens, run.state.snapshot(), run.mtp.snapshot() if run.mtp is not None else None,
-                              run.logits.copy(), run.hidden.copy())
+        entry = _CachedPrefix(
+            tokens,
+            run.state.snapshot(),
+            run.mtp.snapshot() if run.mtp is not None else None,
+            run.logits.copy(),
+            run.hidden.copy(),
+        )
         slot.cache = (slot.cache + [entry])[-2:]
 
     def cancel(self, seq: Sequence) -> None:
@@ -285,7 +325,7 @@ class ReferenceEngine(Engine):
         self.model = None
         self.closed = True
 
-    # ---- accounting ----------------------------------------------------------------------------------------------
+    # ---- accounting ----------------------------------------------------------------------------------------
     @property
     def allocated_bytes(self) -> int:
         """Bytes of weights (dequantized so far), live states and cached prefixes this engine holds."""
@@ -300,8 +340,12 @@ class ReferenceEngine(Engine):
 
 
 def _state_bytes(state: ModelState, mtp: MtpState | None) -> int:
-    arrays = [*(c.k for c in state.kv.values()), *(c.v for c in state.kv.values()),
-              *(s.conv for s in state.recurrent.values()), *(s.ssm for s in state.recurrent.values())]
+    arrays = [
+        *(c.k for c in state.kv.values()),
+        *(c.v for c in state.kv.values()),
+        *(s.conv for s in state.recurrent.values()),
+        *(s.ssm for s in state.recurrent.values()),
+    ]
     if mtp is not None:
         arrays += [mtp.kv.k, mtp.kv.v]
     return sum(a.nbytes for a in arrays)

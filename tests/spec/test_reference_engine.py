@@ -1,10 +1,11 @@
-"""ReferenceEngine: the engine contract over the NumPy reference (slots, prefill chunks, MTP, prompt cache)."""
+"""ReferenceEngine: the engine contract over the NumPy reference (slots, prefill, MTP, prompt cache)."""
 
 import numpy as np
 import pytest
 
 from vkmtp.engine.api import EngineConfig, NoFreeSlotError, PromptTooLongError, Request
 from vkmtp.engine.reference import ReferenceEngine
+from vkmtp.ref import ReferenceModel
 from vkmtp.ref.generate import generate, generate_mtp
 from vkmtp.sampling import SamplingParams
 from vkmtp.spec import SpecConfig
@@ -14,9 +15,17 @@ PROMPT = [int(t) for t in np.random.default_rng(5).integers(0, 500, 23)]
 OTHER = [int(t) for t in np.random.default_rng(6).integers(0, 500, 17)]
 
 
+@pytest.fixture(scope="module")
+def aligned_model(tiny_gguf) -> ReferenceModel:
+    """Dense tiny model whose MTP drafts are often accepted."""
+    return ReferenceModel.from_gguf(tiny_gguf("aligned"))
+
+
 def engine(model, mtp=True, n_slots=2, n_ctx=128, ubatch=8):
-    return ReferenceEngine(model, EngineConfig(n_ctx=n_ctx, n_slots=n_slots, ubatch=ubatch,
-                                               spec=SpecConfig(enabled=mtp, n_max=3)))
+    return ReferenceEngine(
+        model,
+        EngineConfig(n_ctx=n_ctx, n_slots=n_slots, ubatch=ubatch, spec=SpecConfig(enabled=mtp, n_max=3)),
+    )
 
 
 def run(eng, *requests):
@@ -35,7 +44,7 @@ def test_greedy_output_is_the_reference_loops_output(aligned_model, mtp):
     timings = seq.timings.to_json()
     assert timings["predicted_n"] == 12 and timings["prompt_n"] == len(PROMPT) and timings["cache_n"] == 0
     assert timings["prompt_ms"] > 0 and timings["predicted_ms"] > 0
-    if mtp:   # llama-server's draft fields, only when drafting happened
+    if mtp:  # llama-server's draft fields, only when drafting happened
         assert timings["draft_n"] == ref.stats.n_drafted > 0
         assert timings["draft_n_accepted"] == ref.stats.n_accepted
         assert seq.spec.steps == ref.stats.n_steps
@@ -70,7 +79,7 @@ def test_step_events_carry_every_new_token_once(aligned_model):
             seen += ev.new_ids
             assert ev.done == seq.done
     assert seen == seq.generated
-    assert n_steps < 3 + 11              # 3 prefill chunks of 8, then fewer steps than tokens (drafts)
+    assert n_steps < 3 + 11  # 3 prefill chunks of 8, then fewer steps than tokens (drafts)
 
 
 def test_prompt_cache_reuses_a_prefix_and_changes_nothing(aligned_model):
