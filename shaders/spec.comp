@@ -11,25 +11,30 @@
 //                   argmax of the row before them (synthetic benchmark mode instead: u[s*K + j] < rate);
 //                   out[s*V + j] = token of row j for j <= m (a draft for j < m, the target's token at m);
 //                   accept[s] = m, n_valid[s] = number of valid drafts, sel[s] = {seq slot, m} (the snapshot
-//                   the state rollback (state_select.comp) copies back).
-// MODE_GATHER_ROW   dst[s][w] = src[(s*V + accept[s]) * width + w] for w < width (the hidden state of the last
-//                   accepted row becomes the next draft's input).
+//                   the state rollback (state_select.comp) copies back), hsel[s] = {s*V + m, seq slot} (the
+//                   verify row whose hidden state MODE_COPY_ROWS copies to the slot).
+// MODE_COPY_ROWS    for r < n_rows: dst[pairs[r].y * width + w] = src[pairs[r].x * width + w], w < width, with
+//                   the {src row, dst row} pairs read from the step buffer at run time (the hidden state of
+//                   the last accepted row becomes its slot's next draft input; a prefill chunk's last hidden
+//                   becomes its slot's; a slot's hidden feeds a chunk's first MTP row).
 //
 // Bindings: 0 step (uint words: records, ids, flags; host-visible step buffer)
-//           1 data (f32/uint words: top-k values for DRAFT_TOKEN, rows for GATHER_ROW)
+//           1 data (f32/uint words: top-k values for DRAFT_TOKEN, source rows for COPY_ROWS)
+//           2 dst (COPY_ROWS destination rows; other modes bind any buffer here)
 // Push constants (word offsets into the bound buffers; records are 4 words, see tokens.glsl):
 //   DRAFT_TOKEN: ids_off, topv_off, valid_off, vrec_off, drec_next_off, n_seq, K, i, n_top, p_min (f32)
 //   ACCEPT:      vids_off, valid_off, vrec_off, out_off, accept_off, nvalid_off, u_off, n_seq, K, rate (f32),
-//                sel_off
-//   GATHER_ROW:  accept_off, src_off, dst_off, n_seq, V, width
+//                sel_off, hsel_off
+//   COPY_ROWS:   pairs_off, src_off, dst_off, n_rows, width
 // Spec constants: 0 BLOCK_SIZE
-// Dispatch: DRAFT_TOKEN / ACCEPT: ceil(n_seq / BLOCK_SIZE) x 1 x 1; GATHER_ROW: ceil(width / BLOCK_SIZE) x n_seq x 1
+// Dispatch: DRAFT_TOKEN / ACCEPT: ceil(n_seq / BLOCK_SIZE) x 1 x 1; COPY_ROWS: ceil(width / BLOCK_SIZE) x n_rows x 1
 #extension GL_GOOGLE_include_directive : require
 #include "tokens.glsl"
 
 layout(local_size_x_id = 0) in;
 layout(std430, binding = 0) buffer Step { uint step_words[]; };
 layout(std430, binding = 1) buffer Data { uint data_words[]; };
+layout(std430, binding = 2) buffer Dst { uint dst_words[]; };
 
 #if defined(MODE_DRAFT_TOKEN)
 layout(push_constant) uniform Push {
@@ -60,7 +65,7 @@ void main() {
 #elif defined(MODE_ACCEPT)
 layout(push_constant) uniform Push {
     uint vids_off; uint valid_off; uint vrec_off; uint out_off; uint accept_off; uint nvalid_off; uint u_off;
-    uint n_seq; uint K; uint rate_bits; uint sel_off;
+    uint n_seq; uint K; uint rate_bits; uint sel_off; uint hsel_off;
 } p;
 
 void main() {
@@ -88,18 +93,19 @@ void main() {
     step_words[p.nvalid_off + s] = n_valid;
     step_words[p.sel_off + 2u * s] = step_words[p.vrec_off + TOK_SEQ(s * V)];
     step_words[p.sel_off + 2u * s + 1u] = m;
+    step_words[p.hsel_off + 2u * s] = s * V + m;
+    step_words[p.hsel_off + 2u * s + 1u] = step_words[p.vrec_off + TOK_SEQ(s * V)];
 }
 
-#elif defined(MODE_GATHER_ROW)
-layout(push_constant) uniform Push {
-    uint accept_off; uint src_off; uint dst_off; uint n_seq; uint V; uint width;
-} p;
+#elif defined(MODE_COPY_ROWS)
+layout(push_constant) uniform Push { uint pairs_off; uint src_off; uint dst_off; uint n_rows; uint width; } p;
 
 void main() {
     uint w = gl_GlobalInvocationID.x;
-    uint s = gl_WorkGroupID.y;
-    if (w >= p.width || s >= p.n_seq) return;
-    uint row = s * p.V + step_words[p.accept_off + s];
-    data_words[p.dst_off + s * p.width + w] = data_words[p.src_off + row * p.width + w];
+    uint r = gl_WorkGroupID.y;
+    if (w >= p.width || r >= p.n_rows) return;
+    uint src_row = step_words[p.pairs_off + 2u * r];
+    uint dst_row = step_words[p.pairs_off + 2u * r + 1u];
+    dst_words[p.dst_off + dst_row * p.width + w] = data_words[p.src_off + src_row * p.width + w];
 }
 #endif

@@ -3,6 +3,8 @@
 
     # GGUFs of any type (no torch needed):
     python tools/make_test_model.py --out models/ --variants dense,moe,aligned --types f32,q8_0,q4_0
+    # bigger random weights whose rows all fit K-quant blocks:
+    python tools/make_test_model.py --out models/ --preset k256 --types q4_k,q6_k,iq4_xs
     # also write HF checkpoints (config.json, model.safetensors, tokenizer.json) for other converters:
     python tools/make_test_model.py --out models/ --save-hf
     # regenerate the committed test fixtures with transformers (needs the `dev` extra: torch, transformers):
@@ -25,15 +27,25 @@ import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
-from vkmtp.convert import synthetic                                     # noqa: E402
-from vkmtp.convert.fixtures import (FIXTURE_DIR, FIXTURE_VERSION, PROMPT, SEEDS, VARIANTS,  # noqa: E402
-                                    fixture_gguf, load_fixture_meta, make_tokenizer_json, variant_state)
+from vkmtp.convert import synthetic, write_gguf  # noqa: E402
+from vkmtp.convert.fixtures import (  # noqa: E402
+    FIXTURE_DIR,
+    FIXTURE_VERSION,
+    PROMPT,
+    SEEDS,
+    VARIANTS,
+    load_fixture_meta,
+    make_tokenizer_json,
+    variant_state,
+)
+from vkmtp.convert.vocab import gguf_tokenizer_meta  # noqa: E402
 
-N_DECODE = 4     # decode steps after the prompt in the reference data
-N_DRAFT = 3      # chained MTP draft steps (llama.cpp's default n_max)
+N_DECODE = 4  # decode steps after the prompt in the reference data
+N_DRAFT = 3  # chained MTP draft steps (llama.cpp's default n_max)
 
 
-# ---- transformers side ---------------------------------------------------------------------------------------
+# ---- transformers side ----------------------------------------------------------------------------
+
 
 def _torch_config(hf_cfg: dict):
     from transformers import Qwen3_5TextConfig
@@ -113,13 +125,20 @@ def torch_mtp(hf_cfg: dict, state: dict[str, np.ndarray], trunk):
             return trunk.lm_head(hm)[0], hm[0]
 
     mtp = TorchMtp().eval()
-    tensors = {k[len("mtp.layers.0."):]: torch.from_numpy(v.copy()) for k, v in state.items()
-               if k.startswith("mtp.layers.0.")}
+    tensors = {
+        k[len("mtp.layers.0.") :]: torch.from_numpy(v.copy())
+        for k, v in state.items()
+        if k.startswith("mtp.layers.0.")
+    }
     if moe:
         tensors.update(_fused_experts(tensors, "mlp.", cfg.num_experts))
     mtp.block.load_state_dict(tensors, strict=True)
-    for ours, theirs in (("enorm", "pre_fc_norm_embedding"), ("hnorm", "pre_fc_norm_hidden"), ("norm", "norm"),
-                         ("fc", "fc")):
+    for ours, theirs in (
+        ("enorm", "pre_fc_norm_embedding"),
+        ("hnorm", "pre_fc_norm_hidden"),
+        ("norm", "norm"),
+        ("fc", "fc"),
+    ):
         getattr(mtp, ours).weight.data = torch.from_numpy(state[f"mtp.{theirs}.weight"].copy())
     return mtp
 
@@ -136,7 +155,7 @@ def hf_reference(hf_cfg: dict, state: dict[str, np.ndarray], prompt: list[int]) 
     with torch.no_grad():
         out = trunk(input_ids=ids, use_cache=True)
         prefill_logits = out.logits[0]
-        hidden = trunk.model(input_ids=ids).last_hidden_state[0]           # post-norm
+        hidden = trunk.model(input_ids=ids).last_hidden_state[0]  # post-norm
         cache, decode_tokens, decode_logits = out.past_key_values, [], []
         token = int(prefill_logits[-1].argmax())
         for _ in range(N_DECODE):
@@ -161,14 +180,18 @@ def hf_reference(hf_cfg: dict, state: dict[str, np.ndarray], prompt: list[int]) 
             token, h = int(logits[-1].argmax()), hm[-1]
     return {
         "prompt_tokens": np.asarray(prompt, np.int64),
-        "prefill_logits": prefill_logits.numpy(), "prefill_hidden": hidden.numpy(),
-        "decode_tokens": np.asarray(decode_tokens, np.int64), "decode_logits": torch.stack(decode_logits).numpy(),
+        "prefill_logits": prefill_logits.numpy(),
+        "prefill_hidden": hidden.numpy(),
+        "decode_tokens": np.asarray(decode_tokens, np.int64),
+        "decode_logits": torch.stack(decode_logits).numpy(),
         "mtp_prompt_logits": mtp_logits.numpy(),
-        "draft_input_tokens": np.asarray(draft_inputs, np.int64), "draft_logits": torch.stack(draft_logits).numpy(),
+        "draft_input_tokens": np.asarray(draft_inputs, np.int64),
+        "draft_logits": torch.stack(draft_logits).numpy(),
     }
 
 
-# ---- outputs ---------------------------------------------------------------------------------------------------
+# ---- outputs ---------------------------------------------------------------------------------------
+
 
 def write_fixtures(fixture_dir: str) -> None:
     """Regenerate the committed fixture set (needs torch + transformers)."""
@@ -181,10 +204,14 @@ def write_fixtures(fixture_dir: str) -> None:
     with open(os.path.join(fixture_dir, "tokenizer.json"), "w", encoding="utf-8") as fh:
         fh.write(tokenizer_json)
     prompt = Tokenizer.from_str(tokenizer_json).encode(PROMPT).ids
-    meta = {"format_version": FIXTURE_VERSION,
-            "generator": f"python tools/make_test_model.py --fixtures {fixture_dir}",
-            "torch": torch.__version__, "transformers": transformers.__version__, "prompt": PROMPT,
-            "variants": {}}
+    meta = {
+        "format_version": FIXTURE_VERSION,
+        "generator": f"python tools/make_test_model.py --fixtures {fixture_dir}",
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+        "prompt": PROMPT,
+        "variants": {},
+    }
     for variant in ("dense", "moe"):
         spec = VARIANTS[variant]
         state = synthetic.quantization_exact(synthetic.random_state_dict(spec, SEEDS[variant]))
@@ -193,7 +220,10 @@ def write_fixtures(fixture_dir: str) -> None:
         reference = hf_reference(hf_cfg, state, prompt)
         np.savez(os.path.join(fixture_dir, f"reference-{variant}.npz"), **reference)
         meta["variants"][variant] = {"seed": SEEDS[variant], "hf_config": hf_cfg}
-        print(f"{variant}: prompt {len(prompt)} tokens, logit |max| {np.abs(reference['prefill_logits']).max():.2f}")
+        print(
+            f"{variant}: prompt {len(prompt)} tokens, "
+            f"logit |max| {np.abs(reference['prefill_logits']).max():.2f}"
+        )
     with open(os.path.join(fixture_dir, "meta.json"), "w", encoding="utf-8") as fh:
         json.dump(meta, fh, indent=1)
 
@@ -204,24 +234,49 @@ def save_hf_checkpoint(out_dir: str, hf_cfg: dict, state: dict[str, np.ndarray],
     os.makedirs(out_dir, exist_ok=True)
     with open(os.path.join(out_dir, "config.json"), "w", encoding="utf-8") as fh:
         json.dump(hf_cfg, fh, indent=1)
-    save_file({k: np.ascontiguousarray(v) for k, v in state.items()}, os.path.join(out_dir, "model.safetensors"))
+    save_file(
+        {k: np.ascontiguousarray(v) for k, v in state.items()}, os.path.join(out_dir, "model.safetensors")
+    )
     with open(os.path.join(out_dir, "tokenizer.json"), "w", encoding="utf-8") as fh:
         fh.write(tokenizer_json)
     with open(os.path.join(out_dir, "tokenizer_config.json"), "w", encoding="utf-8") as fh:
-        json.dump({"tokenizer_class": "Qwen3_5Tokenizer", "eos_token": "<|im_end|>",
-                   "pad_token": "<|endoftext|>", "add_bos_token": False}, fh, indent=1)
+        json.dump(
+            {
+                "tokenizer_class": "Qwen3_5Tokenizer",
+                "eos_token": "<|im_end|>",
+                "pad_token": "<|endoftext|>",
+                "add_bos_token": False,
+            },
+            fh,
+            indent=1,
+        )
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--out", help="directory for GGUF files")
     parser.add_argument("--variants", default="dense,moe,aligned", help="comma list of dense, moe, aligned")
     parser.add_argument("--types", default="f32", help="comma list of file types (f32, f16, q8_0, q4_0, ...)")
     parser.add_argument("--no-mtp", action="store_true", help="drop the MTP block (llama.cpp --no-mtp)")
     parser.add_argument("--save-hf", action="store_true", help="also write HF checkpoint directories")
-    parser.add_argument("--fixtures", help="regenerate the test fixture directory (needs torch, transformers)")
-    parser.add_argument("--fixture-dir", default=FIXTURE_DIR,
-                        help="fixture directory the weights are taken from (default: the committed one)")
+    parser.add_argument(
+        "--fixtures", help="regenerate the test fixture directory (needs torch, transformers)"
+    )
+    parser.add_argument(
+        "--fixture-dir",
+        default=FIXTURE_DIR,
+        help="fixture directory the weights are taken from (default: the committed one)",
+    )
+    parser.add_argument(
+        "--preset",
+        choices=("fixture", "k256"),
+        default="fixture",
+        help="fixture: the committed test weights; k256: fresh random weights (--seed) with every row a "
+        "multiple of 256 values, for K-quant files",
+    )
+    parser.add_argument("--seed", type=int, default=10, help="random seed of the k256 preset")
     args = parser.parse_args(argv)
     if args.fixtures:
         write_fixtures(args.fixtures)
@@ -229,17 +284,43 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     os.makedirs(args.out, exist_ok=True)
     meta = load_fixture_meta(args.fixture_dir)
+    with open(os.path.join(args.fixture_dir, "tokenizer.json"), encoding="utf-8") as fh:
+        tokenizer_json = fh.read()
     for variant in args.variants.split(","):
+        if args.preset == "fixture":
+            hf_cfg, state = variant_state(args.fixture_dir, variant, meta)
+            stem = f"tiny-qwen35-{variant}"
+        else:
+            hf_cfg, state = k256_state(variant, args.seed)
+            stem = f"tiny-qwen35-k256-{variant}"
         for file_type in args.types.split(","):
             suffix = "-nomtp" if args.no_mtp else ""
-            path = os.path.join(args.out, f"tiny-qwen35-{variant}{suffix}-{file_type.upper()}.gguf")
-            fixture_gguf(args.fixture_dir, variant, file_type, path, mtp=not args.no_mtp)
+            path = os.path.join(args.out, f"{stem}{suffix}-{file_type.upper()}.gguf")
+            write_gguf(
+                state,
+                hf_cfg,
+                path,
+                file_type=file_type,
+                tokenizer_meta=gguf_tokenizer_meta(tokenizer_json),
+                mtp=not args.no_mtp,
+                name=stem,
+            )
             print(f"wrote {path} ({os.path.getsize(path)} bytes)")
         if args.save_hf:
-            hf_cfg, state = variant_state(args.fixture_dir, variant, meta)
-            with open(os.path.join(args.fixture_dir, "tokenizer.json"), encoding="utf-8") as fh:
-                save_hf_checkpoint(os.path.join(args.out, f"hf-tiny-qwen35-{variant}"), hf_cfg, state, fh.read())
+            save_hf_checkpoint(os.path.join(args.out, f"hf-{stem}"), hf_cfg, state, tokenizer_json)
     return 0
+
+
+def k256_state(variant: str, seed: int) -> tuple[dict, dict[str, np.ndarray]]:
+    """Fresh random weights of the k256 preset (no transformers reference data)."""
+    spec = synthetic.K256_MOE if variant == "moe" else synthetic.K256_DENSE
+    state = synthetic.random_state_dict(spec, seed)
+    if variant == "aligned":
+        # wider rows make the successor map stickier; 3.0 gives about 50 % acceptance at this size
+        state = synthetic.align_for_mtp(state, spec, seed + 1, block_scale=3.0)
+    elif variant not in ("dense", "moe"):
+        raise SystemExit(f"unknown variant '{variant}' (dense, moe, aligned)")
+    return synthetic.hf_config(spec), state
 
 
 if __name__ == "__main__":

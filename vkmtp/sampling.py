@@ -17,14 +17,14 @@ import numpy as np
 @dataclass(frozen=True)
 class SamplingParams:
     temperature: float = 0.8
-    top_k: int = 40              # <= 0: off
-    top_p: float = 0.95          # >= 1: off
-    min_p: float = 0.05          # <= 0: off
+    top_k: int = 40  # <= 0: off
+    top_p: float = 0.95  # >= 1: off
+    min_p: float = 0.05  # <= 0: off
     repeat_penalty: float = 1.0  # 1: off
-    repeat_last_n: int = 64      # tokens the penalties look at; 0: off, -1: all
+    repeat_last_n: int = 64  # tokens the penalties look at; 0: off, -1: all
     presence_penalty: float = 0.0
     frequency_penalty: float = 0.0
-    seed: int | None = None      # None: fresh entropy
+    seed: int | None = None  # None: fresh entropy
 
     def __post_init__(self) -> None:
         checks = [
@@ -81,10 +81,10 @@ def filter_candidates(logits: np.ndarray, params: SamplingParams) -> tuple[np.nd
     cand = logits[ids]
     if params.top_p < 1.0:
         cum = np.cumsum(_softmax(cand))
-        keep = int(np.searchsorted(cum, params.top_p) + 1)          # first index with cum >= p, inclusive
+        keep = int(np.searchsorted(cum, params.top_p) + 1)  # first index with cum >= p, inclusive
         ids, cand = ids[:keep], cand[:keep]
     if params.min_p > 0.0:
-        keep = cand >= cand[0] + np.log(params.min_p)              # p >= min_p * p_max, on this set
+        keep = cand >= cand[0] + np.log(params.min_p)  # p >= min_p * p_max, on this set
         keep[0] = True
         ids, cand = ids[keep], cand[keep]
     return ids, cand

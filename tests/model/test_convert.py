@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from vkmtp.convert import ConversionError, write_gguf
-from vkmtp.convert.fixtures import FIXTURE_DIR, tokenizer_meta, variant_state
+from vkmtp.convert.fixtures import FIXTURE_DIR, variant_state
 from vkmtp.convert.tensors import reorder_v_heads
 from vkmtp.gguf import GGMLType, open_gguf
 from vkmtp.ref import ReferenceModel
@@ -21,11 +21,22 @@ def test_metadata(dense):
     md = g.metadata
     assert g.arch == "qwen35" and md["general.file_type"] == 0 and md["general.quantization_version"] == 2
     expected = {
-        "block_count": 5, "nextn_predict_layers": 1, "embedding_length": 128, "feed_forward_length": 352,
-        "attention.head_count": 4, "attention.head_count_kv": 2, "attention.key_length": 64,
-        "attention.value_length": 64, "rope.dimension_count": 16, "rope.dimension_sections": [3, 3, 2, 0],
-        "ssm.conv_kernel": 4, "ssm.state_size": 32, "ssm.group_count": 2, "ssm.time_step_rank": 6,
-        "ssm.inner_size": 192, "full_attention_interval": 4,
+        "block_count": 5,
+        "nextn_predict_layers": 1,
+        "embedding_length": 128,
+        "feed_forward_length": 352,
+        "attention.head_count": 4,
+        "attention.head_count_kv": 2,
+        "attention.key_length": 64,
+        "attention.value_length": 64,
+        "rope.dimension_count": 16,
+        "rope.dimension_sections": [3, 3, 2, 0],
+        "ssm.conv_kernel": 4,
+        "ssm.state_size": 32,
+        "ssm.group_count": 2,
+        "ssm.time_step_rank": 6,
+        "ssm.inner_size": 192,
+        "full_attention_interval": 4,
         "attention.recurrent_layers": [True, True, True, False, False],
     }
     for key, value in expected.items():
@@ -46,46 +57,89 @@ def test_reorder_index_map():
 
 def test_value_transforms(dense):
     _, sd, g = dense
-    perm = [0, 3, 1, 4, 2, 5]                                       # tiled <- grouped, H_k=2, H_v=6
-    np.testing.assert_array_equal(g.dequantize("blk.0.attn_norm.weight"),
-                                  sd["model.layers.0.input_layernorm.weight"] + 1)
-    np.testing.assert_array_equal(g.dequantize("blk.4.nextn.enorm.weight"), sd["mtp.pre_fc_norm_embedding.weight"] + 1)
-    np.testing.assert_array_equal(g.dequantize("blk.3.attn_q_norm.weight"),
-                                  sd["model.layers.3.self_attn.q_norm.weight"] + 1)
-    np.testing.assert_array_equal(g.dequantize("blk.0.ssm_norm.weight"), sd["model.layers.0.linear_attn.norm.weight"])
-    np.testing.assert_allclose(g.dequantize("blk.0.ssm_a"), -np.exp(sd["model.layers.0.linear_attn.A_log"][perm]))
-    np.testing.assert_array_equal(g.dequantize("blk.0.ssm_dt.bias"), sd["model.layers.0.linear_attn.dt_bias"][perm])
-    np.testing.assert_array_equal(g.dequantize("blk.0.ssm_beta.weight"),
-                                  sd["model.layers.0.linear_attn.in_proj_b.weight"][perm])
-    qkv = sd["model.layers.0.linear_attn.in_proj_qkv.weight"]          # [q 64 | k 64 | v 6 x 32]
+    perm = [0, 3, 1, 4, 2, 5]  # tiled <- grouped, H_k=2, H_v=6
+    np.testing.assert_array_equal(
+        g.dequantize("blk.0.attn_norm.weight"), sd["model.layers.0.input_layernorm.weight"] + 1
+    )
+    np.testing.assert_array_equal(
+        g.dequantize("blk.4.nextn.enorm.weight"), sd["mtp.pre_fc_norm_embedding.weight"] + 1
+    )
+    np.testing.assert_array_equal(
+        g.dequantize("blk.3.attn_q_norm.weight"), sd["model.layers.3.self_attn.q_norm.weight"] + 1
+    )
+    np.testing.assert_array_equal(
+        g.dequantize("blk.0.ssm_norm.weight"), sd["model.layers.0.linear_attn.norm.weight"]
+    )
+    np.testing.assert_allclose(
+        g.dequantize("blk.0.ssm_a"), -np.exp(sd["model.layers.0.linear_attn.A_log"][perm])
+    )
+    np.testing.assert_array_equal(
+        g.dequantize("blk.0.ssm_dt.bias"), sd["model.layers.0.linear_attn.dt_bias"][perm]
+    )
+    np.testing.assert_array_equal(
+        g.dequantize("blk.0.ssm_beta.weight"), sd["model.layers.0.linear_attn.in_proj_b.weight"][perm]
+    )
+    qkv = sd["model.layers.0.linear_attn.in_proj_qkv.weight"]  # [q 64 | k 64 | v 6 x 32]
     v_rows = qkv[128:].reshape(6, 32, -1)[perm].reshape(192, -1)
     np.testing.assert_array_equal(g.dequantize("blk.0.attn_qkv.weight"), np.concatenate([qkv[:128], v_rows]))
     conv = sd["model.layers.0.linear_attn.conv1d.weight"][:, 0, :]
     conv_v = conv[128:].reshape(6, 32, 4)[perm].reshape(192, 4)
-    np.testing.assert_array_equal(g.dequantize("blk.0.ssm_conv1d.weight"), np.concatenate([conv[:128], conv_v]))
+    np.testing.assert_array_equal(
+        g.dequantize("blk.0.ssm_conv1d.weight"), np.concatenate([conv[:128], conv_v])
+    )
     out = sd["model.layers.0.linear_attn.out_proj.weight"]
-    np.testing.assert_array_equal(g.dequantize("blk.0.ssm_out.weight"),
-                                  out.reshape(128, 6, 32)[:, perm].reshape(128, 192))
+    np.testing.assert_array_equal(
+        g.dequantize("blk.0.ssm_out.weight"), out.reshape(128, 6, 32)[:, perm].reshape(128, 192)
+    )
     np.testing.assert_array_equal(g.dequantize("blk.4.nextn.eh_proj.weight"), sd["mtp.fc.weight"])
-    np.testing.assert_array_equal(g.dequantize("blk.4.attn_q.weight"), sd["mtp.layers.0.self_attn.q_proj.weight"])
+    np.testing.assert_array_equal(
+        g.dequantize("blk.4.attn_q.weight"), sd["mtp.layers.0.self_attn.q_proj.weight"]
+    )
 
 
 def test_quantized_file_types(tmp_path):
     hf_cfg, state = variant_state(FIXTURE_DIR, "moe")
     path = str(tmp_path / "q.gguf")
-    written = write_gguf(state, hf_cfg, path, file_type="q8_0",
-                         type_overrides={"blk.*.ffn_down_exps.weight": "q4_0", "token_embd.weight": "q4_k"})
-    for name in ("blk.0.ssm_conv1d.weight", "blk.0.ffn_gate_inp.weight", "blk.0.ffn_gate_inp_shexp.weight",
-                 "blk.0.ssm_a", "blk.0.ssm_dt.bias", "blk.0.attn_norm.weight", "blk.3.attn_q_norm.weight"):
+    written = write_gguf(
+        state,
+        hf_cfg,
+        path,
+        file_type="q8_0",
+        type_overrides={"blk.*.ffn_down_exps.weight": "q4_0", "token_embd.weight": "q4_k"},
+    )
+    for name in (
+        "blk.0.ssm_conv1d.weight",
+        "blk.0.ffn_gate_inp.weight",
+        "blk.0.ffn_gate_inp_shexp.weight",
+        "blk.0.ssm_a",
+        "blk.0.ssm_dt.bias",
+        "blk.0.attn_norm.weight",
+        "blk.3.attn_q_norm.weight",
+    ):
         assert written[name] == "F32", name
     assert written["blk.0.attn_qkv.weight"] == "Q8_0" and written["blk.4.nextn.eh_proj.weight"] == "Q8_0"
     assert written["blk.2.ffn_down_exps.weight"] == "Q4_0"
-    assert written["token_embd.weight"] == "F16"          # rows of 128 do not fill a 256-value Q4_K block
+    assert written["token_embd.weight"] == "F16"  # rows of 128 do not fill a 256-value Q4_K block
     g = open_gguf(path)
     assert g.metadata["general.file_type"] == 7
     assert g.tensors["blk.0.attn_qkv.weight"].ggml_type == GGMLType.Q8_0
-    assert "output.weight" not in g.tensors                 # tied
+    assert "output.weight" not in g.tensors  # tied
     ReferenceModel.from_gguf(path)
+
+
+def test_k_quant_file_type(tmp_path, tiny_gguf):
+    hf_cfg, state = variant_state(FIXTURE_DIR, "dense")
+    path = str(tmp_path / "k.gguf")
+    written = write_gguf(state, hf_cfg, path, file_type="q4_k")
+    assert written["blk.3.attn_output.weight"] == "Q4_K"  # rows of H*D = 256 values
+    assert written["blk.3.attn_q.weight"] == "F16"  # rows of n_embd = 128: llama.cpp's F16 fallback
+    assert open_gguf(path).metadata["general.file_type"] == 14
+    tokens = [3, 4, 5, 90, 250]
+    quant = ReferenceModel.from_gguf(path)
+    exact = ReferenceModel.from_gguf(tiny_gguf("dense"))
+    q_logits, _ = quant.forward(tokens, quant.new_state())
+    f_logits, _ = exact.forward(tokens, exact.new_state())
+    assert 0 < np.abs(q_logits - f_logits).max() < 0.1 * np.abs(f_logits).max()
 
 
 def test_q8_0_file_reproduces_f32_model(tiny_gguf):
@@ -108,17 +162,26 @@ def test_fused_experts_and_multimodal_layout_convert_identically(tmp_path):
     fused, n = {}, hf_cfg["num_experts"]
     for name, value in state.items():
         if ".experts." not in name:
-            fused[name.replace("model.", "model.language_model.", 1) if name.startswith("model.") else name] = value
+            fused[
+                name.replace("model.", "model.language_model.", 1) if name.startswith("model.") else name
+            ] = value
     for prefix in sorted({name.split("experts.")[0] for name in state if ".experts." in name}):
         gate = [state[f"{prefix}experts.{e}.gate_proj.weight"] for e in range(n)]
         up = [state[f"{prefix}experts.{e}.up_proj.weight"] for e in range(n)]
-        target = prefix.replace("model.", "model.language_model.", 1) if prefix.startswith("model.") else prefix
+        target = (
+            prefix.replace("model.", "model.language_model.", 1) if prefix.startswith("model.") else prefix
+        )
         fused[target + "experts.gate_up_proj"] = np.stack([np.concatenate([g, u]) for g, u in zip(gate, up)])
-        fused[target + "experts.down_proj"] = np.stack([state[f"{prefix}experts.{e}.down_proj.weight"]
-                                                        for e in range(n)])
+        fused[target + "experts.down_proj"] = np.stack(
+            [state[f"{prefix}experts.{e}.down_proj.weight"] for e in range(n)]
+        )
     fused["model.visual.blocks.0.attn.qkv.weight"] = np.zeros((3, 3), np.float32)
-    vl_cfg = {"architectures": ["Qwen3_5MoeForConditionalGeneration"], "model_type": "qwen3_5_moe",
-              "tie_word_embeddings": True, "text_config": {k: v for k, v in hf_cfg.items() if k != "architectures"}}
+    vl_cfg = {
+        "architectures": ["Qwen3_5MoeForConditionalGeneration"],
+        "model_type": "qwen3_5_moe",
+        "tie_word_embeddings": True,
+        "text_config": {k: v for k, v in hf_cfg.items() if k != "architectures"},
+    }
     write_gguf(fused, vl_cfg, str(tmp_path / "b.gguf"))
     a, b = open_gguf(str(tmp_path / "a.gguf")), open_gguf(str(tmp_path / "b.gguf"))
     assert set(a.tensors) == set(b.tensors)
@@ -129,8 +192,11 @@ def test_fused_experts_and_multimodal_layout_convert_identically(tmp_path):
 def test_conversion_errors(tmp_path):
     hf_cfg, state = variant_state(FIXTURE_DIR, "dense")
     with pytest.raises(ConversionError, match="cannot map tensor 'model.layers.0.mystery.weight'"):
-        write_gguf({**state, "model.layers.0.mystery.weight": np.zeros(3, np.float32)}, hf_cfg,
-                   str(tmp_path / "x.gguf"))
+        write_gguf(
+            {**state, "model.layers.0.mystery.weight": np.zeros(3, np.float32)},
+            hf_cfg,
+            str(tmp_path / "x.gguf"),
+        )
     with pytest.raises(ConversionError, match="not a Qwen3.5"):
         write_gguf(state, {"architectures": ["LlamaForCausalLM"]}, str(tmp_path / "x.gguf"))
     with pytest.raises(ConversionError, match="unknown file type"):

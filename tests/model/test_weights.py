@@ -45,7 +45,7 @@ def test_moe_table_tied_head(tiny_gguf):
     ffn = table.blocks[0].ffn
     assert isinstance(ffn, MoeFfnTensors)
     assert ffn.gate_exps.shape == (cfg.n_expert, cfg.n_ff_exp, cfg.n_embd)
-    assert gguf_file.tensors[ffn.gate_inp_shexp.name].shape == (1, cfg.n_embd)   # converter writes HF's [1, E]
+    assert gguf_file.tensors[ffn.gate_inp_shexp.name].shape == (1, cfg.n_embd)  # converter writes HF's [1, E]
 
 
 def test_shared_expert_gate_as_vector_is_accepted(tmp_path):
@@ -53,22 +53,32 @@ def test_shared_expert_gate_as_vector_is_accepted(tmp_path):
         for name in list(state):
             if name.endswith("shared_expert_gate.weight"):
                 state[name] = state[name].reshape(-1)
+
     gguf_file, cfg = convert(tmp_path, "moe", flatten)
     table = validate(gguf_file, cfg)
     assert gguf_file.tensors[table.blocks[0].ffn.gate_inp_shexp.name].shape == (cfg.n_embd,)
 
 
 def test_missing_tensor_is_named(tmp_path):
-    gguf_file, cfg = convert(tmp_path, "dense", lambda s: s.pop("model.layers.1.linear_attn.in_proj_a.weight"))
-    with pytest.raises(GGUFError, match=r"missing tensor 'blk\.1\.ssm_alpha\.weight' \(expected shape \[6, 128\]\)"):
+    gguf_file, cfg = convert(
+        tmp_path, "dense", lambda s: s.pop("model.layers.1.linear_attn.in_proj_a.weight")
+    )
+    with pytest.raises(
+        GGUFError, match=r"missing tensor 'blk\.1\.ssm_alpha\.weight' \(expected shape \[6, 128\]\)"
+    ):
         validate(gguf_file, cfg)
 
 
 def test_wrong_shape_names_expected_and_found(tmp_path):
     def shrink(state):
-        state["model.layers.3.self_attn.o_proj.weight"] = state["model.layers.3.self_attn.o_proj.weight"][:, :192]
+        state["model.layers.3.self_attn.o_proj.weight"] = state["model.layers.3.self_attn.o_proj.weight"][
+            :, :192
+        ]
+
     gguf_file, cfg = convert(tmp_path, "dense", shrink)
-    with pytest.raises(GGUFError, match=r"'blk\.3\.attn_output\.weight' has shape \[128, 192\], expected \[128, 256\]"):
+    with pytest.raises(
+        GGUFError, match=r"'blk\.3\.attn_output\.weight' has shape \[128, 192\], expected \[128, 256\]"
+    ):
         validate(gguf_file, cfg)
     with pytest.raises(GGUFError):
         ReferenceModel.from_gguf(gguf_file.path)
@@ -77,6 +87,7 @@ def test_wrong_shape_names_expected_and_found(tmp_path):
 def test_leftover_tensor_is_reported(tmp_path):
     def extra(state):
         state["model.layers.9.mlp.gate_proj.weight"] = np.zeros((352, 128), np.float32)
+
     gguf_file, cfg = convert(tmp_path, "dense", extra)
     with pytest.raises(GGUFError, match=r"unexpected tensor.*blk\.9\.ffn_gate\.weight"):
         validate(gguf_file, cfg)
@@ -92,8 +103,9 @@ def test_absent_mtp_block_means_no_mtp(tmp_path):
     def drop_mtp(state):
         for name in [n for n in state if n.startswith("mtp.")]:
             del state[name]
+
     gguf_file, cfg = convert(tmp_path, "dense", drop_mtp)
-    assert cfg.n_nextn == 1                      # the config still announces it
+    assert cfg.n_nextn == 1  # the config still announces it
     table = validate(gguf_file, cfg)
     assert table.mtp is None
     assert not ReferenceModel.from_gguf(gguf_file.path).has_mtp
@@ -109,5 +121,5 @@ def test_table_without_file_lists_every_required_tensor(tiny_gguf):
     table = expected_tensors(cfg)
     names = [spec.name for spec in table.specs()]
     assert len(names) == len(set(names))
-    assert "output.weight" not in names                  # optional, resolved only against a file
+    assert "output.weight" not in names  # optional, resolved only against a file
     assert "blk.4.nextn.eh_proj.weight" in names

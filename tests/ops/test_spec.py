@@ -41,7 +41,8 @@ def test_draft_tokens_and_accept_match_reference(device, n_seq, K, p_min):
     V, n_top = K + 1, 10
     step = StepBuffer(device, {"ids": n_seq, "topv": n_seq * n_top, "valid": n_seq * K,
                                "vrec": n_seq * V * 4, "drec": K * n_seq * 4, "vids": n_seq * V,
-                               "out": n_seq * V, "accept": n_seq, "nvalid": n_seq, "sel": 2 * n_seq})
+                               "out": n_seq * V, "accept": n_seq, "nvalid": n_seq, "sel": 2 * n_seq,
+                               "hsel": 2 * n_seq})
     vrec = step.arr("vrec").reshape(n_seq, V, 4)
     vrec[:] = 0
     vrec[:, :, 2] = np.arange(n_seq)[:, None] + 5  # sequence slots
@@ -74,7 +75,8 @@ def test_draft_tokens_and_accept_match_reference(device, n_seq, K, p_min):
     step.arr("vids")[:] = vids.ravel()
     rec = device.recorder()
     ops.record_accept(rec, step.view("vids"), step.view("valid"), step.view("vrec"), step.view("out"),
-                      step.view("accept"), step.view("nvalid"), step.view("sel"), n_seq, K)
+                      step.view("accept"), step.view("nvalid"), step.view("sel"),
+                      step.view("hsel"), n_seq, K)
     rec.finish()
     rec.run()
     out_ref, acc_ref, nvalid_ref = ref.accept(vids, valid_ref, vtok_ref)
@@ -82,6 +84,8 @@ def test_draft_tokens_and_accept_match_reference(device, n_seq, K, p_min):
     np.testing.assert_array_equal(acc, acc_ref)
     np.testing.assert_array_equal(step.arr("nvalid"), nvalid_ref)
     np.testing.assert_array_equal(step.arr("sel").reshape(n_seq, 2), np.stack([np.arange(n_seq) + 5, acc_ref], 1))
+    np.testing.assert_array_equal(step.arr("hsel").reshape(n_seq, 2),
+                                  np.stack([np.arange(n_seq) * V + acc_ref, np.arange(n_seq) + 5], 1))
     out = step.arr("out").reshape(n_seq, V)
     for s in range(n_seq):
         np.testing.assert_array_equal(out[s, : acc[s] + 1], out_ref[s, : acc_ref[s] + 1])
@@ -93,7 +97,8 @@ def test_synthetic_acceptance_uses_the_uniforms(device):
     n_seq, K = 2, 3
     V = K + 1
     step = StepBuffer(device, {"vids": n_seq * V, "valid": n_seq * K, "vrec": n_seq * V * 4, "out": n_seq * V,
-                               "accept": n_seq, "nvalid": n_seq, "u": n_seq * K, "sel": 2 * n_seq})
+                               "accept": n_seq, "nvalid": n_seq, "u": n_seq * K, "sel": 2 * n_seq,
+                               "hsel": 2 * n_seq})
     step.arr("valid")[:] = 1
     step.arr("vrec")[:] = 7
     step.arr("vids")[:] = 9          # never equal to the drafts: greedy would accept nothing
@@ -102,7 +107,7 @@ def test_synthetic_acceptance_uses_the_uniforms(device):
     rec = device.recorder()
     SpecOps(device).record_accept(rec, step.view("vids"), step.view("valid"), step.view("vrec"),
                                   step.view("out"), step.view("accept"), step.view("nvalid"),
-                                  step.view("sel"), n_seq, K,
+                                  step.view("sel"), step.view("hsel"), n_seq, K,
                                   uniforms=step.view("u"), synthetic_rate=0.8)
     rec.finish()
     rec.run()
@@ -111,20 +116,25 @@ def test_synthetic_acceptance_uses_the_uniforms(device):
 
 
 @pytest.mark.lanes
-def test_gather_row_picks_the_accepted_row(device):
-    n_seq, V, width = 3, 4, 70
-    data = device.buffer((n_seq * V * width + n_seq * width + 8) * 4, "device", "rows")
-    src = data.view(0, n_seq * V * width * 4)
-    dst = data.view(n_seq * V * width * 4, n_seq * width * 4)
-    rows = np.random.default_rng(0).standard_normal((n_seq * V, width)).astype(np.float32)
-    device.upload(src, rows)
-    step = StepBuffer(device, {"accept": n_seq})
-    step.arr("accept")[:] = [3, 0, 2]
+def test_copy_rows_follows_pairs_read_at_run_time(device):
+    rows, width = 12, 70
+    src_buf = device.buffer(rows * width * 4, "device", "src")
+    dst_buf = device.buffer((rows * width + 8) * 4, "device", "dst")
+    data = np.random.default_rng(0).standard_normal((rows, width)).astype(np.float32)
+    device.upload(src_buf.view(), data)
+    device.upload(dst_buf.view(), np.zeros(rows * width + 8, np.float32))
+    step = StepBuffer(device, {"pairs": 6})
+    pairs = np.array([[3, 0], [0, 5], [11, 2]], np.uint32)
+    step.arr("pairs")[:] = pairs.ravel()
     rec = device.recorder()
-    SpecOps(device).record_gather_row(rec, step.view("accept"), src, dst, n_seq, V, width)
+    SpecOps(device).record_copy_rows(rec, step.view("pairs"), 3, src_buf.view(),
+                                     dst_buf.view(0, rows * width * 4), width, rows, rows)
     rec.finish()
     rec.run()
-    got = device.read(dst).reshape(n_seq, width)
-    np.testing.assert_array_equal(got, ref.gather_row(np.array([3, 0, 2]), rows, V))
-    data.destroy()
-    step.buf.destroy()
+    got = device.read(dst_buf.view())
+    want = np.zeros((rows, width), np.float32)
+    ref.copy_rows(pairs, data, want)
+    np.testing.assert_array_equal(got[: rows * width].reshape(rows, width), want)
+    np.testing.assert_array_equal(got[rows * width:], 0.0)
+    for b in (src_buf, dst_buf, step.buf):
+        b.destroy()

@@ -12,8 +12,17 @@ PROMPTS = [[10, 20, 30, 40, 50], list(range(100, 120))]
 N_TOKENS = 32
 
 
-@pytest.mark.parametrize("variant,file_type", [("dense", "f32"), ("moe", "f32"), ("aligned", "f32"),
-                                               ("dense", "q4_0"), ("moe", "q4_0"), ("aligned", "q4_0")])
+@pytest.mark.parametrize(
+    "variant,file_type",
+    [
+        ("dense", "f32"),
+        ("moe", "f32"),
+        ("aligned", "f32"),
+        ("dense", "q4_0"),
+        ("moe", "q4_0"),
+        ("aligned", "q4_0"),
+    ],
+)
 def test_greedy_mtp_equals_plain_decoding(tiny_gguf, variant, file_type):
     model = ReferenceModel.from_gguf(tiny_gguf(variant, file_type))
     drafted = accepted = 0
@@ -25,8 +34,15 @@ def test_greedy_mtp_equals_plain_decoding(tiny_gguf, variant, file_type):
         drafted += spec.stats.n_drafted
         accepted += spec.stats.n_accepted
     print(f"\n{variant} {file_type}: MTP accepted {accepted}/{drafted} = {accepted / drafted:.0%}")
-    if variant == "aligned":          # built so both the accept and the reject path run
+    if variant == "aligned":  # built so both the accept and the reject path run
         assert 0.2 < accepted / drafted < 0.95
+
+
+def test_f16_kv_cache_mtp_equals_plain(tiny_gguf):
+    model = ReferenceModel.from_gguf(tiny_gguf("aligned"))
+    plain = generate(model, PROMPTS[1], 16, kv_dtype=np.float16)
+    spec = generate_mtp(model, PROMPTS[1], 16, kv_dtype=np.float16)
+    assert spec.tokens == plain.tokens and spec.mtp_state.kv.k.dtype == np.float16
 
 
 def test_seeded_sampling_with_mtp_equals_plain_sampling(tiny_gguf):

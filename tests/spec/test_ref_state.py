@@ -96,3 +96,28 @@ def test_bad_tokens_are_rejected(model):
         model.forward([model.cfg.n_vocab], model.new_state())
     with pytest.raises(ValueError, match="no tokens"):
         model.forward([], model.new_state())
+
+
+def test_trace_records_every_block(model):
+    trace = {}
+    _, hidden = model.forward(PROMPT, model.new_state(), trace=trace)
+    assert list(trace) == ["embd"] + [f"blk.{i}" for i in range(model.cfg.n_layer)]
+    assert all(v.shape == (len(PROMPT), model.cfg.n_embd) for v in trace.values())
+    assert not np.array_equal(trace["blk.0"], trace["embd"])
+
+
+def test_float64_reference_agrees_with_float32(model):
+    wide = ReferenceModel.from_gguf(model.cfg.source, dtype=np.float64)
+    a, _ = model.forward(PROMPT, model.new_state())
+    b, _ = wide.forward(PROMPT, wide.new_state())
+    assert b.dtype == np.float64
+    np.testing.assert_allclose(a, b, atol=1e-4 * np.abs(b).max())
+
+
+def test_f16_kv_cache_rounds_keys_like_llama_cpp(model):
+    state = model.new_state(kv_dtype=np.float16)
+    logits16, _ = model.forward(PROMPT, state)
+    assert state.kv[3].k.dtype == np.float16
+    logits32, _ = model.forward(PROMPT, model.new_state())
+    err = np.abs(logits16 - logits32).max()
+    assert 0 < err < 1e-2 * np.abs(logits32).max()

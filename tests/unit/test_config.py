@@ -10,23 +10,47 @@ def qwen36_27b() -> dict:
     """Metadata of Qwen3.6-27B with its MTP block (values from §1.1 / §7)."""
     a = "qwen35"
     return {
-        "general.architecture": a, f"{a}.block_count": 65, f"{a}.nextn_predict_layers": 1,
-        f"{a}.context_length": 262144, f"{a}.embedding_length": 5120, f"{a}.feed_forward_length": 17408,
-        f"{a}.attention.head_count": 24, f"{a}.attention.head_count_kv": 4, f"{a}.attention.key_length": 256,
-        f"{a}.attention.value_length": 256, f"{a}.attention.layer_norm_rms_epsilon": 1e-6,
-        f"{a}.rope.freq_base": 1e7, f"{a}.rope.dimension_count": 64, f"{a}.rope.dimension_sections": [11, 11, 10, 0],
-        f"{a}.ssm.conv_kernel": 4, f"{a}.ssm.state_size": 128, f"{a}.ssm.group_count": 16,
-        f"{a}.ssm.time_step_rank": 48, f"{a}.ssm.inner_size": 6144, f"{a}.full_attention_interval": 4,
+        "general.architecture": a,
+        f"{a}.block_count": 65,
+        f"{a}.nextn_predict_layers": 1,
+        f"{a}.context_length": 262144,
+        f"{a}.embedding_length": 5120,
+        f"{a}.feed_forward_length": 17408,
+        f"{a}.attention.head_count": 24,
+        f"{a}.attention.head_count_kv": 4,
+        f"{a}.attention.key_length": 256,
+        f"{a}.attention.value_length": 256,
+        f"{a}.attention.layer_norm_rms_epsilon": 1e-6,
+        f"{a}.rope.freq_base": 1e7,
+        f"{a}.rope.dimension_count": 64,
+        f"{a}.rope.dimension_sections": [11, 11, 10, 0],
+        f"{a}.ssm.conv_kernel": 4,
+        f"{a}.ssm.state_size": 128,
+        f"{a}.ssm.group_count": 16,
+        f"{a}.ssm.time_step_rank": 48,
+        f"{a}.ssm.inner_size": 6144,
+        f"{a}.full_attention_interval": 4,
     }
 
 
 def qwen36_35b_a3b() -> dict:
     a = "qwen35moe"
     md = {k.replace("qwen35.", f"{a}."): v for k, v in qwen36_27b().items()}
-    md.update({"general.architecture": a, f"{a}.block_count": 41, f"{a}.embedding_length": 2048,
-               f"{a}.attention.head_count": 16, f"{a}.attention.head_count_kv": 2, f"{a}.ssm.time_step_rank": 32,
-               f"{a}.ssm.inner_size": 4096, f"{a}.expert_count": 256, f"{a}.expert_used_count": 8,
-               f"{a}.expert_feed_forward_length": 512, f"{a}.expert_shared_feed_forward_length": 512})
+    md.update(
+        {
+            "general.architecture": a,
+            f"{a}.block_count": 41,
+            f"{a}.embedding_length": 2048,
+            f"{a}.attention.head_count": 16,
+            f"{a}.attention.head_count_kv": 2,
+            f"{a}.ssm.time_step_rank": 32,
+            f"{a}.ssm.inner_size": 4096,
+            f"{a}.expert_count": 256,
+            f"{a}.expert_used_count": 8,
+            f"{a}.expert_feed_forward_length": 512,
+            f"{a}.expert_shared_feed_forward_length": 512,
+        }
+    )
     del md[f"{a}.feed_forward_length"]
     return md
 
@@ -52,8 +76,15 @@ def test_moe_35b_a3b():
 
 def test_documented_defaults():
     md = qwen36_27b()
-    for key in ("nextn_predict_layers", "attention.head_count_kv", "attention.key_length",
-                "attention.value_length", "rope.freq_base", "rope.dimension_count", "full_attention_interval"):
+    for key in (
+        "nextn_predict_layers",
+        "attention.head_count_kv",
+        "attention.key_length",
+        "attention.value_length",
+        "rope.freq_base",
+        "rope.dimension_count",
+        "full_attention_interval",
+    ):
         del md[f"qwen35.{key}"]
     md["qwen35.block_count"] = 64
     md["qwen35.embedding_length"] = 24 * 256
@@ -80,20 +111,23 @@ def test_vocab_size_from_tokenizer_tokens():
     assert ModelConfig.from_metadata(md).n_vocab == 77
 
 
-@pytest.mark.parametrize("change,message", [
-    ({"general.architecture": "llama"}, "unsupported architecture 'llama'"),
-    ({"qwen35.block_count": None}, "missing required metadata key 'qwen35.block_count'"),
-    ({"qwen35.attention.layer_norm_rms_epsilon": None}, "layer_norm_rms_epsilon"),
-    ({"qwen35.rope.dimension_sections": None}, "rope.dimension_sections"),
-    ({"qwen35.ssm.group_count": None}, "ssm.group_count"),
-    ({"qwen35.nextn_predict_layers": 65}, "nextn_predict_layers=65"),
-    ({"qwen35.ssm.inner_size": 6000}, "inner_size=6000"),
-    ({"qwen35.attention.value_length": 128}, "key_length=256 != value_length=128"),
-    ({"qwen35.attention.recurrent_layers": [True] * 3}, "array of block_count=65"),
-    ({"qwen35.embedding_length": "5120"}, "embedding_length must be a non-negative integer"),
-    ({"qwen35.attention.head_count": [24, 24, 12]}, "per-layer values"),
-    ({"qwen35.feed_forward_length": None}, "without feed_forward_length"),
-])
+@pytest.mark.parametrize(
+    "change,message",
+    [
+        ({"general.architecture": "llama"}, "unsupported architecture 'llama'"),
+        ({"qwen35.block_count": None}, "missing required metadata key 'qwen35.block_count'"),
+        ({"qwen35.attention.layer_norm_rms_epsilon": None}, "layer_norm_rms_epsilon"),
+        ({"qwen35.rope.dimension_sections": None}, "rope.dimension_sections"),
+        ({"qwen35.ssm.group_count": None}, "ssm.group_count"),
+        ({"qwen35.nextn_predict_layers": 65}, "nextn_predict_layers=65"),
+        ({"qwen35.ssm.inner_size": 6000}, "inner_size=6000"),
+        ({"qwen35.attention.value_length": 128}, "key_length=256 != value_length=128"),
+        ({"qwen35.attention.recurrent_layers": [True] * 3}, "array of block_count=65"),
+        ({"qwen35.embedding_length": "5120"}, "embedding_length must be a non-negative integer"),
+        ({"qwen35.attention.head_count": [24, 24, 12]}, "per-layer values"),
+        ({"qwen35.feed_forward_length": None}, "without feed_forward_length"),
+    ],
+)
 def test_errors_name_the_problem(change, message):
     md = qwen36_27b()
     for key, value in change.items():

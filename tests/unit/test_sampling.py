@@ -5,7 +5,7 @@ import pytest
 
 from vkmtp.sampling import Sampler, SamplingParams, apply_penalties, filter_candidates
 
-LOGITS = np.array([2.0, 1.0, 0.5, 0.0, -1.0, 3.0], dtype=np.float32)   # order by logit: 5 0 1 2 3 4
+LOGITS = np.array([2.0, 1.0, 0.5, 0.0, -1.0, 3.0], dtype=np.float32)  # order by logit: 5 0 1 2 3 4
 
 
 def softmax(x):
@@ -22,7 +22,7 @@ def test_defaults_are_llama_cpp_defaults():
 def test_greedy_is_argmax_of_penalised_logits():
     sampler = Sampler(SamplingParams(temperature=0.0, repeat_penalty=2.0))
     assert sampler.sample(LOGITS) == 5
-    sampler.accept(5)                      # 3.0 / 2 = 1.5 < 2.0
+    sampler.accept(5)  # 3.0 / 2 = 1.5 < 2.0
     assert sampler.sample(LOGITS) == 0
 
 
@@ -31,13 +31,13 @@ def test_penalties_follow_sign_and_counts():
     out = apply_penalties(LOGITS, [0, 0, 4, 3], params)
     assert out[0] == pytest.approx(2.0 / 2 - 2 * 0.25 - 0.5)
     assert out[4] == pytest.approx(-1.0 * 2 - 0.25 - 0.5)
-    assert out[3] == pytest.approx(0.0 - 0.25 - 0.5)       # zero counts as non-positive: multiplied
+    assert out[3] == pytest.approx(0.0 - 0.25 - 0.5)  # zero counts as non-positive: multiplied
     assert out[5] == LOGITS[5]
 
 
 def test_penalty_window_is_repeat_last_n():
     sampler = Sampler(SamplingParams(temperature=0.0, repeat_penalty=100.0, repeat_last_n=2))
-    for token in (5, 1, 2):                # 5 has left the 2-token window
+    for token in (5, 1, 2):  # 5 has left the 2-token window
         sampler.accept(token)
     assert list(sampler.history) == [1, 2]
     assert sampler.sample(LOGITS) == 5
@@ -47,11 +47,11 @@ def test_top_k_then_top_p_then_min_p():
     ids, _ = filter_candidates(LOGITS, SamplingParams(top_k=3, top_p=1.0, min_p=0.0))
     assert ids.tolist() == [5, 0, 1]
     p = softmax(LOGITS.astype(np.float64))[[5, 0, 1, 2, 3, 4]]
-    cut = float(p[0] + p[1]) - 1e-6        # nucleus ends at the second token
+    cut = float(p[0] + p[1]) - 1e-6  # nucleus ends at the second token
     ids, _ = filter_candidates(LOGITS, SamplingParams(top_k=0, top_p=cut, min_p=0.0))
     assert ids.tolist() == [5, 0]
     ids, _ = filter_candidates(LOGITS, SamplingParams(top_k=0, top_p=1.0, min_p=0.3))
-    assert ids.tolist() == [5, 0]          # e^-1 = 0.37 >= 0.3 > e^-2
+    assert ids.tolist() == [5, 0]  # e^-1 = 0.37 >= 0.3 > e^-2
     ids, _ = filter_candidates(LOGITS, SamplingParams(top_k=1, top_p=0.0, min_p=0.9))
     assert ids.tolist() == [5]
 
@@ -73,8 +73,10 @@ def test_seeded_sampling_repeats_and_follows_the_distribution():
     np.testing.assert_allclose(counts / counts.sum(), softmax(LOGITS.astype(np.float64)), atol=0.012)
 
 
-@pytest.mark.parametrize("field,value", [("top_p", -0.1), ("min_p", 1.5), ("repeat_penalty", 0.0),
-                                         ("repeat_last_n", -2), ("seed", -1)])
+@pytest.mark.parametrize(
+    "field,value",
+    [("top_p", -0.1), ("min_p", 1.5), ("repeat_penalty", 0.0), ("repeat_last_n", -2), ("seed", -1)],
+)
 def test_bad_params_name_the_field(field, value):
     with pytest.raises(ValueError, match=field):
         SamplingParams(**{field: value})

@@ -8,5 +8,15 @@ from vkmtp.convert.metadata import model_metadata
 from vkmtp.convert.tensors import convert_tensors, reorder_v_heads
 from vkmtp.convert.writer import FILE_TYPES, quantize, tensor_type, write_gguf
 
-__all__ = ["ConversionError", "HFConfig", "read_hf_config", "model_metadata", "convert_tensors",
-           "reorder_v_heads", "FILE_TYPES", "quantize", "tensor_type", "write_gguf"]
+__all__ = [
+    "ConversionError",
+    "HFConfig",
+    "read_hf_config",
+    "model_metadata",
+    "convert_tensors",
+    "reorder_v_heads",
+    "FILE_TYPES",
+    "quantize",
+    "tensor_type",
+    "write_gguf",
+]

@@ -20,7 +20,9 @@ from vkmtp.convert.writer import write_gguf
 
 FIXTURE_VERSION = 1
 # the committed copy, in the source tree next to the package
-FIXTURE_DIR = os.path.normpath(os.path.join(os.path.dirname(__file__), "..", "..", "tests", "data", "tiny_qwen35"))
+FIXTURE_DIR = os.path.normpath(
+    os.path.join(os.path.dirname(__file__), "..", "..", "tests", "data", "tiny_qwen35")
+)
 REGENERATE = "python tools/make_test_model.py --fixtures tests/data/tiny_qwen35"
 PROMPT = "The quick brown fox jumps over the lazy dog, and then it naps in the warm sun."
 SEEDS = {"dense": 1, "moe": 2, "aligned": 3}
@@ -31,7 +33,7 @@ CORPUS = [
     "The quick brown fox jumps over the lazy dog. A lazy dog sleeps in the sun while the fox runs away.",
     "Small models are useful for tests: they load in a moment, and every number can be checked by hand.",
     "A speculative decoder drafts a few tokens, then the target model verifies them in one batch.",
-    "When a draft token matches the target's choice it is accepted; at the first mismatch the rest is dropped.",
+    "When a draft token matches the target's choice it is accepted; at a mismatch the rest is dropped.",
     "The recurrent state of a delta network must be rolled back to the last accepted position.",
     "Attention layers keep keys and values in a cache; rolling back means forgetting the newest rows.",
     "Numbers such as 3, 14, 159, 2653 and 58979 are split into single digits before merging.",
@@ -68,13 +70,16 @@ def load_fixture_meta(fixture_dir: str) -> dict[str, Any]:
     with open(path, encoding="utf-8") as fh:
         meta = json.load(fh)
     if meta.get("format_version") != FIXTURE_VERSION:
-        raise ValueError(f"{path}: fixture format {meta.get('format_version')}, this code reads "
-                         f"{FIXTURE_VERSION}; regenerate with: {REGENERATE}")
+        raise ValueError(
+            f"{path}: fixture format {meta.get('format_version')}, this code reads "
+            f"{FIXTURE_VERSION}; regenerate with: {REGENERATE}"
+        )
     return meta
 
 
-def variant_state(fixture_dir: str, variant: str,
-                  meta: dict[str, Any] | None = None) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+def variant_state(
+    fixture_dir: str, variant: str, meta: dict[str, Any] | None = None
+) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
     """(HF config, HF state dict) of a fixture variant: dense, moe or aligned."""
     meta = meta or load_fixture_meta(fixture_dir)
     if variant not in VARIANTS:
@@ -95,8 +100,15 @@ def tokenizer_meta(fixture_dir: str) -> dict[str, Any]:
 def fixture_gguf(fixture_dir: str, variant: str, file_type: str, out_path: str, mtp: bool = True) -> str:
     """Write a fixture variant as a GGUF of `file_type`; returns out_path."""
     hf_cfg, state = variant_state(fixture_dir, variant)
-    write_gguf(state, hf_cfg, out_path, file_type=file_type, tokenizer_meta=tokenizer_meta(fixture_dir),
-               mtp=mtp, name=f"tiny-qwen35-{variant}")
+    write_gguf(
+        state,
+        hf_cfg,
+        out_path,
+        file_type=file_type,
+        tokenizer_meta=tokenizer_meta(fixture_dir),
+        mtp=mtp,
+        name=f"tiny-qwen35-{variant}",
+    )
     return out_path
 
 
@@ -118,6 +130,7 @@ class FixtureModels:
         key = (variant, file_type, mtp)
         if key not in self._made:
             name = f"tiny-qwen35-{variant}-{file_type}{'' if mtp else '-nomtp'}.gguf"
-            self._made[key] = fixture_gguf(self.fixture_dir, variant, file_type,
-                                           os.path.join(self.out_dir, name), mtp=mtp)
+            self._made[key] = fixture_gguf(
+                self.fixture_dir, variant, file_type, os.path.join(self.out_dir, name), mtp=mtp
+            )
         return self._made[key]

@@ -1,4 +1,4 @@
-"""Read a Hugging Face Qwen3.5 / Qwen3.6 config the way llama.cpp's converter does (qwen35-mtp.md §6.1, §6.4)."""
+"""Read a Hugging Face Qwen3.5 / Qwen3.6 config like llama.cpp's converter does (qwen35-mtp.md §6.1, §6.4)."""
 
 from __future__ import annotations
 
@@ -20,9 +20,9 @@ class HFConfig:
     """The flattened text config (`text_config` merged into the top level) plus the derived GGUF arch."""
 
     params: Mapping[str, Any]
-    arch: str                  # "qwen35" or "qwen35moe"
-    n_layer: int               # trunk layers (num_hidden_layers)
-    n_mtp: int                 # MTP layers written (0 with mtp=False)
+    arch: str  # "qwen35" or "qwen35moe"
+    n_layer: int  # trunk layers (num_hidden_layers)
+    n_mtp: int  # MTP layers written (0 with mtp=False)
 
     @property
     def block_count(self) -> int:
@@ -58,16 +58,20 @@ class HFConfig:
         types = self.get("layer_types")
         if types is None:
             interval = self.get("full_attention_interval", 4)
-            types = ["full_attention" if (i + 1) % interval == 0 else "linear_attention"
-                     for i in range(self.n_layer)]
+            types = [
+                "full_attention" if (i + 1) % interval == 0 else "linear_attention"
+                for i in range(self.n_layer)
+            ]
         if len(types) != self.n_layer:
-            raise ConversionError(f"HF config layer_types has {len(types)} entries for "
-                                  f"num_hidden_layers={self.n_layer}")
+            raise ConversionError(
+                f"HF config layer_types has {len(types)} entries for " f"num_hidden_layers={self.n_layer}"
+            )
         return list(types)
 
 
-def read_hf_config(hf_config: Mapping[str, Any], mtp: bool = True,
-                   mtp_tensor_layers: int | None = None) -> HFConfig:
+def read_hf_config(
+    hf_config: Mapping[str, Any], mtp: bool = True, mtp_tensor_layers: int | None = None
+) -> HFConfig:
     """Flatten and classify a config.json dict.
 
     Args:
@@ -85,13 +89,17 @@ def read_hf_config(hf_config: Mapping[str, Any], mtp: bool = True,
     elif any(a in DENSE_ARCHS for a in arch_names) or model_type.startswith("qwen3_5"):
         arch = "qwen35"
     else:
-        raise ConversionError(f"not a Qwen3.5/3.6 config: architectures={arch_names}, model_type={model_type!r}")
+        raise ConversionError(
+            f"not a Qwen3.5/3.6 config: architectures={arch_names}, model_type={model_type!r}"
+        )
     if "num_hidden_layers" not in params:
         raise ConversionError("HF config lacks 'num_hidden_layers'")
     n_mtp = 0
     if mtp:
         n_mtp = params.get("mtp_num_hidden_layers", mtp_tensor_layers)
         if n_mtp is None:
-            raise ConversionError("cannot tell the number of MTP layers: no 'mtp_num_hidden_layers' in the "
-                                  "config and no mtp.layers.* tensors (convert with mtp=False)")
+            raise ConversionError(
+                "cannot tell the number of MTP layers: no 'mtp_num_hidden_layers' in the "
+                "config and no mtp.layers.* tensors (convert with mtp=False)"
+            )
     return HFConfig(params=params, arch=arch, n_layer=int(params["num_hidden_layers"]), n_mtp=int(n_mtp))

@@ -4,7 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from vkmtp.convert.hf_config import DEFAULT_MROPE_SECTION, DEFAULT_PARTIAL_ROTARY_FACTOR, ConversionError, HFConfig
+from vkmtp.convert.hf_config import (
+    DEFAULT_MROPE_SECTION,
+    DEFAULT_PARTIAL_ROTARY_FACTOR,
+    ConversionError,
+    HFConfig,
+)
 
 
 def model_metadata(cfg: HFConfig) -> dict[str, Any]:
@@ -15,7 +20,9 @@ def model_metadata(cfg: HFConfig) -> dict[str, Any]:
         f"{a}.context_length": int(cfg.require("max_position_embeddings")),
         f"{a}.embedding_length": int(cfg.require("hidden_size")),
         f"{a}.attention.head_count": int(cfg.require("num_attention_heads")),
-        f"{a}.attention.head_count_kv": int(cfg.get("num_key_value_heads", cfg.require("num_attention_heads"))),
+        f"{a}.attention.head_count_kv": int(
+            cfg.get("num_key_value_heads", cfg.require("num_attention_heads"))
+        ),
         f"{a}.rope.freq_base": float(cfg.rope_param("rope_theta", 10000.0)),
         f"{a}.attention.layer_norm_rms_epsilon": float(cfg.require("rms_norm_eps")),
         f"{a}.attention.key_length": cfg.head_dim,
@@ -30,20 +37,23 @@ def model_metadata(cfg: HFConfig) -> dict[str, Any]:
         md[f"{a}.expert_shared_feed_forward_length"] = int(cfg.require("shared_expert_intermediate_size"))
     d_v = int(cfg.require("linear_value_head_dim"))
     h_v = int(cfg.require("linear_num_value_heads"))
-    md.update({
-        f"{a}.ssm.conv_kernel": int(cfg.require("linear_conv_kernel_dim")),
-        f"{a}.ssm.state_size": int(cfg.require("linear_key_head_dim")),
-        f"{a}.ssm.group_count": int(cfg.require("linear_num_key_heads")),
-        f"{a}.ssm.time_step_rank": h_v,
-        f"{a}.ssm.inner_size": d_v * h_v,
-        f"{a}.full_attention_interval": int(cfg.get("full_attention_interval", 4)),
-        f"{a}.rope.dimension_count": int(cfg.head_dim * cfg.rope_param("partial_rotary_factor",
-                                                                         DEFAULT_PARTIAL_ROTARY_FACTOR)),
-        f"{a}.rope.dimension_sections": rope_sections(cfg),
-        # newer converters write the per-block mixer flags (MTP blocks are attention blocks)
-        f"{a}.attention.recurrent_layers": [t == "linear_attention" for t in cfg.layer_types]
-                                           + [False] * cfg.n_mtp,
-    })
+    md.update(
+        {
+            f"{a}.ssm.conv_kernel": int(cfg.require("linear_conv_kernel_dim")),
+            f"{a}.ssm.state_size": int(cfg.require("linear_key_head_dim")),
+            f"{a}.ssm.group_count": int(cfg.require("linear_num_key_heads")),
+            f"{a}.ssm.time_step_rank": h_v,
+            f"{a}.ssm.inner_size": d_v * h_v,
+            f"{a}.full_attention_interval": int(cfg.get("full_attention_interval", 4)),
+            f"{a}.rope.dimension_count": int(
+                cfg.head_dim * cfg.rope_param("partial_rotary_factor", DEFAULT_PARTIAL_ROTARY_FACTOR)
+            ),
+            f"{a}.rope.dimension_sections": rope_sections(cfg),
+            # newer converters write the per-block mixer flags (MTP blocks are attention blocks)
+            f"{a}.attention.recurrent_layers": [t == "linear_attention" for t in cfg.layer_types]
+            + [False] * cfg.n_mtp,
+        }
+    )
     unknown = {t for t in cfg.layer_types} - {"linear_attention", "full_attention"}
     if unknown:
         raise ConversionError(f"HF config layer_types has unknown entries {sorted(unknown)}")

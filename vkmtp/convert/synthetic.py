@@ -21,25 +21,25 @@ class TinySpec:
     """Sizes of a synthetic model (HF names in the comments)."""
 
     moe: bool = False
-    n_vocab: int = 512             # vocab_size
-    n_embd: int = 128              # hidden_size
-    n_layer: int = 4               # num_hidden_layers
+    n_vocab: int = 512  # vocab_size
+    n_embd: int = 128  # hidden_size
+    n_layer: int = 4  # num_hidden_layers
     full_attention_interval: int = 4
-    n_head: int = 4                # num_attention_heads
-    n_head_kv: int = 2             # num_key_value_heads
+    n_head: int = 4  # num_attention_heads
+    n_head_kv: int = 2  # num_key_value_heads
     head_dim: int = 64
     partial_rotary_factor: float = 0.25
     mrope_section: tuple[int, int, int] = (3, 3, 2)
     rope_theta: float = 1e7
-    linear_k_heads: int = 2        # linear_num_key_heads
-    linear_v_heads: int = 6        # linear_num_value_heads
-    linear_head_dim: int = 32      # linear_key_head_dim == linear_value_head_dim
+    linear_k_heads: int = 2  # linear_num_key_heads
+    linear_v_heads: int = 6  # linear_num_value_heads
+    linear_head_dim: int = 32  # linear_key_head_dim == linear_value_head_dim
     conv_kernel: int = 4
-    n_ff: int = 352                # intermediate_size (dense)
+    n_ff: int = 352  # intermediate_size (dense)
     n_expert: int = 8
     n_expert_used: int = 2
-    n_ff_exp: int = 64             # moe_intermediate_size
-    n_ff_shexp: int = 96           # shared_expert_intermediate_size
+    n_ff_exp: int = 64  # moe_intermediate_size
+    n_ff_shexp: int = 96  # shared_expert_intermediate_size
     tied: bool = False
     mtp_layers: int = 1
     rms_eps: float = 1e-6
@@ -48,32 +48,61 @@ class TinySpec:
 
 DENSE = TinySpec()
 MOE = TinySpec(moe=True, tied=True)
+# every matrix row a whole number of 256-value blocks, so K-quant and IQ4_XS files quantize everything
+K256_DENSE = TinySpec(n_embd=256, linear_v_heads=4, linear_head_dim=64, n_ff=768)
+K256_MOE = TinySpec(
+    moe=True, tied=True, n_embd=256, linear_v_heads=4, linear_head_dim=64, n_ff_exp=256, n_ff_shexp=256
+)
 
 
-def hf_config(spec: TinySpec, eos_token_id: int | None = None, pad_token_id: int | None = None) -> dict[str, Any]:
+def hf_config(
+    spec: TinySpec, eos_token_id: int | None = None, pad_token_id: int | None = None
+) -> dict[str, Any]:
     """config.json of a Qwen3_5ForCausalLM / Qwen3_5MoeForCausalLM with these sizes."""
     cfg: dict[str, Any] = {
         "architectures": ["Qwen3_5MoeForCausalLM" if spec.moe else "Qwen3_5ForCausalLM"],
         "model_type": "qwen3_5_moe_text" if spec.moe else "qwen3_5_text",
-        "vocab_size": spec.n_vocab, "hidden_size": spec.n_embd, "num_hidden_layers": spec.n_layer,
-        "num_attention_heads": spec.n_head, "num_key_value_heads": spec.n_head_kv, "head_dim": spec.head_dim,
-        "hidden_act": "silu", "max_position_embeddings": spec.max_position_embeddings,
-        "rms_norm_eps": spec.rms_eps, "tie_word_embeddings": spec.tied, "attention_bias": False,
-        "linear_conv_kernel_dim": spec.conv_kernel, "linear_key_head_dim": spec.linear_head_dim,
-        "linear_value_head_dim": spec.linear_head_dim, "linear_num_key_heads": spec.linear_k_heads,
+        "vocab_size": spec.n_vocab,
+        "hidden_size": spec.n_embd,
+        "num_hidden_layers": spec.n_layer,
+        "num_attention_heads": spec.n_head,
+        "num_key_value_heads": spec.n_head_kv,
+        "head_dim": spec.head_dim,
+        "hidden_act": "silu",
+        "max_position_embeddings": spec.max_position_embeddings,
+        "rms_norm_eps": spec.rms_eps,
+        "tie_word_embeddings": spec.tied,
+        "attention_bias": False,
+        "linear_conv_kernel_dim": spec.conv_kernel,
+        "linear_key_head_dim": spec.linear_head_dim,
+        "linear_value_head_dim": spec.linear_head_dim,
+        "linear_num_key_heads": spec.linear_k_heads,
         "linear_num_value_heads": spec.linear_v_heads,
-        "layer_types": ["full_attention" if (i + 1) % spec.full_attention_interval == 0 else "linear_attention"
-                        for i in range(spec.n_layer)],
+        "layer_types": [
+            "full_attention" if (i + 1) % spec.full_attention_interval == 0 else "linear_attention"
+            for i in range(spec.n_layer)
+        ],
         "full_attention_interval": spec.full_attention_interval,
-        "rope_parameters": {"rope_type": "default", "rope_theta": spec.rope_theta,
-                            "partial_rotary_factor": spec.partial_rotary_factor,
-                            "mrope_section": list(spec.mrope_section), "mrope_interleaved": True},
+        "rope_parameters": {
+            "rope_type": "default",
+            "rope_theta": spec.rope_theta,
+            "partial_rotary_factor": spec.partial_rotary_factor,
+            "mrope_section": list(spec.mrope_section),
+            "mrope_interleaved": True,
+        },
         "mtp_num_hidden_layers": spec.mtp_layers,
-        "eos_token_id": eos_token_id, "pad_token_id": pad_token_id,
+        "eos_token_id": eos_token_id,
+        "pad_token_id": pad_token_id,
     }
     if spec.moe:
-        cfg.update({"num_experts": spec.n_expert, "num_experts_per_tok": spec.n_expert_used,
-                    "moe_intermediate_size": spec.n_ff_exp, "shared_expert_intermediate_size": spec.n_ff_shexp})
+        cfg.update(
+            {
+                "num_experts": spec.n_expert,
+                "num_experts_per_tok": spec.n_expert_used,
+                "moe_intermediate_size": spec.n_ff_exp,
+                "shared_expert_intermediate_size": spec.n_ff_shexp,
+            }
+        )
     else:
         cfg["intermediate_size"] = spec.n_ff
     return cfg
@@ -119,7 +148,7 @@ def _linear_attention(init: _Init, spec: TinySpec, prefix: str) -> dict[str, np.
         p + "conv1d.weight": init.normal(conv_dim, 1, spec.conv_kernel, scale=0.3),
         p + "A_log": np.log(init.rng.uniform(1.0, 16.0, h_v)).astype(STATE_DTYPE),
         p + "dt_bias": init.normal(h_v, scale=0.1, mean=1.0),
-        p + "norm.weight": init.normal(d, scale=0.1, mean=1.0),      # plain scale, not zero-centred
+        p + "norm.weight": init.normal(d, scale=0.1, mean=1.0),  # plain scale, not zero-centred
         p + "out_proj.weight": init.matrix(e, h_v * d),
     }
 
@@ -128,17 +157,24 @@ def _ffn(init: _Init, spec: TinySpec, prefix: str) -> dict[str, np.ndarray]:
     e = spec.n_embd
     p = f"{prefix}mlp."
     if not spec.moe:
-        return {p + "gate_proj.weight": init.matrix(spec.n_ff, e), p + "up_proj.weight": init.matrix(spec.n_ff, e),
-                p + "down_proj.weight": init.matrix(e, spec.n_ff)}
+        return {
+            p + "gate_proj.weight": init.matrix(spec.n_ff, e),
+            p + "up_proj.weight": init.matrix(spec.n_ff, e),
+            p + "down_proj.weight": init.matrix(e, spec.n_ff),
+        }
     out = {p + "gate.weight": init.matrix(spec.n_expert, e)}
-    for x in range(spec.n_expert):            # per-expert layout, as save_pretrained writes it
+    for x in range(spec.n_expert):  # per-expert layout, as save_pretrained writes it
         out[f"{p}experts.{x}.gate_proj.weight"] = init.matrix(spec.n_ff_exp, e)
         out[f"{p}experts.{x}.up_proj.weight"] = init.matrix(spec.n_ff_exp, e)
         out[f"{p}experts.{x}.down_proj.weight"] = init.matrix(e, spec.n_ff_exp)
-    out.update({p + "shared_expert.gate_proj.weight": init.matrix(spec.n_ff_shexp, e),
-                p + "shared_expert.up_proj.weight": init.matrix(spec.n_ff_shexp, e),
-                p + "shared_expert.down_proj.weight": init.matrix(e, spec.n_ff_shexp),
-                p + "shared_expert_gate.weight": init.matrix(1, e)})
+    out.update(
+        {
+            p + "shared_expert.gate_proj.weight": init.matrix(spec.n_ff_shexp, e),
+            p + "shared_expert.up_proj.weight": init.matrix(spec.n_ff_shexp, e),
+            p + "shared_expert.down_proj.weight": init.matrix(e, spec.n_ff_shexp),
+            p + "shared_expert_gate.weight": init.matrix(1, e),
+        }
+    )
     return out
 
 
@@ -173,8 +209,14 @@ def random_state_dict(spec: TinySpec, seed: int) -> dict[str, np.ndarray]:
     return sd
 
 
-def align_for_mtp(state: dict[str, np.ndarray], spec: TinySpec, seed: int, head_scale: float = 1.0,
-                  hidden_mix: float = 0.1, block_scale: float = 1.75) -> dict[str, np.ndarray]:
+def align_for_mtp(
+    state: dict[str, np.ndarray],
+    spec: TinySpec,
+    seed: int,
+    head_scale: float = 1.0,
+    hidden_mix: float = 0.1,
+    block_scale: float = 1.75,
+) -> dict[str, np.ndarray]:
     """A copy of a dense, untied checkpoint whose trunk and MTP head both tend to follow a random successor
     map t -> pi(t), so MTP drafts are often, not always, accepted (about 60 % on the fixture).
 
@@ -193,8 +235,10 @@ def align_for_mtp(state: dict[str, np.ndarray], spec: TinySpec, seed: int, head_
     head = np.zeros_like(state["lm_head.weight"])
     head[successor] = head_scale * np.sqrt(e) * unit
     out["lm_head.weight"] = head.astype(STATE_DTYPE)
-    for name in state:      # residual-branch outputs: how far the blocks pull the stream off the embedding
-        if name.endswith(("o_proj.weight", "out_proj.weight", "down_proj.weight")) and name.startswith("model."):
+    for name in state:  # residual-branch outputs: how far the blocks pull the stream off the embedding
+        if name.endswith(("o_proj.weight", "out_proj.weight", "down_proj.weight")) and name.startswith(
+            "model."
+        ):
             out[name] = (block_scale * state[name]).astype(STATE_DTYPE)
     fc = np.concatenate([np.eye(e), hidden_mix * rng.standard_normal((e, e)) / np.sqrt(e)], axis=1)
     out["mtp.fc.weight"] = fc.astype(STATE_DTYPE)

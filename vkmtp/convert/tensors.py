@@ -52,8 +52,12 @@ _GLOBAL_MAP = {
     "model.norm.weight": "output_norm.weight",
     "lm_head.weight": "output.weight",
 }
-_MTP_TOP = {"fc": "eh_proj", "pre_fc_norm_embedding": "enorm", "pre_fc_norm_hidden": "hnorm",
-            "norm": "shared_head.norm"}
+_MTP_TOP = {
+    "fc": "eh_proj",
+    "pre_fc_norm_embedding": "enorm",
+    "pre_fc_norm_hidden": "hnorm",
+    "norm": "shared_head.norm",
+}
 _LAYER_RE = re.compile(r"^model\.layers\.(\d+)\.(.+)$")
 _EXPERT_RE = re.compile(r"^mlp\.experts\.(\d+)\.(gate_proj|up_proj|down_proj)\.weight$")
 
@@ -70,7 +74,7 @@ def canonical_hf_name(name: str, n_layer: int, keep_mtp: bool) -> str | None:
     if name.startswith(("model.visual.", "visual.")):
         return None
     if name.startswith("model.mtp."):
-        name = name[len("model."):]
+        name = name[len("model.") :]
     if not name.startswith("mtp."):
         return name
     if not keep_mtp:
@@ -96,7 +100,7 @@ def gguf_name(hf_name: str) -> str:
 def reorder_v_heads(x: np.ndarray, axis: int, n_k_heads: int, n_v_per_k: int, head_dim: int) -> np.ndarray:
     """§6.3 grouped -> tiled: new head j' = m * H_k + g holds old head j = g * r + m, along `axis`."""
     shape = list(x.shape)
-    split = shape[:axis] + [n_k_heads, n_v_per_k, head_dim] + shape[axis + 1:]
+    split = shape[:axis] + [n_k_heads, n_v_per_k, head_dim] + shape[axis + 1 :]
     return np.swapaxes(x.reshape(split), axis, axis + 1).reshape(shape)
 
 
@@ -123,10 +127,10 @@ def _reorder_linear_attn(name: str, x: np.ndarray, cfg: HFConfig) -> np.ndarray:
 
 
 def transform(hf_name: str, x: np.ndarray, cfg: HFConfig) -> np.ndarray:
-    """Value changes on one tensor (canonical HF name): V-head reorder, conv squeeze, -exp(A_log), +1 norms."""
+    """Value changes of one tensor (canonical HF name): V-head reorder, conv squeeze, -exp(A_log), +1."""
     x = np.asarray(x, dtype=np.float32)
     if "conv1d" in hf_name:
-        x = x.reshape(x.shape[0], x.shape[-1])                 # [C, 1, K_c] -> [C, K_c]
+        x = x.reshape(x.shape[0], x.shape[-1])  # [C, 1, K_c] -> [C, K_c]
     if "linear_attn." in hf_name:
         x = _reorder_linear_attn(hf_name, x, cfg)
     if hf_name.endswith(".A_log"):
@@ -136,15 +140,20 @@ def transform(hf_name: str, x: np.ndarray, cfg: HFConfig) -> np.ndarray:
     return np.ascontiguousarray(x, dtype=np.float32)
 
 
-def _stack_experts(layers: dict[int, dict[str, dict[int, np.ndarray]]], cfg: HFConfig) -> dict[str, np.ndarray]:
+def _stack_experts(
+    layers: dict[int, dict[str, dict[int, np.ndarray]]], cfg: HFConfig
+) -> dict[str, np.ndarray]:
     n_expert = cfg.require("num_experts")
     out = {}
     for layer, by_proj in sorted(layers.items()):
         for proj, experts in by_proj.items():
             if sorted(experts) != list(range(n_expert)):
-                raise ConversionError(f"layer {layer}: {proj} has experts {sorted(experts)}, expected 0.."
-                                      f"{n_expert - 1}")
-            out[f"model.layers.{layer}.mlp.experts.{proj}.weight"] = np.stack([experts[e] for e in range(n_expert)])
+                raise ConversionError(
+                    f"layer {layer}: {proj} has experts {sorted(experts)}, expected 0.." f"{n_expert - 1}"
+                )
+            out[f"model.layers.{layer}.mlp.experts.{proj}.weight"] = np.stack(
+                [experts[e] for e in range(n_expert)]
+            )
     return out
 
 
@@ -168,7 +177,9 @@ def convert_tensors(state_dict: Mapping[str, np.ndarray], cfg: HFConfig) -> dict
             experts.setdefault(int(m.group(1)), {}).setdefault(em.group(2), {})[int(em.group(1))] = value
         elif rest in ("mlp.experts.gate_up_proj", "mlp.experts.gate_up_proj.weight"):
             if value.ndim != 3 or value.shape[1] % 2:
-                raise ConversionError(f"'{name}' has shape {list(value.shape)}, expected [n_expert, 2*n_ff, n_embd]")
+                raise ConversionError(
+                    f"'{name}' has shape {list(value.shape)}, expected [n_expert, 2*n_ff, n_embd]"
+                )
             n_ff = value.shape[1] // 2
             base = f"model.layers.{m.group(1)}.mlp.experts"
             canonical[f"{base}.gate_proj.weight"] = value[:, :n_ff]

@@ -13,13 +13,14 @@ import fnmatch
 import os
 from typing import Any, Mapping
 
-import numpy as np
 import gguf
+import numpy as np
 
 from vkmtp.convert.hf_config import ConversionError, read_hf_config
 from vkmtp.convert.metadata import model_metadata
 from vkmtp.convert.tensors import convert_tensors, count_mtp_layers
-from vkmtp.gguf import GGMLType, block_size
+from vkmtp.gguf import QUANTIZE_TYPES, GGMLType, add_packed_tensor, block_size
+from vkmtp.gguf import quantize as gguf_quantize
 
 FILE_TYPES: dict[str, tuple[GGMLType, gguf.LlamaFileType]] = {
     "f32": (GGMLType.F32, gguf.LlamaFileType.ALL_F32),
@@ -35,15 +36,22 @@ FILE_TYPES: dict[str, tuple[GGMLType, gguf.LlamaFileType]] = {
     "q4_k": (GGMLType.Q4_K, gguf.LlamaFileType.MOSTLY_Q4_K_S),
     "q5_k": (GGMLType.Q5_K, gguf.LlamaFileType.MOSTLY_Q5_K_S),
     "q6_k": (GGMLType.Q6_K, gguf.LlamaFileType.MOSTLY_Q6_K),
+    "iq4_nl": (GGMLType.IQ4_NL, gguf.LlamaFileType.MOSTLY_IQ4_NL),
+    "iq4_xs": (GGMLType.IQ4_XS, gguf.LlamaFileType.MOSTLY_IQ4_XS),
 }
 _FORCE_F32_NAMES = ("ssm_conv1d.weight", "ffn_gate_inp.weight", "ffn_gate_inp_shexp.weight")
 
 
-def tensor_type(name: str, shape: tuple[int, ...], file_type: GGMLType,
-                overrides: Mapping[str, str] | None = None) -> GGMLType:
+def tensor_type(
+    name: str, shape: tuple[int, ...], file_type: GGMLType, overrides: Mapping[str, str] | None = None
+) -> GGMLType:
     """The ggml type a tensor is written in (before the F16 fallback for rows that do not fit)."""
-    if len(shape) <= 1 or name.endswith("_norm.weight") or not name.endswith(".weight") \
-            or name.endswith(_FORCE_F32_NAMES):
+    if (
+        len(shape) <= 1
+        or name.endswith("_norm.weight")
+        or not name.endswith(".weight")
+        or name.endswith(_FORCE_F32_NAMES)
+    ):
         return GGMLType.F32
     for pattern, type_name in (overrides or {}).items():
         if fnmatch.fnmatchcase(name, pattern):
@@ -62,21 +70,18 @@ def parse_type(type_name: str) -> GGMLType:
 
 
 def quantize(values: np.ndarray, qtype: GGMLType) -> np.ndarray:
-    """Pack float32 `values` (NumPy order) as `qtype`: float arrays for F32/F16, uint8 blocks otherwise."""
+    """Pack float32 `values` (NumPy order) as `qtype`: float arrays for F32/F16, [..., row_bytes] u8 blocks
+    otherwise (vkmtp.gguf's quantizers, which write llama.cpp's block layouts)."""
     if qtype == GGMLType.F32:
         return values.astype(np.float32)
     if qtype == GGMLType.F16:
         return values.astype(np.float16)
-    try:
-        from vkmtp.gguf import quantize as vk_quantize   # our own quantizer, when present
-    except ImportError:
-        vk_quantize = None
-    if vk_quantize is not None:
-        return np.asarray(vk_quantize(values, qtype), dtype=np.uint8)
-    try:
-        return gguf.quants.quantize(values, qtype)
-    except NotImplementedError:
-        raise ConversionError(f"no quantizer for {qtype.name} in this installation") from None
+    if qtype not in QUANTIZE_TYPES:
+        raise ConversionError(
+            f"no quantizer for {qtype.name} (supported: "
+            f"{', '.join(sorted(t.name for t in QUANTIZE_TYPES))})"
+        )
+    return gguf_quantize(values, qtype)
 
 
 def _fits(shape: tuple[int, ...], qtype: GGMLType) -> bool:
@@ -98,9 +103,16 @@ def _add_metadata_value(writer: gguf.GGUFWriter, key: str, value: Any) -> None:
         raise ConversionError(f"metadata '{key}': cannot write value of type {type(value).__name__}")
 
 
-def write_gguf(state_dict: Mapping[str, np.ndarray], hf_config: Mapping[str, Any], out_path: str | os.PathLike,
-               file_type: str = "f32", tokenizer_meta: Mapping[str, Any] | None = None, mtp: bool = True,
-               name: str | None = None, type_overrides: Mapping[str, str] | None = None) -> dict[str, str]:
+def write_gguf(
+    state_dict: Mapping[str, np.ndarray],
+    hf_config: Mapping[str, Any],
+    out_path: str | os.PathLike,
+    file_type: str = "f32",
+    tokenizer_meta: Mapping[str, Any] | None = None,
+    mtp: bool = True,
+    name: str | None = None,
+    type_overrides: Mapping[str, str] | None = None,
+) -> dict[str, str]:
     """Convert an HF Qwen3.5 / Qwen3.6 state dict (NumPy arrays) and write it as a GGUF.
 
     Args:
@@ -134,9 +146,12 @@ def write_gguf(state_dict: Mapping[str, np.ndarray], hf_config: Mapping[str, Any
     for gguf_name, values in tensors.items():
         qtype = tensor_type(gguf_name, values.shape, base_type, type_overrides)
         if not _fits(values.shape, qtype):
-            qtype = GGMLType.F16      # llama.cpp: QuantError -> F16
+            qtype = GGMLType.F16  # llama.cpp: QuantError -> F16
         data = quantize(values, qtype)
-        writer.add_tensor(gguf_name, data, raw_dtype=qtype)
+        if data.dtype == np.uint8:
+            add_packed_tensor(writer, gguf_name, data, qtype, values.shape)
+        else:
+            writer.add_tensor(gguf_name, data, raw_dtype=qtype)
         written[gguf_name] = qtype.name
     writer.write_header_to_file()
     writer.write_kv_data_to_file()

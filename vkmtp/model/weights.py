@@ -31,48 +31,48 @@ class TensorSpec:
 class AttentionTensors:
     """Gated full attention (§2.2); `q` packs query and output gate per head: rows [h*2D, h*2D+D) = q_h."""
 
-    q: TensorSpec            # [2*n_head*head_dim, n_embd]
-    k: TensorSpec            # [n_head_kv*head_dim, n_embd]
-    v: TensorSpec            # [n_head_kv*head_dim, n_embd]
-    q_norm: TensorSpec       # [head_dim]
-    k_norm: TensorSpec       # [head_dim]
-    output: TensorSpec       # [n_embd, n_head*head_dim]
+    q: TensorSpec  # [2*n_head*head_dim, n_embd]
+    k: TensorSpec  # [n_head_kv*head_dim, n_embd]
+    v: TensorSpec  # [n_head_kv*head_dim, n_embd]
+    q_norm: TensorSpec  # [head_dim]
+    k_norm: TensorSpec  # [head_dim]
+    output: TensorSpec  # [n_embd, n_head*head_dim]
 
 
 @dataclass(frozen=True)
 class DeltaNetTensors:
-    """Gated DeltaNet (§2.3); V-head-indexed tensors are in tiled order (value head h uses key head h % H_k)."""
+    """Gated DeltaNet (§2.3); V-head-indexed tensors are in tiled order (value head h uses K head h % H_k)."""
 
-    qkv: TensorSpec          # [conv_dim, n_embd]  rows: q (H_k*d_k) | k (H_k*d_k) | v (H_v*d_v)
-    gate: TensorSpec         # [H_v*d_v, n_embd]   z of the gated norm
-    conv1d: TensorSpec       # [conv_dim, K_c]
-    dt_bias: TensorSpec      # [H_v]
-    a: TensorSpec            # [H_v]  already -exp(A_log)
-    beta: TensorSpec         # [H_v, n_embd]
-    alpha: TensorSpec        # [H_v, n_embd]
-    norm: TensorSpec         # [d_v]  plain weight (no +1 baked in)
-    out: TensorSpec          # [n_embd, H_v*d_v]
+    qkv: TensorSpec  # [conv_dim, n_embd]  rows: q (H_k*d_k) | k (H_k*d_k) | v (H_v*d_v)
+    gate: TensorSpec  # [H_v*d_v, n_embd]   z of the gated norm
+    conv1d: TensorSpec  # [conv_dim, K_c]
+    dt_bias: TensorSpec  # [H_v]
+    a: TensorSpec  # [H_v]  already -exp(A_log)
+    beta: TensorSpec  # [H_v, n_embd]
+    alpha: TensorSpec  # [H_v, n_embd]
+    norm: TensorSpec  # [d_v]  plain weight (no +1 baked in)
+    out: TensorSpec  # [n_embd, H_v*d_v]
 
 
 @dataclass(frozen=True)
 class DenseFfnTensors:
-    gate: TensorSpec         # [n_ff, n_embd]
-    up: TensorSpec           # [n_ff, n_embd]
-    down: TensorSpec         # [n_embd, n_ff]
+    gate: TensorSpec  # [n_ff, n_embd]
+    up: TensorSpec  # [n_ff, n_embd]
+    down: TensorSpec  # [n_embd, n_ff]
 
 
 @dataclass(frozen=True)
 class MoeFfnTensors:
     """Routed experts stacked on the outer axis plus one sigmoid-gated shared expert (§2.5)."""
 
-    gate_inp: TensorSpec     # [n_expert, n_embd]            router
-    gate_exps: TensorSpec    # [n_expert, n_ff_exp, n_embd]
-    up_exps: TensorSpec      # [n_expert, n_ff_exp, n_embd]
-    down_exps: TensorSpec    # [n_expert, n_embd, n_ff_exp]
+    gate_inp: TensorSpec  # [n_expert, n_embd]            router
+    gate_exps: TensorSpec  # [n_expert, n_ff_exp, n_embd]
+    up_exps: TensorSpec  # [n_expert, n_ff_exp, n_embd]
+    down_exps: TensorSpec  # [n_expert, n_embd, n_ff_exp]
     gate_inp_shexp: TensorSpec  # [n_embd] or [1, n_embd]    shared-expert gate
-    gate_shexp: TensorSpec   # [n_ff_shexp, n_embd]
-    up_shexp: TensorSpec     # [n_ff_shexp, n_embd]
-    down_shexp: TensorSpec   # [n_embd, n_ff_shexp]
+    gate_shexp: TensorSpec  # [n_ff_shexp, n_embd]
+    up_shexp: TensorSpec  # [n_ff_shexp, n_embd]
+    down_shexp: TensorSpec  # [n_embd, n_ff_shexp]
 
 
 Mixer = Union[AttentionTensors, DeltaNetTensors]
@@ -85,9 +85,9 @@ class BlockTensors:
 
     index: int
     kind: LayerKind
-    attn_norm: TensorSpec    # [n_embd]
+    attn_norm: TensorSpec  # [n_embd]
     mixer: Mixer
-    ffn_norm: TensorSpec     # [n_embd]  GGUF post_attention_norm (the pre-FFN norm)
+    ffn_norm: TensorSpec  # [n_embd]  GGUF post_attention_norm (the pre-FFN norm)
     ffn: Ffn
 
 
@@ -97,21 +97,21 @@ class MtpTensors:
     field names a tensor that exists in the file."""
 
     block: BlockTensors
-    eh_proj: TensorSpec          # [n_embd, 2*n_embd]  input [enorm(emb); hnorm(h)]
-    enorm: TensorSpec            # [n_embd]
-    hnorm: TensorSpec            # [n_embd]
+    eh_proj: TensorSpec  # [n_embd, 2*n_embd]  input [enorm(emb); hnorm(h)]
+    enorm: TensorSpec  # [n_embd]
+    hnorm: TensorSpec  # [n_embd]
     shared_head_norm: TensorSpec  # [n_embd]  falls back to output_norm
-    embed_tokens: TensorSpec     # [n_vocab, n_embd]  falls back to token_embd
-    head: TensorSpec             # [n_vocab, n_embd]  falls back to output (or token_embd when tied)
+    embed_tokens: TensorSpec  # [n_vocab, n_embd]  falls back to token_embd
+    head: TensorSpec  # [n_vocab, n_embd]  falls back to output (or token_embd when tied)
 
 
 @dataclass(frozen=True)
 class ModelTensors:
-    token_embd: TensorSpec       # [n_vocab, n_embd]
-    output_norm: TensorSpec      # [n_embd]
-    output: TensorSpec           # [n_vocab, n_embd]; is token_embd when the head is tied
-    blocks: tuple[BlockTensors, ...]   # trunk blocks 0 .. n_layer-1
-    mtp: MtpTensors | None       # None when the file has no MTP block
+    token_embd: TensorSpec  # [n_vocab, n_embd]
+    output_norm: TensorSpec  # [n_embd]
+    output: TensorSpec  # [n_vocab, n_embd]; is token_embd when the head is tied
+    blocks: tuple[BlockTensors, ...]  # trunk blocks 0 .. n_layer-1
+    mtp: MtpTensors | None  # None when the file has no MTP block
 
     def specs(self) -> Iterator[TensorSpec]:
         """Every distinct tensor the model reads (fallback aliases appear once)."""
@@ -133,7 +133,8 @@ def _walk(obj) -> Iterator[TensorSpec]:
             yield from _walk(item)
 
 
-# ---- the table ------------------------------------------------------------------------------------------------
+# ---- the table ------------------------------------------------------------------------------------
+
 
 def attention_tensors(cfg: ModelConfig, i: int) -> AttentionTensors:
     e, d = cfg.n_embd, cfg.head_dim
@@ -188,7 +189,8 @@ def block_tensors(cfg: ModelConfig, i: int) -> BlockTensors:
     kind = cfg.layer_kinds[i]
     mixer = delta_net_tensors(cfg, i) if kind is LayerKind.RECURRENT else attention_tensors(cfg, i)
     return BlockTensors(
-        index=i, kind=kind,
+        index=i,
+        kind=kind,
         attn_norm=TensorSpec(f"blk.{i}.attn_norm.weight", (cfg.n_embd,)),
         mixer=mixer,
         ffn_norm=TensorSpec(f"blk.{i}.post_attention_norm.weight", (cfg.n_embd,)),
@@ -217,12 +219,21 @@ def expected_tensors(cfg: ModelConfig, present: set[str] | None = None) -> Model
                 eh_proj=TensorSpec(nextn + "eh_proj.weight", (e, 2 * e)),
                 enorm=TensorSpec(nextn + "enorm.weight", (e,)),
                 hnorm=TensorSpec(nextn + "hnorm.weight", (e,)),
-                shared_head_norm=(TensorSpec(nextn + "shared_head_norm.weight", (e,))
-                                  if has(nextn + "shared_head_norm.weight") else output_norm),
-                embed_tokens=(TensorSpec(nextn + "embed_tokens.weight", (v, e))
-                              if has(nextn + "embed_tokens.weight") else token_embd),
-                head=(TensorSpec(nextn + "shared_head_head.weight", (v, e))
-                      if has(nextn + "shared_head_head.weight") else output),
+                shared_head_norm=(
+                    TensorSpec(nextn + "shared_head_norm.weight", (e,))
+                    if has(nextn + "shared_head_norm.weight")
+                    else output_norm
+                ),
+                embed_tokens=(
+                    TensorSpec(nextn + "embed_tokens.weight", (v, e))
+                    if has(nextn + "embed_tokens.weight")
+                    else token_embd
+                ),
+                head=(
+                    TensorSpec(nextn + "shared_head_head.weight", (v, e))
+                    if has(nextn + "shared_head_head.weight")
+                    else output
+                ),
             )
     return ModelTensors(token_embd=token_embd, output_norm=output_norm, output=output, blocks=blocks, mtp=mtp)
 
@@ -242,14 +253,17 @@ def validate(gguf_file: GGUFFile, cfg: ModelConfig) -> ModelTensors:
             problems.append(f"missing tensor '{spec.name}' (expected shape {list(spec.shape)})")
         elif not spec.accepts(info.shape):
             wanted = " or ".join(str(list(s)) for s in (spec.shape, *spec.alt_shapes))
-            problems.append(f"tensor '{spec.name}' has shape {list(info.shape)}, expected {wanted} "
-                            "(NumPy order)")
+            problems.append(
+                f"tensor '{spec.name}' has shape {list(info.shape)}, expected {wanted} " "(NumPy order)"
+            )
     used = {spec.name for spec in table.specs()}
     extra = sorted(set(found) - used)
     if extra:
         shown = ", ".join(extra[:8]) + (f" and {len(extra) - 8} more" if len(extra) > 8 else "")
-        problems.append(f"{len(extra)} unexpected tensor(s) for {cfg.arch} with {cfg.n_layer} trunk + "
-                        f"{cfg.n_nextn} MTP blocks: {shown}")
+        problems.append(
+            f"{len(extra)} unexpected tensor(s) for {cfg.arch} with {cfg.n_layer} trunk + "
+            f"{cfg.n_nextn} MTP blocks: {shown}"
+        )
     if problems:
         raise GGUFError(gguf_file.path, "; ".join(problems))
     return table

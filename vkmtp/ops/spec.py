@@ -1,4 +1,4 @@
-"""Speculative-step bookkeeping on the GPU (shaders/spec.comp): draft tokens, accept decision, row gather.
+"""Speculative-step bookkeeping on the GPU (shaders/spec.comp): draft tokens, accept decision, row copies.
 
 With these three dispatches inside the recorded step, drafting, verification, acceptance and rollback run in
 one queue submission; the host reads only `accept` and the accepted token ids. Mirrors vkmtp.ref.ops.spec.
@@ -46,20 +46,21 @@ class SpecOps:
         push = [ids.word_offset, data.word_offset, valid.word_offset, verify_records.word_offset,
                 next_draft_records.word_offset, n_seq, K, i, n_top if top_values is not None else 0,
                 float(p_min)]
-        rec.dispatch(ShaderKey.make("spec.comp", MODE_DRAFT_TOKEN=1), [step, data.buffer],
+        rec.dispatch(ShaderKey.make("spec.comp", MODE_DRAFT_TOKEN=1), [step, data.buffer, step],
                      (-(-n_seq // BLOCK), 1, 1), push=push, spec=[BLOCK], reads=reads, writes=writes,
                      label=f"spec_draft_token{i}")
 
     def record_accept(self, rec, verify_ids: View, valid: View, verify_records: View, out_ids: View,
-                      accept: View, n_valid: View, select: View, n_seq: int, K: int,
+                      accept: View, n_valid: View, select: View, hidden_select: View, n_seq: int, K: int,
                       uniforms: View | None = None, synthetic_rate: float = 0.0) -> None:
         """Greedy acceptance (or synthetic, with uniforms [n_seq, K] f32 in the step buffer):
         accept [n_seq] = m, out_ids [n_seq, V] = accepted drafts + the target's token at m,
-        select [n_seq] = {seq slot, m} pairs for the state rollback (vkmtp.ops.state_select)."""
+        select [n_seq] = {seq slot, m} pairs for the state rollback (vkmtp.ops.state_select),
+        hidden_select [n_seq] = {s*V + m, seq slot} pairs for record_copy_rows."""
         V = K + 1
         u = uniforms if uniforms is not None else verify_ids
         step = verify_ids.buffer
-        for v in (valid, verify_records, out_ids, accept, n_valid, select, u):
+        for v in (valid, verify_records, out_ids, accept, n_valid, select, hidden_select, u):
             if v.buffer is not step:
                 raise ValueError("spec: accept operands must live in the one step buffer")
         if synthetic_rate > 0 and uniforms is None:
@@ -69,24 +70,25 @@ class SpecOps:
         if uniforms is not None:
             reads.append(_words(uniforms, n_seq * K, "uniforms"))
         writes = [_words(out_ids, n_seq * V, "out ids"), _words(accept, n_seq, "accept"),
-                  _words(n_valid, n_seq, "n_valid"), _words(select, 2 * n_seq, "select")]
+                  _words(n_valid, n_seq, "n_valid"), _words(select, 2 * n_seq, "select"),
+                  _words(hidden_select, 2 * n_seq, "hidden select")]
         push = [verify_ids.word_offset, valid.word_offset, verify_records.word_offset, out_ids.word_offset,
                 accept.word_offset, n_valid.word_offset, u.word_offset, n_seq, K, float(synthetic_rate),
-                select.word_offset]
-        rec.dispatch(ShaderKey.make("spec.comp", MODE_ACCEPT=1), [step, step], (-(-n_seq // BLOCK), 1, 1),
+                select.word_offset, hidden_select.word_offset]
+        rec.dispatch(ShaderKey.make("spec.comp", MODE_ACCEPT=1), [step, step, step], (-(-n_seq // BLOCK), 1, 1),
                      push=push, spec=[BLOCK], reads=reads, writes=writes, label="spec_accept")
 
-    def record_gather_row(self, rec, accept: View, src: View, dst: View, n_seq: int, V: int, width: int) -> None:
-        """dst [n_seq, width] = src [n_seq * V, width] row (s * V + accept[s]) (f32 or uint words)."""
-        if src.buffer is not dst.buffer:
-            raise ValueError("spec gather: src and dst must share a buffer")
-        reads = [_words(accept, n_seq, "accept"), _words(src, n_seq * V * width, "src")]
-        writes = [_words(dst, n_seq * width, "dst")]
-        push = [accept.word_offset, src.word_offset, dst.word_offset, n_seq, V, width]
-        rec.dispatch(ShaderKey.make("spec.comp", MODE_GATHER_ROW=1), [accept.buffer, src.buffer],
-                     (-(-width // BLOCK), n_seq, 1), push=push, spec=[BLOCK], reads=reads, writes=writes,
-                     label="spec_gather_row")
+    def record_copy_rows(self, rec, pairs: View, n_rows: int, src: View, dst: View, width: int,
+                         src_rows: int, dst_rows: int) -> None:
+        """dst[pairs[r][1]] = src[pairs[r][0]] for r < n_rows (rows of `width` words; pairs are uint
+        {src row, dst row} read at run time; src holds src_rows rows, dst dst_rows rows)."""
+        reads = [_words(pairs, 2 * n_rows, "pairs"), _words(src, src_rows * width, "src")]
+        writes = [_words(dst, dst_rows * width, "dst")]
+        push = [pairs.word_offset, src.word_offset, dst.word_offset, n_rows, width]
+        rec.dispatch(ShaderKey.make("spec.comp", MODE_COPY_ROWS=1), [pairs.buffer, src.buffer, dst.buffer],
+                     (-(-width // BLOCK), n_rows, 1), push=push, spec=[BLOCK], reads=reads, writes=writes,
+                     label="spec_copy_rows")
 
 
 def shader_variants() -> list[ShaderKey]:
-    return [ShaderKey.make("spec.comp", **{m: 1}) for m in ("MODE_DRAFT_TOKEN", "MODE_ACCEPT", "MODE_GATHER_ROW")]
+    return [ShaderKey.make("spec.comp", **{m: 1}) for m in ("MODE_DRAFT_TOKEN", "MODE_ACCEPT", "MODE_COPY_ROWS")]

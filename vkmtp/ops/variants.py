@@ -22,6 +22,7 @@ def all_variants() -> list[ShaderKey]:
             keys.extend(fn())
     listed = {k.source for k in keys}
     for path in sorted(SHADER_DIR.glob("*.comp")):
-        if path.name not in listed and "DATA_A_" not in path.read_text():
+        text = path.read_text()
+        if path.name not in listed and "DATA_A_" not in text and "#if defined(MODE_" not in text:
             keys.append(ShaderKey.make(path.name))
     return list(dict.fromkeys(keys))

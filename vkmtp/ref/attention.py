@@ -59,7 +59,7 @@ def attention_core(q: np.ndarray, k: np.ndarray, v: np.ndarray, first_pos: int) 
     n_tokens, n_head, head_dim = q.shape
     n_head_kv = k.shape[1]
     kv_head = np.arange(n_head) // (n_head // n_head_kv)
-    k64 = k.astype(np.float64)[:, kv_head, :]                            # [n_kv, n_head, head_dim]
+    k64 = k.astype(np.float64)[:, kv_head, :]  # [n_kv, n_head, head_dim]
     v64 = v.astype(np.float64)[:, kv_head, :]
     out = np.empty((n_tokens, n_head, head_dim), dtype=np.float64)
     for t in range(n_tokens):
@@ -67,13 +67,19 @@ def attention_core(q: np.ndarray, k: np.ndarray, v: np.ndarray, first_pos: int) 
         scores = np.einsum("hd,shd->hs", q[t].astype(np.float64), k64[:n_visible]) / np.sqrt(head_dim)
         scores -= scores.max(axis=-1, keepdims=True)
         probs = np.exp(scores)
-        probs /= probs.sum(axis=-1, keepdims=True)                        # [n_head, n_visible]
+        probs /= probs.sum(axis=-1, keepdims=True)  # [n_head, n_visible]
         out[t] = np.einsum("hs,shd->hd", probs, v64[:n_visible])
     return out.reshape(n_tokens, n_head * head_dim).astype(q.dtype)
 
 
-def gated_attention(a: np.ndarray, names: AttentionTensors, weights: Mapping[str, np.ndarray],
-                    cache: KVCache, pos4: np.ndarray, cfg: ModelConfig) -> np.ndarray:
+def gated_attention(
+    a: np.ndarray,
+    names: AttentionTensors,
+    weights: Mapping[str, np.ndarray],
+    cache: KVCache,
+    pos4: np.ndarray,
+    cfg: ModelConfig,
+) -> np.ndarray:
     """One full-attention mixer over n_tokens new tokens; appends their k/v to `cache`.
 
     Args:
@@ -93,6 +99,6 @@ def gated_attention(a: np.ndarray, names: AttentionTensors, weights: Mapping[str
     k = apply_rope_neox(k, theta)
     first_pos = cache.n_past
     cache.append(k, v)
-    o = attention_core(q, cache.k, cache.v, first_pos)                   # [n_tokens, n_head * head_dim]
+    o = attention_core(q, cache.k, cache.v, first_pos)  # [n_tokens, n_head * head_dim]
     o = o * sigmoid(gate)
     return linear(o, weights[names.output.name])

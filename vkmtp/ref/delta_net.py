@@ -15,7 +15,7 @@ from vkmtp.ref.attention import linear
 from vkmtp.ref.norm import gated_rms_norm, l2_norm, sigmoid, silu
 from vkmtp.ref.state import DeltaNetState
 
-SOFTPLUS_THRESHOLD = 20.0   # ggml and PyTorch: softplus(x) = x above this
+SOFTPLUS_THRESHOLD = 20.0  # ggml and PyTorch: softplus(x) = x above this
 
 
 def softplus(x: np.ndarray) -> np.ndarray:
@@ -41,12 +41,13 @@ def causal_conv1d(u: np.ndarray, conv_state: np.ndarray, weight: np.ndarray) -> 
     window = np.concatenate([conv_state.astype(u.dtype), u])
     out = np.zeros_like(u)
     for k in range(k_c):
-        out += window[k: k + n_tokens] * weight[:, k][None, :]
+        out += window[k : k + n_tokens] * weight[:, k][None, :]
     return out, window
 
 
-def delta_net_gates(b: np.ndarray, alpha: np.ndarray, ssm_a: np.ndarray,
-                    dt_bias: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def delta_net_gates(
+    b: np.ndarray, alpha: np.ndarray, ssm_a: np.ndarray, dt_bias: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
     """beta = sigmoid(b); g = ssm_a * softplus(alpha + dt_bias) (log-decay, <= 0).
 
     b, alpha: [n_tokens, H_v]; ssm_a, dt_bias: [H_v]. Returns beta, g [n_tokens, H_v].
@@ -54,8 +55,15 @@ def delta_net_gates(b: np.ndarray, alpha: np.ndarray, ssm_a: np.ndarray,
     return sigmoid(b), ssm_a[None, :] * softplus(alpha + dt_bias[None, :])
 
 
-def gated_delta_rule(q: np.ndarray, k: np.ndarray, v: np.ndarray, g: np.ndarray, beta: np.ndarray,
-                     ssm: np.ndarray, keep_steps: int = 0) -> tuple[np.ndarray, np.ndarray, list[np.ndarray]]:
+def gated_delta_rule(
+    q: np.ndarray,
+    k: np.ndarray,
+    v: np.ndarray,
+    g: np.ndarray,
+    beta: np.ndarray,
+    ssm: np.ndarray,
+    keep_steps: int = 0,
+) -> tuple[np.ndarray, np.ndarray, list[np.ndarray]]:
     """The delta-rule recurrence, per value head h with key head h % H_k (tiled broadcast).
 
     For each token: S <- exp(g) S;  S <- S + k (x) beta (v - S^T k);  o = S^T q / sqrt(d_k).
@@ -76,9 +84,9 @@ def gated_delta_rule(q: np.ndarray, k: np.ndarray, v: np.ndarray, g: np.ndarray,
     steps = []
     for t in range(n_tokens):
         s64 = state.astype(np.float64) * np.exp(g[t].astype(np.float64))[:, None, None]
-        kt = k[t, key_head].astype(np.float64)                              # [H_v, d_k]
+        kt = k[t, key_head].astype(np.float64)  # [H_v, d_k]
         qt = q[t, key_head].astype(np.float64)
-        kv_mem = np.einsum("hvk,hk->hv", s64, kt)                           # [H_v, d_v]
+        kv_mem = np.einsum("hvk,hk->hv", s64, kt)  # [H_v, d_v]
         delta = (v[t].astype(np.float64) - kv_mem) * beta[t].astype(np.float64)[:, None]
         s64 += delta[:, :, None] * kt[:, None, :]
         out[t] = np.einsum("hvk,hk->hv", s64, qt) * scale
@@ -88,8 +96,14 @@ def gated_delta_rule(q: np.ndarray, k: np.ndarray, v: np.ndarray, g: np.ndarray,
     return out, state, steps
 
 
-def delta_net(a: np.ndarray, names: DeltaNetTensors, weights: Mapping[str, np.ndarray], state: DeltaNetState,
-              cfg: ModelConfig, keep_steps: int = 0) -> tuple[np.ndarray, DeltaNetState, list[DeltaNetState]]:
+def delta_net(
+    a: np.ndarray,
+    names: DeltaNetTensors,
+    weights: Mapping[str, np.ndarray],
+    state: DeltaNetState,
+    cfg: ModelConfig,
+    keep_steps: int = 0,
+) -> tuple[np.ndarray, DeltaNetState, list[DeltaNetState]]:
     """One Gated DeltaNet mixer over n_tokens tokens, continuing from `state`.
 
     Args:
@@ -100,20 +114,26 @@ def delta_net(a: np.ndarray, names: DeltaNetTensors, weights: Mapping[str, np.nd
     """
     n_tokens = a.shape[0]
     h_k, h_v, d_k, d_v = cfg.ssm_n_group, cfg.ssm_dt_rank, cfg.ssm_d_state, cfg.ssm_head_v_dim
-    u = linear(a, weights[names.qkv.name])                                   # [n_tokens, conv_dim]
+    u = linear(a, weights[names.qkv.name])  # [n_tokens, conv_dim]
     z = linear(a, weights[names.gate.name]).reshape(n_tokens, h_v, d_v)
-    beta, g = delta_net_gates(linear(a, weights[names.beta.name]), linear(a, weights[names.alpha.name]),
-                              weights[names.a.name], weights[names.dt_bias.name])
+    beta, g = delta_net_gates(
+        linear(a, weights[names.beta.name]),
+        linear(a, weights[names.alpha.name]),
+        weights[names.a.name],
+        weights[names.dt_bias.name],
+    )
     conv_out, window = causal_conv1d(u, state.conv, weights[names.conv1d.name])
     mixed = silu(conv_out)
     key_dim = cfg.ssm_key_dim
     q = l2_norm(mixed[:, :key_dim].reshape(n_tokens, h_k, d_k), cfg.rms_eps)
-    k = l2_norm(mixed[:, key_dim: 2 * key_dim].reshape(n_tokens, h_k, d_k), cfg.rms_eps)
-    v = mixed[:, 2 * key_dim:].reshape(n_tokens, h_v, d_v)
+    k = l2_norm(mixed[:, key_dim : 2 * key_dim].reshape(n_tokens, h_k, d_k), cfg.rms_eps)
+    v = mixed[:, 2 * key_dim :].reshape(n_tokens, h_v, d_v)
     o, ssm, ssm_steps = gated_delta_rule(q, k, v, g, beta, state.ssm, keep_steps)
     y = gated_rms_norm(o, z, weights[names.norm.name], cfg.rms_eps).reshape(n_tokens, h_v * d_v)
     k_c = cfg.ssm_conv_kernel
-    new_state = DeltaNetState(window[window.shape[0] - (k_c - 1):].copy(), ssm)
+    new_state = DeltaNetState(window[window.shape[0] - (k_c - 1) :].copy(), ssm)
     first = n_tokens - len(ssm_steps)
-    steps = [DeltaNetState(window[first + i + 1: first + i + k_c].copy(), s) for i, s in enumerate(ssm_steps)]
+    steps = [
+        DeltaNetState(window[first + i + 1 : first + i + k_c].copy(), s) for i, s in enumerate(ssm_steps)
+    ]
     return linear(y, weights[names.out.name]), new_state, steps

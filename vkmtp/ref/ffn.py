@@ -1,4 +1,4 @@
-"""Feed-forward blocks of Qwen3.5: dense SwiGLU (§3.5) and the MoE with a sigmoid-gated shared expert (§3.6)."""
+"""Feed-forward blocks of Qwen3.5: dense SwiGLU (§3.5) and MoE with a sigmoid-gated shared expert (§3.6)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from vkmtp.model.weights import DenseFfnTensors, MoeFfnTensors
 from vkmtp.ref.attention import linear
 from vkmtp.ref.norm import sigmoid, silu
 
-MOE_WEIGHT_SUM_MIN = 6.103515625e-5   # llama.cpp clamps the top-k probability sum from below (2^-14)
+MOE_WEIGHT_SUM_MIN = 6.103515625e-5  # llama.cpp clamps the top-k probability sum from below (2^-14)
 
 
 def swiglu(x: np.ndarray, gate: np.ndarray, up: np.ndarray, down: np.ndarray) -> np.ndarray:
@@ -45,8 +45,9 @@ def route_experts(router_logits: np.ndarray, n_used: int) -> tuple[np.ndarray, n
     return ids, chosen / total
 
 
-def moe_ffn(x: np.ndarray, names: MoeFfnTensors, weights: Mapping[str, np.ndarray],
-            cfg: ModelConfig) -> np.ndarray:
+def moe_ffn(
+    x: np.ndarray, names: MoeFfnTensors, weights: Mapping[str, np.ndarray], cfg: ModelConfig
+) -> np.ndarray:
     """Routed experts plus the shared expert scaled by sigmoid(ffn_gate_inp_shexp . x).
 
     Args:
@@ -55,17 +56,18 @@ def moe_ffn(x: np.ndarray, names: MoeFfnTensors, weights: Mapping[str, np.ndarra
         [n_tokens, n_embd].
     """
     ids, expert_w = route_experts(linear(x, weights[names.gate_inp.name]), cfg.n_expert_used)
-    gate_exps = weights[names.gate_exps.name]       # [n_expert, n_ff_exp, n_embd]
+    gate_exps = weights[names.gate_exps.name]  # [n_expert, n_ff_exp, n_embd]
     up_exps = weights[names.up_exps.name]
-    down_exps = weights[names.down_exps.name]       # [n_expert, n_embd, n_ff_exp]
+    down_exps = weights[names.down_exps.name]  # [n_expert, n_embd, n_ff_exp]
     routed = np.zeros_like(x)
     for t in range(x.shape[0]):
-        xt = x[t: t + 1]
+        xt = x[t : t + 1]
         for slot in range(cfg.n_expert_used):
             e = ids[t, slot]
             routed[t] += expert_w[t, slot] * swiglu(xt, gate_exps[e], up_exps[e], down_exps[e])[0]
-    shexp_gate = weights[names.gate_inp_shexp.name].reshape(1, -1)     # [1, n_embd] whichever layout
-    gamma = sigmoid(linear(x, shexp_gate))                              # [n_tokens, 1]
-    shared = swiglu(x, weights[names.gate_shexp.name], weights[names.up_shexp.name],
-                    weights[names.down_shexp.name])
+    shexp_gate = weights[names.gate_inp_shexp.name].reshape(1, -1)  # [1, n_embd] whichever layout
+    gamma = sigmoid(linear(x, shexp_gate))  # [n_tokens, 1]
+    shared = swiglu(
+        x, weights[names.gate_shexp.name], weights[names.up_shexp.name], weights[names.down_shexp.name]
+    )
     return routed + gamma * shared

@@ -50,8 +50,13 @@ class WeightStore(Mapping[str, np.ndarray]):
 class ReferenceModel:
     """NumPy forward pass of a `qwen35` / `qwen35moe` model, trunk and MTP head."""
 
-    def __init__(self, cfg: ModelConfig, tensors: ModelTensors, weights: Mapping[str, np.ndarray],
-                 dtype: np.dtype = np.float32):
+    def __init__(
+        self,
+        cfg: ModelConfig,
+        tensors: ModelTensors,
+        weights: Mapping[str, np.ndarray],
+        dtype: np.dtype = np.float32,
+    ):
         self.cfg = cfg
         self.tensors = tensors
         self.weights = weights
@@ -70,13 +75,15 @@ class ReferenceModel:
         """The file has an MTP block (metadata announces it and its tensors are present)."""
         return self.tensors.mtp is not None
 
-    def new_state(self) -> ModelState:
-        return ModelState(self.cfg, self.dtype)
+    def new_state(self, kv_dtype: np.dtype | None = None) -> ModelState:
+        """Empty trunk memory; kv_dtype=np.float16 mimics llama.cpp's default F16 KV cache."""
+        return ModelState(self.cfg, self.dtype, kv_dtype)
 
-    def new_mtp_state(self) -> MtpState:
-        return MtpState(self.cfg, self.dtype)
+    def new_mtp_state(self, kv_dtype: np.dtype | None = None) -> MtpState:
+        """Empty MTP KV cache (llama.cpp's MTP context; its default cache type is F16 too)."""
+        return MtpState(self.cfg, self.dtype, kv_dtype)
 
-    # ---- pieces -----------------------------------------------------------------------------------------------
+    # ---- pieces ----------------------------------------------------------------------------------
     def check_tokens(self, tokens: Sequence[int] | np.ndarray) -> np.ndarray:
         tokens = np.asarray(tokens, dtype=np.int64).reshape(-1)
         if tokens.size == 0:
@@ -94,8 +101,14 @@ class ReferenceModel:
         """[n_tokens, n_embd] post-norm hidden -> [n_tokens, n_vocab] logits."""
         return linear(hidden, self.weights[head or self.tensors.output.name])
 
-    def block(self, blk: BlockTensors, x: np.ndarray, pos4: np.ndarray, memory: KVCache | DeltaNetState,
-              keep_steps: int = 0) -> tuple[np.ndarray, DeltaNetState | None, list[DeltaNetState]]:
+    def block(
+        self,
+        blk: BlockTensors,
+        x: np.ndarray,
+        pos4: np.ndarray,
+        memory: KVCache | DeltaNetState,
+        keep_steps: int = 0,
+    ) -> tuple[np.ndarray, DeltaNetState | None, list[DeltaNetState]]:
         """One decoder block (§3.2) over [n_tokens, n_embd].
 
         Returns the block output, the new GDN state (None for attention blocks, whose KVCache is updated in
@@ -116,9 +129,14 @@ class ReferenceModel:
             x = x + moe_ffn(f, blk.ffn, w, cfg)
         return x, new_state, steps
 
-    # ---- the trunk ----------------------------------------------------------------------------------------------
-    def forward(self, tokens: Sequence[int] | np.ndarray, state: ModelState,
-                keep_steps: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    # ---- the trunk -------------------------------------------------------------------------------
+    def forward(
+        self,
+        tokens: Sequence[int] | np.ndarray,
+        state: ModelState,
+        keep_steps: int = 0,
+        trace: dict[str, np.ndarray] | None = None,
+    ) -> tuple[np.ndarray, np.ndarray]:
         """Evaluate new tokens at positions state.n_past, state.n_past+1, ... and update `state`.
 
         Args:
@@ -126,6 +144,8 @@ class ReferenceModel:
             state: the sequence's memory (from `new_state`).
             keep_steps: record the GDN states after each of the last `keep_steps` tokens so that
                 `state.rollback` can return to them (the verify step of speculative decoding).
+            trace: if given, filled with intermediate activations for comparing another engine layer by
+                layer: "embd" and "blk.{i}" (block outputs) [n_tokens, n_embd].
         Returns:
             logits [n_tokens, n_vocab] and hidden [n_tokens, n_embd] (after output_norm: the vector the
             LM head multiplies, and the `h` input of the MTP head).
@@ -135,7 +155,9 @@ class ReferenceModel:
         pos4 = text_positions(state.n_past + np.arange(n_tokens))
         keep_steps = min(keep_steps, n_tokens)
         state.clear_steps()
-        x = self.embed(tokens)                                                  # [n_tokens, n_embd]
+        x = self.embed(tokens)  # [n_tokens, n_embd]
+        if trace is not None:
+            trace["embd"] = x.copy()
         for blk in self.tensors.blocks:
             if blk.kind is LayerKind.ATTENTION:
                 x, _, _ = self.block(blk, x, pos4, state.kv[blk.index])
@@ -143,11 +165,14 @@ class ReferenceModel:
                 x, new_state, steps = self.block(blk, x, pos4, state.recurrent[blk.index], keep_steps)
                 state.recurrent[blk.index] = new_state
                 state.record_steps(blk.index, state.n_past + n_tokens - len(steps) + 1, steps)
+            if trace is not None:
+                trace[f"blk.{blk.index}"] = x.copy()
         hidden = rms_norm(x, self.weights[self.tensors.output_norm.name], self.cfg.rms_eps)
         state.n_past += n_tokens
         return self.lm_head(hidden), hidden
 
-    def mtp_forward(self, tokens: Sequence[int] | np.ndarray, hiddens: np.ndarray,
-                    mtp_state: MtpState) -> tuple[np.ndarray, np.ndarray]:
+    def mtp_forward(
+        self, tokens: Sequence[int] | np.ndarray, hiddens: np.ndarray, mtp_state: MtpState
+    ) -> tuple[np.ndarray, np.ndarray]:
         """Run the MTP head; see `vkmtp.ref.mtp.mtp_forward`."""
         return mtp_forward(self, tokens, hiddens, mtp_state)

@@ -26,8 +26,9 @@ if TYPE_CHECKING:
     from vkmtp.ref.model import ReferenceModel
 
 
-def mtp_forward(model: "ReferenceModel", tokens: Sequence[int] | np.ndarray, hiddens: np.ndarray,
-                mtp_state: MtpState) -> tuple[np.ndarray, np.ndarray]:
+def mtp_forward(
+    model: "ReferenceModel", tokens: Sequence[int] | np.ndarray, hiddens: np.ndarray, mtp_state: MtpState
+) -> tuple[np.ndarray, np.ndarray]:
     """Evaluate MTP entries at positions mtp_state.n_past, mtp_state.n_past+1, ... (llama.cpp's convention:
     the pair (h_{p-1}, x_p) sits at x_p's position p).
 
@@ -41,17 +42,20 @@ def mtp_forward(model: "ReferenceModel", tokens: Sequence[int] | np.ndarray, hid
     """
     mtp = model.tensors.mtp
     if mtp is None:
-        raise ValueError(f"{model.cfg.source}: the model has no MTP block (nextn_predict_layers="
-                         f"{model.cfg.n_nextn})")
+        raise ValueError(
+            f"{model.cfg.source}: the model has no MTP block (nextn_predict_layers=" f"{model.cfg.n_nextn})"
+        )
     tokens = model.check_tokens(tokens)
     n_tokens = tokens.shape[0]
     hiddens = np.asarray(hiddens, dtype=model.dtype).reshape(n_tokens, -1)
     if hiddens.shape[1] != model.cfg.n_embd:
-        raise ValueError(f"MTP hidden rows have {hiddens.shape[1]} values, expected n_embd={model.cfg.n_embd}")
+        raise ValueError(
+            f"MTP hidden rows have {hiddens.shape[1]} values, expected n_embd={model.cfg.n_embd}"
+        )
     w, eps = model.weights, model.cfg.rms_eps
     e = rms_norm(model.embed(tokens, mtp.embed_tokens.name), w[mtp.enorm.name], eps)
     hh = rms_norm(hiddens, w[mtp.hnorm.name], eps)
-    u0 = linear(np.concatenate([e, hh], axis=-1), w[mtp.eh_proj.name])     # [n_tokens, n_embd]
+    u0 = linear(np.concatenate([e, hh], axis=-1), w[mtp.eh_proj.name])  # [n_tokens, n_embd]
     pos4 = text_positions(mtp_state.n_past + np.arange(n_tokens))
     u2, _, _ = model.block(mtp.block, u0, pos4, mtp_state.kv)
     hm = rms_norm(u2, w[mtp.shared_head_norm.name], eps)

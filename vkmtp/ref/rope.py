@@ -40,13 +40,14 @@ def imrope_components(n_rot: int, sections: tuple[int, int, int, int]) -> np.nda
     return comp
 
 
-def rope_angles(pos4: np.ndarray, n_rot: int, freq_base: float,
-                sections: tuple[int, int, int, int]) -> np.ndarray:
+def rope_angles(
+    pos4: np.ndarray, n_rot: int, freq_base: float, sections: tuple[int, int, int, int]
+) -> np.ndarray:
     """Rotation angles theta[t, j] = pos4[t, comp(j)] * base^(-2j/n_rot), float64 [n_tokens, n_rot/2]."""
     j = np.arange(n_rot // 2, dtype=np.float64)
-    inv_freq = freq_base ** (-2.0 * j / n_rot)                         # [n_rot/2]
+    inv_freq = freq_base ** (-2.0 * j / n_rot)  # [n_rot/2]
     comp = imrope_components(n_rot, sections)
-    pos = pos4[:, comp].astype(np.float64)                              # [n_tokens, n_rot/2]
+    pos = pos4[:, comp].astype(np.float64)  # [n_tokens, n_rot/2]
     return pos * inv_freq[None, :]
 
 
@@ -63,8 +64,8 @@ def apply_rope_neox(x: np.ndarray, theta: np.ndarray) -> np.ndarray:
     cos = np.cos(theta)[:, None, :]
     sin = np.sin(theta)[:, None, :]
     x0 = x[..., :half].astype(np.float64)
-    x1 = x[..., half: 2 * half].astype(np.float64)
+    x1 = x[..., half : 2 * half].astype(np.float64)
     out = x.copy()
     out[..., :half] = x0 * cos - x1 * sin
-    out[..., half: 2 * half] = x0 * sin + x1 * cos
+    out[..., half : 2 * half] = x0 * sin + x1 * cos
     return out

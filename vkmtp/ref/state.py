@@ -23,8 +23,8 @@ from vkmtp.model.config import ModelConfig
 class KVCache:
     """Keys and values of one attention block, one row per position 0 .. n_past-1."""
 
-    k: np.ndarray   # [n_past, n_head_kv, head_dim]
-    v: np.ndarray   # [n_past, n_head_kv, head_dim]
+    k: np.ndarray  # [n_past, n_head_kv, head_dim]
+    v: np.ndarray  # [n_past, n_head_kv, head_dim]
 
     @classmethod
     def empty(cls, n_head_kv: int, head_dim: int, dtype: np.dtype) -> "KVCache":
@@ -49,8 +49,8 @@ class KVCache:
 class DeltaNetState:
     """Conv window and delta-rule state of one Gated DeltaNet block."""
 
-    conv: np.ndarray   # [K_c - 1, conv_dim]
-    ssm: np.ndarray    # [H_v, d_v, d_k]
+    conv: np.ndarray  # [K_c - 1, conv_dim]
+    ssm: np.ndarray  # [H_v, d_v, d_k]
 
     @classmethod
     def zeros(cls, cfg: ModelConfig, dtype: np.dtype) -> "DeltaNetState":
@@ -72,11 +72,13 @@ class StateSnapshot:
 
 
 class ModelState:
-    """Memory of one sequence for the trunk: one KVCache per attention block, one DeltaNetState per GDN block."""
+    """Trunk memory of one sequence: a KVCache per attention block, a DeltaNetState per GDN block."""
 
-    def __init__(self, cfg: ModelConfig, dtype: np.dtype = np.float32):
+    def __init__(self, cfg: ModelConfig, dtype: np.dtype = np.float32, kv_dtype: np.dtype | None = None):
+        """`kv_dtype` np.float16 rounds cached k/v like llama.cpp's default F16 KV cache."""
         self.n_past = 0
-        self.kv = {i: KVCache.empty(cfg.n_head_kv, cfg.head_dim, dtype) for i in cfg.attention_layers}
+        kv_dtype = kv_dtype or dtype
+        self.kv = {i: KVCache.empty(cfg.n_head_kv, cfg.head_dim, kv_dtype) for i in cfg.attention_layers}
         self.recurrent = {i: DeltaNetState.zeros(cfg, dtype) for i in cfg.recurrent_layers}
         # states after the last tokens of the latest batch: {n_past after that token: {layer: state}}
         self._steps: dict[int, dict[int, DeltaNetState]] = {}
@@ -105,8 +107,10 @@ class ModelState:
         if self.recurrent:
             steps = self._steps.get(n_past)
             if steps is None or set(steps) != set(self.recurrent):
-                raise ValueError(f"no recorded recurrent state at n_past={n_past} "
-                                 f"(recorded: {list(self.rollback_points)}); use keep_steps in forward")
+                raise ValueError(
+                    f"no recorded recurrent state at n_past={n_past} "
+                    f"(recorded: {list(self.rollback_points)}); use keep_steps in forward"
+                )
             for layer, step in steps.items():
                 self.recurrent[layer] = step.copy()
         for cache in self.kv.values():
@@ -115,8 +119,9 @@ class ModelState:
         self.n_past = n_past
 
     def snapshot(self) -> StateSnapshot:
-        return StateSnapshot(self.n_past, copy.deepcopy(self.kv),
-                             {i: s.copy() for i, s in self.recurrent.items()})
+        return StateSnapshot(
+            self.n_past, copy.deepcopy(self.kv), {i: s.copy() for i, s in self.recurrent.items()}
+        )
 
     def restore(self, snapshot: StateSnapshot) -> None:
         """Return exactly to `snapshot` (the snapshot stays usable)."""
@@ -132,8 +137,8 @@ class MtpState:
     The entry at position p is built from (token x_p, trunk hidden h_{p-1}); `n_past` counts entries.
     """
 
-    def __init__(self, cfg: ModelConfig, dtype: np.dtype = np.float32):
-        self.kv = KVCache.empty(cfg.n_head_kv, cfg.head_dim, dtype)
+    def __init__(self, cfg: ModelConfig, dtype: np.dtype = np.float32, kv_dtype: np.dtype | None = None):
+        self.kv = KVCache.empty(cfg.n_head_kv, cfg.head_dim, kv_dtype or dtype)
 
     @property
     def n_past(self) -> int:

@@ -41,6 +41,7 @@ def accept(verify_ids: np.ndarray, valid: np.ndarray, verify_tokens: np.ndarray,
     return out, acc, n_valid
 
 
-def gather_row(accept: np.ndarray, src: np.ndarray, V: int) -> np.ndarray:
-    """src [S*V, width] -> [S, width] rows s*V + accept[s]."""
-    return np.stack([src[s * V + int(accept[s])] for s in range(len(accept))])
+def copy_rows(pairs: np.ndarray, src: np.ndarray, dst: np.ndarray) -> None:
+    """In place: dst[pairs[r, 1]] = src[pairs[r, 0]]. pairs [n, 2] uint; src [rows, width]; dst [rows, width]."""
+    for s_row, d_row in pairs:
+        dst[int(d_row)] = src[int(s_row)]

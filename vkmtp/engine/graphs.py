@@ -1,0 +1,200 @@
+"""The recorded steps of the Vulkan engine, each replayed as ONE queue submission.
+
+PrefillGraph(T)     a prompt chunk of T tokens of one sequence (padding tokens go to the sink slot): trunk,
+                    logits of the last real token, and with MTP the MTP head's KV for the chunk.
+DecodeGraph(S)      one token for each of S sequences: trunk, logits, MTP catch-up.
+SpecGraph(S, K)     a speculative step for S sequences: K chained MTP drafts, one verify forward of the
+                    S*(K+1) tokens, and (greedy) the accept decision, state rollback and MTP catch-up on the GPU.
+CommitGraph(S, K)   (sampling) rollback and pending hidden for accept counts decided on the host.
+
+Outputs are token ids (argmax on the GPU) in the step buffer, or logits in a host-visible buffer when a
+sequence samples with temperature > 0.
+"""
+
+from __future__ import annotations
+
+from vkmtp.device import Buffer, Device, Recorder, View
+from vkmtp.engine.step_io import RECORD_WORDS, TOP_K, StepIO
+from vkmtp.model.device_state import DeviceState, LayerStack
+from vkmtp.model.forward import Activations, Forward
+from vkmtp.ops.spec import SpecOps
+from vkmtp.ops.state_select import StateSelect
+from vkmtp.ops.strided import Strided
+
+
+class GraphContext:
+    """What every graph records against: the forward, the step buffer, scratch and output buffers."""
+
+    def __init__(self, device: Device, fwd: Forward, io: StepIO, scratch: Buffer, hidden: Buffer,
+                 logits_host: Buffer, max_rows: int):
+        self.device = device
+        self.fwd = fwd
+        self.cfg = fwd.cfg
+        self.state: DeviceState = fwd.state
+        self.io = io
+        self.scratch = scratch
+        self.logits_host = logits_host
+        self.spec_ops = SpecOps(device)
+        self.select = StateSelect(device)
+        e = self.cfg.n_embd
+        row = 4 * e
+        # hidden rows kept outside the per-pass activations: post-norm trunk hidden, shifted MTP input, MTP out
+        self.hn = hidden.view(0, row * max_rows)
+        self.h_shift = hidden.view(row * max_rows, row * max_rows)
+        self.h_mtp = [hidden.view(2 * row * max_rows, row * max_rows), hidden.view(3 * row * max_rows,
+                                                                                   row * max_rows)]
+
+    def act(self, n: int, n_out: int) -> Activations:
+        return Activations.carve(self.scratch, self.cfg, n, n_out, self.fwd.ops)
+
+    def head(self, rec: Recorder, h: View, n_out: int, act: Activations, greedy: bool, ids: View) -> None:
+        """LM head on n_out rows of h, then argmax ids (greedy) or logits into the host-visible buffer."""
+        v = self.cfg.n_vocab
+        logits = act.logits if greedy else self.logits_host.view(0, 4 * n_out * v)
+        self.fwd.record_lm_head(rec, h, n_out, logits)
+        if greedy:
+            self.fwd.ops.argmax.record(rec, Strided.rows(logits.sub(0, 4 * n_out * v), v), ids, n_out, v,
+                                       act.argmax_scratch)
+
+    def rollback(self, rec: Recorder, select: View, n_seq: int) -> None:
+        """Live conv/GDN states <- the snapshots chosen by `select` ({slot, snapshot index} pairs)."""
+        st = self.state
+        for snaps, live, words in ((st.conv_snap, st.conv, st.conv_words), (st.ssm_snap, st.ssm, st.ssm_words)):
+            for gs, gl in zip(snaps.groups, live.groups):
+                self.select.record(rec, select, n_seq, gs.view, gl.view, words, st.n_slots_total, st.n_snap,
+                                   n_groups=gs.count, snap_group_stride=gs.stride_words,
+                                   live_group_stride=gl.stride_words)
+
+    def copy_rows(self, rec: Recorder, pairs: View, n: int, src: View, dst: View, src_rows: int,
+                  dst_rows: int) -> None:
+        self.spec_ops.record_copy_rows(rec, pairs, n, src, dst, self.cfg.n_embd, src_rows, dst_rows)
+
+    def mtp_catch_up(self, rec: Recorder, records: View, n: int, pairs_first: View, n_seq: int, rows_per_seq: int,
+                     first_rows: list[int]) -> None:
+        """MTP KV entries for n verified/prefilled tokens from the TRUE target hidden states: row r's input
+        hidden is hn[r-1] within its sequence, the first row of each sequence takes its slot's pending hidden."""
+        e4 = 4 * self.cfg.n_embd
+        for s in range(n_seq):
+            first = s * rows_per_seq
+            if rows_per_seq > 1:
+                rec.copy(self.hn.sub(first * e4, (rows_per_seq - 1) * e4),
+                         self.h_shift.sub((first + 1) * e4, (rows_per_seq - 1) * e4))
+        self.copy_rows(rec, pairs_first, n_seq, self.state.pending_h, self.h_shift, self.state.n_slots_total, n)
+        act = self.act(n, 0)
+        self.fwd.record_mtp(rec, records, self.h_shift.sub(0, n * e4), act, n, self.h_mtp[0].sub(0, n * e4))
+
+
+class PrefillGraph:
+    """One prompt chunk of `T` token slots (the real ones first, then sink padding)."""
+
+    def __init__(self, ctx: GraphContext, T: int, greedy: bool, mtp: bool):
+        self.T = T
+        io, fwd = ctx.io, ctx.fwd
+        e4 = 4 * ctx.cfg.n_embd
+        rec = ctx.device.recorder()
+        records = io.record_view("records", 0, T)
+        act = ctx.act(T, 1)
+        fwd.record_trunk(rec, records, act, T)
+        fwd.record_output_norm(rec, act, T, ctx.hn.sub(0, T * e4))
+        # pairs_out[0] = {last real row, 0}: the last real token's hidden -> head input
+        ctx.copy_rows(rec, io.view("pairs_out", 0, 2), 1, ctx.hn.sub(0, T * e4), act.head_h, T, 1)
+        ctx.head(rec, act.head_h, 1, act, greedy, io.view("ids", 0, 1))
+        if mtp:
+            # pairs_shift[0] = {slot, 0}; the chunk's rows 1.. take hn[0..T-2]
+            ctx.mtp_catch_up(rec, records, T, io.view("pairs_shift", 0, 2), 1, T, [0])
+            # pairs_in[0] = {last real row, slot}: the slot's pending hidden for its next MTP step
+            ctx.copy_rows(rec, io.view("pairs_in", 0, 2), 1, ctx.hn.sub(0, T * e4), ctx.state.pending_h, T,
+                          ctx.state.n_slots_total)
+        self.rec = rec.finish()
+
+
+class DecodeGraph:
+    """One token for each of S sequences (plain decoding; with MTP loaded, its cache is kept up to date)."""
+
+    def __init__(self, ctx: GraphContext, S: int, greedy: bool, mtp: bool):
+        io, fwd = ctx.io, ctx.fwd
+        e4 = 4 * ctx.cfg.n_embd
+        rec = ctx.device.recorder()
+        records = io.record_view("records", 0, S)
+        act = ctx.act(S, S)
+        fwd.record_trunk(rec, records, act, S)
+        fwd.record_output_norm(rec, act, S, ctx.hn.sub(0, S * e4))
+        ctx.head(rec, ctx.hn.sub(0, S * e4), S, act, greedy, io.view("ids", 0, S))
+        if mtp:
+            ctx.mtp_catch_up(rec, records, S, io.view("pairs_shift", 0, 2 * S), S, 1, list(range(S)))
+            ctx.copy_rows(rec, io.view("pairs_in", 0, 2 * S), S, ctx.hn.sub(0, S * e4), ctx.state.pending_h,
+                          S, ctx.state.n_slots_total)
+        self.rec = rec.finish()
+
+
+class SpecGraph:
+    """A speculative step: K drafts per sequence, one verify of S*(K+1) tokens, accept + rollback on the GPU.
+
+    Step buffer (host writes): draft_records[i][s] = {id_last (i=0), n_past+i, slot}; records[s*V+j] =
+    {id_last (j=0), n_past+j, slot}; pairs_in[s] = {slot, s} (pending hidden -> first draft input);
+    pairs_shift[s] = {slot, s*V} (pending hidden -> catch-up row 0). GPU writes: draft tokens into both record
+    sets, ids (verify argmax), accept, out_ids, select, hidden_select (then pending hidden per slot).
+    """
+
+    def __init__(self, ctx: GraphContext, S: int, K: int, greedy: bool, p_min: float, synthetic_rate: float):
+        io, fwd, ops = ctx.io, ctx.fwd, ctx.fwd.ops
+        cfg = ctx.cfg
+        e4, v = 4 * cfg.n_embd, cfg.n_vocab
+        V = K + 1
+        R = S * V
+        rec = ctx.device.recorder()
+        # --- draft: K chained MTP steps, all S sequences batched --------------------------------------------
+        act_d = ctx.act(S, S)
+        ctx.copy_rows(rec, io.view("pairs_in", 0, 2 * S), S, ctx.state.pending_h, ctx.h_mtp[1],
+                      ctx.state.n_slots_total, S)
+        h_in = ctx.h_mtp[1]
+        for i in range(K):
+            h_out = ctx.h_mtp[i % 2]
+            drec = io.record_view("draft_records", i * S, S)
+            fwd.record_mtp(rec, drec, h_in.sub(0, S * e4), act_d, S, h_out.sub(0, S * e4))
+            fwd.record_lm_head(rec, h_out.sub(0, S * e4), S, act_d.logits.sub(0, 4 * S * v),
+                               head=fwd.table.mtp.head.name)
+            logits = Strided.rows(act_d.logits.sub(0, 4 * S * v), v)
+            ops.argmax.record(rec, logits, io.view("draft_ids", 0, S), S, v, act_d.argmax_scratch)
+            if p_min > 0:
+                ops.topk.record(rec, logits, io.view("top_values", 0, TOP_K * S), io.view("top_ids", 0, TOP_K * S),
+                                S, v, act_d.argmax_scratch)
+            nxt = io.record_view("draft_records", ((i + 1) % K) * S, S)
+            ctx.spec_ops.record_draft_token(rec, io.view("draft_ids", 0, S), io.view("valid"),
+                                            io.record_view("records", 0, R), nxt, S, K, i,
+                                            top_values=io.view("top_values") if p_min > 0 else None,
+                                            n_top=TOP_K if p_min > 0 else 0, p_min=p_min)
+            h_in = h_out
+        # --- verify: the target over last token + drafts, snapshots after every row -----------------------------
+        records = io.record_view("records", 0, R)
+        act = ctx.act(R, R)
+        fwd.record_trunk(rec, records, act, R, n_snap=V)
+        fwd.record_output_norm(rec, act, R, ctx.hn.sub(0, R * e4))
+        ctx.head(rec, ctx.hn.sub(0, R * e4), R, act, greedy, io.view("ids", 0, R))
+        # --- MTP catch-up with the true hidden states (independent of the accept count) -------------------------
+        ctx.mtp_catch_up(rec, records, R, io.view("pairs_shift", 0, 2 * S), S, V, [s * V for s in range(S)])
+        if greedy:
+            ctx.spec_ops.record_accept(rec, io.view("ids", 0, R), io.view("valid"), records, io.view("out_ids"),
+                                       io.view("accept"), io.view("n_valid"), io.view("select"),
+                                       io.view("hidden_select"), S, K,
+                                       uniforms=io.view("uniforms") if synthetic_rate > 0 else None,
+                                       synthetic_rate=synthetic_rate)
+            record_commit(ctx, rec, S, R)
+        self.rec = rec.finish()
+
+
+def record_commit(ctx: GraphContext, rec: Recorder, S: int, R: int) -> None:
+    """Roll states back to the accepted snapshot and set each slot's pending hidden to its accepted row."""
+    io = ctx.io
+    ctx.rollback(rec, io.view("select", 0, 2 * S), S)
+    ctx.copy_rows(rec, io.view("hidden_select", 0, 2 * S), S, ctx.hn.sub(0, R * 4 * ctx.cfg.n_embd),
+                  ctx.state.pending_h, R, ctx.state.n_slots_total)
+
+
+class CommitGraph:
+    """Sampling mode: the host decided the accept counts and wrote select / hidden_select."""
+
+    def __init__(self, ctx: GraphContext, S: int, K: int):
+        rec = ctx.device.recorder()
+        record_commit(ctx, rec, S, S * (K + 1))
+        self.rec = rec.finish()

@@ -1,0 +1,72 @@
+"""The host-visible step buffer: what the host writes before a recorded step and reads after it.
+
+A recorded sequence is replayed unchanged, so everything that differs between steps lives here: token records
+({token_id, pos, seq, flags}, shaders/common/tokens.glsl), row-copy pairs, and the outputs (token ids, accept
+counts). The GPU also writes draft tokens into the records during a speculative step. Host writes before a
+submission are visible to the device; device writes are visible after the fence (Recorder.finish).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from vkmtp.device import Device, View
+
+RECORD_WORDS = 4
+TOP_K = 10
+
+
+class StepIO:
+    """Named regions of one host-visible uint32 buffer, sized for the largest step of this engine."""
+
+    def __init__(self, device: Device, max_tokens: int, n_seq: int, K: int):
+        V = K + 1
+        sizes = {
+            "records": RECORD_WORDS * max(max_tokens, n_seq * V),
+            "draft_records": RECORD_WORDS * max(K, 1) * n_seq,
+            "ids": max(n_seq * V, max_tokens),
+            "draft_ids": n_seq,
+            "top_values": TOP_K * n_seq,
+            "top_ids": TOP_K * n_seq,
+            "valid": max(K, 1) * n_seq,
+            "out_ids": n_seq * V,
+            "accept": n_seq,
+            "n_valid": n_seq,
+            "select": 2 * n_seq,
+            "hidden_select": 2 * n_seq,
+            "pairs_in": 2 * max(n_seq, 1),
+            "pairs_shift": 2 * max(n_seq, 1),
+            "pairs_out": 2 * max(n_seq, 1),
+            "uniforms": max(K, 1) * n_seq,
+        }
+        self.offsets: dict[str, tuple[int, int]] = {}
+        total = 0
+        for name, n in sizes.items():
+            self.offsets[name] = (total, n)
+            total += -(-n // 4) * 4
+        self.buffer = device.buffer(4 * total, "host", "step")
+        self.words = self.buffer.words()
+        self.K = K
+
+    def view(self, name: str, start: int = 0, n: int | None = None) -> View:
+        off, size = self.offsets[name]
+        n = size - start if n is None else n
+        return self.buffer.view(4 * (off + start), 4 * n)
+
+    def array(self, name: str, dtype=np.uint32) -> np.ndarray:
+        off, n = self.offsets[name]
+        return self.words[off: off + n].view(dtype)
+
+    def records(self, name: str = "records") -> np.ndarray:
+        """[n, 4] view: token_id, pos, seq, flags."""
+        return self.array(name).reshape(-1, RECORD_WORDS)
+
+    def record_view(self, name: str, first: int, n: int) -> View:
+        return self.view(name, RECORD_WORDS * first, RECORD_WORDS * n)
+
+    def write_pairs(self, name: str, pairs: list[tuple[int, int]]) -> None:
+        arr = self.array(name)
+        arr[: 2 * len(pairs)] = np.asarray(pairs, dtype=np.uint32).ravel()
+
+    def destroy(self) -> None:
+        self.buffer.destroy()

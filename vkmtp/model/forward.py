@@ -1,0 +1,322 @@
+"""The Qwen3.5 forward pass recorded on the GPU: trunk blocks, final norm, LM head and the MTP head.
+
+Each `record_*` function appends dispatches for one step of `n` tokens to a Recorder; nothing runs until the
+recorded sequence is submitted. Shapes follow vkmtp.ref (the oracle), in NumPy order, f32 activations:
+  x    [n, E]  residual stream                 xn  [n, E]  normed input of a mixer / FFN
+  qg   [n, 2*H*D] packed query + gate per head  k, v [n, H_kv*D] projections
+  u    [n, conv_dim] raw GDN qkv projection    z   [n, H_v*d] gate of the GDN output norm
+  b, a [n, H_v] beta / alpha projections        c   [n, conv_dim] conv + SiLU output (q | k | v)
+  o    [n, H_v*d | H*D] mixer output before its output projection
+  g, u [n, F] gate / up of the FFN, then SiLU(g) * u in g
+Every operand is a contiguous [n, width] matrix.
+Decode and verify steps (n <= 8) use the mat-vec kernels, which are batch-invariant: a token's logits are the
+same bits alone or in a verify batch, so greedy output with MTP equals greedy output without it. Prefill
+chunks use the tiled mat-mat.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from vkmtp.device import Arena, Buffer, Device, Recorder, View
+from vkmtp.gguf import GGMLType
+from vkmtp.model.config import LayerKind, ModelConfig
+from vkmtp.model.device_state import DeviceState
+from vkmtp.model.placement import WeightRef
+from vkmtp.model.weights import AttentionTensors, BlockTensors, DeltaNetTensors, DenseFfnTensors, ModelTensors
+from vkmtp.ops.argmax import Argmax
+from vkmtp.ops.conv1d import CausalConv1d
+from vkmtp.ops.elementwise import SigmoidScaleAdd, SwiGlu
+from vkmtp.ops.flash_attn import FlashAttn
+from vkmtp.ops.gdn import GatedDeltaNet
+from vkmtp.ops.get_rows import GetRows
+from vkmtp.ops.matmul import MatMul
+from vkmtp.ops.matvec import MatVec
+from vkmtp.ops.matvec_id import ExpertPart, MatVecId, routes_words
+from vkmtp.ops.moe_router import MoeRouter
+from vkmtp.ops.rms_norm import RmsNorm
+from vkmtp.ops.rope import Rope
+from vkmtp.ops.set_rows import SetRows
+from vkmtp.ops.strided import Strided
+from vkmtp.ops.topk import TopK
+
+MATVEC_MAX_TOKENS = 8
+DRAFT_TOP_K = 10      # llama.cpp's draft sampler: softmax over the top-10 candidates for the p-min cut
+
+
+class Ops:
+    """One instance of every op wrapper for a device and model (pipelines are shared through the Device)."""
+
+    def __init__(self, device: Device, cfg: ModelConfig, state: DeviceState, prefill_tokens: int):
+        self.device = device
+        self.matvec = MatVec(device)
+        self.matmul = MatMul(device)
+        self.get_rows = GetRows(device)
+        self.norm = RmsNorm(device, eps=cfg.rms_eps)
+        self.rope = Rope(device, cfg.head_dim, cfg.n_rot, cfg.rope_freq_base, eps=cfg.rms_eps)
+        self.set_rows = SetRows(device, state.kv_layout)
+        self.attn = FlashAttn(device, cfg.n_head, state.kv_layout)
+        q_tile = FlashAttn.max_q_tile(device, cfg.n_head, cfg.n_head_kv, cfg.head_dim)
+        self.attn_prefill = FlashAttn(device, cfg.n_head, state.kv_layout, q_tile=min(4, q_tile)) \
+            if prefill_tokens > MATVEC_MAX_TOKENS else self.attn
+        self.set_rows_mtp = self.attn_mtp = self.attn_mtp_prefill = None
+        if state.mtp_kv_layout is not None:
+            self.set_rows_mtp = SetRows(device, state.mtp_kv_layout)
+            self.attn_mtp = FlashAttn(device, cfg.n_head, state.mtp_kv_layout)
+            self.attn_mtp_prefill = FlashAttn(device, cfg.n_head, state.mtp_kv_layout, q_tile=min(4, q_tile)) \
+                if prefill_tokens > MATVEC_MAX_TOKENS else self.attn_mtp
+        self.conv = CausalConv1d(device, cfg.ssm_conv_kernel) if cfg.recurrent_layers else None
+        self.gdn = GatedDeltaNet(device, cfg.ssm_d_state) if cfg.recurrent_layers else None
+        self.swiglu = SwiGlu(device)
+        self.sigmoid_scale_add = SigmoidScaleAdd(device)
+        self.router = MoeRouter(device, cfg.n_expert, cfg.n_expert_used) if cfg.is_moe else None
+        self.matvec_id = MatVecId(device) if cfg.is_moe else None
+        self.argmax = Argmax(device)
+        self.topk = TopK(device, DRAFT_TOP_K)
+
+    def linear(self, rec: Recorder, w: WeightRef, x: View, y: View, n: int, accumulate: bool = False) -> None:
+        """y[n, rows] (+)= x[n, K] W^T, both contiguous: mat-vec for decode/verify widths, mat-mat for prefill."""
+        rows, k = (w.shape[-2] if len(w.shape) > 1 else 1), w.shape[-1]
+        x = x.sub(0, 4 * n * k)
+        y = y.sub(0, 4 * n * rows)
+        if n <= MATVEC_MAX_TOKENS:
+            self.matvec.record(rec, w.parts, w.ggml_type, rows, k, x, y, n, accumulate=accumulate)
+        else:
+            self.matmul.record(rec, w.parts, w.ggml_type, rows, k, x, y, n, accumulate=accumulate)
+
+
+@dataclass
+class Activations:
+    """Views for one step of n tokens, carved from the shared scratch buffer."""
+
+    n: int
+    x: View
+    xn: View
+    mix: View      # the mixer projections: qg | k | v, or u | c | z | b | a
+    o: View
+    f: View
+    attn_scratch: View
+    moe: View
+    head_h: View   # [n_out, E] normed hidden of the rows that need logits
+    logits: View   # [n_out, V]
+    argmax_scratch: View
+
+    @staticmethod
+    def sizes(cfg: ModelConfig, n: int, n_out: int, ops: Ops) -> dict[str, int]:
+        e = cfg.n_embd
+        attn_mix = 2 * cfg.n_head * cfg.head_dim + 2 * cfg.n_head_kv * cfg.head_dim
+        gdn_mix = 2 * cfg.ssm_conv_dim + cfg.ssm_d_inner + 2 * cfg.ssm_dt_rank
+        o = max(cfg.n_head * cfg.head_dim, cfg.ssm_d_inner)
+        ff = 2 * cfg.n_ff if not cfg.is_moe else 2 * cfg.n_ff_shexp
+        moe = 0
+        if cfg.is_moe:
+            k = cfg.n_expert_used
+            moe = cfg.n_expert + 2 * k + 2 * k * cfg.n_ff_exp + k * e + e + 1 + routes_words(n, k) // n + 1
+        return {
+            "x": 4 * n * e, "xn": 4 * n * e, "mix": 4 * n * max(attn_mix, gdn_mix), "o": 4 * n * o,
+            "f": 4 * n * max(ff, 1), "attn_scratch": ops.attn_prefill.scratch_bytes(n) if n > MATVEC_MAX_TOKENS
+            else ops.attn.scratch_bytes(n), "moe": 4 * n * moe + 4, "head_h": 4 * n_out * e,
+            "logits": 4 * n_out * cfg.n_vocab,
+            "argmax_scratch": max(ops.argmax.scratch_bytes(n_out, cfg.n_vocab),
+                                  ops.topk.scratch_bytes(n_out, cfg.n_vocab)),
+        }
+
+    @staticmethod
+    def carve(buffer: Buffer, cfg: ModelConfig, n: int, n_out: int, ops: Ops) -> "Activations":
+        arena = Arena(buffer)
+        views = {k: arena.take(v, k) for k, v in Activations.sizes(cfg, n, n_out, ops).items()}
+        return Activations(n=n, **views)
+
+
+def scratch_bytes_for(cfg: ModelConfig, n: int, n_out: int, ops: Ops) -> int:
+    return Arena.size_for(list(Activations.sizes(cfg, n, n_out, ops).values()))
+
+
+class Forward:
+    """Records the model's forward pass. Holds the weights on the device and the device state."""
+
+    def __init__(self, device: Device, cfg: ModelConfig, table: ModelTensors, weights: dict[str, WeightRef],
+                 state: DeviceState, ops: Ops):
+        self.device = device
+        self.cfg = cfg
+        self.table = table
+        self.w = weights
+        self.state = state
+        self.ops = ops
+
+    # --- helpers ----------------------------------------------------------------------------------------------
+    def _vec(self, name: str) -> View:
+        """A small f32 tensor (norm weights, ssm_a, dt_bias, conv kernel) as one view."""
+        ref = self.w[name]
+        if ref.ggml_type != GGMLType.F32:
+            raise ValueError(f"{name}: expected an F32 tensor, found {GGMLType(ref.ggml_type).name}")
+        return ref.single
+
+    def _rows(self, view: View, n: int, width: int) -> Strided:
+        return Strided.rows(view.sub(0, 4 * n * width), width)
+
+    def norm(self, rec, x: View, w_name: str, y: View, n: int, width: int, x_stride: int | None = None,
+             y_stride: int | None = None) -> None:
+        xs = Strided(x.sub(0, 4 * ((n - 1) * (x_stride or width) + width)), x_stride or width, 0)
+        ys = Strided(y.sub(0, 4 * ((n - 1) * (y_stride or width) + width)), y_stride or width, 0)
+        self.ops.norm.record(rec, xs, self._vec(w_name), ys, n, width)
+
+    # --- embedding --------------------------------------------------------------------------------------------
+    def record_embed(self, rec: Recorder, records: View, n: int, out: View, table: str | None = None,
+                     out_stride: int | None = None) -> None:
+        ref = self.w[table or self.table.token_embd.name]
+        self.ops.get_rows.record(rec, ref.parts, ref.ggml_type, ref.shape[0], self.cfg.n_embd, records, out, n,
+                                 out_stride=out_stride)
+
+    # --- blocks -----------------------------------------------------------------------------------------------
+    def record_block(self, rec: Recorder, blk: BlockTensors, records: View, act: Activations, n: int,
+                     n_snap: int = 0, mtp: bool = False) -> None:
+        """x <- x + mixer(norm(x)); x <- x + ffn(norm(x)) for block `blk` (trunk or the MTP block)."""
+        e = self.cfg.n_embd
+        self.norm(rec, act.x, blk.attn_norm.name, act.xn, n, e)
+        if blk.kind is LayerKind.ATTENTION:
+            self.record_attention(rec, blk.index, blk.mixer, records, act, n, mtp)
+        else:
+            self.record_delta_net(rec, blk.index, blk.mixer, records, act, n, n_snap)
+        self.norm(rec, act.x, blk.ffn_norm.name, act.xn, n, e)
+        if isinstance(blk.ffn, DenseFfnTensors):
+            self.record_dense_ffn(rec, blk.ffn.gate.name, blk.ffn.up.name, blk.ffn.down.name, act.xn, act, n)
+        else:
+            self.record_moe_ffn(rec, blk.ffn, act, n)
+
+    def record_attention(self, rec: Recorder, layer: int, t: AttentionTensors, records: View,
+                         act: Activations, n: int, mtp: bool) -> None:
+        cfg, ops = self.cfg, self.ops
+        e, h, hkv, d = cfg.n_embd, cfg.n_head, cfg.n_head_kv, cfg.head_dim
+        qg_w, kv_w = 2 * h * d, hkv * d
+        qg = act.mix.sub(0, 4 * n * qg_w)
+        k_proj = act.mix.sub(4 * n * qg_w, 4 * n * kv_w)
+        v_proj = act.mix.sub(4 * n * (qg_w + kv_w), 4 * n * kv_w)
+        ops.linear(rec, self.w[t.q.name], act.xn, qg, n)
+        ops.linear(rec, self.w[t.k.name], act.xn, k_proj, n)
+        ops.linear(rec, self.w[t.v.name], act.xn, v_proj, n)
+        if mtp:
+            k_cache, v_cache = self.state.mtp_k.layers[0], self.state.mtp_v.layers[0]
+            set_rows = ops.set_rows_mtp
+            attn = ops.attn_mtp if n <= MATVEC_MAX_TOKENS else ops.attn_mtp_prefill
+            layout = self.state.mtp_kv_layout
+        else:
+            k_cache, v_cache = self.state.kv(layer)
+            set_rows = ops.set_rows
+            attn = ops.attn if n <= MATVEC_MAX_TOKENS else ops.attn_prefill
+            layout = self.state.kv_layout
+        q = Strided(qg, qg_w, 2 * d)                          # query of head i at [i*2D, i*2D + D)
+        gate = Strided(qg.sub(4 * d, qg.nbytes - 4 * d), qg_w, 2 * d)
+        k = Strided.heads(k_proj, hkv, d)
+        v = Strided.heads(v_proj, hkv, d)
+        ops.rope.record(rec, records, q, q, n, h, norm_weight=self._vec(t.q_norm.name))
+        ops.rope.record_to_cache(rec, records, k, k_cache, layout, n, norm_weight=self._vec(t.k_norm.name))
+        set_rows.record(rec, records, v, v_cache, n)
+        o = Strided.heads(act.o.sub(0, 4 * n * h * d), h, d)
+        attn.record(rec, records, q, k_cache, v_cache, o, n, act.attn_scratch, gate=gate)
+        ops.linear(rec, self.w[t.output.name], act.o, act.x, n, accumulate=True)
+
+    def record_delta_net(self, rec: Recorder, layer: int, t: DeltaNetTensors, records: View, act: Activations,
+                         n: int, n_snap: int) -> None:
+        cfg, ops = self.cfg, self.ops
+        e, conv_dim, d_inner, hv = cfg.n_embd, cfg.ssm_conv_dim, cfg.ssm_d_inner, cfg.ssm_dt_rank
+        d = cfg.ssm_d_state
+        u = act.mix.sub(0, 4 * n * conv_dim)
+        c = act.mix.sub(4 * n * conv_dim, 4 * n * conv_dim)
+        z = act.mix.sub(8 * n * conv_dim, 4 * n * d_inner)
+        b = act.mix.sub(4 * n * (2 * conv_dim + d_inner), 4 * n * hv)
+        a = act.mix.sub(4 * n * (2 * conv_dim + d_inner + hv), 4 * n * hv)
+        ops.linear(rec, self.w[t.qkv.name], act.xn, u, n)
+        ops.linear(rec, self.w[t.gate.name], act.xn, z, n)
+        ops.linear(rec, self.w[t.beta.name], act.xn, b, n)
+        ops.linear(rec, self.w[t.alpha.name], act.xn, a, n)
+        conv_state, ssm_state, conv_snap, ssm_snap = self.state.gdn(layer)
+        ops.conv.record(rec, records, n, u, conv_dim, self._vec(t.conv1d.name), conv_state, c, conv_dim,
+                        conv_dim, snapshots=conv_snap if n_snap else None, n_snap=n_snap)
+        kd = cfg.ssm_key_dim
+        o = act.o.sub(0, 4 * n * d_inner)
+        ops.gdn.record(rec, records, n, c, c.sub(4 * kd, c.nbytes - 4 * kd),
+                       c.sub(8 * kd, c.nbytes - 8 * kd), conv_dim, b, a, hv, self._vec(t.a.name), self._vec(t.dt_bias.name), ssm_state, o, d_inner,
+                       cfg.ssm_n_group, hv, cfg.rms_eps, snapshots=ssm_snap if n_snap else None,
+                       n_snap=n_snap, n_seqs=n)
+        # y_h = RMSNorm(o_h; ssm_norm) * silu(z_h), per value head, in place in o
+        oh = Strided.heads(o, hv, d)
+        ops.norm.record(rec, oh, self._vec(t.norm.name), oh, n, d, n_head=hv, gate=Strided.heads(z, hv, d))
+        ops.linear(rec, self.w[t.out.name], o, act.x, n, accumulate=True)
+
+    def record_dense_ffn(self, rec: Recorder, gate: str, up: str, down: str, xn: View, act: Activations,
+                         n: int, out: View | None = None, accumulate: bool = True) -> None:
+        ff = self.w[gate].shape[0]
+        g = act.f.sub(0, 4 * n * ff)
+        u = act.f.sub(4 * n * ff, 4 * n * ff)
+        self.ops.linear(rec, self.w[gate], xn, g, n)
+        self.ops.linear(rec, self.w[up], xn, u, n)
+        self.ops.swiglu.record(rec, Strided.rows(g, ff), Strided.rows(u, ff), Strided.rows(g, ff), n, ff)
+        self.ops.linear(rec, self.w[down], g, out if out is not None else act.x, n, accumulate=accumulate)
+
+    def _experts(self, name: str) -> list[ExpertPart]:
+        """An expert stack's parts in experts (placement splits stacks only between experts)."""
+        ref = self.w[name]
+        per = ref.shape[1]
+        return [ExpertPart(p.view, p.row_start // per, p.n_rows // per) for p in ref.parts]
+
+    def record_moe_ffn(self, rec: Recorder, t, act: Activations, n: int) -> None:
+        """Routed experts (softmax top-k, renormalised) plus the sigmoid-gated shared expert (qwen35-mtp §3.6)."""
+        cfg, ops = self.cfg, self.ops
+        e, ne, k, fe = cfg.n_embd, cfg.n_expert, cfg.n_expert_used, cfg.n_ff_exp
+        arena = Arena(act.moe.buffer, 16)
+        arena.used = act.moe.offset
+        logits = arena.take(4 * n * ne, "router_logits")          # [n, n_expert]
+        ids = arena.take(4 * n * k, "expert_ids")                  # [n, k] u32
+        weights = arena.take(4 * n * k, "expert_weights")          # [n, k] f32
+        routes = arena.take(4 * routes_words(n, k), "routes")
+        g = arena.take(4 * n * k * fe, "expert_gate")              # [n*k, F_e]
+        u = arena.take(4 * n * k * fe, "expert_up")                # [n*k, F_e]
+        d = arena.take(4 * n * k * e, "expert_down")               # [n*k, E]
+        shared_gate = arena.take(4 * n, "shared_gate")             # [n, 1]
+        shared_out = arena.take(4 * n * e, "shared_out")           # [n, E]
+        ops.linear(rec, self.w[t.gate_inp.name], act.xn, logits, n)
+        ops.router.record(rec, logits, ne, n, ids, weights)
+        ops.matvec_id.record_routes(rec, ids, routes, n, k)
+        gate_type, up_type = self.w[t.gate_exps.name].ggml_type, self.w[t.up_exps.name].ggml_type
+        ops.matvec_id.record(rec, self._experts(t.gate_exps.name), gate_type, ne, fe, e, act.xn, g, routes, n, k)
+        ops.matvec_id.record(rec, self._experts(t.up_exps.name), up_type, ne, fe, e, act.xn, u, routes, n, k)
+        ops.swiglu.record(rec, Strided.rows(g, fe), Strided.rows(u, fe), Strided.rows(g, fe), n * k, fe)
+        ops.matvec_id.record(rec, self._experts(t.down_exps.name), self.w[t.down_exps.name].ggml_type, ne, e, fe,
+                             g, d, routes, n, k, x_per_slot=True)
+        ops.matvec_id.record_weighted_sum(rec, d, weights, act.x, n, k, e, accumulate=True)
+        # shared expert, scaled by sigmoid(w_shexp . xn) per token
+        self.record_dense_ffn(rec, t.gate_shexp.name, t.up_shexp.name, t.down_shexp.name, act.xn, act, n,
+                              out=shared_out, accumulate=False)
+        ops.linear(rec, self.w[t.gate_inp_shexp.name], act.xn, shared_gate, n)
+        ops.sigmoid_scale_add.record(rec, Strided.rows(shared_out, e), Strided.rows(shared_gate, 1),
+                                     Strided.rows(act.x.sub(0, 4 * n * e), e), n, e)
+
+    # --- whole passes -------------------------------------------------------------------------------------------
+    def record_trunk(self, rec: Recorder, records: View, act: Activations, n: int, n_snap: int = 0) -> None:
+        """Embedding and every trunk block for n tokens; leaves the residual stream in act.x."""
+        self.record_embed(rec, records, n, act.x)
+        for blk in self.table.blocks:
+            self.record_block(rec, blk, records, act, n, n_snap=n_snap)
+
+    def record_output_norm(self, rec: Recorder, act: Activations, n: int, out: View,
+                           norm_name: str | None = None) -> None:
+        """out [n, E] = RMSNorm(x; output_norm): the post-norm hidden (LM head input, MTP input)."""
+        self.norm(rec, act.x, norm_name or self.table.output_norm.name, out, n, self.cfg.n_embd)
+
+    def record_lm_head(self, rec: Recorder, h: View, n_out: int, logits: View, head: str | None = None) -> None:
+        ref = self.w[head or self.table.output.name]
+        self.ops.linear(rec, ref, h, logits, n_out)
+
+    def record_mtp(self, rec: Recorder, records: View, h_in: View, act: Activations, n: int, h_out: View) -> None:
+        """MTP block for n tokens: token x_p (records) with the target's post-norm hidden h_{p-1} (h_in
+        [n, E]) -> h_out [n, E] = shared_head_norm of the block output (qwen35-mtp.md §4.2). Writes the MTP
+        KV cache at each token's position."""
+        mtp, e = self.table.mtp, self.cfg.n_embd
+        cat = act.f.sub(0, 4 * n * 2 * e)           # [n, 2E]: enorm(emb) | hnorm(h)
+        self.record_embed(rec, records, n, act.xn, table=mtp.embed_tokens.name)
+        self.norm(rec, act.xn, mtp.enorm.name, cat, n, e, y_stride=2 * e)
+        self.norm(rec, h_in, mtp.hnorm.name, cat.sub(4 * e, cat.nbytes - 4 * e), n, e, y_stride=2 * e)
+        self.ops.linear(rec, self.w[mtp.eh_proj.name], cat, act.x, n)
+        self.record_block(rec, mtp.block, records, act, n, mtp=True)
+        self.norm(rec, act.x, mtp.shared_head_norm.name, h_out, n, e)

@@ -1,0 +1,107 @@
+"""Quantized mat-vec for decode and speculative verification (shaders/matvec.comp).
+
+One dispatch multiplies a GGUF weight by up to 8 activation columns (the n_max + 1 tokens of a verify batch);
+more columns are recorded as several dispatches. Every column's result is bit-identical whatever the number of
+columns it was computed with (batch invariance, needed for MTP to be token-identical to plain decoding): the
+block size and reduction variant are fixed per MatVec instance, never chosen per column count.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+from vkmtp.device import Device, DeviceInfo, ShaderKey, View
+from vkmtp.ops.quant_types import RowPart, check_view, fold, row_parts, type_define, weight_row_bytes
+
+MAX_COLS = 8
+
+
+@dataclass(frozen=True)
+class MatVecTuning:
+    """Workgroup shape: block_size threads (power of 2) share each row; rows_per_group rows per workgroup."""
+
+    block_size: int
+    rows_per_group: int
+    use_subgroup: bool
+
+
+def default_tuning(info: DeviceInfo) -> MatVecTuning:
+    """One subgroup-multiple workgroup of >= 32 threads, 2 rows (llama.cpp's defaults for NVIDIA/RDNA);
+    lavapipe runs a workgroup on one CPU thread, where more rows per workgroup amortize its start-up."""
+    block = max(32, info.subgroup_size)
+    rows = 4 if info.driver_name == "llvmpipe" else 2
+    return MatVecTuning(block, rows, info.has_subgroup_arithmetic)
+
+
+def check_tuning(info: DeviceInfo, tuning: MatVecTuning, n_cols: int = MAX_COLS) -> None:
+    b, sg = tuning.block_size, info.subgroup_size
+    if b & (b - 1) or not 1 <= b <= info.max_workgroup_invocations:
+        raise ValueError(f"matvec block_size {b} must be a power of 2 <= {info.max_workgroup_invocations}")
+    if tuning.use_subgroup:
+        if not info.has_subgroup_arithmetic:
+            raise ValueError(f"{info.name} has no subgroup arithmetic; use the shared-memory variant")
+        if b % sg:
+            raise ValueError(f"matvec block_size {b} is not a multiple of the subgroup size {sg}")
+    slots = b // sg if tuning.use_subgroup else b
+    shared = tuning.rows_per_group * n_cols * slots * 4
+    if tuning.rows_per_group < 1 or shared > info.max_shared_memory:
+        raise ValueError(f"matvec {tuning.rows_per_group} rows x {n_cols} columns x {slots} partial sums need "
+                         f"{shared} B of shared memory, the device has {info.max_shared_memory} B")
+
+
+def variant_key(source: str, ggml_type: int, tuning: MatVecTuning, accumulate: bool,
+                x_aligned: bool = True) -> ShaderKey:
+    defines = type_define(ggml_type)
+    if not x_aligned:
+        defines["B_SCALAR"] = 1
+    if tuning.use_subgroup:
+        defines["USE_SUBGROUP_ADD"] = 1
+    if accumulate:
+        defines["ACCUMULATE"] = 1
+    return ShaderKey.make(source, **defines)
+
+
+class MatVec:
+    """y[c] = W x[c] (accumulate: y[c] += W x[c]) for n_tok columns c, W a GGUF weight of any supported type."""
+
+    def __init__(self, device: Device, tuning: MatVecTuning | None = None):
+        self.device = device
+        self.tuning = tuning or default_tuning(device.info)
+        check_tuning(device.info, self.tuning)
+
+    def record(self, rec, weight: View | Sequence[RowPart], ggml_type: int, n_rows: int, n_k: int, x: View,
+               y: View, n_tok: int, accumulate: bool = False, x_stride: int | None = None,
+               y_stride: int | None = None) -> None:
+        """Record ceil(n_tok / 8) dispatches per weight part.
+
+        Args:
+            weight: raw GGUF rows [n_rows, row_bytes] u8 in one View, or RowParts (one dispatch each)
+            x: [n_tok, x_stride] f32 activations (x_stride defaults to n_k)
+            y: [n_tok, y_stride] f32 output, rows 0..n_rows-1 of each column (y_stride defaults to n_rows)
+            accumulate: add to y (residual add) instead of overwriting it
+        """
+        x_stride = n_k if x_stride is None else x_stride
+        y_stride = n_rows if y_stride is None else y_stride
+        row_bytes = weight_row_bytes(ggml_type, n_k)
+        parts = row_parts(weight, n_rows, row_bytes, "matvec weight")
+        if n_tok < 1 or x_stride < n_k or y_stride < n_rows:
+            raise ValueError(f"matvec: need n_tok >= 1 (got {n_tok}), x_stride >= n_k ({x_stride} < {n_k}?) "
+                             f"and y_stride >= n_rows ({y_stride} < {n_rows}?)")
+        check_view(x, ((n_tok - 1) * x_stride + n_k) * 4, "matvec activations x")
+        check_view(y, ((n_tok - 1) * y_stride + n_rows) * 4, "matvec output y")
+        t = self.tuning
+        limit = self.device.info.max_workgroup_count[0]
+        for c0 in range(0, n_tok, MAX_COLS):
+            n_cols = min(MAX_COLS, n_tok - c0)
+            xc = x.sub(c0 * x_stride * 4, ((n_cols - 1) * x_stride + n_k) * 4)
+            yc = y.sub(c0 * y_stride * 4, ((n_cols - 1) * y_stride + n_rows) * 4)
+            key = variant_key("matvec.comp", ggml_type, self.tuning, accumulate,
+                              x_aligned=xc.word_offset % 4 == 0 and (n_cols == 1 or x_stride % 4 == 0))
+            for part in parts:
+                groups = fold(-(-part.n_rows // t.rows_per_group), limit)
+                push = [part.view.offset, row_bytes, n_k, part.n_rows, xc.word_offset, x_stride,
+                        yc.word_offset + part.row_start, y_stride]
+                rec.dispatch(key, [part.view.buffer, x.buffer, y.buffer], (*groups, 1), push=push,
+                             spec=[t.block_size, t.rows_per_group, n_cols, self.device.info.subgroup_size],
+                             reads=[part.view, xc, yc] if accumulate else [part.view, xc], writes=[yc])

@@ -1,0 +1,118 @@
+"""Expert-indexed mat-vec for MoE decode and verification (shaders/matvec_id*.comp).
+
+Three dispatches per MoE block, all reading routing decisions from device memory (a recorded step replays):
+  record_routes        groups the (token, slot) entries by expert (matvec_id_routes.comp), once per layer
+  record               y[t, j] = W_{ids[t, j]} x  for gate/up (x per token) or down (x per slot); a workgroup
+                       serves every entry of its expert group, so each distinct expert is read once per dispatch
+  record_weighted_sum  y[t] (+)= sum_j w[t, j] y_slots[t, j] in slot order (routing weights, residual add)
+Every token's result is bit-identical whatever the other tokens of the batch are (batch invariance).
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+from vkmtp.device import Device, ShaderKey, View
+from vkmtp.ops.matvec import MAX_COLS, MatVecTuning, check_tuning, default_tuning, variant_key
+from vkmtp.ops.quant_types import RowPart, check_view, fold, row_parts, weight_row_bytes
+
+# An expert stack [n_expert, n_rows, n_k] split by experts: RowPart(view, expert_start, n_experts), where a
+# "row" of the split is one expert's whole matrix.
+ExpertPart = RowPart
+
+MAX_ENTRIES = 4096  # n_tok * n_used handled by one routing pass (16 KiB of shared memory)
+ROUTES_BLOCK = 64
+SUM_BLOCK = 64
+
+
+def group_capacity(n_tok: int) -> int:
+    """Entries per expert group = matvec_id's column count (a group never holds two slots of one token)."""
+    return min(n_tok, MAX_COLS)
+
+
+def routes_words(n_tok: int, n_used: int) -> int:
+    """Size in words of the routes buffer for a step of n_tok tokens with n_used experts each."""
+    n = n_tok * n_used
+    return 1 + 2 * n + n * group_capacity(n_tok)
+
+
+class MatVecId:
+    """MoE expert mat-vecs over the n_used experts each of n_tok tokens picked (ids and weights on device)."""
+
+    def __init__(self, device: Device, tuning: MatVecTuning | None = None):
+        self.device = device
+        self.tuning = tuning or default_tuning(device.info)
+        check_tuning(device.info, self.tuning)
+
+    def record_routes(self, rec, ids: View, routes: View, n_tok: int, n_used: int) -> None:
+        """Group entries by expert.
+
+        Args:
+            ids: [n_tok, n_used] u32 expert ids (the router's output)
+            routes: routes_words(n_tok, n_used) u32 words (scratch read by record)
+        """
+        n = n_tok * n_used
+        if not 1 <= n <= MAX_ENTRIES:
+            raise ValueError(f"matvec_id: {n_tok} tokens x {n_used} experts = {n} entries, 1..{MAX_ENTRIES} allowed")
+        check_view(ids, n * 4, "matvec_id expert ids")
+        check_view(routes, routes_words(n_tok, n_used) * 4, "matvec_id routes")
+        routes = routes.sub(0, routes_words(n_tok, n_used) * 4)
+        rec.dispatch(ShaderKey.make("matvec_id_routes.comp"), [ids.buffer, routes.buffer], (1, 1, 1),
+                     push=[ids.word_offset, routes.word_offset, n, group_capacity(n_tok)],
+                     spec=[ROUTES_BLOCK, max(n, 1)], reads=[ids.sub(0, n * 4)], writes=[routes])
+
+    def record(self, rec, experts: View | Sequence[ExpertPart], ggml_type: int, n_expert: int, n_rows: int,
+               n_k: int, x: View, y: View, routes: View, n_tok: int, n_used: int,
+               x_per_slot: bool = False) -> None:
+        """Record one dispatch per expert part.
+
+        Args:
+            experts: raw GGUF expert stack [n_expert, n_rows, row_bytes] u8 (or ExpertParts of it)
+            x: [n_tok, n_k] f32 (gate/up), or with x_per_slot [n_tok * n_used, n_k] f32 (down)
+            y: [n_tok * n_used, n_rows] f32, row t * n_used + j for token t's j-th expert
+            routes: written by record_routes for the same n_tok, n_used
+        """
+        row_bytes = weight_row_bytes(ggml_type, n_k)
+        parts = row_parts(experts, n_expert, n_rows * row_bytes, "matvec_id expert stack")
+        n = n_tok * n_used
+        n_x_rows = n if x_per_slot else n_tok
+        check_view(x, n_x_rows * n_k * 4, "matvec_id inputs x")
+        check_view(y, n * n_rows * 4, "matvec_id output y")
+        check_view(routes, routes_words(n_tok, n_used) * 4, "matvec_id routes")
+        routes = routes.sub(0, routes_words(n_tok, n_used) * 4)
+        x_used = x.sub(0, n_x_rows * n_k * 4)
+        y_used = y.sub(0, n * n_rows * 4)
+        t = self.tuning
+        key = variant_key("matvec_id.comp", ggml_type, t, False,
+                          x_aligned=x.word_offset % 4 == 0 and n_k % 4 == 0)
+        spec = [t.block_size, t.rows_per_group, group_capacity(n_tok), self.device.info.subgroup_size]
+        gx = -(-n_rows // t.rows_per_group)
+        if gx > self.device.info.max_workgroup_count[0] or n > self.device.info.max_workgroup_count[1]:
+            raise ValueError(f"matvec_id: grid {gx} x {n} exceeds the device's workgroup count limits")
+        for part in parts:
+            push = [part.view.offset, row_bytes, n_k, n_rows, part.row_start, part.n_rows, n_expert,
+                    x.word_offset, n_k, int(x_per_slot), y.word_offset, n_rows, routes.word_offset, n, n_used]
+            rec.dispatch(key, [part.view.buffer, x.buffer, y.buffer, routes.buffer], (gx, n, 1), push=push,
+                         spec=spec, reads=[part.view, x_used, routes], writes=[y_used])
+
+    def record_weighted_sum(self, rec, slots: View, weights: View, y: View, n_tok: int, n_used: int,
+                            n_rows: int, accumulate: bool = False) -> None:
+        """y[t] = sum_j weights[t, j] * slots[t * n_used + j] (accumulate: y[t] += ...), j in slot order.
+
+        Args:
+            slots: [n_tok * n_used, n_rows] f32 (record's output for the down projection)
+            weights: [n_tok, n_used] f32 routing weights
+            y: [n_tok, n_rows] f32
+        """
+        n = n_tok * n_used
+        check_view(slots, n * n_rows * 4, "matvec_id slot outputs")
+        check_view(weights, n * 4, "matvec_id routing weights")
+        check_view(y, n_tok * n_rows * 4, "matvec_id combined output")
+        y_used = y.sub(0, n_tok * n_rows * 4)
+        key = ShaderKey.make("matvec_id_sum.comp", **({"ACCUMULATE": 1} if accumulate else {}))
+        gy, gz = fold(n_tok, self.device.info.max_workgroup_count[1])
+        rec.dispatch(key, [slots.buffer, weights.buffer, y.buffer], (-(-n_rows // SUM_BLOCK), gy, gz),
+                     push=[slots.word_offset, n_rows, weights.word_offset, y.word_offset, n_rows, n_rows, n_used,
+                           n_tok],
+                     spec=[SUM_BLOCK], reads=[slots.sub(0, n * n_rows * 4), weights.sub(0, n * 4)]
+                     + ([y_used] if accumulate else []), writes=[y_used])

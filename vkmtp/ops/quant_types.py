@@ -1,0 +1,94 @@
+"""What the quantized-weight ops share: supported GGUF types, weights split by rows, folded grids.
+
+A weight is raw GGUF bytes in a View (row r at byte r * row_bytes from the view start). A weight larger than
+the device's `maxStorageBufferRange` (the 248320 x 5120 LM head is 1.3 GB at Q8_0) lives in several Views, each
+holding a run of whole rows: a list of `RowPart`s, one dispatch per part.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+from vkmtp.device import View
+from vkmtp.gguf import GGMLType, block_size
+
+# The types dequant.glsl implements, by the name its DATA_A_<NAME> define uses.
+SUPPORTED_TYPES: dict[int, str] = {
+    int(t): t.name for t in (
+        GGMLType.F32, GGMLType.F16, GGMLType.BF16, GGMLType.Q8_0, GGMLType.Q4_0, GGMLType.Q4_1,
+        GGMLType.Q5_0, GGMLType.Q5_1, GGMLType.Q2_K, GGMLType.Q3_K, GGMLType.Q4_K, GGMLType.Q5_K,
+        GGMLType.Q6_K, GGMLType.IQ4_NL, GGMLType.IQ4_XS)
+}
+FLOAT_TYPES = {int(GGMLType.F32), int(GGMLType.F16), int(GGMLType.BF16)}
+GROUP = 8  # elements a shader thread dequantizes at once (dequant.glsl)
+
+
+def type_name(ggml_type: int) -> str:
+    """GGUF spelling of a supported type ('Q4_K'); ValueError naming the type otherwise."""
+    name = SUPPORTED_TYPES.get(int(ggml_type))
+    if name is None:
+        try:
+            name = GGMLType(int(ggml_type)).name
+        except ValueError:
+            name = f"id {int(ggml_type)}"
+        raise ValueError(f"ggml type {name} is not supported by the vkmtp dequant kernels "
+                         f"(supported: {', '.join(SUPPORTED_TYPES.values())})")
+    return name
+
+
+def type_define(ggml_type: int) -> dict[str, int]:
+    """The shader define selecting the type in dequant.glsl: {'DATA_A_Q4_K': 1}."""
+    return {f"DATA_A_{type_name(ggml_type)}": 1}
+
+
+def weight_row_bytes(ggml_type: int, n_k: int) -> int:
+    """Bytes of one row of n_k values; ValueError if n_k is not a whole number of blocks."""
+    name = type_name(ggml_type)
+    elems, nbytes = block_size(ggml_type)
+    if n_k <= 0 or n_k % elems:
+        raise ValueError(f"a {name} row needs a positive multiple of {elems} values, got n_k={n_k}")
+    if n_k % GROUP and int(ggml_type) not in FLOAT_TYPES:
+        raise ValueError(f"a {name} row of {n_k} values is not a multiple of {GROUP}")
+    return n_k // elems * nbytes
+
+
+@dataclass(frozen=True)
+class RowPart:
+    """Rows [row_start, row_start + n_rows) of a weight, stored from the start of `view`."""
+
+    view: View
+    row_start: int
+    n_rows: int
+
+
+def row_parts(weight: View | Sequence[RowPart], n_rows: int, row_bytes: int, what: str) -> list[RowPart]:
+    """Normalize a weight (one View, or RowParts covering rows 0..n_rows-1 in order) and check each part fits."""
+    parts = [RowPart(weight, 0, n_rows)] if isinstance(weight, View) else list(weight)
+    if not parts:
+        raise ValueError(f"{what}: no weight parts given")
+    start = 0
+    for part in parts:
+        if part.row_start != start or part.n_rows <= 0:
+            raise ValueError(f"{what}: parts must cover rows 0..{n_rows - 1} in order; a part starts at row "
+                             f"{part.row_start} with {part.n_rows} rows where row {start} was expected")
+        if part.view.nbytes < part.n_rows * row_bytes:
+            raise ValueError(f"{what}: part at row {part.row_start} holds {part.view.nbytes} B, its "
+                             f"{part.n_rows} rows need {part.n_rows * row_bytes} B")
+        start += part.n_rows
+    if start != n_rows:
+        raise ValueError(f"{what}: parts cover {start} rows, the weight has {n_rows}")
+    return parts
+
+
+def fold(n: int, limit: int = 65535) -> tuple[int, int]:
+    """(x, y) with x <= limit and x * y >= n, y as small as possible: a 1-D grid over two dimensions."""
+    if n <= limit:
+        return max(n, 1), 1
+    y = -(-n // limit)
+    return -(-n // y), y
+
+
+def check_view(view: View, nbytes: int, what: str) -> None:
+    if view.nbytes < nbytes:
+        raise ValueError(f"{what}: view of {view.nbytes} B is too small, {nbytes} B needed")

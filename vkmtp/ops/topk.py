@@ -1,0 +1,56 @@
+"""Row-wise top-k (k <= 16) values and ids, ties to the lower index (shaders/topk.comp, two passes).
+
+For the MTP draft's p-min check: the softmax over the top-10 draft logits needs 10 values, not 248320.
+Mirrors vkmtp.ref.ops.topk.topk.
+"""
+
+from __future__ import annotations
+
+from vkmtp.device import WORD, ShaderKey, View
+from vkmtp.ops._select import check_block_size, use_subgroup
+from vkmtp.ops.strided import Strided
+
+MAX_K = 16
+
+
+class TopK:
+    """values[r, :k], ids[r, :k]: the k greatest of x[r] in descending order (NaN as -inf)."""
+
+    def __init__(self, device, k: int, block_size: int = 256, part_size: int = 4096, subgroup: bool | None = None):
+        if not 1 <= k <= MAX_K:
+            raise ValueError(f"top-k supports 1 <= k <= {MAX_K}, got {k}")
+        self.device = device
+        self.k = k
+        self.block_size = check_block_size(block_size, device)
+        self.part_size = part_size
+        self.subgroup = use_subgroup(device, subgroup)
+
+    def n_parts(self, n: int) -> int:
+        return -(-n // self.part_size)
+
+    def scratch_bytes(self, n_rows: int, n: int) -> int:
+        return n_rows * self.n_parts(n) * self.k * 2 * WORD
+
+    def record(self, rec, x: Strided, values: View, ids: View, n_rows: int, n: int, scratch: View) -> None:
+        """x: [n_rows, n] f32 rows; values: f32 [n_rows, k]; ids: uint32 [n_rows, k]."""
+        x.check("topk x", n_rows, 1, n)
+        if n < self.k:
+            raise ValueError(f"top-{self.k} of rows of only {n} values")
+        if n_rows > self.device.info.max_workgroup_count[0]:
+            raise ValueError(f"topk of {n_rows} rows exceeds one dispatch row")
+        for name, view in (("values", values), ("ids", ids)):
+            if view.nbytes < n_rows * self.k * WORD:
+                raise ValueError(f"topk {name} view of {view.nbytes} B too small for [{n_rows}, {self.k}]")
+        need = self.scratch_bytes(n_rows, n)
+        if scratch.nbytes < need:
+            raise ValueError(f"topk scratch of {scratch.nbytes} B, {need} B needed")
+        part = scratch.sub(0, need)
+        n_parts = self.n_parts(n)
+        push = [x.offset, x.tok_stride, n, n_parts, self.part_size, scratch.word_offset, values.word_offset,
+                ids.word_offset, self.k]
+        buffers = [x.buffer, scratch.buffer, values.buffer, ids.buffer]
+        base = {"USE_SUBGROUP": 1} if self.subgroup else {}
+        rec.dispatch(ShaderKey.make("topk.comp", **base), buffers, (n_parts, n_rows, 1), push=push,
+                     spec=[self.block_size], reads=[x.view], writes=[part])
+        rec.dispatch(ShaderKey.make("topk.comp", FINAL=1, **base), buffers, (n_rows, 1, 1), push=push,
+                     spec=[self.block_size], reads=[part], writes=[values, ids])
