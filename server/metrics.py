@@ -89,7 +89,6 @@ class _Collector:
             ("tokens_predicted", "Number of generation tokens processed.", s.tokens_predicted),
             ("tokens_predicted_seconds", "Predict process time.", s.tokens_predicted_seconds),
             ("n_decode", "Number of engine steps (llama_decode calls).", s.n_decode),
-            ("n_tokens_max", "Largest observed n_tokens.", s.n_tokens_max),
             ("spec_decode_num_draft_tokens", "Draft tokens proposed.", s.spec.draft_n),
             ("spec_decode_num_accepted_tokens", "Draft tokens accepted.", s.spec.draft_n_accepted),
             ("spec_decode_num_drafts", "Verification steps that carried a draft.", s.spec.steps),
@@ -116,6 +115,7 @@ class _Collector:
                 "Average generation throughput in tokens/s.",
                 s.tokens_predicted / s.tokens_predicted_seconds if s.tokens_predicted_seconds else 0.0,
             ),
+            ("n_tokens_max", "Largest observed n_tokens (prompt + generated).", s.n_tokens_max),
             ("requests_processing", "Number of requests processing.", s.requests_processing),
             ("requests_deferred", "Number of requests deferred.", s.requests_deferred),
             (

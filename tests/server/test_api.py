@@ -7,8 +7,10 @@ import threading
 
 import httpx
 import openai
+import pytest
 
 from tests.server.live_server import LiveServer, server_config
+from vkmtp.engine.factory import load_engine
 from vkmtp.engine.reference import ReferenceEngine
 
 MESSAGES = [{"role": "user", "content": "Tell me about the quick brown fox."}]
@@ -253,3 +255,25 @@ def test_sampling_fields_are_honoured(mtp_server):
         },
     )
     assert r.status_code == 200 and r.json()["usage"]["completion_tokens"] == 4
+
+
+def test_vulkan_backend_serves_what_the_reference_serves(tiny_model, mtp_server):
+    """`--backend vulkan` behind the same server: greedy tokens and draft counting as the reference engine."""
+    from vkmtp.device import list_devices
+
+    if not list_devices():
+        pytest.skip("no Vulkan device")
+    config = server_config(n_slots=1, mtp=True)
+    srv = LiveServer(
+        config, tiny_model, factory=lambda: load_engine(tiny_model, config.engine, "vulkan")
+    ).start()
+    try:
+        body = {"prompt": "The quick brown fox", "n_predict": 5, "cache_prompt": False, "return_tokens": True}
+        got = srv.http.post("/completion", json=body).json()
+        want = mtp_server.http.post("/completion", json=body).json()
+        assert got["tokens"] == want["tokens"] and got["content"] == want["content"]
+        assert got["timings"]["draft_n"] > 0
+        assert metrics(srv)["vkmtp:engine_allocated_bytes"] > 0  # the device's own accounting
+    finally:
+        srv.stop()
+

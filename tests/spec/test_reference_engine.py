@@ -11,6 +11,7 @@ from vkmtp.sampling import SamplingParams
 from vkmtp.spec import SpecConfig
 
 GREEDY = SamplingParams.greedy_params()
+F16 = np.float16  # the engine's default KV cache type (-ctk f16), as in llama.cpp
 PROMPT = [int(t) for t in np.random.default_rng(5).integers(0, 500, 23)]
 OTHER = [int(t) for t in np.random.default_rng(6).integers(0, 500, 17)]
 
@@ -38,7 +39,7 @@ def run(eng, *requests):
 @pytest.mark.parametrize("mtp", [False, True])
 def test_greedy_output_is_the_reference_loops_output(aligned_model, mtp):
     (seq,) = run(engine(aligned_model, mtp), Request(PROMPT, GREEDY, max_tokens=12))
-    ref = (generate_mtp if mtp else generate)(aligned_model, PROMPT, 12)
+    ref = (generate_mtp if mtp else generate)(aligned_model, PROMPT, 12, kv_dtype=F16)
     assert seq.generated == ref.tokens
     assert seq.stop_reason == "limit" and seq.done
     timings = seq.timings.to_json()
@@ -64,8 +65,8 @@ def test_two_slots_step_together_and_match_each_alone(aligned_model):
     eng = engine(aligned_model, n_slots=2)
     a, b = run(eng, Request(PROMPT, GREEDY, max_tokens=9), Request(OTHER, GREEDY, max_tokens=14))
     assert {a.slot, b.slot} == {0, 1}
-    assert a.generated == generate(aligned_model, PROMPT, 9).tokens
-    assert b.generated == generate(aligned_model, OTHER, 14).tokens
+    assert a.generated == generate(aligned_model, PROMPT, 9, kv_dtype=F16).tokens
+    assert b.generated == generate(aligned_model, OTHER, 14, kv_dtype=F16).tokens
 
 
 def test_step_events_carry_every_new_token_once(aligned_model):
@@ -90,7 +91,7 @@ def test_prompt_cache_reuses_a_prefix_and_changes_nothing(aligned_model):
     second = run(eng, Request(turn, GREEDY, max_tokens=6))[0]
     assert second.timings.cache_n == len(PROMPT) + len(first.generated) - 1
     assert second.timings.prompt_n == len(turn) - second.timings.cache_n
-    assert second.generated == generate(aligned_model, turn, 6).tokens
+    assert second.generated == generate(aligned_model, turn, 6, kv_dtype=F16).tokens
     # the same prompt again: nothing to evaluate, same answer
     third = run(eng, Request(turn, GREEDY, max_tokens=6))[0]
     assert third.timings.cache_n == len(turn) and third.timings.prompt_n == 0
@@ -116,12 +117,12 @@ def test_cancel_frees_the_slot_at_once(aligned_model):
     eng.cancel(seq)
     assert seq.done and seq.stop_reason == "cancelled" and not eng.has_work()
     other = run(eng, Request(OTHER, GREEDY, max_tokens=4))[0]
-    assert other.generated == generate(aligned_model, OTHER, 4).tokens
+    assert other.generated == generate(aligned_model, OTHER, 4, kv_dtype=F16).tokens
 
 
 def test_stop_reasons(aligned_model):
     eng = engine(aligned_model)
-    first = generate(aligned_model, PROMPT, 3).tokens
+    first = generate(aligned_model, PROMPT, 3, kv_dtype=F16).tokens
     eos = run(eng, Request(PROMPT, GREEDY, max_tokens=10, stop_ids=frozenset({first[2]})))[0]
     assert eos.stop_reason == "eos" and eos.generated == first[:2]
     zero = run(eng, Request(PROMPT, GREEDY, max_tokens=0))[0]
@@ -150,3 +151,15 @@ def test_close_releases_everything(aligned_model):
     assert eng.allocated_bytes == 0
     with pytest.raises(RuntimeError, match="closed"):
         eng.submit(Request(PROMPT, GREEDY))
+
+
+def test_kv_cache_type(aligned_model):
+    f32 = ReferenceEngine(
+        aligned_model, EngineConfig(n_ctx=64, kv_type="f32", spec=SpecConfig(enabled=False))
+    )
+    assert (
+        run(f32, Request(PROMPT, GREEDY, max_tokens=6))[0].generated
+        == generate(aligned_model, PROMPT, 6).tokens
+    )
+    with pytest.raises(ValueError, match="q8_0"):
+        ReferenceEngine(aligned_model, EngineConfig(kv_type="q8_0"))

@@ -32,6 +32,8 @@ from vkmtp.ref.generate import MtpDraftParams, mtp_catch_up, speculative_step
 from vkmtp.ref.state import KVCache, ModelState, MtpState, StateSnapshot
 from vkmtp.sampling import Sampler
 
+KV_DTYPES = {"f16": np.float16, "f32": np.float32}  # -ctk names; f16 rounds like llama.cpp's default cache
+
 
 @dataclass
 class _CachedPrefix:
@@ -109,6 +111,12 @@ class ReferenceEngine(Engine):
             )
         self.model = model if isinstance(model, ReferenceModel) else ReferenceModel.from_gguf(model)
         self.config = config
+        if config.kv_type not in KV_DTYPES:
+            raise ValueError(
+                f"the reference engine keeps the KV cache as {' or '.join(KV_DTYPES)}, "
+                f"not {config.kv_type!r}"
+            )
+        self.kv_dtype = KV_DTYPES[config.kv_type]
         self.use_mtp = config.spec.enabled and self.model.has_mtp
         self.draft = MtpDraftParams(n_max=config.spec.n_max, n_min=config.spec.n_min, p_min=config.spec.p_min)
         self.slots = [_Slot(i) for i in range(config.n_slots)]
@@ -136,8 +144,8 @@ class ReferenceEngine(Engine):
         run = _Run(
             seq,
             prompt,
-            self.model.new_state(),
-            self.model.new_mtp_state() if self.use_mtp else None,
+            self.model.new_state(self.kv_dtype),
+            self.model.new_mtp_state(self.kv_dtype) if self.use_mtp else None,
             Sampler(request.params),
             0,
         )
