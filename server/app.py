@@ -85,8 +85,14 @@ def _internal_error(request, exc: Exception):
     return ApiError(500, f"internal error: {type(exc).__name__}", SERVER).response()
 
 
-def create_app(config: ServerConfig, info: ModelInfo, engine_factory: Callable[[], Engine]) -> FastAPI:
-    """The server app for one model; `engine_factory` builds the engine (again after each sleep)."""
+def create_app(
+    config: ServerConfig,
+    info: ModelInfo,
+    engine_factory: Callable[[], Engine],
+    on_load_error: Callable[[str], None] | None = None,
+) -> FastAPI:
+    """The server app for one model; `engine_factory` builds the engine (again after each sleep);
+    `on_load_error` see Scheduler."""
     stats = StatsBook()
     scheduler = Scheduler(
         engine_factory,
@@ -94,6 +100,7 @@ def create_app(config: ServerConfig, info: ModelInfo, engine_factory: Callable[[
         stats,
         max_queue=config.max_queue,
         sleep_idle_seconds=config.sleep_idle_seconds,
+        on_load_error=on_load_error,
     )
     ctx = ServerContext(config, info, scheduler, stats, Metrics(stats), int(time.time()))
 

@@ -116,8 +116,12 @@ class Scheduler:
         *,
         max_queue: int = 64,
         sleep_idle_seconds: float | None = None,
+        on_load_error: Callable[[str], None] | None = None,
     ):
+        """on_load_error(message) is called from the worker thread if the first load fails (the CLI exits
+        then, as llama-server does); without it the server stays up and /health reports the failure."""
         self.factory = factory
+        self.on_load_error = on_load_error
         self.n_slots = n_slots
         self.stats = stats
         self.max_queue = max_queue
@@ -192,6 +196,8 @@ class Scheduler:
             log.exception("loading the model failed")
             self.load_error = f"{type(exc).__name__}: {exc}"
             self.state = FAILED
+            if self.on_load_error is not None:
+                self.on_load_error(self.load_error)
             return
         self._last_activity = time.monotonic()
         while True:

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import time
+
 import httpx
 import pytest
 
 from tests.server.live_server import LiveServer, server_config
+from vkmtp.engine.reference import ReferenceEngine
 
 CHAT = "/v1/chat/completions"
 OK_MESSAGES = [{"role": "user", "content": "hi"}]
@@ -139,5 +142,43 @@ def test_api_key(tiny_model):
         assert srv.http.get("/health").status_code == 200  # public, as in llama-server
         assert srv.http.get("/v1/models").status_code == 200
         assert srv.http.post("/tokenize", json={"content": "a"}).status_code == 401
+    finally:
+        srv.stop()
+
+
+class _BrokenStepEngine(ReferenceEngine):
+    """Raises inside step() whenever a sequence's prompt contains token 7: a bug in the engine."""
+
+    def step(self):
+        if any(s.run is not None and 7 in s.run.prompt for s in self.slots):
+            raise RuntimeError("injected engine failure")
+        return super().step()
+
+
+def test_engine_failure_is_a_500_without_traceback_and_the_worker_goes_on(tiny_model):
+    config = server_config()
+    srv = LiveServer(config, tiny_model, factory=lambda: _BrokenStepEngine(tiny_model, config.engine)).start()
+    try:
+        r = srv.http.post("/completion", json={"prompt": [1, 7, 3], "n_predict": 3})
+        assert r.status_code == 500 and r.json()["error"]["type"] == "server_error"
+        assert "injected engine failure" in r.json()["error"]["message"] and "Traceback" not in r.text
+        ok = srv.http.post("/completion", json={"prompt": [1, 2, 3], "n_predict": 3})
+        assert ok.status_code == 200 and ok.json()["tokens_predicted"] == 3
+        assert all(not s["is_processing"] for s in srv.http.get("/slots").json())
+    finally:
+        srv.stop()
+
+
+def test_failed_load_is_reported_by_health(tiny_model):
+    def factory():
+        raise ValueError("no such device")
+
+    srv = LiveServer(server_config(), tiny_model, factory=factory).start(wait_ready=False)
+    try:
+        deadline = time.monotonic() + 10
+        while srv.ctx.scheduler.state == "loading" and time.monotonic() < deadline:
+            time.sleep(0.01)
+        check_error(srv.http.get("/health"), 503, "the model failed to load: ValueError: no such device")
+        check_error(srv.http.post("/completion", json={"prompt": "a"}), 503, "no such device")
     finally:
         srv.stop()
