@@ -261,9 +261,7 @@ class Scheduler:
             except ValueError as exc:
                 job.send(bad_request(str(exc)))
                 continue
-            except (
-                Exception
-            ) as exc:  # the engine refused for another reason; the job must still get an answer
+            except Exception as exc:  # refused for another reason: the job must still get an answer
                 log.exception("engine.submit failed")
                 job.send(ApiError(500, f"the engine failed: {type(exc).__name__}: {exc}", SERVER))
                 continue

@@ -109,14 +109,14 @@ class ReferenceEngine(Engine):
                 f"invalid engine config: n_slots={config.n_slots}, n_ctx={config.n_ctx}, "
                 f"ubatch={config.ubatch}"
             )
-        self.model = model if isinstance(model, ReferenceModel) else ReferenceModel.from_gguf(model)
-        self.config = config
         if config.kv_type not in KV_DTYPES:
             raise ValueError(
                 f"the reference engine keeps the KV cache as {' or '.join(KV_DTYPES)}, "
                 f"not {config.kv_type!r}"
             )
         self.kv_dtype = KV_DTYPES[config.kv_type]
+        self.model = model if isinstance(model, ReferenceModel) else ReferenceModel.from_gguf(model)
+        self.config = config
         self.use_mtp = config.spec.enabled and self.model.has_mtp
         self.draft = MtpDraftParams(n_max=config.spec.n_max, n_min=config.spec.n_min, p_min=config.spec.p_min)
         self.slots = [_Slot(i) for i in range(config.n_slots)]
