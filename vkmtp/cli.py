@@ -37,6 +37,93 @@ def cmd_info(args: argparse.Namespace) -> int:
     return 0
 
 
+def _model_path(args: argparse.Namespace) -> str:
+    if args.model:
+        return args.model
+    from vkmtp.models import default_model_path
+
+    return default_model_path()
+
+
+def _engine_config(args: argparse.Namespace):
+    from vkmtp.engine.api import EngineConfig
+    from vkmtp.spec import SpecConfig
+
+    if args.cache_type_v != args.cache_type_k:
+        raise ValueError(f"-ctk {args.cache_type_k} and -ctv {args.cache_type_v} differ; vkmtp keeps K and V "
+                         f"in one type")
+    spec = SpecConfig(enabled=not args.no_mtp, n_max=args.spec_draft_n_max, n_min=args.spec_draft_n_min,
+                      p_min=args.spec_draft_p_min)
+    return EngineConfig(n_ctx=args.ctx_size, n_slots=args.parallel, ubatch=args.ubatch_size,
+                        kv_type=args.cache_type_k, device=args.device, spec=spec)
+
+
+def _sampling_defaults(args: argparse.Namespace):
+    from vkmtp.sampling import SamplingParams
+
+    return SamplingParams(temperature=args.temp, top_k=args.top_k, top_p=args.top_p, min_p=args.min_p,
+                          repeat_penalty=args.repeat_penalty, seed=None if args.seed < 0 else args.seed)
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from server.config import ServerConfig
+    from server.serve import serve
+
+    if args.host not in ("127.0.0.1", "localhost", "::1") and not args.api_key:
+        print(f"vkmtp: warning: listening on {args.host} without --api-key: anyone who can reach this port "
+              f"can use the model", file=sys.stderr)
+    config = ServerConfig(engine=_engine_config(args), host=args.host, port=args.port, api_key=args.api_key,
+                          max_body_bytes=args.max_body_bytes, max_queue=args.max_queue,
+                          n_predict=args.n_predict,
+                          sleep_idle_seconds=args.sleep_idle_seconds, sampling=_sampling_defaults(args))
+    serve(config, _model_path(args), args.backend, alias=args.alias, log_level=args.log_level)
+    return 0
+
+
+def cmd_chat(args: argparse.Namespace) -> int:
+    from vkmtp.chat import ChatTemplate
+    from vkmtp.engine.factory import load_engine
+    from vkmtp.gguf import open_gguf
+    from vkmtp.interactive import chat_loop
+    from vkmtp.tokenizer import Tokenizer
+
+    path = _model_path(args)
+    gguf = open_gguf(path)
+    tokenizer = Tokenizer.from_gguf(gguf)
+    template = ChatTemplate.from_metadata(gguf.metadata, tokenizer)
+    engine = load_engine(path, _engine_config(args), args.backend, progress=True)
+    kwargs = {"enable_thinking": False} if args.no_think else {}
+    try:
+        print("vkmtp chat: /reset clears the conversation, /exit leaves", file=sys.stderr)
+        chat_loop(engine, tokenizer, template, _sampling_defaults(args), args.n_predict, args.system,
+                  template_kwargs=kwargs)
+    finally:
+        engine.close()
+    return 0
+
+
+def _add_model_flags(p: argparse.ArgumentParser) -> None:
+    """Flags shared by serve and chat, named as llama-server names them."""
+    p.add_argument("-m", "--model", default=None, help="GGUF file (default: the demo model in models/)")
+    p.add_argument("--backend", default="vulkan", choices=["vulkan", "reference"],
+                   help="vulkan (default) or the NumPy reference (slow; for tests and checks)")
+    p.add_argument("--device", default=None, help="Vulkan device index (default: best found)")
+    p.add_argument("-c", "--ctx-size", type=int, default=4096, help="context per slot")
+    p.add_argument("-ub", "--ubatch-size", type=int, default=256, help="prefill chunk")
+    p.add_argument("-ctk", "--cache-type-k", default="f16", choices=["f16", "q8_0"])
+    p.add_argument("-ctv", "--cache-type-v", default="f16", choices=["f16", "q8_0"])
+    p.add_argument("--no-mtp", action="store_true", help="no MTP speculative decoding")
+    p.add_argument("--spec-draft-n-max", type=int, default=3, help="draft tokens per step (1..7)")
+    p.add_argument("--spec-draft-n-min", type=int, default=0, help="shorter drafts are dropped")
+    p.add_argument("--spec-draft-p-min", type=float, default=0.0, help="stop drafting below this probability")
+    p.add_argument("--temp", type=float, default=0.8)
+    p.add_argument("--top-k", type=int, default=40)
+    p.add_argument("--top-p", type=float, default=0.95)
+    p.add_argument("--min-p", type=float, default=0.05)
+    p.add_argument("--repeat-penalty", type=float, default=1.0)
+    p.add_argument("-s", "--seed", type=int, default=-1, help="-1: random")
+
+
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="vkmtp", description="Qwen3.5/3.6 GGUF inference on Vulkan with MTP")
     sub = ap.add_subparsers(dest="command", required=True)
@@ -53,6 +140,29 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--spec-draft-n-max", type=int, default=3)
     p.add_argument("--no-mtp", action="store_true")
     p.set_defaults(func=cmd_info)
+
+    p = sub.add_parser("serve", help="llama-server compatible HTTP server (OpenAI API, /completion, ...)")
+    _add_model_flags(p)
+    p.add_argument("-np", "--parallel", type=int, default=1, help="slots (concurrent sequences)")
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (default: loopback only)")
+    p.add_argument("--port", type=int, default=8080)
+    p.add_argument("--api-key", default=None,
+                   help="require 'Authorization: Bearer KEY' (not on /health, /models)")
+    p.add_argument("--alias", default=None, help="model id shown to clients (default: the file name)")
+    p.add_argument("-n", "--n-predict", type=int, default=-1, help="cap on tokens per request (-1: context)")
+    p.add_argument("--max-queue", type=int, default=64, help="requests waiting for a slot before 503s")
+    p.add_argument("--max-body-bytes", type=int, default=16 * 2**20, help="larger request bodies get a 413")
+    p.add_argument("--sleep-idle-seconds", type=float, default=None,
+                   help="free the engine after this many idle seconds; the next request reloads it")
+    p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    p.set_defaults(func=cmd_serve)
+
+    p = sub.add_parser("chat", help="interactive chat in the terminal (chat template applied, streamed)")
+    _add_model_flags(p)
+    p.add_argument("-n", "--n-predict", type=int, default=-1, help="tokens per reply (-1: until the context)")
+    p.add_argument("--system", default=None, help="system prompt")
+    p.add_argument("--no-think", action="store_true", help="chat_template_kwargs enable_thinking=false")
+    p.set_defaults(func=cmd_chat, parallel=1)
 
     p = sub.add_parser("shaders", help="compile every shader variant into the cache")
     p.add_argument("--build-all", action="store_true", required=True)

@@ -11,7 +11,7 @@ and seeded sampling too).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Iterable, Sequence
+from typing import Callable, Iterable, Sequence
 
 import numpy as np
 
@@ -166,6 +166,73 @@ def draft_mtp(
     return tokens if len(tokens) >= draft.n_min else []
 
 
+@dataclass
+class SpecStep:
+    """What one draft/verify step did."""
+
+    n_drafted: int
+    n_accepted: int
+    id_last: int  # the newest sampled token (not in memory yet)
+    done: bool  # `emit` asked to stop
+    pending_h: np.ndarray  # [n_embd] hidden of the last token in memory (it chose id_last)
+    logits: np.ndarray  # [n_vocab] logits of that token
+
+
+def mtp_catch_up(
+    model: ReferenceModel,
+    tokens: Sequence[int],
+    hidden: np.ndarray,
+    h_before: np.ndarray,
+    mtp_state: MtpState,
+) -> None:
+    """Give the MTP cache entries for tokens the trunk just evaluated: entry p is (x_p, h_{p-1}).
+
+    hidden: [n_tokens, n_embd] the trunk's rows for `tokens`; h_before: [n_embd] the hidden of the token
+    before the first one (zeros at position 0).
+    """
+    h_rows = np.concatenate([np.asarray(h_before, hidden.dtype).reshape(1, -1), hidden[:-1]])
+    model.mtp_forward(tokens, h_rows, mtp_state)
+
+
+def speculative_step(
+    model: ReferenceModel,
+    state: ModelState,
+    mtp_state: MtpState,
+    sampler: Sampler,
+    id_last: int,
+    pending_h: np.ndarray,
+    n_draft_max: int,
+    draft: MtpDraftParams,
+    emit: Callable[[int], bool],
+) -> SpecStep:
+    """One step of the draft-mtp loop from `id_last` (sampled, not yet evaluated) and `pending_h`.
+
+    Drafts up to n_draft_max tokens, verifies [id_last + drafts] in one trunk batch, catches the MTP cache
+    up, samples each verified row with the request's sampler (each token goes to `emit`, which returns True
+    to stop) until the first mismatch, and rolls trunk and MTP memory back to the kept prefix.
+    """
+    n_past = state.n_past
+    drafted = draft_mtp(model, mtp_state, id_last, pending_h, n_draft_max, draft) if n_draft_max > 0 else []
+    mtp_state.rollback(n_past)
+    batch = [id_last] + drafted
+    logits, hidden = model.forward(batch, state, keep_steps=len(batch))
+    mtp_catch_up(model, batch, hidden, pending_h, mtp_state)  # with the true hidden states
+    n_accepted, done = 0, False
+    for row in range(len(batch)):  # row j holds the target's choice after d_1..d_j
+        token = sampler.sample(logits[row])
+        sampler.accept(token)
+        matched = row < len(drafted) and token == drafted[row]
+        n_accepted += matched
+        done = emit(token)
+        id_last = token
+        if done or not matched:
+            break
+    # keep id_last, d_1 .. d_row: the prefix before the newest token, as plain decoding would have it
+    state.rollback(n_past + row + 1)
+    mtp_state.rollback(n_past + row + 1)
+    return SpecStep(len(drafted), n_accepted, id_last, done, hidden[row], logits[row])
+
+
 def generate_mtp(
     model: ReferenceModel,
     prompt: Sequence[int],
@@ -183,9 +250,7 @@ def generate_mtp(
     draft = draft or MtpDraftParams()
     sampler, state, logits, hidden = _start(model, prompt, params, max_tokens, kv_dtype)
     mtp_state = model.new_mtp_state(kv_dtype)
-    # prompt catch-up: MTP entry p is (x_p, h_{p-1}), h_{-1} = 0
-    h_prev = np.concatenate([np.zeros((1, hidden.shape[1]), hidden.dtype), hidden[:-1]])
-    model.mtp_forward(prompt, h_prev, mtp_state)
+    mtp_catch_up(model, prompt, hidden, np.zeros(hidden.shape[1], hidden.dtype), mtp_state)  # h_{-1} = 0
     pending_h = hidden[-1]
     stats = SpecStats()
     out = _Output(max_tokens, stop_tokens)
@@ -194,27 +259,18 @@ def generate_mtp(
     if out.emit(id_last):
         return GenerationResult(out.tokens, out.stop_reason, stats, state, mtp_state)
     while True:
-        n_past = state.n_past
-        drafted = draft_mtp(model, mtp_state, id_last, pending_h, min(draft.n_max, out.remaining - 1), draft)
-        mtp_state.rollback(n_past)
-        batch = [id_last] + drafted
-        logits, hidden = model.forward(batch, state, keep_steps=len(batch))
-        h_rows = np.concatenate([pending_h.reshape(1, -1), hidden[:-1]])
-        model.mtp_forward(batch, h_rows, mtp_state)  # catch-up with the true hiddens
-        n_accepted, done = 0, False
-        for row in range(len(batch)):  # row j holds the target's choice after d_1..d_j
-            token = sampler.sample(logits[row])
-            sampler.accept(token)
-            matched = row < len(drafted) and token == drafted[row]
-            n_accepted += matched
-            done = out.emit(token)
-            id_last = token
-            if done or not matched:
-                break
-        stats.record(len(drafted), n_accepted)
-        # keep id_last, d_1 .. d_row: the prefix before the newest token, as plain decoding would have it
-        pending_h = hidden[row]
-        state.rollback(n_past + row + 1)
-        mtp_state.rollback(n_past + row + 1)
-        if done:
+        step = speculative_step(
+            model,
+            state,
+            mtp_state,
+            sampler,
+            id_last,
+            pending_h,
+            min(draft.n_max, out.remaining - 1),
+            draft,
+            out.emit,
+        )
+        stats.record(step.n_drafted, step.n_accepted)
+        id_last, pending_h = step.id_last, step.pending_h
+        if step.done:
             return GenerationResult(out.tokens, out.stop_reason, stats, state, mtp_state)

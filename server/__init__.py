@@ -1,0 +1,1 @@
+"""llama-server compatible HTTP server for vkmtp engines (FastAPI + uvicorn); see docs/SERVER.md."""

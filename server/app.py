@@ -1,0 +1,123 @@
+"""The HTTP server: a flat route table (llama-server's paths and aliases), API-key check, JSON errors.
+
+`create_app(config, info, engine_factory)` builds the FastAPI app; its lifespan starts the scheduler thread,
+which builds the engine (GET /health answers 503 "Loading model" until then) and owns it from then on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import time
+from contextlib import asynccontextmanager
+from typing import Callable
+
+from fastapi import FastAPI
+from fastapi.exceptions import RequestValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from server import generation, info_routes
+from server.config import ServerConfig
+from server.context import ServerContext, api_handler
+from server.errors import AUTHENTICATION, NOT_FOUND, SERVER, ApiError, bad_request
+from server.metrics import Metrics, StatsBook
+from server.model_info import ModelInfo
+from server.scheduler import Scheduler
+from vkmtp.engine.api import Engine
+
+ROUTES = [
+    # method, path, handler
+    ("GET", "/health", info_routes.health),
+    ("GET", "/v1/health", info_routes.health),
+    ("GET", "/models", info_routes.models),
+    ("GET", "/v1/models", info_routes.models),
+    ("GET", "/props", info_routes.props),
+    ("GET", "/slots", info_routes.slots),
+    ("GET", "/metrics", info_routes.metrics),
+    ("POST", "/completion", generation.llama_completion),
+    ("POST", "/completions", generation.completions),
+    ("POST", "/v1/completions", generation.completions),
+    ("POST", "/chat/completions", generation.chat_completions),
+    ("POST", "/v1/chat/completions", generation.chat_completions),
+    ("POST", "/tokenize", info_routes.tokenize),
+    ("POST", "/detokenize", info_routes.detokenize),
+    ("POST", "/apply-template", info_routes.apply_template),
+]
+
+# llama-server lets these through without the API key (monitoring and model discovery)
+PUBLIC_PATHS = frozenset({"/health", "/v1/health", "/models", "/v1/models"})
+
+
+class ApiKeyMiddleware:
+    """`Authorization: Bearer <key>` (or `X-Api-Key: <key>`) on every path but the public ones."""
+
+    def __init__(self, app: ASGIApp, api_key: str | None):
+        self.app = app
+        self.api_key = api_key.encode() if api_key else None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or self.api_key is None or scope["path"] in PUBLIC_PATHS:
+            await self.app(scope, receive, send)
+            return
+        headers = dict(scope["headers"])
+        auth = headers.get(b"authorization", b"")
+        token = auth[7:].strip() if auth[:7].lower() == b"bearer " else headers.get(b"x-api-key", b"").strip()
+        if token and hmac.compare_digest(token, self.api_key):
+            await self.app(scope, receive, send)
+            return
+        await ApiError(401, "Invalid API Key", AUTHENTICATION).response()(scope, receive, send)
+
+
+def _http_error(request, exc: StarletteHTTPException):
+    if exc.status_code == 404:
+        return ApiError(404, "File Not Found", NOT_FOUND).response()
+    if exc.status_code == 405:
+        return ApiError(405, f"method {request.method} is not allowed on {request.url.path}").response()
+    return ApiError(exc.status_code, str(exc.detail)).response()
+
+
+def _validation_error(request, exc: RequestValidationError):
+    return bad_request(f"invalid request: {exc.errors()[:1]}").response()
+
+
+def _internal_error(request, exc: Exception):
+    return ApiError(500, f"internal error: {type(exc).__name__}", SERVER).response()
+
+
+def create_app(
+    config: ServerConfig,
+    info: ModelInfo,
+    engine_factory: Callable[[], Engine],
+    on_load_error: Callable[[str], None] | None = None,
+) -> FastAPI:
+    """The server app for one model; `engine_factory` builds the engine (again after each sleep);
+    `on_load_error` see Scheduler."""
+    stats = StatsBook()
+    scheduler = Scheduler(
+        engine_factory,
+        config.engine.n_slots,
+        stats,
+        max_queue=config.max_queue,
+        sleep_idle_seconds=config.sleep_idle_seconds,
+        on_load_error=on_load_error,
+    )
+    ctx = ServerContext(config, info, scheduler, stats, Metrics(stats), int(time.time()))
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        scheduler.start()
+        try:
+            yield
+        finally:
+            await asyncio.to_thread(scheduler.stop)
+
+    app = FastAPI(title="vkmtp", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
+    app.state.ctx = ctx
+    for method, path, handler in ROUTES:
+        app.add_api_route(path, api_handler(handler), methods=[method], include_in_schema=False)
+    app.add_exception_handler(StarletteHTTPException, _http_error)
+    app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(Exception, _internal_error)
+    app.add_middleware(ApiKeyMiddleware, api_key=config.api_key)
+    return app

@@ -1,0 +1,229 @@
+"""JSON shapes of the responses: OpenAI chat / text completions (whole and streamed) and llama-server's
+/completion. Each final response carries llama-server's `timings` (draft fields only when drafting happened).
+
+A `Formatter` turns a job's Chunks and Outcome into the objects to send; streaming sends them as SSE events.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from abc import ABC, abstractmethod
+from typing import Any, Iterator
+
+from server.scheduler import Chunk, Outcome
+from vkmtp.sampling import SamplingParams
+from vkmtp.spec import SpecConfig
+
+SYSTEM_FINGERPRINT = "vkmtp-0.1.0"
+
+
+def sse(obj: Any) -> str:
+    return f"data: {json.dumps(obj, ensure_ascii=False)}\n\n"
+
+
+SSE_DONE = "data: [DONE]\n\n"
+
+
+def generation_settings(
+    params: SamplingParams, n_predict: int, stop: list[str], spec: SpecConfig, speculative: bool, n_ctx: int
+) -> dict[str, Any]:
+    """llama-server's `generation_settings` / slot `params` block."""
+    return {
+        "n_predict": n_predict,
+        "seed": -1 if params.seed is None else params.seed,
+        "temperature": params.temperature,
+        "top_k": params.top_k,
+        "top_p": params.top_p,
+        "min_p": params.min_p,
+        "repeat_last_n": params.repeat_last_n,
+        "repeat_penalty": params.repeat_penalty,
+        "presence_penalty": params.presence_penalty,
+        "frequency_penalty": params.frequency_penalty,
+        "stop": list(stop),
+        "n_ctx": n_ctx,
+        "speculative.n_max": spec.n_max,
+        "speculative.n_min": spec.n_min,
+        "speculative.p_min": spec.p_min,
+        "speculative.types": "none,draft-mtp" if speculative else "none",
+    }
+
+
+def usage(outcome: Outcome) -> dict[str, Any]:
+    n_completion = len(outcome.tokens)
+    return {
+        "completion_tokens": n_completion,
+        "prompt_tokens": outcome.n_prompt,
+        "total_tokens": outcome.n_prompt + n_completion,
+        "prompt_tokens_details": {"cached_tokens": outcome.n_cached},
+    }
+
+
+class Formatter(ABC):
+    """Base: ids and the envelope shared by all chunks of one response."""
+
+    stream_done = SSE_DONE
+
+    def __init__(self, model: str, prefix: str):
+        self.model = model
+        self.id = f"{prefix}-{uuid.uuid4().hex[:24]}"
+        self.created = int(time.time())
+
+    def start(self) -> Iterator[dict]:
+        return iter(())
+
+    @abstractmethod
+    def chunk(self, chunk: Chunk) -> Iterator[dict]:
+        """Stream objects for a piece of text."""
+
+    @abstractmethod
+    def final_chunks(self, outcome: Outcome) -> Iterator[dict]:
+        """Stream objects that end the response (finish reason, timings, usage)."""
+
+    @abstractmethod
+    def response(self, outcome: Outcome) -> dict:
+        """The whole non-streamed response."""
+
+
+class ChatFormatter(Formatter):
+    """/v1/chat/completions."""
+
+    def __init__(self, model: str, include_usage: bool):
+        super().__init__(model, "chatcmpl")
+        self.include_usage = include_usage
+
+    def _envelope(self, choices: list, **extra: Any) -> dict:
+        return {
+            "choices": choices,
+            "created": self.created,
+            "id": self.id,
+            "model": self.model,
+            "system_fingerprint": SYSTEM_FINGERPRINT,
+            "object": "chat.completion.chunk",
+            **extra,
+        }
+
+    def start(self) -> Iterator[dict]:
+        yield self._envelope(
+            [{"finish_reason": None, "index": 0, "delta": {"role": "assistant", "content": None}}]
+        )
+
+    def chunk(self, chunk: Chunk) -> Iterator[dict]:
+        if chunk.text:
+            yield self._envelope([{"finish_reason": None, "index": 0, "delta": {"content": chunk.text}}])
+
+    def final_chunks(self, outcome: Outcome) -> Iterator[dict]:
+        if outcome.text:
+            yield self._envelope([{"finish_reason": None, "index": 0, "delta": {"content": outcome.text}}])
+        timings = outcome.timings.to_json()
+        yield self._envelope(
+            [{"finish_reason": outcome.finish_reason, "index": 0, "delta": {}}], timings=timings
+        )
+        if self.include_usage:
+            yield self._envelope([], usage=usage(outcome), timings=timings)
+
+    def response(self, outcome: Outcome) -> dict:
+        message = {"role": "assistant", "content": outcome.content}
+        return {
+            "choices": [{"finish_reason": outcome.finish_reason, "index": 0, "message": message}],
+            "created": self.created,
+            "model": self.model,
+            "system_fingerprint": SYSTEM_FINGERPRINT,
+            "object": "chat.completion",
+            "usage": usage(outcome),
+            "id": self.id,
+            "timings": outcome.timings.to_json(),
+        }
+
+
+class CompletionFormatter(Formatter):
+    """/v1/completions."""
+
+    def __init__(self, model: str, include_usage: bool):
+        super().__init__(model, "cmpl")
+        self.include_usage = include_usage
+
+    def _envelope(self, choices: list, **extra: Any) -> dict:
+        return {
+            "choices": choices,
+            "created": self.created,
+            "id": self.id,
+            "model": self.model,
+            "system_fingerprint": SYSTEM_FINGERPRINT,
+            "object": "text_completion",
+            **extra,
+        }
+
+    @staticmethod
+    def _choice(text: str, finish_reason: str | None) -> dict:
+        return {"text": text, "index": 0, "logprobs": None, "finish_reason": finish_reason}
+
+    def chunk(self, chunk: Chunk) -> Iterator[dict]:
+        if chunk.text:
+            yield self._envelope([self._choice(chunk.text, None)])
+
+    def final_chunks(self, outcome: Outcome) -> Iterator[dict]:
+        timings = outcome.timings.to_json()
+        yield self._envelope([self._choice(outcome.text, outcome.finish_reason)], timings=timings)
+        if self.include_usage:
+            yield self._envelope([], usage=usage(outcome), timings=timings)
+
+    def response(self, outcome: Outcome) -> dict:
+        body = self._envelope(
+            [self._choice(outcome.content, outcome.finish_reason)],
+            usage=usage(outcome),
+            timings=outcome.timings.to_json(),
+        )
+        return body
+
+
+class LlamaFormatter(Formatter):
+    """llama-server's native /completion (streaming sends no [DONE])."""
+
+    stream_done = ""
+
+    def __init__(self, model: str, prompt_text: str, settings: dict, return_tokens: bool):
+        super().__init__(model, "cmpl")
+        self.prompt_text = prompt_text
+        self.settings = settings
+        self.return_tokens = return_tokens
+        self.n_sent = 0
+
+    def chunk(self, chunk: Chunk) -> Iterator[dict]:
+        self.n_sent += len(chunk.ids)
+        yield {
+            "index": 0,
+            "content": chunk.text,
+            "tokens": chunk.ids,
+            "stop": False,
+            "id_slot": -1,
+            "tokens_predicted": self.n_sent,
+        }
+
+    def final_chunks(self, outcome: Outcome) -> Iterator[dict]:
+        body = self.response(outcome)
+        body["content"] = outcome.text
+        body["tokens"] = outcome.ids
+        yield body
+
+    def response(self, outcome: Outcome) -> dict:
+        n_predicted = len(outcome.tokens)
+        return {
+            "index": 0,
+            "content": outcome.content,
+            "tokens": outcome.tokens if self.return_tokens else [],
+            "id_slot": outcome.id_slot,
+            "stop": True,
+            "model": self.model,
+            "tokens_predicted": n_predicted,
+            "tokens_evaluated": outcome.n_prompt,
+            "generation_settings": self.settings,
+            "prompt": self.prompt_text,
+            "has_new_line": "\n" in outcome.content,
+            "truncated": False,
+            "stop_type": outcome.stop_type,
+            "stopping_word": outcome.stopping_word,
+            "tokens_cached": outcome.n_prompt + max(n_predicted - 1, 0),
+            "timings": outcome.timings.to_json(),
+        }

@@ -1,0 +1,144 @@
+"""Prometheus metrics under llama-server's names (`llamacpp:*`), plus the device memory the engine holds.
+
+The scheduler thread updates `ServerStats` when a request finishes and after every engine step (as
+llama-server does on slot release and per decode); `/metrics` renders a consistent copy taken under the lock.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field, replace
+
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
+from vkmtp.spec import SpecStats
+
+
+@dataclass
+class ServerStats:
+    prompt_tokens: int = 0
+    prompt_seconds: float = 0.0
+    tokens_predicted: int = 0
+    tokens_predicted_seconds: float = 0.0
+    n_decode: int = 0  # engine steps
+    n_busy_slots_total: int = 0  # busy slots summed over engine steps
+    n_tokens_max: int = 0  # largest context use seen (prompt + generated)
+    requests_processing: int = 0
+    requests_deferred: int = 0
+    engine_bytes: int = 0
+    spec: SpecStats = field(default_factory=SpecStats)
+
+
+class StatsBook:
+    """Thread-safe holder of the counters."""
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._stats = ServerStats()
+
+    def request_done(
+        self,
+        prompt_n: int,
+        prompt_ms: float,
+        predicted_n: int,
+        predicted_ms: float,
+        n_context: int,
+        spec: SpecStats,
+    ) -> None:
+        with self._lock:
+            s = self._stats
+            s.prompt_tokens += prompt_n
+            s.prompt_seconds += prompt_ms / 1e3
+            s.tokens_predicted += predicted_n
+            s.tokens_predicted_seconds += predicted_ms / 1e3
+            s.n_tokens_max = max(s.n_tokens_max, n_context)
+            s.spec.merge(spec)
+
+    def step_done(self, n_busy: int) -> None:
+        with self._lock:
+            self._stats.n_decode += 1
+            self._stats.n_busy_slots_total += n_busy
+
+    def set_load(self, processing: int, deferred: int) -> None:
+        with self._lock:
+            self._stats.requests_processing = processing
+            self._stats.requests_deferred = deferred
+
+    def set_engine_bytes(self, n_bytes: int) -> None:
+        with self._lock:
+            self._stats.engine_bytes = n_bytes
+
+    def snapshot(self) -> ServerStats:
+        with self._lock:
+            s = self._stats
+            spec = SpecStats()
+            spec.merge(s.spec)
+            return replace(s, spec=spec)
+
+
+class _Collector:
+    def __init__(self, book: StatsBook):
+        self.book = book
+
+    def collect(self):
+        s = self.book.snapshot()
+        counters = [
+            ("prompt_tokens", "Number of prompt tokens processed.", s.prompt_tokens),
+            ("prompt_seconds", "Prompt process time.", s.prompt_seconds),
+            ("tokens_predicted", "Number of generation tokens processed.", s.tokens_predicted),
+            ("tokens_predicted_seconds", "Predict process time.", s.tokens_predicted_seconds),
+            ("n_decode", "Number of engine steps (llama_decode calls).", s.n_decode),
+            ("spec_decode_num_draft_tokens", "Draft tokens proposed.", s.spec.draft_n),
+            ("spec_decode_num_accepted_tokens", "Draft tokens accepted.", s.spec.draft_n_accepted),
+            ("spec_decode_num_drafts", "Verification steps that carried a draft.", s.spec.steps),
+        ]
+        for name, doc, value in counters:
+            yield CounterMetricFamily(f"llamacpp:{name}", doc, value=value)
+        per_pos = CounterMetricFamily(
+            "llamacpp:spec_decode_num_accepted_tokens_per_pos",
+            "Draft tokens accepted at each draft position.",
+            labels=["position"],
+        )
+        for pos in range(len(s.spec.drafted_per_pos)):
+            accepted = s.spec.accepted_per_pos[pos] if pos < len(s.spec.accepted_per_pos) else 0
+            per_pos.add_metric([str(pos)], accepted)
+        yield per_pos
+        gauges = [
+            (
+                "prompt_tokens_seconds",
+                "Average prompt throughput in tokens/s.",
+                s.prompt_tokens / s.prompt_seconds if s.prompt_seconds else 0.0,
+            ),
+            (
+                "predicted_tokens_seconds",
+                "Average generation throughput in tokens/s.",
+                s.tokens_predicted / s.tokens_predicted_seconds if s.tokens_predicted_seconds else 0.0,
+            ),
+            ("n_tokens_max", "Largest observed n_tokens (prompt + generated).", s.n_tokens_max),
+            ("requests_processing", "Number of requests processing.", s.requests_processing),
+            ("requests_deferred", "Number of requests deferred.", s.requests_deferred),
+            (
+                "n_busy_slots_per_decode",
+                "Average number of busy slots per engine step.",
+                s.n_busy_slots_total / s.n_decode if s.n_decode else 0.0,
+            ),
+        ]
+        for name, doc, value in gauges:
+            yield GaugeMetricFamily(f"llamacpp:{name}", doc, value=value)
+        yield GaugeMetricFamily(
+            "vkmtp:engine_allocated_bytes",
+            "Memory the engine holds (device memory for Vulkan; 0 while sleeping).",
+            value=s.engine_bytes,
+        )
+
+
+class Metrics:
+    """One registry per server (tests run several servers in one process)."""
+
+    def __init__(self, book: StatsBook):
+        self.registry = CollectorRegistry(auto_describe=False)
+        self.registry.register(_Collector(book))
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)

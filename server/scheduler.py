@@ -1,0 +1,384 @@
+"""The scheduler: ONE thread owns the engine; HTTP handlers talk to it through jobs and asyncio queues.
+
+The worker loop: take cancellations, admit waiting jobs into free slots, call `engine.step()` while any
+slot is busy, turn each step's new ids into text (stop strings are matched here, so a matching sequence is
+cancelled in the same step and its slot is free at once) and hand the pieces to the job's asyncio queue on
+the event loop's thread. Waiting jobs are bounded; a full queue is a 503. An exception inside the engine fails the
+affected requests with a 500 and the loop goes on: the worker never dies.
+
+Sleep: with `sleep_idle_seconds`, an idle engine is closed (device memory and pipelines freed) and rebuilt by
+the factory when the next job arrives. Monitoring endpoints read only this object, so they never wake it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import itertools
+import logging
+import threading
+import time
+from collections import deque
+from copy import copy
+from dataclasses import dataclass, field
+from typing import AsyncIterator, Callable
+
+from server.errors import SERVER, UNAVAILABLE, ApiError, bad_request, loading, prompt_too_long
+from server.metrics import StatsBook
+from server.text import TextStream
+from vkmtp.engine.api import Engine, PromptTooLongError, Request, Sequence, Timings
+from vkmtp.engine.memory import engine_allocated_bytes
+
+log = logging.getLogger("vkmtp.server")
+
+LOADING, READY, FAILED = "loading", "ready", "failed"
+_task_ids = itertools.count(0)
+
+
+@dataclass
+class Chunk:
+    """New text (possibly empty while a stop string may be forming) and the ids that produced it."""
+
+    text: str
+    ids: list[int]
+
+
+@dataclass
+class Outcome:
+    """The end of a job: the last text delta plus everything a final response reports."""
+
+    text: str
+    ids: list[int]  # ids of the last delta
+    content: str  # the whole generated text
+    tokens: list[int]  # every generated id kept (up to the stop string)
+    stop_type: str  # llama-server: "eos" | "word" | "limit"
+    stopping_word: str
+    timings: Timings
+    n_prompt: int
+    n_cached: int
+    id_slot: int
+
+    @property
+    def finish_reason(self) -> str:
+        return "length" if self.stop_type == "limit" else "stop"
+
+
+@dataclass(eq=False)
+class Job:
+    """One request's generation, shared by its HTTP handler (event loop) and the worker thread."""
+
+    request: Request
+    text: TextStream
+    loop: asyncio.AbstractEventLoop
+    id_task: int = field(default_factory=lambda: next(_task_ids))
+    seq: Sequence | None = None
+    kept: list[int] = field(default_factory=list)
+    cancelled: bool = False
+    finished: bool = False
+
+    def __post_init__(self):
+        self._updates: asyncio.Queue = asyncio.Queue()
+
+    def send(self, item: Chunk | Outcome | ApiError) -> None:
+        """Called by the worker: queue an update on the job's event loop (no-op if the loop is gone)."""
+        if isinstance(item, (Outcome, ApiError)):
+            self.finished = True
+        try:
+            self.loop.call_soon_threadsafe(self._updates.put_nowait, item)
+        except RuntimeError:  # the event loop closed (server shutting down)
+            pass
+
+    async def updates(self) -> AsyncIterator[Chunk | Outcome]:
+        """Chunks, then one Outcome; raises the ApiError if the job failed."""
+        while True:
+            item = await self._updates.get()
+            if isinstance(item, ApiError):
+                raise item
+            yield item
+            if isinstance(item, Outcome):
+                return
+
+    async def result(self) -> Outcome:
+        async for item in self.updates():
+            if isinstance(item, Outcome):
+                return item
+        raise ApiError(500, "the request ended without a result", SERVER)
+
+
+class Scheduler:
+    """Owns the engine in one worker thread; see the module docstring."""
+
+    def __init__(
+        self,
+        factory: Callable[[], Engine],
+        n_slots: int,
+        stats: StatsBook,
+        *,
+        max_queue: int = 64,
+        sleep_idle_seconds: float | None = None,
+        on_load_error: Callable[[str], None] | None = None,
+    ):
+        """on_load_error(message) is called from the worker thread if the first load fails (the CLI exits
+        then, as llama-server does); without it the server stays up and /health reports the failure."""
+        self.factory = factory
+        self.on_load_error = on_load_error
+        self.n_slots = n_slots
+        self.stats = stats
+        self.max_queue = max_queue
+        self.sleep_idle_seconds = sleep_idle_seconds
+        self.state = LOADING
+        self.load_error = ""
+        self.sleeping = False
+        self.n_sleeps = 0
+        self._engine: Engine | None = None
+        self._cv = threading.Condition()
+        self._pending: deque[Job] = deque()
+        self._cancels: list[Job] = []
+        self._active: dict[int, Job] = {}  # seq.id -> job
+        self._stopping = False
+        self._last_activity = time.monotonic()
+        self._thread = threading.Thread(target=self._main, name="vkmtp-engine", daemon=True)
+
+    # ---- called from the event loop ------------------------------------------------------------------------
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self, timeout: float = 30.0) -> None:
+        with self._cv:
+            self._stopping = True
+            self._cv.notify()
+        self._thread.join(timeout)
+
+    def submit(self, job: Job) -> None:
+        if self.state == LOADING:
+            raise loading()
+        if self.state == FAILED:
+            raise ApiError(503, f"the model failed to load: {self.load_error}", UNAVAILABLE)
+        with self._cv:
+            if self._stopping:
+                raise ApiError(503, "the server is shutting down", UNAVAILABLE)
+            if len(self._pending) + len(self._active) >= self.n_slots + self.max_queue:
+                raise ApiError(
+                    503,
+                    f"server busy: {self.n_slots} slots in use and {len(self._pending)} requests "
+                    f"waiting (limit {self.max_queue}); retry later",
+                    UNAVAILABLE,
+                    headers={"Retry-After": "1"},
+                )
+            self._pending.append(job)
+            self._cv.notify()
+
+    def cancel(self, job: Job) -> None:
+        """The client went away: stop the job and free its slot (the worker does it before its next step)."""
+        with self._cv:
+            if job.cancelled or job.finished:
+                return
+            job.cancelled = True
+            self._cancels.append(job)
+            self._cv.notify()
+
+    def active_jobs(self) -> dict[int, Job]:
+        """slot index -> job, for /slots."""
+        with self._cv:
+            return {job.seq.slot: job for job in self._active.values() if job.seq is not None}
+
+    @property
+    def n_waiting(self) -> int:
+        return len(self._pending)
+
+    # ---- the worker thread ---------------------------------------------------------------------------------
+    def _main(self) -> None:
+        try:
+            self._engine = self.factory()
+            self.state = READY
+            self.stats.set_engine_bytes(engine_allocated_bytes(self._engine))
+        except Exception as exc:  # the server stays up and answers 503 with the reason
+            log.exception("loading the model failed")
+            self.load_error = f"{type(exc).__name__}: {exc}"
+            self.state = FAILED
+            if self.on_load_error is not None:
+                self.on_load_error(self.load_error)
+            return
+        self._last_activity = time.monotonic()
+        while True:
+            with self._cv:
+                while not (self._stopping or self._pending or self._cancels or self._active):
+                    timeout = self._time_to_sleep()
+                    if timeout is not None and timeout <= 0:
+                        break
+                    self._cv.wait(timeout)
+                if self._stopping:
+                    break
+                cancels, self._cancels = self._cancels, []
+            try:
+                self._iterate(cancels)
+            except Exception as exc:  # a bug must not kill the worker: fail what was running, go on
+                log.exception("engine step failed")
+                self._fail_active(ApiError(500, f"the engine failed: {type(exc).__name__}: {exc}", SERVER))
+        self._shutdown()
+
+    def _time_to_sleep(self) -> float | None:
+        if self.sleep_idle_seconds is None or self._engine is None:
+            return None
+        return self.sleep_idle_seconds - (time.monotonic() - self._last_activity)
+
+    def _iterate(self, cancels: list[Job]) -> None:
+        for job in cancels:
+            self._drop(job)
+        if not self._pending and not self._active:
+            remaining = self._time_to_sleep()
+            if remaining is not None and remaining <= 0:
+                self._sleep()
+            self._update_load()
+            return
+        self._last_activity = time.monotonic()
+        if self._pending and self._engine is None and not self._wake():
+            return
+        self._admit()
+        if self._active:
+            n_busy = len(self._active)
+            events = self._engine.step()
+            self.stats.step_done(n_busy)
+            for event in events:
+                job = self._active.get(event.seq.id)
+                if job is not None:
+                    self._deliver(job, event.new_ids, event.done)
+        self._update_load()
+
+    def _admit(self) -> None:
+        while len(self._active) < self.n_slots:
+            with self._cv:
+                if not self._pending:
+                    return
+                job = self._pending.popleft()
+            if job.cancelled:
+                continue
+            try:
+                seq = self._engine.submit(job.request)
+            except PromptTooLongError:
+                job.send(prompt_too_long(len(job.request.prompt_ids), self._engine.config.n_ctx))
+                continue
+            except ValueError as exc:
+                job.send(bad_request(str(exc)))
+                continue
+            except Exception as exc:  # refused for another reason: the job must still get an answer
+                log.exception("engine.submit failed")
+                job.send(ApiError(500, f"the engine failed: {type(exc).__name__}: {exc}", SERVER))
+                continue
+            job.seq = seq
+            with self._cv:
+                self._active[seq.id] = job
+
+    def _deliver(self, job: Job, new_ids: list[int], done: bool) -> None:
+        kept = []
+        for token in new_ids:
+            kept.append(token)
+            if job.text.push(token):
+                job.kept.extend(kept)
+                if not done:
+                    self._engine.cancel(job.seq)
+                self._finish(job, kept, "word")
+                return
+        job.kept.extend(kept)
+        if done:
+            self._finish(job, kept, "eos" if job.seq.stop_reason == "eos" else "limit")
+        else:
+            delta = job.text.take()
+            if delta or kept:
+                job.send(Chunk(delta, kept))
+
+    def _finish(self, job: Job, last_ids: list[int], stop_type: str) -> None:
+        seq = job.seq
+        job.text.finish()
+        timings = copy(seq.timings)
+        timings.predicted_n = len(job.kept)
+        self._record(job)
+        job.send(
+            Outcome(
+                job.text.take(final=True),
+                last_ids,
+                job.text.text,
+                list(job.kept),
+                stop_type,
+                job.text.stop_word or "",
+                timings,
+                len(job.request.prompt_ids),
+                timings.cache_n,
+                seq.slot,
+            )
+        )
+
+    def _record(self, job: Job) -> None:
+        seq = job.seq
+        with self._cv:
+            self._active.pop(seq.id, None)
+        t = seq.timings
+        self.stats.request_done(
+            t.prompt_n,
+            t.prompt_ms,
+            len(job.kept),
+            t.predicted_ms,
+            len(job.request.prompt_ids) + len(seq.generated),
+            seq.spec,
+        )
+
+    def _drop(self, job: Job) -> None:
+        """A cancelled job: out of the queue, or out of its slot."""
+        with self._cv:
+            if job in self._pending:
+                self._pending.remove(job)
+                return
+        if job.seq is not None and job.seq.id in self._active:
+            self._engine.cancel(job.seq)
+            self._record(job)
+        job.finished = True
+
+    def _fail_active(self, error: ApiError) -> None:
+        for job in list(self._active.values()):
+            try:
+                self._engine.cancel(job.seq)
+            except Exception:
+                log.exception("cancelling a failed sequence")
+            with self._cv:
+                self._active.pop(job.seq.id, None)
+            job.send(error)
+
+    def _sleep(self) -> None:
+        engine, self._engine = self._engine, None
+        engine.close()
+        del engine
+        gc.collect()
+        self.stats.set_engine_bytes(0)
+        self.n_sleeps += 1
+        self.sleeping = True
+        log.info("idle for %.1f s: engine closed (sleeping)", self.sleep_idle_seconds)
+
+    def _wake(self) -> bool:
+        try:
+            self._engine = self.factory()
+        except Exception as exc:
+            log.exception("rebuilding the engine failed")
+            error = ApiError(503, f"could not wake the model: {type(exc).__name__}: {exc}", UNAVAILABLE)
+            with self._cv:
+                waiting, self._pending = list(self._pending), deque()
+            for job in waiting:
+                job.send(error)
+            return False
+        self.sleeping = False
+        log.info("engine rebuilt (awake)")
+        return True
+
+    def _update_load(self) -> None:
+        self.stats.set_load(len(self._active), len(self._pending))
+        self.stats.set_engine_bytes(engine_allocated_bytes(self._engine))
+
+    def _shutdown(self) -> None:
+        error = ApiError(503, "the server is shutting down", UNAVAILABLE)
+        with self._cv:
+            waiting, self._pending = list(self._pending), deque()
+        for job in waiting:
+            job.send(error)
+        if self._engine is not None:
+            self._fail_active(error)
+            self._engine.close()
+            self._engine = None

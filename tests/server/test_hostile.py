@@ -1,0 +1,184 @@
+"""Malformed and hostile requests: each gets a clear 4xx in OpenAI's error shape; the server keeps serving."""
+
+from __future__ import annotations
+
+import time
+
+import httpx
+import pytest
+
+from tests.server.live_server import LiveServer, server_config
+from vkmtp.engine.reference import ReferenceEngine
+
+CHAT = "/v1/chat/completions"
+OK_MESSAGES = [{"role": "user", "content": "hi"}]
+
+# (name, path, body: dict -> JSON | bytes -> raw, expected status, words the message must contain)
+CASES = [
+    ("bad JSON", CHAT, b'{"messages": [', 400, "invalid JSON"),
+    ("JSON array body", CHAT, b"[1, 2, 3]", 400, "must be a JSON object"),
+    ("empty body", CHAT, b"", 400, "empty"),
+    ("invalid UTF-8", CHAT, b'{"messages": [{"role": "user", "content": "\xff\xfe"}]}', 400, "UTF-8"),
+    (
+        "NaN temperature",
+        CHAT,
+        b'{"messages": [{"role": "user", "content": "x"}], "temperature": NaN}',
+        400,
+        "NaN",
+    ),
+    ("deeply nested JSON", CHAT, b"[" * 100_000 + b"]" * 100_000, 400, "nested too deeply"),
+    ("messages missing", CHAT, {"max_tokens": 3}, 400, "messages: field required"),
+    ("messages not a list", CHAT, {"messages": "hello"}, 400, "messages"),
+    ("message without role", CHAT, {"messages": [{"content": "x"}]}, 400, "messages[0]"),
+    (
+        "image content part",
+        CHAT,
+        {"messages": [{"role": "user", "content": [{"type": "image_url"}]}]},
+        400,
+        "image_url",
+    ),
+    ("max_tokens as string", CHAT, {"messages": OK_MESSAGES, "max_tokens": "10"}, 400, "max_tokens"),
+    ("max_tokens huge", CHAT, {"messages": OK_MESSAGES, "max_tokens": 10**12}, 400, "max_tokens"),
+    ("max_tokens negative", CHAT, {"messages": OK_MESSAGES, "max_tokens": -5}, 400, "max_tokens"),
+    ("temperature negative", CHAT, {"messages": OK_MESSAGES, "temperature": -1}, 400, "temperature"),
+    ("top_p above 1", CHAT, {"messages": OK_MESSAGES, "top_p": 1.5}, 400, "top_p"),
+    ("seed below -1", CHAT, {"messages": OK_MESSAGES, "seed": -2}, 400, "seed"),
+    ("stream not a bool", CHAT, {"messages": OK_MESSAGES, "stream": "yes"}, 400, "stream"),
+    ("stop not strings", CHAT, {"messages": OK_MESSAGES, "stop": 5}, 400, "stop"),
+    ("n above 1", CHAT, {"messages": OK_MESSAGES, "n": 2}, 400, "n:"),
+    ("logprobs", CHAT, {"messages": OK_MESSAGES, "logprobs": True}, 400, "logprobs"),
+    (
+        "json response format",
+        CHAT,
+        {"messages": OK_MESSAGES, "response_format": {"type": "json_object"}},
+        400,
+        "response_format",
+    ),
+    (
+        "reserved template kwarg",
+        CHAT,
+        {"messages": OK_MESSAGES, "chat_template_kwargs": {"messages": []}},
+        400,
+        "chat_template_kwargs.messages",
+    ),
+    ("lone surrogate", CHAT, b'{"messages": [{"role": "user", "content": "\\ud800"}]}', 400, "tokenize"),
+    ("prompt too long", "/v1/completions", {"prompt": "word " * 2000, "max_tokens": 2}, 400, "context size"),
+    ("several prompts", "/v1/completions", {"prompt": ["a", "b"]}, 400, "one prompt"),
+    ("echo", "/v1/completions", {"prompt": "a", "echo": True}, 400, "echo"),
+    ("token id out of range", "/completion", {"prompt": [1, 99999]}, 400, "prompt[1]"),
+    ("prompt as object", "/completion", {"prompt": {"text": "x"}}, 400, "prompt"),
+    ("empty token prompt", "/completion", {"prompt": []}, 400, "prompt"),
+    ("n_predict float", "/completion", {"prompt": "a", "n_predict": 1.5}, 400, "n_predict"),
+    ("n_probs", "/completion", {"prompt": "a", "n_probs": 5}, 400, "n_probs"),
+    ("detokenize negative id", "/detokenize", {"tokens": [3, -1]}, 400, "tokens[1]"),
+    ("detokenize strings", "/detokenize", {"tokens": ["a"]}, 400, "tokens.0"),
+    ("tokenize a number", "/tokenize", {"content": 5}, 400, "content"),
+    ("body over the limit", CHAT, b'{"messages": "' + b"x" * 300_000 + b'"}', 413, "limit"),
+]
+
+
+def check_error(r: httpx.Response, status: int, words: str) -> None:
+    assert r.status_code == status, r.text
+    error = r.json()["error"]
+    assert error["code"] == status and isinstance(error["type"], str)
+    assert words in error["message"], error["message"]
+    assert "Traceback" not in r.text
+
+
+@pytest.mark.parametrize("name,path,body,status,words", CASES, ids=[c[0] for c in CASES])
+def test_hostile_request_gets_a_clear_4xx(plain_server, name, path, body, status, words):
+    url = path
+    if isinstance(body, bytes):
+        r = plain_server.http.post(url, content=body, headers={"Content-Type": "application/json"})
+    else:
+        r = plain_server.http.post(url, json=body)
+    check_error(r, status, words)
+
+
+def test_prompt_too_long_has_llama_server_fields(plain_server):
+    r = plain_server.http.post("/completion", json={"prompt": "word " * 2000})
+    error = r.json()["error"]
+    assert error["type"] == "exceed_context_size_error" and error["n_ctx"] == 256
+    assert error["n_prompt_tokens"] > 256
+
+
+def test_unknown_route_and_wrong_method(plain_server):
+    check_error(plain_server.http.get("/v2/nothing"), 404, "File Not Found")
+    assert plain_server.http.get("/v2/nothing").json()["error"]["type"] == "not_found_error"
+    check_error(plain_server.http.get(CHAT), 405, "not allowed")
+
+
+def test_unknown_model_name_is_accepted_like_llama_server(plain_server):
+    """One model per server, as llama-server without a router: the `model` field is echoed, not checked."""
+    r = plain_server.http.post(CHAT, json={"model": "gpt-4o", "messages": OK_MESSAGES, "max_tokens": 2})
+    assert r.status_code == 200 and r.json()["model"] == "gpt-4o"
+
+
+def test_server_still_serves_after_the_abuse(plain_server):
+    for _, path, body, _, _ in CASES:  # all of them again, back to back
+        if isinstance(body, bytes):
+            plain_server.http.post(path, content=body)
+        else:
+            plain_server.http.post(path, json=body)
+    r = plain_server.http.post(CHAT, json={"messages": OK_MESSAGES, "max_tokens": 3})
+    assert r.status_code == 200 and r.json()["usage"]["completion_tokens"] == 3
+    assert plain_server.http.get("/health").json() == {"status": "ok"}
+    assert plain_server.ctx.scheduler._thread.is_alive()
+
+
+def test_api_key(tiny_model):
+    srv = LiveServer(server_config(api_key="s3cret"), tiny_model).start()
+    try:
+        body = {"messages": OK_MESSAGES, "max_tokens": 2}
+        check_error(srv.http.post(CHAT, json=body), 401, "Invalid API Key")
+        check_error(
+            srv.http.post(CHAT, json=body, headers={"Authorization": "Bearer wrong"}), 401, "Invalid API Key"
+        )
+        check_error(srv.http.post(CHAT, json=body, headers={"Authorization": "s3cret"}), 401, "API Key")
+        assert srv.http.post(CHAT, json=body, headers={"Authorization": "Bearer s3cret"}).status_code == 200
+        assert srv.http.post(CHAT, json=body, headers={"X-Api-Key": "s3cret"}).status_code == 200
+        check_error(srv.http.get("/metrics"), 401, "API Key")
+        check_error(srv.http.get("/props"), 401, "API Key")
+        assert srv.http.get("/health").status_code == 200  # public, as in llama-server
+        assert srv.http.get("/v1/models").status_code == 200
+        assert srv.http.post("/tokenize", json={"content": "a"}).status_code == 401
+    finally:
+        srv.stop()
+
+
+class _BrokenStepEngine(ReferenceEngine):
+    """Raises inside step() whenever a sequence's prompt contains token 7: a bug in the engine."""
+
+    def step(self):
+        if any(s.run is not None and 7 in s.run.prompt for s in self.slots):
+            raise RuntimeError("injected engine failure")
+        return super().step()
+
+
+def test_engine_failure_is_a_500_without_traceback_and_the_worker_goes_on(tiny_model):
+    config = server_config()
+    srv = LiveServer(config, tiny_model, factory=lambda: _BrokenStepEngine(tiny_model, config.engine)).start()
+    try:
+        r = srv.http.post("/completion", json={"prompt": [1, 7, 3], "n_predict": 3})
+        assert r.status_code == 500 and r.json()["error"]["type"] == "server_error"
+        assert "injected engine failure" in r.json()["error"]["message"] and "Traceback" not in r.text
+        ok = srv.http.post("/completion", json={"prompt": [1, 2, 3], "n_predict": 3})
+        assert ok.status_code == 200 and ok.json()["tokens_predicted"] == 3
+        assert all(not s["is_processing"] for s in srv.http.get("/slots").json())
+    finally:
+        srv.stop()
+
+
+def test_failed_load_is_reported_by_health(tiny_model):
+    def factory():
+        raise ValueError("no such device")
+
+    srv = LiveServer(server_config(), tiny_model, factory=factory).start(wait_ready=False)
+    try:
+        deadline = time.monotonic() + 10
+        while srv.ctx.scheduler.state == "loading" and time.monotonic() < deadline:
+            time.sleep(0.01)
+        check_error(srv.http.get("/health"), 503, "the model failed to load: ValueError: no such device")
+        check_error(srv.http.post("/completion", json={"prompt": "a"}), 503, "no such device")
+    finally:
+        srv.stop()
