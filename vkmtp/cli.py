@@ -102,6 +102,68 @@ def cmd_chat(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_generate(args: argparse.Namespace) -> int:
+    """Generate from a prompt, streaming text; --json prints token ids, text, timings and MTP statistics."""
+    import json
+    import time
+
+    from vkmtp.chat import ChatTemplate
+    from vkmtp.engine.api import Request
+    from vkmtp.engine.factory import load_engine
+    from vkmtp.gguf import open_gguf
+    from vkmtp.tokenizer import StreamDecoder, Tokenizer
+
+    path = _model_path(args)
+    gguf = open_gguf(path)
+    tokenizer = Tokenizer.from_gguf(gguf)
+    prompt = args.prompt
+    if args.chat:
+        template = ChatTemplate.from_metadata(gguf.metadata, tokenizer)
+        prompt = template.render([{"role": "user", "content": prompt}])
+    ids = tokenizer.encode(prompt, add_special=True, parse_special=True)
+    config = _engine_config(args)
+    if args.spec_synth_rate is not None:
+        from dataclasses import replace
+
+        config = replace(config, spec=replace(config.spec, synthetic_accept=args.spec_synth_rate))
+    t0 = time.perf_counter()
+    engine = load_engine(path, config, args.backend, progress=not args.json)
+    load_s = time.perf_counter() - t0
+    stream = StreamDecoder(tokenizer)
+    out: list[int] = []
+    seq = None
+    try:
+        if not args.json:
+            sys.stdout.write(prompt)
+            sys.stdout.flush()
+        request = Request(ids, _sampling_defaults(args), max_tokens=args.n_predict,
+                          stop_ids=frozenset() if args.ignore_eos else tokenizer.eog_ids)
+        for ev in engine.generate(request):
+            seq = ev.seq
+            out += ev.new_ids
+            if not args.json:
+                sys.stdout.write("".join(stream.push(t) for t in ev.new_ids))
+                sys.stdout.flush()
+    finally:
+        engine.close()
+    tail = stream.flush()
+    text = tokenizer.decode(out, render_special=False)
+    t = seq.timings.to_json()
+    if args.json:
+        print(json.dumps({"model": path, "backend": args.backend, "prompt_tokens": ids, "tokens": out,
+                          "text": text, "stop_reason": seq.stop_reason, "load_seconds": load_s, "timings": t,
+                          "speculative": seq.spec.to_dict() if config.spec.enabled else None}, indent=1))
+        return 0
+    sys.stdout.write(tail + "\n")
+    mtp = ""
+    if seq.spec.draft_n:
+        mtp = (f", MTP: {seq.spec.draft_n_accepted}/{seq.spec.draft_n} drafts accepted "
+               f"({100 * seq.spec.acceptance:.1f}%), {seq.spec.mean_accepted_length:.2f} tokens per step")
+    print(f"\n[{args.backend}] prompt {t['prompt_n']} tokens at {t['prompt_per_second']:.1f} tok/s, "
+          f"generated {t['predicted_n']} at {t['predicted_per_second']:.1f} tok/s{mtp}", file=sys.stderr)
+    return 0
+
+
 def _add_model_flags(p: argparse.ArgumentParser) -> None:
     """Flags shared by serve and chat, named as llama-server names them."""
     p.add_argument("-m", "--model", default=None, help="GGUF file (default: the demo model in models/)")
@@ -131,6 +193,17 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("devices", help="list Vulkan devices and the one vkmtp would use")
     p.add_argument("--device", default=None, help="device index (default: best found)")
     p.set_defaults(func=cmd_devices)
+
+    p = sub.add_parser("generate", help="generate text from a prompt (MTP on by default)")
+    _add_model_flags(p)
+    p.add_argument("-p", "--prompt", required=True)
+    p.add_argument("-n", "--n-predict", type=int, default=128, help="tokens to generate (-1: until the context)")
+    p.add_argument("--chat", action="store_true", help="apply the model's chat template to the prompt")
+    p.add_argument("--ignore-eos", action="store_true")
+    p.add_argument("--json", action="store_true", help="print token ids, text and timings as one JSON object")
+    p.add_argument("--spec-synth-rate", type=float, default=None,
+                   help="BENCHMARK MODE: accept each draft with this probability (output is not the model's)")
+    p.set_defaults(func=cmd_generate, parallel=1)
 
     p = sub.add_parser("info", help="architecture, sizes, quant mix, MTP and the memory plan of a GGUF")
     p.add_argument("model", help="path to a .gguf file")
