@@ -53,7 +53,7 @@ def _engine_config(args: argparse.Namespace):
         raise ValueError(f"-ctk {args.cache_type_k} and -ctv {args.cache_type_v} differ; vkmtp keeps K and V "
                          f"in one type")
     spec = SpecConfig(enabled=not args.no_mtp, n_max=args.spec_draft_n_max, n_min=args.spec_draft_n_min,
-                      p_min=args.spec_draft_p_min)
+                      p_min=args.spec_draft_p_min, adaptive=args.spec_draft_adaptive)
     return EngineConfig(n_ctx=args.ctx_size, n_slots=args.parallel, ubatch=args.ubatch_size,
                         kv_type=args.cache_type_k, device=args.device, spec=spec)
 
@@ -178,6 +178,8 @@ def _add_model_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--spec-draft-n-max", type=int, default=3, help="draft tokens per step (1..7)")
     p.add_argument("--spec-draft-n-min", type=int, default=0, help="shorter drafts are dropped")
     p.add_argument("--spec-draft-p-min", type=float, default=0.0, help="stop drafting below this probability")
+    p.add_argument("--spec-draft-adaptive", action="store_true",
+                   help="choose the draft depth (0..n-max) per step from observed acceptance and step cost")
     p.add_argument("--temp", type=float, default=0.8)
     p.add_argument("--top-k", type=int, default=40)
     p.add_argument("--top-p", type=float, default=0.95)

@@ -36,7 +36,7 @@ def engines(device):
     made = {}
 
     def get(path: str, mtp: bool, **kw) -> VulkanEngine:
-        spec = SpecConfig(enabled=mtp, **{k: kw.pop(k) for k in list(kw) if k in ("n_max", "p_min")})
+        spec = SpecConfig(enabled=mtp, **{k: kw.pop(k) for k in list(kw) if k in ("n_max", "p_min", "adaptive")})
         key = (path, mtp, spec, tuple(sorted(kw.items())))
         if key not in made:
             cfg = EngineConfig(n_ctx=kw.pop("n_ctx", 256), n_slots=kw.pop("n_slots", 1), ubatch=kw.pop("ubatch", 8),
@@ -184,3 +184,12 @@ def test_out_of_memory_is_a_clear_error_before_any_allocation(fixture_models):
     assert "needs" in msg and "GiB" in msg and "--ctx-size" in msg and "KV cache" in msg
     assert dev.allocated_bytes == 0
     dev.destroy()
+
+
+def test_adaptive_depth_keeps_greedy_output(fixture_models, engines):
+    path = fixture_models("aligned", "f32")
+    plain, _ = run(engines(path, mtp=False), PROMPT, 48)
+    eng = engines(path, mtp=True, n_max=3, adaptive=True)
+    got, seq = run(eng, PROMPT, 48)
+    assert got == plain
+    assert set(eng.adaptive.cost) == {0, 1, 2, 3}   # every depth was measured

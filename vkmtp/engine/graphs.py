@@ -56,12 +56,13 @@ class GraphContext:
             self.fwd.ops.argmax.record(rec, Strided.rows(logits.sub(0, 4 * n_out * v), v), ids, n_out, v,
                                        act.argmax_scratch)
 
-    def rollback(self, rec: Recorder, select: View, n_seq: int) -> None:
-        """Live conv/GDN states <- the snapshots chosen by `select` ({slot, snapshot index} pairs)."""
+    def rollback(self, rec: Recorder, select: View, n_seq: int, n_snap: int) -> None:
+        """Live conv/GDN states <- the snapshots chosen by `select` ({slot, snapshot index} pairs); the step
+        wrote n_snap snapshots per slot (its verify rows per sequence)."""
         st = self.state
         for snaps, live, words in ((st.conv_snap, st.conv, st.conv_words), (st.ssm_snap, st.ssm, st.ssm_words)):
             for gs, gl in zip(snaps.groups, live.groups):
-                self.select.record(rec, select, n_seq, gs.view, gl.view, words, st.n_slots_total, st.n_snap,
+                self.select.record(rec, select, n_seq, gs.view, gl.view, words, st.n_slots_total, n_snap,
                                    n_groups=gs.count, snap_group_stride=gs.stride_words,
                                    live_group_stride=gl.stride_words)
 
@@ -179,14 +180,15 @@ class SpecGraph:
                                        io.view("hidden_select"), S, K,
                                        uniforms=io.view("uniforms") if synthetic_rate > 0 else None,
                                        synthetic_rate=synthetic_rate)
-            record_commit(ctx, rec, S, R)
+            record_commit(ctx, rec, S, V)
         self.rec = rec.finish()
 
 
-def record_commit(ctx: GraphContext, rec: Recorder, S: int, R: int) -> None:
+def record_commit(ctx: GraphContext, rec: Recorder, S: int, V: int) -> None:
     """Roll states back to the accepted snapshot and set each slot's pending hidden to its accepted row."""
     io = ctx.io
-    ctx.rollback(rec, io.view("select", 0, 2 * S), S)
+    R = S * V
+    ctx.rollback(rec, io.view("select", 0, 2 * S), S, V)
     ctx.copy_rows(rec, io.view("hidden_select", 0, 2 * S), S, ctx.hn.sub(0, R * 4 * ctx.cfg.n_embd),
                   ctx.state.pending_h, R, ctx.state.n_slots_total)
 
@@ -196,5 +198,5 @@ class CommitGraph:
 
     def __init__(self, ctx: GraphContext, S: int, K: int):
         rec = ctx.device.recorder()
-        record_commit(ctx, rec, S, S * (K + 1))
+        record_commit(ctx, rec, S, K + 1)
         self.rec = rec.finish()

@@ -27,6 +27,7 @@ from vkmtp.model.memory import mtp_only_specs, plan_memory
 from vkmtp.model.placement import WeightPlan
 from vkmtp.model.weights import validate
 from vkmtp.sampling import Sampler
+from vkmtp.spec.adaptive import AdaptiveDepth
 from vkmtp.spec.verifier import verify_sampled
 
 PREFILL_BUCKETS = (8, 32, 128)   # prompt chunks are padded (to the sink slot) up to one of these or ubatch
@@ -86,6 +87,7 @@ class VulkanEngine(Engine):
         self._graphs: dict[tuple, object] = {}
         self.slots = [Slot(i) for i in range(S)]
         self._synth_rng = np.random.default_rng(1234)
+        self.adaptive = AdaptiveDepth(self.K) if self.use_mtp and spec.adaptive else None
         self.host_bytes_written = 0   # host -> device bytes of step inputs (records, row pairs, uniforms)
         self.host_bytes_read = 0      # device -> host bytes of step outputs (token ids, counts, logits)
 
@@ -205,16 +207,19 @@ class VulkanEngine(Engine):
         t0 = time.perf_counter()
         S = len(active)
         greedy = all(s.sampler.params.greedy for s in active)
-        K = self.K
+        K = self.adaptive.choose() if self.adaptive else self.K
         # A sequence with no budget left for drafts still rides along in a batched speculative step (its drafts are
         # not counted); alone it takes the cheaper plain step. Both give the same tokens and statistics.
-        spec = self.use_mtp and all(len(s.tokens) + K + 1 <= self.n_ctx for s in active) \
+        spec = self.use_mtp and K > 0 and all(len(s.tokens) + K + 1 <= self.n_ctx for s in active) \
             and (S > 1 or self._remaining(active[0]) > 1)
+        self._step_accepts: list[tuple[int, int]] = []
         if spec:
-            outs = self._spec_step(active, greedy)
+            outs = self._spec_step(active, greedy, K)
         else:
             outs = self._decode_step(active, greedy)
         dt = 1e3 * (time.perf_counter() - t0)
+        if self.adaptive:
+            self.adaptive.observe(K if spec else 0, dt / 1e3, self._step_accepts)
         events = []
         for slot, out in zip(active, outs):
             slot.seq.timings.predicted_ms += dt
@@ -255,8 +260,8 @@ class VulkanEngine(Engine):
             outs.append([token])
         return outs
 
-    def _spec_step(self, active: list[Slot], greedy: bool) -> list[list[int]]:
-        S, K = len(active), self.K
+    def _spec_step(self, active: list[Slot], greedy: bool, K: int) -> list[list[int]]:
+        S = len(active)
         V = K + 1
         spec_cfg = self.config.spec
         self._write_records(active, V)
@@ -286,7 +291,7 @@ class VulkanEngine(Engine):
             for s, slot in enumerate(active):
                 m = int(accept[s])
                 self.host_bytes_read += 4 * (m + 3)
-                outs.append(self._advance(slot, s, m, [int(t) for t in out_ids[s, : m + 1]], int(n_valid[s])))
+                outs.append(self._advance(slot, s, m, [int(t) for t in out_ids[s, : m + 1]], int(n_valid[s]), K))
             return outs
         # temperature > 0: speculative rejection sampling on the host, then commit on the GPU
         recs = self.io.records()
@@ -299,21 +304,22 @@ class VulkanEngine(Engine):
             out, m = verify_sampled(np.array(drafts[:n_valid], dtype=np.int64), probs, slot.sampler.rng)
             select.append((slot.index, m))
             hidden_select.append((s * V + m, slot.index))
-            outs.append(self._advance(slot, s, m, out, n_valid))
+            outs.append(self._advance(slot, s, m, out, n_valid, K))
         self.io.write_pairs("select", select)
         self.io.write_pairs("hidden_select", hidden_select)
         commit = self._graph(("commit", S, K), lambda: CommitGraph(self.ctx, S, K))
         commit.rec.run()
         return outs
 
-    def _advance(self, slot: Slot, s: int, m: int, out: list[int], n_valid: int) -> list[int]:
+    def _advance(self, slot: Slot, s: int, m: int, out: list[int], n_valid: int, K: int) -> list[int]:
         """Bookkeeping after sequence s's verify accepted m of its n_valid drafts: tokens now in memory, stats.
 
         Counted as llama-server counts: drafts beyond the request's remaining budget (llama.cpp drafts at most
         n_remaining - 1) are not counted as drafted, nor accepted."""
-        V = self.K + 1
+        V = K + 1
         recs = self.io.records()
         drafts = [int(t) for t in recs[s * V + 1: s * V + 1 + m, 0]]
+        self._step_accepts.append((n_valid, m))
         self.host_bytes_read += 4 * m
         slot.tokens.extend([slot.id_last] + drafts)
         req = slot.seq.request
