@@ -1,0 +1,117 @@
+#!/usr/bin/env python3
+"""Decode and prompt speed of the Vulkan engine, with and without MTP, measured in one run.
+
+For each configuration: prompt processing tok/s (prompt of --prompt-tokens), decode tok/s over --tokens
+generated tokens (greedy), tokens per step, acceptance, and the weight bandwidth that decode speed implies
+(bytes of weights read per target forward x forwards per second) as a fraction of the device's measured read
+bandwidth (tools/bench_device.py). Configurations: no MTP; MTP at n-max 1..3 with the model's own drafts;
+and, with --synthetic RATE, MTP with synthetic acceptance (benchmark mode, llama.cpp's --spec-synth-*).
+
+Usage: python tools/bench_engine.py -m MODEL.gguf [--tokens 64] [--prompt-tokens 128] [--synthetic 0.8]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_device import git_commit, read_bandwidth  # noqa: E402
+
+from vkmtp.device import Device  # noqa: E402
+from vkmtp.engine.api import EngineConfig, Request  # noqa: E402
+from vkmtp.engine.vulkan import VulkanEngine  # noqa: E402
+from vkmtp.sampling import SamplingParams  # noqa: E402
+from vkmtp.spec import SpecConfig  # noqa: E402
+
+
+def weight_bytes_per_token(engine: VulkanEngine) -> int:
+    """Weights one target forward reads: every trunk tensor except the embedding table (one row is read)."""
+    table = engine.table
+    total = 0
+    for spec in table.specs():
+        ref = engine.weights.get(spec.name)
+        if ref is None or (table.mtp is not None and spec.name.startswith(f"blk.{engine.cfg.mtp_layer}.")):
+            continue
+        total += ref.row_bytes if spec.name == table.token_embd.name and spec.name != table.output.name \
+            else ref.nbytes
+    return total
+
+
+def run_config(device: Device, model: str, spec: SpecConfig, prompt: list[int], n: int, ctx: int) -> dict:
+    eng = VulkanEngine(model, EngineConfig(n_ctx=ctx, ubatch=min(256, len(prompt)), spec=spec), device=device)
+    greedy = SamplingParams.greedy_params()
+    # warm-up: records every graph this run needs (pipelines compile on first use)
+    for _ in eng.generate(Request(prompt, greedy, max_tokens=min(n, 16), cache_prompt=False)):
+        pass
+    seq = None
+    t0 = time.perf_counter()
+    for ev in eng.generate(Request(prompt, greedy, max_tokens=n, cache_prompt=False)):
+        seq = ev.seq
+    wall = time.perf_counter() - t0
+    t = seq.timings
+    forwards = seq.spec.steps + (t.predicted_n - 1 - seq.spec.steps - seq.spec.draft_n_accepted)
+    out = {"mtp": spec.enabled, "n_max": spec.n_max if spec.enabled else 0,
+           "synthetic": spec.synthetic_accept, "prompt_tok_s": 1e3 * t.prompt_n / t.prompt_ms,
+           "decode_tok_s": 1e3 * (t.predicted_n - 1) / t.predicted_ms if t.predicted_n > 1 else 0.0,
+           "tokens": t.predicted_n, "wall_s": wall, "draft_n": t.draft_n, "accepted": t.draft_n_accepted,
+           "tokens_per_step": (t.predicted_n - 1) / max(forwards, 1),
+           "weight_bytes": weight_bytes_per_token(eng), "target_forwards": forwards}
+    out["forwards_per_s"] = forwards / (t.predicted_ms / 1e3) if t.predicted_ms else 0.0
+    eng.close()
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("-m", "--model", required=True)
+    ap.add_argument("--device", default=None)
+    ap.add_argument("--tokens", type=int, default=64)
+    ap.add_argument("--prompt-tokens", type=int, default=128)
+    ap.add_argument("--n-max", type=int, nargs="*", default=[1, 2, 3])
+    ap.add_argument("--synthetic", type=float, default=None)
+    ap.add_argument("--json", action="store_true")
+    args = ap.parse_args()
+    device = Device(args.device)
+    bw = read_bandwidth(device, min(device.info.max_storage_buffer_range, 256 << 20))["gb_per_s"] * 1e9
+    rng = np.random.default_rng(0)
+    from vkmtp.gguf import open_gguf
+    from vkmtp.model.config import ModelConfig
+
+    n_vocab = ModelConfig.from_gguf(open_gguf(args.model)).n_vocab
+    prompt = [int(t) for t in rng.integers(0, n_vocab, args.prompt_tokens)]
+    ctx = args.prompt_tokens + args.tokens + 16
+    configs = [SpecConfig(enabled=False)] + [SpecConfig(n_max=k) for k in args.n_max]
+    if args.synthetic is not None:
+        configs += [SpecConfig(n_max=k, synthetic_accept=args.synthetic) for k in args.n_max]
+    rows = [run_config(device, args.model, c, prompt, args.tokens, ctx) for c in configs]
+    base = rows[0]
+    for r in rows:
+        r["decode_vs_no_mtp"] = r["decode_tok_s"] / base["decode_tok_s"]
+        r["prompt_vs_no_mtp"] = r["prompt_tok_s"] / base["prompt_tok_s"]
+        r["bandwidth_fraction"] = r["forwards_per_s"] * r["weight_bytes"] / bw
+    meta = {"model": args.model, "device": device.info.name, "driver": device.info.driver_info,
+            "read_gb_s": bw / 1e9, "commit": git_commit()}
+    device.destroy()
+    if args.json:
+        print(json.dumps({"meta": meta, "rows": rows}, indent=1))
+        return
+    print(f"model {meta['model']} on {meta['device']} ({meta['driver']}), read bandwidth {bw / 1e9:.2f} GB/s, "
+          f"commit {meta['commit']}; {args.prompt_tokens}-token prompt, {args.tokens} generated, greedy")
+    print(f"{'config':<24}{'prompt tok/s':>13}{'vs off':>8}{'decode tok/s':>14}{'vs off':>8}{'tok/step':>10}"
+          f"{'accepted':>10}{'BW frac':>9}")
+    for r in rows:
+        name = "no MTP" if not r["mtp"] else f"MTP n-max {r['n_max']}" + (
+            f" synth {r['synthetic']}" if r["synthetic"] is not None else "")
+        acc = f"{r['accepted']}/{r['draft_n']}" if r["mtp"] else "-"
+        print(f"{name:<24}{r['prompt_tok_s']:>13.1f}{r['prompt_vs_no_mtp']:>8.2f}{r['decode_tok_s']:>14.1f}"
+              f"{r['decode_vs_no_mtp']:>8.2f}{r['tokens_per_step']:>10.2f}{acc:>10}{r['bandwidth_fraction']:>9.3f}")
+
+
+if __name__ == "__main__":
+    main()
