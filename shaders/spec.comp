@@ -7,7 +7,8 @@
 //                   p_top1 = 1 / sum_j exp(topv[s*n_top + j] - topv[s*n_top]) over the draft's top-n_top logits
 //                   (llama.cpp: softmax over the top-10 candidates); tok becomes verify record s*V + i + 1 and,
 //                   when i + 1 < K, draft record (i+1, s).
-// MODE_ACCEPT       for each sequence s: m = number of leading drafts that are valid and equal the target's
+// MODE_ACCEPT       for each sequence s (drafts shorter than n_min are dropped: nothing valid, m = 0):
+//                   m = number of leading drafts that are valid and equal the target's
 //                   argmax of the row before them (synthetic benchmark mode instead: u[s*K + j] < rate);
 //                   out[s*V + j] = token of row j for j <= m (a draft for j < m, the target's token at m);
 //                   accept[s] = m, n_valid[s] = number of valid drafts, sel[s] = {seq slot, m} (the snapshot
@@ -24,7 +25,7 @@
 // Push constants (word offsets into the bound buffers; records are 4 words, see tokens.glsl):
 //   DRAFT_TOKEN: ids_off, topv_off, valid_off, vrec_off, drec_next_off, n_seq, K, i, n_top, p_min (f32)
 //   ACCEPT:      vids_off, valid_off, vrec_off, out_off, accept_off, nvalid_off, u_off, n_seq, K, rate (f32),
-//                sel_off, hsel_off
+//                sel_off, hsel_off, n_min
 //   COPY_ROWS:   pairs_off, src_off, dst_off, n_rows, width
 // Spec constants: 0 BLOCK_SIZE
 // Dispatch: DRAFT_TOKEN / ACCEPT: ceil(n_seq / BLOCK_SIZE) x 1 x 1; COPY_ROWS: ceil(width / BLOCK_SIZE) x n_rows x 1
@@ -65,7 +66,7 @@ void main() {
 #elif defined(MODE_ACCEPT)
 layout(push_constant) uniform Push {
     uint vids_off; uint valid_off; uint vrec_off; uint out_off; uint accept_off; uint nvalid_off; uint u_off;
-    uint n_seq; uint K; uint rate_bits; uint sel_off; uint hsel_off;
+    uint n_seq; uint K; uint rate_bits; uint sel_off; uint hsel_off; uint n_min;
 } p;
 
 void main() {
@@ -73,12 +74,15 @@ void main() {
     if (s >= p.n_seq) return;
     uint V = p.K + 1u;
     float rate = uintBitsToFloat(p.rate_bits);
-    uint m = 0u;
-    bool go = true;
     uint n_valid = 0u;
     for (uint j = 0u; j < p.K; j++) {
-        bool valid = step_words[p.valid_off + s * p.K + j] != 0u;
-        if (valid) n_valid++;
+        if (step_words[p.valid_off + s * p.K + j] != 0u) n_valid++;
+    }
+    if (n_valid < p.n_min) n_valid = 0u;
+    uint m = 0u;
+    bool go = true;
+    for (uint j = 0u; j < p.K; j++) {
+        bool valid = j < n_valid;
         uint draft = step_words[p.vrec_off + TOK_ID(s * V + j + 1u)];
         bool ok = rate > 0.0 ? (uintBitsToFloat(data_words[p.u_off + s * p.K + j]) < rate)
                              : (step_words[p.vids_off + s * V + j] == draft);

@@ -36,7 +36,8 @@ def engines(device):
     made = {}
 
     def get(path: str, mtp: bool, **kw) -> VulkanEngine:
-        spec = SpecConfig(enabled=mtp, **{k: kw.pop(k) for k in list(kw) if k in ("n_max", "p_min", "adaptive")})
+        spec = SpecConfig(enabled=mtp, **{k: kw.pop(k) for k in list(kw) if k in ("n_max", "p_min", "n_min", "adaptive",
+                                                                         "synthetic_accept")})
         key = (path, mtp, spec, tuple(sorted(kw.items())))
         if key not in made:
             cfg = EngineConfig(n_ctx=kw.pop("n_ctx", 256), n_slots=kw.pop("n_slots", 1), ubatch=kw.pop("ubatch", 8),
@@ -193,3 +194,32 @@ def test_adaptive_depth_keeps_greedy_output(fixture_models, engines):
     got, seq = run(eng, PROMPT, 48)
     assert got == plain
     assert set(eng.adaptive.cost) == {0, 1, 2, 3}   # every depth was measured
+
+
+@pytest.mark.parametrize("p_min,n_min", [(0.3, 0), (0.0, 2)])
+def test_draft_cuts_match_the_reference_loop(fixture_models, engines, p_min, n_min):
+    """--spec-draft-p-min (top-1 probability over the draft's top-10) and --spec-draft-n-min, as llama.cpp."""
+    path = fixture_models("aligned", "f32")
+    ref = generate_mtp(ReferenceModel.from_gguf(path), PROMPT, 48, GREEDY,
+                       draft=MtpDraftParams(n_max=3, p_min=p_min, n_min=n_min))
+    got, seq = run(engines(path, mtp=True, n_max=3, p_min=p_min, n_min=n_min), PROMPT, 48)
+    assert got == list(ref.tokens)
+    assert (seq.spec.draft_n, seq.spec.draft_n_accepted) == (ref.stats.n_drafted, ref.stats.n_accepted)
+
+
+def test_q8_0_kv_cache_keeps_mtp_equal_to_plain(fixture_models, engines):
+    path = fixture_models("aligned", "f32")
+    plain, _ = run(engines(path, mtp=False, kv_type="q8_0"), PROMPT, 40)
+    spec, seq = run(engines(path, mtp=True, n_max=3, kv_type="q8_0"), PROMPT, 40)
+    f16, _ = run(engines(path, mtp=False), PROMPT, 40)
+    assert spec == plain
+    assert sum(a == b for a, b in zip(plain, f16)) >= 30   # Q8_0 keys/values: close to the F16 cache's output
+    assert seq.spec.draft_n_accepted > 0
+
+
+def test_synthetic_acceptance_is_a_benchmark_mode(fixture_models, engines):
+    """Accept each draft with a fixed probability regardless of the model (llama.cpp's --spec-synth-*)."""
+    eng = engines(fixture_models("dense", "f32"), mtp=True, n_max=3, synthetic_accept=0.8)
+    _, seq = run(eng, PROMPT, 64)
+    rate = seq.spec.accepted_per_pos[0] / seq.spec.drafted_per_pos[0]
+    assert 0.55 <= rate <= 0.98   # the random model itself accepts ~0 % of its drafts

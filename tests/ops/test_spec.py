@@ -93,6 +93,31 @@ def test_draft_tokens_and_accept_match_reference(device, n_seq, K, p_min):
     step.buf.destroy()
 
 
+def test_drafts_shorter_than_n_min_are_dropped(device):
+    n_seq, K = 2, 3
+    V = K + 1
+    step = StepBuffer(device, {"vids": n_seq * V, "valid": n_seq * K, "vrec": n_seq * V * 4, "out": n_seq * V,
+                               "accept": n_seq, "nvalid": n_seq, "sel": 2 * n_seq, "hsel": 2 * n_seq})
+    valid = np.array([[1, 0, 0], [1, 1, 0]], np.uint32)   # 1 and 2 valid drafts
+    step.arr("valid")[:] = valid.ravel()
+    vrec = step.arr("vrec").reshape(n_seq, V, 4)
+    vrec[:] = 0
+    vrec[:, 1:, 0] = 5
+    step.arr("vids")[:] = 5                                # the target agrees with every draft
+    rec = device.recorder()
+    SpecOps(device).record_accept(rec, step.view("vids"), step.view("valid"), step.view("vrec"),
+                                  step.view("out"), step.view("accept"), step.view("nvalid"),
+                                  step.view("sel"), step.view("hsel"), n_seq, K, n_min=2)
+    rec.finish()
+    rec.run()
+    np.testing.assert_array_equal(step.arr("accept"), [0, 2])
+    np.testing.assert_array_equal(step.arr("nvalid"), [0, 2])
+    _, acc_ref, nvalid_ref = ref.accept(np.full((n_seq, V), 5, np.uint32), valid, vrec[:, :, 0], n_min=2)
+    np.testing.assert_array_equal(acc_ref, [0, 2])
+    np.testing.assert_array_equal(nvalid_ref, [0, 2])
+    step.buf.destroy()
+
+
 def test_synthetic_acceptance_uses_the_uniforms(device):
     n_seq, K = 2, 3
     V = K + 1

@@ -137,7 +137,8 @@ class SpecGraph:
     sets, ids (verify argmax), accept, out_ids, select, hidden_select (then pending hidden per slot).
     """
 
-    def __init__(self, ctx: GraphContext, S: int, K: int, greedy: bool, p_min: float, synthetic_rate: float):
+    def __init__(self, ctx: GraphContext, S: int, K: int, greedy: bool, p_min: float, synthetic_rate: float,
+                 n_min: int = 0):
         io, fwd, ops = ctx.io, ctx.fwd, ctx.fwd.ops
         cfg = ctx.cfg
         e4, v = 4 * cfg.n_embd, cfg.n_vocab
@@ -179,7 +180,7 @@ class SpecGraph:
                                        io.view("accept"), io.view("n_valid"), io.view("select"),
                                        io.view("hidden_select"), S, K,
                                        uniforms=io.view("uniforms") if synthetic_rate > 0 else None,
-                                       synthetic_rate=synthetic_rate)
+                                       synthetic_rate=synthetic_rate, n_min=n_min)
             record_commit(ctx, rec, S, V)
         self.rec = rec.finish()
 

@@ -280,8 +280,8 @@ class VulkanEngine(Engine):
         if rate > 0:
             self.io.array("uniforms", np.float32)[: S * K] = self._synth_rng.random(S * K)
             self.host_bytes_written += 4 * S * K
-        graph = self._graph(("spec", S, K, greedy, spec_cfg.p_min, rate),
-                            lambda: SpecGraph(self.ctx, S, K, greedy, spec_cfg.p_min, rate))
+        graph = self._graph(("spec", S, K, greedy, spec_cfg.p_min, rate, spec_cfg.n_min),
+                            lambda: SpecGraph(self.ctx, S, K, greedy, spec_cfg.p_min, rate, spec_cfg.n_min))
         graph.rec.run()
         outs = []
         if greedy:
@@ -300,6 +300,8 @@ class VulkanEngine(Engine):
         for s, slot in enumerate(active):
             drafts = [int(t) for t in recs[s * V + 1: s * V + V, 0]]
             n_valid = int(valid[s].astype(bool).sum())
+            if n_valid < spec_cfg.n_min:
+                n_valid = 0
             probs = self._row_probs(slot, drafts[:n_valid], s * V, n_valid + 1)
             out, m = verify_sampled(np.array(drafts[:n_valid], dtype=np.int64), probs, slot.sampler.rng)
             select.append((slot.index, m))

@@ -52,11 +52,12 @@ class SpecOps:
 
     def record_accept(self, rec, verify_ids: View, valid: View, verify_records: View, out_ids: View,
                       accept: View, n_valid: View, select: View, hidden_select: View, n_seq: int, K: int,
-                      uniforms: View | None = None, synthetic_rate: float = 0.0) -> None:
+                      uniforms: View | None = None, synthetic_rate: float = 0.0, n_min: int = 0) -> None:
         """Greedy acceptance (or synthetic, with uniforms [n_seq, K] f32 in the step buffer):
         accept [n_seq] = m, out_ids [n_seq, V] = accepted drafts + the target's token at m,
         select [n_seq] = {seq slot, m} pairs for the state rollback (vkmtp.ops.state_select),
-        hidden_select [n_seq] = {s*V + m, seq slot} pairs for record_copy_rows."""
+        hidden_select [n_seq] = {s*V + m, seq slot} pairs for record_copy_rows. Drafts shorter than n_min are
+        dropped (llama-server's --spec-draft-n-min)."""
         V = K + 1
         u = uniforms if uniforms is not None else verify_ids
         step = verify_ids.buffer
@@ -74,7 +75,7 @@ class SpecOps:
                   _words(hidden_select, 2 * n_seq, "hidden select")]
         push = [verify_ids.word_offset, valid.word_offset, verify_records.word_offset, out_ids.word_offset,
                 accept.word_offset, n_valid.word_offset, u.word_offset, n_seq, K, float(synthetic_rate),
-                select.word_offset, hidden_select.word_offset]
+                select.word_offset, hidden_select.word_offset, n_min]
         rec.dispatch(ShaderKey.make("spec.comp", MODE_ACCEPT=1), [step, step, step], (-(-n_seq // BLOCK), 1, 1),
                      push=push, spec=[BLOCK], reads=reads, writes=writes, label="spec_accept")
 

@@ -150,10 +150,13 @@ def draft_mtp(
     draft: MtpDraftParams,
 ) -> list[int]:
     """Chain the MTP head from (id_last, pending_h) at position mtp_state.n_past; greedy, top-k probability
-    check against p_min. Leaves the draft-time entries in mtp_state (the caller drops them)."""
+    check against p_min. Leaves the draft-time entries in mtp_state (the caller drops them).
+
+    As llama.cpp (qwen35-mtp.md §5.3): draft up to n_max, drop a draft shorter than n_min, then truncate to
+    the context/budget limit n_draft_max."""
     tokens: list[int] = []
     token, h = id_last, pending_h.reshape(1, -1)
-    for _ in range(n_draft_max):
+    for _ in range(draft.n_max):
         logits, hm = model.mtp_forward([token], h, mtp_state)
         top = np.argsort(-logits[0], kind="stable")[: draft.top_k]
         top_logits = logits[0, top].astype(np.float64)
@@ -163,7 +166,7 @@ def draft_mtp(
             break
         tokens.append(int(top[0]))
         token, h = int(top[0]), hm
-    return tokens if len(tokens) >= draft.n_min else []
+    return tokens[:n_draft_max] if len(tokens) >= draft.n_min else []
 
 
 @dataclass

@@ -22,7 +22,8 @@ def draft_token(ids: np.ndarray, valid: np.ndarray, verify_tokens: np.ndarray, n
 
 
 def accept(verify_ids: np.ndarray, valid: np.ndarray, verify_tokens: np.ndarray,
-           uniforms: np.ndarray | None = None, rate: float = 0.0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+           uniforms: np.ndarray | None = None, rate: float = 0.0,
+           n_min: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """verify_ids [S, V]; valid [S, K]; verify_tokens [S, V] (row 0 = last token, rows 1.. = drafts).
     Returns out_ids [S, V] (only the first m+1 meaningful), accept [S], n_valid [S]."""
     S, V = verify_ids.shape
@@ -30,9 +31,10 @@ def accept(verify_ids: np.ndarray, valid: np.ndarray, verify_tokens: np.ndarray,
     out = np.zeros((S, V), dtype=np.uint32)
     acc = np.zeros(S, dtype=np.uint32)
     n_valid = valid.astype(bool).sum(axis=1).astype(np.uint32)
+    n_valid[n_valid < n_min] = 0
     for s in range(S):
         m = 0
-        while m < K and valid[s, m] and (uniforms[s, m] < rate if rate > 0 else
+        while m < n_valid[s] and (uniforms[s, m] < rate if rate > 0 else
                                          verify_ids[s, m] == verify_tokens[s, m + 1]):
             out[s, m] = verify_tokens[s, m + 1]
             m += 1
