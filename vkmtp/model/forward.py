@@ -9,9 +9,9 @@ recorded sequence is submitted. Shapes follow vkmtp.ref (the oracle), in NumPy o
   o    [n, H_v*d | H*D] mixer output before its output projection
   g, u [n, F] gate / up of the FFN, then SiLU(g) * u in g
 Every operand is a contiguous [n, width] matrix.
-Decode and verify steps (n <= 8) use the mat-vec kernels, which are batch-invariant: a token's logits are the
-same bits alone or in a verify batch, so greedy output with MTP equals greedy output without it. Prefill
-chunks use the tiled mat-mat.
+Decode and verify steps use the mat-vec kernels and one-query attention, which are batch-invariant: a token's
+logits are the same bits alone or in a verify batch, so greedy output with MTP equals greedy output without
+it. Prompt chunks (`Activations.prefill`) use the tiled mat-mat and tiled attention.
 """
 
 from __future__ import annotations
@@ -151,9 +151,6 @@ class Forward:
         if ref.ggml_type != GGMLType.F32:
             raise ValueError(f"{name}: expected an F32 tensor, found {GGMLType(ref.ggml_type).name}")
         return ref.single
-
-    def _rows(self, view: View, n: int, width: int) -> Strided:
-        return Strided.rows(view.sub(0, 4 * n * width), width)
 
     def norm(self, rec, x: View, w_name: str, y: View, n: int, width: int, x_stride: int | None = None,
              y_stride: int | None = None) -> None:
