@@ -77,7 +77,8 @@ class VulkanEngine(Engine):
         self.ops = Ops(self.device, self.cfg, self.state)
         self.fwd = Forward(self.device, self.cfg, self.table, self.weights, self.state, self.ops)
         max_rows = max(self.ubatch, S * (self.K + 1))
-        self.scratch = self.device.buffer(scratch_bytes_for(self.cfg, max_rows, max_rows, self.ops), "device",
+        n_out = S * (self.K + 1)   # rows that need logits: a verify batch (a prompt chunk needs one)
+        self.scratch = self.device.buffer(scratch_bytes_for(self.cfg, max_rows, n_out, self.ops), "device",
                                           "scratch")
         self.hidden = self.device.buffer(4 * 4 * max_rows * self.cfg.n_embd, "device", "hidden")
         self.logits_host = self.device.buffer(4 * max(S * (self.K + 1), 1) * self.cfg.n_vocab, "host", "logits")
