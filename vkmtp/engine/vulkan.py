@@ -28,6 +28,7 @@ from vkmtp.model.placement import WeightPlan
 from vkmtp.model.weights import validate
 from vkmtp.sampling import Sampler
 from vkmtp.spec.verifier import verify_sampled
+from vkmtp.tuning import load_profile
 
 PREFILL_BUCKETS = (8, 32, 128)   # prompt chunks are padded (to the sink slot) up to one of these or ubatch
 
@@ -73,7 +74,9 @@ class VulkanEngine(Engine):
             bar.close()
         self.state = DeviceState(self.device, self.cfg, self.n_ctx, S, config.kv_type, self.use_mtp,
                                  self.K + 1 if self.use_mtp else 0)
-        self.ops = Ops(self.device, self.cfg, self.state)
+        # the device's tuning profile (vkmtp tune); None: built-in defaults (none saved, VKMTP_TUNING=off)
+        self.tuning = load_profile(self.device.info)
+        self.ops = Ops(self.device, self.cfg, self.state, self.tuning)
         self.fwd = Forward(self.device, self.cfg, self.table, self.weights, self.state, self.ops)
         max_rows = max(self.ubatch, S * (self.K + 1))
         self.scratch = self.device.buffer(scratch_bytes_for(self.cfg, max_rows, max_rows, self.ops), "device",
