@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
 """Physical limits of a Vulkan device as vkmtp sees it through Kompute: the numbers speed is stated against.
 
-Measures (1) memory read bandwidth of a compute shader (vkmtp.bench: GPU timestamps where trusted), (2) the cost of one dispatch inside a
-recorded sequence, (3) one submit-and-wait round trip. Prints a table, or JSON with --json.
+Measures (1) memory read bandwidth of a compute shader (vkmtp.bench: GPU timestamps where trusted), (2) the
+cost of one dispatch inside a recorded sequence, (3) one submit-and-wait round trip. Prints a table, or JSON with --json.
 Usage: python tools/bench_device.py [--device N] [--mib 1024] [--json]
 """
 
@@ -14,8 +14,6 @@ import platform
 import subprocess
 import time
 from pathlib import Path
-
-import numpy as np
 
 from vkmtp.bench import read_bandwidth
 from vkmtp.device import Device, ShaderKey
