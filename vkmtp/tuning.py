@@ -79,7 +79,8 @@ class TuningProfile:
             lines.append(f"matvec {name:7} block_size {t.block_size:4}  rows/group {t.rows_per_group}  {red}")
         lines.append(f"gdn    lanes_per_column {_or_default(self.gdn_lanes_per_column)}  "
                      f"variant {_or_default(self.gdn_variant)}")
-        lines.append(f"attn   n_splits {_or_default(self.attn_n_splits)}  chunk {_or_default(self.attn_chunk)}")
+        lines.append(f"attn   n_splits {_or_default(self.attn_n_splits)}  "
+                     f"chunk {_or_default(self.attn_chunk)}")
         for model, m in sorted(self.mtp.items()):
             lines.append(f"mtp    {model}: --spec-draft-n-max {m.n_max} --spec-draft-p-min {m.p_min:g}")
         return "\n".join(lines)
@@ -131,7 +132,8 @@ def parse_profile(data: Any, info: DeviceInfo, source: str) -> TuningProfile:
     if lanes is not None:
         lanes = _int(lanes, "gdn.lanes_per_column", fail)
         if lanes & (lanes - 1) or lanes > info.max_workgroup_invocations:
-            raise fail(f"gdn.lanes_per_column {lanes} is not a power of two <= {info.max_workgroup_invocations}")
+            raise fail(f"gdn.lanes_per_column {lanes} is not a power of two "
+                       f"<= {info.max_workgroup_invocations}")
         profile.gdn_lanes_per_column = lanes
     variant = gdn.get("variant")
     if variant is not None:

@@ -76,7 +76,8 @@ class Ops:
             lanes = None   # tuned for a wider head than this model's: the default fits every head size
         self.gdn = None
         if cfg.recurrent_layers:
-            self.gdn = GatedDeltaNet(device, cfg.ssm_d_state, lanes_per_column=lanes, variant=tuning.gdn_variant)
+            self.gdn = GatedDeltaNet(device, cfg.ssm_d_state, lanes_per_column=lanes,
+                                     variant=tuning.gdn_variant)
         self.swiglu = SwiGlu(device)
         self.sigmoid_scale_add = SigmoidScaleAdd(device)
         self.router = MoeRouter(device, cfg.n_expert, cfg.n_expert_used) if cfg.is_moe else None
