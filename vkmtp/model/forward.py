@@ -122,14 +122,14 @@ class Activations:
         attn_mix = 2 * cfg.n_head * cfg.head_dim + 2 * cfg.n_head_kv * cfg.head_dim
         gdn_mix = 2 * cfg.ssm_conv_dim + cfg.ssm_d_inner + 2 * cfg.ssm_dt_rank
         o = max(cfg.n_head * cfg.head_dim, cfg.ssm_d_inner)
-        ff = 2 * cfg.n_ff if not cfg.is_moe else 2 * cfg.n_ff_shexp
+        ff = 2 * cfg.n_ff if not cfg.is_moe else 2 * cfg.n_ff_shexp   # f also holds the MTP's [n, 2E] input
         moe = 0
         if cfg.is_moe:
             k = cfg.n_expert_used
             moe = cfg.n_expert + 2 * k + 2 * k * cfg.n_ff_exp + k * e + e + 1 + routes_words(n, k) // n + 1
         return {
             "x": 4 * n * e, "xn": 4 * n * e, "mix": 4 * n * max(attn_mix, gdn_mix), "o": 4 * n * o,
-            "f": 4 * n * max(ff, 1), "attn_scratch": (ops.attn_prefill if prefill else ops.attn).scratch_bytes(n), "moe": 4 * n * moe + 4, "head_h": 4 * n_out * e,
+            "f": 4 * n * max(ff, 2 * e), "attn_scratch": (ops.attn_prefill if prefill else ops.attn).scratch_bytes(n), "moe": 4 * n * moe + 4, "head_h": 4 * n_out * e,
             "logits": 4 * n_out * cfg.n_vocab,
             "argmax_scratch": max(ops.argmax.scratch_bytes(n_out, cfg.n_vocab),
                                   ops.topk.scratch_bytes(n_out, cfg.n_vocab)),
