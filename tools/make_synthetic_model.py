@@ -37,7 +37,7 @@ REAL_VOCAB = 248320
 
 @dataclass(frozen=True)
 class Shape:
-    """Hyperparameters of a released model (qwen35-mtp.md §7 for 27B and 35B-A3B; model cards for the rest)."""
+    """Hyperparameters of a released model (qwen35-mtp.md §7 for 27B and 35B-A3B; model cards for others)."""
 
     moe: bool
     n_layer: int
@@ -71,17 +71,19 @@ FILE_TYPES = {"q4_k_m": gguf.LlamaFileType.MOSTLY_Q4_K_M, "q4_k": gguf.LlamaFile
 BASE_TYPES = {"q4_k_m": GGMLType.Q4_K, "q4_k": GGMLType.Q4_K, "q8_0": GGMLType.Q8_0, "f16": GGMLType.F16}
 
 
-def metadata(s: Shape, name: str) -> dict:
+def metadata(s: Shape) -> dict:
     """The `{arch}.*` keys llama.cpp's converter writes for these sizes (one MTP block)."""
     a = "qwen35moe" if s.moe else "qwen35"
     md = {
         "general.architecture": a, f"{a}.block_count": s.n_layer + 1, f"{a}.nextn_predict_layers": 1,
-        f"{a}.context_length": 262144, f"{a}.embedding_length": s.n_embd, f"{a}.attention.head_count": s.n_head,
+        f"{a}.context_length": 262144, f"{a}.embedding_length": s.n_embd,
+        f"{a}.attention.head_count": s.n_head,
         f"{a}.attention.head_count_kv": s.n_head_kv, f"{a}.attention.key_length": s.head_dim,
         f"{a}.attention.value_length": s.head_dim, f"{a}.rope.freq_base": 1e7,
         f"{a}.attention.layer_norm_rms_epsilon": 1e-6, f"{a}.rope.dimension_count": s.head_dim // 4,
         f"{a}.rope.dimension_sections": [11, 11, 10, 0], f"{a}.full_attention_interval": 4,
-        f"{a}.ssm.conv_kernel": 4, f"{a}.ssm.state_size": s.gdn_head_dim, f"{a}.ssm.group_count": s.gdn_k_heads,
+        f"{a}.ssm.conv_kernel": 4, f"{a}.ssm.state_size": s.gdn_head_dim,
+        f"{a}.ssm.group_count": s.gdn_k_heads,
         f"{a}.ssm.time_step_rank": s.gdn_v_heads, f"{a}.ssm.inner_size": s.gdn_v_heads * s.gdn_head_dim,
     }
     if s.moe:
@@ -153,11 +155,12 @@ def row_chunks(t: GGMLType, n_rows: int, n_k: int, chunk_bytes: int, rng: np.ran
         yield random_rows(t, min(step, n_rows - r), n_k, rng)
 
 
-def write_model(path: str, shape: Shape, mix: str, seed: int = 0, chunk_mib: int = 16, name: str = "") -> dict:
+def write_model(path: str, shape: Shape, mix: str, seed: int = 0, chunk_mib: int = 16,
+                name: str = "") -> dict:
     """Write the GGUF; returns {tensor name: ggml type name}."""
     if mix not in FILE_TYPES:
         raise ValueError(f"unknown --type {mix!r} (choose from {', '.join(FILE_TYPES)})")
-    md = metadata(shape, name)
+    md = metadata(shape)
     cfg = ModelConfig.from_metadata(md, n_vocab=shape.n_vocab, tied_lm_head=shape.tied, source=path)
     mtp = cfg.mtp_layer
     present = {f"blk.{mtp}.nextn.eh_proj.weight", f"blk.{mtp}.nextn.shared_head_norm.weight"}
@@ -198,8 +201,8 @@ def write_model(path: str, shape: Shape, mix: str, seed: int = 0, chunk_mib: int
             writer.add_tensor(spec.name, f32_values(spec.name, spec.shape, rng))
         else:
             n_rows = int(np.prod(spec.shape[:-1]))
-            add_streamed_tensor(writer, spec.name, spec.shape, t,
-                                row_chunks(t, n_rows, spec.shape[-1], chunk, np.random.default_rng(rng.integers(2**63))))
+            rows = row_chunks(t, n_rows, spec.shape[-1], chunk, np.random.default_rng(rng.integers(2**63)))
+            add_streamed_tensor(writer, spec.name, spec.shape, t, rows)
         written[spec.name] = t.name
     writer.write_header_to_file()
     writer.write_kv_data_to_file()
@@ -242,7 +245,8 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     try:
         shape = shape_from_args(args)
-        written = write_model(args.out, shape, args.type, args.seed, args.chunk_mib, name=f"synthetic-{args.preset}")
+        written = write_model(args.out, shape, args.type, args.seed, args.chunk_mib,
+                              name=f"synthetic-{args.preset}")
     except (ValueError, OSError) as exc:
         print(f"make_synthetic_model: error: {exc}", file=sys.stderr)
         return 1

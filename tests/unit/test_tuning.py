@@ -39,8 +39,8 @@ def test_round_trip_in_the_config_dir(config_home):
     got = load_profile(GPU)
     assert got.matvec == sample().matvec
     assert got.matvec_by_type() == {12: MatVecTuning(64, 2, True), 8: MatVecTuning(128, 1, False)}
-    assert (got.gdn_lanes_per_column, got.gdn_variant, got.attn_n_splits, got.attn_chunk) == (16, "shuffle", 8,
-                                                                                               256)
+    knobs = (got.gdn_lanes_per_column, got.gdn_variant, got.attn_n_splits, got.attn_chunk)
+    assert knobs == (16, "shuffle", 8, 256)
     assert got.mtp_for("/models/Qwen3.6-27B-Q4_K_M.gguf") == MtpTuning(3, 0.4)
     assert got.device == GPU.cache_tag
     assert "Q4_K" in got.describe() and "--spec-draft-n-max 3" in got.describe()
