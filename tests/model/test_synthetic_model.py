@@ -107,3 +107,16 @@ def test_bad_arguments_are_clear_errors(tmp_path, capsys):
     assert "not a MoE model" in capsys.readouterr().err
     assert make_main([str(tmp_path / "x.gguf"), "--vocab", "100"]) == 1
     assert "too small" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("preset,billions", [("0.8b", 0.77), ("9b", 9.20), ("27b", 27.32), ("35b-a3b", 35.51)])
+def test_presets_have_the_real_parameter_counts(preset, billions):
+    """Text + MTP parameters of the full-size presets (the vision tower is not part of a text GGUF)."""
+    from make_synthetic_model import PRESETS, metadata
+    from vkmtp.model.weights import expected_tensors
+
+    s = PRESETS[preset]
+    cfg = ModelConfig.from_metadata(metadata(s), n_vocab=s.n_vocab, tied_lm_head=s.tied)
+    present = {f"blk.{cfg.mtp_layer}.nextn.eh_proj.weight"} | (set() if s.tied else {"output.weight"})
+    n = sum(int(np.prod(spec.shape)) for spec in expected_tensors(cfg, present).specs())
+    assert n / 1e9 == pytest.approx(billions, abs=0.01)
