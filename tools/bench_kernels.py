@@ -119,8 +119,8 @@ def bench_small_ops(dev, table, sizes) -> None:
     norm = RmsNorm(dev, eps=1e-6)
 
     def record_norm(rec, _):
-        norm.record(rec, Strided.rows(ops.view("x"), width), ops.view("w"), Strided.rows(ops.view("y"), width),
-                    n, width)
+        x, y = Strided.rows(ops.view("x"), width), Strided.rows(ops.view("y"), width)
+        norm.record(rec, x, ops.view("w"), y, n, width)
     table.add(f"rms_norm {n}x{width}", time_recorded(dev, record_norm, sizes.reps), 2 * n * width * 4)
     ops.destroy()
     t = TYPE_IDS["Q8_0"]
@@ -161,7 +161,7 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--device", default=None)
     ap.add_argument("--small", action="store_true", help="small sizes (CPU drivers such as lavapipe)")
-    ap.add_argument("--types", default="Q4_K,Q6_K,Q8_0", help="mat-vec / mat-mat types (default Q4_K,Q6_K,Q8_0)")
+    ap.add_argument("--types", default="Q4_K,Q6_K,Q8_0", help="mat-vec / mat-mat types")
     ap.add_argument("--mib", type=int, default=256, help="bytes read by the bandwidth reference pass")
     ap.add_argument("--plot", default=None, metavar="PNG", help="bar chart of the bandwidth fractions")
     args = ap.parse_args(argv)

@@ -16,7 +16,6 @@ from dataclasses import replace
 
 from vkmtp.bench import time_recorded
 from vkmtp.device import Device
-from vkmtp.gguf import GGMLType
 from vkmtp.kernel_cases import AttnCase, GdnCase, MatVecCase
 from vkmtp.ops.flash_attn import FlashAttn
 from vkmtp.ops.gdn import GatedDeltaNet, available_variants

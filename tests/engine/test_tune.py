@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import os
 
-import pytest
 
 from vkmtp.cli import main
 from vkmtp.engine.api import EngineConfig, Request

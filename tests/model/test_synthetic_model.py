@@ -109,7 +109,8 @@ def test_bad_arguments_are_clear_errors(tmp_path, capsys):
     assert "too small" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("preset,billions", [("0.8b", 0.77), ("9b", 9.20), ("27b", 27.32), ("35b-a3b", 35.51)])
+@pytest.mark.parametrize("preset,billions",
+                         [("0.8b", 0.77), ("9b", 9.20), ("27b", 27.32), ("35b-a3b", 35.51)])
 def test_presets_have_the_real_parameter_counts(preset, billions):
     """Text + MTP parameters of the full-size presets (the vision tower is not part of a text GGUF)."""
     from make_synthetic_model import PRESETS, metadata
