@@ -37,6 +37,12 @@ def cmd_info(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_tune(args: argparse.Namespace) -> int:
+    from vkmtp.tune import run
+
+    return run(args.device, args.quick, args.model, args.types, args.show, args.plot, tuple(args.skip))
+
+
 def _model_path(args: argparse.Namespace) -> str:
     if args.model:
         return args.model
@@ -238,6 +244,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--system", default=None, help="system prompt")
     p.add_argument("--no-think", action="store_true", help="chat_template_kwargs enable_thinking=false")
     p.set_defaults(func=cmd_chat, parallel=1)
+
+    p = sub.add_parser("tune", help="measure kernel settings on this device and save its tuning profile")
+    p.add_argument("--device", default=None, help="Vulkan device index (default: best found)")
+    p.add_argument("-m", "--model", default=None, help="also tune MTP n-max / p-min for this GGUF")
+    p.add_argument("--quick", action="store_true", help="a small sweep (minutes on a CPU driver)")
+    p.add_argument("--types", default=None, help="mat-vec quant types, e.g. Q4_K,Q6_K, or 'all'")
+    p.add_argument("--skip", action="append", default=[], choices=["matvec", "gdn", "attn"],
+                   help="leave out a sweep (repeatable)")
+    p.add_argument("--show", action="store_true", help="print the saved profile and exit")
+    p.add_argument("--plot", default=None, metavar="PNG", help="draw mat-vec time vs columns (matplotlib)")
+    p.set_defaults(func=cmd_tune)
 
     p = sub.add_parser("shaders", help="compile every shader variant into the cache")
     p.add_argument("--build-all", action="store_true", required=True)

@@ -29,6 +29,7 @@ from vkmtp.model.weights import validate
 from vkmtp.sampling import Sampler
 from vkmtp.spec.adaptive import AdaptiveDepth
 from vkmtp.spec.verifier import verify_sampled
+from vkmtp.tuning import load_profile
 
 PREFILL_BUCKETS = (8, 32, 128)   # prompt chunks are padded (to the sink slot) up to one of these or ubatch
 
@@ -74,7 +75,9 @@ class VulkanEngine(Engine):
             bar.close()
         self.state = DeviceState(self.device, self.cfg, self.n_ctx, S, config.kv_type, self.use_mtp,
                                  self.K + 1 if self.use_mtp else 0)
-        self.ops = Ops(self.device, self.cfg, self.state)
+        # the device's tuning profile (vkmtp tune); None: built-in defaults (none saved, VKMTP_TUNING=off)
+        self.tuning = load_profile(self.device.info)
+        self.ops = Ops(self.device, self.cfg, self.state, self.tuning)
         self.fwd = Forward(self.device, self.cfg, self.table, self.weights, self.state, self.ops)
         max_rows = max(self.ubatch, S * (self.K + 1))
         n_out = S * (self.K + 1)   # rows that need logits: a verify batch (a prompt chunk needs one)

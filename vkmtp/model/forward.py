@@ -39,31 +39,45 @@ from vkmtp.ops.rope import Rope
 from vkmtp.ops.set_rows import SetRows
 from vkmtp.ops.strided import Strided
 from vkmtp.ops.topk import TopK
+from vkmtp.tuning import TuningProfile
 
 DRAFT_TOP_K = 10      # llama.cpp's draft sampler: softmax over the top-10 candidates for the p-min cut
 
 
 class Ops:
-    """One instance of every op wrapper for a device and model (pipelines are shared through the Device)."""
+    """One instance of every op wrapper for a device and model (pipelines are shared through the Device).
 
-    def __init__(self, device: Device, cfg: ModelConfig, state: DeviceState):
+    `tuning` (vkmtp.tuning, measured by `vkmtp tune`) sets mat-vec shapes per quant type, the GDN lane
+    count and variant, and the decode attention's split; None or an absent field keeps each op's default.
+    """
+
+    def __init__(self, device: Device, cfg: ModelConfig, state: DeviceState,
+                 tuning: TuningProfile | None = None):
         self.device = device
-        self.matvec = MatVec(device)
+        tuning = tuning or TuningProfile()
+        self.matvec = MatVec(device, per_type=tuning.matvec_by_type())
         self.matmul = MatMul(device)
         self.get_rows = GetRows(device)
         self.norm = RmsNorm(device, eps=cfg.rms_eps)
         self.rope = Rope(device, cfg.head_dim, cfg.n_rot, cfg.rope_freq_base, eps=cfg.rms_eps)
         self.set_rows = SetRows(device, state.kv_layout)
-        self.attn = FlashAttn(device, cfg.n_head, state.kv_layout)
+        split = {"n_splits": tuning.attn_n_splits, "chunk": tuning.attn_chunk}
+        self.attn = FlashAttn(device, cfg.n_head, state.kv_layout, **split)
         q_tile = FlashAttn.max_q_tile(device, cfg.n_head, cfg.n_head_kv, cfg.head_dim)
         self.attn_prefill = FlashAttn(device, cfg.n_head, state.kv_layout, q_tile=min(4, q_tile))
         self.set_rows_mtp = self.attn_mtp = self.attn_mtp_prefill = None
         if state.mtp_kv_layout is not None:
             self.set_rows_mtp = SetRows(device, state.mtp_kv_layout)
-            self.attn_mtp = FlashAttn(device, cfg.n_head, state.mtp_kv_layout)
+            self.attn_mtp = FlashAttn(device, cfg.n_head, state.mtp_kv_layout, **split)
             self.attn_mtp_prefill = FlashAttn(device, cfg.n_head, state.mtp_kv_layout, q_tile=min(4, q_tile))
         self.conv = CausalConv1d(device, cfg.ssm_conv_kernel) if cfg.recurrent_layers else None
-        self.gdn = GatedDeltaNet(device, cfg.ssm_d_state) if cfg.recurrent_layers else None
+        lanes = tuning.gdn_lanes_per_column
+        if lanes is not None and (lanes > cfg.ssm_d_state or cfg.ssm_d_state % lanes):
+            lanes = None   # tuned for a wider head than this model's: the default fits every head size
+        self.gdn = None
+        if cfg.recurrent_layers:
+            self.gdn = GatedDeltaNet(device, cfg.ssm_d_state, lanes_per_column=lanes,
+                                     variant=tuning.gdn_variant)
         self.swiglu = SwiGlu(device)
         self.sigmoid_scale_add = SigmoidScaleAdd(device)
         self.router = MoeRouter(device, cfg.n_expert, cfg.n_expert_used) if cfg.is_moe else None
@@ -108,14 +122,14 @@ class Activations:
         attn_mix = 2 * cfg.n_head * cfg.head_dim + 2 * cfg.n_head_kv * cfg.head_dim
         gdn_mix = 2 * cfg.ssm_conv_dim + cfg.ssm_d_inner + 2 * cfg.ssm_dt_rank
         o = max(cfg.n_head * cfg.head_dim, cfg.ssm_d_inner)
-        ff = 2 * cfg.n_ff if not cfg.is_moe else 2 * cfg.n_ff_shexp
+        ff = 2 * cfg.n_ff if not cfg.is_moe else 2 * cfg.n_ff_shexp   # f also holds the MTP's [n, 2E] input
         moe = 0
         if cfg.is_moe:
             k = cfg.n_expert_used
             moe = cfg.n_expert + 2 * k + 2 * k * cfg.n_ff_exp + k * e + e + 1 + routes_words(n, k) // n + 1
         return {
             "x": 4 * n * e, "xn": 4 * n * e, "mix": 4 * n * max(attn_mix, gdn_mix), "o": 4 * n * o,
-            "f": 4 * n * max(ff, 1), "attn_scratch": (ops.attn_prefill if prefill else ops.attn).scratch_bytes(n), "moe": 4 * n * moe + 4, "head_h": 4 * n_out * e,
+            "f": 4 * n * max(ff, 2 * e), "attn_scratch": (ops.attn_prefill if prefill else ops.attn).scratch_bytes(n), "moe": 4 * n * moe + 4, "head_h": 4 * n_out * e,
             "logits": 4 * n_out * cfg.n_vocab,
             "argmax_scratch": max(ops.argmax.scratch_bytes(n_out, cfg.n_vocab),
                                   ops.topk.scratch_bytes(n_out, cfg.n_vocab)),

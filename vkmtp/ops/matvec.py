@@ -63,12 +63,22 @@ def variant_key(source: str, ggml_type: int, tuning: MatVecTuning, accumulate: b
 
 
 class MatVec:
-    """y[c] = W x[c] (accumulate: y[c] += W x[c]) for n_tok columns c; W a GGUF weight of a supported type."""
+    """y[c] = W x[c] (accumulate: y[c] += W x[c]) for n_tok columns c; W a GGUF weight of a supported type.
 
-    def __init__(self, device: Device, tuning: MatVecTuning | None = None):
+    `tuning` applies to every type; `per_type` (ggml type id -> tuning, from a tuning profile) overrides it
+    for some. A weight's tuning depends only on its type, never on the column count (batch invariance).
+    """
+
+    def __init__(self, device: Device, tuning: MatVecTuning | None = None,
+                 per_type: dict[int, MatVecTuning] | None = None):
         self.device = device
         self.tuning = tuning or default_tuning(device.info)
-        check_tuning(device.info, self.tuning)
+        self.per_type = dict(per_type or {})
+        for t in (self.tuning, *self.per_type.values()):
+            check_tuning(device.info, t)
+
+    def tuning_for(self, ggml_type: int) -> MatVecTuning:
+        return self.per_type.get(int(ggml_type), self.tuning)
 
     def record(self, rec, weight: View | Sequence[RowPart], ggml_type: int, n_rows: int, n_k: int, x: View,
                y: View, n_tok: int, accumulate: bool = False, x_stride: int | None = None,
@@ -90,13 +100,13 @@ class MatVec:
                              f"and y_stride >= n_rows ({y_stride} < {n_rows}?)")
         check_view(x, ((n_tok - 1) * x_stride + n_k) * 4, "matvec activations x")
         check_view(y, ((n_tok - 1) * y_stride + n_rows) * 4, "matvec output y")
-        t = self.tuning
+        t = self.tuning_for(ggml_type)
         limit = self.device.info.max_workgroup_count[0]
         for c0 in range(0, n_tok, MAX_COLS):
             n_cols = min(MAX_COLS, n_tok - c0)
             xc = x.sub(c0 * x_stride * 4, ((n_cols - 1) * x_stride + n_k) * 4)
             yc = y.sub(c0 * y_stride * 4, ((n_cols - 1) * y_stride + n_rows) * 4)
-            key = variant_key("matvec.comp", ggml_type, self.tuning, accumulate,
+            key = variant_key("matvec.comp", ggml_type, t, accumulate,
                               x_aligned=xc.word_offset % 4 == 0 and (n_cols == 1 or x_stride % 4 == 0))
             for part in parts:
                 groups = fold(-(-part.n_rows // t.rows_per_group), limit)

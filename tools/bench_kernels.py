@@ -1,0 +1,194 @@
+#!/usr/bin/env python3
+"""Time each kernel family on the device and state it as a fraction of the measured read bandwidth.
+
+    PYTHONPATH=. python tools/bench_kernels.py                     # real sizes (Qwen3.6-27B rows) on a GPU
+    PYTHONPATH=. python tools/bench_kernels.py --small --plot docs/bench_kernels_lavapipe.png
+
+Families: mat-vec per type at 1..8 columns (also time(k) / time(1): what verifying k MTP tokens costs over
+decoding one), mat-mat per type for a prompt chunk, flash attention at a few context lengths, the GDN update,
+RMS norm and get_rows. "bytes" is what a kernel must at least read (weights, KV rows, states); GB/s over
+tools/bench_device.py's streaming-read bandwidth (vkmtp.bench.read_bandwidth) shows how far each kernel is
+from the memory bound, which decode speed is. Timing: GPU timestamps where trusted, else the host clock.
+Uses the tuning profile of the device when there is one (VKMTP_TUNING=off for the defaults).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+import numpy as np
+
+from vkmtp.bench import Operands, read_bandwidth, time_recorded
+from vkmtp.device import Device
+from vkmtp.gguf import row_bytes
+from vkmtp.kernel_cases import AttnCase, GdnCase, MatVecCase
+from vkmtp.ops.flash_attn import FlashAttn
+from vkmtp.ops.gdn import GatedDeltaNet
+from vkmtp.ops.get_rows import GetRows
+from vkmtp.ops.matmul import MatMul
+from vkmtp.ops.matvec import MAX_COLS, MatVec
+from vkmtp.ops.quant_types import SUPPORTED_TYPES
+from vkmtp.ops.rms_norm import RmsNorm
+from vkmtp.ops.strided import Strided
+from vkmtp.ref.random_quant import random_rows
+from vkmtp.tuning import TuningProfile, load_profile
+
+TYPE_IDS = {name: t for t, name in SUPPORTED_TYPES.items()}
+
+
+class Sizes:
+    def __init__(self, small: bool):
+        self.rows, self.k = (256, 1024) if small else (5120, 5120)    # 27B: E = 5120
+        self.mm_tokens = 32 if small else 256
+        self.contexts = (128, 512) if small else (1024, 8192, 32768)
+        self.heads = (8, 2, 128) if small else (24, 4, 256)
+        self.gdn = (4, 8, 128) if small else (16, 48, 128)
+        self.norm = (8, 1024) if small else (256, 5120)                # tokens, width
+        self.vocab = 4096 if small else 248320
+        self.reps = 3 if small else 20
+
+
+class Table:
+    def __init__(self, read_gbps: float):
+        self.read_gbps = read_gbps
+        self.rows: list[tuple[str, float, float]] = []
+        print(f"{'kernel':34} {'us':>10} {'MB':>8} {'GB/s':>8} {'of read':>8} {'t/t1':>6}  clock")
+
+    def add(self, name: str, timing, nbytes: int, ratio: float | None = None) -> None:
+        gbps = nbytes / timing.seconds / 1e9
+        frac = gbps / self.read_gbps
+        self.rows.append((name, frac, timing.seconds))
+        r = f"{ratio:6.2f}" if ratio is not None else " " * 6
+        print(f"{name:34} {timing.seconds * 1e6:10.1f} {nbytes / 1e6:8.2f} {gbps:8.2f} {frac:8.1%} {r}  "
+              f"{timing.clock}", flush=True)
+
+
+def bench_matvec(dev, table, sizes, types, profile) -> None:
+    mv = MatVec(dev, per_type=profile.matvec_by_type())
+    for name in types:
+        case = MatVecCase(dev, TYPE_IDS[name], sizes.rows, sizes.k)
+        t1 = None
+        for n in range(1, MAX_COLS + 1):
+            t = time_recorded(dev, case.recorder(mv, n), sizes.reps)
+            t1 = t1 or t.seconds
+            table.add(f"matvec {name} {sizes.rows}x{sizes.k} n={n}", t, case.bytes_read, t.seconds / t1)
+        case.destroy()
+
+
+def bench_matmul(dev, table, sizes, types) -> None:
+    mm, n, rng = MatMul(dev), sizes.mm_tokens, np.random.default_rng(0)
+    for name in types:
+        t = TYPE_IDS[name]
+        w = random_rows(t, sizes.rows, sizes.k, rng)
+        ops = Operands(dev, {"w": w, "x": rng.standard_normal((n, sizes.k)).astype(np.float32),
+                             "y": n * sizes.rows * 4})
+
+        def record(rec, _):
+            mm.record(rec, ops.view("w"), t, sizes.rows, sizes.k, ops.view("x"), ops.view("y"), n)
+        table.add(f"matmul {name} {sizes.rows}x{sizes.k} n={n}", time_recorded(dev, record, sizes.reps),
+                  w.nbytes + 4 * n * (sizes.k + sizes.rows))
+        ops.destroy()
+
+
+def bench_attn(dev, table, sizes, profile) -> None:
+    h, h_kv, d = sizes.heads
+    for ctx in sizes.contexts:
+        case = AttnCase(dev, h, h_kv, d, ctx)
+        fa = FlashAttn(dev, h, case.layout, n_splits=profile.attn_n_splits, chunk=profile.attn_chunk)
+        table.add(f"flash_attn {h}/{h_kv}x{d} ctx={ctx} s={fa.n_splits}",
+                  time_recorded(dev, case.recorder(fa), sizes.reps), case.bytes_read)
+        case.destroy()
+
+
+def bench_gdn(dev, table, sizes, profile) -> None:
+    h_k, h_v, d = sizes.gdn
+    op = GatedDeltaNet(dev, d, lanes_per_column=profile.gdn_lanes_per_column, variant=profile.gdn_variant)
+    for n in (1, 4):
+        case = GdnCase(dev, h_k, h_v, d, n)
+        table.add(f"gdn {h_k}/{h_v}x{d} n={n} L={op.lanes_per_column}",
+                  time_recorded(dev, case.recorder(op), sizes.reps), case.bytes_read)
+        case.destroy()
+
+
+def bench_small_ops(dev, table, sizes) -> None:
+    n, width = sizes.norm
+    rng = np.random.default_rng(1)
+    ops = Operands(dev, {"x": rng.standard_normal((n, width)).astype(np.float32),
+                         "w": np.ones(width, np.float32), "y": n * width * 4})
+    norm = RmsNorm(dev, eps=1e-6)
+
+    def record_norm(rec, _):
+        x, y = Strided.rows(ops.view("x"), width), Strided.rows(ops.view("y"), width)
+        norm.record(rec, x, ops.view("w"), y, n, width)
+    table.add(f"rms_norm {n}x{width}", time_recorded(dev, record_norm, sizes.reps), 2 * n * width * 4)
+    ops.destroy()
+    t = TYPE_IDS["Q8_0"]
+    records = np.zeros((n, 4), np.uint32)
+    records[:, 0] = rng.integers(0, sizes.vocab, n)
+    ops = Operands(dev, {"table": random_rows(t, sizes.vocab, width, rng), "rec": records,
+                         "out": n * width * 4})
+    rows = GetRows(dev)
+
+    def record_rows(rec, _):
+        rows.record(rec, ops.view("table"), t, sizes.vocab, width, ops.view("rec"), ops.view("out"), n)
+    table.add(f"get_rows Q8_0 {n} of {sizes.vocab}x{width}", time_recorded(dev, record_rows, sizes.reps),
+              n * (row_bytes(t, width) + width * 4))
+    ops.destroy()
+
+
+def plot(table: Table, out: str, title: str) -> None:
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        sys.exit("--plot needs matplotlib (the 'dev' extra: pip install 'vkmtp[dev]')")
+    names = [r[0] for r in table.rows]
+    fig, ax = plt.subplots(figsize=(7.5, 0.22 * len(names) + 1.2), dpi=90)
+    ax.barh(range(len(names)), [100 * r[1] for r in table.rows], color="tab:blue")
+    ax.set_yticks(range(len(names)), names, fontsize=6)
+    ax.invert_yaxis()
+    ax.set_xlabel("% of measured streaming-read bandwidth")
+    ax.set_title(title, fontsize=9)
+    ax.grid(axis="x", alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(out)
+    plt.close(fig)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--device", default=None)
+    ap.add_argument("--small", action="store_true", help="small sizes (CPU drivers such as lavapipe)")
+    ap.add_argument("--types", default="Q4_K,Q6_K,Q8_0", help="mat-vec / mat-mat types")
+    ap.add_argument("--mib", type=int, default=256, help="bytes read by the bandwidth reference pass")
+    ap.add_argument("--plot", default=None, metavar="PNG", help="bar chart of the bandwidth fractions")
+    args = ap.parse_args(argv)
+    types = [s.strip().upper() for s in args.types.split(",")]
+    bad = [t for t in types if t not in TYPE_IDS]
+    if bad:
+        sys.exit(f"unknown type(s) {', '.join(bad)}; choose from {', '.join(TYPE_IDS)}")
+    dev = Device(args.device)
+    info = dev.info
+    profile = load_profile(info) or TuningProfile()
+    sizes = Sizes(args.small)
+    read = read_bandwidth(dev, min(info.max_storage_buffer_range, args.mib << 20))
+    print(f"device {info.name} ({info.driver_name} {info.driver_info}); streaming read "
+          f"{read['gb_per_s']:.2f} GB/s ({read['clock']} clock); tuning profile: "
+          f"{'yes' if profile.device else 'none (defaults)'}")
+    table = Table(read["gb_per_s"])
+    bench_matvec(dev, table, sizes, types, profile)
+    bench_matmul(dev, table, sizes, types)
+    bench_attn(dev, table, sizes, profile)
+    bench_gdn(dev, table, sizes, profile)
+    bench_small_ops(dev, table, sizes)
+    dev.destroy()
+    if args.plot:
+        plot(table, args.plot, f"{info.name}: kernels vs streaming read ({read['gb_per_s']:.2f} GB/s)")
+        print(f"plot written to {args.plot}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,197 @@
+"""Kernel workloads with random inputs and their NumPy check, for `vkmtp tune` and tools/bench_kernels.py.
+
+Each case owns its device operands and offers `check(op)` (None when the op agrees with vkmtp.ref, else the
+problem), `recorder(op, ...)` (a `record(rec, i)` for vkmtp.bench.time_recorded) and `bytes_read` (what the
+kernel must read at least, for bandwidth). A candidate configuration is only timed after it passed check.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from vkmtp.bench import Operands
+from vkmtp.device import Device
+from vkmtp.gguf import row_bytes
+from vkmtp.ops.flash_attn import FlashAttn
+from vkmtp.ops.gdn import GatedDeltaNet
+from vkmtp.ops.kv_layout import KvLayout
+from vkmtp.ops.matvec import MAX_COLS, MatVec
+from vkmtp.ops.strided import Strided
+from vkmtp.ref.ops.flash_attn import flash_attn as flash_attn_ref
+from vkmtp.ref.ops.gdn import gated_delta_net
+from vkmtp.ref.ops.matvec import matvec as matvec_ref, matvec_error_bound
+from vkmtp.ref.ops.set_rows import decode_rows, encode_rows
+from vkmtp.ref.random_quant import random_rows
+
+MATVEC_REL = 2e-6                  # f32 dot of K terms: |err| <= REL * sum |w x| (tests/ops/test_matvec.py)
+GDN_ATOL, GDN_RTOL = 5e-7, 1e-5    # tests/ops/test_gdn.py
+ATTN_ATOL, ATTN_RTOL = 3e-5, 1e-4  # tests/ops/test_flash_attn.py
+EPS = 1e-6
+REPS_SLOTS = 4                     # distinct outputs cycled through by timed repetitions
+
+
+def token_records(pos, seq) -> np.ndarray:
+    """[n_tok, 4] u32 {token_id, pos, seq, flags} (shaders/common/tokens.glsl)."""
+    rec = np.zeros((len(pos), 4), np.uint32)
+    rec[:, 1] = pos
+    rec[:, 2] = seq
+    return rec
+
+
+def compare(name: str, got: np.ndarray, want: np.ndarray, atol, rtol: float = 0.0) -> str | None:
+    """None if finite and within atol + rtol * |want| everywhere, else a one-line description."""
+    if not np.all(np.isfinite(got)):
+        return f"{name}: {int(np.sum(~np.isfinite(got)))} NaN/Inf values"
+    err = np.abs(got.astype(np.float64) - want) - (atol + rtol * np.abs(want))
+    if np.any(err > 0):
+        i = np.unravel_index(np.argmax(err), err.shape)
+        return f"{name}: element {tuple(int(j) for j in i)} is {got[i]!r}, expected {want[i]!r}"
+    return None
+
+
+class MatVecCase:
+    """A [n_rows, n_k] weight of one type, MAX_COLS activation columns, REPS_SLOTS output slots."""
+
+    def __init__(self, device: Device, ggml_type: int, n_rows: int, n_k: int, seed: int = 0):
+        rng = np.random.default_rng(seed)
+        self.device, self.type, self.n_rows, self.n_k = device, ggml_type, n_rows, n_k
+        self.weight = random_rows(ggml_type, n_rows, n_k, rng)            # [n_rows, row_bytes] u8
+        self.x = rng.standard_normal((MAX_COLS, n_k)).astype(np.float32)  # [8, n_k]
+        self.ops = Operands(device, {"w": self.weight, "x": self.x, "y": REPS_SLOTS * MAX_COLS * n_rows * 4})
+        self.bytes_read = n_rows * row_bytes(ggml_type, n_k)
+
+    def _y(self, slot: int, n: int):
+        return self.ops.view("y").sub(slot * MAX_COLS * self.n_rows * 4, n * self.n_rows * 4)
+
+    def recorder(self, mv: MatVec, n: int):
+        x = self.ops.view("x").sub(0, n * self.n_k * 4)
+
+        def record(rec, i: int) -> None:
+            y = self._y(i % REPS_SLOTS, n)
+            mv.record(rec, self.ops.view("w"), self.type, self.n_rows, self.n_k, x, y, n)
+        return record
+
+    def run(self, mv: MatVec, n: int) -> np.ndarray:
+        rec = self.device.recorder()
+        self.recorder(mv, n)(rec, 0)
+        rec.finish()
+        rec.run()
+        rec.destroy()
+        return self.device.read(self._y(0, n)).reshape(n, self.n_rows)
+
+    def check(self, mv: MatVec) -> str | None:
+        """All 8 columns against the reference; column 0 alone must equal column 0 of the batch, bit for
+        bit."""
+        batch = self.run(mv, MAX_COLS)
+        want = matvec_ref(self.weight, self.type, self.n_rows, self.n_k, self.x)
+        tol = matvec_error_bound(self.weight, self.type, self.n_rows, self.n_k, self.x, MATVEC_REL) + 1e-30
+        problem = compare("matvec", batch, want, tol)
+        if problem is None and not np.array_equal(self.run(mv, 1)[0], batch[0]):
+            problem = "matvec: column 0 alone differs from column 0 in a batch of 8 (batch invariance)"
+        return problem
+
+    def destroy(self) -> None:
+        self.ops.destroy()
+
+
+class GdnCase:
+    """One GDN layer step of n_tok tokens of one sequence: H_k key heads, H_v value heads, head dim d."""
+
+    def __init__(self, device: Device, h_k: int, h_v: int, d: int, n_tok: int, seed: int = 0):
+        rng = np.random.default_rng(seed)
+        self.device, self.h_k, self.h_v, self.d, self.n_tok = device, h_k, h_v, d, n_tok
+        self.width = (2 * h_k + h_v) * d
+        self.qkv = rng.standard_normal((n_tok, self.width)).astype(np.float32)   # q | k | v
+        self.gates = rng.standard_normal((n_tok, 2 * h_v)).astype(np.float32)    # b | alpha
+        self.params = np.concatenate([-np.exp(rng.uniform(-2, 1.5, h_v)), rng.uniform(-1, 1, h_v)]
+                                     ).astype(np.float32)                           # ssm_a | dt_bias
+        self.state = (0.3 * rng.standard_normal((1, h_v, d, d))).astype(np.float32)
+        self.ops = Operands(device, {"rec": token_records(range(n_tok), [0] * n_tok), "qkv": self.qkv,
+                                     "gates": self.gates, "params": self.params, "state": self.state,
+                                     "out": n_tok * h_v * d * 4})
+        self.bytes_read = 2 * self.state.nbytes + self.qkv.nbytes   # state read and written once
+
+    def recorder(self, op: GatedDeltaNet):
+        o, n, hk_d, hv = self.ops, self.n_tok, self.h_k * self.d, self.h_v
+        qkv, gates, params = o.view("qkv"), o.view("gates"), o.view("params")
+
+        def record(rec, _: int) -> None:
+            op.record(rec, o.view("rec"), n, qkv, qkv.sub(hk_d * 4, qkv.nbytes - hk_d * 4),
+                      qkv.sub(2 * hk_d * 4, qkv.nbytes - 2 * hk_d * 4), self.width, gates,
+                      gates.sub(hv * 4, gates.nbytes - hv * 4), 2 * hv, params.sub(0, hv * 4),
+                      params.sub(hv * 4, hv * 4), o.view("state"), o.view("out"), hv * self.d, self.h_k, hv,
+                      EPS)
+        return record
+
+    def check(self, op: GatedDeltaNet) -> str | None:
+        self.ops.upload("state", self.state)
+        rec = self.device.recorder()
+        self.recorder(op)(rec, 0)
+        rec.finish()
+        rec.run()
+        rec.destroy()
+        n, hk, hv, d = self.n_tok, self.h_k, self.h_v, self.d
+        q = self.qkv[:, :hk * d].reshape(n, hk, d)
+        k = self.qkv[:, hk * d: 2 * hk * d].reshape(n, hk, d)
+        v = self.qkv[:, 2 * hk * d:].reshape(n, hv, d)
+        want_out, want_state, _ = gated_delta_net(np.zeros(n, np.uint32), q, k, v, self.gates[:, :hv],
+                                                  self.gates[:, hv:], self.params[:hv], self.params[hv:],
+                                                  self.state, EPS)
+        got_out = self.ops.read("out")[: n * hv * d].reshape(n, hv, d)
+        got_state = self.ops.read("state")[: self.state.size].reshape(self.state.shape)
+        self.ops.upload("state", self.state)
+        return (compare("gdn out", got_out, want_out, GDN_ATOL, GDN_RTOL)
+                or compare("gdn state", got_state, want_state, 4 * GDN_ATOL, GDN_RTOL))
+
+    def destroy(self) -> None:
+        self.ops.destroy()
+
+
+class AttnCase:
+    """Decode attention of n_tok consecutive tokens ending at position n_ctx - 1 over an f16 KV cache."""
+
+    def __init__(self, device: Device, n_head: int, n_head_kv: int, head_dim: int, n_ctx: int, n_tok: int = 1,
+                 seed: int = 0):
+        rng = np.random.default_rng(seed)
+        self.device, self.n_head, self.head_dim, self.n_tok = device, n_head, head_dim, n_tok
+        self.layout = KvLayout("f16", n_head_kv, head_dim, n_ctx)
+        self.records = token_records(range(n_ctx - n_tok, n_ctx), [0] * n_tok)
+        self.qg = rng.standard_normal((n_tok, n_head, 2, head_dim)).astype(np.float32)   # q | gate per head
+        width = n_head_kv * head_dim
+        self.k_raw = encode_rows(rng.standard_normal((n_ctx, width)).astype(np.float32), "f16")
+        self.v_raw = encode_rows(rng.standard_normal((n_ctx, width)).astype(np.float32), "f16")
+        self.k = decode_rows(self.k_raw, "f16", width).reshape(n_ctx, n_head_kv, head_dim)
+        self.v = decode_rows(self.v_raw, "f16", width).reshape(n_ctx, n_head_kv, head_dim)
+        self.ops = Operands(device, {"rec": self.records, "qg": self.qg, "k": self.k_raw, "v": self.v_raw,
+                                     "out": REPS_SLOTS * n_tok * n_head * head_dim * 4,
+                                     "scratch": 64 * n_tok * n_head * (head_dim + 2) * 4})
+        self.bytes_read = self.k_raw.nbytes + self.v_raw.nbytes
+
+    def _out(self, slot: int) -> Strided:
+        size = self.n_tok * self.n_head * self.head_dim * 4
+        return Strided.heads(self.ops.view("out").sub(slot * size, size), self.n_head, self.head_dim)
+
+    def recorder(self, fa: FlashAttn):
+        h, d, qv = self.n_head, self.head_dim, self.ops.view("qg")
+        q = Strided(qv, h * 2 * d, 2 * d)
+        gate = Strided(qv.sub(d * 4, qv.nbytes - d * 4), h * 2 * d, 2 * d)
+        scratch = self.ops.view("scratch")
+
+        def record(rec, i: int) -> None:
+            fa.record(rec, self.ops.view("rec"), q, self.ops.view("k"), self.ops.view("v"),
+                      self._out(i % REPS_SLOTS), self.n_tok, scratch, gate=gate)
+        return record
+
+    def check(self, fa: FlashAttn) -> str | None:
+        rec = self.device.recorder()
+        self.recorder(fa)(rec, 0)
+        rec.finish()
+        rec.run()
+        rec.destroy()
+        got = self.device.read(self._out(0).view).reshape(self.n_tok, self.n_head, self.head_dim)
+        want = flash_attn_ref(self.records, self.qg[:, :, 0], self.k, self.v, self.layout.n_ctx,
+                              gate=self.qg[:, :, 1])
+        return compare("flash_attn", got, want.astype(np.float64), ATTN_ATOL, ATTN_RTOL)
+
+    def destroy(self) -> None:
+        self.ops.destroy()

@@ -1,0 +1,333 @@
+"""`vkmtp tune`: measure the kernel knobs on this device and save them as its tuning profile (vkmtp.tuning).
+
+Sweeps mat-vec workgroup shapes per quant type at 1..8 columns, GDN lanes per column and reduction variant,
+flash-attention split counts and chunk sizes, and (with -m MODEL) the MTP draft n_max / p_min by running the
+engine on a few prompts. Every candidate is first checked against the NumPy reference (vkmtp.kernel_cases;
+for MTP: greedy output identical to decoding without MTP) and dropped if it errors or disagrees; survivors
+are timed with GPU timestamps where trusted, else the host clock (vkmtp.bench).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from dataclasses import replace
+
+from vkmtp.bench import time_recorded
+from vkmtp.device import Device
+from vkmtp.kernel_cases import AttnCase, GdnCase, MatVecCase
+from vkmtp.ops.flash_attn import FlashAttn
+from vkmtp.ops.gdn import GatedDeltaNet, available_variants
+from vkmtp.ops.matvec import MAX_COLS, MatVec, MatVecTuning, check_tuning, default_tuning
+from vkmtp.ops.quant_types import SUPPORTED_TYPES
+from vkmtp.tuning import MtpTuning, TuningProfile, load_profile, profile_path, save_profile
+
+# the types Qwen3.5 GGUFs are published in (llama-quantize mixes); `--types all` sweeps every supported one
+COMMON_TYPES = ("Q4_K", "Q5_K", "Q6_K", "Q8_0", "Q4_0", "IQ4_XS", "F16", "BF16")
+QUICK_TYPES = ("Q4_K", "Q8_0")
+NO_MATPLOTLIB = "--plot needs matplotlib (the 'dev' extra: pip install 'vkmtp[dev]')"
+PROMPTS = ("The history of the printing press begins", "def fibonacci(n):\n    ",
+           "Explain why the sky is blue in three sentences.", "1, 2, 3, 5, 8, 13,")
+
+
+class Sweep:
+    """Sizes and candidate lists of one tuning run (`quick` shrinks everything for tests and lavapipe)."""
+
+    def __init__(self, quick: bool):
+        self.quick = quick
+        self.reps, self.runs = (2, 2) if quick else (10, 3)
+        self.matvec_shape = (128, 512) if quick else (4096, 4096)          # rows, K of the timed weight
+        self.matvec_check_shape = (37, 512)                                 # rows that fill no workgroup
+        self.matvec_cols = (1, 4, 8) if quick else tuple(range(1, MAX_COLS + 1))
+        self.matvec_rows = (1, 2, 4) if quick else (1, 2, 4, 8)
+        self.matvec_blocks = (32,) if quick else (32, 64, 128, 256)
+        self.gdn_shape = (2, 4, 128) if quick else (16, 48, 128)            # H_k, H_v, d (27B: 16, 48, 128)
+        self.gdn_tokens = (1,) if quick else (1, 4)
+        self.attn_heads = (8, 2, 128) if quick else (24, 4, 256)            # H, H_kv, D (27B)
+        self.attn_contexts = (256,) if quick else (1024, 8192)
+        self.attn_splits = (1, 2, 4, 8) if quick else (1, 2, 4, 8, 16, 32, 64)
+        self.attn_chunks = (64, 128) if quick else (64, 128, 256)
+        self.mtp_n_max = (1, 2) if quick else (1, 2, 3, 4, 5)
+        self.mtp_p_min = (0.0,) if quick else (0.0, 0.3, 0.6)
+        self.mtp_tokens = 8 if quick else 96
+
+
+def us(timing) -> float:
+    return round(timing.seconds * 1e6, 1)
+
+
+def log(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+def matvec_candidates(device: Device, sweep: Sweep) -> list[MatVecTuning]:
+    info = device.info
+    blocks = sorted({max(b, info.subgroup_size) for b in sweep.matvec_blocks})
+    out = [default_tuning(info)]
+    for block in blocks:
+        for rows in sweep.matvec_rows:
+            for sub in ((False, True) if info.has_subgroup_arithmetic else (False,)):
+                t = MatVecTuning(block, rows, sub)
+                try:
+                    check_tuning(info, t)
+                except ValueError:
+                    continue
+                if t not in out:
+                    out.append(t)
+    return out
+
+
+def label(t: MatVecTuning) -> str:
+    return f"b{t.block_size}/r{t.rows_per_group}/{'sg' if t.use_subgroup else 'sh'}"
+
+
+def sweep_matvec(device: Device, type_names: list[str], sweep: Sweep) -> tuple[dict, dict]:
+    """Best tuning per type: smallest summed time over the column counts. Returns (choices, measurements)."""
+    ids = {name: t for t, name in SUPPORTED_TYPES.items()}
+    chosen, measured = {}, {}
+    for name in type_names:
+        t = ids[name]
+        check = MatVecCase(device, t, *sweep.matvec_check_shape, seed=1)
+        timed = MatVecCase(device, t, *sweep.matvec_shape, seed=2)
+        results = {}
+        for cand in matvec_candidates(device, sweep):
+            mv = MatVec(device, cand)
+            problem = check.check(mv)
+            if problem:
+                log(f"  matvec {name} {label(cand)}: discarded ({problem})")
+                continue
+            times = [time_recorded(device, timed.recorder(mv, n), sweep.reps, sweep.runs)
+                     for n in sweep.matvec_cols]
+            results[cand] = [us(x) for x in times]
+            clock = times[0].clock
+        check.destroy()
+        timed.destroy()
+        if not results:
+            log(f"  matvec {name}: no candidate passed the check; keeping the default")
+            continue
+        best = min(results, key=lambda c: sum(results[c]))
+        default = default_tuning(device.info)
+        chosen[name] = best
+        measured[name] = {"cols": list(sweep.matvec_cols), "clock": clock, "best": label(best),
+                          "best_us": results[best], "default_us": results.get(default),
+                          "candidates": {label(c): v for c, v in results.items()}}
+        speedup = sum(results[default]) / sum(results[best]) if default in results else float("nan")
+        log(f"matvec {name:6} best {label(best):14} "
+            + " ".join(f"{n}:{us:.1f}" for n, us in zip(sweep.matvec_cols, results[best]))
+            + f" us ({clock} clock; {speedup:.2f}x the default)")
+    return chosen, measured
+
+
+def sweep_gdn(device: Device, sweep: Sweep) -> tuple[int | None, str | None, dict]:
+    h_k, h_v, d = sweep.gdn_shape
+    cases = [GdnCase(device, h_k, h_v, d, n, seed=n) for n in sweep.gdn_tokens]
+    results = {}
+    lanes = 1
+    while lanes <= min(d, device.info.max_workgroup_invocations):
+        for variant in available_variants(device):
+            try:
+                op = GatedDeltaNet(device, d, lanes_per_column=lanes, variant=variant)
+            except ValueError as exc:
+                log(f"  gdn lanes {lanes} {variant}: illegal here ({exc})")
+                continue
+            problem = next((p for p in (c.check(op) for c in cases) if p), None)
+            if problem:
+                log(f"  gdn lanes {lanes} {variant}: discarded ({problem})")
+                continue
+            results[(lanes, variant)] = [us(time_recorded(device, c.recorder(op), sweep.reps, sweep.runs))
+                                         for c in cases]
+        lanes *= 2
+    for c in cases:
+        c.destroy()
+    if not results:
+        return None, None, {}
+    best = min(results, key=lambda k: sum(results[k]))
+    log(f"gdn    best lanes_per_column {best[0]} {best[1]}: "
+        + " ".join(f"{n} tok {us:.1f} us" for n, us in zip(sweep.gdn_tokens, results[best])))
+    return best[0], best[1], {"shape": [h_k, h_v, d], "tokens": list(sweep.gdn_tokens),
+                              "candidates": {f"{k[0]}/{k[1]}": v for k, v in results.items()}}
+
+
+def sweep_attn(device: Device, sweep: Sweep) -> tuple[int | None, int | None, dict]:
+    h, h_kv, d = sweep.attn_heads
+    cases = [AttnCase(device, h, h_kv, d, ctx, seed=ctx) for ctx in sweep.attn_contexts]
+    results = {}
+    for n_splits in sweep.attn_splits:
+        for chunk in sweep.attn_chunks:
+            try:
+                fa = FlashAttn(device, h, cases[0].layout, n_splits=n_splits, chunk=chunk)
+            except ValueError as exc:
+                log(f"  attn splits {n_splits} chunk {chunk}: illegal here ({exc})")
+                continue
+            per_case = []
+            for c in cases:
+                fa_c = FlashAttn(device, h, c.layout, n_splits=n_splits, chunk=chunk)
+                problem = c.check(fa_c)
+                if problem:
+                    log(f"  attn splits {n_splits} chunk {chunk}: discarded ({problem})")
+                    break
+                per_case.append(us(time_recorded(device, c.recorder(fa_c), sweep.reps, sweep.runs)))
+            else:
+                results[(n_splits, chunk)] = per_case
+            del fa
+    for c in cases:
+        c.destroy()
+    if not results:
+        return None, None, {}
+    best = min(results, key=lambda k: sum(results[k]))
+    log(f"attn   best n_splits {best[0]} chunk {best[1]}: "
+        + " ".join(f"ctx {n} {us:.1f} us" for n, us in zip(sweep.attn_contexts, results[best])))
+    return best[0], best[1], {"heads": [h, h_kv, d], "contexts": list(sweep.attn_contexts),
+                              "candidates": {f"{k[0]}/{k[1]}": v for k, v in results.items()}}
+
+
+def _generate(engine, prompts: list[list[int]], n: int) -> tuple[list[list[int]], float]:
+    """Greedy continuations and decode tokens per second (prefill excluded)."""
+    from vkmtp.engine.api import Request
+    from vkmtp.sampling import SamplingParams
+
+    outs, tokens, ms = [], 0, 0.0
+    for ids in prompts:
+        req = Request(list(ids), SamplingParams(temperature=0.0), max_tokens=n, cache_prompt=False)
+        got, seq = [], None
+        for ev in engine.generate(req):
+            got += ev.new_ids
+            seq = ev.seq
+        outs.append(got)
+        tokens += seq.timings.predicted_n
+        ms += seq.timings.predicted_ms
+    return outs, 1e3 * tokens / ms if ms else 0.0
+
+
+def sweep_mtp(model_path: str, device: Device, sweep: Sweep) -> tuple[MtpTuning | None, dict]:
+    """Decode tok/s per (n_max, p_min) on a few prompts; a setting whose greedy output differs from plain
+    decoding is discarded (MTP must not change greedy output)."""
+    from vkmtp.engine.api import EngineConfig
+    from vkmtp.engine.vulkan import VulkanEngine
+    from vkmtp.spec import SpecConfig
+    from vkmtp.tokenizer import Tokenizer
+
+    base = EngineConfig(n_ctx=512, spec=SpecConfig(enabled=False))
+    plain = VulkanEngine(model_path, base, device=device)
+    tok = Tokenizer.from_gguf(plain.gguf)
+    prompts = [tok.encode(p, add_special=True) for p in (PROMPTS[:2] if sweep.quick else PROMPTS)]
+    want, plain_tps = _generate(plain, prompts, sweep.mtp_tokens)
+    has_mtp = plain.table.mtp is not None
+    plain.close()
+    log(f"mtp    without MTP: {plain_tps:.1f} tok/s")
+    if not has_mtp:
+        log("mtp    the model has no MTP block; nothing to tune")
+        return None, {"no_mtp_tok_s": plain_tps}
+    results = {}
+    for n_max in sweep.mtp_n_max:
+        engine = VulkanEngine(model_path, replace(base, spec=SpecConfig(n_max=n_max)), device=device)
+        for p_min in sweep.mtp_p_min:
+            engine.config = replace(engine.config, spec=replace(engine.config.spec, p_min=p_min))
+            got, tps = _generate(engine, prompts, sweep.mtp_tokens)
+            if got != want:
+                log(f"  mtp n_max {n_max} p_min {p_min}: discarded (greedy output differs from plain "
+                    f"decoding)")
+                continue
+            results[(n_max, p_min)] = round(tps, 2)
+            log(f"  mtp n_max {n_max} p_min {p_min}: {tps:.1f} tok/s")
+        engine.close()
+    if not results:
+        return None, {"no_mtp_tok_s": plain_tps}
+    best = max(results, key=results.get)
+    note = "" if results[best] > plain_tps else " (slower than without MTP: consider --no-mtp)"
+    log(f"mtp    best n_max {best[0]} p_min {best[1]}: {results[best]:.1f} tok/s{note}")
+    return MtpTuning(best[0], best[1]), {"no_mtp_tok_s": plain_tps,
+                                         "candidates": {f"{k[0]}/{k[1]}": v for k, v in results.items()}}
+
+
+def pick_type_names(spec: str | None, quick: bool) -> list[str]:
+    if not spec:
+        return list(QUICK_TYPES if quick else COMMON_TYPES)
+    if spec == "all":
+        return list(SUPPORTED_TYPES.values())
+    names = [s.strip().upper() for s in spec.split(",") if s.strip()]
+    bad = [n for n in names if n not in SUPPORTED_TYPES.values()]
+    if bad:
+        raise ValueError(f"--types: unknown quant type(s) {', '.join(bad)} "
+                         f"(choose from {', '.join(SUPPORTED_TYPES.values())} or 'all')")
+    return names
+
+
+def plot_matvec(measurements: dict, out: str) -> None:
+    """Mat-vec time vs column count per type (best candidate solid, default dashed)."""
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        raise RuntimeError(NO_MATPLOTLIB) from None
+    fig, ax = plt.subplots(figsize=(6.4, 4.0), dpi=100)
+    for name, m in sorted(measurements.get("matvec", {}).items()):
+        line, = ax.plot(m["cols"], m["best_us"], marker="o", label=f"{name} {m['best']}")
+        if m.get("default_us"):
+            ax.plot(m["cols"], m["default_us"], ls="--", color=line.get_color(), alpha=0.6)
+    ax.set_xlabel("columns (tokens in the step)")
+    ax.set_ylabel("time per mat-vec (us)")
+    ax.set_title(f"mat-vec {measurements.get('matvec_shape', '')}: tuned (solid) vs default (dashed)")
+    ax.set_ylim(bottom=0)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(out)
+    plt.close(fig)
+
+
+def run(device_index: str | None, quick: bool, model: str | None, types: str | None, show: bool,
+        plot: str | None, skip: tuple[str, ...] = (), device: Device | None = None) -> int:
+    """The `vkmtp tune` command; `skip` names sweeps not to run (matvec, gdn, attn). An open `device` is
+    used (and left open) instead of opening `device_index`."""
+    own = device is None
+    device = device or Device(device_index)
+    info = device.info
+    try:
+        if show:
+            path = profile_path(info)
+            profile = load_profile(info) if path.exists() else None
+            if profile is None:
+                print(f"no tuning profile for {info.name} ({path}); the built-in defaults are used")
+            else:
+                print(f"{path}\n{profile.describe()}")
+            if plot and profile is not None:
+                plot_matvec(profile.measurements, plot)
+            return 0
+        if plot:   # fail before an hour of measuring, not after
+            try:
+                import matplotlib  # noqa: F401
+            except ImportError:
+                raise RuntimeError(NO_MATPLOTLIB) from None
+        sweep = Sweep(quick)
+        log(f"tuning {info.name} ({info.driver_name} {info.driver_info}), subgroup {info.subgroup_size}"
+            f"{', quick sweep' if quick else ''}")
+        t0 = time.perf_counter()
+        profile = load_profile(info) or TuningProfile()
+        measured = dict(profile.measurements)
+        if "matvec" not in skip:
+            chosen, measured["matvec"] = sweep_matvec(device, pick_type_names(types, quick), sweep)
+            measured["matvec_shape"] = "x".join(map(str, sweep.matvec_shape))
+            profile.matvec.update(chosen)
+        if "gdn" not in skip:
+            profile.gdn_lanes_per_column, profile.gdn_variant, measured["gdn"] = sweep_gdn(device, sweep)
+        if "attn" not in skip:
+            profile.attn_n_splits, profile.attn_chunk, measured["flash_attn"] = sweep_attn(device, sweep)
+        if model:
+            best, measured.setdefault("mtp", {})[os.path.basename(model)] = sweep_mtp(model, device, sweep)
+            if best is not None:
+                profile.mtp[os.path.basename(model)] = best
+        measured["quick"] = quick
+        profile.measurements = measured
+        path = save_profile(profile, info)
+        log(f"profile written to {path} ({time.perf_counter() - t0:.0f} s)")
+        print(profile.describe())
+        if plot:
+            plot_matvec(measured, plot)
+            log(f"plot written to {plot}")
+        return 0
+    finally:
+        if own:
+            device.destroy()
