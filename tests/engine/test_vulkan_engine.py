@@ -223,3 +223,13 @@ def test_synthetic_acceptance_is_a_benchmark_mode(fixture_models, engines):
     _, seq = run(eng, PROMPT, 64)
     rate = seq.spec.accepted_per_pos[0] / seq.spec.drafted_per_pos[0]
     assert 0.55 <= rate <= 0.98   # the random model itself accepts ~0 % of its drafts
+
+
+def test_greedy_with_repeat_penalty_matches_the_reference_sampler(fixture_models, engines):
+    """Penalties change the logits before the argmax, so the engine must not take the GPU's plain argmax."""
+    path = fixture_models("aligned", "f32")
+    params = SamplingParams(temperature=0.0, repeat_penalty=1.5, repeat_last_n=64)
+    want = generate(ReferenceModel.from_gguf(path), PROMPT, 32, params).tokens
+    for mtp in (False, True):
+        got, _ = run(engines(path, mtp=mtp), PROMPT, 32, params)
+        assert got == list(want)

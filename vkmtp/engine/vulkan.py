@@ -182,7 +182,7 @@ class VulkanEngine(Engine):
         chunk = slot.pending[: self.ubatch]
         n = len(chunk)
         T = next((b for b in PREFILL_BUCKETS if b >= n and b <= self.ubatch), self.ubatch)
-        greedy = slot.sampler.params.greedy
+        greedy = _argmax_on_gpu(slot.sampler.params)
         recs = self.io.records()
         pos0 = len(slot.tokens)
         recs[:T] = 0
@@ -210,7 +210,7 @@ class VulkanEngine(Engine):
     def _generate_step(self, active: list[Slot]) -> list[Event]:
         t0 = time.perf_counter()
         S = len(active)
-        greedy = all(s.sampler.params.greedy for s in active)
+        greedy = all(_argmax_on_gpu(s.sampler.params) for s in active)
         K = self.adaptive.choose() if self.adaptive else self.K
         # A sequence with no budget left for drafts still rides along in a batched speculative step (its drafts are
         # not counted); alone it takes the cheaper plain step. Both give the same tokens and statistics.
@@ -392,6 +392,12 @@ class VulkanEngine(Engine):
         slot.pending = []
         if reason == "cancelled" and slot.tokens and len(slot.tokens) < len(seq.request.prompt_ids):
             slot.tokens = []   # a half-prefilled prompt is not a reusable prefix
+
+
+def _argmax_on_gpu(params) -> bool:
+    """Greedy without penalties: the GPU's argmax is the token. Penalties change logits first (host path)."""
+    return params.greedy and params.repeat_penalty == 1.0 and params.presence_penalty == 0.0 \
+        and params.frequency_penalty == 0.0
 
 
 def _progress_bar(total: int):
