@@ -12,6 +12,7 @@ import random
 import sysconfig
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
@@ -39,9 +40,22 @@ class Corpus:
     heldout_files: list[str] = field(default_factory=list)
 
 
+def stdlib_root() -> Path:
+    return Path(sysconfig.get_paths()["stdlib"])
+
+
+def read_heldout() -> dict[str, str]:
+    """The held-out files' text (relative path -> text); evaluation needs nothing else."""
+    root = stdlib_root()
+    missing = [rel for rel in HELDOUT_FILES if not (root / rel).is_file()]
+    if missing:
+        raise SystemExit(f"held-out stdlib files not found under {root}: {missing}")
+    return {rel: (root / rel).read_text(encoding="utf-8") for rel in HELDOUT_FILES}
+
+
 def stdlib_files() -> tuple[list[tuple[str, str]], dict[str, str]]:
     """(train [(relative path, text)], held-out {relative path: text}), sorted, undecodable files skipped."""
-    root = Path(sysconfig.get_paths()["stdlib"])
+    root = stdlib_root()
     train, heldout = [], {}
     for path in sorted(root.rglob("*.py")):
         rel = path.relative_to(root).as_posix()
@@ -112,18 +126,18 @@ def build_corpus(vocab_size: int, cache_dir: Path) -> Corpus:
     return Corpus(tokenizer, special_ids, train, held, heldout, len(train_docs), sorted(heldout))
 
 
-def heldout_prompts(corpus: Corpus, n_prompts: int, n_tokens: int, seed: int = 1234) -> list[list[int]]:
+def heldout_prompts(heldout_texts: dict[str, str], encode: Callable[[str], list[int]], n_prompts: int,
+                    n_tokens: int, seed: int = 1234) -> list[list[int]]:
     """n_prompts prompts of n_tokens, each starting at the beginning of a non-blank line of a held-out file."""
     rng = random.Random(seed)
-    names = sorted(corpus.heldout_texts)
+    names = sorted(heldout_texts)
     prompts = []
     while len(prompts) < n_prompts:
-        text = corpus.heldout_texts[names[len(prompts) % len(names)]]
-        lines = text.splitlines(keepends=True)
+        lines = heldout_texts[names[len(prompts) % len(names)]].splitlines(keepends=True)
         start_line = rng.randrange(0, max(1, len(lines) - 200))
         if not lines[start_line].strip():
             continue
-        ids = corpus.tokenizer.encode("".join(lines[start_line:start_line + 200]), add_special_tokens=False).ids
+        ids = encode("".join(lines[start_line:start_line + 200]))
         if len(ids) >= n_tokens:
             prompts.append(ids[:n_tokens])
     return prompts

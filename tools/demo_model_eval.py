@@ -112,7 +112,9 @@ def repeat_rate(seq: list[int], n_prompt: int, n: int = 4) -> float:
 def measure_acceptance(model, mtp, corpus: Corpus, rotary: Callable, n_prompts: int = 16,
                        n_generate: int = 64, prompt_tokens: int = 128) -> dict:
     """Greedy-generation MTP acceptance at n-max 1/2/3 on held-out prompts, conditional rates, repeat rate, sample."""
-    prompts = heldout_prompts(corpus, n_prompts, prompt_tokens)
+    prompts = heldout_prompts(corpus.heldout_texts,
+                              lambda text: corpus.tokenizer.encode(text, add_special_tokens=False).ids,
+                              n_prompts, prompt_tokens)
     sequences = [greedy_generate(model, prompt, n_generate) for prompt in prompts]
     record: dict = {"accept_prompts": n_prompts, "accept_generated": n_generate}
     for n_max in (1, 2, 3):

@@ -28,7 +28,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+TOOLS_DIR = Path(__file__).resolve().parent
+sys.path.insert(0, str(TOOLS_DIR))
+sys.path.insert(1, str(TOOLS_DIR.parent))           # this checkout's vkmtp (converter, tokenizer export)
 from demo_model_eval import evaluate_heldout, measure_acceptance  # noqa: E402
 from demo_model_data import build_corpus  # noqa: E402
 
@@ -167,6 +169,24 @@ def save_checkpoint(out: Path, model: Qwen3_5ForCausalLM, mtp: MtpHead, tokenize
     }, indent=2))
 
 
+def export_gguf(checkpoint: Path, out_path: Path, file_type: str = "q8_0") -> dict[str, str]:
+    """Write the checkpoint as a llama.cpp-layout GGUF with vkmtp's converter and tokenizer exporter."""
+    from safetensors.numpy import load_file
+    from tokenizers import Tokenizer
+
+    from vkmtp.convert import write_gguf
+    from vkmtp.tokenizer_export import metadata_from_tokenizers
+
+    config = json.loads((checkpoint / "config.json").read_text())
+    chat_template = json.loads((checkpoint / "tokenizer_config.json").read_text())["chat_template"]
+    tokenizer_meta = metadata_from_tokenizers(
+        Tokenizer.from_file(str(checkpoint / "tokenizer.json")), eos_token="<|im_end|>",
+        bos_token="<|endoftext|>", padding_token="<|endoftext|>", add_bos=False, chat_template=chat_template)
+    state = load_file(str(checkpoint / "model.safetensors"))
+    return write_gguf(state, config, out_path, file_type, tokenizer_meta=tokenizer_meta,
+                      name="vkmtp-demo-qwen35-mtp")
+
+
 def learning_rate(args: argparse.Namespace, progress: float) -> float:
     """Linear warm-up over the first steps, then cosine from lr to lr_min_ratio*lr over the wall-clock budget."""
     cosine = 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
@@ -207,11 +227,16 @@ def train(args: argparse.Namespace) -> None:
     rng = np.random.default_rng(args.seed)
     budget_s = args.minutes * 60.0
     train_clock = 0.0
+
+    def progress() -> float:
+        """Share of the budget used: wall clock of training steps, or steps when --steps is given."""
+        return step / args.steps if args.steps else train_clock / budget_s
+
     next_eval = args.eval_minutes * 60.0
     step = tokens = 0
-    while train_clock < budget_s:
+    while progress() < 1.0:
         t0 = time.perf_counter()
-        lr = learning_rate(args, train_clock / budget_s) * min(1.0, (step + 1) / args.warmup_steps)
+        lr = learning_rate(args, progress()) * min(1.0, (step + 1) / args.warmup_steps)
         for group in optimizer.param_groups:
             group["lr"] = lr
         starts = rng.integers(0, corpus.train.size - args.ctx - 1, size=args.batch)
@@ -231,9 +256,9 @@ def train(args: argparse.Namespace) -> None:
             log({"event": "step", "step": step, "tokens": tokens, "train_min": round(train_clock / 60, 3),
                  "lr": lr, "loss_main": round(loss_main.item(), 4), "loss_mtp": round(loss_mtp.item(), 4),
                  "grad_norm": round(float(grad_norm), 3), "step_s": round(time.perf_counter() - t0, 3)})
-        if train_clock >= next_eval or train_clock >= budget_s:
+        if train_clock >= next_eval or progress() >= 1.0:
             next_eval += args.eval_minutes * 60.0
-            final = train_clock >= budget_s
+            final = progress() >= 1.0
             model.eval()
             mtp.eval()
             with torch.no_grad():
@@ -241,14 +266,16 @@ def train(args: argparse.Namespace) -> None:
                 record = {"event": "eval", "step": step, "tokens": tokens, "train_min": round(train_clock / 60, 3)}
                 record.update(evaluate_heldout(model, mtp, corpus.heldout, args.ctx, rotary, n_windows=64))
                 if final or args.accept_every_eval:
-                    record.update(measure_acceptance(model, mtp, corpus, rotary, n_prompts=16 if final else 8,
-                                                     n_generate=64 if final else 48))
+                    record.update(measure_acceptance(model, mtp, corpus, rotary, n_prompts=args.accept_prompts,
+                                                     n_generate=args.accept_tokens))
                 record["eval_s"] = round(time.perf_counter() - t_eval, 1)
             log(record)
             save_checkpoint(out / "checkpoint", model, mtp, tokenizer_json)
     log({"event": "done", "step": step, "tokens": tokens, "train_min": round(train_clock / 60, 3)})
     log_file.close()
     plot_losses(out / "train_log.jsonl", out / "loss_curve.png")
+    if args.gguf:
+        export_gguf(out / "checkpoint", Path(args.gguf), args.file_type)
 
 
 def plot_losses(log_path: Path, png_path: Path) -> None:
@@ -282,6 +309,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--minutes", type=float, default=55.0, help="training wall clock, excluding evaluation")
+    parser.add_argument("--steps", type=int, default=0,
+                        help="schedule by optimizer steps instead of minutes (bit-reproducible on one machine)")
+    parser.add_argument("--gguf", help="after training, export the final checkpoint to this GGUF path")
     parser.add_argument("--out", required=True, help="output folder (log, checkpoint/, loss_curve.png)")
     parser.add_argument("--cache", help="tokenizer/token cache folder (default OUT/corpus_cache)")
     parser.add_argument("--vocab", type=int, default=4096)
@@ -294,10 +324,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--gdn-v-heads", type=int, default=4)
     parser.add_argument("--ffn", type=int, default=768)
     parser.add_argument("--ctx", type=int, default=256)
-    parser.add_argument("--batch", type=int, default=16)
+    parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--lr", type=float, default=3e-3)
     parser.add_argument("--lr-min-ratio", type=float, default=0.1)
-    parser.add_argument("--warmup-steps", type=int, default=30)
+    parser.add_argument("--warmup-steps", type=int, default=20)
     parser.add_argument("--weight-decay", type=float, default=0.1)
     parser.add_argument("--mtp-weight", type=float, default=0.5)
     parser.add_argument("--distill", type=float, default=0.5, help="share of the main model's distribution "
@@ -305,8 +335,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--eval-minutes", type=float, default=5.0)
     parser.add_argument("--accept-every-eval", action="store_true", help="also measure acceptance at every eval")
+    parser.add_argument("--accept-prompts", type=int, default=16, help="held-out prompts for acceptance")
+    parser.add_argument("--accept-tokens", type=int, default=64, help="greedy tokens per acceptance prompt")
     parser.add_argument("--log-every", type=int, default=10)
     parser.add_argument("--plot-only", action="store_true", help="redraw loss_curve.png from OUT/train_log.jsonl")
+    parser.add_argument("--export", metavar="GGUF", help="only convert OUT/checkpoint to this GGUF path")
+    parser.add_argument("--file-type", default="q8_0", help="GGUF file type for --gguf/--export (q8_0, f16, f32)")
     return parser.parse_args(argv)
 
 
@@ -314,6 +348,10 @@ def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     if args.plot_only:
         plot_losses(Path(args.out) / "train_log.jsonl", Path(args.out) / "loss_curve.png")
+        return
+    if args.export:
+        written = export_gguf(Path(args.out) / "checkpoint", Path(args.export), args.file_type)
+        print(f"wrote {args.export}: {len(written)} tensors")
         return
     train(args)
 
