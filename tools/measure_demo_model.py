@@ -1,7 +1,7 @@
 """Measure a demo-model GGUF with vkmtp's NumPy reference: held-out perplexity and MTP acceptance.
 
 Why a separate tool: the numbers in models/README.md must come from the shipped file and vkmtp's own
-speculative loop (llama.cpp's draft-mtp rules), not from the torch model it was exported from. No torch needed.
+speculative loop (llama.cpp's draft-mtp rules), not from the torch model it was exported from. No torch.
 
     python tools/measure_demo_model.py models/vkmtp-demo-qwen35-mtp-5M-Q8_0.gguf --json measured.json
 """
@@ -26,6 +26,10 @@ from vkmtp.ref import ReferenceModel  # noqa: E402
 from vkmtp.ref.generate import MtpDraftParams, SpecStats, generate, generate_mtp  # noqa: E402
 from vkmtp.tokenizer import Tokenizer  # noqa: E402
 from vkmtp.gguf import open_gguf  # noqa: E402
+from vkmtp.sampling import SamplingParams  # noqa: E402
+
+# llama.cpp's default chain plus a mild repetition penalty: what a demo user would sample with
+SAMPLED = SamplingParams(temperature=0.7, top_k=40, top_p=0.95, min_p=0.05, repeat_penalty=1.15, seed=0)
 
 
 def log_softmax(logits: np.ndarray) -> np.ndarray:
@@ -39,10 +43,10 @@ def heldout_windows(model: ReferenceModel, ids: np.ndarray, n_windows: int, ctx:
     nll_main = nll_mtp = agree = 0.0
     n_main = n_mtp = 0
     for start in starts:
-        window = ids[start:start + ctx + 1]
+        window = ids[start : start + ctx + 1]
         inputs, targets = window[:-1], window[1:]
-        logits, hidden = model.forward(inputs, model.new_state())              # [ctx, v], [ctx, e]
-        prev = np.concatenate([np.zeros_like(hidden[:1]), hidden[:-1]])      # h_{q-1}, h_{-1} = 0
+        logits, hidden = model.forward(inputs, model.new_state())  # [ctx, v], [ctx, e]
+        prev = np.concatenate([np.zeros_like(hidden[:1]), hidden[:-1]])  # h_{q-1}, h_{-1} = 0
         mtp_logits, _ = model.mtp_forward(inputs, prev, model.new_mtp_state())
         rows = np.arange(ctx)
         nll_main -= log_softmax(logits)[rows, targets].sum()
@@ -51,9 +55,15 @@ def heldout_windows(model: ReferenceModel, ids: np.ndarray, n_windows: int, ctx:
         agree += (mtp_logits[1:].argmax(-1) == logits[1:].argmax(-1)).sum()
         n_main += ctx
         n_mtp += ctx - 1
-    return {"heldout_main": round(nll_main / n_main, 4), "heldout_ppl": round(float(np.exp(nll_main / n_main)), 2),
-            "heldout_mtp": round(nll_mtp / n_mtp, 4), "tf_agreement": round(agree / n_mtp, 4),
-            "windows": n_windows, "ctx": ctx}
+    nll_main, nll_mtp, agree = float(nll_main), float(nll_mtp), float(agree)
+    return {
+        "heldout_main": round(nll_main / n_main, 4),
+        "heldout_ppl": round(float(np.exp(nll_main / n_main)), 2),
+        "heldout_mtp": round(nll_mtp / n_mtp, 4),
+        "tf_agreement": round(agree / n_mtp, 4),
+        "windows": n_windows,
+        "ctx": ctx,
+    }
 
 
 def acceptance(model: ReferenceModel, prompts: list[list[int]], n_generate: int) -> dict:
@@ -67,17 +77,24 @@ def acceptance(model: ReferenceModel, prompts: list[list[int]], n_generate: int)
             total.n_steps += run.stats.n_steps
             total.n_drafted += run.stats.n_drafted
             total.n_accepted += run.stats.n_accepted
-            for mine, theirs in ((total.drafted_per_pos, run.stats.drafted_per_pos),
-                                 (total.accepted_per_pos, run.stats.accepted_per_pos)):
+            for mine, theirs in (
+                (total.drafted_per_pos, run.stats.drafted_per_pos),
+                (total.accepted_per_pos, run.stats.accepted_per_pos),
+            ):
                 mine.extend([0] * (len(theirs) - len(mine)))
                 for i, count in enumerate(theirs):
                     mine[i] += count
             if n_max == 3:
                 sequences.append(list(prompt) + run.tokens)
         result[f"n{n_max}"] = {
-            "acceptance": round(total.acceptance_rate, 4), "mean_accept_len": round(total.mean_accept_len, 3),
-            "drafted": total.n_drafted, "accepted": total.n_accepted,
-            "per_position": [round(a / d, 4) for a, d in zip(total.accepted_per_pos, total.drafted_per_pos) if d]}
+            "acceptance": round(total.acceptance_rate, 4),
+            "mean_accept_len": round(total.mean_accept_len, 3),
+            "drafted": total.n_drafted,
+            "accepted": total.n_accepted,
+            "per_position": [
+                round(a / d, 4) for a, d in zip(total.accepted_per_pos, total.drafted_per_pos) if d
+            ],
+        }
     n_prompt = len(prompts[0])
     result["repeat_rate_4gram"] = round(float(np.mean([repeat_rate(s, n_prompt) for s in sequences])), 4)
     return result
@@ -111,7 +128,13 @@ def main(argv: list[str] | None = None) -> None:
     report["acceptance"]["prompts"] = args.prompts
     report["acceptance"]["generated_per_prompt"] = args.tokens
     sample_prompt = encode("def parse_args(")
-    report["sample_parse_args"] = tokenizer.decode(sample_prompt + generate(model, sample_prompt, 48).tokens)
+    report["sample_parse_args_greedy"] = tokenizer.decode(
+        sample_prompt + generate(model, sample_prompt, 48).tokens
+    )
+    sampled = generate_mtp(model, sample_prompt, 48, params=SAMPLED)
+    report["sample_parse_args_sampled"] = tokenizer.decode(sample_prompt + sampled.tokens)
+    report["sample_sampled_params"] = repr(SAMPLED)
+    report["sample_sampled_acceptance"] = round(sampled.stats.acceptance_rate, 4)
     report["seconds"] = round(time.perf_counter() - t0, 1)
     text = json.dumps(report, indent=2)
     print(text)

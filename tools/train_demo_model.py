@@ -1,14 +1,15 @@
 """Train vkmtp's embedded demo model: a tiny `qwen35` (Gated DeltaNet + gated attention) with an MTP head.
 
-Why: a newcomer's first `vkmtp` command must show MTP speculative decoding with real acceptance and no download,
-so the project ships a small model trained by this reproducible tool on the Python standard library's own source.
+Why: a newcomer's first `vkmtp` command must show MTP speculative decoding with real acceptance and no
+download, so the project ships a small model trained by this reproducible tool on the Python standard
+library's own source.
 
-    python tools/train_demo_model.py --seed 0 --minutes 55 --out /work/demo-artifacts/run0
+    python tools/train_demo_model.py --seed 0 --minutes 55 --out runs/demo
 
-Dev-only dependencies (the `dev` extra): torch, transformers, safetensors, matplotlib. Runs on CPU; the clock that
-drives the learning-rate schedule excludes evaluation time. Every `--eval-minutes` it evaluates on held-out stdlib
-modules and writes a Hugging Face checkpoint (`model.safetensors` with `mtp.*` tensors, `config.json`,
-`tokenizer.json`) that `vkmtp.convert` turns into a GGUF.
+Dev-only dependencies (the `dev` extra): torch, transformers, safetensors, matplotlib. Runs on CPU; the clock
+that drives the learning-rate schedule excludes evaluation time. Every `--eval-minutes` it evaluates on
+held-out stdlib modules and writes a Hugging Face checkpoint (`model.safetensors` with `mtp.*` tensors,
+`config.json`, `tokenizer.json`) that `vkmtp.convert` turns into a GGUF.
 """
 
 from __future__ import annotations
@@ -16,10 +17,8 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
 import random
 import sys
-import sysconfig
 import time
 from pathlib import Path
 
@@ -30,9 +29,10 @@ from torch import nn
 
 TOOLS_DIR = Path(__file__).resolve().parent
 sys.path.insert(0, str(TOOLS_DIR))
-sys.path.insert(1, str(TOOLS_DIR.parent))           # this checkout's vkmtp (converter, tokenizer export)
+sys.path.insert(1, str(TOOLS_DIR.parent))  # this checkout's vkmtp (converter, tokenizer export)
 from demo_model_eval import evaluate_heldout, measure_acceptance  # noqa: E402
 from demo_model_data import build_corpus  # noqa: E402
+from demo_model_io import export_gguf, plot_losses, save_checkpoint  # noqa: E402
 
 from transformers import Qwen3_5ForCausalLM, Qwen3_5TextConfig  # noqa: E402
 from transformers.models.qwen3_5.modeling_qwen3_5 import Qwen3_5DecoderLayer, Qwen3_5RMSNorm  # noqa: E402
@@ -42,16 +42,16 @@ def patch_unit_lower_solve() -> None:
     """Replace the tiny batched unit-lower-triangular solves of the GDN torch fallback by matmuls.
 
     transformers' `torch_chunk_gated_delta_rule` solves (I + N) X = B per 64x64 chunk with
-    `torch.linalg.solve_triangular`, which is ~10x slower on CPU than everything else in a step. N (the strictly
-    lower part) is nilpotent, so (I + N)^-1 = (I - N)(I + N^2)(I + N^4)... exactly, in log2(chunk) matmul pairs.
+    `torch.linalg.solve_triangular`, which dominates a CPU training step. N (the strictly lower part) is
+    nilpotent, so (I + N)^-1 = (I - N)(I + N^2)(I + N^4)... exactly, in log2(chunk) matmul pairs.
     """
     original = torch.linalg.solve_triangular
 
     def solve(a, b, *, upper, left=True, unitriangular=False, out=None):
         if upper or not left or not unitriangular or out is not None:
             return original(a, b, upper=upper, left=left, unitriangular=unitriangular, out=out)
-        minus_n = -a.tril(-1)                          # [..., c, c]
-        x = b + minus_n @ b                            # [..., c, d]
+        minus_n = -a.tril(-1)  # [..., c, c]
+        x = b + minus_n @ b  # [..., c, d]
         power = minus_n
         for _ in range(max(1, math.ceil(math.log2(a.shape[-1]))) - 1):
             power = power @ power
@@ -64,15 +64,20 @@ def patch_unit_lower_solve() -> None:
 class MtpHead(nn.Module):
     """Qwen3.5's multi-token-prediction block under HF's `mtp.*` names.
 
-    Entry at position p combines the embedding of token x_p with the main model's post-final-norm hidden state at
-    p-1 (embedding half first) and predicts x_{p+1} through the shared lm_head.
+    Entry at position p combines the embedding of token x_p with the main model's post-final-norm hidden state
+    at p-1 (embedding half first) and predicts x_{p+1} through the shared lm_head.
     """
 
     def __init__(self, config: Qwen3_5TextConfig):
         super().__init__()
         n = config.num_hidden_layers
-        layer_config = Qwen3_5TextConfig(**{**config.to_dict(), "num_hidden_layers": n + 1,
-                                            "layer_types": list(config.layer_types) + ["full_attention"]})
+        layer_config = Qwen3_5TextConfig(
+            **{
+                **config.to_dict(),
+                "num_hidden_layers": n + 1,
+                "layer_types": list(config.layer_types) + ["full_attention"],
+            }
+        )
         layer_config._attn_implementation = config._attn_implementation
         e = config.hidden_size
         self.fc = nn.Linear(2 * e, e, bias=False)
@@ -81,29 +86,55 @@ class MtpHead(nn.Module):
         self.layers = nn.ModuleList([Qwen3_5DecoderLayer(layer_config, n)])
         self.norm = Qwen3_5RMSNorm(e, eps=config.rms_norm_eps)
 
-    def forward(self, token_embeds: torch.Tensor, prev_hidden: torch.Tensor,
-                position_embeddings: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+    def forward(
+        self,
+        token_embeds: torch.Tensor,
+        prev_hidden: torch.Tensor,
+        position_embeddings: tuple[torch.Tensor, torch.Tensor],
+    ) -> torch.Tensor:
         """token_embeds, prev_hidden: [batch, seq, e] -> post-norm MTP hidden [batch, seq, e] (causal)."""
-        fused = torch.cat([self.pre_fc_norm_embedding(token_embeds), self.pre_fc_norm_hidden(prev_hidden)], dim=-1)
+        fused = torch.cat(
+            [self.pre_fc_norm_embedding(token_embeds), self.pre_fc_norm_hidden(prev_hidden)], dim=-1
+        )
         hidden = self.layers[0](self.fc(fused), position_embeddings=position_embeddings, attention_mask=None)
         return self.norm(hidden)
 
 
 def model_config(args: argparse.Namespace, vocab_size: int, special_ids: dict[str, int]) -> Qwen3_5TextConfig:
     """The qwen35 hyper-parameters: 3 GDN layers then 1 gated full-attention layer, repeated; partial RoPE."""
-    rotary_pairs = args.head_dim // 4 // 2                       # partial_rotary_factor 0.25
+    rotary_pairs = args.head_dim // 4 // 2  # partial_rotary_factor 0.25
     config = Qwen3_5TextConfig(
-        vocab_size=vocab_size, hidden_size=args.dim, num_hidden_layers=args.layers,
-        layer_types=["full_attention" if (i + 1) % 4 == 0 else "linear_attention" for i in range(args.layers)],
-        num_attention_heads=args.heads, num_key_value_heads=args.kv_heads, head_dim=args.head_dim,
-        linear_num_key_heads=args.gdn_k_heads, linear_num_value_heads=args.gdn_v_heads,
-        linear_key_head_dim=args.head_dim, linear_value_head_dim=args.head_dim, linear_conv_kernel_dim=4,
-        intermediate_size=args.ffn, tie_word_embeddings=True, max_position_embeddings=4096,
-        rope_parameters={"rope_type": "default", "rope_theta": 10000.0, "partial_rotary_factor": 0.25,
-                         "mrope_section": [rotary_pairs - 2 * (rotary_pairs // 3), rotary_pairs // 3,
-                                           rotary_pairs // 3], "mrope_interleaved": True},
-        rms_norm_eps=1e-6, use_cache=False, bos_token_id=special_ids["<|endoftext|>"], eos_token_id=special_ids["<|im_end|>"],
-        pad_token_id=special_ids["<|endoftext|>"], mtp_num_hidden_layers=1, attn_implementation="sdpa",
+        vocab_size=vocab_size,
+        hidden_size=args.dim,
+        num_hidden_layers=args.layers,
+        layer_types=[
+            "full_attention" if (i + 1) % 4 == 0 else "linear_attention" for i in range(args.layers)
+        ],
+        num_attention_heads=args.heads,
+        num_key_value_heads=args.kv_heads,
+        head_dim=args.head_dim,
+        linear_num_key_heads=args.gdn_k_heads,
+        linear_num_value_heads=args.gdn_v_heads,
+        linear_key_head_dim=args.head_dim,
+        linear_value_head_dim=args.head_dim,
+        linear_conv_kernel_dim=4,
+        intermediate_size=args.ffn,
+        tie_word_embeddings=True,
+        max_position_embeddings=4096,
+        rope_parameters={
+            "rope_type": "default",
+            "rope_theta": 10000.0,
+            "partial_rotary_factor": 0.25,
+            "mrope_section": [rotary_pairs - 2 * (rotary_pairs // 3), rotary_pairs // 3, rotary_pairs // 3],
+            "mrope_interleaved": True,
+        },
+        rms_norm_eps=1e-6,
+        use_cache=False,
+        bos_token_id=special_ids["<|endoftext|>"],
+        eos_token_id=special_ids["<|im_end|>"],
+        pad_token_id=special_ids["<|endoftext|>"],
+        mtp_num_hidden_layers=1,
+        attn_implementation="sdpa",
     )
     return config
 
@@ -117,17 +148,18 @@ def init_mtp(mtp: MtpHead, std: float) -> None:
             nn.init.zeros_(module.weight)
 
 
-def forward_losses(model: Qwen3_5ForCausalLM, mtp: MtpHead, window: torch.Tensor,
-                   distill: float) -> tuple[torch.Tensor, torch.Tensor]:
+def forward_losses(
+    model: Qwen3_5ForCausalLM, mtp: MtpHead, window: torch.Tensor, distill: float
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Main next-token CE and MTP CE for a [batch, ctx + 1] window.
 
-    MTP entry q sees (x_q, h_{q-1}) (h_{-1} = 0 as at the start of a sequence) and predicts x_{q+1}; its target
-    mixes the one-hot token with `distill` x the main model's own (detached) distribution at q, because a draft is
-    accepted exactly when it matches the main model's choice.
+    MTP entry q sees (x_q, h_{q-1}) (h_{-1} = 0 as at the start of a sequence) and predicts x_{q+1}; its
+    target mixes the one-hot token with `distill` x the main model's own (detached) distribution at q, because
+    a draft is accepted exactly when it matches the main model's choice.
     """
     inputs, targets = window[:, :-1], window[:, 1:]
-    hidden = model.model(input_ids=inputs).last_hidden_state          # [b, t, e] post-norm
-    logits = model.lm_head(hidden)                                     # [b, t, v]
+    hidden = model.model(input_ids=inputs).last_hidden_state  # [b, t, e] post-norm
+    logits = model.lm_head(hidden)  # [b, t, v]
     vocab = logits.shape[-1]
     loss_main = F.cross_entropy(logits.reshape(-1, vocab), targets.reshape(-1))
     prev_hidden = torch.cat([torch.zeros_like(hidden[:, :1]), hidden[:, :-1]], dim=1)
@@ -141,54 +173,14 @@ def forward_losses(model: Qwen3_5ForCausalLM, mtp: MtpHead, window: torch.Tensor
 
 
 def rotary(model: Qwen3_5ForCausalLM, ids: torch.Tensor, start: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
-    """cos/sin for positions start.. of a [batch, seq] id tensor (text: all M-RoPE sections share the position)."""
+    """cos/sin for positions start.. of a [batch, seq] id tensor (text: all M-RoPE sections agree)."""
     positions = torch.arange(start, start + ids.shape[1]).view(1, 1, -1).expand(3, ids.shape[0], -1)
     probe = model.model.embed_tokens.weight[:1]
     return model.model.rotary_emb(probe, positions)
 
 
-def save_checkpoint(out: Path, model: Qwen3_5ForCausalLM, mtp: MtpHead, tokenizer_json: str) -> None:
-    """HF layout: model.safetensors (trunk + mtp.*), config.json, tokenizer.json, tokenizer_config.json."""
-    from safetensors.torch import save_file
-
-    out.mkdir(parents=True, exist_ok=True)
-    tensors = {k: v.detach().contiguous().clone() for k, v in model.state_dict().items() if k != "lm_head.weight"}
-    tensors.update({f"mtp.{k}": v.detach().contiguous().clone() for k, v in mtp.state_dict().items()})
-    tmp = out / "model.safetensors.tmp"
-    save_file(tensors, str(tmp), metadata={"format": "pt"})
-    os.replace(tmp, out / "model.safetensors")
-    config = model.config.to_dict()
-    config["architectures"] = ["Qwen3_5ForCausalLM"]
-    (out / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True))
-    (out / "tokenizer.json").write_text(tokenizer_json)
-    (out / "tokenizer_config.json").write_text(json.dumps({
-        "tokenizer_class": "Qwen3_5Tokenizer", "eos_token": "<|im_end|>", "pad_token": "<|endoftext|>",
-        "bos_token": None, "add_bos_token": False,
-        "chat_template": ("{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n"
-                          "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"),
-    }, indent=2))
-
-
-def export_gguf(checkpoint: Path, out_path: Path, file_type: str = "q8_0") -> dict[str, str]:
-    """Write the checkpoint as a llama.cpp-layout GGUF with vkmtp's converter and tokenizer exporter."""
-    from safetensors.numpy import load_file
-    from tokenizers import Tokenizer
-
-    from vkmtp.convert import write_gguf
-    from vkmtp.tokenizer_export import metadata_from_tokenizers
-
-    config = json.loads((checkpoint / "config.json").read_text())
-    chat_template = json.loads((checkpoint / "tokenizer_config.json").read_text())["chat_template"]
-    tokenizer_meta = metadata_from_tokenizers(
-        Tokenizer.from_file(str(checkpoint / "tokenizer.json")), eos_token="<|im_end|>",
-        bos_token="<|endoftext|>", padding_token="<|endoftext|>", add_bos=False, chat_template=chat_template)
-    state = load_file(str(checkpoint / "model.safetensors"))
-    return write_gguf(state, config, out_path, file_type, tokenizer_meta=tokenizer_meta,
-                      name="vkmtp-demo-qwen35-mtp")
-
-
 def learning_rate(args: argparse.Namespace, progress: float) -> float:
-    """Linear warm-up over the first steps, then cosine from lr to lr_min_ratio*lr over the wall-clock budget."""
+    """Cosine from lr to lr_min_ratio * lr over the budget (the caller applies the linear warm-up)."""
     cosine = 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
     return args.lr * (args.lr_min_ratio + (1.0 - args.lr_min_ratio) * cosine)
 
@@ -215,15 +207,27 @@ def train(args: argparse.Namespace) -> None:
     init_mtp(mtp, config.initializer_range)
     n_main = sum(p.numel() for p in model.parameters())
     n_mtp = sum(p.numel() for p in mtp.parameters())
-    log({"event": "start", "args": vars(args), "params_main": n_main, "params_mtp": n_mtp,
-         "train_tokens": int(corpus.train.size), "heldout_tokens": int(corpus.heldout.size),
-         "train_files": corpus.n_train_files, "heldout_files": corpus.heldout_files})
+    log(
+        {
+            "event": "start",
+            "args": vars(args),
+            "params_main": n_main,
+            "params_mtp": n_mtp,
+            "train_tokens": int(corpus.train.size),
+            "heldout_tokens": int(corpus.heldout.size),
+            "train_files": corpus.n_train_files,
+            "heldout_files": corpus.heldout_files,
+        }
+    )
 
     params = list(model.parameters()) + list(mtp.parameters())
     decay = [p for p in params if p.ndim >= 2]
     no_decay = [p for p in params if p.ndim < 2]
-    optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": args.weight_decay},
-                                   {"params": no_decay, "weight_decay": 0.0}], lr=args.lr, betas=(0.9, 0.95))
+    optimizer = torch.optim.AdamW(
+        [{"params": decay, "weight_decay": args.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+        lr=args.lr,
+        betas=(0.9, 0.95),
+    )
     rng = np.random.default_rng(args.seed)
     budget_s = args.minutes * 60.0
     train_clock = 0.0
@@ -240,7 +244,9 @@ def train(args: argparse.Namespace) -> None:
         for group in optimizer.param_groups:
             group["lr"] = lr
         starts = rng.integers(0, corpus.train.size - args.ctx - 1, size=args.batch)
-        window = torch.from_numpy(np.stack([corpus.train[s:s + args.ctx + 1] for s in starts]).astype(np.int64))
+        window = torch.from_numpy(
+            np.stack([corpus.train[s : s + args.ctx + 1] for s in starts]).astype(np.int64)
+        )
         model.train()
         mtp.train()
         loss_main, loss_mtp = forward_losses(model, mtp, window, args.distill)
@@ -253,9 +259,19 @@ def train(args: argparse.Namespace) -> None:
         tokens += window[:, :-1].numel()
         train_clock += time.perf_counter() - t0
         if step % args.log_every == 0:
-            log({"event": "step", "step": step, "tokens": tokens, "train_min": round(train_clock / 60, 3),
-                 "lr": lr, "loss_main": round(loss_main.item(), 4), "loss_mtp": round(loss_mtp.item(), 4),
-                 "grad_norm": round(float(grad_norm), 3), "step_s": round(time.perf_counter() - t0, 3)})
+            log(
+                {
+                    "event": "step",
+                    "step": step,
+                    "tokens": tokens,
+                    "train_min": round(train_clock / 60, 3),
+                    "lr": lr,
+                    "loss_main": round(loss_main.item(), 4),
+                    "loss_mtp": round(loss_mtp.item(), 4),
+                    "grad_norm": round(float(grad_norm), 3),
+                    "step_s": round(time.perf_counter() - t0, 3),
+                }
+            )
         if train_clock >= next_eval or progress() >= 1.0:
             next_eval += args.eval_minutes * 60.0
             final = progress() >= 1.0
@@ -263,11 +279,24 @@ def train(args: argparse.Namespace) -> None:
             mtp.eval()
             with torch.no_grad():
                 t_eval = time.perf_counter()
-                record = {"event": "eval", "step": step, "tokens": tokens, "train_min": round(train_clock / 60, 3)}
+                record = {
+                    "event": "eval",
+                    "step": step,
+                    "tokens": tokens,
+                    "train_min": round(train_clock / 60, 3),
+                }
                 record.update(evaluate_heldout(model, mtp, corpus.heldout, args.ctx, rotary, n_windows=64))
                 if final or args.accept_every_eval:
-                    record.update(measure_acceptance(model, mtp, corpus, rotary, n_prompts=args.accept_prompts,
-                                                     n_generate=args.accept_tokens))
+                    record.update(
+                        measure_acceptance(
+                            model,
+                            mtp,
+                            corpus,
+                            rotary,
+                            n_prompts=args.accept_prompts,
+                            n_generate=args.accept_tokens,
+                        )
+                    )
                 record["eval_s"] = round(time.perf_counter() - t_eval, 1)
             log(record)
             save_checkpoint(out / "checkpoint", model, mtp, tokenizer_json)
@@ -278,39 +307,18 @@ def train(args: argparse.Namespace) -> None:
         export_gguf(out / "checkpoint", Path(args.gguf), args.file_type)
 
 
-def plot_losses(log_path: Path, png_path: Path) -> None:
-    """Training (smoothed) and held-out loss against tokens seen, main and MTP."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    records = [json.loads(line) for line in log_path.read_text().splitlines() if line.strip()]
-    steps = [r for r in records if r.get("event") == "step"]
-    evals = [r for r in records if r.get("event") == "eval"]
-    fig, ax = plt.subplots(figsize=(7, 4.2), dpi=110)
-    for key, colour, label in (("loss_main", "C0", "main"), ("loss_mtp", "C1", "MTP (distill-mixed target)")):
-        values = np.array([r[key] for r in steps])
-        smooth = np.convolve(values, np.ones(10) / 10, mode="valid") if len(values) >= 10 else values
-        ax.plot([r["tokens"] / 1e6 for r in steps][len(values) - len(smooth):], smooth, colour, alpha=0.5,
-                label=f"train {label}")
-    for key, colour, label in (("heldout_main", "C0", "main"), ("heldout_mtp", "C1", "MTP t+2")):
-        ax.plot([r["tokens"] / 1e6 for r in evals], [r[key] for r in evals], colour, marker="o", linestyle="--",
-                label=f"held-out {label}")
-    ax.set_xlabel("training tokens (millions)")
-    ax.set_ylabel("cross-entropy (nats/token)")
-    ax.set_title("vkmtp demo model (qwen35 + MTP) on the Python stdlib")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(png_path)
-
-
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--minutes", type=float, default=55.0, help="training wall clock, excluding evaluation")
-    parser.add_argument("--steps", type=int, default=0,
-                        help="schedule by optimizer steps instead of minutes (bit-reproducible on one machine)")
+    parser.add_argument(
+        "--minutes", type=float, default=55.0, help="training wall clock, excluding evaluation"
+    )
+    parser.add_argument(
+        "--steps",
+        type=int,
+        default=0,
+        help="schedule by optimizer steps instead of minutes (bit-reproducible on one machine)",
+    )
     parser.add_argument("--gguf", help="after training, export the final checkpoint to this GGUF path")
     parser.add_argument("--out", required=True, help="output folder (log, checkpoint/, loss_curve.png)")
     parser.add_argument("--cache", help="tokenizer/token cache folder (default OUT/corpus_cache)")
@@ -330,17 +338,27 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--warmup-steps", type=int, default=20)
     parser.add_argument("--weight-decay", type=float, default=0.1)
     parser.add_argument("--mtp-weight", type=float, default=0.5)
-    parser.add_argument("--distill", type=float, default=0.5, help="share of the main model's distribution "
-                        "in the MTP target (0 = plain next-next-token CE)")
+    parser.add_argument(
+        "--distill",
+        type=float,
+        default=0.5,
+        help="share of the main model's distribution " "in the MTP target (0 = plain next-next-token CE)",
+    )
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--eval-minutes", type=float, default=5.0)
-    parser.add_argument("--accept-every-eval", action="store_true", help="also measure acceptance at every eval")
+    parser.add_argument(
+        "--accept-every-eval", action="store_true", help="also measure acceptance at every eval"
+    )
     parser.add_argument("--accept-prompts", type=int, default=16, help="held-out prompts for acceptance")
     parser.add_argument("--accept-tokens", type=int, default=64, help="greedy tokens per acceptance prompt")
     parser.add_argument("--log-every", type=int, default=10)
-    parser.add_argument("--plot-only", action="store_true", help="redraw loss_curve.png from OUT/train_log.jsonl")
+    parser.add_argument(
+        "--plot-only", action="store_true", help="redraw loss_curve.png from OUT/train_log.jsonl"
+    )
     parser.add_argument("--export", metavar="GGUF", help="only convert OUT/checkpoint to this GGUF path")
-    parser.add_argument("--file-type", default="q8_0", help="GGUF file type for --gguf/--export (q8_0, f16, f32)")
+    parser.add_argument(
+        "--file-type", default="q8_0", help="GGUF file type for --gguf/--export (q8_0, f16, f32)"
+    )
     return parser.parse_args(argv)
 
 
