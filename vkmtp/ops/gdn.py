@@ -111,7 +111,10 @@ class GatedDeltaNet:
                  variant: str | None = None, workgroup_size: int | None = None):
         info = device.info
         if lanes_per_column is None:
-            lanes_per_column = min(DEFAULT_LANES_PER_COLUMN, head_dim)
+            # CPU drivers (lavapipe) have few cores and slow cross-lane operations: one lane per column, no
+            # reductions, is 2x faster there (measured by `vkmtp tune`); GPUs spread a column over 8 lanes
+            # (llama.cpp's sweep on gfx1150). A tuning profile overrides both.
+            lanes_per_column = 1 if info.kind == "cpu" else min(DEFAULT_LANES_PER_COLUMN, head_dim)
         lanes = int(lanes_per_column)
         if not power_of_two(lanes) or lanes > head_dim or head_dim % lanes:
             raise ValueError(f"gdn: lanes_per_column {lanes} must be a power of two dividing "
