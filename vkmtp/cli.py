@@ -58,8 +58,11 @@ def _engine_config(args: argparse.Namespace):
     if args.cache_type_v != args.cache_type_k:
         raise ValueError(f"-ctk {args.cache_type_k} and -ctv {args.cache_type_v} differ; vkmtp keeps K and V "
                          f"in one type")
-    spec = SpecConfig(enabled=not args.no_mtp, n_max=args.spec_draft_n_max, n_min=args.spec_draft_n_min,
-                      p_min=args.spec_draft_p_min, adaptive=args.spec_draft_adaptive)
+    given = args.spec_draft_n_max is not None or args.spec_draft_p_min is not None
+    n_max = 3 if args.spec_draft_n_max is None else args.spec_draft_n_max
+    p_min = 0.0 if args.spec_draft_p_min is None else args.spec_draft_p_min
+    spec = SpecConfig(enabled=not args.no_mtp, n_max=n_max, n_min=args.spec_draft_n_min, p_min=p_min,
+                      adaptive=args.spec_draft_adaptive, from_profile=not given)
     return EngineConfig(n_ctx=args.ctx_size, n_slots=args.parallel, ubatch=args.ubatch_size,
                         kv_type=args.cache_type_k, device=args.device, spec=spec)
 
@@ -181,9 +184,11 @@ def _add_model_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("-ctk", "--cache-type-k", default="f16", choices=["f16", "q8_0"])
     p.add_argument("-ctv", "--cache-type-v", default="f16", choices=["f16", "q8_0"])
     p.add_argument("--no-mtp", action="store_true", help="no MTP speculative decoding")
-    p.add_argument("--spec-draft-n-max", type=int, default=3, help="draft tokens per step (1..7)")
+    p.add_argument("--spec-draft-n-max", type=int, default=None,
+                   help="draft tokens per step (1..7; default: the device profile's for this model, else 3)")
     p.add_argument("--spec-draft-n-min", type=int, default=0, help="shorter drafts are dropped")
-    p.add_argument("--spec-draft-p-min", type=float, default=0.0, help="stop drafting below this probability")
+    p.add_argument("--spec-draft-p-min", type=float, default=None,
+                   help="stop drafting below this probability (default: the device profile's, else 0)")
     p.add_argument("--spec-draft-adaptive", action="store_true",
                    help="choose the draft depth (0..n-max) per step from observed acceptance and step cost")
     p.add_argument("--temp", type=float, default=0.8)

@@ -3,6 +3,7 @@ VulkanEngine started afterwards loads it, builds its ops with those values and s
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 
@@ -58,6 +59,14 @@ def test_tune_quick_writes_a_profile_the_engine_loads(device, fixture_models, tm
             assert engine.ops.gdn.lanes_per_column == t.gdn_lanes_per_column
         assert engine.ops.gdn.variant == t.gdn_variant
         assert greedy(engine) == want
+    finally:
+        engine.close()
+
+    # draft settings the user did not give come from the profile (the CLI sets from_profile then)
+    tuned_mtp = t.mtp_for(path)
+    engine = VulkanEngine(path, dataclasses.replace(config, spec=SpecConfig(from_profile=True)), device=device)
+    try:
+        assert (engine.K, engine.config.spec.p_min) == (tuned_mtp.n_max, tuned_mtp.p_min)
     finally:
         engine.close()
 

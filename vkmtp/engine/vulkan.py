@@ -9,7 +9,7 @@ host writes token records and reads only token ids (greedy) or, for temperature 
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -46,11 +46,18 @@ class Slot:
 
 class VulkanEngine(Engine):
     def __init__(self, model_path: str, config: EngineConfig, progress: bool = False, device: Device | None = None):
-        self.config = config
         self.model_path = model_path
         self.gguf = open_gguf(model_path)
         self.cfg = ModelConfig.from_gguf(self.gguf)
         self.table = validate(self.gguf, self.cfg)
+        self.device = device or Device(config.device)
+        self._own_device = device is None
+        # the device's tuning profile (vkmtp tune); None: built-in defaults (none saved, VKMTP_TUNING=off)
+        self.tuning = load_profile(self.device.info)
+        tuned = self.tuning.mtp_for(model_path) if self.tuning is not None else None
+        if config.spec.from_profile and tuned is not None:
+            config = replace(config, spec=replace(config.spec, n_max=tuned.n_max, p_min=tuned.p_min))
+        self.config = config
         spec = config.spec
         self.use_mtp = spec.enabled and self.table.mtp is not None
         self.K = spec.n_max if self.use_mtp else 0
@@ -58,8 +65,6 @@ class VulkanEngine(Engine):
         if self.n_ctx < 16:
             raise ValueError(f"--ctx-size {self.n_ctx} is too small")
         self.ubatch = max(8, min(config.ubatch, self.n_ctx))
-        self.device = device or Device(config.device)
-        self._own_device = device is None
         S = config.n_slots
         self.memory_plan = plan_memory(self.gguf, self.cfg, self.table, self.n_ctx, S, config.kv_type,
                                        self.use_mtp, max(self.K, 1), self.ubatch)
@@ -75,8 +80,6 @@ class VulkanEngine(Engine):
             bar.close()
         self.state = DeviceState(self.device, self.cfg, self.n_ctx, S, config.kv_type, self.use_mtp,
                                  self.K + 1 if self.use_mtp else 0)
-        # the device's tuning profile (vkmtp tune); None: built-in defaults (none saved, VKMTP_TUNING=off)
-        self.tuning = load_profile(self.device.info)
         self.ops = Ops(self.device, self.cfg, self.state, self.tuning)
         self.fwd = Forward(self.device, self.cfg, self.table, self.weights, self.state, self.ops)
         max_rows = max(self.ubatch, S * (self.K + 1))

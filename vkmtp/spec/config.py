@@ -13,6 +13,7 @@ class SpecConfig:
     p_min: float = 0.0            # --spec-draft-p-min: stop drafting when the top-1 draft probability is lower
     adaptive: bool = False        # adjust the depth from observed acceptance and measured verify cost
     synthetic_accept: float | None = None  # BENCHMARK MODE: accept each draft with this probability
+    from_profile: bool = False    # n_max / p_min were not given: use the device profile's (vkmtp tune) if any
 
     def __post_init__(self):
         if not 1 <= self.n_max <= 7:
