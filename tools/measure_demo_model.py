@@ -23,7 +23,8 @@ sys.path.insert(1, str(TOOLS_DIR.parent))
 from demo_model_data import heldout_prompts, read_heldout  # noqa: E402
 from demo_model_eval import repeat_rate  # noqa: E402
 from vkmtp.ref import ReferenceModel  # noqa: E402
-from vkmtp.ref.generate import MtpDraftParams, SpecStats, generate, generate_mtp  # noqa: E402
+from vkmtp.ref.generate import MtpDraftParams, generate, generate_mtp  # noqa: E402
+from vkmtp.spec.stats import SpecStats  # noqa: E402
 from vkmtp.tokenizer import Tokenizer  # noqa: E402
 from vkmtp.gguf import open_gguf  # noqa: E402
 from vkmtp.sampling import SamplingParams  # noqa: E402
@@ -74,23 +75,14 @@ def acceptance(model: ReferenceModel, prompts: list[list[int]], n_generate: int)
         total = SpecStats()
         for prompt in prompts:
             run = generate_mtp(model, prompt, n_generate, draft=MtpDraftParams(n_max=n_max, p_min=0.0))
-            total.n_steps += run.stats.n_steps
-            total.n_drafted += run.stats.n_drafted
-            total.n_accepted += run.stats.n_accepted
-            for mine, theirs in (
-                (total.drafted_per_pos, run.stats.drafted_per_pos),
-                (total.accepted_per_pos, run.stats.accepted_per_pos),
-            ):
-                mine.extend([0] * (len(theirs) - len(mine)))
-                for i, count in enumerate(theirs):
-                    mine[i] += count
+            total.merge(run.stats)
             if n_max == 3:
                 sequences.append(list(prompt) + run.tokens)
         result[f"n{n_max}"] = {
-            "acceptance": round(total.acceptance_rate, 4),
-            "mean_accept_len": round(total.mean_accept_len, 3),
-            "drafted": total.n_drafted,
-            "accepted": total.n_accepted,
+            "acceptance": round(total.acceptance or 0.0, 4),
+            "mean_accept_len": round(total.mean_accepted_length or 1.0, 3),
+            "drafted": total.draft_n,
+            "accepted": total.draft_n_accepted,
             "per_position": [
                 round(a / d, 4) for a, d in zip(total.accepted_per_pos, total.drafted_per_pos) if d
             ],
@@ -134,7 +126,7 @@ def main(argv: list[str] | None = None) -> None:
     sampled = generate_mtp(model, sample_prompt, 48, params=SAMPLED)
     report["sample_parse_args_sampled"] = tokenizer.decode(sample_prompt + sampled.tokens)
     report["sample_sampled_params"] = repr(SAMPLED)
-    report["sample_sampled_acceptance"] = round(sampled.stats.acceptance_rate, 4)
+    report["sample_sampled_acceptance"] = round(sampled.stats.acceptance or 0.0, 4)
     report["seconds"] = round(time.perf_counter() - t0, 1)
     text = json.dumps(report, indent=2)
     print(text)

@@ -95,7 +95,7 @@ def test_greedy_mtp_equals_plain_decoding_and_the_reference_loop(fixture_models,
     assert spec == plain == list(ref.tokens)
     stats = seq.spec
     assert (stats.draft_n, stats.draft_n_accepted, stats.steps) == \
-        (ref.stats.n_drafted, ref.stats.n_accepted, ref.stats.n_steps)
+        (ref.stats.draft_n, ref.stats.draft_n_accepted, ref.stats.steps)
     assert stats.drafted_per_pos == list(ref.stats.drafted_per_pos)
     assert stats.accepted_per_pos == list(ref.stats.accepted_per_pos)
     # rollback was exercised after the first, a middle and the last draft was rejected, and on full acceptance
@@ -204,7 +204,7 @@ def test_draft_cuts_match_the_reference_loop(fixture_models, engines, p_min, n_m
                        draft=MtpDraftParams(n_max=3, p_min=p_min, n_min=n_min))
     got, seq = run(engines(path, mtp=True, n_max=3, p_min=p_min, n_min=n_min), PROMPT, 48)
     assert got == list(ref.tokens)
-    assert (seq.spec.draft_n, seq.spec.draft_n_accepted) == (ref.stats.n_drafted, ref.stats.n_accepted)
+    assert (seq.spec.draft_n, seq.spec.draft_n_accepted) == (ref.stats.draft_n, ref.stats.draft_n_accepted)
 
 
 def test_q8_0_kv_cache_keeps_mtp_equal_to_plain(fixture_models, engines):

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from vkmtp.ref import ReferenceModel
-from vkmtp.ref.generate import MtpDraftParams, SpecStats, generate, generate_mtp
+from vkmtp.ref.generate import MtpDraftParams, generate, generate_mtp
 from vkmtp.sampling import SamplingParams
 
 PROMPTS = [[10, 20, 30, 40, 50], list(range(100, 120))]
@@ -31,8 +31,8 @@ def test_greedy_mtp_equals_plain_decoding(tiny_gguf, variant, file_type):
         spec = generate_mtp(model, prompt, N_TOKENS)
         assert spec.tokens == plain.tokens
         assert spec.stop_reason == plain.stop_reason == "max_tokens"
-        drafted += spec.stats.n_drafted
-        accepted += spec.stats.n_accepted
+        drafted += spec.stats.draft_n
+        accepted += spec.stats.draft_n_accepted
     print(f"\n{variant} {file_type}: MTP accepted {accepted}/{drafted} = {accepted / drafted:.0%}")
     if variant == "aligned":  # built so both the accept and the reject path run
         assert 0.2 < accepted / drafted < 0.95
@@ -51,7 +51,7 @@ def test_seeded_sampling_with_mtp_equals_plain_sampling(tiny_gguf):
     plain = generate(model, PROMPTS[0], N_TOKENS, params)
     spec = generate_mtp(model, PROMPTS[0], N_TOKENS, params)
     assert spec.tokens == plain.tokens
-    assert spec.stats.n_accepted > 0
+    assert spec.stats.draft_n_accepted > 0
 
 
 def test_mtp_memory_mirrors_committed_prefix(tiny_gguf):
@@ -90,30 +90,19 @@ def test_draft_length_and_statistics(tiny_gguf):
     result = generate_mtp(model, PROMPTS[0], N_TOKENS, draft=MtpDraftParams(n_max=2))
     stats = result.stats
     assert len(stats.drafted_per_pos) == 2
-    assert stats.n_drafted == sum(stats.drafted_per_pos)
-    assert stats.n_accepted == sum(stats.accepted_per_pos)
+    assert stats.draft_n == sum(stats.drafted_per_pos)
+    assert stats.draft_n_accepted == sum(stats.accepted_per_pos)
     assert all(a <= d for a, d in zip(stats.accepted_per_pos, stats.drafted_per_pos))
     assert stats.accepted_per_pos == sorted(stats.accepted_per_pos, reverse=True)
     # every step emits its accepted drafts plus one token; the first token comes from the prompt
-    assert len(result.tokens) <= 1 + stats.n_steps + stats.n_accepted + 1
+    assert len(result.tokens) <= 1 + stats.steps + stats.draft_n_accepted + 1
 
 
 def test_p_min_one_disables_drafting(tiny_gguf):
     model = ReferenceModel.from_gguf(tiny_gguf("dense"))
     result = generate_mtp(model, PROMPTS[0], 8, draft=MtpDraftParams(p_min=1.0))
-    assert result.stats.n_drafted == 0
+    assert result.stats.draft_n == 0
     assert result.tokens == generate(model, PROMPTS[0], 8).tokens
-
-
-def test_spec_stats_bookkeeping():
-    stats = SpecStats()
-    stats.record(3, 2)
-    stats.record(3, 0)
-    stats.record(0, 0)
-    assert (stats.n_steps, stats.n_drafted, stats.n_accepted) == (2, 6, 2)
-    assert stats.drafted_per_pos == [2, 2, 2] and stats.accepted_per_pos == [1, 1, 0]
-    assert stats.acceptance_rate == pytest.approx(1 / 3)
-    assert stats.mean_accept_len == pytest.approx(2.0)
 
 
 def test_model_without_mtp_runs_and_refuses_speculation(tiny_gguf):

@@ -10,7 +10,7 @@ and seeded sampling too).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Callable, Iterable, Sequence
 
 import numpy as np
@@ -18,6 +18,7 @@ import numpy as np
 from vkmtp.ref.model import ReferenceModel
 from vkmtp.ref.state import ModelState, MtpState
 from vkmtp.sampling import Sampler, SamplingParams
+from vkmtp.spec.stats import SpecStats
 
 
 @dataclass(frozen=True)
@@ -32,37 +33,6 @@ class MtpDraftParams:
     def __post_init__(self) -> None:
         if self.n_max < 1 or self.n_min < 0 or self.top_k < 1 or not 0.0 <= self.p_min <= 1.0:
             raise ValueError(f"invalid MTP draft parameters {self}")
-
-
-@dataclass
-class SpecStats:
-    """Acceptance counters in llama-server's terms (draft_n, draft_n_accepted, per-position rates)."""
-
-    n_steps: int = 0  # verification steps that carried a draft
-    n_drafted: int = 0  # draft_n
-    n_accepted: int = 0  # draft_n_accepted
-    drafted_per_pos: list[int] = field(default_factory=list)
-    accepted_per_pos: list[int] = field(default_factory=list)
-
-    def record(self, n_drafted: int, n_accepted: int) -> None:
-        if n_drafted == 0:
-            return
-        self.n_steps += 1
-        self.n_drafted += n_drafted
-        self.n_accepted += n_accepted
-        for counts, n in ((self.drafted_per_pos, n_drafted), (self.accepted_per_pos, n_accepted)):
-            counts.extend([0] * (n_drafted - len(counts)))
-            for i in range(n):
-                counts[i] += 1
-
-    @property
-    def acceptance_rate(self) -> float:
-        return self.n_accepted / self.n_drafted if self.n_drafted else 0.0
-
-    @property
-    def mean_accept_len(self) -> float:
-        """llama.cpp's `mean len = 1 + accepted / steps`."""
-        return 1.0 + self.n_accepted / self.n_steps if self.n_steps else 1.0
 
 
 @dataclass
@@ -273,7 +243,8 @@ def generate_mtp(
             draft,
             out.emit,
         )
-        stats.record(step.n_drafted, step.n_accepted)
+        if step.n_drafted:   # a step without drafts is a plain decode for llama-server's counters
+            stats.record(step.n_drafted, step.n_accepted)
         id_last, pending_h = step.id_last, step.pending_h
         if step.done:
             return GenerationResult(out.tokens, out.stop_reason, stats, state, mtp_state)
