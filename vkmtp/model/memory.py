@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from vkmtp.gguf import GGMLType, GGUFFile, row_bytes
 from vkmtp.model.config import ModelConfig
-from vkmtp.model.weights import ModelTensors, TensorSpec, _walk
+from vkmtp.model.weights import ModelTensors, TensorSpec, walk_specs
 
 KV_TYPES = {"f16": GGMLType.F16, "q8_0": GGMLType.Q8_0, "f32": GGMLType.F32}
 GiB = float(1 << 30)
@@ -102,8 +102,8 @@ def mtp_only_specs(table: ModelTensors) -> list[TensorSpec]:
     """Tensors read only by the MTP head (shared embedding / LM head / norms excluded)."""
     if table.mtp is None:
         return []
-    trunk = {s.name for s in _walk((table.token_embd, table.output_norm, table.output, table.blocks))}
-    return [s for s in dict.fromkeys(_walk(table.mtp)) if s.name not in trunk]
+    trunk = {s.name for s in walk_specs((table.token_embd, table.output_norm, table.output, table.blocks))}
+    return [s for s in dict.fromkeys(walk_specs(table.mtp)) if s.name not in trunk]
 
 
 def plan_memory(gguf: GGUFFile, cfg: ModelConfig, table: ModelTensors, n_ctx: int, n_slots: int = 1,

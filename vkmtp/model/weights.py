@@ -116,21 +116,22 @@ class ModelTensors:
     def specs(self) -> Iterator[TensorSpec]:
         """Every distinct tensor the model reads (fallback aliases appear once)."""
         seen: set[str] = set()
-        for spec in _walk(self):
+        for spec in walk_specs(self):
             if spec.name not in seen:
                 seen.add(spec.name)
                 yield spec
 
 
-def _walk(obj) -> Iterator[TensorSpec]:
+def walk_specs(obj) -> Iterator[TensorSpec]:
+    """Every TensorSpec inside a table or any part of it (blocks, MTP tensors), in field order."""
     if isinstance(obj, TensorSpec):
         yield obj
     elif dataclasses.is_dataclass(obj):
         for f in dataclasses.fields(obj):
-            yield from _walk(getattr(obj, f.name))
+            yield from walk_specs(getattr(obj, f.name))
     elif isinstance(obj, tuple):
         for item in obj:
-            yield from _walk(item)
+            yield from walk_specs(item)
 
 
 # ---- the table ------------------------------------------------------------------------------------
