@@ -27,6 +27,7 @@ class ServerStats:
     requests_processing: int = 0
     requests_deferred: int = 0
     engine_bytes: int = 0
+    engine_peak_bytes: int = 0  # the most the engine held since its last load or wake
     spec: SpecStats = field(default_factory=SpecStats)
 
 
@@ -68,6 +69,14 @@ class StatsBook:
     def set_engine_bytes(self, n_bytes: int) -> None:
         with self._lock:
             self._stats.engine_bytes = n_bytes
+            self._stats.engine_peak_bytes = max(self._stats.engine_peak_bytes, n_bytes)
+
+    def engine_loaded(self, n_bytes: int) -> None:
+        """A (re)built engine starts a new peak. The peak is kept while the engine sleeps, so what one awake
+        period held can be read after it, however soon the engine fell asleep again."""
+        with self._lock:
+            self._stats.engine_bytes = n_bytes
+            self._stats.engine_peak_bytes = n_bytes
 
     def snapshot(self) -> ServerStats:
         with self._lock:
@@ -130,6 +139,11 @@ class _Collector:
             "vkmtp:engine_allocated_bytes",
             "Memory the engine holds (device memory for Vulkan; 0 while sleeping).",
             value=s.engine_bytes,
+        )
+        yield GaugeMetricFamily(
+            "vkmtp:engine_peak_bytes",
+            "The most memory the engine held since it was last loaded or woken (kept while sleeping).",
+            value=s.engine_peak_bytes,
         )
 
 

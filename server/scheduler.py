@@ -191,7 +191,7 @@ class Scheduler:
         try:
             self._engine = self.factory()
             self.state = READY
-            self.stats.set_engine_bytes(engine_allocated_bytes(self._engine))
+            self.stats.engine_loaded(engine_allocated_bytes(self._engine))
         except Exception as exc:  # the server stays up and answers 503 with the reason
             log.exception("loading the model failed")
             self.load_error = f"{type(exc).__name__}: {exc}"
@@ -239,6 +239,8 @@ class Scheduler:
             n_busy = len(self._active)
             events = self._engine.step()
             self.stats.step_done(n_busy)
+            # before any client hears of this step, so what a response reports includes it
+            self.stats.set_engine_bytes(engine_allocated_bytes(self._engine))
             for event in events:
                 job = self._active.get(event.seq.id)
                 if job is not None:
@@ -365,6 +367,7 @@ class Scheduler:
                 job.send(error)
             return False
         self.sleeping = False
+        self.stats.engine_loaded(engine_allocated_bytes(self._engine))
         log.info("engine rebuilt (awake)")
         return True
 

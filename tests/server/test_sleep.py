@@ -81,7 +81,7 @@ def test_fifty_sleep_wake_cycles_keep_memory_flat(tiny_model, tmp_path, backend)
         wait_for(ready, 60, "the server")
         body = {"prompt": "The quick brown fox", "n_predict": 4, "cache_prompt": False, "return_tokens": True}
         first = http.post("/completion", json=body).json()["tokens"]
-        rss, engine_bytes = [], []
+        rss, peak_bytes = [], []
         for cycle in range(CYCLES):
             wait_for(lambda: http.get("/props").json()["is_sleeping"], what="sleep")
             assert metric(http, "vkmtp:engine_allocated_bytes") == 0
@@ -93,15 +93,14 @@ def test_fifty_sleep_wake_cycles_keep_memory_flat(tiny_model, tmp_path, backend)
                 assert http.get("/props").json()["is_sleeping"] is True
             r = http.post("/completion", json=body)
             assert r.status_code == 200 and r.json()["tokens"] == first
-            engine_bytes.append(metric(http, "vkmtp:engine_allocated_bytes"))
+            peak_bytes.append(metric(http, "vkmtp:engine_peak_bytes"))
             rss.append(process_rss_bytes(proc.pid))
         growth = rss[-1] - rss[9]
         print(f"RSS after cycle 10: {rss[9] / MiB:.1f} MiB, after cycle {CYCLES}: {rss[-1] / MiB:.1f} MiB")
         assert growth < 8 * MiB, f"RSS grew {growth / MiB:.1f} MiB over {CYCLES - 10} cycles: {rss}"
-        # each rebuilt engine holds the same. Read right after a response, the gauge may or may not include
-        # the finished sequence's state yet, and on a slow machine the engine may already sleep again (0).
-        awake = [b for b in engine_bytes if b > 0]
-        assert len(awake) >= CYCLES // 2 and max(awake[len(awake) // 2 :]) <= max(awake[: len(awake) // 2])
+        # each rebuilt engine held the same at its peak (a gauge kept while sleeping, so reading it does not
+        # race the engine falling asleep again)
+        assert peak_bytes[0] > 0 and set(peak_bytes) == {peak_bytes[0]}, peak_bytes
     finally:
         http.close()
         proc.terminate()
