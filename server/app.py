@@ -17,13 +17,13 @@ from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from server import generation, info_routes
-from server.config import ServerConfig
-from server.context import ServerContext, api_handler
-from server.errors import AUTHENTICATION, NOT_FOUND, SERVER, ApiError, bad_request
-from server.metrics import Metrics, StatsBook
-from server.model_info import ModelInfo
-from server.scheduler import Scheduler
+from vkmtp.server import generation, info_routes
+from vkmtp.server.config import ServerConfig
+from vkmtp.server.context import ServerContext, api_handler
+from vkmtp.server.errors import AUTHENTICATION, NOT_FOUND, SERVER, ApiError, bad_request
+from vkmtp.server.metrics import Metrics, StatsBook
+from vkmtp.server.model_info import ModelInfo
+from vkmtp.server.scheduler import Scheduler
 from vkmtp.engine.api import Engine
 
 ROUTES = [

@@ -12,11 +12,11 @@ from fastapi import Request
 from fastapi.responses import Response
 from pydantic import BaseModel, ValidationError
 
-from server.config import ServerConfig
-from server.errors import SERVER, ApiError, bad_request, describe_validation_error
-from server.metrics import Metrics, StatsBook
-from server.model_info import ModelInfo
-from server.scheduler import Scheduler
+from vkmtp.server.config import ServerConfig
+from vkmtp.server.errors import SERVER, ApiError, bad_request, describe_validation_error
+from vkmtp.server.metrics import Metrics, StatsBook
+from vkmtp.server.model_info import ModelInfo
+from vkmtp.server.scheduler import Scheduler
 
 log = logging.getLogger("vkmtp.server")
 M = TypeVar("M", bound=BaseModel)

@@ -12,7 +12,7 @@ import uuid
 from abc import ABC, abstractmethod
 from typing import Any, Iterator
 
-from server.scheduler import Chunk, Outcome
+from vkmtp.server.scheduler import Chunk, Outcome
 from vkmtp.sampling import SamplingParams
 from vkmtp.spec import SpecConfig
 

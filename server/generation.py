@@ -13,9 +13,9 @@ from typing import AsyncIterator
 from fastapi import Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
-from server.context import ServerContext, context_of, read_request
-from server.errors import ApiError, bad_request, prompt_too_long
-from server.formats import (
+from vkmtp.server.context import ServerContext, context_of, read_request
+from vkmtp.server.errors import ApiError, bad_request, prompt_too_long
+from vkmtp.server.formats import (
     ChatFormatter,
     CompletionFormatter,
     Formatter,
@@ -23,9 +23,9 @@ from server.formats import (
     generation_settings,
     sse,
 )
-from server.scheduler import Chunk, Job, Outcome
-from server.schemas import ChatRequest, CompletionRequest, GenerationFields, LlamaCompletionRequest
-from server.text import TextStream, prompt_ids, render_chat
+from vkmtp.server.scheduler import Chunk, Job, Outcome
+from vkmtp.server.schemas import ChatRequest, CompletionRequest, GenerationFields, LlamaCompletionRequest
+from vkmtp.server.text import TextStream, prompt_ids, render_chat
 from vkmtp.engine.api import Request as EngineRequest
 
 

@@ -7,12 +7,12 @@ from fastapi import Request
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST
 
-from server.context import context_of, read_request
-from server.errors import UNAVAILABLE, ApiError, bad_request, loading
-from server.formats import generation_settings
-from server.scheduler import FAILED, LOADING
-from server.schemas import ApplyTemplateRequest, DetokenizeRequest, TokenizeRequest
-from server.text import render_chat
+from vkmtp.server.context import context_of, read_request
+from vkmtp.server.errors import UNAVAILABLE, ApiError, bad_request, loading
+from vkmtp.server.formats import generation_settings
+from vkmtp.server.scheduler import FAILED, LOADING
+from vkmtp.server.schemas import ApplyTemplateRequest, DetokenizeRequest, TokenizeRequest
+from vkmtp.server.text import render_chat
 
 BUILD_INFO = "vkmtp 0.1.0"
 

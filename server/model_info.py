@@ -8,11 +8,11 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
-from vkmtp.chat import ChatTemplate
+from vkmtp.text.chat_template import ChatTemplate
 from vkmtp.gguf import open_gguf
 from vkmtp.model.config import ModelConfig
 from vkmtp.model.weights import validate
-from vkmtp.tokenizer import Tokenizer
+from vkmtp.text.tokenizer import Tokenizer
 
 
 @dataclass

@@ -23,11 +23,11 @@ from copy import copy
 from dataclasses import dataclass, field
 from typing import AsyncIterator, Callable
 
-from server.errors import SERVER, UNAVAILABLE, ApiError, bad_request, loading, prompt_too_long
-from server.metrics import StatsBook
-from server.text import TextStream
+from vkmtp.server.errors import SERVER, UNAVAILABLE, ApiError, bad_request, loading, prompt_too_long
+from vkmtp.server.metrics import StatsBook
+from vkmtp.server.text import TextStream
 from vkmtp.engine.api import Engine, PromptTooLongError, Request, Sequence, Timings
-from vkmtp.engine.memory import engine_allocated_bytes
+from vkmtp.engine.probes import engine_allocated_bytes
 
 log = logging.getLogger("vkmtp.server")
 
@@ -311,9 +311,12 @@ class Scheduler:
         )
 
     def _record(self, job: Job) -> None:
+        """Counts a finished or dropped job, before its client hears of the end: /metrics read after a response
+        already shows it."""
         seq = job.seq
         with self._cv:
             self._active.pop(seq.id, None)
+            self.stats.set_load(len(self._active), len(self._pending))
         t = seq.timings
         self.stats.request_done(
             t.prompt_n,

@@ -122,7 +122,7 @@ class OpenAIFields(GenerationFields):
 
 
 class ChatRequest(OpenAIFields):
-    """POST /v1/chat/completions (messages are checked by vkmtp.chat when the template renders them)."""
+    """POST /v1/chat/completions (messages are checked by vkmtp.text.chat_template when the template renders them)."""
 
     messages: list[dict[str, Any]]
     tools: list[dict[str, Any]] | None = None

@@ -7,9 +7,9 @@ import logging
 
 import uvicorn
 
-from server.app import create_app
-from server.config import ServerConfig
-from server.model_info import ModelInfo
+from vkmtp.server.app import create_app
+from vkmtp.server.config import ServerConfig
+from vkmtp.server.model_info import ModelInfo
 from vkmtp.engine.factory import load_engine
 
 

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from vkmtp.chat import ChatTemplate
-from vkmtp.tokenizer import StreamDecoder, Tokenizer
+from vkmtp.text.chat_template import ChatTemplate
+from vkmtp.text.tokenizer import StreamDecoder, Tokenizer
 
 _RESERVED_TEMPLATE_ARGS = ("messages", "add_generation_prompt", "tools")
 

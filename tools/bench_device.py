@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Physical limits of a Vulkan device as vkmtp sees it through Kompute: the numbers speed is stated against.
 
-Measures (1) memory read bandwidth of a compute shader (vkmtp.bench: GPU timestamps where trusted), (2) the
+Measures (1) memory read bandwidth of a compute shader (vkmtp.tuning.timing: GPU timestamps where trusted), (2) the
 cost of one dispatch inside a recorded sequence, (3) one submit-and-wait round trip. Prints a table, or JSON with --json.
 Usage: python tools/bench_device.py [--device N] [--mib 1024] [--json]
 """
@@ -15,7 +15,7 @@ import subprocess
 import time
 from pathlib import Path
 
-from vkmtp.bench import read_bandwidth
+from vkmtp.tuning.timing import read_bandwidth
 from vkmtp.device import Device, ShaderKey
 
 SCALE_ADD = ShaderKey.make("scale_add.comp")

@@ -7,7 +7,7 @@
 Families: mat-vec per type at 1..8 columns (also time(k) / time(1): what verifying k MTP tokens costs over
 decoding one), mat-mat per type for a prompt chunk, flash attention at a few context lengths, the GDN update,
 RMS norm and get_rows. "bytes" is what a kernel must at least read (weights, KV rows, states); GB/s over
-tools/bench_device.py's streaming-read bandwidth (vkmtp.bench.read_bandwidth) shows how far each kernel is
+tools/bench_device.py's streaming-read bandwidth (vkmtp.tuning.timing.read_bandwidth) shows how far each kernel is
 from the memory bound, which decode speed is. Timing: GPU timestamps where trusted, else the host clock.
 Uses the tuning profile of the device when there is one (VKMTP_TUNING=off for the defaults).
 """
@@ -19,10 +19,10 @@ import sys
 
 import numpy as np
 
-from vkmtp.bench import Operands, read_bandwidth, time_recorded
+from vkmtp.tuning.timing import Operands, read_bandwidth, time_recorded
 from vkmtp.device import Device
 from vkmtp.gguf import row_bytes
-from vkmtp.kernel_cases import AttnCase, GdnCase, MatVecCase
+from vkmtp.tuning.kernel_cases import AttnCase, GdnCase, MatVecCase
 from vkmtp.ops.flash_attn import FlashAttn
 from vkmtp.ops.gdn import GatedDeltaNet
 from vkmtp.ops.get_rows import GetRows
@@ -32,7 +32,7 @@ from vkmtp.ops.quant_types import SUPPORTED_TYPES
 from vkmtp.ops.rms_norm import RmsNorm
 from vkmtp.ops.strided import Strided
 from vkmtp.ref.random_quant import random_rows
-from vkmtp.tuning import TuningProfile, load_profile
+from vkmtp.tuning.profile import TuningProfile, load_profile
 
 TYPE_IDS = {name: t for t, name in SUPPORTED_TYPES.items()}
 

@@ -53,7 +53,7 @@ def export_gguf(checkpoint: Path, out_path: Path, file_type: str = "q8_0") -> di
     from tokenizers import Tokenizer
 
     from vkmtp.convert import write_gguf
-    from vkmtp.tokenizer_export import metadata_from_tokenizers
+    from vkmtp.text.gguf_metadata import metadata_from_tokenizers
 
     config = json.loads((checkpoint / "config.json").read_text())
     chat_template = json.loads((checkpoint / "tokenizer_config.json").read_text())["chat_template"]

@@ -30,7 +30,7 @@ from vkmtp.gguf import GGMLType, add_streamed_tensor, row_bytes
 from vkmtp.model.config import ModelConfig
 from vkmtp.model.weights import expected_tensors
 from vkmtp.ref.random_quant import random_rows
-from vkmtp.tokenizer import bytes_to_byte_level
+from vkmtp.text.tokenizer import bytes_to_byte_level
 
 REAL_VOCAB = 248320
 

@@ -25,7 +25,7 @@ from demo_model_eval import repeat_rate  # noqa: E402
 from vkmtp.ref import ReferenceModel  # noqa: E402
 from vkmtp.ref.generate import MtpDraftParams, generate, generate_mtp  # noqa: E402
 from vkmtp.spec.stats import SpecStats  # noqa: E402
-from vkmtp.tokenizer import Tokenizer  # noqa: E402
+from vkmtp.text.tokenizer import Tokenizer  # noqa: E402
 from vkmtp.gguf import open_gguf  # noqa: E402
 from vkmtp.sampling import SamplingParams  # noqa: E402
 

@@ -8,14 +8,14 @@ import json
 import os
 
 
-from vkmtp.cli import main
+from vkmtp.cli.main import main
 from vkmtp.engine.api import EngineConfig, Request
 from vkmtp.engine.vulkan import VulkanEngine
 from vkmtp.gguf import GGMLType
 from vkmtp.sampling import SamplingParams
 from vkmtp.spec import SpecConfig
-from vkmtp.tune import run
-from vkmtp.tuning import profile_path
+from vkmtp.tuning.sweeps import run
+from vkmtp.tuning.profile import profile_path
 
 PROMPT = [5, 17, 99, 3, 250, 11, 42, 7]
 

@@ -12,7 +12,7 @@ from vkmtp.device import Device
 from vkmtp.device.info import MemoryHeap
 from vkmtp.engine.api import EngineConfig, PromptTooLongError, Request
 from vkmtp.engine.vulkan import VulkanEngine
-from vkmtp.model.memory import DeviceMemoryError
+from vkmtp.graph.memory_plan import DeviceMemoryError
 from vkmtp.ref import ReferenceModel
 from vkmtp.ref.generate import MtpDraftParams, generate, generate_mtp
 from vkmtp.sampling import SamplingParams

@@ -11,13 +11,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from vkmtp.cli import main as vkmtp_main
+from vkmtp.cli.main import main as vkmtp_main
 from vkmtp.engine.api import EngineConfig
 from vkmtp.engine.vulkan import VulkanEngine
 from vkmtp.gguf import open_gguf
 from vkmtp.model.config import ModelConfig
 from vkmtp.spec import SpecConfig
-from vkmtp.tokenizer import Tokenizer
+from vkmtp.text.tokenizer import Tokenizer
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "tools"))

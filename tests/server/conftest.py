@@ -11,7 +11,7 @@ from tests.server.live_server import LiveServer, server_config
 from vkmtp.convert.fixtures import FIXTURE_DIR, variant_state
 from vkmtp.convert.vocab import CHATML_TEMPLATE
 from vkmtp.convert.writer import write_gguf
-from vkmtp.tokenizer_export import metadata_from_tokenizers
+from vkmtp.text.gguf_metadata import metadata_from_tokenizers
 
 
 @pytest.fixture(scope="session")

@@ -10,9 +10,9 @@ from dataclasses import replace
 import httpx
 import uvicorn
 
-from server.app import create_app
-from server.config import ServerConfig
-from server.model_info import ModelInfo
+from vkmtp.server.app import create_app
+from vkmtp.server.config import ServerConfig
+from vkmtp.server.model_info import ModelInfo
 from vkmtp.engine.api import EngineConfig
 from vkmtp.engine.reference import ReferenceEngine
 from vkmtp.sampling import SamplingParams

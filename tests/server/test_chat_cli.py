@@ -5,13 +5,13 @@ from __future__ import annotations
 import io
 import re
 
-from vkmtp.chat import ChatTemplate
+from vkmtp.text.chat_template import ChatTemplate
 from vkmtp.engine.api import EngineConfig
 from vkmtp.engine.reference import ReferenceEngine
 from vkmtp.gguf import open_gguf
-from vkmtp.interactive import chat_loop
+from vkmtp.cli.chat import chat_loop
 from vkmtp.sampling import SamplingParams
-from vkmtp.tokenizer import Tokenizer
+from vkmtp.text.tokenizer import Tokenizer
 
 
 def test_chat_loop_streams_and_reuses_the_previous_turn(tiny_model):

@@ -14,7 +14,7 @@ import httpx
 import pytest
 
 from tests.server.live_server import free_port
-from vkmtp.engine.memory import process_rss_bytes
+from vkmtp.engine.probes import process_rss_bytes
 
 CYCLES = 50
 MiB = 2**20
@@ -47,7 +47,7 @@ def test_fifty_sleep_wake_cycles_keep_memory_flat(tiny_model, tmp_path, backend)
         [
             sys.executable,
             "-m",
-            "vkmtp.cli",
+            "vkmtp.cli.main",
             "serve",
             "-m",
             tiny_model,

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from server.text import TextStream, prompt_ids, render_chat
-from vkmtp.chat import ChatTemplate
-from vkmtp.tokenizer import Tokenizer
+from vkmtp.server.text import TextStream, prompt_ids, render_chat
+from vkmtp.text.chat_template import ChatTemplate
+from vkmtp.text.tokenizer import Tokenizer
 
 
 @pytest.fixture(scope="module")

@@ -1,4 +1,4 @@
-"""vkmtp.chat: ChatML fallback, Qwen3-style and Qwen3.5-style templates (tests/data/tok), message checks."""
+"""vkmtp.text.chat_template: ChatML fallback, Qwen3-style and Qwen3.5-style templates (tests/data/tok), message checks."""
 
 import datetime
 import json
@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 from gguf import TokenType
 
-from vkmtp.chat import CHATML_TEMPLATE, ChatTemplate, normalize_messages
-from vkmtp.tokenizer import BYTE_TO_CHAR, Tokenizer
-from vkmtp.tokenizer_export import tokenizer_metadata
+from vkmtp.text.chat_template import CHATML_TEMPLATE, ChatTemplate, normalize_messages
+from vkmtp.text.tokenizer import BYTE_TO_CHAR, Tokenizer
+from vkmtp.text.gguf_metadata import tokenizer_metadata
 
 DATA = Path(__file__).resolve().parent.parent / "data" / "tok"
 

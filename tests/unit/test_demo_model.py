@@ -13,7 +13,7 @@ from vkmtp.model.config import LayerKind, ModelConfig
 from vkmtp.model.weights import validate
 from vkmtp.ref import ReferenceModel
 from vkmtp.ref.generate import MtpDraftParams, generate, generate_mtp
-from vkmtp.tokenizer import Tokenizer
+from vkmtp.text.tokenizer import Tokenizer
 
 MODELS_DIR = Path(__file__).resolve().parents[2] / "models"
 MAX_BYTES = 30 * 1024 * 1024

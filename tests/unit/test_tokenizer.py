@@ -1,4 +1,4 @@
-"""vkmtp.tokenizer on a small byte-level BPE trained here: GGUF round trip, specials, decoding, errors."""
+"""vkmtp.text.tokenizer on a small byte-level BPE trained here: GGUF round trip, specials, decoding, errors."""
 
 import gguf
 import pytest
@@ -7,8 +7,8 @@ from gguf import TokenType
 from tokenizers import AddedToken, Regex, models, normalizers, pre_tokenizers, trainers
 
 from vkmtp.gguf import GGUFError, open_gguf
-from vkmtp.tokenizer import QWEN35_PATTERN, StreamDecoder, Tokenizer, bytes_to_byte_level
-from vkmtp.tokenizer_export import add_tokenizer_metadata, metadata_from_tokenizers, tokenizer_metadata
+from vkmtp.text.tokenizer import QWEN35_PATTERN, StreamDecoder, Tokenizer, bytes_to_byte_level
+from vkmtp.text.gguf_metadata import add_tokenizer_metadata, metadata_from_tokenizers, tokenizer_metadata
 
 CORPUS = [
     "def hello(world):\n    return world + 1  # add one\n",

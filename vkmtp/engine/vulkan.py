@@ -17,19 +17,19 @@ from vkmtp.device import Device
 from vkmtp.engine.api import (
     Engine, EngineConfig, Event, NoFreeSlotError, PromptTooLongError, Request, Sequence,
 )
-from vkmtp.engine.graphs import CommitGraph, DecodeGraph, GraphContext, PrefillGraph, SpecGraph
-from vkmtp.engine.step_io import StepIO
+from vkmtp.graph.steps import CommitGraph, DecodeGraph, GraphContext, PrefillGraph, SpecGraph
+from vkmtp.graph.step_io import StepIO
 from vkmtp.gguf import open_gguf
 from vkmtp.model.config import ModelConfig
-from vkmtp.model.device_state import DeviceState
-from vkmtp.model.forward import Forward, Ops, scratch_bytes_for
-from vkmtp.model.memory import mtp_only_specs, plan_memory
-from vkmtp.model.placement import WeightPlan
+from vkmtp.graph.device_state import DeviceState
+from vkmtp.graph.forward import Forward, Ops, scratch_bytes_for
+from vkmtp.graph.memory_plan import mtp_only_specs, plan_memory
+from vkmtp.graph.placement import WeightPlan
 from vkmtp.model.weights import validate
 from vkmtp.sampling import Sampler
 from vkmtp.spec.adaptive import AdaptiveDepth
 from vkmtp.spec.verifier import verify_sampled
-from vkmtp.tuning import load_profile
+from vkmtp.tuning.profile import load_profile
 
 PREFILL_BUCKETS = (8, 32, 128)   # prompt chunks are padded (to the sink slot) up to one of these or ubatch
 

@@ -27,7 +27,7 @@ import jinja2
 from jinja2.ext import loopcontrols
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
-from vkmtp.tokenizer import Tokenizer
+from vkmtp.text.tokenizer import Tokenizer
 
 CHATML_TEMPLATE = (
     "{%- for message in messages %}\n"

@@ -1,10 +1,10 @@
-"""`vkmtp tune`: measure the kernel knobs on this device and save them as its tuning profile (vkmtp.tuning).
+"""`vkmtp tune`: measure the kernel knobs on this device and save them as its tuning profile (vkmtp.tuning.profile).
 
 Sweeps mat-vec workgroup shapes per quant type at 1..8 columns, GDN lanes per column and reduction variant,
 flash-attention split counts and chunk sizes, and (with -m MODEL) the MTP draft n_max / p_min by running the
-engine on a few prompts. Every candidate is first checked against the NumPy reference (vkmtp.kernel_cases;
+engine on a few prompts. Every candidate is first checked against the NumPy reference (vkmtp.tuning.kernel_cases;
 for MTP: greedy output identical to decoding without MTP) and dropped if it errors or disagrees; survivors
-are timed with GPU timestamps where trusted, else the host clock (vkmtp.bench).
+are timed with GPU timestamps where trusted, else the host clock (vkmtp.tuning.timing).
 """
 
 from __future__ import annotations
@@ -14,14 +14,14 @@ import sys
 import time
 from dataclasses import replace
 
-from vkmtp.bench import time_recorded
+from vkmtp.tuning.timing import time_recorded
 from vkmtp.device import Device
-from vkmtp.kernel_cases import AttnCase, GdnCase, MatVecCase
+from vkmtp.tuning.kernel_cases import AttnCase, GdnCase, MatVecCase
 from vkmtp.ops.flash_attn import FlashAttn
 from vkmtp.ops.gdn import GatedDeltaNet, available_variants
 from vkmtp.ops.matvec import MAX_COLS, MatVec, MatVecTuning, check_tuning, default_tuning
 from vkmtp.ops.quant_types import SUPPORTED_TYPES
-from vkmtp.tuning import MtpTuning, TuningProfile, load_profile, profile_path, save_profile
+from vkmtp.tuning.profile import MtpTuning, TuningProfile, load_profile, profile_path, save_profile
 
 # the types Qwen3.5 GGUFs are published in (llama-quantize mixes); `--types all` sweeps every supported one
 COMMON_TYPES = ("Q4_K", "Q5_K", "Q6_K", "Q8_0", "Q4_0", "IQ4_XS", "F16", "BF16")
@@ -206,7 +206,7 @@ def sweep_mtp(model_path: str, device: Device, sweep: Sweep) -> tuple[MtpTuning 
     from vkmtp.engine.api import EngineConfig
     from vkmtp.engine.vulkan import VulkanEngine
     from vkmtp.spec import SpecConfig
-    from vkmtp.tokenizer import Tokenizer
+    from vkmtp.text.tokenizer import Tokenizer
 
     base = EngineConfig(n_ctx=512, spec=SpecConfig(enabled=False))
     plain = VulkanEngine(model_path, base, device=device)

@@ -21,8 +21,8 @@ from dataclasses import dataclass
 from vkmtp.device import Arena, Buffer, Device, Recorder, View
 from vkmtp.gguf import GGMLType
 from vkmtp.model.config import LayerKind, ModelConfig
-from vkmtp.model.device_state import DeviceState
-from vkmtp.model.placement import WeightRef
+from vkmtp.graph.device_state import DeviceState
+from vkmtp.graph.placement import WeightRef
 from vkmtp.model.weights import AttentionTensors, BlockTensors, DeltaNetTensors, DenseFfnTensors, ModelTensors
 from vkmtp.ops.argmax import Argmax
 from vkmtp.ops.conv1d import CausalConv1d
@@ -39,7 +39,7 @@ from vkmtp.ops.rope import Rope
 from vkmtp.ops.set_rows import SetRows
 from vkmtp.ops.strided import Strided
 from vkmtp.ops.topk import TopK
-from vkmtp.tuning import TuningProfile
+from vkmtp.tuning.profile import TuningProfile
 
 DRAFT_TOP_K = 10      # llama.cpp's draft sampler: softmax over the top-10 candidates for the p-min cut
 
@@ -47,7 +47,7 @@ DRAFT_TOP_K = 10      # llama.cpp's draft sampler: softmax over the top-10 candi
 class Ops:
     """One instance of every op wrapper for a device and model (pipelines are shared through the Device).
 
-    `tuning` (vkmtp.tuning, measured by `vkmtp tune`) sets mat-vec shapes per quant type, the GDN lane
+    `tuning` (vkmtp.tuning.profile, measured by `vkmtp tune`) sets mat-vec shapes per quant type, the GDN lane
     count and variant, and the decode attention's split; None or an absent field keeps each op's default.
     """
 

@@ -128,7 +128,7 @@ class Tokenizer:
 
     @classmethod
     def from_metadata(cls, metadata: Mapping[str, Any], source: str = "<metadata>") -> Tokenizer:
-        """Build from `tokenizer.ggml.*` keys (GGUF metadata, or a dict from vkmtp.tokenizer_export)."""
+        """Build from `tokenizer.ggml.*` keys (GGUF metadata, or a dict from vkmtp.text.gguf_metadata)."""
         model = metadata.get("tokenizer.ggml.model")
         if model != "gpt2":
             raise GGUFError(source, f"tokenizer.ggml.model = {model!r}: only byte-level BPE ('gpt2') "

@@ -30,7 +30,7 @@ def cmd_shaders(args: argparse.Namespace) -> int:
 
 
 def cmd_info(args: argparse.Namespace) -> int:
-    from vkmtp.model.info import describe_model
+    from vkmtp.cli.info import describe_model
 
     print(describe_model(args.model, args.ctx_size, args.parallel, args.cache_type_k, not args.no_mtp,
                          args.spec_draft_n_max))
@@ -38,7 +38,7 @@ def cmd_info(args: argparse.Namespace) -> int:
 
 
 def cmd_tune(args: argparse.Namespace) -> int:
-    from vkmtp.tune import run
+    from vkmtp.tuning.sweeps import run
 
     return run(args.device, args.quick, args.model, args.types, args.show, args.plot, tuple(args.skip))
 
@@ -46,7 +46,7 @@ def cmd_tune(args: argparse.Namespace) -> int:
 def _model_path(args: argparse.Namespace) -> str:
     if args.model:
         return args.model
-    from vkmtp.models import default_model_path
+    from vkmtp.demo_model import default_model_path
 
     return default_model_path()
 
@@ -75,8 +75,8 @@ def _sampling_defaults(args: argparse.Namespace):
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from server.config import ServerConfig
-    from server.serve import serve
+    from vkmtp.server.config import ServerConfig
+    from vkmtp.server.serve import serve
 
     if args.host not in ("127.0.0.1", "localhost", "::1") and not args.api_key:
         print(f"vkmtp: warning: listening on {args.host} without --api-key: anyone who can reach this port "
@@ -90,11 +90,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def cmd_chat(args: argparse.Namespace) -> int:
-    from vkmtp.chat import ChatTemplate
+    from vkmtp.text.chat_template import ChatTemplate
     from vkmtp.engine.factory import load_engine
     from vkmtp.gguf import open_gguf
-    from vkmtp.interactive import chat_loop
-    from vkmtp.tokenizer import Tokenizer
+    from vkmtp.cli.chat import chat_loop
+    from vkmtp.text.tokenizer import Tokenizer
 
     path = _model_path(args)
     gguf = open_gguf(path)
@@ -116,11 +116,11 @@ def cmd_generate(args: argparse.Namespace) -> int:
     import json
     import time
 
-    from vkmtp.chat import ChatTemplate
+    from vkmtp.text.chat_template import ChatTemplate
     from vkmtp.engine.api import Request
     from vkmtp.engine.factory import load_engine
     from vkmtp.gguf import open_gguf
-    from vkmtp.tokenizer import StreamDecoder, Tokenizer
+    from vkmtp.text.tokenizer import StreamDecoder, Tokenizer
 
     path = _model_path(args)
     gguf = open_gguf(path)

@@ -1,7 +1,7 @@
 """Kernel workloads with random inputs and their NumPy check, for `vkmtp tune` and tools/bench_kernels.py.
 
 Each case owns its device operands and offers `check(op)` (None when the op agrees with vkmtp.ref, else the
-problem), `recorder(op, ...)` (a `record(rec, i)` for vkmtp.bench.time_recorded) and `bytes_read` (what the
+problem), `recorder(op, ...)` (a `record(rec, i)` for vkmtp.tuning.timing.time_recorded) and `bytes_read` (what the
 kernel must read at least, for bandwidth). A candidate configuration is only timed after it passed check.
 """
 
@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from vkmtp.bench import Operands
+from vkmtp.tuning.timing import Operands
 from vkmtp.device import Device
 from vkmtp.gguf import row_bytes
 from vkmtp.ops.flash_attn import FlashAttn

@@ -10,10 +10,10 @@ from __future__ import annotations
 import sys
 from typing import Callable, TextIO
 
-from vkmtp.chat import ChatTemplate
+from vkmtp.text.chat_template import ChatTemplate
 from vkmtp.engine.api import Engine, Request, Sequence
 from vkmtp.sampling import SamplingParams
-from vkmtp.tokenizer import StreamDecoder, Tokenizer
+from vkmtp.text.tokenizer import StreamDecoder, Tokenizer
 
 
 def turn_stats(seq: Sequence) -> str:

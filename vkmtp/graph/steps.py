@@ -14,9 +14,9 @@ sequence samples with temperature > 0.
 from __future__ import annotations
 
 from vkmtp.device import Buffer, Device, Recorder, View
-from vkmtp.engine.step_io import RECORD_WORDS, TOP_K, StepIO
-from vkmtp.model.device_state import DeviceState, LayerStack
-from vkmtp.model.forward import Activations, Forward
+from vkmtp.graph.step_io import RECORD_WORDS, TOP_K, StepIO
+from vkmtp.graph.device_state import DeviceState, LayerStack
+from vkmtp.graph.forward import Activations, Forward
 from vkmtp.ops.spec import SpecOps
 from vkmtp.ops.state_select import StateSelect
 from vkmtp.ops.strided import Strided

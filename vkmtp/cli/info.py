@@ -6,7 +6,7 @@ from collections import Counter
 
 from vkmtp.gguf import open_gguf
 from vkmtp.model.config import ModelConfig
-from vkmtp.model.memory import GiB, kv_row_bytes, plan_memory, recurrent_bytes_per_slot
+from vkmtp.graph.memory_plan import GiB, kv_row_bytes, plan_memory, recurrent_bytes_per_slot
 from vkmtp.model.weights import validate
 
 

@@ -8,7 +8,7 @@ Two sources:
 tiktoken stores only ranks, not merges. Following the TikTokenConverter idea (llamacpp-peer.md §4), every
 split of a token into two halves that are both in the vocabulary becomes a merge, ranked by the token's own
 rank; BPE with these merges reproduces tiktoken's "merge the lowest-ranked adjacent pair" rule.
-The result is a plain dict that `vkmtp.tokenizer.Tokenizer.from_metadata` reads and that
+The result is a plain dict that `vkmtp.text.tokenizer.Tokenizer.from_metadata` reads and that
 `add_tokenizer_metadata` writes into a `gguf.GGUFWriter`.
 """
 
@@ -24,7 +24,7 @@ import gguf
 import tokenizers
 from gguf import TokenType
 
-from vkmtp.tokenizer import CHAR_TO_BYTE, PRE_TOKENIZERS, bytes_to_byte_level
+from vkmtp.text.tokenizer import CHAR_TO_BYTE, PRE_TOKENIZERS, bytes_to_byte_level
 
 # Qwen3.5/3.6 ids as published GGUFs carry them (qwen35-mtp.md §1.1).
 QWEN35_N_VOCAB = 248320

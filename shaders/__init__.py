@@ -1,0 +1,1 @@
+"""vkmtp's GLSL compute shaders, shipped as package data (`vkmtp.shaders`); vkmtp.device.compiler reads them."""
