@@ -17,12 +17,8 @@ from typing import Callable
 import numpy as np
 from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
 
-# Qwen3.5's split regex (`qwen35` pre-tokenizer in llama.cpp): contractions, letter runs with one optional
-# leading non-letter, single digits, punctuation runs with trailing newlines, newline runs, whitespace.
-QWEN35_SPLIT = (
-    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?[\p{L}\p{M}]+|\p{N}"
-    r"| ?[^\s\p{L}\p{M}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"
-)
+from vkmtp.text.tokenizer import QWEN35_PATTERN  # Qwen3.5's split (llama.cpp pre-tokenizer `qwen35`)
+
 SPECIAL_TOKENS = ("<|endoftext|>", "<|im_start|>", "<|im_end|>")
 HELDOUT_FILES = (
     "argparse.py",
@@ -92,7 +88,7 @@ def train_tokenizer(texts: list[str], vocab_size: int) -> Tokenizer:
     tokenizer.normalizer = normalizers.NFC()
     tokenizer.pre_tokenizer = pre_tokenizers.Sequence(
         [
-            pre_tokenizers.Split(Regex(QWEN35_SPLIT), behavior="isolated", invert=False),
+            pre_tokenizers.Split(Regex(QWEN35_PATTERN), behavior="isolated", invert=False),
             pre_tokenizers.ByteLevel(add_prefix_space=False, trim_offsets=False, use_regex=False),
         ]
     )

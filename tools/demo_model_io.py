@@ -12,6 +12,8 @@ from pathlib import Path
 
 import numpy as np
 
+from vkmtp.text.chat_template import CHATML_TEMPLATE
+
 
 def save_checkpoint(out: Path, model, mtp, tokenizer_json: str) -> None:
     """HF layout: model.safetensors (trunk + mtp.*), config.json, tokenizer.json, tokenizer_config.json."""
@@ -37,10 +39,7 @@ def save_checkpoint(out: Path, model, mtp, tokenizer_json: str) -> None:
                 "pad_token": "<|endoftext|>",
                 "bos_token": None,
                 "add_bos_token": False,
-                "chat_template": (
-                    "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n"
-                    "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
-                ),
+                "chat_template": CHATML_TEMPLATE,
             },
             indent=2,
         )

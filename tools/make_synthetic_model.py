@@ -24,13 +24,17 @@ from dataclasses import dataclass, replace
 import gguf
 import numpy as np
 
-from vkmtp.convert.vocab import CHATML_TEMPLATE, SPECIAL_TOKENS, TOKEN_TYPE_CONTROL, TOKEN_TYPE_NORMAL
+from gguf import TokenType
+
 from vkmtp.convert.writer import tensor_type
 from vkmtp.gguf import GGMLType, add_streamed_tensor, row_bytes
 from vkmtp.model.config import ModelConfig
 from vkmtp.model.weights import expected_tensors
 from vkmtp.ref.random_quant import random_rows
+from vkmtp.text.chat_template import CHATML_TEMPLATE
 from vkmtp.text.tokenizer import bytes_to_byte_level
+
+SPECIAL_TOKENS = ("<|endoftext|>", "<|im_start|>", "<|im_end|>")
 
 REAL_VOCAB = 248320
 
@@ -117,7 +121,7 @@ def vocabulary(n_vocab: int) -> tuple[list[str], list[int], list[str]]:
             tokens.append(tokens[pair] + third)
             merges.append(f"{tokens[pair]} {third}")
         pair += 1
-    types = [TOKEN_TYPE_NORMAL] * len(tokens) + [TOKEN_TYPE_CONTROL] * len(SPECIAL_TOKENS)
+    types = [int(TokenType.NORMAL)] * len(tokens) + [int(TokenType.CONTROL)] * len(SPECIAL_TOKENS)
     return tokens + list(SPECIAL_TOKENS), types, merges
 
 

@@ -28,7 +28,7 @@ import numpy as np
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
 from vkmtp.convert import synthetic, write_gguf  # noqa: E402
-from vkmtp.convert.fixtures import (  # noqa: E402
+from tests.fixtures import (  # noqa: E402
     FIXTURE_DIR,
     FIXTURE_VERSION,
     PROMPT,
@@ -36,9 +36,9 @@ from vkmtp.convert.fixtures import (  # noqa: E402
     VARIANTS,
     load_fixture_meta,
     make_tokenizer_json,
+    tokenizer_meta,
     variant_state,
 )
-from vkmtp.convert.vocab import gguf_tokenizer_meta  # noqa: E402
 
 N_DECODE = 4  # decode steps after the prompt in the reference data
 N_DRAFT = 3  # chained MTP draft steps (llama.cpp's default n_max)
@@ -301,7 +301,7 @@ def main(argv: list[str] | None = None) -> int:
                 hf_cfg,
                 path,
                 file_type=file_type,
-                tokenizer_meta=gguf_tokenizer_meta(tokenizer_json),
+                tokenizer_meta=tokenizer_meta(args.fixture_dir),
                 mtp=not args.no_mtp,
                 name=stem,
             )

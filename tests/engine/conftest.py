@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from vkmtp.convert.fixtures import FixtureModels
+from tests.fixtures import FixtureModels
 from vkmtp.convert.writer import write_gguf
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from vkmtp.convert import ConversionError, write_gguf
-from vkmtp.convert.fixtures import FIXTURE_DIR, variant_state
+from tests.fixtures import FIXTURE_DIR, variant_state
 from vkmtp.convert.tensors import reorder_v_heads
 from vkmtp.gguf import GGMLType, open_gguf
 from vkmtp.ref import ReferenceModel

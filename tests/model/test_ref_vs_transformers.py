@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from vkmtp.convert.fixtures import FIXTURE_DIR, load_fixture_meta, reference_data
+from tests.fixtures import FIXTURE_DIR, load_fixture_meta, reference_data
 from vkmtp.ref import ReferenceModel
 
 RELATIVE_TOL = 1e-3
@@ -80,7 +80,7 @@ def test_fixture_regenerates_with_transformers(variant):
     import importlib.util
     import os
 
-    from vkmtp.convert.fixtures import variant_state
+    from tests.fixtures import variant_state
 
     tool_path = os.path.join(os.path.dirname(__file__), "..", "..", "tools", "make_test_model.py")
     spec = importlib.util.spec_from_file_location("make_test_model", tool_path)

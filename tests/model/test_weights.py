@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from vkmtp.convert import write_gguf
-from vkmtp.convert.fixtures import FIXTURE_DIR, tokenizer_meta, variant_state
+from tests.fixtures import FIXTURE_DIR, tokenizer_meta, variant_state
 from vkmtp.gguf import GGUFError, open_gguf
 from vkmtp.model import ModelConfig, expected_tensors, validate
 from vkmtp.model.weights import AttentionTensors, DeltaNetTensors, MoeFfnTensors

@@ -8,8 +8,8 @@ import pytest
 import tokenizers
 
 from tests.server.live_server import LiveServer, server_config
-from vkmtp.convert.fixtures import FIXTURE_DIR, variant_state
-from vkmtp.convert.vocab import CHATML_TEMPLATE
+from tests.fixtures import FIXTURE_DIR, variant_state
+from vkmtp.text.chat_template import CHATML_TEMPLATE
 from vkmtp.convert.writer import write_gguf
 from vkmtp.text.gguf_metadata import metadata_from_tokenizers
 

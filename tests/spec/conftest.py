@@ -2,7 +2,7 @@
 
 import pytest
 
-from vkmtp.convert.fixtures import FixtureModels
+from tests.fixtures import FixtureModels
 
 
 @pytest.fixture(scope="session")

@@ -1,5 +1,7 @@
 """The committed tiny Qwen3.5 test models (tests/data/tiny_qwen35): load their weights and write GGUFs.
 
+Test support, not part of the installed package (it reads the repository's tests/data).
+
 The fixture directory holds `meta.json` (format version, HF configs, prompt), `tokenizer.json`, the weights
 `state-{dense,moe}.npz` (see `synthetic.save_state`) and transformers' reference data
 `reference-{dense,moe}.npz`. The `aligned` variant is derived from the dense weights (`align_for_mtp`).
@@ -15,19 +17,20 @@ from typing import Any
 import numpy as np
 
 from vkmtp.convert import synthetic
-from vkmtp.convert.vocab import gguf_tokenizer_meta, train_byte_level_bpe
 from vkmtp.convert.writer import write_gguf
+from vkmtp.text.chat_template import CHATML_TEMPLATE
+from vkmtp.text.gguf_metadata import metadata_from_tokenizers
+from vkmtp.text.tokenizer import QWEN35_PATTERN
 
 FIXTURE_VERSION = 1
-# the committed copy, in the source tree next to the package
-FIXTURE_DIR = os.path.normpath(
-    os.path.join(os.path.dirname(__file__), "..", "..", "tests", "data", "tiny_qwen35")
-)
+# the committed copy, beside this file
+FIXTURE_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data", "tiny_qwen35")
 REGENERATE = "python tools/make_test_model.py --fixtures tests/data/tiny_qwen35"
 PROMPT = "The quick brown fox jumps over the lazy dog, and then it naps in the warm sun."
 SEEDS = {"dense": 1, "moe": 2, "aligned": 3}
 VARIANTS = {"dense": synthetic.DENSE, "moe": synthetic.MOE, "aligned": synthetic.DENSE}
 VOCAB_SIZE = 512
+SPECIAL_TOKENS = ("<|endoftext|>", "<|im_start|>", "<|im_end|>")
 
 CORPUS = [
     "The quick brown fox jumps over the lazy dog. A lazy dog sleeps in the sun while the fox runs away.",
@@ -55,6 +58,27 @@ CORPUS = [
     "The cat sat on the mat. The dog sat on the log. The frog sat on the bog.",
     "Questions and answers: who, what, where, when, why and how are the words we ask with.",
 ]
+
+
+def train_byte_level_bpe(corpus: list[str], vocab_size: int) -> str:
+    """A byte-level BPE of exactly `vocab_size` ids (the special tokens last) with Qwen3.5's split; returns the
+    tokenizer.json text. Raises ValueError if the corpus is too small to fill the vocabulary."""
+    from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.Sequence([
+        pre_tokenizers.Split(Regex(QWEN35_PATTERN), behavior="isolated"),
+        pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
+    ])
+    tok.decoder = decoders.ByteLevel()
+    n_regular = vocab_size - len(SPECIAL_TOKENS)
+    trainer = trainers.BpeTrainer(vocab_size=n_regular, initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+                                  special_tokens=[], show_progress=False)
+    tok.train_from_iterator(list(corpus), trainer)
+    if tok.get_vocab_size() != n_regular:
+        raise ValueError(f"corpus too small: BPE stopped at {tok.get_vocab_size()} of {n_regular} tokens")
+    tok.add_special_tokens(list(SPECIAL_TOKENS))
+    return tok.to_str()
 
 
 def make_tokenizer_json() -> str:
@@ -93,8 +117,13 @@ def variant_state(
 
 
 def tokenizer_meta(fixture_dir: str) -> dict[str, Any]:
+    """The fixture tokenizer's GGUF metadata, with a ChatML template (what llama.cpp's converter writes)."""
+    import tokenizers
+
     with open(os.path.join(fixture_dir, "tokenizer.json"), encoding="utf-8") as fh:
-        return gguf_tokenizer_meta(fh.read())
+        hf = tokenizers.Tokenizer.from_str(fh.read())
+    return metadata_from_tokenizers(hf, eos_token="<|im_end|>", bos_token="<|endoftext|>",
+                                    padding_token="<|endoftext|>", chat_template=CHATML_TEMPLATE)
 
 
 def fixture_gguf(fixture_dir: str, variant: str, file_type: str, out_path: str, mtp: bool = True) -> str:
