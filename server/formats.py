@@ -86,23 +86,39 @@ class Formatter(ABC):
         """The whole non-streamed response."""
 
 
-class ChatFormatter(Formatter):
-    """/v1/chat/completions."""
+class OpenAIFormatter(Formatter):
+    """OpenAI's envelope (id, created, model, object) around choices; `stream_options.include_usage` adds a
+    last chunk with usage and no choices."""
 
-    def __init__(self, model: str, include_usage: bool):
-        super().__init__(model, "chatcmpl")
+    object_name = ""  # "object" of the streamed chunks
+
+    def __init__(self, model: str, prefix: str, include_usage: bool):
+        super().__init__(model, prefix)
         self.include_usage = include_usage
 
-    def _envelope(self, choices: list, **extra: Any) -> dict:
+    def _envelope(self, choices: list, object_name: str | None = None, **extra: Any) -> dict:
         return {
             "choices": choices,
             "created": self.created,
             "id": self.id,
             "model": self.model,
             "system_fingerprint": SYSTEM_FINGERPRINT,
-            "object": "chat.completion.chunk",
+            "object": object_name or self.object_name,
             **extra,
         }
+
+    def _usage_chunk(self, outcome: Outcome, timings: dict) -> Iterator[dict]:
+        if self.include_usage:
+            yield self._envelope([], usage=usage(outcome), timings=timings)
+
+
+class ChatFormatter(OpenAIFormatter):
+    """/v1/chat/completions."""
+
+    object_name = "chat.completion.chunk"
+
+    def __init__(self, model: str, include_usage: bool):
+        super().__init__(model, "chatcmpl", include_usage)
 
     def start(self) -> Iterator[dict]:
         yield self._envelope(
@@ -120,40 +136,25 @@ class ChatFormatter(Formatter):
         yield self._envelope(
             [{"finish_reason": outcome.finish_reason, "index": 0, "delta": {}}], timings=timings
         )
-        if self.include_usage:
-            yield self._envelope([], usage=usage(outcome), timings=timings)
+        yield from self._usage_chunk(outcome, timings)
 
     def response(self, outcome: Outcome) -> dict:
         message = {"role": "assistant", "content": outcome.content}
-        return {
-            "choices": [{"finish_reason": outcome.finish_reason, "index": 0, "message": message}],
-            "created": self.created,
-            "model": self.model,
-            "system_fingerprint": SYSTEM_FINGERPRINT,
-            "object": "chat.completion",
-            "usage": usage(outcome),
-            "id": self.id,
-            "timings": outcome.timings.to_json(),
-        }
+        return self._envelope(
+            [{"finish_reason": outcome.finish_reason, "index": 0, "message": message}],
+            "chat.completion",
+            usage=usage(outcome),
+            timings=outcome.timings.to_json(),
+        )
 
 
-class CompletionFormatter(Formatter):
+class CompletionFormatter(OpenAIFormatter):
     """/v1/completions."""
 
-    def __init__(self, model: str, include_usage: bool):
-        super().__init__(model, "cmpl")
-        self.include_usage = include_usage
+    object_name = "text_completion"
 
-    def _envelope(self, choices: list, **extra: Any) -> dict:
-        return {
-            "choices": choices,
-            "created": self.created,
-            "id": self.id,
-            "model": self.model,
-            "system_fingerprint": SYSTEM_FINGERPRINT,
-            "object": "text_completion",
-            **extra,
-        }
+    def __init__(self, model: str, include_usage: bool):
+        super().__init__(model, "cmpl", include_usage)
 
     @staticmethod
     def _choice(text: str, finish_reason: str | None) -> dict:
@@ -166,16 +167,14 @@ class CompletionFormatter(Formatter):
     def final_chunks(self, outcome: Outcome) -> Iterator[dict]:
         timings = outcome.timings.to_json()
         yield self._envelope([self._choice(outcome.text, outcome.finish_reason)], timings=timings)
-        if self.include_usage:
-            yield self._envelope([], usage=usage(outcome), timings=timings)
+        yield from self._usage_chunk(outcome, timings)
 
     def response(self, outcome: Outcome) -> dict:
-        body = self._envelope(
+        return self._envelope(
             [self._choice(outcome.content, outcome.finish_reason)],
             usage=usage(outcome),
             timings=outcome.timings.to_json(),
         )
-        return body
 
 
 class LlamaFormatter(Formatter):

@@ -37,15 +37,18 @@ async def chat_completions(request: Request) -> Response:
         ids = ctx.info.tokenizer.encode(prompt, add_special=True, parse_special=True)
     except ValueError as exc:
         raise bad_request(str(exc)) from None
-    formatter = ChatFormatter(body.model or ctx.info.alias, body.include_usage)
-    return await _generate(request, ctx, body, ids, body.token_budget, formatter)
+    return await _generate_openai(request, ctx, body, ids, ChatFormatter)
 
 
 async def completions(request: Request) -> Response:
     ctx = context_of(request)
     body = await read_request(request, CompletionRequest)
     ids = _prompt_ids(ctx, body.prompt, allow_mixed=False)
-    formatter = CompletionFormatter(body.model or ctx.info.alias, body.include_usage)
+    return await _generate_openai(request, ctx, body, ids, CompletionFormatter)
+
+
+async def _generate_openai(request: Request, ctx: ServerContext, body, ids: list[int], formatter_class) -> Response:
+    formatter = formatter_class(body.model or ctx.info.alias, body.include_usage)
     return await _generate(request, ctx, body, ids, body.token_budget, formatter)
 
 

@@ -182,10 +182,6 @@ class Scheduler:
         with self._cv:
             return {job.seq.slot: job for job in self._active.values() if job.seq is not None}
 
-    @property
-    def n_waiting(self) -> int:
-        return len(self._pending)
-
     # ---- the worker thread ---------------------------------------------------------------------------------
     def _main(self) -> None:
         try:

@@ -41,7 +41,7 @@ REAL_VOCAB = 248320
 
 @dataclass(frozen=True)
 class Shape:
-    """Hyperparameters of a released model (qwen35-mtp.md §7 for 27B and 35B-A3B; model cards for others)."""
+    """Hyperparameters of a released model (llama.cpp's reading of the 27B and 35B-A3B GGUFs; model cards for others)."""
 
     moe: bool
     n_layer: int
@@ -63,12 +63,12 @@ class Shape:
 
 PRESETS = {
     # Qwen3.5-0.8B: E 1024, 24 layers, attention 8/2 x 256, FFN 3584, tied (model card); GDN heads 16/16
-    # are our reading of its config, not confirmed in qwen35-mtp.md
+    # are our reading of its config, not confirmed by a published GGUF
     "0.8b": Shape(False, 24, 1024, 8, 2, 16, 16, n_ff=3584, tied=True),
     "9b": Shape(False, 32, 4096, 16, 4, 32, 16, n_ff=12288),          # Qwen3.5-9B model card
-    "27b": Shape(False, 64, 5120, 24, 4, 48, 16, n_ff=17408),         # §7
+    "27b": Shape(False, 64, 5120, 24, 4, 48, 16, n_ff=17408),
     "35b-a3b": Shape(True, 40, 2048, 16, 2, 32, 16, n_expert=256, n_expert_used=8, n_ff_exp=512,
-                     n_ff_shexp=512),                                  # §7
+                     n_ff_shexp=512),
 }
 FILE_TYPES = {"q4_k_m": gguf.LlamaFileType.MOSTLY_Q4_K_M, "q4_k": gguf.LlamaFileType.MOSTLY_Q4_K_S,
               "q8_0": gguf.LlamaFileType.MOSTLY_Q8_0, "f16": gguf.LlamaFileType.MOSTLY_F16}

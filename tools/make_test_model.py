@@ -13,7 +13,7 @@
 Weights come from `vkmtp.convert.synthetic` (fixed seeds, rounded to Q8_0-representable values so the
 fixture stores them compactly and losslessly). The reference logits come from transformers' own
 Qwen3_5ForCausalLM / Qwen3_5MoeForCausalLM; the MTP head, which transformers does not implement, is a small
-torch module below that follows qwen35-mtp.md §4 on top of transformers' decoder layer.
+torch module below that follows docs/MODEL.md (MTP head) on top of transformers' decoder layer.
 """
 
 from __future__ import annotations
@@ -89,7 +89,7 @@ def torch_model(hf_cfg: dict, state: dict[str, np.ndarray]):
 
 
 def torch_mtp(hf_cfg: dict, state: dict[str, np.ndarray], trunk):
-    """The MTP head of §4.2 in torch, reusing transformers' full-attention decoder layer for the block."""
+    """The MTP head (docs/MODEL.md) in torch, reusing transformers' full-attention decoder layer for the block."""
     import copy
 
     import torch

@@ -1,4 +1,4 @@
-"""ModelConfig.from_metadata / from_gguf: keys, defaults, derived values and errors (qwen35-mtp.md §1)."""
+"""ModelConfig.from_metadata / from_gguf: keys, defaults, derived values and errors (docs/MODEL.md, Metadata)."""
 
 import pytest
 
@@ -7,7 +7,7 @@ from vkmtp.model.config import LayerKind, ModelConfig
 
 
 def qwen36_27b() -> dict:
-    """Metadata of Qwen3.6-27B with its MTP block (values from §1.1 / §7)."""
+    """Metadata of Qwen3.6-27B with its MTP block (the released model's values)."""
     a = "qwen35"
     return {
         "general.architecture": a,

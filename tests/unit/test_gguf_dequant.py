@@ -1,5 +1,5 @@
 """vkmtp's own NumPy dequantizers against `gguf.quants.dequantize` (bit-exact) and against per-element
-decoders written straight from the byte maps in /work/shared/reference/vulkan-kernels.md §1.3."""
+decoders written straight from ggml's documented byte maps."""
 
 from __future__ import annotations
 

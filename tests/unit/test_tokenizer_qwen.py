@@ -51,7 +51,7 @@ def qwen_tok(qwen_metadata) -> Tokenizer:
 
 def test_qwen_metadata_shape(qwen_metadata):
     assert len(qwen_metadata["tokenizer.ggml.tokens"]) == 248320
-    assert len(qwen_metadata["tokenizer.ggml.merges"]) == 500709   # as in llamacpp-peer.md §4
+    assert len(qwen_metadata["tokenizer.ggml.merges"]) == 500709   # what llama.cpp's converter derives too
     assert qwen_metadata["tokenizer.ggml.tokens"][248046] == "<|im_end|>"
     assert qwen_metadata["tokenizer.ggml.eos_token_id"] == QWEN35_EOS_ID
     assert qwen_metadata["tokenizer.ggml.add_bos_token"] is False

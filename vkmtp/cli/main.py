@@ -13,7 +13,7 @@ def cmd_devices(args: argparse.Namespace) -> int:
     chosen = pick_device(devices, args.device) if devices else None
     print(format_devices(devices, chosen.index if chosen else None))
     if chosen:
-        print(f"\n* = used by default (discrete > integrated > cpu; override with --device N or VKMTP_DEVICE)")
+        print("\n* = used by default (discrete > integrated > cpu; override with --device N or VKMTP_DEVICE)")
     return 0
 
 

@@ -1,4 +1,4 @@
-"""Read a Hugging Face Qwen3.5 / Qwen3.6 config like llama.cpp's converter does (qwen35-mtp.md §6.1, §6.4)."""
+"""Read a Hugging Face Qwen3.5 / Qwen3.6 config like llama.cpp's converter does (docs/MODEL.md, Converter)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""GGUF metadata for a converted Qwen3.5 model: the `{arch}.*` keys of llama.cpp's converter (§6.4)."""
+"""GGUF metadata for a converted Qwen3.5 model: the `{arch}.*` keys of llama.cpp's converter (docs/MODEL.md, Metadata)."""
 
 from __future__ import annotations
 

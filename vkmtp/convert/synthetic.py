@@ -3,12 +3,12 @@
 They feed `write_gguf` to make test models whose shapes exercise every code path: both layer kinds, V heads
 != K heads (the grouped -> tiled reorder), GQA, partial RoPE, odd FFN widths, MoE top-k > 1 with a shared
 expert, and an MTP block. `align_for_mtp` turns a dense checkpoint into one whose MTP drafts are often
-accepted (llamacpp-peer.md §4). tools/make_test_model.py adds transformers' reference logits.
+accepted. tools/make_test_model.py adds transformers' reference logits.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -260,10 +260,6 @@ def quantization_exact(state: dict[str, np.ndarray], block: int = 32) -> dict[st
         else:
             out[name] = value
     return out
-
-
-def with_sizes(spec: TinySpec, **changes: Any) -> TinySpec:
-    return replace(spec, **changes)
 
 
 def save_state(path: str, state: dict[str, np.ndarray]) -> None:

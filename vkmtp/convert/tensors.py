@@ -1,4 +1,4 @@
-"""HF Qwen3.5 tensors -> GGUF tensors: renaming and value transforms of llama.cpp's converter (§6.1-6.3).
+"""HF Qwen3.5 tensors -> GGUF tensors: renaming and value transforms of llama.cpp's converter (docs/MODEL.md, Converter).
 
 Works on NumPy arrays (float32 math), in HF's PyTorch layout on input and NumPy order on output (which is
 the same thing: GGUF `ne` is the reversed NumPy shape).
@@ -68,7 +68,7 @@ def count_mtp_layers(names: list[str]) -> int:
 
 
 def canonical_hf_name(name: str, n_layer: int, keep_mtp: bool) -> str | None:
-    """§6.1: strip `language_model.`, drop vision tensors, move `mtp.*` to `model.layers.{n_layer + j}.*`.
+    """Strip `language_model.`, drop vision tensors, move `mtp.*` to `model.layers.{n_layer + j}.*`.
     Returns None for tensors the converter drops."""
     name = name.replace("language_model.", "")
     if name.startswith(("model.visual.", "visual.")):
@@ -98,7 +98,7 @@ def gguf_name(hf_name: str) -> str:
 
 
 def reorder_v_heads(x: np.ndarray, axis: int, n_k_heads: int, n_v_per_k: int, head_dim: int) -> np.ndarray:
-    """§6.3 grouped -> tiled: new head j' = m * H_k + g holds old head j = g * r + m, along `axis`."""
+    """Grouped -> tiled V heads: new head j' = m * H_k + g holds old head j = g * r + m, along `axis`."""
     shape = list(x.shape)
     split = shape[:axis] + [n_k_heads, n_v_per_k, head_dim] + shape[axis + 1 :]
     return np.swapaxes(x.reshape(split), axis, axis + 1).reshape(shape)

@@ -1,6 +1,6 @@
 """Write a converted Qwen3.5 checkpoint as GGUF, choosing each tensor's type like llama.cpp's converter.
 
-Type rules (conversion/base.py, qwen35-mtp.md §2): F32 for 1-D tensors, `*_norm.weight`, `ssm_conv1d`,
+Type rules (llama.cpp's conversion/base.py; docs/MODEL.md, Tensors): F32 for 1-D tensors, `*_norm.weight`, `ssm_conv1d`,
 `ffn_gate_inp`, `ffn_gate_inp_shexp` and every name not ending in `.weight`; the file type for the rest; a
 tensor whose rows do not fit the type's block size falls back to F16. Besides llama.cpp's outtypes (f32,
 f16, bf16, q8_0) any ggml type with a quantizer can be requested for all quantizable tensors, and

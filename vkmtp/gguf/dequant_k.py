@@ -1,7 +1,7 @@
 """Dequantizers for the 256-element K-quant super-blocks: Q2_K, Q3_K, Q4_K, Q5_K, Q6_K.
 
 Each function maps `[n_blocks, block_bytes] u8` to `[n_blocks, 256] f32`. Byte layouts and element index
-formulas are in /work/shared/reference/vulkan-kernels.md §1.3. As in ggml, each sub-block's scale (and min)
+formulas are ggml's (docs/MODEL.md, Block layouts). As in ggml, each sub-block's scale (and min)
 is formed first (`d * sc`, `dmin * m`) and then applied to the integer quant, which keeps the results
 bit-identical to llama.cpp's CPU decode.
 

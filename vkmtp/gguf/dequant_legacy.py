@@ -1,7 +1,7 @@
 """Dequantizers for the float types and the 32-element "legacy" quants (Q4_0, Q4_1, Q5_0, Q5_1, Q8_0).
 
 Each function maps `[n_blocks, block_bytes] u8` to `[n_blocks, block_elems] f32`. Byte layouts follow
-/work/shared/reference/vulkan-kernels.md §1.3. The float operations are done in the same order as ggml's
+ggml's block layouts (docs/MODEL.md, Block layouts). The float operations are done in the same order as ggml's
 `dequantize_row_*` (scale times integer, then add the min), so results are bit-identical to llama.cpp's
 CPU decode and to `gguf.quants.dequantize`.
 """

@@ -1,7 +1,7 @@
 """Quantizers for the K-quant super-blocks (Q2_K, Q3_K, Q4_K, Q5_K, Q6_K): round to nearest, vectorised.
 
 Each function maps `[n_blocks, 256] f32` (finite) to `[n_blocks, block_bytes] u8` in llama.cpp's layout
-(/work/shared/reference/vulkan-kernels.md §1.3; the packing here is the exact inverse of `dequant_k`).
+(ggml's layouts; the packing here is the exact inverse of `dequant_k`).
 These are not ggml's search-based quantizers (`make_qkx2_quants` etc.), so the bytes differ from
 llama-quantize's, but every block is valid and decodes identically everywhere. The recipe:
 

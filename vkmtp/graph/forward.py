@@ -272,7 +272,7 @@ class Forward:
         return [ExpertPart(p.view, p.row_start // per, p.n_rows // per) for p in ref.parts]
 
     def record_moe_ffn(self, rec: Recorder, t, act: Activations, n: int) -> None:
-        """Routed experts (softmax top-k, renormalised) plus the sigmoid-gated shared expert (qwen35-mtp §3.6)."""
+        """Routed experts (softmax top-k, renormalised) plus the sigmoid-gated shared expert (docs/MODEL.md, Forward pass)."""
         cfg, ops = self.cfg, self.ops
         e, ne, k, fe = cfg.n_embd, cfg.n_expert, cfg.n_expert_used, cfg.n_ff_exp
         arena = Arena(act.moe.buffer, 16)
@@ -321,7 +321,7 @@ class Forward:
 
     def record_mtp(self, rec: Recorder, records: View, h_in: View, act: Activations, n: int, h_out: View) -> None:
         """MTP block for n tokens: token x_p (records) with the target's post-norm hidden h_{p-1} (h_in
-        [n, E]) -> h_out [n, E] = shared_head_norm of the block output (qwen35-mtp.md §4.2). Writes the MTP
+        [n, E]) -> h_out [n, E] = shared_head_norm of the block output (docs/MODEL.md, MTP head). Writes the MTP
         KV cache at each token's position."""
         mtp, e = self.table.mtp, self.cfg.n_embd
         cat = act.f.sub(0, 4 * n * 2 * e)           # [n, 2E]: enorm(emb) | hnorm(h)

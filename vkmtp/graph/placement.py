@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from vkmtp.device import Arena, Device, View
+from vkmtp.device import Device, View
 from vkmtp.gguf import GGUFFile, row_bytes
 
 ALIGN = 256
@@ -121,9 +121,3 @@ class WeightPlan:
             refs[name] = ref
         self.buffers = buffers
         return refs
-
-
-def arena_for(device: Device, sizes: dict[str, int], name: str, kind: str = "device") -> dict[str, View]:
-    """One buffer holding several named regions (activations, states), each ALIGN-aligned."""
-    arena = Arena(device.buffer(Arena.size_for(list(sizes.values()), ALIGN), kind, name), ALIGN)
-    return {key: arena.take(n, key) for key, n in sizes.items()}

@@ -1,6 +1,6 @@
 """Hyperparameters of a Qwen3.5 / Qwen3.6 GGUF (`qwen35` dense, `qwen35moe`), read as llama.cpp reads them.
 
-Keys, defaults and the layer-type rule follow shared/reference/qwen35-mtp.md §1. Every count here is a plain
+Keys, defaults and the layer-type rule are llama.cpp's (docs/MODEL.md, Metadata and Layer types). Every count here is a plain
 integer; tensor shapes built from them are listed in `vkmtp.model.weights`.
 """
 
@@ -306,7 +306,7 @@ class _MetadataReader:
         return list(value)
 
     def layer_kinds(self, n_layer_all: int, n_layer: int, interval: int) -> tuple[LayerKind, ...]:
-        """§1.2: explicit `attention.recurrent_layers` flags win; otherwise every `interval`-th trunk block is
+        """Layer types (docs/MODEL.md): explicit `attention.recurrent_layers` flags win; otherwise every `interval`-th trunk block is
         full attention and all MTP blocks are attention blocks."""
         flags = self._get("attention.recurrent_layers", None)
         if flags is None:

