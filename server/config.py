@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 from vkmtp.engine.api import EngineConfig
 from vkmtp.sampling import SamplingParams
@@ -19,6 +20,8 @@ class ServerConfig:
     max_body_bytes: int = 16 * MiB  # --max-body-bytes: larger request bodies get a 413
     max_queue: int = 64  # --max-queue: requests waiting for a slot before 503s
     n_predict: int = -1  # -n / --n-predict: cap on tokens per request (-1: the context)
+    cache_prompt: bool = True  # --no-cache-prompt: a request's cache_prompt when it does not say
+    chat_template_kwargs: dict[str, Any] = field(default_factory=dict)  # --chat-template-kwargs (requests add)
     sleep_idle_seconds: float | None = None  # --sleep-idle-seconds
     sampling: SamplingParams = field(default_factory=SamplingParams)  # --temp, --top-k, ... defaults
 

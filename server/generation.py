@@ -33,7 +33,8 @@ async def chat_completions(request: Request) -> Response:
     ctx = context_of(request)
     body = await read_request(request, ChatRequest)
     try:
-        prompt = render_chat(ctx.info.template, body.messages, body.tools, body.chat_template_kwargs)
+        kwargs = {**ctx.config.chat_template_kwargs, **body.chat_template_kwargs}
+        prompt = render_chat(ctx.info.template, body.messages, body.tools, kwargs)
         ids = ctx.info.tokenizer.encode(prompt, add_special=True, parse_special=True)
     except ValueError as exc:
         raise bad_request(str(exc)) from None
@@ -103,7 +104,7 @@ async def _generate(
         _sampling(ctx, body),
         max_tokens=ctx.config.token_budget(budget),
         stop_ids=eog,
-        cache_prompt=body.cache_prompt,
+        cache_prompt=ctx.config.cache_prompt if body.cache_prompt is None else body.cache_prompt,
     )
     job = Job(engine_request, TextStream(ctx.info.tokenizer, body.stop), asyncio.get_running_loop())
     ctx.scheduler.submit(job)

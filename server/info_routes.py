@@ -52,7 +52,8 @@ async def apply_template(request: Request) -> Response:
     ctx = context_of(request)
     body = await read_request(request, ApplyTemplateRequest)
     try:
-        prompt = render_chat(ctx.info.template, body.messages, body.tools, body.chat_template_kwargs)
+        kwargs = {**ctx.config.chat_template_kwargs, **body.chat_template_kwargs}
+        prompt = render_chat(ctx.info.template, body.messages, body.tools, kwargs)
     except ValueError as exc:
         raise bad_request(str(exc)) from None
     return JSONResponse({"prompt": prompt})

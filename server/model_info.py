@@ -29,12 +29,16 @@ class ModelInfo:
     has_mtp: bool
 
     @classmethod
-    def load(cls, path: str | os.PathLike, alias: str | None = None) -> ModelInfo:
-        """Read a GGUF's metadata; raises GGUFError (naming the file and key) when it is not usable."""
+    def load(cls, path: str | os.PathLike, alias: str | None = None, chat_template: str | None = None) -> ModelInfo:
+        """Read a GGUF's metadata; raises GGUFError (naming the file and key) when it is not usable.
+        `chat_template` (Jinja source) replaces the GGUF's template (--chat-template)."""
         gguf = open_gguf(path)
         cfg = ModelConfig.from_gguf(gguf)
         tokenizer = Tokenizer.from_gguf(gguf)
-        template = ChatTemplate.from_metadata(gguf.metadata, tokenizer)
+        if chat_template is None:
+            template = ChatTemplate.from_metadata(gguf.metadata, tokenizer)
+        else:
+            template = ChatTemplate.for_tokenizer(tokenizer, chat_template)
         return cls(
             str(path),
             alias or os.path.basename(str(path)),

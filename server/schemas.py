@@ -58,7 +58,7 @@ class GenerationFields(BaseModel):
     seed: Annotated[int, Field(strict=True, ge=-1, le=UINT64_MAX)] | None = None
     stop: Any = Field(default=None, validate_default=True)
     stream: Bool = False
-    cache_prompt: Bool = True
+    cache_prompt: Bool | None = None  # None: the server's default (--no-cache-prompt)
     ignore_eos: Bool = False
     n_probs: Annotated[int, Field(strict=True, ge=0)] = 0
 

@@ -14,13 +14,18 @@ from vkmtp.engine.factory import load_engine
 
 
 def serve(
-    config: ServerConfig, model_path: str, backend: str, alias: str | None = None, log_level: str = "info"
+    config: ServerConfig,
+    model_path: str,
+    backend: str,
+    alias: str | None = None,
+    log_level: str = "info",
+    chat_template: str | None = None,
 ) -> None:
     """Check the model file and the backend first (errors surface before the port opens), then serve until
     interrupted. The engine loads in the scheduler thread while /health answers 503; if that load fails the
     server stops and this raises, so `vkmtp serve` exits with the reason."""
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(name)s %(levelname)s: %(message)s")
-    info = ModelInfo.load(model_path, alias)
+    info = ModelInfo.load(model_path, alias, chat_template)
     if backend == "vulkan":  # fail now, with the reason, rather than in the scheduler thread
         try:
             import vkmtp.engine.vulkan  # noqa: F401

@@ -5,13 +5,27 @@ from __future__ import annotations
 import argparse
 import sys
 
+from vkmtp.cli.llama_flags import (
+    FlagError,
+    add_llama_flags,
+    argv_with_env,
+    chat_template_source,
+    check_llama_flags,
+    device_selector,
+    read_api_key,
+    spec_enabled,
+    template_kwargs,
+)
+
 
 def cmd_devices(args: argparse.Namespace) -> int:
     from vkmtp.device import format_devices, list_devices, pick_device
 
     devices = list_devices()
-    chosen = pick_device(devices, args.device) if devices else None
+    chosen = pick_device(devices, device_selector(args.device)) if devices else None
     print(format_devices(devices, chosen.index if chosen else None))
+    for d in devices:  # the names llama.cpp gives them, which --device accepts
+        print(f"Vulkan{d.index}: {d.name}")
     if chosen:
         print("\n* = used by default (discrete > integrated > cpu; override with --device N or VKMTP_DEVICE)")
     return 0
@@ -61,36 +75,65 @@ def _engine_config(args: argparse.Namespace):
     given = args.spec_draft_n_max is not None or args.spec_draft_p_min is not None
     n_max = 3 if args.spec_draft_n_max is None else args.spec_draft_n_max
     p_min = 0.0 if args.spec_draft_p_min is None else args.spec_draft_p_min
-    spec = SpecConfig(enabled=not args.no_mtp, n_max=n_max, n_min=args.spec_draft_n_min, p_min=p_min,
+    enabled = spec_enabled(args.spec_type, args.no_mtp, args.multi_token_prediction)
+    spec = SpecConfig(enabled=enabled, n_max=n_max, n_min=args.spec_draft_n_min, p_min=p_min,
                       adaptive=args.spec_draft_adaptive, from_profile=not given)
     return EngineConfig(n_ctx=args.ctx_size, n_slots=args.parallel, ubatch=args.ubatch_size,
-                        kv_type=args.cache_type_k, device=args.device, spec=spec)
+                        kv_type=args.cache_type_k, device=device_selector(args.device), spec=spec)
 
 
 def _sampling_defaults(args: argparse.Namespace):
     from vkmtp.sampling import SamplingParams
 
     return SamplingParams(temperature=args.temp, top_k=args.top_k, top_p=args.top_p, min_p=args.min_p,
-                          repeat_penalty=args.repeat_penalty, seed=None if args.seed < 0 else args.seed)
+                          repeat_penalty=args.repeat_penalty, repeat_last_n=args.repeat_last_n,
+                          presence_penalty=args.presence_penalty, frequency_penalty=args.frequency_penalty,
+                          seed=None if args.seed < 0 else args.seed)
+
+
+def _chat_template(args: argparse.Namespace, gguf, tokenizer):
+    """The GGUF's chat template, or the one --chat-template / --chat-template-file gives."""
+    from vkmtp.text.chat_template import ChatTemplate
+
+    source = chat_template_source(args.chat_template, args.chat_template_file)
+    if source is None:
+        return ChatTemplate.from_metadata(gguf.metadata, tokenizer)
+    return ChatTemplate.for_tokenizer(tokenizer, source)
+
+
+def _prompt_text(args: argparse.Namespace) -> str:
+    """-p TEXT or -f FILE (llama-cli's names)."""
+    if (args.prompt is None) == (args.file is None):
+        raise FlagError("give the prompt with -p TEXT or -f FILE (one of them)")
+    if args.file is None:
+        return args.prompt
+    try:
+        with open(args.file, encoding="utf-8") as fh:
+            return fh.read()
+    except OSError as exc:
+        raise FlagError(f"-f {args.file}: {exc.strerror}") from None
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
     from vkmtp.server.config import ServerConfig
     from vkmtp.server.serve import serve
 
-    if args.host not in ("127.0.0.1", "localhost", "::1") and not args.api_key:
+    api_key = read_api_key(args.api_key, args.api_key_file)
+    if args.host not in ("127.0.0.1", "localhost", "::1") and not api_key:
         print(f"vkmtp: warning: listening on {args.host} without --api-key: anyone who can reach this port "
               f"can use the model", file=sys.stderr)
-    config = ServerConfig(engine=_engine_config(args), host=args.host, port=args.port, api_key=args.api_key,
+    config = ServerConfig(engine=_engine_config(args), host=args.host, port=args.port, api_key=api_key,
                           max_body_bytes=args.max_body_bytes, max_queue=args.max_queue,
-                          n_predict=args.n_predict,
+                          n_predict=args.n_predict, cache_prompt=not args.no_cache_prompt,
+                          chat_template_kwargs=template_kwargs(args.chat_template_kwargs),
                           sleep_idle_seconds=args.sleep_idle_seconds, sampling=_sampling_defaults(args))
-    serve(config, _model_path(args), args.backend, alias=args.alias, log_level=args.log_level)
+    log_level = "debug" if args.verbose else "critical" if args.log_disable else args.log_level
+    serve(config, _model_path(args), args.backend, alias=args.alias, log_level=log_level,
+          chat_template=chat_template_source(args.chat_template, args.chat_template_file))
     return 0
 
 
 def cmd_chat(args: argparse.Namespace) -> int:
-    from vkmtp.text.chat_template import ChatTemplate
     from vkmtp.engine.factory import load_engine
     from vkmtp.gguf import open_gguf
     from vkmtp.cli.chat import chat_loop
@@ -99,9 +142,11 @@ def cmd_chat(args: argparse.Namespace) -> int:
     path = _model_path(args)
     gguf = open_gguf(path)
     tokenizer = Tokenizer.from_gguf(gguf)
-    template = ChatTemplate.from_metadata(gguf.metadata, tokenizer)
+    template = _chat_template(args, gguf, tokenizer)
     engine = load_engine(path, _engine_config(args), args.backend, progress=True)
-    kwargs = {"enable_thinking": False} if args.no_think else {}
+    kwargs = template_kwargs(args.chat_template_kwargs)
+    if args.no_think:
+        kwargs["enable_thinking"] = False
     try:
         print("vkmtp chat: /reset clears the conversation, /exit leaves", file=sys.stderr)
         chat_loop(engine, tokenizer, template, _sampling_defaults(args), args.n_predict, args.system,
@@ -116,7 +161,6 @@ def cmd_generate(args: argparse.Namespace) -> int:
     import json
     import time
 
-    from vkmtp.text.chat_template import ChatTemplate
     from vkmtp.engine.api import Request
     from vkmtp.engine.factory import load_engine
     from vkmtp.gguf import open_gguf
@@ -125,10 +169,9 @@ def cmd_generate(args: argparse.Namespace) -> int:
     path = _model_path(args)
     gguf = open_gguf(path)
     tokenizer = Tokenizer.from_gguf(gguf)
-    prompt = args.prompt
+    prompt = _prompt_text(args)
     if args.chat:
-        template = ChatTemplate.from_metadata(gguf.metadata, tokenizer)
-        prompt = template.render([{"role": "user", "content": prompt}])
+        prompt = _chat_template(args, gguf, tokenizer).render([{"role": "user", "content": prompt}])
     ids = tokenizer.encode(prompt, add_special=True, parse_special=True)
     config = _engine_config(args)
     if args.spec_synth_rate is not None:
@@ -173,21 +216,30 @@ def cmd_generate(args: argparse.Namespace) -> int:
     return 0
 
 
-def _add_model_flags(p: argparse.ArgumentParser) -> None:
-    """Flags shared by serve and chat, named as llama-server names them."""
+def _add_model_flags(p: argparse.ArgumentParser, command: str) -> None:
+    """Flags shared by serve, chat and generate, named as llama-server names them (docs/SERVER.md has the
+    table of every llama-server flag and what vkmtp does with it)."""
     p.add_argument("-m", "--model", default=None, help="GGUF file (default: the demo model in models/)")
     p.add_argument("--backend", default="vulkan", choices=["vulkan", "reference"],
                    help="vulkan (default) or the NumPy reference (slow; for tests and checks)")
-    p.add_argument("--device", default=None, help="Vulkan device index (default: best found)")
+    p.add_argument("-dev", "--device", default=None,
+                   help="Vulkan device: Vulkan0, Vulkan1, ... as `vkmtp devices` lists them, or an index")
+    p.add_argument("--list-devices", action="store_true", help="list the Vulkan devices and exit")
     p.add_argument("-c", "--ctx-size", type=int, default=4096, help="context per slot")
     p.add_argument("-ub", "--ubatch-size", type=int, default=256, help="prefill chunk")
     p.add_argument("-ctk", "--cache-type-k", default="f16", choices=["f16", "q8_0"])
     p.add_argument("-ctv", "--cache-type-v", default="f16", choices=["f16", "q8_0"])
     p.add_argument("--no-mtp", action="store_true", help="no MTP speculative decoding")
-    p.add_argument("--spec-draft-n-max", type=int, default=None,
+    p.add_argument("--spec-type", default=None,
+                   help="draft-mtp (or its older name mtp): MTP drafting, the default; none: off")
+    p.add_argument("-mtp", "--multi-token-prediction", action="store_true",
+                   help="MTP drafting (ik_llama.cpp's name; on by default)")
+    p.add_argument("--spec-draft-n-max", "--draft-max", "--draft", "--draft-n", dest="spec_draft_n_max",
+                   type=int, default=None,
                    help="draft tokens per step (1..7; default: the device profile's for this model, else 3)")
-    p.add_argument("--spec-draft-n-min", type=int, default=0, help="shorter drafts are dropped")
-    p.add_argument("--spec-draft-p-min", type=float, default=None,
+    p.add_argument("--spec-draft-n-min", "--draft-min", dest="spec_draft_n_min", type=int, default=0,
+                   help="shorter drafts are dropped")
+    p.add_argument("--spec-draft-p-min", "--draft-p-min", dest="spec_draft_p_min", type=float, default=None,
                    help="stop drafting below this probability (default: the device profile's, else 0)")
     p.add_argument("--spec-draft-adaptive", action="store_true",
                    help="choose the draft depth (0..n-max) per step from observed acceptance and step cost")
@@ -196,27 +248,41 @@ def _add_model_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--top-p", type=float, default=0.95)
     p.add_argument("--min-p", type=float, default=0.05)
     p.add_argument("--repeat-penalty", type=float, default=1.0)
+    p.add_argument("--repeat-last-n", type=int, default=64, help="tokens the penalties look at (0: off, -1: all)")
+    p.add_argument("--presence-penalty", type=float, default=0.0)
+    p.add_argument("--frequency-penalty", type=float, default=0.0)
     p.add_argument("-s", "--seed", type=int, default=-1, help="-1: random")
+    p.add_argument("--chat-template", default=None, help="Jinja template (or 'chatml') replacing the GGUF's")
+    p.add_argument("--chat-template-file", default=None, help="file with a Jinja template replacing the GGUF's")
+    if command != "serve":
+        p.add_argument("-np", "--parallel", type=int, default=1, help="slots (one prompt uses one)")
+    if command != "generate":
+        p.add_argument("--chat-template-kwargs", default=None,
+                       help="JSON object passed to the chat template, e.g. '{\"enable_thinking\": false}'")
+    add_llama_flags(p, command)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog="vkmtp", description="Qwen3.5/3.6 GGUF inference on Vulkan with MTP")
+    ap = argparse.ArgumentParser(prog="vkmtp", description="Qwen3.5/3.6 GGUF inference on Vulkan with MTP",
+                                 allow_abbrev=False)
     sub = ap.add_subparsers(dest="command", required=True)
+    ap.commands = sub.choices  # name -> subparser, for the LLAMA_ARG_* variables
 
     p = sub.add_parser("devices", help="list Vulkan devices and the one vkmtp would use")
     p.add_argument("--device", default=None, help="device index (default: best found)")
     p.set_defaults(func=cmd_devices)
 
-    p = sub.add_parser("generate", help="generate text from a prompt (MTP on by default)")
-    _add_model_flags(p)
-    p.add_argument("-p", "--prompt", required=True)
+    p = sub.add_parser("generate", help="generate text from a prompt (MTP on by default)", allow_abbrev=False)
+    _add_model_flags(p, "generate")
+    p.add_argument("-p", "--prompt", default=None)
+    p.add_argument("-f", "--file", default=None, help="read the prompt from this file")
     p.add_argument("-n", "--n-predict", type=int, default=128, help="tokens to generate (-1: until the context)")
     p.add_argument("--chat", action="store_true", help="apply the model's chat template to the prompt")
     p.add_argument("--ignore-eos", action="store_true")
     p.add_argument("--json", action="store_true", help="print token ids, text and timings as one JSON object")
     p.add_argument("--spec-synth-rate", type=float, default=None,
                    help="BENCHMARK MODE: accept each draft with this probability (output is not the model's)")
-    p.set_defaults(func=cmd_generate, parallel=1)
+    p.set_defaults(func=cmd_generate)
 
     p = sub.add_parser("info", help="architecture, sizes, quant mix, MTP and the memory plan of a GGUF")
     p.add_argument("model", help="path to a .gguf file")
@@ -227,28 +293,35 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-mtp", action="store_true")
     p.set_defaults(func=cmd_info)
 
-    p = sub.add_parser("serve", help="llama-server compatible HTTP server (OpenAI API, /completion, ...)")
-    _add_model_flags(p)
+    p = sub.add_parser("serve", help="llama-server compatible HTTP server (OpenAI API, /completion, ...)",
+                       allow_abbrev=False)
+    _add_model_flags(p, "serve")
     p.add_argument("-np", "--parallel", type=int, default=1, help="slots (concurrent sequences)")
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default: loopback only)")
     p.add_argument("--port", type=int, default=8080)
     p.add_argument("--api-key", default=None,
                    help="require 'Authorization: Bearer KEY' (not on /health, /models)")
-    p.add_argument("--alias", default=None, help="model id shown to clients (default: the file name)")
+    p.add_argument("--api-key-file", default=None, help="read the API key from this file")
+    p.add_argument("--no-cache-prompt", action="store_true",
+                   help="requests reuse a slot's cached prefix only when they ask for it (cache_prompt: true)")
+    p.add_argument("-a", "--alias", default=None, help="model id shown to clients (default: the file name)")
     p.add_argument("-n", "--n-predict", type=int, default=-1, help="cap on tokens per request (-1: context)")
     p.add_argument("--max-queue", type=int, default=64, help="requests waiting for a slot before 503s")
     p.add_argument("--max-body-bytes", type=int, default=16 * 2**20, help="larger request bodies get a 413")
     p.add_argument("--sleep-idle-seconds", type=float, default=None,
                    help="free the engine after this many idle seconds; the next request reloads it")
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    p.add_argument("--log-disable", action="store_true", help="log nothing but failures")
+    p.add_argument("-v", "--verbose", "--log-verbose", dest="verbose", action="store_true", help="--log-level debug")
     p.set_defaults(func=cmd_serve)
 
-    p = sub.add_parser("chat", help="interactive chat in the terminal (chat template applied, streamed)")
-    _add_model_flags(p)
+    p = sub.add_parser("chat", help="interactive chat in the terminal (chat template applied, streamed)",
+                       allow_abbrev=False)
+    _add_model_flags(p, "chat")
     p.add_argument("-n", "--n-predict", type=int, default=-1, help="tokens per reply (-1: until the context)")
-    p.add_argument("--system", default=None, help="system prompt")
+    p.add_argument("-sys", "--system-prompt", "--system", dest="system", default=None, help="system prompt")
     p.add_argument("--no-think", action="store_true", help="chat_template_kwargs enable_thinking=false")
-    p.set_defaults(func=cmd_chat, parallel=1)
+    p.set_defaults(func=cmd_chat)
 
     p = sub.add_parser("tune", help="measure kernel settings on this device and save its tuning profile")
     p.add_argument("--device", default=None, help="Vulkan device index (default: best found)")
@@ -268,7 +341,23 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
+    try:
+        if argv and argv[0] in parser.commands:
+            argv = argv_with_env(argv, parser.commands[argv[0]])
+        args = parser.parse_args(argv)
+        notes = check_llama_flags(args)
+    except FlagError as exc:
+        print(f"vkmtp: error: {exc}", file=sys.stderr)
+        return 2
+    for note in notes:
+        print(f"vkmtp: note: {note}", file=sys.stderr)
+    if getattr(args, "parallel", 1) != 1 and args.command != "serve":
+        print(f"vkmtp: note: -np {args.parallel}: {args.command} runs one sequence in one slot", file=sys.stderr)
+        args.parallel = 1
+    if getattr(args, "list_devices", False):
+        return cmd_devices(args)
     try:
         return args.func(args)
     except KeyboardInterrupt:

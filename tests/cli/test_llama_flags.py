@@ -1,0 +1,162 @@
+"""llama-server command lines users run today start `vkmtp serve`, or stop with a message naming the flag whose
+feature vkmtp lacks; LLAMA_ARG_* variables stand for flags; nothing is silently ignored."""
+
+from __future__ import annotations
+
+import os
+import shlex
+import subprocess
+import sys
+import time
+
+import httpx
+import pytest
+
+from tests.server.live_server import free_port
+from vkmtp.cli.llama_flags import FlagError, argv_with_env, check_llama_flags, device_selector, spec_enabled
+from vkmtp.cli.main import _engine_config, _sampling_defaults, build_parser
+
+# From published MTP reports (the model path is replaced by the demo model). `expect`: None = the server
+# starts; otherwise the text the refusal must contain.
+COMMAND_LINES = [
+    ("--fit on --fit-target 512 --ctx-size 131072 --cache-type-k q8_0 --cache-type-v q8_0 --cache-type-k-draft q8_0 "
+     "--cache-type-v-draft q8_0 --spec-type draft-mtp --spec-draft-p-min 0.75 --spec-draft-n-max 3 --no-mmap --mlock "
+     "--threads 8 --temp 0.0", "-fit/--fit on: not supported"),
+    ("-np 1 --chat-template-kwargs '{\"preserve_thinking\": true}' --spec-type draft-mtp --spec-draft-n-max 3", None),
+    ("--spec-type mtp --spec-draft-n-max 5 --ctx-size 262144 --cache-type-k q4_0 --cache-type-v q4_0 --batch-size 512 "
+     "--ubatch-size 512 --parallel 1 --flash-attn on", "--cache-type-k: invalid choice: 'q4_0'"),
+    ("-fa on -c 10000 -np 1 -ngl 99 --no-mmap --no-cache-prompt --spec-type mtp --spec-draft-n-max 3", None),
+    ("-fa on -c 5000 -np 1 -fit on --chat-template-kwargs '{\"preserve_thinking\": true}' --spec-type mtp "
+     "--spec-draft-n-max 4", "-fit/--fit on: not supported"),
+    ("--spec-type draft-mtp --spec-draft-n-max 2 --no-mmproj", None),
+    ("--fit --fit-margin 1664 --ctx-size 131072 --cache-type-k q8_0 --cache-type-v q8_0 --cache-type-k-draft q8_0 "
+     "--cache-type-v-draft q8_0 --multi-token-prediction --draft-p-min 0.75 --draft-max 3 --no-mmap --mlock "
+     "--threads 8 --temp 0.0", "-fit/--fit on: not supported"),
+]
+
+
+def parse(line: str, command: str = "serve"):
+    args = build_parser().parse_args([command, *shlex.split(line)])
+    return args, check_llama_flags(args)
+
+
+@pytest.mark.parametrize("line,expect", COMMAND_LINES, ids=[f"line{i}" for i in range(len(COMMAND_LINES))])
+def test_real_command_lines_start_or_name_the_refused_flag(line, expect, tmp_path):
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LLAMA_ARG_")}
+    log = open(tmp_path / "serve.log", "w+")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "vkmtp.cli", "serve", *shlex.split(line), "--port", str(port)],
+        stdout=log, stderr=subprocess.STDOUT, env=env,
+    )
+    try:
+        if expect is not None:
+            assert proc.wait(120) == 2
+            out = (tmp_path / "serve.log").read_text()
+            assert expect in out and "Traceback" not in out, out
+            return
+        deadline = time.monotonic() + 120  # a failure bound, not a speed assumption
+        while True:
+            assert proc.poll() is None, (tmp_path / "serve.log").read_text()
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/health", timeout=5).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert time.monotonic() < deadline, "the server never became ready"
+            time.sleep(0.1)
+        out = (tmp_path / "serve.log").read_text()
+        assert "Traceback" not in out
+        if "-ngl" in line:
+            assert "-ngl/--gpu-layers/--n-gpu-layers 99: all layers always run on the Vulkan device" in out
+        if "-fa on" in line:
+            assert "-fa/--flash-attn on: vkmtp always uses flash attention" in out
+    finally:
+        if proc.poll() is None:
+            proc.terminate()
+            proc.wait(30)
+        log.close()
+
+
+def test_short_flags_are_not_read_as_prefixes_of_others():
+    args, notes = parse("-ngl 99 -np 2 -n 16 -t 4 -c 512")
+    assert (args.llama_n_gpu_layers, args.parallel, args.n_predict, args.ctx_size) == ("99", 2, 16, 512)
+    assert any(n.startswith("-t/--threads 4:") for n in notes)
+    gen, notes = parse("-p hi -np 2", "generate")
+    assert gen.parallel == 2 and gen.prompt == "hi"
+
+
+def test_llama_and_ik_names_of_the_draft_settings():
+    args, _ = parse("--spec-type draft-mtp --draft-max 5 --draft-min 2 --draft-p-min 0.5")
+    spec = _engine_config(args).spec
+    assert spec.enabled and (spec.n_max, spec.n_min, spec.p_min) == (5, 2, 0.5)
+    assert not _engine_config(parse("--spec-type none")[0]).spec.enabled
+    assert _engine_config(parse("-mtp")[0]).spec.enabled
+    with pytest.raises(FlagError, match="not supported: ngram-mod"):
+        spec_enabled("draft-mtp,ngram-mod", False, False)
+    with pytest.raises(FlagError, match="contradict"):
+        spec_enabled("draft-mtp", True, False)
+
+
+def test_refused_flags_name_themselves_and_allowed_values_pass():
+    for line, flag in [("-fa off", "-fa/--flash-attn off"), ("-md draft.gguf", "-md/--model-draft/--spec-draft-model draft.gguf"),
+                       ("-ctkd q8_0", "-ctkd/--cache-type-k-draft/--spec-draft-type-k q8_0"),
+                       ("--reasoning-format deepseek", "--reasoning-format deepseek"), ("--timeout 30", "-to/--timeout 30")]:
+        with pytest.raises(FlagError, match="not supported") as info:
+            parse(line)
+        assert flag in str(info.value)
+    _, notes = parse("-ctkd f16 -ctvd f16 --reasoning-format none --reasoning-budget -1 --fit off --metrics --jinja")
+    assert len(notes) == 7
+
+
+def test_sampling_flags_reach_the_defaults():
+    args, _ = parse("--repeat-last-n 32 --presence-penalty 0.5 --frequency-penalty 0.25 --temp 0.3")
+    s = _sampling_defaults(args)
+    assert (s.repeat_last_n, s.presence_penalty, s.frequency_penalty, s.temperature) == (32, 0.5, 0.25, 0.3)
+
+
+def test_device_names_as_llama_cpp_prints_them():
+    assert device_selector("Vulkan1") == 1 and device_selector("0") == 0 and device_selector(None) is None
+    with pytest.raises(FlagError, match="one device"):
+        device_selector("Vulkan0,Vulkan1")
+    with pytest.raises(FlagError, match="--device CUDA0"):
+        device_selector("CUDA0")
+    assert parse("-dev Vulkan0")[0].device == "Vulkan0"
+
+
+def test_llama_arg_variables_stand_for_flags(monkeypatch):
+    parser = build_parser()
+    serve = parser.commands["serve"]
+    monkeypatch.setenv("LLAMA_ARG_CTX_SIZE", "2048")
+    monkeypatch.setenv("LLAMA_ARG_N_GPU_LAYERS", "99")
+    monkeypatch.setenv("LLAMA_ARG_JINJA", "true")
+    monkeypatch.setenv("LLAMA_ARG_ENDPOINT_METRICS", "0")
+    argv = argv_with_env(["serve", "-c", "1024"], serve)  # the command line wins over the variable
+    args = parser.parse_args(argv)
+    assert args.ctx_size == 1024 and args.llama_n_gpu_layers == "99" and args.llama_jinja and not args.llama_metrics
+    monkeypatch.setenv("LLAMA_ARG_NOT_A_FLAG", "1")
+    with pytest.raises(FlagError, match="LLAMA_ARG_NOT_A_FLAG"):
+        argv_with_env(["serve"], serve)
+    monkeypatch.delenv("LLAMA_ARG_NOT_A_FLAG")
+    monkeypatch.setenv("LLAMA_ARG_JINJA", "maybe")
+    with pytest.raises(FlagError, match="expected a boolean"):
+        argv_with_env(["serve"], serve)
+
+
+def test_chat_template_flags(tmp_path):
+    from vkmtp.cli.llama_flags import chat_template_source, read_api_key, template_kwargs
+
+    f = tmp_path / "t.jinja"
+    f.write_text("{{ messages[0].content }}")
+    assert chat_template_source(None, str(f)) == "{{ messages[0].content }}"
+    assert "im_start" in chat_template_source("chatml", None)
+    with pytest.raises(FlagError, match="--chat-template llama3"):
+        chat_template_source("llama3", None)
+    assert template_kwargs('{"enable_thinking": false}') == {"enable_thinking": False}
+    with pytest.raises(FlagError, match="JSON object"):
+        template_kwargs("[1]")
+    key = tmp_path / "key"
+    key.write_text("\nsecret\n")
+    assert read_api_key(None, str(key)) == "secret"
+    with pytest.raises(FlagError, match="one API key"):
+        read_api_key("other", str(key))
