@@ -1,16 +1,20 @@
 """NumPy reference of shaders/flash_attn.comp + flash_attn_reduce.comp (vkmtp.ops.flash_attn.FlashAttn).
 
 Plain causal softmax attention in float64 per query token over the cache rows of its own sequence, grouped
-KV heads (query head h reads KV head h // (H / H_kv)), then o *= sigmoid(gate) (qwen35-mtp.md §3.3).
+KV heads (query head h reads KV head h // (H / H_kv)), then o *= sigmoid(gate). The one attention
+of vkmtp.ref.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
+from vkmtp.ref.ops.elementwise import sigmoid
+
 
 def flash_attn(records: np.ndarray, q: np.ndarray, k_rows: np.ndarray, v_rows: np.ndarray, n_ctx: int,
-               gate: np.ndarray | None = None, scale: float | None = None) -> np.ndarray:
+               gate: np.ndarray | None = None, scale: float | None = None,
+               dtype: np.dtype = np.float32) -> np.ndarray:
     """Attention of each token t over cache rows seq_t * n_ctx + [0, pos_t].
 
     Args:
@@ -19,8 +23,9 @@ def flash_attn(records: np.ndarray, q: np.ndarray, k_rows: np.ndarray, v_rows: n
         k_rows, v_rows: [n_slots * n_ctx, n_head_kv, head_dim] f32 cache contents (decoded f16 / Q8_0).
         gate: [n_tok, n_head, head_dim] or None.
         scale: None for 1 / sqrt(head_dim).
+        dtype: type of the result (f32: the kernel).
     Returns:
-        [n_tok, n_head, head_dim] f32.
+        [n_tok, n_head, head_dim] `dtype`.
     """
     n_tok, n_head, head_dim = q.shape
     group = n_head // k_rows.shape[1]
@@ -36,5 +41,5 @@ def flash_attn(records: np.ndarray, q: np.ndarray, k_rows: np.ndarray, v_rows: n
         probs /= probs.sum(axis=1, keepdims=True)
         out[t] = np.einsum("hs,shd->hd", probs, v)
     if gate is not None:
-        out = out / (1.0 + np.exp(-np.asarray(gate, np.float64)))
-    return out.astype(np.float32)
+        out = out * sigmoid(gate)
+    return out.astype(dtype)
