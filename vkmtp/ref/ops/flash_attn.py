@@ -10,6 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from vkmtp.ref.ops.elementwise import sigmoid
+from vkmtp.ref.ops.softmax import softmax
 
 
 def flash_attn(records: np.ndarray, q: np.ndarray, k_rows: np.ndarray, v_rows: np.ndarray, n_ctx: int,
@@ -36,9 +37,7 @@ def flash_attn(records: np.ndarray, q: np.ndarray, k_rows: np.ndarray, v_rows: n
         rows = slice(seq * n_ctx, seq * n_ctx + pos + 1)
         k = np.repeat(k_rows[rows].astype(np.float64), group, axis=1)     # [n_kv, n_head, head_dim]
         v = np.repeat(v_rows[rows].astype(np.float64), group, axis=1)
-        scores = np.einsum("hd,shd->hs", q[t].astype(np.float64), k) * scale
-        probs = np.exp(scores - scores.max(axis=1, keepdims=True))
-        probs /= probs.sum(axis=1, keepdims=True)
+        probs = softmax(np.einsum("hd,shd->hs", q[t].astype(np.float64), k) * scale, dtype=np.float64)
         out[t] = np.einsum("hs,shd->hd", probs, v)
     if gate is not None:
         out = out * sigmoid(gate)

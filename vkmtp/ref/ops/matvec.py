@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from vkmtp.gguf import dequantize
+from vkmtp.ref.ops.dequant import dequant
 
 
 def linear(x: np.ndarray, weight: np.ndarray) -> np.ndarray:
@@ -29,7 +29,7 @@ def linear(x: np.ndarray, weight: np.ndarray) -> np.ndarray:
 
 def dequant_f64(weight: np.ndarray, ggml_type: int, n_rows: int, n_k: int) -> np.ndarray:
     """[n_rows, row_bytes] u8 raw GGUF rows (or the flat bytes) -> [n_rows, n_k] float64."""
-    return dequantize(np.ascontiguousarray(weight).reshape(-1), ggml_type, (n_rows, n_k)).astype(np.float64)
+    return dequant(weight, ggml_type, n_rows, n_k).astype(np.float64)
 
 
 def matvec(weight: np.ndarray, ggml_type: int, n_rows: int, n_k: int, x: np.ndarray,
