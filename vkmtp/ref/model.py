@@ -14,14 +14,12 @@ import numpy as np
 
 from vkmtp.gguf import GGUFFile, open_gguf
 from vkmtp.model.config import LayerKind, ModelConfig
-from vkmtp.model.weights import BlockTensors, DenseFfnTensors, ModelTensors, validate
-from vkmtp.ref.attention import gated_attention, linear
-from vkmtp.ref.delta_net import delta_net
-from vkmtp.ref.ffn import dense_ffn, moe_ffn
+from vkmtp.model.weights import ModelTensors, validate
+from vkmtp.ref.block import check_tokens, decoder_block
 from vkmtp.ref.mtp import mtp_forward
-from vkmtp.ref.norm import rms_norm
-from vkmtp.ref.rope import text_positions
-from vkmtp.ref.state import DeltaNetState, KVCache, ModelState, MtpState
+from vkmtp.ref.ops.matvec import linear
+from vkmtp.ref.ops.rms_norm import rms_norm
+from vkmtp.ref.state import ModelState, MtpState
 
 
 class WeightStore(Mapping[str, np.ndarray]):
@@ -83,51 +81,9 @@ class ReferenceModel:
         """Empty MTP KV cache (llama.cpp's MTP context; its default cache type is F16 too)."""
         return MtpState(self.cfg, self.dtype, kv_dtype)
 
-    # ---- pieces ----------------------------------------------------------------------------------
     def check_tokens(self, tokens: Sequence[int] | np.ndarray) -> np.ndarray:
-        tokens = np.asarray(tokens, dtype=np.int64).reshape(-1)
-        if tokens.size == 0:
-            raise ValueError("no tokens to evaluate")
-        bad = tokens[(tokens < 0) | (tokens >= self.cfg.n_vocab)]
-        if bad.size:
-            raise ValueError(f"token id {int(bad[0])} is outside the vocabulary [0, {self.cfg.n_vocab})")
-        return tokens
-
-    def embed(self, tokens: np.ndarray, table: str | None = None) -> np.ndarray:
-        """Rows of the embedding table (no scaling): [n_tokens] -> [n_tokens, n_embd]."""
-        return self.weights[table or self.tensors.token_embd.name][tokens].astype(self.dtype)
-
-    def lm_head(self, hidden: np.ndarray, head: str | None = None) -> np.ndarray:
-        """[n_tokens, n_embd] post-norm hidden -> [n_tokens, n_vocab] logits."""
-        return linear(hidden, self.weights[head or self.tensors.output.name])
-
-    def block(
-        self,
-        blk: BlockTensors,
-        x: np.ndarray,
-        pos4: np.ndarray,
-        memory: KVCache | DeltaNetState,
-        keep_steps: int = 0,
-    ) -> tuple[np.ndarray, DeltaNetState | None, list[DeltaNetState]]:
-        """One decoder block (§3.2) over [n_tokens, n_embd].
-
-        Returns the block output, the new GDN state (None for attention blocks, whose KVCache is updated in
-        place) and the recorded GDN step states.
-        """
-        cfg, w = self.cfg, self.weights
-        a = rms_norm(x, w[blk.attn_norm.name], cfg.rms_eps)
-        new_state, steps = None, []
-        if blk.kind is LayerKind.ATTENTION:
-            mixed = gated_attention(a, blk.mixer, w, memory, pos4, cfg)
-        else:
-            mixed, new_state, steps = delta_net(a, blk.mixer, w, memory, cfg, keep_steps)
-        x = x + mixed
-        f = rms_norm(x, w[blk.ffn_norm.name], cfg.rms_eps)
-        if isinstance(blk.ffn, DenseFfnTensors):
-            x = x + dense_ffn(f, blk.ffn, w)
-        else:
-            x = x + moe_ffn(f, blk.ffn, w, cfg)
-        return x, new_state, steps
+        """Token ids as a flat int64 array; ValueError when empty or outside the vocabulary."""
+        return check_tokens(tokens, self.cfg.n_vocab)
 
     # ---- the trunk -------------------------------------------------------------------------------
     def forward(
@@ -150,29 +106,31 @@ class ReferenceModel:
             logits [n_tokens, n_vocab] and hidden [n_tokens, n_embd] (after output_norm: the vector the
             LM head multiplies, and the `h` input of the MTP head).
         """
+        cfg, w = self.cfg, self.weights
         tokens = self.check_tokens(tokens)
         n_tokens = tokens.shape[0]
-        pos4 = text_positions(state.n_past + np.arange(n_tokens))
+        positions = state.n_past + np.arange(n_tokens)
         keep_steps = min(keep_steps, n_tokens)
         state.clear_steps()
-        x = self.embed(tokens)  # [n_tokens, n_embd]
+        x = w[self.tensors.token_embd.name][tokens].astype(self.dtype)  # [n_tokens, n_embd], no scaling
         if trace is not None:
             trace["embd"] = x.copy()
         for blk in self.tensors.blocks:
             if blk.kind is LayerKind.ATTENTION:
-                x, _, _ = self.block(blk, x, pos4, state.kv[blk.index])
+                x, _, _ = decoder_block(blk, x, positions, state.kv[blk.index], w, cfg)
             else:
-                x, new_state, steps = self.block(blk, x, pos4, state.recurrent[blk.index], keep_steps)
+                memory = state.recurrent[blk.index]
+                x, new_state, steps = decoder_block(blk, x, positions, memory, w, cfg, keep_steps)
                 state.recurrent[blk.index] = new_state
                 state.record_steps(blk.index, state.n_past + n_tokens - len(steps) + 1, steps)
             if trace is not None:
                 trace[f"blk.{blk.index}"] = x.copy()
-        hidden = rms_norm(x, self.weights[self.tensors.output_norm.name], self.cfg.rms_eps)
+        hidden = rms_norm(x, w[self.tensors.output_norm.name], cfg.rms_eps, dtype=self.dtype)
         state.n_past += n_tokens
-        return self.lm_head(hidden), hidden
+        return linear(hidden, w[self.tensors.output.name]), hidden
 
     def mtp_forward(
         self, tokens: Sequence[int] | np.ndarray, hiddens: np.ndarray, mtp_state: MtpState
     ) -> tuple[np.ndarray, np.ndarray]:
         """Run the MTP head; see `vkmtp.ref.mtp.mtp_forward`."""
-        return mtp_forward(self, tokens, hiddens, mtp_state)
+        return mtp_forward(self.cfg, self.tensors.mtp, self.weights, tokens, hiddens, mtp_state, self.dtype)

@@ -1,4 +1,4 @@
-"""The Qwen3.5 MTP (NextN) head, exactly as llama.cpp's MTP graph computes it (qwen35-mtp.md §4).
+"""The Qwen3.5 MTP (NextN) head of the NumPy model reference, as llama.cpp's MTP graph computes it.
 
 For position p the head takes the token x_p and the trunk's post-norm hidden h_{p-1} (the vector whose
 logits predicted x_p; zeros before the first token) and predicts x_{p+1}:
@@ -13,50 +13,52 @@ logits predicted x_p; zeros before the first token) and predicts x_{p+1}:
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Sequence
+from typing import Mapping, Sequence
 
 import numpy as np
 
-from vkmtp.ref.attention import linear
-from vkmtp.ref.norm import rms_norm
-from vkmtp.ref.rope import text_positions
+from vkmtp.model.config import ModelConfig
+from vkmtp.model.weights import MtpTensors
+from vkmtp.ref.block import check_tokens, decoder_block
+from vkmtp.ref.ops.matvec import linear
+from vkmtp.ref.ops.rms_norm import rms_norm
 from vkmtp.ref.state import MtpState
-
-if TYPE_CHECKING:
-    from vkmtp.ref.model import ReferenceModel
 
 
 def mtp_forward(
-    model: "ReferenceModel", tokens: Sequence[int] | np.ndarray, hiddens: np.ndarray, mtp_state: MtpState
+    cfg: ModelConfig,
+    mtp: MtpTensors | None,
+    weights: Mapping[str, np.ndarray],
+    tokens: Sequence[int] | np.ndarray,
+    hiddens: np.ndarray,
+    mtp_state: MtpState,
+    dtype: np.dtype = np.float32,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Evaluate MTP entries at positions mtp_state.n_past, mtp_state.n_past+1, ... (llama.cpp's convention:
     the pair (h_{p-1}, x_p) sits at x_p's position p).
 
     Args:
+        mtp: the MTP block's tensors (None: the model has none, a ValueError).
         tokens: [n_tokens] x_p.
         hiddens: [n_tokens, n_embd] h_{p-1} for each token (trunk post-norm hidden, or the previous MTP
             step's `hm` while drafting).
         mtp_state: the MTP KV cache; its n_past must equal the first token's position.
+        dtype: activation type (the weights' type in the reference).
     Returns:
         logits [n_tokens, n_vocab] (predicting x_{p+1}) and hm [n_tokens, n_embd].
     """
-    mtp = model.tensors.mtp
     if mtp is None:
-        raise ValueError(
-            f"{model.cfg.source}: the model has no MTP block (nextn_predict_layers=" f"{model.cfg.n_nextn})"
-        )
-    tokens = model.check_tokens(tokens)
+        raise ValueError(f"{cfg.source}: the model has no MTP block (nextn_predict_layers={cfg.n_nextn})")
+    tokens = check_tokens(tokens, cfg.n_vocab)
     n_tokens = tokens.shape[0]
-    hiddens = np.asarray(hiddens, dtype=model.dtype).reshape(n_tokens, -1)
-    if hiddens.shape[1] != model.cfg.n_embd:
-        raise ValueError(
-            f"MTP hidden rows have {hiddens.shape[1]} values, expected n_embd={model.cfg.n_embd}"
-        )
-    w, eps = model.weights, model.cfg.rms_eps
-    e = rms_norm(model.embed(tokens, mtp.embed_tokens.name), w[mtp.enorm.name], eps)
-    hh = rms_norm(hiddens, w[mtp.hnorm.name], eps)
+    hiddens = np.asarray(hiddens, dtype=dtype).reshape(n_tokens, -1)
+    if hiddens.shape[1] != cfg.n_embd:
+        raise ValueError(f"MTP hidden rows have {hiddens.shape[1]} values, expected n_embd={cfg.n_embd}")
+    w, eps = weights, cfg.rms_eps
+    e = rms_norm(w[mtp.embed_tokens.name][tokens], w[mtp.enorm.name], eps, dtype=dtype)
+    hh = rms_norm(hiddens, w[mtp.hnorm.name], eps, dtype=dtype)
     u0 = linear(np.concatenate([e, hh], axis=-1), w[mtp.eh_proj.name])  # [n_tokens, n_embd]
-    pos4 = text_positions(mtp_state.n_past + np.arange(n_tokens))
-    u2, _, _ = model.block(mtp.block, u0, pos4, mtp_state.kv)
-    hm = rms_norm(u2, w[mtp.shared_head_norm.name], eps)
-    return model.lm_head(hm, mtp.head.name), hm
+    positions = mtp_state.n_past + np.arange(n_tokens)
+    u2, _, _ = decoder_block(mtp.block, u0, positions, mtp_state.kv, w, cfg)
+    hm = rms_norm(u2, w[mtp.shared_head_norm.name], eps, dtype=dtype)
+    return linear(hm, w[mtp.head.name]), hm

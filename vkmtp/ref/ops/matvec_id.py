@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from vkmtp.gguf import dequantize, row_bytes
+from vkmtp.gguf import row_bytes
+from vkmtp.ref.ops.matvec import dequant_f64
 
 
 def matvec_id(experts: np.ndarray, ggml_type: int, n_expert: int, n_rows: int, n_k: int, x: np.ndarray,
@@ -22,7 +23,7 @@ def matvec_id(experts: np.ndarray, ggml_type: int, n_expert: int, n_rows: int, n
     x = np.asarray(x, np.float64).reshape(-1, n_k)
     out = np.full((n_tok * n_used, n_rows), np.nan)
     for e in np.unique(ids[ids < n_expert]):
-        w = dequantize(np.ascontiguousarray(stack[e]), ggml_type, (n_rows, n_k)).astype(np.float64)
+        w = dequant_f64(stack[e], ggml_type, n_rows, n_k)
         for t, j in zip(*np.nonzero(ids == e)):
             out[t * n_used + j] = w @ x[t * n_used + j if x_per_slot else t]
     return out

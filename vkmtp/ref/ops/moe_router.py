@@ -1,6 +1,6 @@
 """NumPy oracles of shaders/moe_router.comp and shaders/moe_experts_used.comp.
 
-Routing as llama.cpp does for qwen35moe (qwen35-mtp.md §3.6): softmax over all experts, top-k on the
+Routing as llama.cpp's build_moe_ffn does for qwen35moe: softmax over all experts, top-k on the
 probabilities (ties -> lower expert id), weights renormalised by the chosen sum clamped from below.
 """
 
@@ -8,26 +8,27 @@ from __future__ import annotations
 
 import numpy as np
 
+from vkmtp.ref.ops.softmax import softmax
+
 WEIGHT_SUM_MIN = 6.103515625e-5   # llama.cpp clamps the sum of the chosen probabilities from below (2^-14)
 NO_EXPERT = 0xFFFFFFFF
 
 
-def moe_router(logits: np.ndarray, n_used: int) -> tuple[np.ndarray, np.ndarray]:
+def moe_router(logits: np.ndarray, n_used: int,
+               dtype: np.dtype = np.float32) -> tuple[np.ndarray, np.ndarray]:
     """Top-k routing of each token.
 
     Args:
         logits: [n_tok, n_expert] router logits (ffn_gate_inp @ x).
         n_used: k, experts per token.
     Returns:
-        ids [n_tok, n_used] uint32 in rank order, weights [n_tok, n_used] f32 (float64 math).
+        ids [n_tok, n_used] uint32 in rank order, weights [n_tok, n_used] `dtype` (float64 math).
     """
-    x = logits.astype(np.float64)
-    e = np.exp(x - x.max(axis=-1, keepdims=True))
-    probs = e / e.sum(axis=-1, keepdims=True)
+    probs = softmax(logits, dtype=np.float64)
     ids = np.argsort(-probs, axis=-1, kind="stable")[:, :n_used]       # stable: equal p keep id order
     chosen = np.take_along_axis(probs, ids, axis=-1)
     weights = chosen / np.maximum(chosen.sum(axis=-1, keepdims=True), WEIGHT_SUM_MIN)
-    return ids.astype(np.uint32), weights.astype(np.float32)
+    return ids.astype(np.uint32), weights.astype(dtype)
 
 
 def experts_used(ids: np.ndarray, n_expert: int) -> np.ndarray:

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 
 
-def softmax(x: np.ndarray) -> np.ndarray:
-    """Softmax over the last axis of x [n_rows, n], in float64; returns f32."""
+def softmax(x: np.ndarray, dtype: np.dtype = np.float32) -> np.ndarray:
+    """Softmax over the last axis of x [n_rows, n], in float64; returns `dtype`."""
     x64 = np.asarray(x, np.float64)
     e = np.exp(x64 - x64.max(axis=-1, keepdims=True))
-    return (e / e.sum(axis=-1, keepdims=True)).astype(np.float32)
+    return (e / e.sum(axis=-1, keepdims=True)).astype(dtype)
