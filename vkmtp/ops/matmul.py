@@ -66,9 +66,9 @@ CPU_TILES = (
 TILE_TABLE = {"cpu": CPU_TILES, "gpu": GPU_TILES}
 
 
-def default_tiles(info) -> tuple[MatMulTile, ...]:
-    """The tile set for this device class ('cpu' for software rasterizers, 'gpu' otherwise)."""
-    return TILE_TABLE["cpu" if info.kind == "cpu" else "gpu"]
+def default_tiles(device) -> tuple[MatMulTile, ...]:
+    """The tile set the device's capability record names (vkmtp.device.capabilities: 'cpu' or 'gpu')."""
+    return TILE_TABLE[device.caps.matmul_tiles]
 
 
 def usable_tiles(info, tiles: Sequence[MatMulTile]) -> tuple[MatMulTile, ...]:
@@ -104,7 +104,7 @@ class MatMul:
 
     def __init__(self, device: Device, tiles: Sequence[MatMulTile] | None = None):
         self.device = device
-        self.tiles = usable_tiles(device.info, tiles or default_tiles(device.info))
+        self.tiles = usable_tiles(device.info, tiles or default_tiles(device))
         self.max_group_count = tuple(device.info.max_workgroup_count)  # tiles past x fold into z
 
     def tile_for(self, n_rows: int, n_tok: int, k: int) -> MatMulTile:

@@ -19,7 +19,7 @@ from vkmtp.device import Device
 from vkmtp.tuning.kernel_cases import AttnCase, GdnCase, MatVecCase
 from vkmtp.ops.flash_attn import FlashAttn
 from vkmtp.ops.gdn import GatedDeltaNet, available_variants
-from vkmtp.ops.matvec import MAX_COLS, MatVec, MatVecTuning, check_tuning, default_tuning
+from vkmtp.ops.matvec import MAX_COLS, MatVec, MatVecTuning, check_tuning
 from vkmtp.ops.quant_types import SUPPORTED_TYPES
 from vkmtp.tuning.profile import MtpTuning, TuningProfile, load_profile, profile_path, save_profile
 
@@ -64,7 +64,7 @@ def log(msg: str) -> None:
 def matvec_candidates(device: Device, sweep: Sweep) -> list[MatVecTuning]:
     info = device.info
     blocks = sorted({max(b, info.subgroup_size) for b in sweep.matvec_blocks})
-    out = [default_tuning(info)]
+    out = [device.caps.matvec]
     for block in blocks:
         for rows in sweep.matvec_rows:
             for sub in ((False, True) if info.has_subgroup_arithmetic else (False,)):
@@ -107,7 +107,7 @@ def sweep_matvec(device: Device, type_names: list[str], sweep: Sweep) -> tuple[d
             log(f"  matvec {name}: no candidate passed the check; keeping the default")
             continue
         best = min(results, key=lambda c: sum(results[c]))
-        default = default_tuning(device.info)
+        default = device.caps.matvec
         chosen[name] = best
         measured[name] = {"cols": list(sweep.matvec_cols), "clock": clock, "best": label(best),
                           "best_us": results[best], "default_us": results.get(default),
