@@ -8,6 +8,6 @@ from vkmtp.device.context import Device, Recorder, as_push
 from vkmtp.device.info import DeviceInfo, NoDeviceError, format_devices, list_devices, pick_device
 
 __all__ = [
-    "WORD", "Arena", "Buffer", "View", "DeviceCaps", "MatVecTuning", "ShaderCompileError", "ShaderCompiler", "ShaderKey", "Device",
-    "Recorder", "as_push", "DeviceInfo", "NoDeviceError", "format_devices", "list_devices", "pick_device",
+    "WORD", "Arena", "Buffer", "View", "DeviceCaps", "MatVecTuning", "ShaderCompileError", "ShaderCompiler",
+    "ShaderKey", "Device", "Recorder", "as_push", "DeviceInfo", "NoDeviceError", "format_devices", "list_devices", "pick_device",
 ]

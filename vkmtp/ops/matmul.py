@@ -13,8 +13,7 @@ from dataclasses import dataclass
 from typing import Sequence
 
 from vkmtp.device import WORD, Device, ShaderKey, View
-from vkmtp.ops.quant_types import (FLOAT_TYPES, SUPPORTED_TYPES, RowPart, check_view, fold, row_parts,
-                                   type_define, weight_row_bytes)
+from vkmtp.ops.quant_types import FLOAT_TYPES, SUPPORTED_TYPES, RowPart, fold, linear_operands, type_define
 
 SHADER = "matmul.comp"
 
@@ -128,17 +127,9 @@ class MatMul:
                 y_stride defaults to n_rows.
             tile: force a tile shape (tests, benchmarks); default `tile_for(n_rows, n_tok, k)`.
         """
-        x_stride = k if x_stride is None else x_stride
-        y_stride = n_rows if y_stride is None else y_stride
-        rb = weight_row_bytes(ggml_type, k)
-        parts = row_parts(weight, n_rows, rb, "matmul weight")
-        if n_tok < 1 or x_stride < k or y_stride < n_rows:
-            raise ValueError(f"matmul: need n_tok >= 1 (got {n_tok}), x_stride >= k ({x_stride} < {k}?) and "
-                             f"y_stride >= n_rows ({y_stride} < {n_rows}?)")
-        x_bytes = ((n_tok - 1) * x_stride + k) * WORD
-        check_view(x, x_bytes, f"matmul activations x [{n_tok}, {k}] f32")
-        check_view(y, ((n_tok - 1) * y_stride + n_rows) * WORD, f"matmul output y [{n_tok}, {n_rows}] f32")
-        x_used = x.sub(0, x_bytes)
+        ops = linear_operands("matmul", weight, ggml_type, n_rows, k, x, y, n_tok, x_stride, y_stride)
+        parts, rb, x_stride, y_stride = ops.parts, ops.row_bytes, ops.x_stride, ops.y_stride
+        x_used = x.sub(0, ((n_tok - 1) * x_stride + k) * WORD)
         tile = tile or self.tile_for(n_rows, n_tok, k)
         key = variant_key(ggml_type, k % tile.bk == 0, accumulate)
         max_x, max_y = self.max_group_count[:2]

@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Sequence
 
 from vkmtp.device import Device, DeviceCaps, DeviceInfo, MatVecTuning, ShaderKey, View
-from vkmtp.ops.quant_types import RowPart, check_view, fold, row_parts, type_define, weight_row_bytes
+from vkmtp.ops.quant_types import RowPart, fold, linear_operands, type_define
 
 MAX_COLS = 8
 
@@ -76,15 +76,8 @@ class MatVec:
             y: [n_tok, y_stride] f32 output, rows 0..n_rows-1 of each column (y_stride defaults to n_rows)
             accumulate: add to y (residual add) instead of overwriting it
         """
-        x_stride = n_k if x_stride is None else x_stride
-        y_stride = n_rows if y_stride is None else y_stride
-        row_bytes = weight_row_bytes(ggml_type, n_k)
-        parts = row_parts(weight, n_rows, row_bytes, "matvec weight")
-        if n_tok < 1 or x_stride < n_k or y_stride < n_rows:
-            raise ValueError(f"matvec: need n_tok >= 1 (got {n_tok}), x_stride >= n_k ({x_stride} < {n_k}?) "
-                             f"and y_stride >= n_rows ({y_stride} < {n_rows}?)")
-        check_view(x, ((n_tok - 1) * x_stride + n_k) * 4, "matvec activations x")
-        check_view(y, ((n_tok - 1) * y_stride + n_rows) * 4, "matvec output y")
+        ops = linear_operands("matvec", weight, ggml_type, n_rows, n_k, x, y, n_tok, x_stride, y_stride)
+        parts, row_bytes, x_stride, y_stride = ops.parts, ops.row_bytes, ops.x_stride, ops.y_stride
         t = self.tuning_for(ggml_type)
         limit = self.device.info.max_workgroup_count[0]
         for c0 in range(0, n_tok, MAX_COLS):
