@@ -31,7 +31,7 @@ SHARED_BYTES_PER_LANE = 16   # one vec3 per invocation (padded to 16 B by most c
 
 @dataclass(frozen=True)
 class GdnOperands:
-    """What gdn.comp and gdn_chunked.comp bind: buffers in binding order, push words, declared ranges."""
+    """What gdn.comp binds: buffers in binding order, push words, declared read and write ranges."""
 
     buffers: list
     push: list
