@@ -1,6 +1,6 @@
 """Prefill matrix-matrix product Y[n][m] (+)= sum_k W[m][k] X[n][k], quantized W (shaders/matmul.comp).
 
-A shared-memory tiled kernel in the shape of llama.cpp's scalar `mul_mm` warptiles (vulkan-kernels.md §2.6):
+A shared-memory tiled kernel in the shape of llama.cpp's scalar `mul_mm` (ggml-vulkan.cpp's warptiles):
 a workgroup owns a BM x BN output tile, walks K in steps of BK through padded shared tiles and keeps a
 TM x TN register tile per invocation. Cooperative-matrix and integer-dot paths need device features Kompute
 does not enable, so there are none. Tile shapes are spec constants picked per device (shared memory, workgroup
@@ -49,8 +49,9 @@ class MatMulTile:
 
 
 # Tile sets per device class, largest first; `MatMul.tile_for` takes the largest the output fills.
-# GPUs: llama.cpp's scalar warptile sizes (vulkan-kernels.md §2.6). lavapipe (kind 'cpu') turns every
-# shared-memory load into a per-lane scalar loop (gallivm's emit_load_mem), so loads per FMA decide its speed:
+# GPUs: llama.cpp's scalar warptile sizes (l/m/s_warptile in ggml-vulkan.cpp). lavapipe, a CPU driver
+# (DeviceCaps.matmul_tiles 'cpu'), turns every shared-memory load into a per-lane scalar loop (gallivm's
+# emit_load_mem), so loads per FMA decide its speed:
 # 16 x 16 register tiles (256 accumulators, SoA vectors in CPU registers/stack) run ~2x faster there than
 # 8 x 8 but take ~10 s to compile, so they are used only for products of at least 2^28 multiply-adds.
 GPU_TILES = (
