@@ -57,3 +57,9 @@ class TwoPassRows:
     def n_parts(self, n: int) -> int:
         """Pass-1 workgroups per row of n values."""
         return -(-n // self.part_size)
+
+    def scratch_part(self, what: str, scratch, need: int):
+        """The first `need` bytes of `scratch` (pass 1's partial results); ValueError if it is smaller."""
+        if scratch.nbytes < need:
+            raise ValueError(f"{what} scratch of {scratch.nbytes} B, {need} B needed")
+        return scratch.sub(0, need)

@@ -36,10 +36,7 @@ class Argmax(TwoPassRows):
                              f"at stride {ids_stride}")
         if values is not None and values.nbytes < n_rows * WORD:
             raise ValueError(f"argmax values view of {values.nbytes} B too small for {n_rows} rows")
-        need = self.scratch_bytes(n_rows, n)
-        if scratch.nbytes < need:
-            raise ValueError(f"argmax scratch of {scratch.nbytes} B, {need} B needed")
-        part = scratch.sub(0, need)
+        part = self.scratch_part("argmax", scratch, self.scratch_bytes(n_rows, n))
         n_parts = self.n_parts(n)
         vals = values or ids
         push = [x.offset, x.tok_stride, n, n_parts, self.part_size, scratch.word_offset, ids.word_offset,

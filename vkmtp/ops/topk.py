@@ -36,10 +36,7 @@ class TopK(TwoPassRows):
         for name, view in (("values", values), ("ids", ids)):
             if view.nbytes < n_rows * self.k * WORD:
                 raise ValueError(f"topk {name} view of {view.nbytes} B too small for [{n_rows}, {self.k}]")
-        need = self.scratch_bytes(n_rows, n)
-        if scratch.nbytes < need:
-            raise ValueError(f"topk scratch of {scratch.nbytes} B, {need} B needed")
-        part = scratch.sub(0, need)
+        part = self.scratch_part("topk", scratch, self.scratch_bytes(n_rows, n))
         n_parts = self.n_parts(n)
         push = [x.offset, x.tok_stride, n, n_parts, self.part_size, scratch.word_offset, values.word_offset,
                 ids.word_offset, self.k]
