@@ -1,7 +1,8 @@
 #version 450
-// Causal depthwise conv1d + SiLU over the qkv channels of a GDN layer, continuing from a per-sequence conv
-// state (qwen35-mtp.md §3.4 step 2). For token t of a sequence (index m within the sequence in this step),
-// with x_j = u[first + j][c] for j >= 0 and x_j = state[seq][K_C - 1 + j][c] for -(K_C-1) <= j < 0:
+// Causal depthwise conv1d + SiLU over the qkv channels of a GDN layer (the step after its qkv projection),
+// continuing from a per-sequence conv state; NumPy: vkmtp/ref/ops/conv1d.py. For token t of a sequence
+// (index m within the sequence in this step), with x_j = u[first + j][c] for j >= 0 and
+// x_j = state[seq][K_C - 1 + j][c] for -(K_C-1) <= j < 0:
 //   out[t][c] = silu(sum_{k < K_C} W[c][k] * x_{m - (K_C - 1) + k})   (k ascending; W[c][K_C-1]: current)
 // New state of a sequence = (x_{n-K_C+1}, ..., x_{n-1}) after its n tokens (the last K_C-1 raw inputs).
 // Snapshot m (m < n_snap) = the state as it would be after token m: (x_{m-K_C+2}, ..., x_m).

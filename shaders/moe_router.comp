@@ -1,6 +1,7 @@
 #version 450
-// MoE routing of Qwen3.5/3.6 (qwen35-mtp.md §3.6), fused: per token, p = softmax(logits) over n_expert, the
-// n_used largest p (ties -> lower expert id), weights w = p / max(sum of the chosen p, 6.103515625e-5).
+// MoE routing of Qwen3.5/3.6 as llama.cpp's build_moe_ffn does it (NumPy: vkmtp/ref/ops/moe_router.py),
+// fused: per token, p = softmax(logits) over n_expert, the n_used largest p (ties -> lower expert id),
+// weights w = p / max(sum of the chosen p, 6.103515625e-5).
 // Writes ids[t][r] (uint) and weights[t][r] (f32) in rank order (r = 0 is the largest p).
 // The logits come from the F32 ffn_gate_inp mat-vec (vkmtp.ops.matvec).
 //

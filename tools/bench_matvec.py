@@ -18,7 +18,7 @@ import numpy as np
 
 from vkmtp.device import Device
 from vkmtp.gguf import GGMLType, row_bytes
-from vkmtp.ops.matvec import MAX_COLS, MatVec, MatVecTuning, default_tuning
+from vkmtp.ops.matvec import MAX_COLS, MatVec, MatVecTuning
 from vkmtp.ops.quant_types import SUPPORTED_TYPES
 from vkmtp.ref.random_quant import random_rows
 
@@ -89,7 +89,7 @@ def main(argv=None) -> None:
     info = device.info
     if not info.timestamps:
         sys.exit(f"{info.name} has no timestamp queries on its compute queue")
-    tuning = default_tuning(info)
+    tuning = device.caps.matvec
     use_subgroup = tuning.use_subgroup if args.variant == "auto" else args.variant == "subgroup"
     tuning = MatVecTuning(args.block_size or tuning.block_size, args.rows_per_group or tuning.rows_per_group,
                           use_subgroup)

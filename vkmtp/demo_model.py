@@ -3,9 +3,10 @@ the repository's models/ folder)."""
 
 from __future__ import annotations
 
-import os
 from importlib import resources
 from pathlib import Path
+
+from vkmtp import env
 
 
 def models_dir() -> Path:
@@ -15,9 +16,9 @@ def models_dir() -> Path:
 
 def default_model_path() -> str:
     """VKMTP_MODEL if set, else the demo GGUF shipped with the package."""
-    env = os.environ.get("VKMTP_MODEL")
-    if env:
-        return env
+    override = env.model_override()
+    if override:
+        return override
     found = sorted(models_dir().glob("vkmtp-demo-*.gguf"))
     if not found:
         raise FileNotFoundError(f"no default model: {models_dir()} has no vkmtp-demo-*.gguf; pass -m MODEL.gguf")

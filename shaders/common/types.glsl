@@ -1,9 +1,10 @@
 // GGUF block layouts and 32-bit word helpers (no 8/16-bit storage: see docs/DESIGN.md).
 //
 // Every GGUF tensor is bound as a `uint` array and addressed by BYTE offsets (uint: views stay < 4 GiB).
-// Byte maps: /work/shared/reference/vulkan-kernels.md §1. Blocks of Q4_0, Q5_0, Q8_0, IQ4_NL, Q3_K and Q6_K
-// (and F16/BF16 values) may start on a 2-byte boundary; such spans are read as two or three words and joined
-// with a funnel shift. This file has only pure functions on words; dequant.glsl adds the buffer loads.
+// Byte layouts are ggml's block structs (ggml/src/ggml-common.h in llama.cpp). Blocks of Q4_0, Q5_0, Q8_0,
+// IQ4_NL, Q3_K and Q6_K (and F16/BF16 values) may start on a 2-byte boundary; such spans are read as two or
+// three words and joined with a funnel shift. This file has only pure functions on words; dequant.glsl adds
+// the buffer loads.
 #ifndef VKMTP_TYPES_GLSL
 #define VKMTP_TYPES_GLSL
 

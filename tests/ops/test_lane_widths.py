@@ -17,7 +17,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 @pytest.mark.parametrize("width", ["128", "512"])
 def test_op_tests_pass_at_other_subgroup_sizes(device, width):
-    if device.info.driver_name != "llvmpipe" or os.environ.get("LP_NATIVE_VECTOR_WIDTH"):
+    if not device.caps.lavapipe or os.environ.get("LP_NATIVE_VECTOR_WIDTH"):
         pytest.skip("only on lavapipe, from the default-width run")
     env = dict(os.environ, LP_NATIVE_VECTOR_WIDTH=width)
     proc = subprocess.run(

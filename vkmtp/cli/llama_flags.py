@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 from dataclasses import dataclass
+
+from vkmtp import env
 
 # Status of a flag that vkmtp accepts without acting on it: the note is printed once at start.
 NOTED = "noted"
@@ -162,9 +163,7 @@ def argv_with_env(argv: list[str], command: argparse.ArgumentParser) -> list[str
     env_to_option = {env: opt for opt, env in ENV_OF_OPTION.items()}
     env_to_option.update({f.env: f.names[-1] for f in FLAGS if f.env})
     extra: list[str] = []
-    for name, value in sorted(os.environ.items()):
-        if not name.startswith("LLAMA_ARG_"):
-            continue
+    for name, value in sorted(env.llama_arg_variables().items()):
         option = env_to_option.get(name)
         if option is None:
             raise FlagError(f"environment variable {name} is not a llama-server setting vkmtp knows; unset it")

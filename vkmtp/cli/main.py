@@ -363,9 +363,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         return 130
     except Exception as exc:  # one clear line for the user; tracebacks with VKMTP_DEBUG=1
-        import os
+        from vkmtp import env
 
-        if os.environ.get("VKMTP_DEBUG"):
+        if env.debug():
             raise
         print(f"vkmtp: error: {exc}", file=sys.stderr)
         return 1

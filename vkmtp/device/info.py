@@ -6,8 +6,9 @@ type, driver, subgroup size and operations, memory heaps (and VK_EXT_memory_budg
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
+
+from vkmtp import env
 
 VENDORS = {0x1002: "AMD", 0x10DE: "NVIDIA", 0x8086: "Intel", 0x13B5: "ARM", 0x5143: "Qualcomm",
            0x106B: "Apple", 0x10005: "Mesa"}
@@ -131,7 +132,7 @@ def pick_device(devices: list[DeviceInfo], requested: int | str | None = None) -
     if not devices:
         raise NoDeviceError("no Vulkan device found (install mesa-vulkan-drivers for the lavapipe CPU driver)")
     if requested is None:
-        requested = os.environ.get("VKMTP_DEVICE")
+        requested = env.device_index()
     if requested not in (None, ""):
         idx = int(requested)
         if not 0 <= idx < len(devices):

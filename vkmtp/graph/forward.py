@@ -48,36 +48,30 @@ class Ops:
     """One instance of every op wrapper for a device and model (pipelines are shared through the Device).
 
     `tuning` (vkmtp.tuning.profile, measured by `vkmtp tune`) sets mat-vec shapes per quant type, the GDN lane
-    count and variant, and the decode attention's split; None or an absent field keeps each op's default.
+    count and variant, and the decode attention's split, over the device's defaults (`device.caps`); None or an
+    absent field keeps the default.
     """
 
     def __init__(self, device: Device, cfg: ModelConfig, state: DeviceState,
                  tuning: TuningProfile | None = None):
         self.device = device
-        tuning = tuning or TuningProfile()
-        self.matvec = MatVec(device, per_type=tuning.matvec_by_type())
+        caps = (tuning or TuningProfile()).apply(device.caps)
+        self.matvec = MatVec(device, caps=caps)
         self.matmul = MatMul(device)
         self.get_rows = GetRows(device)
         self.norm = RmsNorm(device, eps=cfg.rms_eps)
         self.rope = Rope(device, cfg.head_dim, cfg.n_rot, cfg.rope_freq_base, eps=cfg.rms_eps)
         self.set_rows = SetRows(device, state.kv_layout)
-        split = {"n_splits": tuning.attn_n_splits, "chunk": tuning.attn_chunk}
-        self.attn = FlashAttn(device, cfg.n_head, state.kv_layout, **split)
+        self.attn = FlashAttn(device, cfg.n_head, state.kv_layout, caps=caps)
         q_tile = FlashAttn.max_q_tile(device, cfg.n_head, cfg.n_head_kv, cfg.head_dim)
         self.attn_prefill = FlashAttn(device, cfg.n_head, state.kv_layout, q_tile=min(4, q_tile))
         self.set_rows_mtp = self.attn_mtp = self.attn_mtp_prefill = None
         if state.mtp_kv_layout is not None:
             self.set_rows_mtp = SetRows(device, state.mtp_kv_layout)
-            self.attn_mtp = FlashAttn(device, cfg.n_head, state.mtp_kv_layout, **split)
+            self.attn_mtp = FlashAttn(device, cfg.n_head, state.mtp_kv_layout, caps=caps)
             self.attn_mtp_prefill = FlashAttn(device, cfg.n_head, state.mtp_kv_layout, q_tile=min(4, q_tile))
         self.conv = CausalConv1d(device, cfg.ssm_conv_kernel) if cfg.recurrent_layers else None
-        lanes = tuning.gdn_lanes_per_column
-        if lanes is not None and (lanes > cfg.ssm_d_state or cfg.ssm_d_state % lanes):
-            lanes = None   # tuned for a wider head than this model's: the default fits every head size
-        self.gdn = None
-        if cfg.recurrent_layers:
-            self.gdn = GatedDeltaNet(device, cfg.ssm_d_state, lanes_per_column=lanes,
-                                     variant=tuning.gdn_variant)
+        self.gdn = GatedDeltaNet(device, cfg.ssm_d_state, caps=caps) if cfg.recurrent_layers else None
         self.swiglu = SwiGlu(device)
         self.sigmoid_scale_add = SigmoidScaleAdd(device)
         self.router = MoeRouter(device, cfg.n_expert, cfg.n_expert_used) if cfg.is_moe else None

@@ -1,4 +1,5 @@
-"""Variant choices shared by the op wrappers: subgroup or shared-memory reductions, workgroup sizes."""
+"""Variant choices shared by the op wrappers: subgroup or shared-memory reductions, workgroup sizes, and the
+common set-up of the two-pass row reductions (argmax, top-k)."""
 
 from __future__ import annotations
 
@@ -41,3 +42,24 @@ def flag_variants(source: str, *flags: str) -> list[ShaderKey]:
     for mask in range(1 << len(flags)):
         keys.append(ShaderKey.make(source, **{f: 1 for i, f in enumerate(flags) if mask >> i & 1}))
     return keys
+
+
+class TwoPassRows:
+    """Set-up shared by Argmax and TopK: pass 1 reduces `part_size` values of a row per workgroup into a scratch
+    of partial results, pass 2 reduces a row's partials in one workgroup."""
+
+    def __init__(self, device, block_size: int, part_size: int, subgroup: bool | None):
+        self.device = device
+        self.block_size = check_block_size(block_size, device)
+        self.part_size = part_size
+        self.subgroup = use_subgroup(device, subgroup)
+
+    def n_parts(self, n: int) -> int:
+        """Pass-1 workgroups per row of n values."""
+        return -(-n // self.part_size)
+
+    def scratch_part(self, what: str, scratch, need: int):
+        """The first `need` bytes of `scratch` (pass 1's partial results); ValueError if it is smaller."""
+        if scratch.nbytes < need:
+            raise ValueError(f"{what} scratch of {scratch.nbytes} B, {need} B needed")
+        return scratch.sub(0, need)

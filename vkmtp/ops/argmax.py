@@ -8,11 +8,11 @@ vkmtp.ref.ops.argmax.argmax.
 from __future__ import annotations
 
 from vkmtp.device import WORD, ShaderKey, View
-from vkmtp.ops._select import check_block_size, flag_variants, use_subgroup
+from vkmtp.ops._select import TwoPassRows, flag_variants
 from vkmtp.ops.strided import Strided
 
 
-class Argmax:
+class Argmax(TwoPassRows):
     """ids[r] = argmax(x[r]) (NaN counts as -inf; equal values: the lowest index).
 
     Args:
@@ -20,13 +20,7 @@ class Argmax:
     """
 
     def __init__(self, device, block_size: int = 256, part_size: int = 4096, subgroup: bool | None = None):
-        self.device = device
-        self.block_size = check_block_size(block_size, device)
-        self.part_size = part_size
-        self.subgroup = use_subgroup(device, subgroup)
-
-    def n_parts(self, n: int) -> int:
-        return -(-n // self.part_size)
+        super().__init__(device, block_size, part_size, subgroup)
 
     def scratch_bytes(self, n_rows: int, n: int) -> int:
         return n_rows * self.n_parts(n) * 2 * WORD
@@ -42,10 +36,7 @@ class Argmax:
                              f"at stride {ids_stride}")
         if values is not None and values.nbytes < n_rows * WORD:
             raise ValueError(f"argmax values view of {values.nbytes} B too small for {n_rows} rows")
-        need = self.scratch_bytes(n_rows, n)
-        if scratch.nbytes < need:
-            raise ValueError(f"argmax scratch of {scratch.nbytes} B, {need} B needed")
-        part = scratch.sub(0, need)
+        part = self.scratch_part("argmax", scratch, self.scratch_bytes(n_rows, n))
         n_parts = self.n_parts(n)
         vals = values or ids
         push = [x.offset, x.tok_stride, n, n_parts, self.part_size, scratch.word_offset, ids.word_offset,

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import math
 
-from vkmtp.device import WORD, ShaderKey, View
+from vkmtp.device import WORD, DeviceCaps, ShaderKey, View
 from vkmtp.ops._select import check_block_size, flag_variants
 from vkmtp.ops.kv_layout import KvLayout
 from vkmtp.ops.set_rows import check_cache, check_tokens
@@ -30,16 +30,18 @@ class FlashAttn:
         n_head: query heads H; KV head of query head h is h // (H / H_kv).
         k_layout, v_layout: cache layouts (same n_head_kv, head_dim, n_ctx; types may differ).
         n_splits: workgroups per (token, KV head) along the KV range (None: 1 when q_tile > 1, where prefill
-            has workgroups enough; else 4 on CPU devices, 32 on GPUs). The scratch grows with it.
+            has workgroups enough; else `caps.attn_n_splits`). The scratch grows with it.
         chunk: KV positions per chunk (multiple of block_size); split s takes chunks s, s + n_splits, ...
+            (None: `caps.attn_chunk` when q_tile is 1, else 2 * block_size).
         q_tile: tokens per workgroup (1 for decode/verify; 2-4 for prefill, bounded by shared memory).
         block_size: workgroup size = KV positions per tile.
         scale: score scale (None: 1 / sqrt(head_dim)).
+        caps: the kernel defaults to use (None: the device's, vkmtp.device.capabilities).
     """
 
     def __init__(self, device, n_head: int, k_layout: KvLayout, v_layout: KvLayout | None = None,
                  n_splits: int | None = None, chunk: int | None = None, q_tile: int = 1, block_size: int = 64,
-                 scale: float | None = None):
+                 scale: float | None = None, caps: DeviceCaps | None = None):
         v_layout = v_layout or k_layout
         if (v_layout.n_head_kv, v_layout.head_dim, v_layout.n_ctx, v_layout.n_slots) != \
                 (k_layout.n_head_kv, k_layout.head_dim, k_layout.n_ctx, k_layout.n_slots):
@@ -54,8 +56,10 @@ class FlashAttn:
         self.head_dim = k_layout.head_dim
         self.gqa = n_head // k_layout.n_head_kv
         self.block_size = check_block_size(block_size, device)
-        self.n_splits = n_splits or (1 if q_tile > 1 else 4 if device.info.kind == "cpu" else 32)
-        self.chunk = chunk or 2 * block_size
+        caps = caps or device.caps
+        decode = q_tile == 1
+        self.n_splits = n_splits or (caps.attn_n_splits if decode else 1)
+        self.chunk = chunk or (caps.attn_chunk if decode else None) or 2 * block_size
         self.q_tile = q_tile
         self.scale = 1.0 / math.sqrt(self.head_dim) if scale is None else float(scale)
         if self.chunk % block_size:

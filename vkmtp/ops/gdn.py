@@ -21,18 +21,17 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from vkmtp.device import Device, Recorder, ShaderKey, View
+from vkmtp.device import Device, DeviceCaps, Recorder, ShaderKey, View
 from vkmtp.ops.row_views import power_of_two, rows_view, same_buffer, words_view
 
 VARIANT_DEFINES = {"shared": {}, "shuffle": {"REDUCE_SHUFFLE": 1}, "clustered": {"REDUCE_CLUSTERED": 1}}
-DEFAULT_LANES_PER_COLUMN = 8
 RECORD_WORDS = 4
 SHARED_BYTES_PER_LANE = 16   # one vec3 per invocation (padded to 16 B by most compilers)
 
 
 @dataclass(frozen=True)
 class GdnOperands:
-    """What gdn.comp and gdn_chunked.comp bind: buffers in binding order, push words, declared ranges."""
+    """What gdn.comp binds: buffers in binding order, push words, declared read and write ranges."""
 
     buffers: list
     push: list
@@ -101,32 +100,34 @@ class GatedDeltaNet:
     Args:
         device: the Device.
         head_dim: D (= d_k = d_v).
-        lanes_per_column: lanes sharing one value column (power of two <= head_dim); default 8.
-        variant: 'shuffle' | 'clustered' | 'shared'; default the first of available_variants(device).
+        lanes_per_column: lanes sharing one value column (power of two <= head_dim); default
+            `caps.gdn_lanes_for(head_dim)` (1 on CPU drivers, 8 on GPUs, or the tuned value).
+        variant: 'shuffle' | 'clustered' | 'shared'; default `caps.gdn_variant`, else the first of
+            available_variants(device).
         workgroup_size: invocations per workgroup (a multiple of lanes_per_column); default
-            max(64, subgroup size), capped at lanes_per_column * head_dim.
+            max(caps.workgroup_size, lanes_per_column) (caps.workgroup_size is max(64, subgroup size)),
+            capped at lanes_per_column * head_dim.
+        caps: the kernel defaults to use (None: the device's, vkmtp.device.capabilities).
     """
 
     def __init__(self, device: Device, head_dim: int = 128, lanes_per_column: int | None = None,
-                 variant: str | None = None, workgroup_size: int | None = None):
+                 variant: str | None = None, workgroup_size: int | None = None, caps: DeviceCaps | None = None):
         info = device.info
+        caps = caps or device.caps
         if lanes_per_column is None:
-            # CPU drivers (lavapipe) have few cores and slow cross-lane operations: one lane per column, no
-            # reductions, is 2x faster there (measured by `vkmtp tune`); GPUs spread a column over 8 lanes
-            # (llama.cpp's sweep on gfx1150). A tuning profile overrides both.
-            lanes_per_column = 1 if info.kind == "cpu" else min(DEFAULT_LANES_PER_COLUMN, head_dim)
+            lanes_per_column = caps.gdn_lanes_for(head_dim)
         lanes = int(lanes_per_column)
         if not power_of_two(lanes) or lanes > head_dim or head_dim % lanes:
             raise ValueError(f"gdn: lanes_per_column {lanes} must be a power of two dividing "
                              f"head_dim {head_dim}")
-        variant = variant or available_variants(device)[0]
+        variant = variant or caps.gdn_variant or available_variants(device)[0]
         if variant not in VARIANT_DEFINES:
             raise ValueError(f"gdn: unknown variant {variant!r} (one of {sorted(VARIANT_DEFINES)})")
         if variant not in available_variants(device):
             raise ValueError(f"gdn: variant {variant!r} needs subgroup operations this device lacks "
                              f"({info.name}: {info.subgroup_ops})")
         if workgroup_size is None:
-            workgroup_size = min(max(64, info.subgroup_size, lanes), lanes * head_dim)
+            workgroup_size = min(max(caps.workgroup_size, lanes), lanes * head_dim)
         if workgroup_size % lanes or workgroup_size > info.max_workgroup_invocations:
             raise ValueError(f"gdn: workgroup_size {workgroup_size} must be a multiple of lanes_per_column "
                              f"{lanes} and <= {info.max_workgroup_invocations}")

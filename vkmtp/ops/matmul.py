@@ -1,6 +1,6 @@
 """Prefill matrix-matrix product Y[n][m] (+)= sum_k W[m][k] X[n][k], quantized W (shaders/matmul.comp).
 
-A shared-memory tiled kernel in the shape of llama.cpp's scalar `mul_mm` warptiles (vulkan-kernels.md §2.6):
+A shared-memory tiled kernel in the shape of llama.cpp's scalar `mul_mm` (ggml-vulkan.cpp's warptiles):
 a workgroup owns a BM x BN output tile, walks K in steps of BK through padded shared tiles and keeps a
 TM x TN register tile per invocation. Cooperative-matrix and integer-dot paths need device features Kompute
 does not enable, so there are none. Tile shapes are spec constants picked per device (shared memory, workgroup
@@ -13,8 +13,7 @@ from dataclasses import dataclass
 from typing import Sequence
 
 from vkmtp.device import WORD, Device, ShaderKey, View
-from vkmtp.ops.quant_types import (FLOAT_TYPES, SUPPORTED_TYPES, RowPart, check_view, fold, row_parts,
-                                   type_define, weight_row_bytes)
+from vkmtp.ops.quant_types import FLOAT_TYPES, SUPPORTED_TYPES, RowPart, fold, linear_operands, type_define
 
 SHADER = "matmul.comp"
 
@@ -50,8 +49,9 @@ class MatMulTile:
 
 
 # Tile sets per device class, largest first; `MatMul.tile_for` takes the largest the output fills.
-# GPUs: llama.cpp's scalar warptile sizes (vulkan-kernels.md §2.6). lavapipe (kind 'cpu') turns every
-# shared-memory load into a per-lane scalar loop (gallivm's emit_load_mem), so loads per FMA decide its speed:
+# GPUs: llama.cpp's scalar warptile sizes (l/m/s_warptile in ggml-vulkan.cpp). lavapipe, a CPU driver
+# (DeviceCaps.matmul_tiles 'cpu'), turns every shared-memory load into a per-lane scalar loop (gallivm's
+# emit_load_mem), so loads per FMA decide its speed:
 # 16 x 16 register tiles (256 accumulators, SoA vectors in CPU registers/stack) run ~2x faster there than
 # 8 x 8 but take ~10 s to compile, so they are used only for products of at least 2^28 multiply-adds.
 GPU_TILES = (
@@ -66,9 +66,9 @@ CPU_TILES = (
 TILE_TABLE = {"cpu": CPU_TILES, "gpu": GPU_TILES}
 
 
-def default_tiles(info) -> tuple[MatMulTile, ...]:
-    """The tile set for this device class ('cpu' for software rasterizers, 'gpu' otherwise)."""
-    return TILE_TABLE["cpu" if info.kind == "cpu" else "gpu"]
+def default_tiles(device) -> tuple[MatMulTile, ...]:
+    """The tile set the device's capability record names (vkmtp.device.capabilities: 'cpu' or 'gpu')."""
+    return TILE_TABLE[device.caps.matmul_tiles]
 
 
 def usable_tiles(info, tiles: Sequence[MatMulTile]) -> tuple[MatMulTile, ...]:
@@ -104,7 +104,7 @@ class MatMul:
 
     def __init__(self, device: Device, tiles: Sequence[MatMulTile] | None = None):
         self.device = device
-        self.tiles = usable_tiles(device.info, tiles or default_tiles(device.info))
+        self.tiles = usable_tiles(device.info, tiles or default_tiles(device))
         self.max_group_count = tuple(device.info.max_workgroup_count)  # tiles past x fold into z
 
     def tile_for(self, n_rows: int, n_tok: int, k: int) -> MatMulTile:
@@ -128,17 +128,9 @@ class MatMul:
                 y_stride defaults to n_rows.
             tile: force a tile shape (tests, benchmarks); default `tile_for(n_rows, n_tok, k)`.
         """
-        x_stride = k if x_stride is None else x_stride
-        y_stride = n_rows if y_stride is None else y_stride
-        rb = weight_row_bytes(ggml_type, k)
-        parts = row_parts(weight, n_rows, rb, "matmul weight")
-        if n_tok < 1 or x_stride < k or y_stride < n_rows:
-            raise ValueError(f"matmul: need n_tok >= 1 (got {n_tok}), x_stride >= k ({x_stride} < {k}?) and "
-                             f"y_stride >= n_rows ({y_stride} < {n_rows}?)")
-        x_bytes = ((n_tok - 1) * x_stride + k) * WORD
-        check_view(x, x_bytes, f"matmul activations x [{n_tok}, {k}] f32")
-        check_view(y, ((n_tok - 1) * y_stride + n_rows) * WORD, f"matmul output y [{n_tok}, {n_rows}] f32")
-        x_used = x.sub(0, x_bytes)
+        ops = linear_operands("matmul", weight, ggml_type, n_rows, k, x, y, n_tok, x_stride, y_stride)
+        parts, rb, x_stride, y_stride = ops.parts, ops.row_bytes, ops.x_stride, ops.y_stride
+        x_used = x.sub(0, ((n_tok - 1) * x_stride + k) * WORD)
         tile = tile or self.tile_for(n_rows, n_tok, k)
         key = variant_key(ggml_type, k % tile.bk == 0, accumulate)
         max_x, max_y = self.max_group_count[:2]

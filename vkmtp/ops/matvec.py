@@ -8,33 +8,16 @@ block size and reduction variant are fixed per MatVec instance, never chosen per
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Sequence
 
-from vkmtp.device import Device, DeviceInfo, ShaderKey, View
-from vkmtp.ops.quant_types import RowPart, check_view, fold, row_parts, type_define, weight_row_bytes
+from vkmtp.device import Device, DeviceCaps, DeviceInfo, MatVecTuning, ShaderKey, View
+from vkmtp.ops.quant_types import RowPart, fold, linear_operands, type_define
 
 MAX_COLS = 8
 
 
-@dataclass(frozen=True)
-class MatVecTuning:
-    """Workgroup shape: block_size threads (power of 2) share each row; rows_per_group rows per workgroup."""
-
-    block_size: int
-    rows_per_group: int
-    use_subgroup: bool
-
-
-def default_tuning(info: DeviceInfo) -> MatVecTuning:
-    """One subgroup-multiple workgroup of >= 32 threads, 2 rows (llama.cpp's defaults for NVIDIA/RDNA);
-    lavapipe runs a workgroup on one CPU thread, where more rows per workgroup amortize its start-up."""
-    block = max(32, info.subgroup_size)
-    rows = 4 if info.driver_name == "llvmpipe" else 2
-    return MatVecTuning(block, rows, info.has_subgroup_arithmetic)
-
-
 def check_tuning(info: DeviceInfo, tuning: MatVecTuning, n_cols: int = MAX_COLS) -> None:
+    """ValueError unless the device can run `tuning` for n_cols columns (workgroup, subgroup, shared memory)."""
     b, sg = tuning.block_size, info.subgroup_size
     if b & (b - 1) or not 1 <= b <= info.max_workgroup_invocations:
         raise ValueError(f"matvec block_size {b} must be a power of 2 <= {info.max_workgroup_invocations}")
@@ -66,14 +49,16 @@ class MatVec:
     """y[c] = W x[c] (accumulate: y[c] += W x[c]) for n_tok columns c; W a GGUF weight of a supported type.
 
     `tuning` applies to every type; `per_type` (ggml type id -> tuning, from a tuning profile) overrides it
-    for some. A weight's tuning depends only on its type, never on the column count (batch invariance).
+    for some. Both default to `caps` (default: the device's, vkmtp.device.capabilities). A weight's tuning
+    depends only on its type, never on the column count (batch invariance).
     """
 
     def __init__(self, device: Device, tuning: MatVecTuning | None = None,
-                 per_type: dict[int, MatVecTuning] | None = None):
+                 per_type: dict[int, MatVecTuning] | None = None, caps: DeviceCaps | None = None):
+        caps = caps or device.caps
         self.device = device
-        self.tuning = tuning or default_tuning(device.info)
-        self.per_type = dict(per_type or {})
+        self.tuning = tuning or caps.matvec
+        self.per_type = dict(caps.matvec_per_type if per_type is None else per_type)
         for t in (self.tuning, *self.per_type.values()):
             check_tuning(device.info, t)
 
@@ -91,15 +76,8 @@ class MatVec:
             y: [n_tok, y_stride] f32 output, rows 0..n_rows-1 of each column (y_stride defaults to n_rows)
             accumulate: add to y (residual add) instead of overwriting it
         """
-        x_stride = n_k if x_stride is None else x_stride
-        y_stride = n_rows if y_stride is None else y_stride
-        row_bytes = weight_row_bytes(ggml_type, n_k)
-        parts = row_parts(weight, n_rows, row_bytes, "matvec weight")
-        if n_tok < 1 or x_stride < n_k or y_stride < n_rows:
-            raise ValueError(f"matvec: need n_tok >= 1 (got {n_tok}), x_stride >= n_k ({x_stride} < {n_k}?) "
-                             f"and y_stride >= n_rows ({y_stride} < {n_rows}?)")
-        check_view(x, ((n_tok - 1) * x_stride + n_k) * 4, "matvec activations x")
-        check_view(y, ((n_tok - 1) * y_stride + n_rows) * 4, "matvec output y")
+        ops = linear_operands("matvec", weight, ggml_type, n_rows, n_k, x, y, n_tok, x_stride, y_stride)
+        parts, row_bytes, x_stride, y_stride = ops.parts, ops.row_bytes, ops.x_stride, ops.y_stride
         t = self.tuning_for(ggml_type)
         limit = self.device.info.max_workgroup_count[0]
         for c0 in range(0, n_tok, MAX_COLS):

@@ -13,7 +13,7 @@ from __future__ import annotations
 from typing import Sequence
 
 from vkmtp.device import Device, ShaderKey, View
-from vkmtp.ops.matvec import MAX_COLS, MatVecTuning, check_tuning, default_tuning, variant_key
+from vkmtp.ops.matvec import MAX_COLS, MatVecTuning, check_tuning, variant_key
 from vkmtp.ops.quant_types import RowPart, check_view, fold, row_parts, weight_row_bytes
 
 # An expert stack [n_expert, n_rows, n_k] split by experts: RowPart(view, expert_start, n_experts), where a
@@ -41,7 +41,7 @@ class MatVecId:
 
     def __init__(self, device: Device, tuning: MatVecTuning | None = None):
         self.device = device
-        self.tuning = tuning or default_tuning(device.info)
+        self.tuning = tuning or device.caps.matvec
         check_tuning(device.info, self.tuning)
 
     def record_routes(self, rec, ids: View, routes: View, n_tok: int, n_used: int) -> None:

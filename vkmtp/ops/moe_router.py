@@ -33,7 +33,8 @@ class MoeRouter:
         n_expert: experts (256 for Qwen3.5/3.6 MoE).
         n_used: experts per token (8), at most 32.
         variant: 'subgroup' | 'shared'; default 'subgroup' where the device has subgroup arithmetic.
-        block_size: invocations per token (power of two); default max(64, subgroup size).
+        block_size: invocations per token (power of two); default the device's `caps.workgroup_size`
+            (max(64, subgroup size)).
     """
 
     def __init__(self, device: Device, n_expert: int = 256, n_used: int = 8, variant: str | None = None,
@@ -47,7 +48,7 @@ class MoeRouter:
             raise ValueError(f"moe_router: unknown variant {variant!r} (one of {sorted(ROUTER_KEYS)})")
         if variant == "subgroup" and not info.has_subgroup_arithmetic:
             raise ValueError(f"moe_router: {info.name} has no subgroup arithmetic; use variant='shared'")
-        block_size = block_size or max(64, info.subgroup_size)
+        block_size = block_size or device.caps.workgroup_size
         if not power_of_two(block_size) or block_size > info.max_workgroup_invocations:
             raise ValueError(f"moe_router: block_size {block_size} must be a power of two <= "
                              f"{info.max_workgroup_invocations}")

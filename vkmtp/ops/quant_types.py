@@ -92,3 +92,29 @@ def fold(n: int, limit: int = 65535) -> tuple[int, int]:
 def check_view(view: View, nbytes: int, what: str) -> None:
     if view.nbytes < nbytes:
         raise ValueError(f"{what}: view of {view.nbytes} B is too small, {nbytes} B needed")
+
+
+@dataclass(frozen=True)
+class LinearOperands:
+    """A weight-times-activations product's checked operands (shared by MatVec and MatMul)."""
+
+    parts: list[RowPart]
+    row_bytes: int
+    x_stride: int
+    y_stride: int
+
+
+def linear_operands(op: str, weight: View | Sequence[RowPart], ggml_type: int, n_rows: int, n_k: int, x: View,
+                    y: View, n_tok: int, x_stride: int | None, y_stride: int | None) -> LinearOperands:
+    """Check y[n_tok, y_stride] (+)= x[n_tok, x_stride] W^T for W [n_rows, n_k] of `ggml_type`; strides
+    default to n_k and n_rows. Errors start with `op`."""
+    x_stride = n_k if x_stride is None else x_stride
+    y_stride = n_rows if y_stride is None else y_stride
+    row_bytes = weight_row_bytes(ggml_type, n_k)
+    parts = row_parts(weight, n_rows, row_bytes, f"{op} weight")
+    if n_tok < 1 or x_stride < n_k or y_stride < n_rows:
+        raise ValueError(f"{op}: need n_tok >= 1 (got {n_tok}), x_stride >= n_k ({x_stride} < {n_k}?) "
+                         f"and y_stride >= n_rows ({y_stride} < {n_rows}?)")
+    check_view(x, ((n_tok - 1) * x_stride + n_k) * 4, f"{op} activations x [{n_tok}, {n_k}] f32")
+    check_view(y, ((n_tok - 1) * y_stride + n_rows) * 4, f"{op} output y [{n_tok}, {n_rows}] f32")
+    return LinearOperands(parts, row_bytes, x_stride, y_stride)

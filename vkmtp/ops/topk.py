@@ -7,27 +7,21 @@ Mirrors vkmtp.ref.ops.topk.topk.
 from __future__ import annotations
 
 from vkmtp.device import WORD, ShaderKey, View
-from vkmtp.ops._select import check_block_size, flag_variants, use_subgroup
+from vkmtp.ops._select import TwoPassRows, flag_variants
 from vkmtp.ops.strided import Strided
 
 MAX_K = 16
 
 
-class TopK:
+class TopK(TwoPassRows):
     """values[r, :k], ids[r, :k]: the k greatest of x[r] in descending order (NaN as -inf)."""
 
     def __init__(self, device, k: int, block_size: int = 256, part_size: int = 4096,
                  subgroup: bool | None = None):
         if not 1 <= k <= MAX_K:
             raise ValueError(f"top-k supports 1 <= k <= {MAX_K}, got {k}")
-        self.device = device
+        super().__init__(device, block_size, part_size, subgroup)
         self.k = k
-        self.block_size = check_block_size(block_size, device)
-        self.part_size = part_size
-        self.subgroup = use_subgroup(device, subgroup)
-
-    def n_parts(self, n: int) -> int:
-        return -(-n // self.part_size)
 
     def scratch_bytes(self, n_rows: int, n: int) -> int:
         return n_rows * self.n_parts(n) * self.k * 2 * WORD
@@ -42,10 +36,7 @@ class TopK:
         for name, view in (("values", values), ("ids", ids)):
             if view.nbytes < n_rows * self.k * WORD:
                 raise ValueError(f"topk {name} view of {view.nbytes} B too small for [{n_rows}, {self.k}]")
-        need = self.scratch_bytes(n_rows, n)
-        if scratch.nbytes < need:
-            raise ValueError(f"topk scratch of {scratch.nbytes} B, {need} B needed")
-        part = scratch.sub(0, need)
+        part = self.scratch_part("topk", scratch, self.scratch_bytes(n_rows, n))
         n_parts = self.n_parts(n)
         push = [x.offset, x.tok_stride, n, n_parts, self.part_size, scratch.word_offset, values.word_offset,
                 ids.word_offset, self.k]

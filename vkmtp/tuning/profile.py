@@ -21,13 +21,13 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from vkmtp.device import DeviceInfo
+from vkmtp import env
+from vkmtp.device import DeviceCaps, DeviceInfo
 from vkmtp.ops.matvec import MatVecTuning, check_tuning
 from vkmtp.ops.quant_types import SUPPORTED_TYPES
 
 FORMAT_VERSION = 1
 GDN_VARIANTS = ("shared", "shuffle", "clustered")
-ENV_SWITCH = "VKMTP_TUNING"
 
 
 class ProfileError(ValueError):
@@ -57,6 +57,12 @@ class TuningProfile:
         """{ggml type id: tuning} for MatVec."""
         ids = {name: t for t, name in SUPPORTED_TYPES.items()}
         return {ids[name]: t for name, t in self.matvec.items()}
+
+    def apply(self, caps: DeviceCaps) -> DeviceCaps:
+        """The device's kernel defaults with this profile's measured values in their place."""
+        return caps.tuned_with(matvec_per_type=self.matvec_by_type(), gdn_lanes_per_column=self.gdn_lanes_per_column,
+                               gdn_variant=self.gdn_variant, attn_n_splits=self.attn_n_splits,
+                               attn_chunk=self.attn_chunk)
 
     def mtp_for(self, model_path: str) -> MtpTuning | None:
         return self.mtp.get(os.path.basename(model_path))
@@ -91,8 +97,7 @@ def _or_default(value) -> str:
 
 
 def config_dir() -> Path:
-    base = os.environ.get("XDG_CONFIG_HOME") or os.path.join(os.path.expanduser("~"), ".config")
-    return Path(base) / "vkmtp" / "tuning"
+    return env.tuning_dir()
 
 
 def profile_path(info: DeviceInfo) -> Path:
@@ -187,7 +192,7 @@ def _bool(value: Any, where: str, fail) -> bool:
 def load_profile(info: DeviceInfo, path: str | os.PathLike | None = None, warn=None) -> TuningProfile | None:
     """The device's profile, or None (defaults) when there is none, it is disabled (VKMTP_TUNING=off) or it
     is unusable; the last case is reported through `warn` (default: a line on stderr)."""
-    if os.environ.get(ENV_SWITCH, "").lower() in ("off", "0", "no", "false"):
+    if env.tuning_disabled():
         return None
     file = Path(path) if path is not None else profile_path(info)
     if not file.exists():

@@ -19,7 +19,7 @@ from vkmtp.device import Device
 from vkmtp.tuning.kernel_cases import AttnCase, GdnCase, MatVecCase
 from vkmtp.ops.flash_attn import FlashAttn
 from vkmtp.ops.gdn import GatedDeltaNet, available_variants
-from vkmtp.ops.matvec import MAX_COLS, MatVec, MatVecTuning, check_tuning, default_tuning
+from vkmtp.ops.matvec import MAX_COLS, MatVec, MatVecTuning, check_tuning
 from vkmtp.ops.quant_types import SUPPORTED_TYPES
 from vkmtp.tuning.profile import MtpTuning, TuningProfile, load_profile, profile_path, save_profile
 
@@ -61,10 +61,22 @@ def log(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
 
 
+def fastest(results: dict, cases=()):
+    """Free the sweep's cases; the key of `results` (key -> times) with the smallest summed time, None if empty."""
+    for c in cases:
+        c.destroy()
+    return min(results, key=lambda k: sum(results[k])) if results else None
+
+
+def pair_labels(results: dict) -> dict[str, list]:
+    """{(a, b): times} as {'a/b': times}, for the profile's measurements."""
+    return {f"{k[0]}/{k[1]}": v for k, v in results.items()}
+
+
 def matvec_candidates(device: Device, sweep: Sweep) -> list[MatVecTuning]:
     info = device.info
     blocks = sorted({max(b, info.subgroup_size) for b in sweep.matvec_blocks})
-    out = [default_tuning(info)]
+    out = [device.caps.matvec]
     for block in blocks:
         for rows in sweep.matvec_rows:
             for sub in ((False, True) if info.has_subgroup_arithmetic else (False,)):
@@ -101,13 +113,11 @@ def sweep_matvec(device: Device, type_names: list[str], sweep: Sweep) -> tuple[d
                      for n in sweep.matvec_cols]
             results[cand] = [us(x) for x in times]
             clock = times[0].clock
-        check.destroy()
-        timed.destroy()
-        if not results:
+        best = fastest(results, (check, timed))
+        if best is None:
             log(f"  matvec {name}: no candidate passed the check; keeping the default")
             continue
-        best = min(results, key=lambda c: sum(results[c]))
-        default = default_tuning(device.info)
+        default = device.caps.matvec
         chosen[name] = best
         measured[name] = {"cols": list(sweep.matvec_cols), "clock": clock, "best": label(best),
                           "best_us": results[best], "default_us": results.get(default),
@@ -138,15 +148,13 @@ def sweep_gdn(device: Device, sweep: Sweep) -> tuple[int | None, str | None, dic
             results[(lanes, variant)] = [us(time_recorded(device, c.recorder(op), sweep.reps, sweep.runs))
                                          for c in cases]
         lanes *= 2
-    for c in cases:
-        c.destroy()
-    if not results:
+    best = fastest(results, cases)
+    if best is None:
         return None, None, {}
-    best = min(results, key=lambda k: sum(results[k]))
     log(f"gdn    best lanes_per_column {best[0]} {best[1]}: "
         + " ".join(f"{n} tok {us:.1f} us" for n, us in zip(sweep.gdn_tokens, results[best])))
     return best[0], best[1], {"shape": [h_k, h_v, d], "tokens": list(sweep.gdn_tokens),
-                              "candidates": {f"{k[0]}/{k[1]}": v for k, v in results.items()}}
+                              "candidates": pair_labels(results)}
 
 
 def sweep_attn(device: Device, sweep: Sweep) -> tuple[int | None, int | None, dict]:
@@ -171,15 +179,13 @@ def sweep_attn(device: Device, sweep: Sweep) -> tuple[int | None, int | None, di
             else:
                 results[(n_splits, chunk)] = per_case
             del fa
-    for c in cases:
-        c.destroy()
-    if not results:
+    best = fastest(results, cases)
+    if best is None:
         return None, None, {}
-    best = min(results, key=lambda k: sum(results[k]))
     log(f"attn   best n_splits {best[0]} chunk {best[1]}: "
         + " ".join(f"ctx {n} {us:.1f} us" for n, us in zip(sweep.attn_contexts, results[best])))
     return best[0], best[1], {"heads": [h, h_kv, d], "contexts": list(sweep.attn_contexts),
-                              "candidates": {f"{k[0]}/{k[1]}": v for k, v in results.items()}}
+                              "candidates": pair_labels(results)}
 
 
 def _generate(engine, prompts: list[list[int]], n: int) -> tuple[list[list[int]], float]:

@@ -34,3 +34,11 @@ def sigmoid_scale_add(x: np.ndarray, s: np.ndarray, y: np.ndarray,
     """y + sigmoid(s_t) * x_t for x, y [n_tok, n] and s [n_tok]; returns the new y as `dtype`."""
     gate = sigmoid(s)[:, None]
     return (np.asarray(y, np.float64) + gate * np.asarray(x, np.float64)).astype(dtype)
+
+
+def softmax(x: np.ndarray, dtype: np.dtype = np.float32) -> np.ndarray:
+    """Softmax over the last axis, in float64; returns `dtype` (the flash-attention and router oracles' one
+    softmax; the GPU computes it inside those kernels)."""
+    x64 = np.asarray(x, np.float64)
+    e = np.exp(x64 - x64.max(axis=-1, keepdims=True))
+    return (e / e.sum(axis=-1, keepdims=True)).astype(dtype)

@@ -9,8 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from vkmtp.ref.ops.elementwise import sigmoid
-from vkmtp.ref.ops.softmax import softmax
+from vkmtp.ref.ops.elementwise import sigmoid, softmax
 
 
 def flash_attn(records: np.ndarray, q: np.ndarray, k_rows: np.ndarray, v_rows: np.ndarray, n_ctx: int,

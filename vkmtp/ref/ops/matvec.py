@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from vkmtp.ref.ops.dequant import dequant
+from vkmtp.gguf import dequantize
 
 
 def linear(x: np.ndarray, weight: np.ndarray) -> np.ndarray:
@@ -25,6 +25,11 @@ def linear(x: np.ndarray, weight: np.ndarray) -> np.ndarray:
     for t in range(x.shape[0]):
         out[t] = weight @ x[t]
     return out
+
+
+def dequant(weight: np.ndarray, ggml_type: int, n_rows: int, n_k: int) -> np.ndarray:
+    """weight: [n_rows, row_bytes] u8 (or flat bytes) -> [n_rows, n_k] f32, through vkmtp.gguf's dequantizers."""
+    return dequantize(np.ascontiguousarray(weight).reshape(-1), ggml_type, (n_rows, n_k))
 
 
 def dequant_f64(weight: np.ndarray, ggml_type: int, n_rows: int, n_k: int) -> np.ndarray:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from vkmtp.ref.ops.softmax import softmax
+from vkmtp.ref.ops.elementwise import softmax
 
 WEIGHT_SUM_MIN = 6.103515625e-5   # llama.cpp clamps the sum of the chosen probabilities from below (2^-14)
 NO_EXPERT = 0xFFFFFFFF

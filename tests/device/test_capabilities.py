@@ -1,0 +1,40 @@
+"""The capability record (vkmtp.device.capabilities): defaults per driver class, and a tuning profile over them."""
+
+from __future__ import annotations
+
+from vkmtp.device.capabilities import DRIVERS, DeviceCaps, MatVecTuning
+from vkmtp.device.info import DeviceInfo
+from vkmtp.tuning.profile import TuningProfile
+
+GPU = DeviceInfo(index=0, name="Radeon RX 7600 (RADV NAVI33)", vendor_id=0x1002, device_id=1, kind="discrete",
+                 driver_name="radv", driver_info="Mesa 24.0.5", api_version="1.3.0", subgroup_size=64,
+                 subgroup_ops={"arithmetic": True, "shuffle": True, "clustered": False},
+                 max_shared_memory=65536, max_workgroup_invocations=1024)
+LAVAPIPE = DeviceInfo(**{**GPU.__dict__, "name": "llvmpipe (LLVM 15.0.6, 256 bits)", "kind": "cpu",
+                         "driver_name": "llvmpipe", "subgroup_size": 8})
+
+
+def test_defaults_follow_the_device_type():
+    gpu, cpu = DeviceCaps.for_device(GPU), DeviceCaps.for_device(LAVAPIPE)
+    assert (gpu.driver, gpu.cpu_driver, gpu.lavapipe) == ("gpu", False, False)
+    assert (cpu.driver, cpu.cpu_driver, cpu.lavapipe) == ("cpu", True, True)
+    assert gpu.matvec == MatVecTuning(64, 2, True) and cpu.matvec == MatVecTuning(32, 4, True)
+    assert (gpu.gdn_lanes_per_column, gpu.attn_n_splits, gpu.matmul_tiles) == (8, 32, "gpu")
+    assert (cpu.gdn_lanes_per_column, cpu.attn_n_splits, cpu.matmul_tiles) == (1, 4, "cpu")
+    assert gpu.workgroup_size == 64 and cpu.workgroup_size == 64
+    assert not gpu.tuned and DRIVERS[-1].matches(GPU)   # the last entry takes any device
+
+
+def test_a_profile_replaces_only_what_it_measured():
+    caps = TuningProfile(matvec={"Q4_K": MatVecTuning(128, 1, False)}, gdn_lanes_per_column=16,
+                         attn_chunk=256).apply(DeviceCaps.for_device(GPU))
+    assert caps.tuned and caps.matvec_per_type == {12: MatVecTuning(128, 1, False)}
+    assert (caps.gdn_lanes_per_column, caps.gdn_variant, caps.attn_n_splits, caps.attn_chunk) == (16, None, 32, 256)
+    assert caps.matvec == MatVecTuning(64, 2, True)
+
+
+def test_gdn_lanes_fall_back_where_the_tuned_value_does_not_fit_the_head():
+    caps = DeviceCaps.for_device(GPU).tuned_with(gdn_lanes_per_column=64)
+    assert caps.gdn_lanes_for(128) == 64
+    assert caps.gdn_lanes_for(32) == 8      # profile from a wider head: the GPU default
+    assert caps.gdn_lanes_for(4) == 4       # the default capped at the head size

@@ -1,0 +1,128 @@
+"""Kernel choices per device: built-in defaults per class of driver, overlaid by the device's tuning profile.
+
+`DeviceInfo` holds what the driver reports (type, subgroup width and operations, limits). `DeviceCaps` is what
+the op wrappers do with it: the workgroup shapes, lane counts and split counts they use when a caller does not
+pass one. It is built in two steps:
+
+  1. `DeviceCaps.for_device(info)`: the first entry of `DRIVERS` that matches the device gives the defaults
+     (`Device.caps` holds this record);
+  2. `caps.tuned(...)`: the values a tuning profile measured replace them (`TuningProfile.apply`, used by the
+     engine's op set in vkmtp/graph/forward.py).
+
+A new driver that needs other defaults is one more `DriverDefaults` entry in `DRIVERS`, matched by device type
+and, where that is not enough, by driver name; nothing in vkmtp/ops tests a driver by name.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+
+from vkmtp.device.info import DeviceInfo
+
+
+@dataclass(frozen=True)
+class MatVecTuning:
+    """Mat-vec workgroup shape: block_size threads (power of 2) share each row; rows_per_group rows per
+    workgroup; use_subgroup picks the subgroupAdd reduction over the shared-memory tree."""
+
+    block_size: int
+    rows_per_group: int
+    use_subgroup: bool
+
+
+@dataclass(frozen=True)
+class DriverDefaults:
+    """Built-in kernel defaults for one class of Vulkan driver (before any tuning profile).
+
+    kinds / driver_names: the devices it applies to (DeviceInfo.kind, DeviceInfo.driver_name); empty matches any.
+    """
+
+    name: str
+    kinds: tuple[str, ...]
+    driver_names: tuple[str, ...]
+    matvec_rows_per_group: int   # weight rows per mat-vec workgroup
+    gdn_lanes_per_column: int    # lanes sharing one value column of the GDN state (capped at head_dim)
+    attn_n_splits: int           # decode attention workgroups per (token, KV head) along the context
+    matmul_tiles: str            # tile set of vkmtp.ops.matmul.TILE_TABLE
+
+    def matches(self, info: DeviceInfo) -> bool:
+        return ((not self.kinds or info.kind in self.kinds)
+                and (not self.driver_names or info.driver_name in self.driver_names))
+
+
+# First match wins. Numbers measured with `vkmtp tune` / tools/bench_kernels.py (docs/TUNING.md):
+# - CPU drivers (VK_PHYSICAL_DEVICE_TYPE_CPU: Mesa's lavapipe, SwiftShader) run a workgroup on one CPU thread:
+#   more rows per mat-vec workgroup amortise its start-up, one lane per GDN column avoids slow cross-lane
+#   operations (2x faster on lavapipe), few attention splits suffice for few cores, and the matmul uses its
+#   CPU tile set.
+# - GPUs: llama.cpp's defaults for NVIDIA / RDNA (2 mat-vec rows per workgroup, 8 lanes per GDN column from its
+#   sweep on gfx1150) and 32 attention splits to fill the device for one decode token.
+DRIVERS: tuple[DriverDefaults, ...] = (
+    DriverDefaults("cpu", kinds=("cpu",), driver_names=(), matvec_rows_per_group=4, gdn_lanes_per_column=1,
+                   attn_n_splits=4, matmul_tiles="cpu"),
+    DriverDefaults("gpu", kinds=(), driver_names=(), matvec_rows_per_group=2, gdn_lanes_per_column=8,
+                   attn_n_splits=32, matmul_tiles="gpu"),
+)
+
+# Mesa's lavapipe reports this driver name; its subgroup width follows LP_NATIVE_VECTOR_WIDTH (tests/ops).
+LAVAPIPE_DRIVER = "llvmpipe"
+
+
+def driver_defaults(info: DeviceInfo) -> DriverDefaults:
+    return next(d for d in DRIVERS if d.matches(info))
+
+
+@dataclass(frozen=True)
+class DeviceCaps:
+    """The kernel shapes op wrappers use on one device unless the caller passes its own.
+
+    None in a tuned field means "the op decides" (gdn_variant: the first variant the device supports;
+    attn_chunk: twice the attention block size).
+    """
+
+    driver: str                         # the DRIVERS entry that matched
+    cpu_driver: bool                    # a CPU implementation of Vulkan (device type CPU), e.g. lavapipe
+    lavapipe: bool                      # Mesa's lavapipe (its subgroup width can be changed by environment)
+    workgroup_size: int                 # default for one-workgroup-per-row reductions: max(64, subgroup)
+    matvec: MatVecTuning                # every quant type without a tuned shape
+    matvec_per_type: dict = field(default_factory=dict, hash=False)   # ggml type id -> MatVecTuning (tuned)
+    gdn_lanes_per_column: int = 8
+    gdn_variant: str | None = None
+    attn_n_splits: int = 32
+    attn_chunk: int | None = None
+    matmul_tiles: str = "gpu"
+    tuned: bool = False                 # a tuning profile was applied
+
+    @staticmethod
+    def for_device(info: DeviceInfo) -> "DeviceCaps":
+        d = driver_defaults(info)
+        return DeviceCaps(
+            driver=d.name, cpu_driver=info.kind == "cpu", lavapipe=info.driver_name == LAVAPIPE_DRIVER,
+            workgroup_size=max(64, info.subgroup_size),
+            matvec=MatVecTuning(max(32, info.subgroup_size), d.matvec_rows_per_group, info.has_subgroup_arithmetic),
+            gdn_lanes_per_column=d.gdn_lanes_per_column, attn_n_splits=d.attn_n_splits,
+            matmul_tiles=d.matmul_tiles)
+
+    def tuned_with(self, matvec_per_type: dict | None = None, gdn_lanes_per_column: int | None = None,
+                   gdn_variant: str | None = None, attn_n_splits: int | None = None,
+                   attn_chunk: int | None = None) -> "DeviceCaps":
+        """These caps with measured values in place of the defaults; None keeps a field as it is."""
+        def pick(value, current):
+            return current if value is None else value
+
+        return replace(self, matvec_per_type={**self.matvec_per_type, **(matvec_per_type or {})},
+                       gdn_lanes_per_column=pick(gdn_lanes_per_column, self.gdn_lanes_per_column),
+                       gdn_variant=pick(gdn_variant, self.gdn_variant),
+                       attn_n_splits=pick(attn_n_splits, self.attn_n_splits),
+                       attn_chunk=pick(attn_chunk, self.attn_chunk), tuned=True)
+
+    def gdn_lanes_for(self, head_dim: int) -> int:
+        """Lanes per GDN column for this head size: the tuned/default value where it divides head_dim (a
+        profile may come from a wider head), else the default capped at head_dim."""
+        lanes = self.gdn_lanes_per_column
+        if lanes <= head_dim and head_dim % lanes == 0:
+            return lanes
+        return min(DRIVER_BY_NAME[self.driver].gdn_lanes_per_column, head_dim)
+
+
+DRIVER_BY_NAME = {d.name: d for d in DRIVERS}
