@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from vkmtp.ops.kv_layout import ENGINE_KV_TYPES
+
 
 def cmd_devices(args: argparse.Namespace) -> int:
     from vkmtp.device import format_devices, list_devices, pick_device
@@ -181,8 +183,8 @@ def _add_model_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default=None, help="Vulkan device index (default: best found)")
     p.add_argument("-c", "--ctx-size", type=int, default=4096, help="context per slot")
     p.add_argument("-ub", "--ubatch-size", type=int, default=256, help="prefill chunk")
-    p.add_argument("-ctk", "--cache-type-k", default="f16", choices=["f16", "q8_0"])
-    p.add_argument("-ctv", "--cache-type-v", default="f16", choices=["f16", "q8_0"])
+    p.add_argument("-ctk", "--cache-type-k", default="f16", choices=ENGINE_KV_TYPES)
+    p.add_argument("-ctv", "--cache-type-v", default="f16", choices=ENGINE_KV_TYPES)
     p.add_argument("--no-mtp", action="store_true", help="no MTP speculative decoding")
     p.add_argument("--spec-draft-n-max", type=int, default=None,
                    help="draft tokens per step (1..7; default: the device profile's for this model, else 3)")
@@ -222,7 +224,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("model", help="path to a .gguf file")
     p.add_argument("-c", "--ctx-size", type=int, default=4096)
     p.add_argument("-np", "--parallel", type=int, default=1)
-    p.add_argument("-ctk", "--cache-type-k", default="f16", choices=["f16", "q8_0"])
+    p.add_argument("-ctk", "--cache-type-k", default="f16", choices=ENGINE_KV_TYPES)
     p.add_argument("--spec-draft-n-max", type=int, default=3)
     p.add_argument("--no-mtp", action="store_true")
     p.set_defaults(func=cmd_info)
