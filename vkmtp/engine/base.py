@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 
 from vkmtp.engine.api import Engine, EngineConfig, Event, NoFreeSlotError, PromptTooLongError, Request, Sequence
 from vkmtp.sampling import Sampler
-from vkmtp.spec.step import count_drafts, draft_budget
+from vkmtp.spec.step import count_drafts, draft_budget, n_taken
 
 
 @dataclass(eq=False)
@@ -127,17 +127,12 @@ class SlotEngine(Engine):
 
     def _n_taken(self, run: Run, tokens: list[int]) -> int:
         """How many of `tokens` the sequence looks at before it stops (the stopping token included)."""
-        stop_ids = run.seq.request.stop_ids
-        n = len(run.seq.generated)
-        for i, token in enumerate(tokens):
-            if self._limit_reason(run, n + i) is not None:   # max_tokens 0
-                return i
-            if token in stop_ids or self._limit_reason(run, n + i + 1) is not None:
-                return i + 1
-        return len(tokens)
+        left = self.config.n_ctx - len(run.prompt) - len(run.seq.generated)
+        remaining = self._remaining(run)
+        return n_taken(tokens, run.seq.request.stop_ids, left if remaining is None else min(left, remaining))
 
-    def _limit_reason(self, run: Run, n_generated: int | None = None) -> str | None:
-        n = len(run.seq.generated) if n_generated is None else n_generated
+    def _limit_reason(self, run: Run) -> str | None:
+        n = len(run.seq.generated)
         if 0 <= run.seq.request.max_tokens <= n:
             return "limit"
         if len(run.prompt) + n >= self.config.n_ctx:

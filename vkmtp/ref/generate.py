@@ -20,7 +20,7 @@ from vkmtp.ref.state import ModelState, MtpState
 from vkmtp.sampling import Sampler, SamplingParams
 from vkmtp.spec.config import SpecConfig
 from vkmtp.spec.stats import SpecStats
-from vkmtp.spec.step import draft_budget, draft_p_top1, keep_drafts
+from vkmtp.spec.step import draft_budget, draft_p_top1, keep_drafts, n_taken
 from vkmtp.spec.verifier import verify
 
 
@@ -56,10 +56,7 @@ class _Output:
 
     def looked(self, tokens: list[int]) -> int:
         """How many of `tokens` `emit` would take in before it stops (the stopping one included)."""
-        for i, token in enumerate(tokens):
-            if token in self.stop_tokens or len(self.tokens) + i + 1 >= self.max_tokens:
-                return i + 1
-        return len(tokens)
+        return n_taken(tokens, self.stop_tokens, self.remaining)
 
     @property
     def remaining(self) -> int:

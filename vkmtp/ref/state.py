@@ -9,8 +9,9 @@ A KV cache is kept as any type of vkmtp.ops.kv_layout.KV_TYPES: f16 and f32 as N
 q8_0 as f32 values rounded through the q8_0 quantize/dequantize of the set_rows oracle (vkmtp/ref/ops/set_rows.py),
 which is what the GPU stores.
 
-Rollback mirrors llama.cpp's `n_rs_seq` planes (one recurrent state per verified token): a forward with `keep_steps=k` records the recurrent
-state after each of the batch's last k tokens, and `rollback(n_past)` returns to any of those positions.
+Rollback mirrors llama.cpp's `n_rs_seq` planes (one recurrent state per verified token): a forward with
+`keep_steps=k` records the recurrent state after each of the batch's last k tokens, and `rollback(n_past)`
+returns to any of those positions.
 """
 
 from __future__ import annotations

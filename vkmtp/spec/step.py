@@ -52,6 +52,17 @@ def keep_drafts(tokens: list[int], spec: SpecConfig, budget: int) -> list[int]:
     return tokens[:budget] if len(tokens) >= spec.n_min else []
 
 
+def n_taken(tokens: list[int], stop_ids, left: int | None) -> int:
+    """How many of a step's output tokens the sequence looks at before it stops: up to the first stop id
+    (which ends it unkept) or until `left` more tokens are generated (None: no limit)."""
+    for i, token in enumerate(tokens):
+        if left is not None and i >= left:
+            return left
+        if token in stop_ids or (left is not None and i + 1 >= left):
+            return i + 1
+    return len(tokens)
+
+
 def count_drafts(n_valid: int, n_accepted: int, budget: int) -> tuple[int, int]:
     """(drafted, accepted) as llama-server counts a step that checked n_valid drafts: drafts past the
     budget are neither drafted nor accepted (a step with none left is a plain decode)."""
