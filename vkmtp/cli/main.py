@@ -61,8 +61,9 @@ def _engine_config(args: argparse.Namespace):
         raise ValueError(f"-ctk {args.cache_type_k} and -ctv {args.cache_type_v} differ; vkmtp keeps K and V "
                          f"in one type")
     given = args.spec_draft_n_max is not None or args.spec_draft_p_min is not None
-    n_max = 3 if args.spec_draft_n_max is None else args.spec_draft_n_max
-    p_min = 0.0 if args.spec_draft_p_min is None else args.spec_draft_p_min
+    default = SpecConfig()
+    n_max = default.n_max if args.spec_draft_n_max is None else args.spec_draft_n_max
+    p_min = default.p_min if args.spec_draft_p_min is None else args.spec_draft_p_min
     spec = SpecConfig(enabled=not args.no_mtp, n_max=n_max, n_min=args.spec_draft_n_min, p_min=p_min,
                       adaptive=args.spec_draft_adaptive, from_profile=not given)
     return EngineConfig(n_ctx=args.ctx_size, n_slots=args.parallel, ubatch=args.ubatch_size,
