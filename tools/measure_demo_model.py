@@ -23,7 +23,8 @@ sys.path.insert(1, str(TOOLS_DIR.parent))
 from demo_model_data import heldout_prompts, read_heldout  # noqa: E402
 from demo_model_eval import repeat_rate  # noqa: E402
 from vkmtp.ref import ReferenceModel  # noqa: E402
-from vkmtp.ref.generate import MtpDraftParams, generate, generate_mtp  # noqa: E402
+from vkmtp.ref.generate import generate, generate_mtp  # noqa: E402
+from vkmtp.spec import SpecConfig  # noqa: E402
 from vkmtp.spec.stats import SpecStats  # noqa: E402
 from vkmtp.text.tokenizer import Tokenizer  # noqa: E402
 from vkmtp.gguf import open_gguf  # noqa: E402
@@ -74,7 +75,7 @@ def acceptance(model: ReferenceModel, prompts: list[list[int]], n_generate: int)
     for n_max in (1, 2, 3):
         total = SpecStats()
         for prompt in prompts:
-            run = generate_mtp(model, prompt, n_generate, draft=MtpDraftParams(n_max=n_max, p_min=0.0))
+            run = generate_mtp(model, prompt, n_generate, spec=SpecConfig(n_max=n_max, p_min=0.0))
             total.merge(run.stats)
             if n_max == 3:
                 sequences.append(list(prompt) + run.tokens)

@@ -42,6 +42,12 @@ class SamplingParams:
     def greedy(self) -> bool:
         return self.temperature <= 0.0
 
+    @property
+    def plain_argmax(self) -> bool:
+        """Greedy without penalties: the token is the argmax of the raw logits (the GPU computes it)."""
+        return self.greedy and self.repeat_penalty == 1.0 and self.presence_penalty == 0.0 \
+            and self.frequency_penalty == 0.0
+
     @classmethod
     def greedy_params(cls) -> "SamplingParams":
         """Plain argmax: temperature 0 and no penalties."""
@@ -112,11 +118,29 @@ class Sampler:
         ids, cand = filter_candidates(penalised, self.params)
         return ids, _softmax(cand / self.params.temperature)
 
+    def distributions(self, logits: np.ndarray, drafts: list[int]) -> list[tuple[np.ndarray, np.ndarray]]:
+        """The chain's distribution at each verified row [n_rows, n_vocab], row j seen after drafts[:j] were
+        accepted (their penalties apply), without changing this sampler."""
+        saved = self.history
+        try:
+            out = []
+            for j, row in enumerate(logits):
+                self.history = deque(list(saved) + list(drafts[:j]), maxlen=saved.maxlen)
+                out.append(self.distribution(row))
+            return out
+        finally:
+            self.history = saved
+
     def sample(self, logits: np.ndarray) -> int:
         """Draw the next token from logits [n_vocab] (does not `accept` it)."""
-        ids, probs = self.distribution(logits)
-        if ids.size == 1:
-            return int(ids[0])
-        u = self.rng.random()
-        index = min(int(np.searchsorted(np.cumsum(probs), u, side="right")), ids.size - 1)
-        return int(ids[index])
+        return draw(*self.distribution(logits), self.rng)
+
+
+def draw(ids: np.ndarray, probs: np.ndarray, rng: np.random.Generator) -> int:
+    """One token from candidates `ids` with probabilities `probs` by inverse CDF on one uniform (none when
+    there is a single candidate). The speculative verifier draws the same way, so seeded runs match."""
+    if ids.size == 1:
+        return int(ids[0])
+    u = rng.random()
+    index = min(int(np.searchsorted(np.cumsum(probs), u, side="right")), ids.size - 1)
+    return int(ids[index])

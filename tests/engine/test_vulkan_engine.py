@@ -11,10 +11,11 @@ import pytest
 from vkmtp.device import Device
 from vkmtp.device.info import MemoryHeap
 from vkmtp.engine.api import EngineConfig, PromptTooLongError, Request
+from vkmtp.engine.reference import ReferenceEngine
 from vkmtp.engine.vulkan import VulkanEngine
 from vkmtp.graph.memory_plan import DeviceMemoryError
 from vkmtp.ref import ReferenceModel
-from vkmtp.ref.generate import MtpDraftParams, generate, generate_mtp
+from vkmtp.ref.generate import generate, generate_mtp
 from vkmtp.sampling import SamplingParams
 from vkmtp.spec import SpecConfig
 
@@ -89,7 +90,7 @@ def test_greedy_mtp_equals_plain_decoding_and_the_reference_loop(fixture_models,
     """Token-identical to decoding without MTP and to the reference draft-mtp loop, with the same counts."""
     path = fixture_models(variant, file_type)
     n = 128
-    ref = generate_mtp(ReferenceModel.from_gguf(path), PROMPT, n, GREEDY, draft=MtpDraftParams(n_max=3))
+    ref = generate_mtp(ReferenceModel.from_gguf(path), PROMPT, n, GREEDY, spec=SpecConfig(n_max=3))
     plain, _ = run(engines(path, mtp=False), PROMPT, n)
     spec, seq = run(engines(path, mtp=True, n_max=3), PROMPT, n)
     assert spec == plain == list(ref.tokens)
@@ -201,7 +202,7 @@ def test_draft_cuts_match_the_reference_loop(fixture_models, engines, p_min, n_m
     """--spec-draft-p-min (top-1 probability over the draft's top-10) and --spec-draft-n-min, as llama.cpp."""
     path = fixture_models("aligned", "f32")
     ref = generate_mtp(ReferenceModel.from_gguf(path), PROMPT, 48, GREEDY,
-                       draft=MtpDraftParams(n_max=3, p_min=p_min, n_min=n_min))
+                       spec=SpecConfig(n_max=3, p_min=p_min, n_min=n_min))
     got, seq = run(engines(path, mtp=True, n_max=3, p_min=p_min, n_min=n_min), PROMPT, 48)
     assert got == list(ref.tokens)
     assert (seq.spec.draft_n, seq.spec.draft_n_accepted) == (ref.stats.draft_n, ref.stats.draft_n_accepted)
@@ -233,3 +234,35 @@ def test_greedy_with_repeat_penalty_matches_the_reference_sampler(fixture_models
     for mtp in (False, True):
         got, _ = run(engines(path, mtp=mtp), PROMPT, 32, params)
         assert got == list(want)
+
+
+def reference_tokens(path: str, prompt: list[int], n: int, params: SamplingParams, **kw) -> list[int]:
+    """The reference engine's tokens for one request (its EngineConfig mirrors `engines`' defaults)."""
+    spec = SpecConfig(enabled=kw.pop("mtp"), n_max=kw.pop("n_max", 3))
+    eng = ReferenceEngine(ReferenceModel.from_gguf(path), EngineConfig(n_ctx=256, ubatch=8, spec=spec, **kw))
+    out = [t for ev in eng.generate(Request(prompt, params, max_tokens=n)) for t in ev.new_ids]
+    eng.close()
+    return out
+
+
+@pytest.mark.parametrize("params", [SamplingParams(temperature=0.9, seed=3),
+                                    SamplingParams(temperature=1.2, top_k=0, top_p=1.0, min_p=0.0, seed=11),
+                                    SamplingParams(temperature=0.7, repeat_penalty=1.3, seed=5)],
+                         ids=["default-chain", "full-vocab", "penalties"])
+def test_sampled_mtp_gives_the_reference_engines_tokens(fixture_models, engines, params):
+    """Temperature > 0 with MTP: the GPU engine verifies on the host with the reference engine's rule, so the
+    same seed gives the same tokens on both engines, and the same as sampling without MTP."""
+    path = fixture_models("aligned", "f32")
+    want = reference_tokens(path, PROMPT, 40, params, mtp=True)
+    got, seq = run(engines(path, mtp=True, n_max=3), PROMPT, 40, params)
+    plain, _ = run(engines(path, mtp=False), PROMPT, 40, params)
+    assert got == want == plain
+    assert seq.spec.draft_n_accepted > 0 and seq.spec.draft_n_accepted < seq.spec.draft_n
+
+
+def test_q8_0_kv_cache_matches_the_reference_engine(fixture_models, engines):
+    """-ctk q8_0 on both engines: the reference rounds rows through the same q8_0 quantization the GPU stores."""
+    path = fixture_models("aligned", "f32")
+    want = reference_tokens(path, PROMPT, 40, GREEDY, mtp=True, kv_type="q8_0")
+    got, _ = run(engines(path, mtp=True, n_max=3, kv_type="q8_0"), PROMPT, 40)
+    assert got == want

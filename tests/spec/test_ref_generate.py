@@ -5,8 +5,9 @@ import numpy as np
 import pytest
 
 from vkmtp.ref import ReferenceModel
-from vkmtp.ref.generate import MtpDraftParams, generate, generate_mtp
+from vkmtp.ref.generate import generate, generate_mtp
 from vkmtp.sampling import SamplingParams
+from vkmtp.spec import SpecConfig
 
 PROMPTS = [[10, 20, 30, 40, 50], list(range(100, 120))]
 N_TOKENS = 32
@@ -87,7 +88,7 @@ def test_stop_token_and_budget(tiny_gguf):
 
 def test_draft_length_and_statistics(tiny_gguf):
     model = ReferenceModel.from_gguf(tiny_gguf("aligned"))
-    result = generate_mtp(model, PROMPTS[0], N_TOKENS, draft=MtpDraftParams(n_max=2))
+    result = generate_mtp(model, PROMPTS[0], N_TOKENS, spec=SpecConfig(n_max=2))
     stats = result.stats
     assert len(stats.drafted_per_pos) == 2
     assert stats.draft_n == sum(stats.drafted_per_pos)
@@ -100,7 +101,7 @@ def test_draft_length_and_statistics(tiny_gguf):
 
 def test_p_min_one_disables_drafting(tiny_gguf):
     model = ReferenceModel.from_gguf(tiny_gguf("dense"))
-    result = generate_mtp(model, PROMPTS[0], 8, draft=MtpDraftParams(p_min=1.0))
+    result = generate_mtp(model, PROMPTS[0], 8, spec=SpecConfig(p_min=1.0))
     assert result.stats.draft_n == 0
     assert result.tokens == generate(model, PROMPTS[0], 8).tokens
 

@@ -161,5 +161,25 @@ def test_kv_cache_type(aligned_model):
         run(f32, Request(PROMPT, GREEDY, max_tokens=6))[0].generated
         == generate(aligned_model, PROMPT, 6).tokens
     )
-    with pytest.raises(ValueError, match="q8_0"):
-        ReferenceEngine(aligned_model, EngineConfig(kv_type="q8_0"))
+    with pytest.raises(ValueError, match="--cache-type-k 'q4_0'"):
+        ReferenceEngine(aligned_model, EngineConfig(kv_type="q4_0"))
+
+
+@pytest.mark.parametrize("mtp", [False, True])
+def test_q8_0_kv_cache_rounds_rows_like_the_gpu_stores_them(aligned_model, mtp):
+    """Every KV type of the table runs: q8_0 rows go through the set_rows oracle's quantize/dequantize."""
+    eng = ReferenceEngine(aligned_model, EngineConfig(n_ctx=128, kv_type="q8_0", spec=SpecConfig(enabled=mtp)))
+    seq = eng.submit(Request(PROMPT, GREEDY, max_tokens=24))
+    state = eng.slots[seq.slot].run.state
+    while eng.has_work():
+        eng.step()
+    want = generate(aligned_model, PROMPT, 24, kv_dtype="q8_0")
+    assert seq.generated == want.tokens
+    k = next(iter(state.kv.values())).k
+    assert k.dtype == np.float32 and k.shape[0] > len(PROMPT)
+    blocks = k.reshape(k.shape[0], -1, 32)       # each 32-value block is d * int8 (d = amax / 127)
+    scale = np.abs(blocks).max(axis=-1, keepdims=True) / 127
+    np.testing.assert_allclose(blocks / np.where(scale > 0, scale, 1), np.round(blocks / np.where(scale > 0, scale, 1)),
+                               atol=2e-2)
+    f16 = generate(aligned_model, PROMPT, 24, kv_dtype=F16).tokens
+    assert sum(a == b for a, b in zip(seq.generated, f16)) >= 12   # close to the F16 cache's output

@@ -12,7 +12,8 @@ from vkmtp.gguf import open_gguf
 from vkmtp.model.config import LayerKind, ModelConfig
 from vkmtp.model.weights import validate
 from vkmtp.ref import ReferenceModel
-from vkmtp.ref.generate import MtpDraftParams, generate, generate_mtp
+from vkmtp.ref.generate import generate, generate_mtp
+from vkmtp.spec import SpecConfig
 from vkmtp.text.tokenizer import Tokenizer
 
 MODELS_DIR = Path(__file__).resolve().parents[2] / "models"
@@ -106,7 +107,7 @@ def looks_like_python(text: str) -> bool:
 def test_greedy_mtp_generation_is_python_and_drafts_are_accepted(model, tokenizer):
     prompt = tokenizer.encode(PROMPT, add_special=False)
     n_tokens = 12
-    spec = generate_mtp(model, prompt, n_tokens, draft=MtpDraftParams(n_max=3))
+    spec = generate_mtp(model, prompt, n_tokens, spec=SpecConfig(n_max=3))
     plain = generate(model, prompt, n_tokens)
     assert spec.tokens == plain.tokens
     continuation = tokenizer.decode(spec.tokens)

@@ -16,6 +16,7 @@ from vkmtp.cli.llama_flags import (
     spec_enabled,
     template_kwargs,
 )
+from vkmtp.ops.kv_layout import ENGINE_KV_TYPES
 
 
 def cmd_devices(args: argparse.Namespace) -> int:
@@ -73,8 +74,9 @@ def _engine_config(args: argparse.Namespace):
         raise ValueError(f"-ctk {args.cache_type_k} and -ctv {args.cache_type_v} differ; vkmtp keeps K and V "
                          f"in one type")
     given = args.spec_draft_n_max is not None or args.spec_draft_p_min is not None
-    n_max = 3 if args.spec_draft_n_max is None else args.spec_draft_n_max
-    p_min = 0.0 if args.spec_draft_p_min is None else args.spec_draft_p_min
+    default = SpecConfig()
+    n_max = default.n_max if args.spec_draft_n_max is None else args.spec_draft_n_max
+    p_min = default.p_min if args.spec_draft_p_min is None else args.spec_draft_p_min
     enabled = spec_enabled(args.spec_type, args.no_mtp, args.multi_token_prediction)
     spec = SpecConfig(enabled=enabled, n_max=n_max, n_min=args.spec_draft_n_min, p_min=p_min,
                       adaptive=args.spec_draft_adaptive, from_profile=not given)
@@ -227,8 +229,8 @@ def _add_model_flags(p: argparse.ArgumentParser, command: str) -> None:
     p.add_argument("--list-devices", action="store_true", help="list the Vulkan devices and exit")
     p.add_argument("-c", "--ctx-size", type=int, default=4096, help="context per slot")
     p.add_argument("-ub", "--ubatch-size", type=int, default=256, help="prefill chunk")
-    p.add_argument("-ctk", "--cache-type-k", default="f16", choices=["f16", "q8_0"])
-    p.add_argument("-ctv", "--cache-type-v", default="f16", choices=["f16", "q8_0"])
+    p.add_argument("-ctk", "--cache-type-k", default="f16", choices=ENGINE_KV_TYPES)
+    p.add_argument("-ctv", "--cache-type-v", default="f16", choices=ENGINE_KV_TYPES)
     p.add_argument("--no-mtp", action="store_true", help="no MTP speculative decoding")
     p.add_argument("--spec-type", default=None,
                    help="draft-mtp (or its older name mtp): MTP drafting, the default; none: off")
@@ -288,7 +290,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("model", help="path to a .gguf file")
     p.add_argument("-c", "--ctx-size", type=int, default=4096)
     p.add_argument("-np", "--parallel", type=int, default=1)
-    p.add_argument("-ctk", "--cache-type-k", default="f16", choices=["f16", "q8_0"])
+    p.add_argument("-ctk", "--cache-type-k", default="f16", choices=ENGINE_KV_TYPES)
     p.add_argument("--spec-draft-n-max", type=int, default=3)
     p.add_argument("--no-mtp", action="store_true")
     p.set_defaults(func=cmd_info)

@@ -99,7 +99,7 @@ class Event:
 
 
 class Engine(ABC):
-    """Base of the Vulkan and reference engines: slots, requests, and the stepping contract."""
+    """The stepping contract; vkmtp.engine.base.SlotEngine implements it for both engines."""
 
     config: EngineConfig
 

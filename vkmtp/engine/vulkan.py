@@ -1,9 +1,11 @@
 """The Vulkan engine: a GGUF model on the GPU, with MTP speculative decoding, several sequences at once.
 
 Load: the memory plan is checked before any allocation; weights are uploaded once in their quantized GGUF
-layout. Step: prompt chunks (PrefillGraph), then per step all generating sequences together — a speculative
-step (SpecGraph: drafts, verify, accept and rollback on the GPU, one submission) or a plain decode step. The
-host writes token records and reads only token ids (greedy) or, for temperature > 0, the logits it samples.
+layout. Admission, the step skeleton, stop rules and timings are vkmtp/engine/base.py's, shared with the
+reference engine. Step: prompt chunks (PrefillGraph), then per step all generating sequences together — a
+speculative step of vkmtp/spec/step.py (SpecGraph: drafts, verify, accept and rollback on the GPU, one
+submission) or a plain decode step. The host writes token records and reads only token ids (greedy) or, for
+temperature > 0, the logits it verifies with the reference engine's rule (`vkmtp.spec.verifier.verify`).
 """
 
 from __future__ import annotations
@@ -14,9 +16,8 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 
 from vkmtp.device import Device
-from vkmtp.engine.api import (
-    Engine, EngineConfig, Event, NoFreeSlotError, PromptTooLongError, Request, Sequence,
-)
+from vkmtp.engine.api import EngineConfig, Sequence
+from vkmtp.engine.base import Run, Slot, SlotEngine
 from vkmtp.graph.steps import CommitGraph, DecodeGraph, GraphContext, PrefillGraph, SpecGraph
 from vkmtp.graph.step_io import StepIO
 from vkmtp.gguf import open_gguf
@@ -28,23 +29,24 @@ from vkmtp.graph.placement import WeightPlan
 from vkmtp.model.weights import validate
 from vkmtp.sampling import Sampler
 from vkmtp.spec.adaptive import AdaptiveDepth
-from vkmtp.spec.verifier import verify_sampled
+from vkmtp.spec.step import keep_drafts
+from vkmtp.spec.verifier import verify
 from vkmtp.tuning.profile import load_profile
 
 PREFILL_BUCKETS = (8, 32, 128)   # prompt chunks are padded (to the sink slot) up to one of these or ubatch
 
 
-@dataclass
-class Slot:
-    index: int
-    tokens: list[int] = field(default_factory=list)   # tokens whose KV / state are in the slot
-    seq: Sequence | None = None
+@dataclass(eq=False)
+class _Run(Run):
     pending: list[int] = field(default_factory=list)  # prompt tokens still to prefill
-    id_last: int = -1                                 # sampled, not yet processed
-    sampler: Sampler | None = None
 
 
-class VulkanEngine(Engine):
+@dataclass(eq=False)
+class _Slot(Slot):
+    tokens: list[int] = field(default_factory=list)   # tokens whose KV / state are in the slot
+
+
+class VulkanEngine(SlotEngine):
     def __init__(self, model_path: str, config: EngineConfig, progress: bool = False, device: Device | None = None):
         self.model_path = model_path
         self.gguf = open_gguf(model_path)
@@ -92,71 +94,34 @@ class VulkanEngine(Engine):
         self.ctx = GraphContext(self.device, self.fwd, self.io, self.scratch, self.hidden, self.logits_host,
                                 max_rows)
         self._graphs: dict[tuple, object] = {}
-        self.slots = [Slot(i) for i in range(S)]
+        self.slots = [_Slot(i) for i in range(S)]
         self._synth_rng = np.random.default_rng(1234)
         self.adaptive = AdaptiveDepth(self.K) if self.use_mtp and spec.adaptive else None
         self.host_bytes_written = 0   # host -> device bytes of step inputs (records, row pairs, uniforms)
         self.host_bytes_read = 0      # device -> host bytes of step outputs (token ids, counts, logits)
 
-    # --- contract ----------------------------------------------------------------------------------------------
+    # --- memory -----------------------------------------------------------------------------------------------
     @property
     def n_vocab(self) -> int:
         return self.cfg.n_vocab
 
-    def has_work(self) -> bool:
-        return any(s.seq is not None for s in self.slots)
+    def _reusable(self, slot: _Slot, prompt: list[int]) -> int:
+        """The slot's tokens when they are a proper prefix of the prompt (one token is left to evaluate)."""
+        n = len(slot.tokens)
+        return n if 0 < n < len(prompt) and prompt[:n] == slot.tokens else 0
 
-    def submit(self, request: Request) -> Sequence:
-        prompt = [int(t) for t in request.prompt_ids]
-        if not prompt:
-            raise ValueError("the prompt is empty")
-        bad = [t for t in prompt if not 0 <= t < self.cfg.n_vocab]
-        if bad:
-            raise ValueError(f"token id {bad[0]} outside the vocabulary (0..{self.cfg.n_vocab - 1})")
-        if len(prompt) + 1 > self.n_ctx:
-            raise PromptTooLongError(f"the prompt has {len(prompt)} tokens; the context holds {self.n_ctx} "
-                                     f"(prompt + at least one generated token)")
-        free = [s for s in self.slots if s.seq is None]
-        if not free:
-            raise NoFreeSlotError("all slots are busy")
-
-        def reuse(slot: Slot) -> int:
-            n = len(slot.tokens)
-            return n if request.cache_prompt and 0 < n < len(prompt) and prompt[:n] == slot.tokens else 0
-
-        slot = max(free, key=reuse)
-        cached = reuse(slot)
+    def _open(self, slot: _Slot, seq: Sequence, prompt: list[int], sampler: Sampler, cached: int) -> _Run:
         if not cached:
             self.state.reset_slot(slot.index)
             slot.tokens = []
-        seq = Sequence(request, slot.index)
-        seq.timings.cache_n = cached
-        slot.seq = seq
-        slot.pending = prompt[cached:]
-        slot.sampler = Sampler(request.params)
-        for t in prompt:
-            slot.sampler.accept(t)
-        slot.id_last = -1
-        return seq
+        return _Run(seq, prompt, sampler, pending=prompt[cached:])
 
-    def cancel(self, seq: Sequence) -> None:
-        for slot in self.slots:
-            if slot.seq is seq:
-                self._finish(slot, "cancelled")
-
-    def step(self) -> list[Event]:
-        events: list[Event] = []
-        for slot in self.slots:
-            if slot.seq is not None and slot.pending:
-                ev = self._prefill_chunk(slot)
-                if ev:
-                    events.append(ev)
-        active = [s for s in self.slots if s.seq is not None and not s.pending and not s.seq.done]
-        if active:
-            events.extend(self._generate_step(active))
-        return events
+    def _release(self, slot: _Slot, run: _Run, reason: str) -> None:
+        if reason == "cancelled" and slot.tokens and len(slot.tokens) < len(run.prompt):
+            slot.tokens = []   # a half-prefilled prompt is not a reusable prefix
 
     def close(self) -> None:
+        self._cancel_all()
         for g in self._graphs.values():
             g.rec.destroy()
         self._graphs.clear()
@@ -179,13 +144,12 @@ class VulkanEngine(Engine):
             self._graphs[key] = g
         return g
 
-    def _prefill_chunk(self, slot: Slot) -> Event | None:
-        seq = slot.seq
-        t0 = time.perf_counter()
-        chunk = slot.pending[: self.ubatch]
+    def _prefill(self, slot: _Slot) -> int | None:
+        run = slot.run
+        chunk = run.pending[: self.ubatch]
         n = len(chunk)
         T = next((b for b in PREFILL_BUCKETS if b >= n and b <= self.ubatch), self.ubatch)
-        greedy = _argmax_on_gpu(slot.sampler.params)
+        greedy = run.sampler.params.plain_argmax
         recs = self.io.records()
         pos0 = len(slot.tokens)
         recs[:T] = 0
@@ -201,56 +165,40 @@ class VulkanEngine(Engine):
                             lambda: PrefillGraph(self.ctx, T, greedy, self.use_mtp))
         graph.rec.run()
         slot.tokens.extend(chunk)
-        slot.pending = slot.pending[n:]
-        seq.timings.prompt_n += n
-        seq.timings.prompt_ms += 1e3 * (time.perf_counter() - t0)
-        if slot.pending:
+        run.pending = run.pending[n:]
+        if run.pending:
             return None
-        token = int(self.io.array("ids")[0]) if greedy else slot.sampler.sample(self._logits(0))
-        return self._emit(slot, [token], t_start=time.perf_counter())
+        return int(self.io.array("ids")[0]) if greedy else run.sampler.sample(self._logits(0))
 
     # --- generation ---------------------------------------------------------------------------------------------
-    def _generate_step(self, active: list[Slot]) -> list[Event]:
+    def _generate(self, active: list[_Slot]) -> list[list[int]]:
         t0 = time.perf_counter()
         S = len(active)
-        greedy = all(_argmax_on_gpu(s.sampler.params) for s in active)
+        greedy = all(s.run.sampler.params.plain_argmax for s in active)
         K = self.adaptive.choose() if self.adaptive else self.K
         # A sequence with no budget left for drafts still rides along in a batched speculative step (its drafts are
         # not counted); alone it takes the cheaper plain step. Both give the same tokens and statistics.
         spec = self.use_mtp and K > 0 and all(len(s.tokens) + K + 1 <= self.n_ctx for s in active) \
-            and (S > 1 or self._remaining(active[0]) > 1)
+            and (S > 1 or self._draft_budget(active[0].run, len(active[0].tokens)) > 0)
         self._step_accepts: list[tuple[int, int]] = []
-        if spec:
-            outs = self._spec_step(active, greedy, K)
-        else:
-            outs = self._decode_step(active, greedy)
-        dt = 1e3 * (time.perf_counter() - t0)
+        outs = self._spec_step(active, greedy, K) if spec else self._decode_step(active, greedy)
         if self.adaptive:
-            self.adaptive.observe(K if spec else 0, dt / 1e3, self._step_accepts)
-        events = []
-        for slot, out in zip(active, outs):
-            slot.seq.timings.predicted_ms += dt
-            events.append(self._emit(slot, out))
-        return events
+            self.adaptive.observe(K if spec else 0, time.perf_counter() - t0, self._step_accepts)
+        return outs
 
-    @staticmethod
-    def _remaining(slot: Slot) -> int:
-        req = slot.seq.request
-        return req.max_tokens - len(slot.seq.generated) if req.max_tokens >= 0 else 1 << 30
-
-    def _write_records(self, active: list[Slot], rows: int) -> None:
+    def _write_records(self, active: list[_Slot], rows: int) -> None:
         recs = self.io.records()
         self.host_bytes_written += 16 * rows * len(active)
         for s, slot in enumerate(active):
             n_past = len(slot.tokens)
             block = recs[s * rows: (s + 1) * rows]
             block[:, 0] = 0
-            block[0, 0] = slot.id_last
+            block[0, 0] = slot.run.id_last
             block[:, 1] = np.arange(n_past, n_past + rows)
             block[:, 2] = slot.index
             block[:, 3] = 0
 
-    def _decode_step(self, active: list[Slot], greedy: bool) -> list[list[int]]:
+    def _decode_step(self, active: list[_Slot], greedy: bool) -> list[list[int]]:
         S = len(active)
         self._write_records(active, 1)
         self.io.write_pairs("pairs_shift", [(sl.index, s) for s, sl in enumerate(active)])
@@ -261,13 +209,13 @@ class VulkanEngine(Engine):
         graph.rec.run()
         outs = []
         for s, slot in enumerate(active):
-            slot.tokens.append(slot.id_last)
-            token = int(self.io.array("ids")[s]) if greedy else slot.sampler.sample(self._logits(s))
+            slot.tokens.append(slot.run.id_last)
+            token = int(self.io.array("ids")[s]) if greedy else slot.run.sampler.sample(self._logits(s))
             self.host_bytes_read += 4
             outs.append([token])
         return outs
 
-    def _spec_step(self, active: list[Slot], greedy: bool, K: int) -> list[list[int]]:
+    def _spec_step(self, active: list[_Slot], greedy: bool, K: int) -> list[list[int]]:
         S = len(active)
         V = K + 1
         spec_cfg = self.config.spec
@@ -277,7 +225,7 @@ class VulkanEngine(Engine):
         for s, slot in enumerate(active):
             n_past = len(slot.tokens)
             drec[:, s, 0] = 0
-            drec[0, s, 0] = slot.id_last
+            drec[0, s, 0] = slot.run.id_last
             drec[:, s, 1] = np.arange(n_past, n_past + K)
             drec[:, s, 2] = slot.index
             drec[:, s, 3] = 0
@@ -300,107 +248,42 @@ class VulkanEngine(Engine):
                 self.host_bytes_read += 4 * (m + 3)
                 outs.append(self._advance(slot, s, m, [int(t) for t in out_ids[s, : m + 1]], int(n_valid[s]), K))
             return outs
-        # temperature > 0: speculative rejection sampling on the host, then commit on the GPU
+        # temperature > 0 (or penalties): the accept rule of the reference engine on the host, then the commit
         recs = self.io.records()
         valid = self.io.array("valid")[: S * K].reshape(S, K)
         select, hidden_select = [], []
         for s, slot in enumerate(active):
-            drafts = [int(t) for t in recs[s * V + 1: s * V + V, 0]]
+            run = slot.run
             n_valid = int(valid[s].astype(bool).sum())
-            if n_valid < spec_cfg.n_min:
-                n_valid = 0
-            probs = self._row_probs(slot, drafts[:n_valid], s * V, n_valid + 1)
-            out, m = verify_sampled(np.array(drafts[:n_valid], dtype=np.int64), probs, slot.sampler.rng)
+            budget = self._draft_budget(run, len(slot.tokens))
+            drafts = keep_drafts([int(t) for t in recs[s * V + 1: s * V + 1 + n_valid, 0]], spec_cfg, budget)
+            logits = np.stack([self._logits(s * V + j) for j in range(len(drafts) + 1)])
+            out, m = verify(drafts, logits, run.sampler)
             select.append((slot.index, m))
             hidden_select.append((s * V + m, slot.index))
-            outs.append(self._advance(slot, s, m, out, n_valid, K))
+            outs.append(self._advance(slot, s, m, out, len(drafts), K))
         self.io.write_pairs("select", select)
         self.io.write_pairs("hidden_select", hidden_select)
         commit = self._graph(("commit", S, K), lambda: CommitGraph(self.ctx, S, K))
         commit.rec.run()
         return outs
 
-    def _advance(self, slot: Slot, s: int, m: int, out: list[int], n_valid: int, K: int) -> list[int]:
-        """Bookkeeping after sequence s's verify accepted m of its n_valid drafts: tokens now in memory, stats.
-
-        Counted as llama-server counts: drafts beyond the request's remaining budget (llama.cpp drafts at most
-        n_remaining - 1) are not counted as drafted, nor accepted."""
+    def _advance(self, slot: _Slot, s: int, m: int, out: list[int], n_valid: int, K: int) -> list[int]:
+        """Bookkeeping after sequence s's verify accepted m of its n_valid drafts: tokens now in memory, stats."""
         V = K + 1
         recs = self.io.records()
         drafts = [int(t) for t in recs[s * V + 1: s * V + 1 + m, 0]]
         self._step_accepts.append((n_valid, m))
         self.host_bytes_read += 4 * m
-        slot.tokens.extend([slot.id_last] + drafts)
-        req = slot.seq.request
-        budget = n_valid
-        if req.max_tokens >= 0:
-            budget = min(budget, max(req.max_tokens - len(slot.seq.generated) - 1, 0))
-        n_drafted, n_accepted = min(n_valid, budget), min(m, budget)
-        if n_drafted:   # a step whose drafts all fall past the budget is a plain decode for llama-server
-            slot.seq.spec.record(n_drafted, n_accepted)
-        slot.seq.timings.draft_n += n_drafted
-        slot.seq.timings.draft_n_accepted += n_accepted
+        budget = self._draft_budget(slot.run, len(slot.tokens))
+        slot.tokens.extend([slot.run.id_last] + drafts)
+        self._count_drafts(slot.run, n_valid, m, budget)
         return out
 
     def _logits(self, row: int) -> np.ndarray:
         v = self.cfg.n_vocab
         self.host_bytes_read += 4 * v
         return self.logits_host.words()[row * v: (row + 1) * v].view(np.float32).copy()
-
-    def _row_probs(self, slot: Slot, drafts: list[int], first_row: int, n_rows: int) -> np.ndarray:
-        """Target distributions [n_rows, V] of the verified rows, each after the drafts before it."""
-        v = self.cfg.n_vocab
-        out = np.zeros((n_rows, v))
-        history = list(slot.sampler.history)
-        for j in range(n_rows):
-            sampler = slot.sampler
-            saved = sampler.history
-            sampler.history = type(saved)(history + drafts[:j], maxlen=saved.maxlen)
-            ids, probs = sampler.distribution(self._logits(first_row + j))
-            sampler.history = saved
-            out[j, ids] = probs
-        return out
-
-    # --- output -------------------------------------------------------------------------------------------------
-    def _emit(self, slot: Slot, tokens: list[int], t_start: float | None = None) -> Event:
-        seq = slot.seq
-        req = seq.request
-        new: list[int] = []
-        for t in tokens:
-            if t in req.stop_ids:
-                seq.stop_reason = "eos"
-                break
-            new.append(t)
-            if req.max_tokens >= 0 and len(seq.generated) + len(new) >= req.max_tokens:
-                seq.stop_reason = "limit"
-                break
-        seq.generated.extend(new)
-        seq.timings.predicted_n = len(seq.generated)
-        for t in new:
-            slot.sampler.accept(t)
-        if seq.stop_reason is None and len(slot.tokens) + 1 >= self.n_ctx:
-            seq.stop_reason = "context"
-        slot.id_last = tokens[-1]
-        if seq.stop_reason is not None:
-            self._finish(slot, seq.stop_reason)
-        return Event(seq, new, seq.done)
-
-    def _finish(self, slot: Slot, reason: str) -> None:
-        seq = slot.seq
-        if seq is None:
-            return
-        seq.done = True
-        seq.stop_reason = seq.stop_reason or reason
-        slot.seq = None
-        slot.pending = []
-        if reason == "cancelled" and slot.tokens and len(slot.tokens) < len(seq.request.prompt_ids):
-            slot.tokens = []   # a half-prefilled prompt is not a reusable prefix
-
-
-def _argmax_on_gpu(params) -> bool:
-    """Greedy without penalties: the GPU's argmax is the token. Penalties change logits first (host path)."""
-    return params.greedy and params.repeat_penalty == 1.0 and params.presence_penalty == 0.0 \
-        and params.frequency_penalty == 0.0
 
 
 def _progress_bar(total: int):

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from vkmtp.device import Buffer, Device, View
 from vkmtp.model.config import ModelConfig
-from vkmtp.ops.kv_layout import KvLayout
+from vkmtp.ops.kv_layout import MTP_KV_TYPE, KvLayout
 
 ALIGN = 256
 
@@ -79,7 +79,7 @@ class DeviceState:
             self.conv_snap = LayerStack(device, n_gdn, 4 * S * n_snap * self.conv_words, "conv_snap")
             self.ssm_snap = LayerStack(device, n_gdn, 4 * S * n_snap * self.ssm_words, "ssm_snap")
 
-        self.mtp_kv_layout = KvLayout("f16", cfg.n_head_kv, cfg.head_dim, n_ctx, S) if use_mtp else None
+        self.mtp_kv_layout = KvLayout(MTP_KV_TYPE, cfg.n_head_kv, cfg.head_dim, n_ctx, S) if use_mtp else None
         self.mtp_k = self.mtp_v = None
         if use_mtp:
             self.mtp_k = LayerStack(device, 1, self.mtp_kv_layout.nbytes, "mtp_k")

@@ -39,9 +39,9 @@ from vkmtp.ops.rope import Rope
 from vkmtp.ops.set_rows import SetRows
 from vkmtp.ops.strided import Strided
 from vkmtp.ops.topk import TopK
+from vkmtp.spec.config import DRAFT_TOP_K
 from vkmtp.tuning.profile import TuningProfile
 
-DRAFT_TOP_K = 10      # llama.cpp's draft sampler: softmax over the top-10 candidates for the p-min cut
 
 
 class Ops:

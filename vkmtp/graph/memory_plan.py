@@ -10,11 +10,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from vkmtp.gguf import GGMLType, GGUFFile, row_bytes
+from vkmtp.gguf import GGUFFile
 from vkmtp.model.config import ModelConfig
 from vkmtp.model.weights import ModelTensors, TensorSpec, walk_specs
-
-KV_TYPES = {"f16": GGMLType.F16, "q8_0": GGMLType.Q8_0, "f32": GGMLType.F32}
+from vkmtp.ops.kv_layout import MTP_KV_TYPE, kv_type as kv_type_of
 GiB = float(1 << 30)
 
 
@@ -67,9 +66,7 @@ class MemoryPlan:
 
 def kv_row_bytes(cfg: ModelConfig, kv_type: str) -> int:
     """Bytes of one cache row (one position, all KV heads) of K or of V."""
-    if kv_type not in KV_TYPES:
-        raise ValueError(f"unsupported KV cache type {kv_type!r}; choose one of {', '.join(KV_TYPES)}")
-    return row_bytes(KV_TYPES[kv_type], cfg.n_head_kv * cfg.head_dim)
+    return kv_type_of(kv_type).row_bytes(cfg.n_head_kv * cfg.head_dim)
 
 
 def recurrent_bytes_per_slot(cfg: ModelConfig) -> int:
@@ -114,7 +111,7 @@ def plan_memory(gguf: GGUFFile, cfg: ModelConfig, table: ModelTensors, n_ctx: in
     mtp_weights = _spec_bytes(gguf, mtp_only_specs(table)) if use_mtp else 0
     rows = n_slots * n_ctx
     kv = 2 * rows * kv_row_bytes(cfg, kv_type) * len(cfg.attention_layers)
-    mtp_kv = 2 * rows * kv_row_bytes(cfg, "f16") if use_mtp else 0
+    mtp_kv = 2 * rows * kv_row_bytes(cfg, MTP_KV_TYPE) if use_mtp else 0
     recurrent = (n_slots + 1) * recurrent_bytes_per_slot(cfg)
     verify_width = (n_max + 1) if use_mtp else 1
     snapshots = n_slots * verify_width * recurrent_bytes_per_slot(cfg) if use_mtp else 0

@@ -11,9 +11,8 @@ from __future__ import annotations
 import numpy as np
 
 from vkmtp.device import Device, View
-
-RECORD_WORDS = 4
-TOP_K = 10
+from vkmtp.ops.spec import RECORD_WORDS
+from vkmtp.spec.config import DRAFT_TOP_K
 
 
 class StepIO:
@@ -26,8 +25,8 @@ class StepIO:
             "draft_records": RECORD_WORDS * max(K, 1) * n_seq,
             "ids": max(n_seq * V, max_tokens),
             "draft_ids": n_seq,
-            "top_values": TOP_K * n_seq,
-            "top_ids": TOP_K * n_seq,
+            "top_values": DRAFT_TOP_K * n_seq,
+            "top_ids": DRAFT_TOP_K * n_seq,
             "valid": max(K, 1) * n_seq,
             "out_ids": n_seq * V,
             "accept": n_seq,

@@ -14,12 +14,13 @@ sequence samples with temperature > 0.
 from __future__ import annotations
 
 from vkmtp.device import Buffer, Device, Recorder, View
-from vkmtp.graph.step_io import RECORD_WORDS, TOP_K, StepIO
+from vkmtp.graph.step_io import StepIO
 from vkmtp.graph.device_state import DeviceState, LayerStack
 from vkmtp.graph.forward import Activations, Forward
 from vkmtp.ops.spec import SpecOps
 from vkmtp.ops.state_select import StateSelect
 from vkmtp.ops.strided import Strided
+from vkmtp.spec.config import DRAFT_TOP_K
 
 
 class GraphContext:
@@ -159,13 +160,13 @@ class SpecGraph:
             logits = Strided.rows(act_d.logits.sub(0, 4 * S * v), v)
             ops.argmax.record(rec, logits, io.view("draft_ids", 0, S), S, v, act_d.argmax_scratch)
             if p_min > 0:
-                ops.topk.record(rec, logits, io.view("top_values", 0, TOP_K * S), io.view("top_ids", 0, TOP_K * S),
+                ops.topk.record(rec, logits, io.view("top_values", 0, DRAFT_TOP_K * S), io.view("top_ids", 0, DRAFT_TOP_K * S),
                                 S, v, act_d.argmax_scratch)
             nxt = io.record_view("draft_records", ((i + 1) % K) * S, S)
             ctx.spec_ops.record_draft_token(rec, io.view("draft_ids", 0, S), io.view("valid"),
                                             io.record_view("records", 0, R), nxt, S, K, i,
                                             top_values=io.view("top_values") if p_min > 0 else None,
-                                            n_top=TOP_K if p_min > 0 else 0, p_min=p_min)
+                                            n_top=DRAFT_TOP_K if p_min > 0 else 0, p_min=p_min)
             h_in = h_out
         # --- verify: the target over last token + drafts, snapshots after every row -----------------------------
         records = io.record_view("records", 0, R)

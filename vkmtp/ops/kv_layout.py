@@ -1,17 +1,48 @@
-"""Layout of one layer's K (or V) cache: rows of all KV heads of one position, f16 or Q8_0.
+"""The KV cache types (one table for the CLI, the memory plan, the GPU and the reference) and the GPU layout.
 
-Row `seq * n_ctx + pos` holds position `pos` of sequence slot `seq`: n_head_kv heads of head_dim values,
-stored as f16 pairs (one word per two values) or as Q8_0 blocks of 32 values (34 bytes: f16 scale, 32 int8)
-along the row, blocks never straddling heads (llama.cpp's layout, vulkan-kernels.md §3.6). Shaders address
-whole 32-bit words, so a Q8_0 head must be an even number of blocks (head_dim % 64 == 0): it then starts on
-a word boundary and spans head_dim / 64 * 17 words.
+Row `seq * n_ctx + pos` of one layer's K (or V) cache holds position `pos` of sequence slot `seq`: n_head_kv
+heads of head_dim values, stored as f16 pairs (one word per two values) or as Q8_0 blocks of 32 values
+(34 bytes: f16 scale, 32 int8) along the row, blocks never straddling heads (llama.cpp's layout). Shaders
+address whole 32-bit words, so a Q8_0 head must be an even number of blocks (head_dim % 64 == 0): it then
+starts on a word boundary and spans head_dim / 64 * 17 words.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from math import gcd
 
-KV_TYPES = ("f16", "q8_0")
+
+@dataclass(frozen=True)
+class KvType:
+    """One cache type: how a row of values is stored."""
+
+    name: str            # the -ctk / -ctv name (the GGML type's)
+    block: int           # values per block
+    block_bytes: int     # bytes per block
+    shader: str | None   # the head_store.glsl / flash-attention variant suffix; None: no GPU kernels
+
+    def row_bytes(self, n_values: int) -> int:
+        if n_values % self.block:
+            raise ValueError(f"a {self.name} KV row of {n_values} values is not whole blocks of {self.block}")
+        return n_values // self.block * self.block_bytes
+
+
+KV_TYPES: dict[str, KvType] = {
+    "f16": KvType("f16", 1, 2, "F16"),
+    "q8_0": KvType("q8_0", 32, 34, "Q8_0"),
+    "f32": KvType("f32", 1, 4, None),   # the reference engine's exact cache (tests)
+}
+# what every engine stores, so what the CLI offers (-ctk / -ctv)
+ENGINE_KV_TYPES = tuple(name for name, t in KV_TYPES.items() if t.shader is not None)
+MTP_KV_TYPE = "f16"      # the MTP head's cache, whatever the trunk's type (llama.cpp's MTP context default)
+
+
+def kv_type(name: str, flag: str = "--cache-type-k") -> KvType:
+    """The table entry of `name`, or a ValueError naming the flag and the choices."""
+    if name not in KV_TYPES:
+        raise ValueError(f"{flag} {name!r}: choose one of {', '.join(KV_TYPES)}")
+    return KV_TYPES[name]
 
 
 @dataclass(frozen=True)
@@ -23,19 +54,20 @@ class KvLayout:
     n_slots: int = 1
 
     def __post_init__(self):
-        if self.kv_type not in KV_TYPES:
-            raise ValueError(f"KV cache type {self.kv_type!r} is not one of {KV_TYPES}")
+        if self.kv_type not in ENGINE_KV_TYPES:
+            raise ValueError(f"KV cache type {self.kv_type!r} is not one of {ENGINE_KV_TYPES}")
         if self.head_dim < 2 or self.head_dim % 2:
             raise ValueError(f"head_dim {self.head_dim} must be even")
-        if self.kv_type == "q8_0" and self.head_dim % 64:
-            raise ValueError(f"a q8_0 KV cache needs head_dim % 64 == 0 (whole words per head), "
-                             f"got {self.head_dim}")
+        t = KV_TYPES[self.kv_type]
+        if self.head_dim % t.block or (self.head_dim // t.block * t.block_bytes) % 4:
+            raise ValueError(f"a {self.kv_type} KV cache needs head_dim % {4 // gcd(t.block_bytes, 4) * t.block}"
+                             f" == 0 (whole words per head), got {self.head_dim}")
         if min(self.n_head_kv, self.n_ctx, self.n_slots) < 1:
             raise ValueError(f"empty KV layout {self}")
 
     @property
     def head_words(self) -> int:
-        return self.head_dim // 2 if self.kv_type == "f16" else self.head_dim // 64 * 17
+        return KV_TYPES[self.kv_type].row_bytes(self.head_dim) // 4
 
     @property
     def row_words(self) -> int:
@@ -56,8 +88,9 @@ class KvLayout:
     @property
     def store_define(self) -> str:
         """The head_store.glsl define writing this type."""
-        return "OUT_F16" if self.kv_type == "f16" else "OUT_Q8_0"
+        return "OUT_" + KV_TYPES[self.kv_type].shader
 
     @property
     def load_suffix(self) -> str:
-        return "F16" if self.kv_type == "f16" else "Q8_0"
+        return KV_TYPES[self.kv_type].shader
+

@@ -1,11 +1,11 @@
 """Text generation with the NumPy reference: plain decoding and llama.cpp's `draft-mtp` speculative loop.
 
-The MTP loop follows qwen35-mtp.md §5.3: draft up to n_max tokens greedily with the MTP head (stop when the
-top-1 probability over the top-10 draft logits is below p_min), verify [last token + drafts] in one trunk
-batch, accept to the first mismatch with the request's own sampler, roll the trunk back to the accepted
-position, and catch the MTP KV cache up with the true hidden states so it mirrors the committed prefix.
-Because the reference is batch invariant, speculative output equals plain output token for token (greedy,
-and seeded sampling too).
+The MTP loop is the step vkmtp/spec/step.py describes, run on the host: draft with the MTP head, verify
+[last token + drafts] in one trunk batch, accept with `vkmtp.spec.verifier.verify` (the rule the Vulkan
+engine runs), roll the trunk back to the accepted position, and catch the MTP KV cache up with the true hidden
+states so it mirrors the committed prefix. Because the reference is batch invariant and the sampled verifier
+draws as plain sampling draws, speculative output equals plain output token for token (greedy, and seeded
+sampling too).
 """
 
 from __future__ import annotations
@@ -18,21 +18,10 @@ import numpy as np
 from vkmtp.ref.model import ReferenceModel
 from vkmtp.ref.state import ModelState, MtpState
 from vkmtp.sampling import Sampler, SamplingParams
+from vkmtp.spec.config import SpecConfig
 from vkmtp.spec.stats import SpecStats
-
-
-@dataclass(frozen=True)
-class MtpDraftParams:
-    """llama.cpp's draft-mtp settings (defaults since #23269)."""
-
-    n_max: int = 3  # --spec-draft-n-max
-    n_min: int = 0  # --spec-draft-n-min: shorter drafts are discarded
-    p_min: float = 0.0  # --spec-draft-p-min: stop drafting below this top-1 probability
-    top_k: int = 10  # candidates the draft probability is computed over
-
-    def __post_init__(self) -> None:
-        if self.n_max < 1 or self.n_min < 0 or self.top_k < 1 or not 0.0 <= self.p_min <= 1.0:
-            raise ValueError(f"invalid MTP draft parameters {self}")
+from vkmtp.spec.step import draft_budget, draft_p_top1, keep_drafts, n_taken
+from vkmtp.spec.verifier import verify
 
 
 @dataclass
@@ -64,6 +53,10 @@ class _Output:
             self.stop_reason = "max_tokens"
             return True
         return False
+
+    def looked(self, tokens: list[int]) -> int:
+        """How many of `tokens` `emit` would take in before it stops (the stopping one included)."""
+        return n_taken(tokens, self.stop_tokens, self.remaining)
 
     @property
     def remaining(self) -> int:
@@ -116,38 +109,32 @@ def draft_mtp(
     mtp_state: MtpState,
     id_last: int,
     pending_h: np.ndarray,
-    n_draft_max: int,
-    draft: MtpDraftParams,
+    budget: int,
+    spec: SpecConfig,
 ) -> list[int]:
-    """Chain the MTP head from (id_last, pending_h) at position mtp_state.n_past; greedy, top-k probability
-    check against p_min. Leaves the draft-time entries in mtp_state (the caller drops them).
-
-    As llama.cpp (qwen35-mtp.md §5.3): draft up to n_max, drop a draft shorter than n_min, then truncate to
-    the context/budget limit n_draft_max."""
+    """Step 1 of vkmtp/spec/step.py: chain the MTP head from (id_last, pending_h) at position
+    mtp_state.n_past, greedily, with the p_min cut; then the n_min check and the truncation to `budget`.
+    Leaves the draft-time entries in mtp_state (the caller drops them)."""
     tokens: list[int] = []
     token, h = id_last, pending_h.reshape(1, -1)
-    for _ in range(draft.n_max):
+    for _ in range(spec.n_max):
         logits, hm = model.mtp_forward([token], h, mtp_state)
-        top = np.argsort(-logits[0], kind="stable")[: draft.top_k]
-        top_logits = logits[0, top].astype(np.float64)
-        probs = np.exp(top_logits - top_logits.max())
-        probs /= probs.sum()
-        if probs[0] < draft.p_min:
+        token, p_top1 = draft_p_top1(logits[0])
+        if p_top1 < spec.p_min:
             break
-        tokens.append(int(top[0]))
-        token, h = int(top[0]), hm
-    return tokens[:n_draft_max] if len(tokens) >= draft.n_min else []
+        tokens.append(token)
+        h = hm
+    return keep_drafts(tokens, spec, budget)
 
 
 @dataclass
 class SpecStep:
     """What one draft/verify step did."""
 
-    n_drafted: int
+    tokens: list[int]  # output tokens: accepted drafts, then the target's own token
+    n_drafted: int  # drafts verified (already cut to the step's budget)
     n_accepted: int
-    id_last: int  # the newest sampled token (not in memory yet)
-    done: bool  # `emit` asked to stop
-    pending_h: np.ndarray  # [n_embd] hidden of the last token in memory (it chose id_last)
+    pending_h: np.ndarray  # [n_embd] hidden of the last token kept in memory (it chose the next id_last)
     logits: np.ndarray  # [n_vocab] logits of that token
 
 
@@ -174,36 +161,26 @@ def speculative_step(
     sampler: Sampler,
     id_last: int,
     pending_h: np.ndarray,
-    n_draft_max: int,
-    draft: MtpDraftParams,
-    emit: Callable[[int], bool],
+    budget: int,
+    spec: SpecConfig,
+    looked: Callable[[list[int]], int],
 ) -> SpecStep:
-    """One step of the draft-mtp loop from `id_last` (sampled, not yet evaluated) and `pending_h`.
+    """One step of vkmtp/spec/step.py from `id_last` (sampled, not yet evaluated) and `pending_h`.
 
-    Drafts up to n_draft_max tokens, verifies [id_last + drafts] in one trunk batch, catches the MTP cache
-    up, samples each verified row with the request's sampler (each token goes to `emit`, which returns True
-    to stop) until the first mismatch, and rolls trunk and MTP memory back to the kept prefix.
+    `looked(tokens)` says how many output tokens the sequence takes in before it stops; memory keeps what
+    plain decoding would hold after them. The caller emits the tokens and accepts them into the sampler.
     """
     n_past = state.n_past
-    drafted = draft_mtp(model, mtp_state, id_last, pending_h, n_draft_max, draft) if n_draft_max > 0 else []
+    drafted = draft_mtp(model, mtp_state, id_last, pending_h, budget, spec) if budget > 0 else []
     mtp_state.rollback(n_past)
     batch = [id_last] + drafted
     logits, hidden = model.forward(batch, state, keep_steps=len(batch))
     mtp_catch_up(model, batch, hidden, pending_h, mtp_state)  # with the true hidden states
-    n_accepted, done = 0, False
-    for row in range(len(batch)):  # row j holds the target's choice after d_1..d_j
-        token = sampler.sample(logits[row])
-        sampler.accept(token)
-        matched = row < len(drafted) and token == drafted[row]
-        n_accepted += matched
-        done = emit(token)
-        id_last = token
-        if done or not matched:
-            break
-    # keep id_last, d_1 .. d_row: the prefix before the newest token, as plain decoding would have it
+    out, m = verify(drafted, logits, sampler)
+    row = min(m, looked(out) - 1)  # row j's logits chose out[j]; memory keeps id_last, out[:row]
     state.rollback(n_past + row + 1)
     mtp_state.rollback(n_past + row + 1)
-    return SpecStep(len(drafted), n_accepted, id_last, done, hidden[row], logits[row])
+    return SpecStep(out, len(drafted), m, hidden[row], logits[row])
 
 
 def generate_mtp(
@@ -212,7 +189,7 @@ def generate_mtp(
     max_tokens: int,
     params: SamplingParams | None = None,
     stop_tokens: Iterable[int] = (),
-    draft: MtpDraftParams | None = None,
+    spec: SpecConfig | None = None,
     kv_dtype: np.dtype | None = None,
 ) -> GenerationResult:
     """Speculative decoding with the model's own MTP head (llama.cpp `--spec-type draft-mtp`); arguments as
@@ -220,7 +197,7 @@ def generate_mtp(
     if not model.has_mtp:
         raise ValueError(f"{model.cfg.source}: no MTP block, cannot use MTP speculative decoding")
     params = params or SamplingParams.greedy_params()
-    draft = draft or MtpDraftParams()
+    spec = spec or SpecConfig()
     sampler, state, logits, hidden = _start(model, prompt, params, max_tokens, kv_dtype)
     mtp_state = model.new_mtp_state(kv_dtype)
     mtp_catch_up(model, prompt, hidden, np.zeros(hidden.shape[1], hidden.dtype), mtp_state)  # h_{-1} = 0
@@ -232,19 +209,14 @@ def generate_mtp(
     if out.emit(id_last):
         return GenerationResult(out.tokens, out.stop_reason, stats, state, mtp_state)
     while True:
+        budget = draft_budget(spec.n_max, state.n_past, None, out.remaining)
         step = speculative_step(
-            model,
-            state,
-            mtp_state,
-            sampler,
-            id_last,
-            pending_h,
-            min(draft.n_max, out.remaining - 1),
-            draft,
-            out.emit,
+            model, state, mtp_state, sampler, id_last, pending_h, budget, spec, out.looked
         )
         if step.n_drafted:   # a step without drafts is a plain decode for llama-server's counters
             stats.record(step.n_drafted, step.n_accepted)
-        id_last, pending_h = step.id_last, step.pending_h
-        if step.done:
-            return GenerationResult(out.tokens, out.stop_reason, stats, state, mtp_state)
+        for token in step.tokens:
+            sampler.accept(token)
+            if out.emit(token):
+                return GenerationResult(out.tokens, out.stop_reason, stats, state, mtp_state)
+        id_last, pending_h = step.tokens[-1], step.pending_h

@@ -1,12 +1,17 @@
 """Per-sequence memory of the reference model: KV caches, GDN conv/recurrent states, snapshots and rollback.
 
-Layouts match what the GPU engine and llama.cpp keep (qwen35-mtp.md §3.3 step 5, §3.4, §3.7):
+Layouts match what the GPU engine and llama.cpp keep (vkmtp/graph/device_state.py holds the GPU's):
   KV cache:   k, v [n_past, n_head_kv, head_dim]  (k after q/k-norm and RoPE, v raw)
   conv state: [K_c - 1, conv_dim]                  the last K_c-1 raw qkv projections, oldest first
   ssm state:  [H_v, d_v, d_k]                      per value head S^T (ggml ne = [d_k, d_v, H_v])
 
-Rollback mirrors llama.cpp's `n_rs_seq` planes (§5.5): a forward with `keep_steps=k` records the recurrent
-state after each of the batch's last k tokens, and `rollback(n_past)` returns to any of those positions.
+A KV cache is kept as any type of vkmtp.ops.kv_layout.KV_TYPES: f16 and f32 as NumPy arrays of that dtype,
+q8_0 as f32 values rounded through the q8_0 quantize/dequantize of the set_rows oracle (vkmtp/ref/ops/set_rows.py),
+which is what the GPU stores.
+
+Rollback mirrors llama.cpp's `n_rs_seq` planes (one recurrent state per verified token): a forward with
+`keep_steps=k` records the recurrent state after each of the batch's last k tokens, and `rollback(n_past)`
+returns to any of those positions.
 """
 
 from __future__ import annotations
@@ -17,6 +22,11 @@ from dataclasses import dataclass
 import numpy as np
 
 from vkmtp.model.config import ModelConfig
+from vkmtp.ops.kv_layout import kv_type as kv_type_of
+from vkmtp.ref.ops.set_rows import decode_rows, encode_rows
+
+KvDtype = np.dtype | type | str | None   # a NumPy dtype or a KV type name ("f16", "q8_0", "f32")
+_STORAGE = {"f16": np.float16, "f32": np.float32, "q8_0": np.float32}
 
 
 @dataclass
@@ -25,10 +35,17 @@ class KVCache:
 
     k: np.ndarray  # [n_past, n_head_kv, head_dim]
     v: np.ndarray  # [n_past, n_head_kv, head_dim]
+    quant: str | None = None  # "q8_0": rows are rounded through that block quantization when appended
 
     @classmethod
-    def empty(cls, n_head_kv: int, head_dim: int, dtype: np.dtype) -> "KVCache":
-        return cls(np.zeros((0, n_head_kv, head_dim), dtype), np.zeros((0, n_head_kv, head_dim), dtype))
+    def empty(cls, n_head_kv: int, head_dim: int, dtype: KvDtype) -> "KVCache":
+        quant = None
+        if isinstance(dtype, str):
+            kv_type_of(dtype)
+            quant = dtype if dtype == "q8_0" else None
+            dtype = _STORAGE[dtype]
+        shape = (0, n_head_kv, head_dim)
+        return cls(np.zeros(shape, dtype), np.zeros(shape, dtype), quant)
 
     @property
     def n_past(self) -> int:
@@ -36,8 +53,15 @@ class KVCache:
 
     def append(self, k_new: np.ndarray, v_new: np.ndarray) -> None:
         """Add rows for the next positions. k_new, v_new: [n_tokens, n_head_kv, head_dim]."""
-        self.k = np.concatenate([self.k, k_new.astype(self.k.dtype)])
-        self.v = np.concatenate([self.v, v_new.astype(self.v.dtype)])
+        self.k = np.concatenate([self.k, self._stored(k_new)])
+        self.v = np.concatenate([self.v, self._stored(v_new)])
+
+    def _stored(self, x: np.ndarray) -> np.ndarray:
+        if self.quant is None:
+            return x.astype(self.k.dtype)
+        rows = np.asarray(x, np.float32).reshape(x.shape[0], -1)
+        n = rows.shape[1]
+        return decode_rows(encode_rows(rows, self.quant), self.quant, n).reshape(x.shape).astype(self.k.dtype)
 
     def truncate(self, n_past: int) -> None:
         """Drop every position >= n_past (llama.cpp `seq_rm(seq, n_past, -1)` on a KV cache)."""
@@ -74,8 +98,9 @@ class StateSnapshot:
 class ModelState:
     """Trunk memory of one sequence: a KVCache per attention block, a DeltaNetState per GDN block."""
 
-    def __init__(self, cfg: ModelConfig, dtype: np.dtype = np.float32, kv_dtype: np.dtype | None = None):
-        """`kv_dtype` np.float16 rounds cached k/v like llama.cpp's default F16 KV cache."""
+    def __init__(self, cfg: ModelConfig, dtype: np.dtype = np.float32, kv_dtype: KvDtype = None):
+        """`kv_dtype` np.float16 (or "f16") rounds cached k/v like llama.cpp's default F16 KV cache, "q8_0"
+        like its Q8_0 cache."""
         self.n_past = 0
         kv_dtype = kv_dtype or dtype
         self.kv = {i: KVCache.empty(cfg.n_head_kv, cfg.head_dim, kv_dtype) for i in cfg.attention_layers}
@@ -132,12 +157,12 @@ class ModelState:
 
 
 class MtpState:
-    """Memory of the MTP head: the KV cache of block n_layer only (llama.cpp's MTP context, §4.3).
+    """Memory of the MTP head: the KV cache of block n_layer only (llama.cpp's MTP context).
 
     The entry at position p is built from (token x_p, trunk hidden h_{p-1}); `n_past` counts entries.
     """
 
-    def __init__(self, cfg: ModelConfig, dtype: np.dtype = np.float32, kv_dtype: np.dtype | None = None):
+    def __init__(self, cfg: ModelConfig, dtype: np.dtype = np.float32, kv_dtype: KvDtype = None):
         self.kv = KVCache.empty(cfg.n_head_kv, cfg.head_dim, kv_dtype or dtype)
 
     @property

@@ -1,8 +1,12 @@
-"""The only input the speculative loop takes (llama-server's flag names in the comments)."""
+"""The draft settings of the speculative loop, for both engines (llama-server's flag names in the comments)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+
+# llama.cpp's draft sampler: the top-1 probability for the --spec-draft-p-min cut is a softmax over this many
+# top draft logits (the GPU's top-k kernel, spec.comp and the host loop all use it)
+DRAFT_TOP_K = 10
 
 
 @dataclass(frozen=True)

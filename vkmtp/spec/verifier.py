@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from vkmtp.sampling import Sampler, draw
+
 
 def verify_greedy(draft_ids: np.ndarray, target_ids: np.ndarray) -> tuple[list[int], int]:
     """Args: draft_ids [k] int; target_ids [k+1] int (argmax of each verified row).
@@ -26,40 +28,71 @@ def verify_greedy(draft_ids: np.ndarray, target_ids: np.ndarray) -> tuple[list[i
     return [int(t) for t in target_ids[: n + 1]], n
 
 
-def verify_sampled(draft_ids: np.ndarray, target_probs: np.ndarray, rng: np.random.Generator,
+def verify_sampled(draft_ids: np.ndarray, target_probs, rng: np.random.Generator,
                    draft_probs: np.ndarray | None = None) -> tuple[list[int], int]:
     """Speculative rejection sampling.
 
     Args:
         draft_ids: [k] drafted tokens.
-        target_probs: [k+1, n_vocab] f64/f32, the target's sampling distribution at each verified row (after
-            temperature, top-k, top-p, min-p, penalties).
+        target_probs: k+1 rows, the target's sampling distribution at each verified row (after temperature,
+            top-k, top-p, min-p, penalties): an array [k+1, n_vocab], or (candidate ids, probabilities)
+            pairs as `Sampler.distributions` gives them.
         rng: the request's generator (seeded runs repeat exactly).
         draft_probs: [k, n_vocab] the draft distributions, or None for greedy (one-hot) drafts.
     Returns (output tokens, number of accepted drafts).
+
+    With one-hot drafts the row is sampled as plain decoding samples it (`vkmtp.sampling.draw`, one uniform)
+    and the draft is accepted when the sample equals it: probability p(d), and on a mismatch the sample is
+    distributed as p without d, the residual. So the output is the same tokens, from the same random draws,
+    as sampling without drafts.
     """
     k = len(draft_ids)
+    rows = [_candidates(row) for row in target_probs[: k + 1]]
     out: list[int] = []
     for j in range(k):
         d = int(draft_ids[j])
-        p = np.asarray(target_probs[j], dtype=np.float64)
-        q_d = 1.0 if draft_probs is None else float(draft_probs[j][d])
-        if q_d > 0 and rng.random() < min(1.0, p[d] / q_d):
+        ids, p = rows[j]
+        if draft_probs is None:
+            token = draw(ids, p, rng)
+            out.append(token)
+            if token != d:
+                return out, j
+            continue
+        p_d = float(p[ids == d].sum())
+        q = np.asarray(draft_probs[j], dtype=np.float64)
+        if q[d] > 0 and rng.random() < min(1.0, p_d / q[d]):
             out.append(d)
             continue
-        if draft_probs is None:
-            residual = p.copy()
-            residual[d] = 0.0
-        else:
-            residual = np.maximum(p - np.asarray(draft_probs[j], dtype=np.float64), 0.0)
+        dense = np.zeros_like(q)
+        dense[ids] = p
+        residual = np.maximum(dense - q, 0.0)
         total = residual.sum()
         if total <= 0:  # p was (numerically) all on d yet d was rejected: p == q, take p itself
-            residual, total = p, p.sum()
+            residual, total = dense, dense.sum()
         out.append(int(rng.choice(len(residual), p=residual / total)))
         return out, j
-    last = np.asarray(target_probs[k], dtype=np.float64)
-    out.append(int(rng.choice(len(last), p=last / last.sum())))
+    out.append(draw(*rows[k], rng))
     return out, k
+
+
+def verify(draft_ids: list[int], logits: np.ndarray, sampler: Sampler) -> tuple[list[int], int]:
+    """The accept rule of both engines: logits [k+1, n_vocab] of the verified rows (last token + k drafts).
+
+    Plain greedy requests (no penalties) match drafts against the argmax (`verify_greedy`, what spec.comp
+    does on the GPU); every other request goes through `verify_sampled` with its own sampler's chain.
+    Returns (output tokens, number of accepted drafts); the caller accepts the tokens into the sampler."""
+    if sampler.params.plain_argmax:
+        return verify_greedy(np.asarray(draft_ids), np.argmax(logits, axis=-1))
+    return verify_sampled(np.asarray(draft_ids), sampler.distributions(logits, draft_ids), sampler.rng)
+
+
+def _candidates(row) -> tuple[np.ndarray, np.ndarray]:
+    """(ids, probabilities) of a dense row [n_vocab] or of an (ids, probabilities) pair."""
+    if isinstance(row, tuple):
+        ids, p = row
+        return np.asarray(ids), np.asarray(p, dtype=np.float64)
+    p = np.asarray(row, dtype=np.float64)
+    return np.arange(p.size), p
 
 
 def synthetic_accept(n_drafted: int, rate: float, rng: np.random.Generator) -> int:

@@ -1,0 +1,196 @@
+"""What both engines do the same way: admission, the step skeleton, stop rules, timings, prompt-cache choice.
+
+A `SlotEngine` owns `n_slots` slots. `submit` checks the request (empty prompt, token ids, prompt too long),
+picks a free slot (the one whose cached memory is the longest reusable prefix of the prompt, else the least
+recently used one) and opens a `Run` in it. `step` advances every sequence once: slots whose prompt is not
+done get one prefill chunk (`_prefill`, which returns the first token when the prompt is done); the slots
+that were already generating take one generation step together (`_generate`). Every new token goes through
+`_emit` (stop ids, max_tokens, context full) and the timings; a finished or cancelled sequence frees its slot
+at once. Subclasses say how memory is kept: `_reusable`, `_open`, `_prefill`, `_generate`, `_release`.
+"""
+
+from __future__ import annotations
+
+import time
+from abc import abstractmethod
+from dataclasses import dataclass, field
+
+from vkmtp.engine.api import Engine, EngineConfig, Event, NoFreeSlotError, PromptTooLongError, Request, Sequence
+from vkmtp.sampling import Sampler
+from vkmtp.spec.step import count_drafts, draft_budget, n_taken
+
+
+@dataclass(eq=False)
+class Run:
+    """One sequence in its slot."""
+
+    seq: Sequence
+    prompt: list[int]
+    sampler: Sampler
+    id_last: int = -1        # sampled, not yet evaluated; -1 while the prompt is not done
+
+
+@dataclass(eq=False)
+class Slot:
+    index: int
+    run: Run | None = None
+    last_used: float = 0.0
+
+
+class SlotEngine(Engine):
+    """The engine contract over slots; subclasses implement the memory and the forward passes."""
+
+    config: EngineConfig
+    slots: list[Slot]
+    closed: bool = False
+
+    # ---- admission -----------------------------------------------------------------------------------------
+    def submit(self, request: Request) -> Sequence:
+        if self.closed:
+            raise RuntimeError("the engine is closed")
+        prompt = [int(t) for t in request.prompt_ids]
+        if not prompt:
+            raise ValueError("the prompt is empty")
+        bad = [t for t in prompt if not 0 <= t < self.n_vocab]
+        if bad:
+            raise ValueError(f"token id {bad[0]} outside the vocabulary (0..{self.n_vocab - 1})")
+        n_ctx = self.config.n_ctx
+        if len(prompt) >= n_ctx:
+            raise PromptTooLongError(f"the prompt has {len(prompt)} tokens; the context holds {n_ctx} per slot "
+                                     f"(prompt + at least one generated token)")
+        free = [s for s in self.slots if s.run is None]
+        if not free:
+            raise NoFreeSlotError(f"all {len(self.slots)} slots are busy")
+        slot, cached = min(free, key=lambda s: s.last_used), 0
+        if request.cache_prompt:
+            best = max(free, key=lambda s: self._reusable(s, prompt))
+            if self._reusable(best, prompt) > 0:
+                slot, cached = best, self._reusable(best, prompt)
+        seq = Sequence(request, slot.index)
+        seq.timings.cache_n = cached
+        seq.timings.prompt_n = len(prompt) - cached
+        sampler = Sampler(request.params)
+        for token in prompt:
+            sampler.accept(token)
+        slot.run = self._open(slot, seq, prompt, sampler, cached)
+        slot.last_used = time.monotonic()
+        return seq
+
+    # ---- stepping ------------------------------------------------------------------------------------------
+    def has_work(self) -> bool:
+        return any(s.run is not None for s in self.slots)
+
+    def step(self) -> list[Event]:
+        generating = [s for s in self.slots if s.run is not None and s.run.id_last >= 0]
+        events = []
+        for slot in self.slots:
+            if slot.run is None or slot.run.id_last >= 0:
+                continue
+            t0 = time.perf_counter()
+            first = self._prefill(slot)
+            slot.run.seq.timings.prompt_ms += 1e3 * (time.perf_counter() - t0)
+            if first is not None:
+                events.append(self._emit(slot, [first]))
+        if generating:
+            t0 = time.perf_counter()
+            outs = self._generate(generating)
+            dt = 1e3 * (time.perf_counter() - t0)
+            for slot, out in zip(generating, outs):
+                slot.run.seq.timings.predicted_ms += dt
+                events.append(self._emit(slot, out))
+        return events
+
+    def _emit(self, slot: Slot, tokens: list[int]) -> Event:
+        """Take a step's new tokens into the sequence up to the first stop: a stop id (not kept), max_tokens,
+        or a full context (prompt + generated == n_ctx)."""
+        run = slot.run
+        seq, request = run.seq, run.seq.request
+        new: list[int] = []
+        for token in tokens[: self._n_taken(run, tokens)]:
+            if token in request.stop_ids:
+                seq.stop_reason = "eos"
+                break
+            new.append(token)
+        seq.generated.extend(new)
+        for token in new:
+            run.sampler.accept(token)
+        if new:
+            run.id_last = new[-1]
+        if seq.stop_reason is None:
+            seq.stop_reason = self._limit_reason(run)
+        t = seq.timings
+        t.predicted_n = len(seq.generated)
+        t.draft_n, t.draft_n_accepted = seq.spec.draft_n, seq.spec.draft_n_accepted
+        if seq.stop_reason is not None:
+            self._finish(slot, seq.stop_reason)
+        return Event(seq, new, seq.done)
+
+    def _n_taken(self, run: Run, tokens: list[int]) -> int:
+        """How many of `tokens` the sequence looks at before it stops (the stopping token included)."""
+        left = self.config.n_ctx - len(run.prompt) - len(run.seq.generated)
+        remaining = self._remaining(run)
+        return n_taken(tokens, run.seq.request.stop_ids, left if remaining is None else min(left, remaining))
+
+    def _limit_reason(self, run: Run) -> str | None:
+        n = len(run.seq.generated)
+        if 0 <= run.seq.request.max_tokens <= n:
+            return "limit"
+        if len(run.prompt) + n >= self.config.n_ctx:
+            return "context"
+        return None
+
+    def _remaining(self, run: Run) -> int | None:
+        """Tokens the request may still generate (None: until the context is full)."""
+        max_tokens = run.seq.request.max_tokens
+        return max_tokens - len(run.seq.generated) if max_tokens >= 0 else None
+
+    def _draft_budget(self, run: Run, n_past: int) -> int:
+        """Drafts worth checking for this sequence with n_past tokens in memory (vkmtp.spec.step)."""
+        return draft_budget(self.config.spec.n_max, n_past, self.config.n_ctx, self._remaining(run))
+
+    @staticmethod
+    def _count_drafts(run: Run, n_valid: int, n_accepted: int, budget: int) -> None:
+        """llama-server's statistics of a step that checked n_valid drafts and accepted n_accepted."""
+        n_drafted, n_accepted = count_drafts(n_valid, n_accepted, budget)
+        if n_drafted:   # a step whose drafts all fall past the budget is a plain decode for llama-server
+            run.seq.spec.record(n_drafted, n_accepted)
+
+    # ---- ending --------------------------------------------------------------------------------------------
+    def cancel(self, seq: Sequence) -> None:
+        slot = self.slots[seq.slot]
+        if not seq.done and slot.run is not None and slot.run.seq is seq:
+            self._finish(slot, "cancelled")
+
+    def _finish(self, slot: Slot, reason: str) -> None:
+        run = slot.run
+        run.seq.done = True
+        run.seq.stop_reason = run.seq.stop_reason or reason
+        self._release(slot, run, reason)
+        slot.run = None
+        slot.last_used = time.monotonic()
+
+    def _cancel_all(self) -> None:
+        for slot in self.slots:
+            if slot.run is not None:
+                self._finish(slot, "cancelled")
+        self.closed = True
+
+    # ---- what each engine provides -------------------------------------------------------------------------
+    @abstractmethod
+    def _reusable(self, slot: Slot, prompt: list[int]) -> int:
+        """Prompt tokens the slot's cached memory covers (0: none)."""
+
+    @abstractmethod
+    def _open(self, slot: Slot, seq: Sequence, prompt: list[int], sampler: Sampler, cached: int) -> Run:
+        """Prepare the slot's memory for `prompt`, reusing its first `cached` tokens; return the run."""
+
+    @abstractmethod
+    def _prefill(self, slot: Slot) -> int | None:
+        """Evaluate the next prompt chunk; when the prompt is done, sample and return the first token."""
+
+    @abstractmethod
+    def _generate(self, slots: list[Slot]) -> list[list[int]]:
+        """One decode or speculative step of these sequences: each one's new tokens (stops applied after)."""
+
+    def _release(self, slot: Slot, run: Run, reason: str) -> None:
+        """The sequence ended (reason: eos | limit | context | cancelled): keep what the prompt cache keeps."""
