@@ -17,6 +17,7 @@ from vkmtp.server.errors import SERVER, ApiError, bad_request, describe_validati
 from vkmtp.server.metrics import Metrics, StatsBook
 from vkmtp.server.model_info import ModelInfo
 from vkmtp.server.scheduler import Scheduler
+from vkmtp.server.text import render_chat
 
 log = logging.getLogger("vkmtp.server")
 M = TypeVar("M", bound=BaseModel)
@@ -35,6 +36,15 @@ class ServerContext:
     def speculative(self) -> bool:
         """MTP drafting is on: enabled and the model has an MTP head."""
         return self.config.engine.spec.enabled and self.info.has_mtp
+
+    def chat_prompt(self, body: Any) -> str:
+        """The prompt text of a chat body (messages, tools, chat_template_kwargs over the server's
+        --chat-template-kwargs); a 400 naming what is wrong."""
+        kwargs = {**self.config.chat_template_kwargs, **body.chat_template_kwargs}
+        try:
+            return render_chat(self.info.template, body.messages, body.tools, kwargs)
+        except ValueError as exc:
+            raise bad_request(str(exc)) from None
 
 
 def context_of(request: Request) -> ServerContext:

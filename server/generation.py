@@ -25,16 +25,15 @@ from vkmtp.server.formats import (
 )
 from vkmtp.server.scheduler import Chunk, Job, Outcome
 from vkmtp.server.schemas import ChatRequest, CompletionRequest, GenerationFields, LlamaCompletionRequest
-from vkmtp.server.text import TextStream, prompt_ids, render_chat
+from vkmtp.server.text import TextStream, prompt_ids
 from vkmtp.engine.api import Request as EngineRequest
 
 
 async def chat_completions(request: Request) -> Response:
     ctx = context_of(request)
     body = await read_request(request, ChatRequest)
+    prompt = ctx.chat_prompt(body)
     try:
-        kwargs = {**ctx.config.chat_template_kwargs, **body.chat_template_kwargs}
-        prompt = render_chat(ctx.info.template, body.messages, body.tools, kwargs)
         ids = ctx.info.tokenizer.encode(prompt, add_special=True, parse_special=True)
     except ValueError as exc:
         raise bad_request(str(exc)) from None

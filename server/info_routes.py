@@ -12,7 +12,6 @@ from vkmtp.server.errors import UNAVAILABLE, ApiError, bad_request, loading
 from vkmtp.server.formats import generation_settings
 from vkmtp.server.scheduler import FAILED, LOADING
 from vkmtp.server.schemas import ApplyTemplateRequest, DetokenizeRequest, TokenizeRequest
-from vkmtp.server.text import render_chat
 
 BUILD_INFO = "vkmtp 0.1.0"
 
@@ -51,12 +50,7 @@ async def detokenize(request: Request) -> Response:
 async def apply_template(request: Request) -> Response:
     ctx = context_of(request)
     body = await read_request(request, ApplyTemplateRequest)
-    try:
-        kwargs = {**ctx.config.chat_template_kwargs, **body.chat_template_kwargs}
-        prompt = render_chat(ctx.info.template, body.messages, body.tools, kwargs)
-    except ValueError as exc:
-        raise bad_request(str(exc)) from None
-    return JSONResponse({"prompt": prompt})
+    return JSONResponse({"prompt": ctx.chat_prompt(body)})
 
 
 async def health(request: Request) -> Response:
