@@ -252,6 +252,7 @@ function compareNode(msg) {
     return col;
   };
   box.append(column("this reply", msg), column("re-run", msg.compare));
+  box.append(el("div", "note wide", "Same request again: MTP is a server setting (--no-mtp), so both runs use it."));
   const text = el("details", "rerun-text");
   text.append(el("summary", null, "re-run text"));
   const body = el("div", "body");
@@ -493,7 +494,8 @@ function start() {
   });
   $("delete-chat").addEventListener("click", deleteChat);
   $("export-chat").addEventListener("click", exportChat);
-  $("key-save").addEventListener("click", () => {
+  $("key-bar").addEventListener("submit", (e) => {
+    e.preventDefault();
     apiKey = $("api-key").value.trim();
     localStorage.setItem(KEYS.apiKey, apiKey);
     $("key-bar").hidden = true;
