@@ -117,6 +117,7 @@ ENV_OF_OPTION: dict[str, str] = {
     "--spec-draft-n-min": "LLAMA_ARG_DRAFT_MIN",
     "--spec-draft-p-min": "LLAMA_ARG_DRAFT_P_MIN",
     "--spec-type": "LLAMA_ARG_SPEC_TYPE",
+    "--no-webui": "LLAMA_ARG_NO_WEBUI",
 }
 
 
