@@ -23,6 +23,7 @@ from copy import copy
 from dataclasses import dataclass, field
 from typing import AsyncIterator, Callable
 
+from vkmtp.server import logs
 from vkmtp.server.errors import SERVER, UNAVAILABLE, ApiError, bad_request, loading, prompt_too_long
 from vkmtp.server.metrics import StatsBook
 from vkmtp.server.text import TextStream
@@ -185,15 +186,19 @@ class Scheduler:
     # ---- the worker thread ---------------------------------------------------------------------------------
     def _main(self) -> None:
         try:
+            t0 = time.monotonic()
             self._engine = self.factory()
+            logs.log_engine(self._engine, time.monotonic() - t0)
             self.state = READY
             self.stats.engine_loaded(engine_allocated_bytes(self._engine))
         except Exception as exc:  # the server stays up and answers 503 with the reason
-            log.exception("loading the model failed")
             self.load_error = f"{type(exc).__name__}: {exc}"
             self.state = FAILED
-            if self.on_load_error is not None:
+            log.debug("loading the model failed", exc_info=True)  # the traceback, for --verbose
+            if self.on_load_error is not None:  # `vkmtp serve` stops and prints the reason once
                 self.on_load_error(self.load_error)
+            else:
+                log.error("loading the model failed: %s", self.load_error)
             return
         self._last_activity = time.monotonic()
         while True:
@@ -291,6 +296,7 @@ class Scheduler:
         timings = copy(seq.timings)
         timings.predicted_n = len(job.kept)
         self._record(job)
+        logs.log_request(job.id_task, seq.slot, timings, stop_type)
         job.send(
             Outcome(
                 job.text.take(final=True),

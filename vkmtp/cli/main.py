@@ -132,7 +132,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
                           no_webui=args.no_webui)
     log_level = "debug" if args.verbose else "critical" if args.log_disable else args.log_level
     serve(config, _model_path(args), args.backend, alias=args.alias, log_level=log_level,
-          chat_template=chat_template_source(args.chat_template, args.chat_template_file))
+          chat_template=chat_template_source(args.chat_template, args.chat_template_file),
+          log_format=args.log_format)
     return 0
 
 
@@ -151,9 +152,9 @@ def cmd_chat(args: argparse.Namespace) -> int:
     if args.no_think:
         kwargs["enable_thinking"] = False
     try:
-        print("vkmtp chat: /reset clears the conversation, /exit leaves", file=sys.stderr)
+        print("vkmtp chat: /reset clears the conversation, /exit leaves; Ctrl-C stops a reply", file=sys.stderr)
         chat_loop(engine, tokenizer, template, _sampling_defaults(args), args.n_predict, args.system,
-                  template_kwargs=kwargs)
+                  template_kwargs=kwargs, ignore_eos=args.ignore_eos)
     finally:
         engine.close()
     return 0
@@ -316,6 +317,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-webui", action="store_true", help="no chat page at / (the API only)")
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     p.add_argument("--log-disable", action="store_true", help="log nothing but failures")
+    p.add_argument("--log-format", default="text", choices=["text", "json"], help="json: one object per line")
     p.add_argument("-v", "--verbose", "--log-verbose", dest="verbose", action="store_true", help="--log-level debug")
     p.set_defaults(func=cmd_serve)
 
@@ -325,6 +327,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-n", "--n-predict", type=int, default=-1, help="tokens per reply (-1: until the context)")
     p.add_argument("-sys", "--system-prompt", "--system", dest="system", default=None, help="system prompt")
     p.add_argument("--no-think", action="store_true", help="chat_template_kwargs enable_thinking=false")
+    p.add_argument("--ignore-eos", action="store_true", help="replies go on past end-of-generation tokens")
     p.set_defaults(func=cmd_chat)
 
     p = sub.add_parser("tune", help="measure kernel settings on this device and save its tuning profile")
