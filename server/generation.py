@@ -60,9 +60,9 @@ async def llama_completion(request: Request) -> Response:
         _sampling(ctx, body),
         ctx.config.token_budget(body.n_predict),
         body.stop,
-        ctx.config.engine.spec,
+        ctx.engine_config.spec,
         ctx.speculative,
-        ctx.config.engine.n_ctx,
+        ctx.engine_config.n_ctx,
     )
     formatter = LlamaFormatter(ctx.info.alias, ctx.info.tokenizer.decode(ids), settings, body.return_tokens)
     return await _generate(request, ctx, body, ids, body.n_predict, formatter)
@@ -92,7 +92,7 @@ async def _generate(
     budget: int | None,
     formatter: Formatter,
 ) -> Response:
-    n_ctx = ctx.config.engine.n_ctx
+    n_ctx = ctx.engine_config.n_ctx
     if not ids:
         raise bad_request("the prompt is empty (it has no tokens)")
     if len(ids) >= n_ctx:

@@ -68,6 +68,10 @@ def log_engine(engine: Engine, seconds: float) -> None:
     device = getattr(engine, "device", None)
     where = f"{device.info.name} ({device.info.driver_name})" if device is not None else "host (NumPy reference)"
     log.info("engine loaded in %.1f s on %s", seconds, where)
+    spec = engine.config.spec
+    if spec.enabled:
+        log.info("MTP settings in force: draft n-max %d, n-min %d, p-min %.2f%s", spec.n_max, spec.n_min,
+                 spec.p_min, ", adaptive depth" if spec.adaptive else "")
     plan = getattr(engine, "memory_plan", None)
     if plan is not None:
         log.info("memory plan:\n%s", plan.describe())

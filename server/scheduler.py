@@ -27,7 +27,7 @@ from vkmtp.server import logs
 from vkmtp.server.errors import SERVER, UNAVAILABLE, ApiError, bad_request, loading, prompt_too_long
 from vkmtp.server.metrics import StatsBook
 from vkmtp.server.text import TextStream
-from vkmtp.engine.api import Engine, PromptTooLongError, Request, Sequence, Timings
+from vkmtp.engine.api import Engine, EngineConfig, PromptTooLongError, Request, Sequence, Timings
 from vkmtp.engine.probes import engine_allocated_bytes
 
 log = logging.getLogger("vkmtp.server")
@@ -132,6 +132,7 @@ class Scheduler:
         self.sleeping = False
         self.n_sleeps = 0
         self._engine: Engine | None = None
+        self.engine_config: EngineConfig | None = None  # the settings the engine resolved at its last load
         self._cv = threading.Condition()
         self._pending: deque[Job] = deque()
         self._cancels: list[Job] = []
@@ -189,6 +190,7 @@ class Scheduler:
             t0 = time.monotonic()
             self._engine = self.factory()
             logs.log_engine(self._engine, time.monotonic() - t0)
+            self.engine_config = self._engine.config
             self.state = READY
             self.stats.engine_loaded(engine_allocated_bytes(self._engine))
         except Exception as exc:  # the server stays up and answers 503 with the reason

@@ -160,3 +160,22 @@ def test_chat_template_flags(tmp_path):
     assert read_api_key(None, str(key)) == "secret"
     with pytest.raises(FlagError, match="one API key"):
         read_api_key("other", str(key))
+
+
+def test_info_prints_the_draft_depth_generation_would_use(tmp_path, monkeypatch, capsys):
+    from vkmtp.cli.main import main
+    from vkmtp.demo_model import default_model_path
+    from vkmtp.device import list_devices, pick_device
+    from vkmtp.tuning.profile import MtpTuning, TuningProfile, save_profile
+
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path))
+    monkeypatch.delenv("VKMTP_TUNING", raising=False)
+    model = default_model_path()
+    assert main(["info", model]) == 0
+    assert "draft n-max   3 (built-in default)" in capsys.readouterr().out
+    info = pick_device(list_devices())
+    save_profile(TuningProfile(device=info.cache_tag, mtp={os.path.basename(model): MtpTuning(1, 0.3)}), info)
+    assert main(["info", model]) == 0
+    assert "draft n-max   1 (the tuning profile of this device)" in capsys.readouterr().out
+    assert main(["info", model, "--spec-draft-n-max", "2"]) == 0
+    assert "draft n-max   2 (--spec-draft-n-max)" in capsys.readouterr().out

@@ -47,9 +47,27 @@ def cmd_shaders(args: argparse.Namespace) -> int:
 def cmd_info(args: argparse.Namespace) -> int:
     from vkmtp.cli.info import describe_model
 
-    print(describe_model(args.model, args.ctx_size, args.parallel, args.cache_type_k, not args.no_mtp,
-                         args.spec_draft_n_max))
+    n_max, source = args.spec_draft_n_max, "--spec-draft-n-max"
+    if n_max is None:
+        n_max, source = _profile_n_max(args.model)
+    print(describe_model(args.model, args.ctx_size, args.parallel, args.cache_type_k, not args.no_mtp, n_max))
+    print(f"draft n-max   {n_max} ({source})")
     return 0
+
+
+def _profile_n_max(model: str) -> tuple[int, str]:
+    """The draft depth generation would use without --spec-draft-n-max: the device's tuning profile for this
+    model, else the built-in default; and where it came from."""
+    from vkmtp.device import list_devices, pick_device
+    from vkmtp.spec import SpecConfig
+    from vkmtp.tuning.profile import load_profile
+
+    devices = list_devices()
+    profile = load_profile(pick_device(devices, None)) if devices else None
+    tuned = profile.mtp_for(model) if profile is not None else None
+    if tuned is not None:
+        return tuned.n_max, "the tuning profile of this device"
+    return SpecConfig().n_max, "built-in default"
 
 
 def cmd_tune(args: argparse.Namespace) -> int:
@@ -293,7 +311,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-c", "--ctx-size", type=int, default=4096)
     p.add_argument("-np", "--parallel", type=int, default=1)
     p.add_argument("-ctk", "--cache-type-k", default="f16", choices=ENGINE_KV_TYPES)
-    p.add_argument("--spec-draft-n-max", type=int, default=3)
+    p.add_argument("--spec-draft-n-max", type=int, default=None,
+                   help="default: the device's tuning profile for this model, else the built-in default")
     p.add_argument("--no-mtp", action="store_true")
     p.set_defaults(func=cmd_info)
 
