@@ -83,3 +83,18 @@ def test_ctrl_c_stops_the_reply_and_keeps_the_program_at_the_prompt(tmp_path):
         assert done.read_text().strip() == "0"
     finally:
         subprocess.run([*tmux, "kill-server"], capture_output=True)
+
+
+def test_a_long_prompt_shows_its_progress(tiny_model, capsys):
+    gguf = open_gguf(tiny_model)
+    tokenizer = Tokenizer.from_gguf(gguf)
+    template = ChatTemplate.from_metadata(gguf.metadata, tokenizer)
+    engine = ReferenceEngine(tiny_model, EngineConfig(n_ctx=256, ubatch=8))
+    lines = iter(["the quick brown fox jumps over the lazy dog " * 4, "/exit"])
+    out = io.StringIO()
+    assert chat_loop(engine, tokenizer, template, SamplingParams(temperature=0.0), 2, read=lambda p: next(lines),
+                     out=out) == 1
+    engine.close()
+    err = capsys.readouterr().err
+    assert "prompt:" in err and "tok" in err  # tqdm's bar, on stderr; the reply itself went to `out`
+    assert "prompt" not in out.getvalue().split("[", 1)[0]

@@ -49,6 +49,7 @@ def reply(
                       cache_prompt=True)
     decoder = StreamDecoder(tokenizer)
     seq = engine.submit(request)
+    progress = _prompt_progress(seq, engine.config.ubatch)
     with _Interrupt() as interrupt:
         while not seq.done:
             if interrupt.requested:  # between two steps, so the engine's state stays whole
@@ -59,10 +60,27 @@ def reply(
                     for token in event.new_ids:
                         out.write(decoder.push(token))
                     out.flush()
+            if progress is not None:
+                if seq.generated or seq.done:
+                    progress.close()
+                    progress = None
+                else:  # each step evaluates one prompt chunk of at most ubatch tokens
+                    progress.update(min(engine.config.ubatch, progress.total - progress.n))
+    if progress is not None:
+        progress.close()
     out.write(decoder.flush())
     if seq.stop_reason == "cancelled":
         out.write(" [stopped]")
     return seq
+
+
+def _prompt_progress(seq: Sequence, ubatch: int):
+    """A progress bar (stderr) for a prompt that takes more than one chunk; None for a short one."""
+    if seq.timings.prompt_n <= ubatch:
+        return None
+    from tqdm import tqdm
+
+    return tqdm(total=seq.timings.prompt_n, unit="tok", desc="prompt", leave=False, file=sys.stderr)
 
 
 class _Interrupt:
