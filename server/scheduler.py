@@ -76,6 +76,8 @@ class Job:
     kept: list[int] = field(default_factory=list)
     cancelled: bool = False
     finished: bool = False
+    time_limit_ms: int = 0  # t_max_predict_ms: stop this long after the first generated token (0: never)
+    t_first_token: float | None = None
 
     def __post_init__(self):
         self._updates: asyncio.Queue = asyncio.Queue()
@@ -252,12 +254,9 @@ class Scheduler:
 
     def _admit(self) -> None:
         while len(self._active) < self.n_slots:
-            with self._cv:
-                if not self._pending:
-                    return
-                job = self._pending.popleft()
-            if job.cancelled:
-                continue
+            job = self._next_admissible()
+            if job is None:
+                return
             try:
                 seq = self._engine.submit(job.request)
             except PromptTooLongError:
@@ -274,6 +273,19 @@ class Scheduler:
             with self._cv:
                 self._active[seq.id] = job
 
+    def _next_admissible(self) -> Job | None:
+        """The first waiting job that can start now: one that asked for a slot (id_slot) waits for that slot,
+        without holding up the jobs behind it."""
+        busy = {job.seq.slot for job in self._active.values() if job.seq is not None}
+        with self._cv:
+            for job in list(self._pending):
+                if job.cancelled:
+                    self._pending.remove(job)
+                elif job.request.slot < 0 or job.request.slot not in busy:
+                    self._pending.remove(job)
+                    return job
+        return None
+
     def _deliver(self, job: Job, new_ids: list[int], done: bool) -> None:
         kept = []
         for token in new_ids:
@@ -285,6 +297,13 @@ class Scheduler:
                 self._finish(job, kept, "word")
                 return
         job.kept.extend(kept)
+        if kept and job.t_first_token is None:
+            job.t_first_token = time.monotonic()
+        if not done and job.time_limit_ms and job.t_first_token is not None and (
+            1e3 * (time.monotonic() - job.t_first_token) >= job.time_limit_ms
+        ):
+            self._engine.cancel(job.seq)  # t_max_predict_ms ran out
+            done = True
         if done:
             self._finish(job, kept, "eos" if job.seq.stop_reason == "eos" else "limit")
         else:

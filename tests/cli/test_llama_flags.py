@@ -14,7 +14,7 @@ import pytest
 
 from tests.server.live_server import free_port
 from vkmtp.cli.llama_flags import FlagError, argv_with_env, check_llama_flags, device_selector, spec_enabled
-from vkmtp.cli.main import _engine_config, _sampling_defaults, build_parser
+from vkmtp.cli.main import _engine_config, _sampling_defaults, _thinking_kwargs, build_parser
 
 # From published MTP reports (the model path is replaced by the demo model). `expect`: None = the server
 # starts; otherwise the text the refusal must contain.
@@ -101,12 +101,23 @@ def test_llama_and_ik_names_of_the_draft_settings():
 def test_refused_flags_name_themselves_and_allowed_values_pass():
     for line, flag in [("-fa off", "-fa/--flash-attn off"), ("-md draft.gguf", "-md/--model-draft/--spec-draft-model draft.gguf"),
                        ("-ctkd q8_0", "-ctkd/--cache-type-k-draft/--spec-draft-type-k q8_0"),
-                       ("--reasoning-format deepseek", "--reasoning-format deepseek"), ("--timeout 30", "-to/--timeout 30")]:
+                       ("--timeout 30", "-to/--timeout 30")]:
         with pytest.raises(FlagError, match="not supported") as info:
             parse(line)
         assert flag in str(info.value)
-    _, notes = parse("-ctkd f16 -ctvd f16 --reasoning-format none --reasoning-budget -1 --fit off --metrics --jinja")
-    assert len(notes) == 7
+    _, notes = parse("-ctkd f16 -ctvd f16 --fit off --metrics --jinja")
+    assert len(notes) == 5
+
+
+def test_reasoning_flags_are_real_options(capsys):
+    args, notes = parse("--reasoning-format none --reasoning-budget 0")
+    assert (args.reasoning_format, args.reasoning_budget, notes) == ("none", 0, [])
+    assert _thinking_kwargs(args) == {"enable_thinking": False}
+    args, _ = parse("--chat-template-kwargs '{\"preserve_thinking\": true}'")
+    assert (args.reasoning_format, _thinking_kwargs(args)) == ("auto", {"preserve_thinking": True})
+    with pytest.raises(SystemExit):
+        parse("--reasoning-budget 512")
+    assert "thinking budget in tokens is not implemented yet" in capsys.readouterr().err
 
 
 def test_sampling_flags_reach_the_defaults():

@@ -145,7 +145,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     config = ServerConfig(engine=_engine_config(args), host=args.host, port=args.port, api_key=api_key,
                           max_body_bytes=args.max_body_bytes, max_queue=args.max_queue,
                           n_predict=args.n_predict, cache_prompt=not args.no_cache_prompt,
-                          chat_template_kwargs=template_kwargs(args.chat_template_kwargs),
+                          chat_template_kwargs=_thinking_kwargs(args), reasoning_format=args.reasoning_format,
                           sleep_idle_seconds=args.sleep_idle_seconds, sampling=_sampling_defaults(args),
                           no_webui=args.no_webui)
     log_level = "debug" if args.verbose else "critical" if args.log_disable else args.log_level
@@ -166,7 +166,7 @@ def cmd_chat(args: argparse.Namespace) -> int:
     tokenizer = Tokenizer.from_gguf(gguf)
     template = _chat_template(args, gguf, tokenizer)
     engine = load_engine(path, _engine_config(args), args.backend, progress=True)
-    kwargs = template_kwargs(args.chat_template_kwargs)
+    kwargs = _thinking_kwargs(args)
     if args.no_think:
         kwargs["enable_thinking"] = False
     try:
@@ -281,7 +281,30 @@ def _add_model_flags(p: argparse.ArgumentParser, command: str) -> None:
     if command != "generate":
         p.add_argument("--chat-template-kwargs", default=None,
                        help="JSON object passed to the chat template, e.g. '{\"enable_thinking\": false}'")
+        p.add_argument("--reasoning-budget", type=_reasoning_budget, default=-1,
+                       help="-1: thinking unlimited; 0: no thinking (enable_thinking false)")
+    if command == "serve":
+        p.add_argument("--reasoning-format", choices=("none", "deepseek", "auto"), default="auto",
+                       help="auto/deepseek: <think> text goes to reasoning_content; none: it stays in content")
     add_llama_flags(p, command)
+
+
+def _reasoning_budget(text: str) -> int:
+    value = int(text)
+    if value > 0:
+        raise argparse.ArgumentTypeError(
+            f"{value}: a thinking budget in tokens is not implemented yet; use -1 (unlimited) or 0 (no thinking)")
+    if value < -1:
+        raise argparse.ArgumentTypeError(f"{value}: use -1 (unlimited) or 0 (no thinking)")
+    return value
+
+
+def _thinking_kwargs(args: argparse.Namespace) -> dict:
+    """--chat-template-kwargs, with enable_thinking false under --reasoning-budget 0."""
+    kwargs = template_kwargs(args.chat_template_kwargs)
+    if args.reasoning_budget == 0:
+        kwargs["enable_thinking"] = False
+    return kwargs
 
 
 def build_parser() -> argparse.ArgumentParser:
