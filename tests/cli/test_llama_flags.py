@@ -190,3 +190,14 @@ def test_info_prints_the_draft_depth_generation_would_use(tmp_path, monkeypatch,
     assert "draft n-max   1 (the tuning profile of this device)" in capsys.readouterr().out
     assert main(["info", model, "--spec-draft-n-max", "2"]) == 0
     assert "draft n-max   2 (--spec-draft-n-max)" in capsys.readouterr().out
+
+
+def test_first_run_shows_shader_compilation_progress(tmp_path):
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith("LLAMA_ARG_")},
+           "VKMTP_CACHE_DIR": str(tmp_path)}
+    cmd = [sys.executable, "-m", "vkmtp.cli", "generate", "-p", "def f(", "-n", "2", "--temp", "0"]
+    first = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+    assert first.returncode == 0, first.stderr
+    assert "compiling shaders (first run; cached afterwards)" in first.stderr
+    again = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0 and "compiling shaders" not in again.stderr

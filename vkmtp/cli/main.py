@@ -70,6 +70,33 @@ def _profile_n_max(model: str) -> tuple[int, str]:
     return SpecConfig().n_max, "built-in default"
 
 
+class _ShaderProgress:
+    """A progress bar (stderr) for shaders compiled on a first run; nothing when every variant is cached."""
+
+    def __init__(self):
+        self.bar = None
+
+    def __call__(self, key) -> None:
+        if self.bar is None:
+            from tqdm import tqdm
+
+            self.bar = tqdm(desc="compiling shaders (first run; cached afterwards)", unit="shader",
+                            file=sys.stderr, leave=False)
+        self.bar.update(1)
+
+    def __enter__(self):
+        from vkmtp.device.compiler import compile_listener
+
+        self._context = compile_listener(self)
+        self._context.__enter__()
+        return self
+
+    def __exit__(self, *exc):
+        self._context.__exit__(*exc)
+        if self.bar is not None:
+            self.bar.close()
+
+
 def cmd_tune(args: argparse.Namespace) -> int:
     from vkmtp.tuning.sweeps import run
 
@@ -408,6 +435,9 @@ def main(argv: list[str] | None = None) -> int:
     if getattr(args, "list_devices", False):
         return cmd_devices(args)
     try:
+        if args.command in ("generate", "chat") and not getattr(args, "json", False):
+            with _ShaderProgress():  # pipelines are built on first use, during the first steps
+                return args.func(args)
         return args.func(args)
     except KeyboardInterrupt:
         return 130
