@@ -126,3 +126,45 @@ def test_fit_config_and_info(fixture_models, capsys):
     assert main(["info", path, "-c", "4000000", "-np", "8"]) == 0
     out = capsys.readouterr().out
     assert "does not fit on " in out and "reduce with" in out
+
+
+def _tokens(eng, prompt, n=16):
+    from vkmtp.engine.api import Request
+    from vkmtp.sampling import SamplingParams
+
+    out = []
+    for ev in eng.generate(Request(prompt, SamplingParams.greedy_params(), max_tokens=n)):
+        out += ev.new_ids
+    return out
+
+
+def test_tiny_submit_budget_splits_prefill_and_keeps_tokens(device, fixture_models):
+    path = fixture_models("dense", "f32")
+    prompt = [5, 17, 99, 3, 250, 11, 42, 7, 8, 9, 120, 33, 2, 64, 71, 200, 19, 23, 31, 37] * 2   # 5 chunks of 8
+    runs = {}
+    for ms in (1e9, 1e-6):
+        config = EngineConfig(n_ctx=256, ubatch=8, max_submit_ms=ms, spec=SpecConfig(n_max=2))
+        eng = VulkanEngine(path, config, device=device)
+        try:
+            runs[ms] = (_tokens(eng, prompt), list(eng.prefill_submissions))
+        finally:
+            eng.close()
+    (whole, one), (split, many) = runs[1e9], runs[1e-6]
+    assert split == whole
+    assert one == [1] * 5
+    n_layers = many[-1]
+    assert many[0] == 1 and n_layers > 1 and max(many) == n_layers   # later chunks: one layer per submission
+
+
+def test_generate_json_reports_memory_and_submissions(capsys):
+    import json
+
+    from vkmtp.cli.main import main
+
+    assert main(["generate", "-p", "one two three four five six seven eight nine ten", "-n", "4", "--temp", "0",
+                 "-ub", "8", "--json", "--max-submit-ms", "0.000001", "-c", "512"]) == 0
+    got = json.loads(capsys.readouterr().out)
+    mem, sub = got["memory"], got["submissions"]
+    assert mem["device_bytes"] == mem["planned_bytes"] > 0 and mem["peak_rss_bytes"] >= mem["load_peak_rss_bytes"] > 0
+    assert sub["max_submit_ms"] == 0.000001 and len(sub["prefill_submissions"]) >= 2
+    assert sub["prefill_submissions"][-1] > 1 and got["n_ctx"] == 512

@@ -97,6 +97,9 @@ def _engine_config(args: argparse.Namespace, model_path: str | None = None):
                           device=device_selector(args.device), spec=spec, fit=args.fit == "on",
                           fit_margin_mib=args.fit_target, max_submit_ms=args.max_submit_ms,
                           ctx_fixed=args.ctx_size not in (None, 0) or args.fit == "off")
+    if args.max_submit_ms is not None and args.backend != "vulkan":
+        print(f"vkmtp: note: --max-submit-ms {args.max_submit_ms}: the {args.backend} backend submits nothing to "
+              f"a GPU queue", file=sys.stderr)
     if model_path is None or config.ctx_fixed:
         return config
     if args.backend != "vulkan":
@@ -216,6 +219,10 @@ def cmd_generate(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
     engine = load_engine(path, config, args.backend, progress=not args.json)
     load_s = time.perf_counter() - t0
+    from vkmtp.engine.probes import memory_report, peak_rss_bytes
+
+    load_rss = peak_rss_bytes()
+    load_device = memory_report(engine)["device_bytes"]
     stream = StreamDecoder(tokenizer)
     out: list[int] = []
     seq = None
@@ -231,6 +238,10 @@ def cmd_generate(args: argparse.Namespace) -> int:
             if not args.json:
                 sys.stdout.write("".join(stream.push(t) for t in ev.new_ids))
                 sys.stdout.flush()
+        memory = memory_report(engine, load_rss)
+        memory["load_device_bytes"] = load_device
+        submits = {"max_submit_ms": getattr(engine, "max_submit_ms", None),
+                   "prefill_submissions": list(getattr(engine, "prefill_submissions", []))}
     finally:
         engine.close()
     tail = stream.flush()
@@ -239,7 +250,8 @@ def cmd_generate(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps({"model": path, "backend": args.backend, "prompt_tokens": ids, "tokens": out,
                           "text": text, "stop_reason": seq.stop_reason, "load_seconds": load_s, "timings": t,
-                          "speculative": seq.spec.to_dict() if config.spec.enabled else None}, indent=1))
+                          "speculative": seq.spec.to_dict() if config.spec.enabled else None,
+                          "n_ctx": engine.config.n_ctx, "memory": memory, "submissions": submits}, indent=1))
         return 0
     sys.stdout.write(tail + "\n")
     mtp = ""

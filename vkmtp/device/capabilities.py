@@ -92,6 +92,10 @@ class DeviceCaps:
     attn_chunk: int | None = None
     matmul_tiles: str = "gpu"
     tuned: bool = False                 # a tuning profile was applied
+    # longest queue submission (ms): a driver may reset a GPU whose one submission runs longer than its lockup
+    # timeout (2 s is common on discrete GPUs); integrated / UMA GPUs share the desktop and CPU drivers the
+    # host's cores, so they get a quarter of it
+    max_submit_ms: float = 2000.0
 
     @staticmethod
     def for_device(info: DeviceInfo) -> "DeviceCaps":
@@ -101,7 +105,8 @@ class DeviceCaps:
             workgroup_size=max(64, info.subgroup_size),
             matvec=MatVecTuning(max(32, info.subgroup_size), d.matvec_rows_per_group, info.has_subgroup_arithmetic),
             gdn_lanes_per_column=d.gdn_lanes_per_column, attn_n_splits=d.attn_n_splits,
-            matmul_tiles=d.matmul_tiles)
+            matmul_tiles=d.matmul_tiles,
+            max_submit_ms=2000.0 if info.kind == "discrete" and not info.uma else 500.0)
 
     def tuned_with(self, matvec_per_type: dict | None = None, gdn_lanes_per_column: int | None = None,
                    gdn_variant: str | None = None, attn_n_splits: int | None = None,

@@ -84,6 +84,13 @@ class VulkanEngine(SlotEngine):
         self.ctx = GraphContext(self.device, self.fwd, self.io, self.scratch, self.hidden, self.logits_host,
                                 shape.max_rows)
         self._graphs: dict[tuple, object] = {}
+        # bounded submissions: the longest one queue submission may run (--max-submit-ms, else the device's)
+        self.max_submit_ms = config.max_submit_ms if config.max_submit_ms is not None \
+            else self.device.caps.max_submit_ms
+        if self.max_submit_ms <= 0:
+            raise ValueError(f"--max-submit-ms {self.max_submit_ms}: must be > 0")
+        self._prefill_split: dict[int, int] = {}   # chunk bucket T -> trunk layers per submission
+        self.prefill_submissions: list[int] = []   # queue submissions of each prompt chunk run, in order
         self.slots = [_Slot(i) for i in range(S)]
         self._synth_rng = np.random.default_rng(1234)
         self.adaptive = AdaptiveDepth(self.K) if self.use_mtp and spec.adaptive else None
@@ -163,14 +170,29 @@ class VulkanEngine(SlotEngine):
         self.io.write_pairs("pairs_out", [(n - 1, 0)])
         self.io.write_pairs("pairs_shift", [(slot.index, 0)])
         self.io.write_pairs("pairs_in", [(n - 1, slot.index)])
-        graph = self._graph(("prefill", T, greedy, self.use_mtp),
-                            lambda: PrefillGraph(self.ctx, T, greedy, self.use_mtp))
+        split = self._prefill_split.get(T)
+        graph = self._graph(("prefill", T, greedy, self.use_mtp, split),
+                            lambda: PrefillGraph(self.ctx, T, greedy, self.use_mtp, split))
+        t0 = time.perf_counter()
         graph.rec.run()
+        self._bound_prefill(T, split, len(graph.rec), time.perf_counter() - t0)
         slot.tokens.extend(chunk)
         run.pending = run.pending[n:]
         if run.pending:
             return None
         return int(self.io.array("ids")[0]) if greedy else run.sampler.sample(self._logits(0))
+
+    def _bound_prefill(self, T: int, split: int | None, n_submits: int, seconds: float) -> None:
+        """Bounded submissions: when a chunk of T tokens took longer per submission than --max-submit-ms, later
+        chunks of T tokens run fewer trunk layers per submission (judged from this measured time: the trunk's
+        layers dominate a prompt chunk). The same dispatches run, so the tokens are the same."""
+        self.prefill_submissions.append(n_submits)
+        n_layers = len(self.table.blocks)
+        current = split or n_layers
+        per_layer_ms = 1e3 * seconds / n_layers
+        if 1e3 * seconds / n_submits <= self.max_submit_ms or current <= 1:
+            return
+        self._prefill_split[T] = max(1, min(current - 1, int(self.max_submit_ms // max(per_layer_ms, 1e-9))))
 
     # --- generation ---------------------------------------------------------------------------------------------
     def _generate(self, active: list[_Slot]) -> list[list[int]]:
