@@ -145,6 +145,13 @@ class _Collector:
             "The most memory the engine held since it was last loaded or woken (kept while sleeping).",
             value=s.engine_peak_bytes,
         )
+        from vkmtp.engine.probes import peak_rss_bytes, process_rss_bytes
+
+        rss = process_rss_bytes()
+        yield GaugeMetricFamily("vkmtp:process_rss_bytes", "Resident set size of the server process.", value=rss)
+        yield GaugeMetricFamily("vkmtp:process_peak_rss_bytes",
+                                "The largest resident set size the server process has had.",
+                                value=max(rss, peak_rss_bytes()))
 
 
 class Metrics:

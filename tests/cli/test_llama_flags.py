@@ -21,17 +21,17 @@ from vkmtp.cli.main import _engine_config, _sampling_defaults, _thinking_kwargs,
 COMMAND_LINES = [
     ("--fit on --fit-target 512 --ctx-size 131072 --cache-type-k q8_0 --cache-type-v q8_0 --cache-type-k-draft q8_0 "
      "--cache-type-v-draft q8_0 --spec-type draft-mtp --spec-draft-p-min 0.75 --spec-draft-n-max 3 --no-mmap --mlock "
-     "--threads 8 --temp 0.0", "-fit/--fit on: not supported"),
+     "--threads 8 --temp 0.0", None),
     ("-np 1 --chat-template-kwargs '{\"preserve_thinking\": true}' --spec-type draft-mtp --spec-draft-n-max 3", None),
     ("--spec-type mtp --spec-draft-n-max 5 --ctx-size 262144 --cache-type-k q4_0 --cache-type-v q4_0 --batch-size 512 "
      "--ubatch-size 512 --parallel 1 --flash-attn on", "--cache-type-k: invalid choice: 'q4_0'"),
     ("-fa on -c 10000 -np 1 -ngl 99 --no-mmap --no-cache-prompt --spec-type mtp --spec-draft-n-max 3", None),
     ("-fa on -c 5000 -np 1 -fit on --chat-template-kwargs '{\"preserve_thinking\": true}' --spec-type mtp "
-     "--spec-draft-n-max 4", "-fit/--fit on: not supported"),
+     "--spec-draft-n-max 4", None),
     ("--spec-type draft-mtp --spec-draft-n-max 2 --no-mmproj", None),
     ("--fit --fit-margin 1664 --ctx-size 131072 --cache-type-k q8_0 --cache-type-v q8_0 --cache-type-k-draft q8_0 "
      "--cache-type-v-draft q8_0 --multi-token-prediction --draft-p-min 0.75 --draft-max 3 --no-mmap --mlock "
-     "--threads 8 --temp 0.0", "-fit/--fit on: not supported"),
+     "--threads 8 --temp 0.0", None),
 ]
 
 
@@ -100,13 +100,12 @@ def test_llama_and_ik_names_of_the_draft_settings():
 
 def test_refused_flags_name_themselves_and_allowed_values_pass():
     for line, flag in [("-fa off", "-fa/--flash-attn off"), ("-md draft.gguf", "-md/--model-draft/--spec-draft-model draft.gguf"),
-                       ("-ctkd q8_0", "-ctkd/--cache-type-k-draft/--spec-draft-type-k q8_0"),
                        ("--timeout 30", "-to/--timeout 30")]:
         with pytest.raises(FlagError, match="not supported") as info:
             parse(line)
         assert flag in str(info.value)
-    _, notes = parse("-ctkd f16 -ctvd f16 --fit off --metrics --jinja")
-    assert len(notes) == 5
+    _, notes = parse("-ctkd f16 -ctvd f16 --reasoning-format none --reasoning-budget -1 --fit off --metrics --jinja")
+    assert len(notes) == 2   # --metrics, --jinja; the others are vkmtp options
 
 
 def test_reasoning_flags_are_real_options(capsys):
@@ -118,6 +117,24 @@ def test_reasoning_flags_are_real_options(capsys):
     with pytest.raises(SystemExit):
         parse("--reasoning-budget 512")
     assert "thinking budget in tokens is not implemented yet" in capsys.readouterr().err
+
+
+def test_fit_and_draft_cache_flags_reach_the_engine_config():
+    args, notes = parse("--fit --fit-margin 1664 -c 8192 -ctk q8_0 -ctvd q8_0 --max-submit-ms 50")
+    c = _engine_config(args)
+    assert notes == [] and c.fit and c.fit_margin_mib == 1664 and c.ctx_fixed and c.n_ctx == 8192
+    assert (c.cache_types.k, c.cache_types.v, c.cache_types.mtp_k, c.cache_types.mtp_v) == \
+        ("q8_0", "f16", "q8_0", "q8_0")
+    assert c.max_submit_ms == 50
+    args, _ = parse("-c 0 --fit-target 512")
+    c = _engine_config(args)
+    assert c.n_ctx == 0 and not c.ctx_fixed and c.fit_margin_mib == 512
+    assert not _engine_config(parse("")[0]).ctx_fixed            # the default context is shrunk to fit
+    assert _engine_config(parse("--fit off")[0]).ctx_fixed
+    with pytest.raises(SystemExit):
+        parse("--fit-target 512,1024")                            # one device: one margin
+    with pytest.raises(FlagError, match="needs --fit on"):
+        _engine_config(parse("-c 0 --fit off")[0])
 
 
 def test_sampling_flags_reach_the_defaults():

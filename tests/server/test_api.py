@@ -175,6 +175,7 @@ def test_metrics_count_what_the_responses_report(mtp_server):
     assert 0 < delta("llamacpp:n_decode_total") < 14 + 2
     assert after["llamacpp:requests_processing"] == 0 and after["llamacpp:requests_deferred"] == 0
     assert after["vkmtp:engine_peak_bytes"] >= after["vkmtp:engine_allocated_bytes"] > 0
+    assert after["vkmtp:process_peak_rss_bytes"] >= after["vkmtp:process_rss_bytes"] > 0
 
 
 def test_stop_strings_cut_the_text_streamed_or_not(mtp_server):

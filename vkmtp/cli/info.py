@@ -6,12 +6,20 @@ from collections import Counter
 
 from vkmtp.gguf import open_gguf
 from vkmtp.model.config import ModelConfig
-from vkmtp.graph.memory_plan import GiB, kv_row_bytes, plan_memory, recurrent_bytes_per_slot
+from vkmtp.graph.memory_plan import (MIN_CTX, CacheTypes, GiB, engine_shape, fit_budget, fit_context,
+                                     kv_row_bytes, plan_memory, recurrent_bytes_per_slot)
 from vkmtp.model.weights import validate
 
 
-def describe_model(path: str, n_ctx: int = 4096, n_slots: int = 1, kv_type: str = "f16", mtp: bool = True,
-                   n_max: int = 3) -> str:
+def describe_model(path: str, n_ctx: int = 4096, n_slots: int = 1, types: CacheTypes | str = "f16",
+                   mtp: bool = True, n_max: int = 3, ubatch: int = 256, device=None,
+                   fit_margin_mib: int | None = None) -> str:
+    """What `vkmtp info` prints: the model, and the memory plan for these settings on `device` (None: the
+    default device, opened here) with whether it fits. n_ctx 0: the largest context that fits."""
+    from vkmtp.device import Device
+
+    if isinstance(types, str):
+        types = CacheTypes(types, types)
     gguf = open_gguf(path)
     cfg = ModelConfig.from_gguf(gguf)
     table = validate(gguf, cfg)
@@ -34,9 +42,33 @@ def describe_model(path: str, n_ctx: int = 4096, n_slots: int = 1, kv_type: str 
         f"parameters    {n_params / 1e9:.3f} B, {file_bytes / GiB:.3f} GiB of tensor data "
         f"({8 * file_bytes / max(n_params, 1):.2f} bits/weight)",
         "quant mix     " + ", ".join(f"{k} {v / GiB:.3f} GiB" for k, v in mix.most_common()),
-        f"KV per token  {2 * kv_row_bytes(cfg, kv_type) * len(cfg.attention_layers)} B ({kv_type}); "
+        f"KV per token  {kv_row_bytes(cfg, types.k) * len(cfg.attention_layers)} B K ({types.k}) + "
+        f"{kv_row_bytes(cfg, types.v) * len(cfg.attention_layers)} B V ({types.v}); "
         f"recurrent state per sequence {recurrent_bytes_per_slot(cfg) / 2**20:.1f} MiB",
-        f"memory plan   ctx {n_ctx}, {n_slots} slot(s), MTP {'on, n-max %d' % n_max if mtp and table.mtp else 'off'}",
-        plan_memory(gguf, cfg, table, n_ctx, n_slots, kv_type, mtp, n_max).describe(),
     ]
+    own = device is None
+    dev = Device() if own else device
+    try:
+        use_mtp = mtp and table.mtp is not None
+        budget = fit_budget(dev.info, fit_margin_mib)
+
+        def plan_for(n: int):
+            return plan_memory(gguf, cfg, table, engine_shape(n, n_slots, types, use_mtp, n_max, ubatch), dev)
+
+        if n_ctx == 0:
+            trained = cfg.n_ctx_train or 4096
+            fitted = fit_context(plan_for, budget, trained, n_ctx_min=min(MIN_CTX, trained))
+            lines.append("fit           -c 0: " + (f"context {fitted} (the largest that fits, trained {trained})"
+                                                   if fitted else "no context fits"))
+            n_ctx = fitted or min(MIN_CTX, trained)
+        plan = plan_for(n_ctx)
+        lines += [f"memory plan   ctx {n_ctx}, {n_slots} slot(s), MTP "
+                  f"{'on, n-max %d' % n_max if use_mtp else 'off'}", plan.describe()]
+        why = plan.problem(budget, dev.info.name)
+        verdict = "fits" if why is None else "does not fit"
+        lines.append(f"{verdict} on {dev.info.name} (budget {budget / GiB:.2f} GiB)"
+                     + ("" if why is None else f": {why}; reduce with: " + ", ".join(plan.hints())))
+    finally:
+        if own:
+            dev.destroy()
     return "\n".join(lines)

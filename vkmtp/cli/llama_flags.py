@@ -75,18 +75,6 @@ FLAGS: tuple[LlamaFlag, ...] = (
               ("serve",), "LLAMA_ARG_TIMEOUT"),
     LlamaFlag(("-md", "--model-draft", "--spec-draft-model"), True, REFUSED,
               "vkmtp drafts with the model's own MTP head; separate draft models are not supported"),
-    LlamaFlag(("-fit", "--fit"), True, REFUSED,
-              "automatic context fitting is not implemented yet; the memory plan is checked before anything is "
-              "allocated and the error says what to reduce (set -c)", env="LLAMA_ARG_FIT", allowed=("off",),
-              switch_value="on"),
-    LlamaFlag(("-fitt", "--fit-target", "--fit-margin"), True, REFUSED,
-              "automatic context fitting is not implemented yet (set -c)", env="LLAMA_ARG_FIT_TARGET"),
-    LlamaFlag(("-ctkd", "--cache-type-k-draft", "--spec-draft-type-k"), True, REFUSED,
-              "the MTP head's KV cache is always f16 for now", env="LLAMA_ARG_CACHE_TYPE_K_DRAFT",
-              allowed=("f16",)),
-    LlamaFlag(("-ctvd", "--cache-type-v-draft", "--spec-draft-type-v"), True, REFUSED,
-              "the MTP head's KV cache is always f16 for now", env="LLAMA_ARG_CACHE_TYPE_V_DRAFT",
-              allowed=("f16",)),
 )
 
 # flags vkmtp implements, with the LLAMA_ARG_* variable llama.cpp reads for each (the first spelling is used
@@ -115,6 +103,10 @@ ENV_OF_OPTION: dict[str, str] = {
     "--no-webui": "LLAMA_ARG_NO_WEBUI",
     "--reasoning-format": "LLAMA_ARG_THINK",
     "--reasoning-budget": "LLAMA_ARG_THINK_BUDGET",
+    "--fit": "LLAMA_ARG_FIT",
+    "--fit-target": "LLAMA_ARG_FIT_TARGET",
+    "--cache-type-k-draft": "LLAMA_ARG_CACHE_TYPE_K_DRAFT",
+    "--cache-type-v-draft": "LLAMA_ARG_CACHE_TYPE_V_DRAFT",
 }
 
 

@@ -18,6 +18,8 @@ from vkmtp.cli.llama_flags import (
 )
 from vkmtp.ops.kv_layout import ENGINE_KV_TYPES
 
+DEFAULT_CTX = 4096   # -c when not given (--fit shrinks it to the device)
+
 
 def cmd_devices(args: argparse.Namespace) -> int:
     from vkmtp.device import format_devices, list_devices, pick_device
@@ -50,7 +52,9 @@ def cmd_info(args: argparse.Namespace) -> int:
     n_max, source = args.spec_draft_n_max, "--spec-draft-n-max"
     if n_max is None:
         n_max, source = _profile_n_max(args.model)
-    print(describe_model(args.model, args.ctx_size, args.parallel, args.cache_type_k, not args.no_mtp, n_max))
+    print(describe_model(args.model, 4096 if args.ctx_size is None else args.ctx_size, args.parallel,
+                         _cache_types(args), not args.no_mtp, n_max, args.ubatch_size,
+                         fit_margin_mib=args.fit_target))
     print(f"draft n-max   {n_max} ({source})")
     return 0
 
@@ -111,13 +115,20 @@ def _model_path(args: argparse.Namespace) -> str:
     return default_model_path()
 
 
-def _engine_config(args: argparse.Namespace):
+def _cache_types(args: argparse.Namespace):
+    from vkmtp.graph.memory_plan import CacheTypes
+
+    return CacheTypes(args.cache_type_k, args.cache_type_v, args.cache_type_k_draft, args.cache_type_v_draft)
+
+
+def _engine_config(args: argparse.Namespace, model_path: str | None = None):
+    """The engine's settings; with the Vulkan backend and a context not fixed by -c (or -c 0), the context
+    --fit picks on the device, said in one line."""
     from vkmtp.engine.api import EngineConfig
     from vkmtp.spec import SpecConfig
 
-    if args.cache_type_v != args.cache_type_k:
-        raise ValueError(f"-ctk {args.cache_type_k} and -ctv {args.cache_type_v} differ; vkmtp keeps K and V "
-                         f"in one type")
+    if args.fit == "off" and args.ctx_size == 0:
+        raise FlagError("-c 0 (the largest context that fits) needs --fit on")
     given = args.spec_draft_n_max is not None or args.spec_draft_p_min is not None
     default = SpecConfig()
     n_max = default.n_max if args.spec_draft_n_max is None else args.spec_draft_n_max
@@ -125,8 +136,33 @@ def _engine_config(args: argparse.Namespace):
     enabled = spec_enabled(args.spec_type, args.no_mtp, args.multi_token_prediction)
     spec = SpecConfig(enabled=enabled, n_max=n_max, n_min=args.spec_draft_n_min, p_min=p_min,
                       adaptive=args.spec_draft_adaptive, from_profile=not given)
-    return EngineConfig(n_ctx=args.ctx_size, n_slots=args.parallel, ubatch=args.ubatch_size,
-                        kv_type=args.cache_type_k, device=device_selector(args.device), spec=spec)
+    types = _cache_types(args)
+    config = EngineConfig(n_ctx=DEFAULT_CTX if args.ctx_size is None else args.ctx_size, n_slots=args.parallel,
+                          ubatch=args.ubatch_size, kv_type=types.k, kv_type_v=types.v,
+                          draft_kv_type_k=types.draft_k, draft_kv_type_v=types.draft_v,
+                          device=device_selector(args.device), spec=spec, fit=args.fit == "on",
+                          fit_margin_mib=args.fit_target, max_submit_ms=args.max_submit_ms,
+                          ctx_fixed=args.ctx_size not in (None, 0) or args.fit == "off")
+    if args.max_submit_ms is not None and args.backend != "vulkan":
+        print(f"vkmtp: note: --max-submit-ms {args.max_submit_ms}: the {args.backend} backend submits nothing to "
+              f"a GPU queue", file=sys.stderr)
+    if model_path is None or config.ctx_fixed:
+        return config
+    if args.backend != "vulkan":
+        # the reference engine has no device budget: -c 0 is the model's trained context
+        from dataclasses import replace
+
+        from vkmtp.gguf import open_gguf
+        from vkmtp.model.config import ModelConfig
+
+        n_ctx = config.n_ctx or ModelConfig.from_gguf(open_gguf(model_path)).n_ctx_train or DEFAULT_CTX
+        return replace(config, n_ctx=n_ctx, ctx_fixed=True)
+    from vkmtp.engine.vulkan import fit_config
+
+    config, message = fit_config(model_path, config)
+    if message:
+        print(f"vkmtp: fit: {message}", file=sys.stderr)
+    return config
 
 
 def _sampling_defaults(args: argparse.Namespace):
@@ -169,7 +205,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     if args.host not in ("127.0.0.1", "localhost", "::1") and not api_key:
         print(f"vkmtp: warning: listening on {args.host} without --api-key: anyone who can reach this port "
               f"can use the model", file=sys.stderr)
-    config = ServerConfig(engine=_engine_config(args), host=args.host, port=args.port, api_key=api_key,
+    config = ServerConfig(engine=_engine_config(args, _model_path(args)), host=args.host, port=args.port, api_key=api_key,
                           max_body_bytes=args.max_body_bytes, max_queue=args.max_queue,
                           n_predict=args.n_predict, cache_prompt=not args.no_cache_prompt,
                           chat_template_kwargs=_thinking_kwargs(args), reasoning_format=args.reasoning_format,
@@ -192,7 +228,7 @@ def cmd_chat(args: argparse.Namespace) -> int:
     gguf = open_gguf(path)
     tokenizer = Tokenizer.from_gguf(gguf)
     template = _chat_template(args, gguf, tokenizer)
-    engine = load_engine(path, _engine_config(args), args.backend, progress=True)
+    engine = load_engine(path, _engine_config(args, path), args.backend, progress=True)
     kwargs = _thinking_kwargs(args)
     if args.no_think:
         kwargs["enable_thinking"] = False
@@ -222,7 +258,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
     if args.chat:
         prompt = _chat_template(args, gguf, tokenizer).render([{"role": "user", "content": prompt}])
     ids = tokenizer.encode(prompt, add_special=True, parse_special=True)
-    config = _engine_config(args)
+    config = _engine_config(args, path)
     if args.spec_synth_rate is not None:
         from dataclasses import replace
 
@@ -230,6 +266,10 @@ def cmd_generate(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
     engine = load_engine(path, config, args.backend, progress=not args.json)
     load_s = time.perf_counter() - t0
+    from vkmtp.engine.probes import memory_report, peak_rss_bytes
+
+    load_rss = peak_rss_bytes()
+    load_device = memory_report(engine)["device_bytes"]
     stream = StreamDecoder(tokenizer)
     out: list[int] = []
     seq = None
@@ -245,6 +285,10 @@ def cmd_generate(args: argparse.Namespace) -> int:
             if not args.json:
                 sys.stdout.write("".join(stream.push(t) for t in ev.new_ids))
                 sys.stdout.flush()
+        memory = memory_report(engine, load_rss)
+        memory["load_device_bytes"] = load_device
+        submits = {"max_submit_ms": getattr(engine, "max_submit_ms", None),
+                   "prefill_submissions": list(getattr(engine, "prefill_submissions", []))}
     finally:
         engine.close()
     tail = stream.flush()
@@ -253,7 +297,8 @@ def cmd_generate(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps({"model": path, "backend": args.backend, "prompt_tokens": ids, "tokens": out,
                           "text": text, "stop_reason": seq.stop_reason, "load_seconds": load_s, "timings": t,
-                          "speculative": seq.spec.to_dict() if config.spec.enabled else None}, indent=1))
+                          "speculative": seq.spec.to_dict() if config.spec.enabled else None,
+                          "n_ctx": engine.config.n_ctx, "memory": memory, "submissions": submits}, indent=1))
         return 0
     sys.stdout.write(tail + "\n")
     mtp = ""
@@ -265,6 +310,36 @@ def cmd_generate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _fit_target(value: str) -> int:
+    """--fit-target MiB (llama.cpp takes one value per device; vkmtp runs on one)."""
+    parts = value.split(",")
+    if len(parts) != 1:
+        raise argparse.ArgumentTypeError(f"{value!r}: vkmtp runs on one device; give one margin in MiB")
+    n = int(parts[0])
+    if n < 0:
+        raise argparse.ArgumentTypeError(f"{value!r}: a margin is >= 0 MiB")
+    return n
+
+
+def _add_memory_flags(p: argparse.ArgumentParser) -> None:
+    """Context, cache types and --fit (llama-server's names; ik_llama.cpp's --fit-margin)."""
+    p.add_argument("-c", "--ctx-size", type=int, default=None,
+                   help=f"context per slot (default {DEFAULT_CTX}, shrunk by --fit when it does not fit; "
+                        f"0: the largest that fits, up to the model's trained context)")
+    p.add_argument("-ub", "--ubatch-size", type=int, default=256, help="prefill chunk")
+    p.add_argument("-ctk", "--cache-type-k", default="f16", choices=ENGINE_KV_TYPES)
+    p.add_argument("-ctv", "--cache-type-v", default="f16", choices=ENGINE_KV_TYPES)
+    p.add_argument("-ctkd", "--cache-type-k-draft", "--spec-draft-type-k", dest="cache_type_k_draft",
+                   default=None, choices=ENGINE_KV_TYPES, help="the MTP head's K cache (default: -ctk)")
+    p.add_argument("-ctvd", "--cache-type-v-draft", "--spec-draft-type-v", dest="cache_type_v_draft",
+                   default=None, choices=ENGINE_KV_TYPES, help="the MTP head's V cache (default: -ctv)")
+    p.add_argument("-fit", "--fit", nargs="?", const="on", default="on", choices=["on", "off"],
+                   help="on (default): check the memory plan against the device budget and, unless -c is "
+                        "given, pick the largest context that fits; off: -c as given")
+    p.add_argument("-fitt", "--fit-target", "--fit-margin", dest="fit_target", type=_fit_target, default=None,
+                   metavar="MiB", help="device memory --fit leaves free (default 256)")
+
+
 def _add_model_flags(p: argparse.ArgumentParser, command: str) -> None:
     """Flags shared by serve, chat and generate, named as llama-server names them (docs/SERVER.md has the
     table of every llama-server flag and what vkmtp does with it)."""
@@ -274,10 +349,10 @@ def _add_model_flags(p: argparse.ArgumentParser, command: str) -> None:
     p.add_argument("-dev", "--device", default=None,
                    help="Vulkan device: Vulkan0, Vulkan1, ... as `vkmtp devices` lists them, or an index")
     p.add_argument("--list-devices", action="store_true", help="list the Vulkan devices and exit")
-    p.add_argument("-c", "--ctx-size", type=int, default=4096, help="context per slot")
-    p.add_argument("-ub", "--ubatch-size", type=int, default=256, help="prefill chunk")
-    p.add_argument("-ctk", "--cache-type-k", default="f16", choices=ENGINE_KV_TYPES)
-    p.add_argument("-ctv", "--cache-type-v", default="f16", choices=ENGINE_KV_TYPES)
+    _add_memory_flags(p)
+    p.add_argument("--max-submit-ms", type=float, default=None,
+                   help="longest queue submission in ms (default: the device's, 500 integrated/CPU, 2000 "
+                        "discrete); long prefill chunks are split into several submissions")
     p.add_argument("--no-mtp", action="store_true", help="no MTP speculative decoding")
     p.add_argument("--spec-type", default=None,
                    help="draft-mtp (or its older name mtp): MTP drafting, the default; none: off")
@@ -358,9 +433,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("info", help="architecture, sizes, quant mix, MTP and the memory plan of a GGUF")
     p.add_argument("model", help="path to a .gguf file")
-    p.add_argument("-c", "--ctx-size", type=int, default=4096)
+    _add_memory_flags(p)
     p.add_argument("-np", "--parallel", type=int, default=1)
-    p.add_argument("-ctk", "--cache-type-k", default="f16", choices=ENGINE_KV_TYPES)
     p.add_argument("--spec-draft-n-max", type=int, default=None,
                    help="default: the device's tuning profile for this model, else the built-in default")
     p.add_argument("--no-mtp", action="store_true")

@@ -105,6 +105,10 @@ class DeviceCaps:
     int_dot: bool = False               # OpSDot on packed int8 (shaderIntegerDotProduct): INT_DOT shader variants
     matmul_int8: bool = False           # prefill matmul of quantized weights with Q8_1 activations and
                                         # integer dot products (vkmtp.ops.matmul); decode mat-vec is unaffected
+    # longest queue submission (ms): a driver may reset a GPU whose one submission runs longer than its lockup
+    # timeout (2 s is common on discrete GPUs); integrated / UMA GPUs share the desktop and CPU drivers the
+    # host's cores, so they get a quarter of it
+    max_submit_ms: float = 2000.0
 
     @staticmethod
     def for_device(info: DeviceInfo) -> "DeviceCaps":
@@ -116,7 +120,8 @@ class DeviceCaps:
             gdn_lanes_per_column=d.gdn_lanes_per_column, attn_n_splits=d.attn_n_splits,
             matmul_tiles=d.matmul_tiles, features=frozenset(info.enabled_features),
             int_dot=info.has_feature("integer_dot_product"),
-            matmul_int8=MATMUL_INT8_DEFAULT and info.has_feature("integer_dot_product"))
+            matmul_int8=MATMUL_INT8_DEFAULT and info.has_feature("integer_dot_product"),
+            max_submit_ms=2000.0 if info.kind == "discrete" and not info.uma else 500.0)
 
     def tuned_with(self, matvec_per_type: dict | None = None, gdn_lanes_per_column: int | None = None,
                    gdn_variant: str | None = None, attn_n_splits: int | None = None,

@@ -27,6 +27,11 @@ from vkmtp.device.info import FEATURE_NAMES, DeviceInfo, list_devices, pick_devi
 STAGING_BYTES = 64 << 20
 
 
+def staging_bytes(max_storage_buffer_range: int) -> int:
+    """The reused upload / download buffer of a device whose device-local memory is not mapped."""
+    return min(STAGING_BYTES, max_storage_buffer_range)
+
+
 class Device:
     """One opened Vulkan device. Owns the kp.Manager, the shader compiler, pipelines and memory accounting.
 
@@ -59,6 +64,8 @@ class Device:
         self.submits = 0
         self._pipelines: dict[tuple, object] = {}
         self._staging: Buffer | None = None
+        self._live: dict[int, Buffer] = {}   # buffers allocated and not yet destroyed
+        self.peak_allocated = 0
 
     # --- memory ---------------------------------------------------------------------------------------------
     def buffer(self, nbytes: int, kind: str = "device", name: str = "") -> Buffer:
@@ -81,17 +88,24 @@ class Device:
         self.allocated[kind] += nbytes
         buf._accounted = kind
         self.n_buffers += 1
+        self._live[id(buf)] = buf
+        self.peak_allocated = max(self.peak_allocated, self.allocated_bytes)
         return buf
 
     def _release(self, buf: Buffer) -> None:
         self.allocated[getattr(buf, "_accounted", buf.kind)] -= buf.nbytes
         self.n_buffers -= 1
+        self._live.pop(id(buf), None)
         for k in [k for k in self._pipelines if buf in k[2]]:
             self._pipelines.pop(k).destroy()
 
     @property
     def allocated_bytes(self) -> int:
         return sum(self.allocated.values())
+
+    def live_buffers(self) -> list[Buffer]:
+        """Every buffer allocated on this device and not destroyed, in allocation order."""
+        return list(self._live.values())
 
     def upload(self, view: View, data) -> None:
         """Copy host bytes into a view: directly into mapped memory, else through a reused staging buffer."""
@@ -135,7 +149,7 @@ class Device:
 
     def _staging_buffer(self) -> Buffer:
         if self._staging is None:
-            self._staging = self.buffer(min(STAGING_BYTES, self.info.max_storage_buffer_range), "host", "staging")
+            self._staging = self.buffer(staging_bytes(self.info.max_storage_buffer_range), "host", "staging")
         return self._staging
 
     # --- pipelines --------------------------------------------------------------------------------------------

@@ -31,9 +31,23 @@ class EngineConfig:
     n_ctx: int = 4096            # -c / --ctx-size, per slot
     n_slots: int = 1             # -np / --parallel
     ubatch: int = 256            # -ub: prefill chunk
-    kv_type: str = "f16"         # --cache-type-k / --cache-type-v (f16 | q8_0)
+    kv_type: str = "f16"         # --cache-type-k (f16 | q8_0)
     device: int | str | None = None
     spec: SpecConfig = field(default_factory=SpecConfig)
+    kv_type_v: str | None = None         # --cache-type-v (None: kv_type)
+    draft_kv_type_k: str | None = None   # --cache-type-k-draft: the MTP head's K cache (None: the trunk's K type)
+    draft_kv_type_v: str | None = None   # --cache-type-v-draft (None: the trunk's V type)
+    fit: bool = True                     # --fit on|off: shrink the context to the device when it was not fixed
+    fit_margin_mib: int | None = None    # --fit-target / --fit-margin: MiB of the budget left free (None: default)
+    ctx_fixed: bool = True               # -c was given (n_ctx > 0): --fit only checks; n_ctx 0: largest that fits
+    max_submit_ms: float | None = None   # --max-submit-ms: longest queue submission (None: the device's default)
+
+    @property
+    def cache_types(self):
+        from vkmtp.graph.memory_plan import CacheTypes
+
+        return CacheTypes(self.kv_type, self.kv_type_v or self.kv_type, self.draft_kv_type_k,
+                          self.draft_kv_type_v)
 
 
 @dataclass

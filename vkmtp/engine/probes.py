@@ -28,3 +28,28 @@ def process_rss_bytes(pid: int | None = None) -> int:
     with open(path, encoding="ascii") as fh:
         resident_pages = int(fh.read().split()[1])
     return resident_pages * os.sysconf("SC_PAGE_SIZE")
+
+
+def peak_rss_bytes() -> int:
+    """This process's peak resident set size so far (getrusage; Linux reports KiB)."""
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+def engine_peak_bytes(engine: Engine | None) -> int:
+    """The most device bytes the engine's device has held at once (0 where it does not count)."""
+    device = getattr(engine, "device", None) if engine is not None else None
+    return int(getattr(device, "peak_allocated", 0) or engine_allocated_bytes(engine))
+
+
+def memory_report(engine: Engine | None, load_peak_rss: int | None = None) -> dict:
+    """Peak host RSS and device bytes, for `vkmtp generate --json`."""
+    plan = getattr(engine, "memory_plan", None)
+    rss = process_rss_bytes()
+    out = {"peak_rss_bytes": max(peak_rss_bytes(), rss), "rss_bytes": rss,
+           "device_bytes": engine_allocated_bytes(engine), "device_peak_bytes": engine_peak_bytes(engine),
+           "planned_bytes": plan.total if plan is not None else None}
+    if load_peak_rss is not None:
+        out["load_peak_rss_bytes"] = load_peak_rss
+    return out

@@ -21,7 +21,7 @@ import numpy as np
 
 from vkmtp.engine.api import EngineConfig, Sequence
 from vkmtp.engine.base import Run, Slot, SlotEngine
-from vkmtp.ops.kv_layout import MTP_KV_TYPE, kv_type
+from vkmtp.ops.kv_layout import kv_type
 from vkmtp.ref import ReferenceModel
 from vkmtp.ref.generate import mtp_catch_up, speculative_step
 from vkmtp.ref.state import KVCache, ModelState, MtpState, StateSnapshot
@@ -82,10 +82,16 @@ class ReferenceEngine(SlotEngine):
                 f"invalid engine config: n_slots={config.n_slots}, n_ctx={config.n_ctx}, "
                 f"ubatch={config.ubatch}"
             )
-        kv_type(config.kv_type)
-        self.kv_type = config.kv_type
-        # the MTP head's cache is f16 on the GPU whatever the trunk's type; f32 (reference only) stays exact
-        self.mtp_kv_type = config.kv_type if config.kv_type == "f32" else MTP_KV_TYPE
+        types = config.cache_types
+        for name, flag in ((types.k, "--cache-type-k"), (types.v, "--cache-type-v"),
+                           (types.mtp_k, "--cache-type-k-draft"), (types.mtp_v, "--cache-type-v-draft")):
+            kv_type(name, flag)
+        if types.k != types.v or types.mtp_k != types.mtp_v:
+            raise ValueError(f"the reference engine keeps K and V in one type (-ctk {types.k} -ctv {types.v}, "
+                             f"-ctkd {types.mtp_k} -ctvd {types.mtp_v}); the Vulkan engine takes them apart")
+        self.kv_type = types.k
+        # the MTP head's cache: -ctkd (default: the trunk's type, as on the GPU)
+        self.mtp_kv_type = types.mtp_k
         self.model = model if isinstance(model, ReferenceModel) else ReferenceModel.from_gguf(model)
         self.config = config
         self.use_mtp = config.spec.enabled and self.model.has_mtp

@@ -23,9 +23,9 @@ from vkmtp.graph.step_io import StepIO
 from vkmtp.gguf import open_gguf
 from vkmtp.model.config import ModelConfig
 from vkmtp.graph.device_state import DeviceState
-from vkmtp.graph.forward import Forward, Ops, scratch_bytes_for
-from vkmtp.graph.memory_plan import mtp_only_specs, plan_memory
-from vkmtp.graph.placement import WeightPlan
+from vkmtp.graph.forward import Forward, Ops
+from vkmtp.graph.memory_plan import (MIN_CTX, EngineShape, MemoryPlan, engine_shape, fit_budget, fit_context,
+                                     plan_memory)
 from vkmtp.model.weights import validate
 from vkmtp.sampling import Sampler
 from vkmtp.spec.adaptive import AdaptiveDepth
@@ -56,44 +56,41 @@ class VulkanEngine(SlotEngine):
         self._own_device = device is None
         # the device's tuning profile (vkmtp tune); None: built-in defaults (none saved, VKMTP_TUNING=off)
         self.tuning = load_profile(self.device.info)
-        tuned = self.tuning.mtp_for(model_path) if self.tuning is not None else None
-        if config.spec.from_profile and tuned is not None:
-            config = replace(config, spec=replace(config.spec, n_max=tuned.n_max, p_min=tuned.p_min))
+        config = _with_profile(config, self.tuning, model_path)
         self.config = config
         spec = config.spec
         self.use_mtp = spec.enabled and self.table.mtp is not None
         self.K = spec.n_max if self.use_mtp else 0
-        self.n_ctx = config.n_ctx
-        if self.n_ctx < 16:
-            raise ValueError(f"--ctx-size {self.n_ctx} is too small")
-        self.ubatch = max(8, min(config.ubatch, self.n_ctx))
+        if config.n_slots < 1:
+            raise ValueError(f"--parallel {config.n_slots}: at least one slot")
         S = config.n_slots
-        self.memory_plan = plan_memory(self.gguf, self.cfg, self.table, self.n_ctx, S, config.kv_type,
-                                       self.use_mtp, max(self.K, 1), self.ubatch)
-        self.memory_plan.check(self.device.info.available_bytes, self.device.info.name)
-
-        mtp_only = {s.name for s in mtp_only_specs(self.table)}
-        names = [s.name for s in self.table.specs() if self.use_mtp or s.name not in mtp_only]
-        max_buffer = min(self.device.info.max_storage_buffer_range, 1 << 30)
-        self.weight_plan = WeightPlan(self.gguf, names, max_buffer)
+        self.memory_plan = self._plan_and_fit(config)
+        plan = self.memory_plan
+        self.n_ctx = plan.n_ctx
+        shape = self.shape
+        self.ubatch = shape.ubatch
+        self.weight_plan = plan.weight_plan
         bar = _progress_bar(self.weight_plan.bytes_total) if progress and not self.device.info.uma else None
         self.weights = self.weight_plan.allocate(self.device, progress=bar.update if bar else None)
         if bar:
             bar.close()
-        self.state = DeviceState(self.device, self.cfg, self.n_ctx, S, config.kv_type, self.use_mtp,
-                                 self.K + 1 if self.use_mtp else 0)
-        self.ops = Ops(self.device, self.cfg, self.state, self.tuning)
+        self.state = DeviceState(self.device, self.cfg, plan.layouts, S, shape.n_snap)
+        self.ops = Ops(self.device, self.cfg, plan.layouts, self.tuning)
         self.fwd = Forward(self.device, self.cfg, self.table, self.weights, self.state, self.ops)
-        max_rows = max(self.ubatch, S * (self.K + 1))
-        n_out = S * (self.K + 1)   # rows that need logits: a verify batch (a prompt chunk needs one)
-        self.scratch = self.device.buffer(scratch_bytes_for(self.cfg, max_rows, n_out, self.ops), "device",
-                                          "scratch")
-        self.hidden = self.device.buffer(4 * 4 * max_rows * self.cfg.n_embd, "device", "hidden")
-        self.logits_host = self.device.buffer(4 * max(S * (self.K + 1), 1) * self.cfg.n_vocab, "host", "logits")
+        self.scratch = self.device.buffer(plan.size_of("scratch"), "device", "scratch")
+        self.hidden = self.device.buffer(plan.size_of("hidden"), "device", "hidden")
+        self.logits_host = self.device.buffer(plan.size_of("logits"), "host", "logits")
         self.io = StepIO(self.device, self.ubatch, S, self.K)
         self.ctx = GraphContext(self.device, self.fwd, self.io, self.scratch, self.hidden, self.logits_host,
-                                max_rows)
+                                shape.max_rows)
         self._graphs: dict[tuple, object] = {}
+        # bounded submissions: the longest one queue submission may run (--max-submit-ms, else the device's)
+        self.max_submit_ms = config.max_submit_ms if config.max_submit_ms is not None \
+            else self.device.caps.max_submit_ms
+        if self.max_submit_ms <= 0:
+            raise ValueError(f"--max-submit-ms {self.max_submit_ms}: must be > 0")
+        self._prefill_split: dict[int, int] = {}   # chunk bucket T -> trunk layers per submission
+        self.prefill_submissions: list[int] = []   # queue submissions of each prompt chunk run, in order
         self.slots = [_Slot(i) for i in range(S)]
         self._synth_rng = np.random.default_rng(1234)
         self.adaptive = AdaptiveDepth(self.K) if self.use_mtp and spec.adaptive else None
@@ -101,6 +98,18 @@ class VulkanEngine(SlotEngine):
         self.host_bytes_read = 0      # device -> host bytes of step outputs (token ids, counts, logits)
 
     # --- memory -----------------------------------------------------------------------------------------------
+    def _plan_and_fit(self, config: EngineConfig) -> MemoryPlan:
+        plan, self.fit_message = fit_plan(self.gguf, self.cfg, self.table, config, self.device, self.tuning,
+                                          self.use_mtp, self.K)
+        if plan.n_ctx != config.n_ctx or not config.ctx_fixed:
+            self.config = replace(config, n_ctx=plan.n_ctx, ctx_fixed=True)
+        return plan
+
+    @property
+    def shape(self) -> EngineShape:
+        c = self.config
+        return engine_shape(self.n_ctx, c.n_slots, c.cache_types, self.use_mtp, self.K, c.ubatch)
+
     @property
     def n_vocab(self) -> int:
         return self.cfg.n_vocab
@@ -161,14 +170,29 @@ class VulkanEngine(SlotEngine):
         self.io.write_pairs("pairs_out", [(n - 1, 0)])
         self.io.write_pairs("pairs_shift", [(slot.index, 0)])
         self.io.write_pairs("pairs_in", [(n - 1, slot.index)])
-        graph = self._graph(("prefill", T, greedy, self.use_mtp),
-                            lambda: PrefillGraph(self.ctx, T, greedy, self.use_mtp))
+        split = self._prefill_split.get(T)
+        graph = self._graph(("prefill", T, greedy, self.use_mtp, split),
+                            lambda: PrefillGraph(self.ctx, T, greedy, self.use_mtp, split))
+        t0 = time.perf_counter()
         graph.rec.run()
+        self._bound_prefill(T, split, len(graph.rec), time.perf_counter() - t0)
         slot.tokens.extend(chunk)
         run.pending = run.pending[n:]
         if run.pending:
             return None
         return int(self.io.array("ids")[0]) if greedy else run.sampler.sample(self._logits(0))
+
+    def _bound_prefill(self, T: int, split: int | None, n_submits: int, seconds: float) -> None:
+        """Bounded submissions: when a chunk of T tokens took longer per submission than --max-submit-ms, later
+        chunks of T tokens run fewer trunk layers per submission (judged from this measured time: the trunk's
+        layers dominate a prompt chunk). The same dispatches run, so the tokens are the same."""
+        self.prefill_submissions.append(n_submits)
+        n_layers = len(self.table.blocks)
+        current = split or n_layers
+        per_layer_ms = 1e3 * seconds / n_layers
+        if 1e3 * seconds / n_submits <= self.max_submit_ms or current <= 1:
+            return
+        self._prefill_split[T] = max(1, min(current - 1, int(self.max_submit_ms // max(per_layer_ms, 1e-9))))
 
     # --- generation ---------------------------------------------------------------------------------------------
     def _generate(self, active: list[_Slot]) -> list[list[int]]:
@@ -284,6 +308,69 @@ class VulkanEngine(SlotEngine):
         v = self.cfg.n_vocab
         self.host_bytes_read += 4 * v
         return self.logits_host.words()[row * v: (row + 1) * v].view(np.float32).copy()
+
+
+def fit_plan(gguf, cfg: ModelConfig, table, config: EngineConfig, device: Device, tuning, use_mtp: bool,
+             K: int) -> tuple[MemoryPlan, str | None]:
+    """The memory plan for `config`, checked against the device's budget before anything is allocated, and the
+    line saying which context --fit chose (None when the context was fixed and fits).
+
+    A fixed context (-c N) must fit as it is. Otherwise (--fit on, -c not given or 0) the context is the largest
+    that fits, up to config.n_ctx (-c not given: the default) or the model's trained context (-c 0)."""
+    info = device.info
+    budget = fit_budget(info, config.fit_margin_mib)
+
+    def plan_for(n_ctx: int) -> MemoryPlan:
+        shape = engine_shape(n_ctx, config.n_slots, config.cache_types, use_mtp, K, config.ubatch)
+        return plan_memory(gguf, cfg, table, shape, device, tuning)
+
+    if config.ctx_fixed or not config.fit:
+        if config.n_ctx < 16:
+            raise ValueError(f"--ctx-size {config.n_ctx} is too small" + (" (-c 0 needs --fit on)"
+                                                                          if config.n_ctx == 0 else ""))
+        plan = plan_for(config.n_ctx)
+        plan.check(budget, info.name)
+        return plan, None
+    trained = cfg.n_ctx_train or 4096
+    target = config.n_ctx or trained
+    smallest = min(MIN_CTX, target)
+    n_ctx = fit_context(plan_for, budget, target, n_ctx_min=smallest)
+    if n_ctx is None:
+        plan_for(smallest).check(budget, info.name)   # raises: not even the smallest context fits
+    plan = plan_for(n_ctx)
+    plan.check(budget, info.name)
+    why = "the model's trained context" if n_ctx == trained else \
+        "the default" if n_ctx == target and config.n_ctx else "the largest that fits"
+    message = (f"context {n_ctx} tokens per slot ({why}; plan {plan.total / 2**20:.0f} MiB of "
+               f"{budget / 2**20:.0f} MiB on {info.name})")
+    return plan, message
+
+
+def fit_config(model_path: str, config: EngineConfig) -> tuple[EngineConfig, str | None]:
+    """`config` with the context --fit picks on its device fixed (n_ctx > 0, ctx_fixed), and the line saying so;
+    opens the device for the plan only. What the CLI and the server do before building engines."""
+    if config.ctx_fixed:
+        return config, None
+    gguf = open_gguf(model_path)
+    cfg = ModelConfig.from_gguf(gguf)
+    table = validate(gguf, cfg)
+    device = Device(config.device)
+    try:
+        tuning = load_profile(device.info)
+        spec = _with_profile(config, tuning, model_path).spec
+        use_mtp = spec.enabled and table.mtp is not None
+        plan, message = fit_plan(gguf, cfg, table, config, device, tuning, use_mtp, spec.n_max if use_mtp else 0)
+    finally:
+        device.destroy()
+    return replace(config, n_ctx=plan.n_ctx, ctx_fixed=True), message
+
+
+def _with_profile(config: EngineConfig, tuning, model_path: str) -> EngineConfig:
+    """The MTP depth and p-min the device's tuning profile measured for this model, unless the user set them."""
+    tuned = tuning.mtp_for(model_path) if tuning is not None else None
+    if config.spec.from_profile and tuned is not None:
+        return replace(config, spec=replace(config.spec, n_max=tuned.n_max, p_min=tuned.p_min))
+    return config
 
 
 def _progress_bar(total: int):

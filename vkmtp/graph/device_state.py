@@ -14,9 +14,10 @@ from dataclasses import dataclass
 
 from vkmtp.device import Buffer, Device, View
 from vkmtp.model.config import ModelConfig
-from vkmtp.ops.kv_layout import MTP_KV_TYPE, KvLayout
+from vkmtp.graph.memory_plan import KvLayouts
 
 ALIGN = 256
+_ATTR = {"conv_state": "conv", "ssm_state": "ssm"}   # stack name -> DeviceState attribute (others: the same)
 
 
 @dataclass(frozen=True)
@@ -32,18 +33,26 @@ class StackGroup:
 class LayerStack:
     """`n_layers` blocks of `block_bytes`, packed into as few buffers as the device allows."""
 
+    @staticmethod
+    def buffer_sizes(max_range: int, n_layers: int, block_bytes: int) -> list[int]:
+        """Bytes of each buffer of the stack (what __init__ allocates; the memory plan reports the same)."""
+        stride = -(-block_bytes // ALIGN) * ALIGN
+        per_buffer = max(1, min(n_layers, max_range // stride))
+        return [min(per_buffer, n_layers - first) * stride for first in range(0, n_layers, per_buffer)]
+
     def __init__(self, device: Device, n_layers: int, block_bytes: int, name: str):
         stride = -(-block_bytes // ALIGN) * ALIGN
-        per_buffer = max(1, min(n_layers, device.info.max_storage_buffer_range // stride))
         self.buffers: list[Buffer] = []
         self.groups: list[StackGroup] = []
         self.layers: list[View] = []
-        for first in range(0, n_layers, per_buffer):
-            count = min(per_buffer, n_layers - first)
-            buf = device.buffer(count * stride, "device", f"{name}{len(self.buffers)}")
+        first = 0
+        for size in LayerStack.buffer_sizes(device.info.max_storage_buffer_range, n_layers, block_bytes):
+            count = size // stride
+            buf = device.buffer(size, "device", f"{name}{len(self.buffers)}")
             self.buffers.append(buf)
             self.groups.append(StackGroup(buf.view(0, count * stride), first, count, stride // 4))
             self.layers.extend(buf.view(i * stride, block_bytes) for i in range(count))
+            first += count
 
     def destroy(self) -> None:
         for b in self.buffers:
@@ -53,37 +62,57 @@ class LayerStack:
 class DeviceState:
     """Everything per sequence that lives on the device."""
 
-    def __init__(self, device: Device, cfg: ModelConfig, n_ctx: int, n_slots: int, kv_type: str,
-                 use_mtp: bool, n_snap: int):
+    @staticmethod
+    def _stacks(cfg: ModelConfig, layouts: KvLayouts, n_slots: int, n_snap: int):
+        """(name, plan row, n_layers, block bytes) of every layer stack, in allocation order."""
+        S = n_slots + 1
+        conv_words = (cfg.ssm_conv_kernel - 1) * cfg.ssm_conv_dim
+        ssm_words = cfg.ssm_dt_rank * cfg.ssm_head_v_dim * cfg.ssm_d_state
+        n_attn, n_gdn = len(cfg.attention_layers), len(cfg.recurrent_layers)
+        out = [("k_cache", "kv", n_attn, layouts.k.nbytes), ("v_cache", "kv", n_attn, layouts.v.nbytes),
+               ("conv_state", "recurrent", n_gdn, 4 * S * conv_words),
+               ("ssm_state", "recurrent", n_gdn, 4 * S * ssm_words)]
+        if n_snap:
+            out += [("conv_snap", "snapshots", n_gdn, 4 * S * n_snap * conv_words),
+                    ("ssm_snap", "snapshots", n_gdn, 4 * S * n_snap * ssm_words)]
+        if layouts.mtp_k is not None:
+            out += [("mtp_k", "mtp_kv", 1, layouts.mtp_k.nbytes), ("mtp_v", "mtp_kv", 1, layouts.mtp_v.nbytes)]
+        return [t for t in out if t[2] > 0]
+
+    @staticmethod
+    def buffer_sizes(cfg: ModelConfig, layouts: KvLayouts, n_slots: int, n_snap: int,
+                     max_range: int) -> list[tuple[str, str, int]]:
+        """(buffer name, plan row, bytes) of every buffer DeviceState allocates."""
+        out = []
+        for name, part, n_layers, block in DeviceState._stacks(cfg, layouts, n_slots, n_snap):
+            out += [(f"{name}{i}", part, n) for i, n in enumerate(LayerStack.buffer_sizes(max_range, n_layers,
+                                                                                           block))]
+        out.append(("pending_h", "hidden", 4 * (n_slots + 1) * cfg.n_embd))
+        return out
+
+    def __init__(self, device: Device, cfg: ModelConfig, layouts: KvLayouts, n_slots: int, n_snap: int):
         self.cfg = cfg
-        self.n_ctx = n_ctx
+        self.n_ctx = layouts.k.n_ctx
         self.n_slots = n_slots
         self.sink = n_slots                  # the padding slot
         self.n_slots_total = n_slots + 1
         self.n_snap = n_snap                 # verify rows whose states are kept for rollback (0: none)
         S = self.n_slots_total
-        self.kv_layout = KvLayout(kv_type, cfg.n_head_kv, cfg.head_dim, n_ctx, S)
-        n_attn = len(cfg.attention_layers)
-        self.k_cache = LayerStack(device, n_attn, self.kv_layout.nbytes, "k_cache")
-        self.v_cache = LayerStack(device, n_attn, self.kv_layout.nbytes, "v_cache")
+        if layouts.k.n_slots != S:
+            raise ValueError(f"KV layouts for {layouts.k.n_slots} slots, {S} needed (the sink slot included)")
+        self.layouts = layouts
+        self.kv_layout = layouts.k
+        self.v_layout = layouts.v
         self.attn_index = {layer: i for i, layer in enumerate(cfg.attention_layers)}
-
         self.conv_words = (cfg.ssm_conv_kernel - 1) * cfg.ssm_conv_dim
         self.ssm_words = cfg.ssm_dt_rank * cfg.ssm_head_v_dim * cfg.ssm_d_state
-        n_gdn = len(cfg.recurrent_layers)
         self.gdn_index = {layer: i for i, layer in enumerate(cfg.recurrent_layers)}
-        self.conv = LayerStack(device, n_gdn, 4 * S * self.conv_words, "conv_state")
-        self.ssm = LayerStack(device, n_gdn, 4 * S * self.ssm_words, "ssm_state")
-        self.conv_snap = self.ssm_snap = None
-        if n_snap:
-            self.conv_snap = LayerStack(device, n_gdn, 4 * S * n_snap * self.conv_words, "conv_snap")
-            self.ssm_snap = LayerStack(device, n_gdn, 4 * S * n_snap * self.ssm_words, "ssm_snap")
-
-        self.mtp_kv_layout = KvLayout(MTP_KV_TYPE, cfg.n_head_kv, cfg.head_dim, n_ctx, S) if use_mtp else None
-        self.mtp_k = self.mtp_v = None
-        if use_mtp:
-            self.mtp_k = LayerStack(device, 1, self.mtp_kv_layout.nbytes, "mtp_k")
-            self.mtp_v = LayerStack(device, 1, self.mtp_kv_layout.nbytes, "mtp_v")
+        self.k_cache = self.v_cache = self.conv = self.ssm = None
+        self.conv_snap = self.ssm_snap = self.mtp_k = self.mtp_v = None
+        for name, _, n_layers, block in DeviceState._stacks(cfg, layouts, n_slots, n_snap):
+            setattr(self, _ATTR.get(name, name), LayerStack(device, n_layers, block, name))
+        self.mtp_kv_layout = layouts.mtp_k
+        self.mtp_v_layout = layouts.mtp_v
         # post-norm hidden of each slot's last processed token: the next MTP draft's input (llama.cpp's pending_h)
         self.pending_h_buffer = device.buffer(4 * S * cfg.n_embd, "device", "pending_h")
         self.pending_h = self.pending_h_buffer.view()
@@ -109,6 +138,8 @@ class DeviceState:
         import numpy as np
 
         for stack, words in ((self.conv, self.conv_words), (self.ssm, self.ssm_words)):
+            if stack is None:
+                continue
             zeros = np.zeros(words, np.float32)
             for view in stack.layers:
                 self.device.upload(view.sub(4 * slot * words, 4 * words), zeros)
@@ -116,9 +147,8 @@ class DeviceState:
 
     @property
     def stacks(self) -> list[LayerStack]:
-        out = [self.k_cache, self.v_cache, self.conv, self.ssm]
-        out += [s for s in (self.conv_snap, self.ssm_snap, self.mtp_k, self.mtp_v) if s is not None]
-        return out
+        return [s for s in (self.k_cache, self.v_cache, self.conv, self.ssm, self.conv_snap, self.ssm_snap,
+                            self.mtp_k, self.mtp_v) if s is not None]
 
     def destroy(self) -> None:
         for s in self.stacks:

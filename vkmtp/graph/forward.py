@@ -22,6 +22,7 @@ from vkmtp.device import Arena, Buffer, Device, Recorder, View
 from vkmtp.gguf import GGMLType
 from vkmtp.model.config import LayerKind, ModelConfig
 from vkmtp.graph.device_state import DeviceState
+from vkmtp.graph.memory_plan import KvLayouts
 from vkmtp.graph.placement import WeightRef
 from vkmtp.model.weights import AttentionTensors, BlockTensors, DeltaNetTensors, DenseFfnTensors, ModelTensors
 from vkmtp.ops.argmax import Argmax
@@ -52,7 +53,7 @@ class Ops:
     absent field keeps the default.
     """
 
-    def __init__(self, device: Device, cfg: ModelConfig, state: DeviceState,
+    def __init__(self, device: Device, cfg: ModelConfig, layouts: KvLayouts,
                  tuning: TuningProfile | None = None):
         self.device = device
         caps = (tuning or TuningProfile()).apply(device.caps)
@@ -61,15 +62,17 @@ class Ops:
         self.get_rows = GetRows(device)
         self.norm = RmsNorm(device, eps=cfg.rms_eps)
         self.rope = Rope(device, cfg.head_dim, cfg.n_rot, cfg.rope_freq_base, eps=cfg.rms_eps)
-        self.set_rows = SetRows(device, state.kv_layout)
-        self.attn = FlashAttn(device, cfg.n_head, state.kv_layout, caps=caps)
+        # V rows are written by set_rows; K rows by rope straight into the cache (its layout is the K layout)
+        self.set_rows = SetRows(device, layouts.v)
+        self.attn = FlashAttn(device, cfg.n_head, layouts.k, layouts.v, caps=caps)
         q_tile = FlashAttn.max_q_tile(device, cfg.n_head, cfg.n_head_kv, cfg.head_dim)
-        self.attn_prefill = FlashAttn(device, cfg.n_head, state.kv_layout, q_tile=min(4, q_tile))
+        self.attn_prefill = FlashAttn(device, cfg.n_head, layouts.k, layouts.v, q_tile=min(4, q_tile))
         self.set_rows_mtp = self.attn_mtp = self.attn_mtp_prefill = None
-        if state.mtp_kv_layout is not None:
-            self.set_rows_mtp = SetRows(device, state.mtp_kv_layout)
-            self.attn_mtp = FlashAttn(device, cfg.n_head, state.mtp_kv_layout, caps=caps)
-            self.attn_mtp_prefill = FlashAttn(device, cfg.n_head, state.mtp_kv_layout, q_tile=min(4, q_tile))
+        if layouts.mtp_k is not None:
+            self.set_rows_mtp = SetRows(device, layouts.mtp_v)
+            self.attn_mtp = FlashAttn(device, cfg.n_head, layouts.mtp_k, layouts.mtp_v, caps=caps)
+            self.attn_mtp_prefill = FlashAttn(device, cfg.n_head, layouts.mtp_k, layouts.mtp_v,
+                                              q_tile=min(4, q_tile))
         self.conv = CausalConv1d(device, cfg.ssm_conv_kernel) if cfg.recurrent_layers else None
         self.gdn = GatedDeltaNet(device, cfg.ssm_d_state, caps=caps) if cfg.recurrent_layers else None
         self.swiglu = SwiGlu(device)
@@ -137,7 +140,16 @@ class Activations:
 
 
 def scratch_bytes_for(cfg: ModelConfig, n: int, n_out: int, ops: Ops) -> int:
+    """The scratch buffer: the larger of a decode / verify step's and a prompt chunk's activations."""
     return max(Arena.size_for(list(Activations.sizes(cfg, n, n_out, ops, p).values())) for p in (False, True))
+
+
+HIDDEN_ROW_SETS = 4   # post-norm trunk hidden, shifted MTP input, two MTP outputs (graph/steps.py GraphContext)
+
+
+def hidden_bytes(cfg: ModelConfig, max_rows: int) -> int:
+    """The hidden-rows buffer kept outside the per-pass activations (GraphContext carves it)."""
+    return 4 * HIDDEN_ROW_SETS * max_rows * cfg.n_embd
 
 
 class Forward:
@@ -204,7 +216,7 @@ class Forward:
             k_cache, v_cache = self.state.mtp_k.layers[0], self.state.mtp_v.layers[0]
             set_rows = ops.set_rows_mtp
             attn = ops.attn_mtp_prefill if act.prefill else ops.attn_mtp
-            layout = self.state.mtp_kv_layout
+            layout = self.state.mtp_kv_layout      # K's: rope writes K rows, set_rows (V's layout) V rows
         else:
             k_cache, v_cache = self.state.kv(layer)
             set_rows = ops.set_rows

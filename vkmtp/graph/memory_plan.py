@@ -1,20 +1,30 @@
 """Memory planned before anything is allocated: weights, KV cache, recurrent state, MTP head and its KV, scratch.
 
-llama.cpp's `--fit` first ignored the MTP head and its context (OOM at the first decode, llama.cpp #23472);
-here the MTP weights, the MTP KV cache and the rollback snapshots are part of the one plan that is checked
-against the device's heaps (and VK_EXT_memory_budget where the driver has it). If it does not fit, the error
-says how much is needed, for what, and what to reduce.
+The plan is the list of every device buffer the engine will create (`PlannedBuffer`), each sized by the same
+function the allocating code calls (`WeightPlan`, `DeviceState.buffer_sizes`, `scratch_bytes_for`,
+`hidden_bytes`, `StepIO.total_words`), so what the plan reports is what the engine allocates
+(tests/engine/test_memory_plan.py checks the two are equal). llama.cpp's `--fit` first ignored the MTP head
+and its context (OOM at the first decode, llama.cpp #23472); here the MTP weights, the MTP KV cache and the
+rollback snapshots are part of the one plan checked against the device's budget (VK_EXT_memory_budget where
+the driver has it, the device-local heaps otherwise). If it does not fit, the error says how much is needed,
+for what, and what to reduce; `fit_context` picks the largest context that fits.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from vkmtp.gguf import GGUFFile
 from vkmtp.model.config import ModelConfig
 from vkmtp.model.weights import ModelTensors, TensorSpec, walk_specs
-from vkmtp.ops.kv_layout import MTP_KV_TYPE, kv_type as kv_type_of
+from vkmtp.ops.kv_layout import KvLayout, kv_type as kv_type_of
+
 GiB = float(1 << 30)
+MiB = float(1 << 20)
+MIN_CTX = 256           # the smallest context `fit_context` offers (a usable prompt plus a reply)
+
+# plan rows, in the order `describe` prints them
+PARTS = ("weights", "mtp_weights", "kv", "mtp_kv", "recurrent", "snapshots", "scratch", "hidden", "io", "staging")
 
 
 class DeviceMemoryError(MemoryError):
@@ -22,46 +32,152 @@ class DeviceMemoryError(MemoryError):
 
 
 @dataclass(frozen=True)
+class CacheTypes:
+    """-ctk / -ctv for the trunk's KV cache, -ctkd / -ctvd for the MTP head's (None: the trunk's type)."""
+
+    k: str = "f16"
+    v: str = "f16"
+    draft_k: str | None = None
+    draft_v: str | None = None
+
+    @property
+    def mtp_k(self) -> str:
+        return self.draft_k or self.k
+
+    @property
+    def mtp_v(self) -> str:
+        return self.draft_v or self.v
+
+    def label(self) -> str:
+        return self.k if self.k == self.v else f"K {self.k}, V {self.v}"
+
+
+@dataclass(frozen=True)
+class KvLayouts:
+    """The cache layouts of one engine: trunk K / V (all attention layers alike), MTP K / V (None: no MTP)."""
+
+    k: KvLayout
+    v: KvLayout
+    mtp_k: KvLayout | None = None
+    mtp_v: KvLayout | None = None
+
+    @staticmethod
+    def make(cfg: ModelConfig, n_ctx: int, n_slots_total: int, types: CacheTypes, mtp: bool) -> "KvLayouts":
+        def lay(t: str) -> KvLayout:
+            return KvLayout(t, cfg.n_head_kv, cfg.head_dim, n_ctx, n_slots_total)
+
+        return KvLayouts(lay(types.k), lay(types.v), lay(types.mtp_k) if mtp else None,
+                         lay(types.mtp_v) if mtp else None)
+
+
+@dataclass(frozen=True)
+class PlannedBuffer:
+    name: str      # the name the buffer is allocated under (Device.buffer)
+    part: str      # its plan row (PARTS)
+    nbytes: int
+    kind: str = "device"   # "device" | "host"
+
+
+@dataclass(frozen=True)
 class MemoryPlan:
-    weights: int          # trunk weights (incl. embedding and LM head)
-    mtp_weights: int      # MTP block + nextn tensors (0 without MTP)
-    kv: int               # trunk KV cache, all slots
-    mtp_kv: int           # MTP block's KV cache, all slots
-    recurrent: int        # conv + delta-rule state, all slots (+ the sink slot)
-    snapshots: int        # per-token state snapshots for rollback of a verify batch
-    scratch: int          # activations of the largest step
+    buffers: tuple[PlannedBuffer, ...]
     n_ctx: int
     n_slots: int
-    kv_type: str
+    types: CacheTypes
+    mtp_weight_bytes: int = 0     # of the weight buffers' bytes, what only the MTP head reads
+    weight_plan: object = field(default=None, compare=False, repr=False)
+    layouts: KvLayouts | None = field(default=None, compare=False, repr=False)
+    max_buffer: int = 0           # the device's maxStorageBufferRange the plan was made for
+
+    def part(self, name: str) -> int:
+        return sum(b.nbytes for b in self.buffers if b.part == name)
+
+    def size_of(self, buffer_name: str) -> int:
+        return next(b.nbytes for b in self.buffers if b.name == buffer_name)
+
+    @property
+    def weights(self) -> int:
+        return self.part("weights") + self.part("mtp_weights") - self.mtp_weight_bytes
+
+    @property
+    def mtp_weights(self) -> int:
+        return self.mtp_weight_bytes
+
+    @property
+    def kv(self) -> int:
+        return self.part("kv")
+
+    @property
+    def mtp_kv(self) -> int:
+        return self.part("mtp_kv")
+
+    @property
+    def recurrent(self) -> int:
+        return self.part("recurrent")
+
+    @property
+    def snapshots(self) -> int:
+        return self.part("snapshots")
+
+    @property
+    def scratch(self) -> int:
+        return self.part("scratch")
 
     @property
     def total(self) -> int:
-        return (self.weights + self.mtp_weights + self.kv + self.mtp_kv + self.recurrent + self.snapshots
-                + self.scratch)
+        return sum(b.nbytes for b in self.buffers)
+
+    @property
+    def kv_type(self) -> str:
+        return self.types.label()
+
+    def oversized(self) -> list[PlannedBuffer]:
+        """Buffers larger than one storage-buffer binding may address (maxStorageBufferRange)."""
+        return [b for b in self.buffers if self.max_buffer and b.nbytes > self.max_buffer]
 
     def describe(self) -> str:
+        t = self.types
+        mtp_types = t.mtp_k if t.mtp_k == t.mtp_v else f"K {t.mtp_k}, V {t.mtp_v}"
         rows = [("weights", self.weights), ("MTP head weights", self.mtp_weights),
-                (f"KV cache ({self.kv_type}, {self.n_slots} x {self.n_ctx} tokens)", self.kv),
-                ("MTP KV cache", self.mtp_kv), ("recurrent state", self.recurrent),
-                ("rollback snapshots", self.snapshots), ("scratch", self.scratch), ("total", self.total)]
+                (f"KV cache ({t.label()}, {self.n_slots} x {self.n_ctx} tokens)", self.kv),
+                (f"MTP KV cache ({mtp_types})", self.mtp_kv), ("recurrent state", self.recurrent),
+                ("rollback snapshots", self.snapshots), ("scratch", self.scratch),
+                ("hidden rows", self.part("hidden")), ("step I/O and logits (host)", self.part("io")),
+                ("staging (host)", self.part("staging")), ("total", self.total)]
         return "\n".join(f"  {name:<44} {n / GiB:9.3f} GiB" for name, n in rows)
 
-    def check(self, available: int, device_name: str = "device") -> None:
-        if self.total <= available:
-            return
+    def hints(self) -> list[str]:
         hints = []
-        if self.kv + self.mtp_kv > 0.2 * self.total:
-            hints.append("a smaller --ctx-size")
-            if self.kv_type == "f16":
+        if self.kv + self.mtp_kv > 0.2 * self.total or self.oversized():
+            hints.append("a smaller --ctx-size (or -c 0: the largest that fits)")
+            if "f16" in (self.types.k, self.types.v):
                 hints.append("--cache-type-k q8_0 --cache-type-v q8_0")
         if self.n_slots > 1:
             hints.append("fewer --parallel slots")
         if self.mtp_weights:
             hints.append("--no-mtp (saves the MTP head)")
         hints.append("a smaller quantization of the model")
-        raise DeviceMemoryError(
-            f"the model needs {self.total / GiB:.2f} GiB on {device_name} but {available / GiB:.2f} GiB is "
-            f"available:\n{self.describe()}\nreduce with: " + ", ".join(hints))
+        return hints
+
+    def problem(self, available: int, device_name: str = "device") -> str | None:
+        """Why this plan cannot run on the device (None: it can)."""
+        big = self.oversized()
+        if big:
+            b = max(big, key=lambda b: b.nbytes)
+            return (f"one layer's buffer '{b.name}' ({b.part}) needs {b.nbytes / MiB:.1f} MiB but {device_name} "
+                    f"binds at most {self.max_buffer / MiB:.1f} MiB per storage buffer (maxStorageBufferRange)")
+        if self.total > available:
+            return (f"the model needs {self.total / GiB:.2f} GiB on {device_name} but {available / GiB:.2f} GiB "
+                    f"is available")
+        return None
+
+    def fits(self, available: int) -> bool:
+        return self.problem(available) is None
+
+    def check(self, available: int, device_name: str = "device") -> None:
+        why = self.problem(available, device_name)
+        if why is not None:
+            raise DeviceMemoryError(f"{why}:\n{self.describe()}\nreduce with: " + ", ".join(self.hints()))
 
 
 def kv_row_bytes(cfg: ModelConfig, kv_type: str) -> int:
@@ -76,25 +192,6 @@ def recurrent_bytes_per_slot(cfg: ModelConfig) -> int:
     return 4 * (conv + ssm) * len(cfg.recurrent_layers)
 
 
-def scratch_bytes(cfg: ModelConfig, n_tokens: int) -> int:
-    """Activations of one step of `n_tokens` tokens (an upper bound used to size the scratch arena)."""
-    e = cfg.n_embd
-    ff = max(cfg.n_ff, cfg.n_expert_used * cfg.n_ff_exp + cfg.n_ff_shexp)
-    attn = 2 * cfg.n_head * cfg.head_dim + 2 * cfg.n_head_kv * cfg.head_dim + cfg.n_head * cfg.head_dim
-    gdn = 2 * cfg.ssm_conv_dim + 2 * cfg.ssm_d_inner + 4 * cfg.ssm_dt_rank
-    per_token = 8 * e + 3 * ff + max(attn, gdn) + cfg.n_expert + 64
-    return 4 * n_tokens * per_token
-
-
-def _spec_bytes(gguf: GGUFFile, specs) -> int:
-    total = 0
-    for spec in specs:
-        info = gguf.tensors.get(spec.name)
-        if info is not None:
-            total += info.n_bytes
-    return total
-
-
 def mtp_only_specs(table: ModelTensors) -> list[TensorSpec]:
     """Tensors read only by the MTP head (shared embedding / LM head / norms excluded)."""
     if table.mtp is None:
@@ -103,18 +200,116 @@ def mtp_only_specs(table: ModelTensors) -> list[TensorSpec]:
     return [s for s in dict.fromkeys(walk_specs(table.mtp)) if s.name not in trunk]
 
 
-def plan_memory(gguf: GGUFFile, cfg: ModelConfig, table: ModelTensors, n_ctx: int, n_slots: int = 1,
-                kv_type: str = "f16", mtp: bool = True, n_max: int = 3, ubatch: int = 256) -> MemoryPlan:
-    use_mtp = mtp and table.mtp is not None
-    trunk_specs = [s for s in table.specs() if s.name not in {m.name for m in mtp_only_specs(table)}]
-    weights = _spec_bytes(gguf, trunk_specs)
-    mtp_weights = _spec_bytes(gguf, mtp_only_specs(table)) if use_mtp else 0
-    rows = n_slots * n_ctx
-    kv = 2 * rows * kv_row_bytes(cfg, kv_type) * len(cfg.attention_layers)
-    mtp_kv = 2 * rows * kv_row_bytes(cfg, MTP_KV_TYPE) if use_mtp else 0
-    recurrent = (n_slots + 1) * recurrent_bytes_per_slot(cfg)
-    verify_width = (n_max + 1) if use_mtp else 1
-    snapshots = n_slots * verify_width * recurrent_bytes_per_slot(cfg) if use_mtp else 0
-    logits = 4 * cfg.n_vocab * max(verify_width * n_slots, 1)
-    scratch = scratch_bytes(cfg, max(ubatch, verify_width * n_slots)) + logits
-    return MemoryPlan(weights, mtp_weights, kv, mtp_kv, recurrent, snapshots, scratch, n_ctx, n_slots, kv_type)
+def weight_names(table: ModelTensors, use_mtp: bool) -> list[str]:
+    """The tensors uploaded to the device, in file order (the MTP head's only with MTP on)."""
+    mtp_only = {s.name for s in mtp_only_specs(table)}
+    return [s.name for s in table.specs() if use_mtp or s.name not in mtp_only]
+
+
+def weight_buffer_limit(max_storage_buffer_range: int) -> int:
+    """Weight buffers: at most maxStorageBufferRange, capped at 1 GiB so the first upload starts early."""
+    return min(max_storage_buffer_range, 1 << 30)
+
+
+@dataclass(frozen=True)
+class EngineShape:
+    """The settings that size an engine's buffers (vkmtp/engine/vulkan.py derives them from EngineConfig)."""
+
+    n_ctx: int
+    n_slots: int
+    types: CacheTypes
+    use_mtp: bool
+    K: int            # draft depth (0 without MTP)
+    ubatch: int
+
+    @property
+    def max_rows(self) -> int:
+        """Rows of the largest step: a prompt chunk or a verify batch of all slots."""
+        return max(self.ubatch, self.n_slots * (self.K + 1))
+
+    @property
+    def n_out(self) -> int:
+        """Rows that need logits: a verify batch (a prompt chunk needs one)."""
+        return self.n_slots * (self.K + 1)
+
+    @property
+    def n_snap(self) -> int:
+        return self.K + 1 if self.use_mtp else 0
+
+
+def engine_shape(n_ctx: int, n_slots: int, types: CacheTypes, use_mtp: bool, n_max: int,
+                 ubatch: int) -> EngineShape:
+    K = n_max if use_mtp else 0
+    return EngineShape(n_ctx, n_slots, types, use_mtp, K, max(8, min(ubatch, n_ctx)))
+
+
+def plan_memory(gguf: GGUFFile, cfg: ModelConfig, table: ModelTensors, shape: EngineShape, device,
+                tuning=None) -> MemoryPlan:
+    """Every buffer the Vulkan engine allocates for `shape` on `device` (an opened vkmtp.device.Device)."""
+    from vkmtp.graph.device_state import DeviceState
+    from vkmtp.graph.forward import Ops, hidden_bytes, scratch_bytes_for
+    from vkmtp.graph.placement import WeightPlan
+    from vkmtp.graph.step_io import StepIO
+    from vkmtp.device.context import staging_bytes
+
+    info = device.info
+    use_mtp = shape.use_mtp and table.mtp is not None
+    wplan = WeightPlan(gguf, weight_names(table, use_mtp), weight_buffer_limit(info.max_storage_buffer_range))
+    buffers = [PlannedBuffer(f"weights{i}", "weights", n) for i, n in enumerate(wplan.buffer_sizes)]
+    mtp_bytes = sum(gguf.tensors[s.name].n_bytes for s in mtp_only_specs(table) if s.name in gguf.tensors) \
+        if use_mtp else 0
+    layouts = KvLayouts.make(cfg, shape.n_ctx, shape.n_slots + 1, shape.types, use_mtp)
+    for name, part, n in DeviceState.buffer_sizes(cfg, layouts, shape.n_slots, shape.n_snap,
+                                                  info.max_storage_buffer_range):
+        buffers.append(PlannedBuffer(name, part, n))
+    ops = Ops(device, cfg, layouts, tuning)
+    buffers.append(PlannedBuffer("scratch", "scratch", _words(scratch_bytes_for(cfg, shape.max_rows, shape.n_out,
+                                                                                 ops))))
+    buffers.append(PlannedBuffer("hidden", "hidden", hidden_bytes(cfg, shape.max_rows)))
+    buffers.append(PlannedBuffer("logits", "io", logits_host_bytes(cfg, shape), "host"))
+    buffers.append(PlannedBuffer("step", "io", 4 * StepIO.total_words(shape.ubatch, shape.n_slots, shape.K),
+                                 "host"))
+    if not info.uma:
+        buffers.append(PlannedBuffer("staging", "staging", staging_bytes(info.max_storage_buffer_range), "host"))
+    return MemoryPlan(tuple(buffers), shape.n_ctx, shape.n_slots, shape.types, mtp_bytes, wplan, layouts,
+                      info.max_storage_buffer_range)
+
+
+def _words(n: int) -> int:
+    return max(-(-int(n) // 4) * 4, 4)
+
+
+def logits_host_bytes(cfg: ModelConfig, shape: EngineShape) -> int:
+    """The host-visible logits of a verify batch (temperature > 0 samples on the host)."""
+    return 4 * max(shape.n_out, 1) * cfg.n_vocab
+
+
+DEFAULT_FIT_MARGIN_MIB = 256   # --fit-target default: left for the driver (pipelines, command buffers) and others
+
+
+def fit_budget(info, margin_mib: int | None = None) -> int:
+    """Bytes a plan may use on a device (vkmtp.device.DeviceInfo): the budget VK_EXT_memory_budget reports
+    (less what is in use), else the device-local heaps -- on UMA devices that is the share of system memory the
+    driver reports, not the total RAM -- minus the margin (--fit-target / --fit-margin, MiB)."""
+    margin = DEFAULT_FIT_MARGIN_MIB if margin_mib is None else margin_mib
+    return max(info.available_bytes - (int(margin) << 20), 0)
+
+
+def fit_context(make_plan, available: int, n_ctx_max: int, n_ctx_min: int = MIN_CTX,
+                step: int = 256) -> int | None:
+    """The largest context in [n_ctx_min, n_ctx_max] (a multiple of `step`, or n_ctx_max itself) whose plan
+    fits `available` bytes; None when not even n_ctx_min fits. `make_plan(n_ctx)` -> MemoryPlan. Memory grows
+    with the context, so a binary search over multiples of `step` finds it."""
+    if make_plan(n_ctx_max).fits(available):
+        return n_ctx_max
+    hi = -(-n_ctx_max // step)        # in units of step: hi * step >= n_ctx_max does not fit
+    if n_ctx_min > n_ctx_max or not make_plan(max(n_ctx_min, step)).fits(available):
+        return None
+    lo = max(n_ctx_min, step) // step
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        if make_plan(mid * step).fits(available):
+            lo = mid
+        else:
+            hi = mid
+    return lo * step

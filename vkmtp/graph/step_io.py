@@ -18,9 +18,11 @@ from vkmtp.spec.config import DRAFT_TOP_K
 class StepIO:
     """Named regions of one host-visible uint32 buffer, sized for the largest step of this engine."""
 
-    def __init__(self, device: Device, max_tokens: int, n_seq: int, K: int):
+    @staticmethod
+    def regions(max_tokens: int, n_seq: int, K: int) -> dict[str, int]:
+        """Words of each named region."""
         V = K + 1
-        sizes = {
+        return {
             "records": RECORD_WORDS * max(max_tokens, n_seq * V),
             "draft_records": RECORD_WORDS * max(K, 1) * n_seq,
             "ids": max(n_seq * V, max_tokens),
@@ -38,9 +40,16 @@ class StepIO:
             "pairs_out": 2 * max(n_seq, 1),
             "uniforms": max(K, 1) * n_seq,
         }
+
+    @staticmethod
+    def total_words(max_tokens: int, n_seq: int, K: int) -> int:
+        """Words of the step buffer (regions rounded up to 4 words): what __init__ allocates."""
+        return sum(-(-n // 4) * 4 for n in StepIO.regions(max_tokens, n_seq, K).values())
+
+    def __init__(self, device: Device, max_tokens: int, n_seq: int, K: int):
         self.offsets: dict[str, tuple[int, int]] = {}
         total = 0
-        for name, n in sizes.items():
+        for name, n in StepIO.regions(max_tokens, n_seq, K).items():
             self.offsets[name] = (total, n)
             total += -(-n // 4) * 4
         self.buffer = device.buffer(4 * total, "host", "step")

@@ -86,17 +86,47 @@ class GraphContext:
         self.fwd.record_mtp(rec, records, self.h_shift.sub(0, n * e4), act, n, self.h_mtp[0].sub(0, n * e4))
 
 
-class PrefillGraph:
-    """One prompt chunk of `T` token slots (the real ones first, then sink padding)."""
+class Submissions:
+    """Recorded sequences replayed one after another (a prompt chunk split to bound each submission's time)."""
 
-    def __init__(self, ctx: GraphContext, T: int, greedy: bool, mtp: bool):
+    def __init__(self, recs: list[Recorder]):
+        self.recs = recs
+
+    def run(self) -> None:
+        for r in self.recs:
+            r.run()
+
+    def destroy(self) -> None:
+        for r in self.recs:
+            r.destroy()
+
+    def __len__(self) -> int:
+        return len(self.recs)
+
+
+class PrefillGraph:
+    """One prompt chunk of `T` token slots (the real ones first, then sink padding).
+
+    `layers_per_submit`: trunk blocks per queue submission (None: the whole chunk in one); the dispatches are
+    the same either way, so the tokens are too. The activations live in the scratch buffer between submissions."""
+
+    def __init__(self, ctx: GraphContext, T: int, greedy: bool, mtp: bool, layers_per_submit: int | None = None):
         self.T = T
         io, fwd = ctx.io, ctx.fwd
         e4 = 4 * ctx.cfg.n_embd
-        rec = ctx.device.recorder()
         records = io.record_view("records", 0, T)
         act = ctx.act(T, 1, prefill=True)
-        fwd.record_trunk(rec, records, act, T)
+        blocks = list(fwd.table.blocks)
+        step = layers_per_submit or max(len(blocks), 1)
+        recs = []
+        rec = ctx.device.recorder()
+        fwd.record_embed(rec, records, T, act.x)
+        for first in range(0, len(blocks), step):
+            if first:
+                recs.append(rec.finish())
+                rec = ctx.device.recorder()
+            for blk in blocks[first: first + step]:
+                fwd.record_block(rec, blk, records, act, T)
         fwd.record_output_norm(rec, act, T, ctx.hn.sub(0, T * e4))
         # pairs_out[0] = {last real row, 0}: the last real token's hidden -> head input
         ctx.copy_rows(rec, io.view("pairs_out", 0, 2), 1, ctx.hn.sub(0, T * e4), act.head_h, T, 1)
@@ -107,7 +137,8 @@ class PrefillGraph:
             # pairs_in[0] = {last real row, slot}: the slot's pending hidden for its next MTP step
             ctx.copy_rows(rec, io.view("pairs_in", 0, 2), 1, ctx.hn.sub(0, T * e4), ctx.state.pending_h, T,
                           ctx.state.n_slots_total)
-        self.rec = rec.finish()
+        recs.append(rec.finish())
+        self.rec = Submissions(recs)
 
 
 class DecodeGraph:

@@ -35,7 +35,6 @@ KV_TYPES: dict[str, KvType] = {
 }
 # what every engine stores, so what the CLI offers (-ctk / -ctv)
 ENGINE_KV_TYPES = tuple(name for name, t in KV_TYPES.items() if t.shader is not None)
-MTP_KV_TYPE = "f16"      # the MTP head's cache, whatever the trunk's type (llama.cpp's MTP context default)
 
 
 def kv_type(name: str, flag: str = "--cache-type-k") -> KvType:
