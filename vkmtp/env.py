@@ -63,6 +63,13 @@ def debug() -> bool:
     return bool(os.environ.get("VKMTP_DEBUG"))
 
 
+def test_without_barriers() -> bool:
+    """VKMTP_TEST_NO_BARRIERS set to anything non-empty: tests/device/test_barriers.py records its 200-dispatch
+    chain with no barrier between dispatches (the experiment of issue 21: does a real GPU then overlap them?).
+    Read by that test only; the engine always orders its dispatches."""
+    return bool(os.environ.get("VKMTP_TEST_NO_BARRIERS"))
+
+
 def llama_arg_variables() -> dict[str, str]:
     """LLAMA_ARG_*: llama-server's environment spelling of its flags (vkmtp.cli.llama_flags maps them)."""
     return {k: v for k, v in os.environ.items() if k.startswith("LLAMA_ARG_")}
