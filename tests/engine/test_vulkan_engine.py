@@ -37,6 +37,7 @@ def engines(device):
     made = {}
 
     def get(path: str, mtp: bool, **kw) -> VulkanEngine:
+        kw.setdefault("adaptive", False)   # fixed depth unless a test asks for the adaptive policy
         spec = SpecConfig(enabled=mtp, **{k: kw.pop(k) for k in list(kw) if k in ("n_max", "p_min", "n_min", "adaptive",
                                                                          "synthetic_accept")})
         key = (path, mtp, spec, tuple(sorted(kw.items())))
@@ -194,7 +195,11 @@ def test_adaptive_depth_keeps_greedy_output(fixture_models, engines):
     eng = engines(path, mtp=True, n_max=3, adaptive=True)
     got, seq = run(eng, PROMPT, 48)
     assert got == plain
-    assert set(eng.adaptive.cost) == {0, 1, 2, 3}   # every depth was measured
+    assert (1, 0) in eng.adaptive.cost and (1, 1) in eng.adaptive.cost   # plain and depth-1 steps measured
+    stats = seq.spec   # tokens per step over ALL generation steps (the first token came from the prefill)
+    assert stats.gen_tokens == 47 and stats.gen_steps >= stats.steps
+    assert stats.tokens_per_step == 47 / stats.gen_steps and stats.drafts_per_step == stats.draft_n / stats.gen_steps
+    assert stats.depths[0] == [0, 0] and any(d == 1 for _, d in stats.depths)
 
 
 @pytest.mark.parametrize("p_min,n_min", [(0.3, 0), (0.0, 2)])

@@ -43,6 +43,7 @@ class SlotEngine(Engine):
     config: EngineConfig
     slots: list[Slot]
     closed: bool = False
+    _depths: list[int]   # set by _generate: the draft depth each sequence of the step ran at (0: plain)
 
     # ---- admission -----------------------------------------------------------------------------------------
     def submit(self, request: Request) -> Sequence:
@@ -93,11 +94,17 @@ class SlotEngine(Engine):
                 events.append(self._emit(slot, [first]))
         if generating:
             t0 = time.perf_counter()
+            self._depths = [0] * len(generating)
             outs = self._generate(generating)
             dt = 1e3 * (time.perf_counter() - t0)
-            for slot, out in zip(generating, outs):
-                slot.run.seq.timings.predicted_ms += dt
-                events.append(self._emit(slot, out))
+            for slot, out, depth in zip(generating, outs, self._depths):
+                seq = slot.run.seq
+                seq.timings.predicted_ms += dt
+                n_before = len(seq.generated)
+                event = self._emit(slot, out)
+                # tokens the step gave this sequence (a stop id ends it unkept but was generated)
+                seq.spec.record_step(depth, len(seq.generated) - n_before + (seq.stop_reason == "eos"), dt)
+                events.append(event)
         return events
 
     def _emit(self, slot: Slot, tokens: list[int]) -> Event:

@@ -151,6 +151,8 @@ class ReferenceEngine(SlotEngine):
         return run.sampler.sample(run.logits)
 
     def _generate(self, slots: list[_Slot]) -> list[list[int]]:
+        if self.use_mtp:   # the reference always drafts n_max (budget permitting): it is the oracle, not tuned
+            self._depths = [self._draft_budget(s.run, s.run.state.n_past) for s in slots]
         return [self._speculative_step(s.run) if self.use_mtp else self._decode_step(s.run) for s in slots]
 
     def _decode_step(self, run: _Run) -> list[int]:

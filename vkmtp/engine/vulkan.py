@@ -28,7 +28,7 @@ from vkmtp.graph.memory_plan import mtp_only_specs, plan_memory
 from vkmtp.graph.placement import WeightPlan
 from vkmtp.model.weights import validate
 from vkmtp.sampling import Sampler
-from vkmtp.spec.adaptive import AdaptiveDepth
+from vkmtp.spec.adaptive import AdaptiveDepth, SlotAcceptance
 from vkmtp.spec.step import keep_drafts
 from vkmtp.spec.verifier import verify
 from vkmtp.tuning.profile import load_profile
@@ -39,6 +39,7 @@ PREFILL_BUCKETS = (8, 32, 128)   # prompt chunks are padded (to the sink slot) u
 @dataclass(eq=False)
 class _Run(Run):
     pending: list[int] = field(default_factory=list)  # prompt tokens still to prefill
+    acceptance: SlotAcceptance | None = None           # the adaptive policy's estimate for this sequence
 
 
 @dataclass(eq=False)
@@ -96,7 +97,10 @@ class VulkanEngine(SlotEngine):
         self._graphs: dict[tuple, object] = {}
         self.slots = [_Slot(i) for i in range(S)]
         self._synth_rng = np.random.default_rng(1234)
-        self.adaptive = AdaptiveDepth(self.K) if self.use_mtp and spec.adaptive else None
+        # adaptive depth (the default): 0 or n_min..n_max per step; n_min == n_max (or adaptive off) is fixed
+        self.adaptive = AdaptiveDepth(self.K, spec.n_min) \
+            if self.use_mtp and spec.adaptive and spec.n_min < spec.n_max else None
+        self._built = False   # the current step recorded a graph (its time is not the step's cost)
         self.host_bytes_written = 0   # host -> device bytes of step inputs (records, row pairs, uniforms)
         self.host_bytes_read = 0      # device -> host bytes of step outputs (token ids, counts, logits)
 
@@ -114,7 +118,8 @@ class VulkanEngine(SlotEngine):
         if not cached:
             self.state.reset_slot(slot.index)
             slot.tokens = []
-        return _Run(seq, prompt, sampler, pending=prompt[cached:])
+        return _Run(seq, prompt, sampler, pending=prompt[cached:],
+                    acceptance=self.adaptive.new_slot() if self.adaptive else None)
 
     def _release(self, slot: _Slot, run: _Run, reason: str) -> None:
         if reason == "cancelled" and slot.tokens and len(slot.tokens) < len(run.prompt):
@@ -142,6 +147,7 @@ class VulkanEngine(SlotEngine):
         if g is None:
             g = make()
             self._graphs[key] = g
+            self._built = True
         return g
 
     def _prefill(self, slot: _Slot) -> int | None:
@@ -175,15 +181,19 @@ class VulkanEngine(SlotEngine):
         t0 = time.perf_counter()
         S = len(active)
         greedy = all(s.run.sampler.params.plain_argmax for s in active)
-        K = self.adaptive.choose() if self.adaptive else self.K
+        K = self.adaptive.choose([s.run.acceptance for s in active]) if self.adaptive else self.K
         # A sequence with no budget left for drafts still rides along in a batched speculative step (its drafts are
         # not counted); alone it takes the cheaper plain step. Both give the same tokens and statistics.
         spec = self.use_mtp and K > 0 and all(len(s.tokens) + K + 1 <= self.n_ctx for s in active) \
             and (S > 1 or self._draft_budget(active[0].run, len(active[0].tokens)) > 0)
         self._step_accepts: list[tuple[int, int]] = []
+        self._built = False
         outs = self._spec_step(active, greedy, K) if spec else self._decode_step(active, greedy)
+        self._depths = [K if spec else 0] * S
         if self.adaptive:
-            self.adaptive.observe(K if spec else 0, time.perf_counter() - t0, self._step_accepts)
+            seconds = None if self._built else time.perf_counter() - t0
+            per_slot = [(s.run.acceptance, n, m) for s, (n, m) in zip(active, self._step_accepts) if n > 0]
+            self.adaptive.observe(S, K if spec else 0, seconds, per_slot)
         return outs
 
     def _write_records(self, active: list[_Slot], rows: int) -> None:

@@ -12,10 +12,11 @@ DRAFT_TOP_K = 10
 @dataclass(frozen=True)
 class SpecConfig:
     enabled: bool = True          # --no-mtp turns it off
-    n_max: int = 3                # --spec-draft-n-max: draft tokens per step
-    n_min: int = 0                # --spec-draft-n-min: drafts shorter than this are dropped
+    n_max: int = 3                # --spec-draft-n-max: draft tokens per step (the cap of the adaptive depth)
+    n_min: int = 0                # --spec-draft-n-min: drafts shorter than this are dropped; == n_max: fixed depth
     p_min: float = 0.0            # --spec-draft-p-min: stop drafting when the top-1 draft probability is lower
-    adaptive: bool = False        # adjust the depth from observed acceptance and measured verify cost
+    adaptive: bool = True         # depth 0 or n_min..n_max per step from acceptance and measured step cost
+                                  # (--no-spec-adaptive: always n_max)
     synthetic_accept: float | None = None  # BENCHMARK MODE: accept each draft with this probability
     from_profile: bool = False    # n_max / p_min were not given: use the device profile's (vkmtp tune) if any
 
