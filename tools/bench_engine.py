@@ -62,6 +62,7 @@ def run_config(device: Device, model: str, spec: SpecConfig, prompt: list[int], 
     t = seq.timings
     forwards = seq.spec.steps + (t.predicted_n - 1 - seq.spec.steps - seq.spec.draft_n_accepted)
     out = {"mtp": spec.enabled, "n_max": spec.n_max if spec.enabled else 0, "adaptive": spec.adaptive,
+           "draft_vocab": spec.draft_vocab, "spec_step_ms": _mean_spec_step_ms(seq),
            "output": tokens, "gen_steps": seq.spec.gen_steps, "depths": seq.spec.depths,
            "synthetic": spec.synthetic_accept, "prompt_tok_s": 1e3 * t.prompt_n / t.prompt_ms,
            "decode_tok_s": 1e3 * (t.predicted_n - 1) / t.predicted_ms if t.predicted_n > 1 else 0.0,
@@ -73,6 +74,12 @@ def run_config(device: Device, model: str, spec: SpecConfig, prompt: list[int], 
     return out
 
 
+def _mean_spec_step_ms(seq) -> float:
+    """Wall ms per generation step that drafted (draft + verify in one submission; 0 when none did)."""
+    st = seq.spec
+    return st.draft_verify_ms / st.draft_steps if st.draft_steps else 0.0
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("-m", "--model", required=True)
@@ -81,6 +88,8 @@ def main() -> None:
     ap.add_argument("--prompt-tokens", type=int, default=128)
     ap.add_argument("--n-max", type=int, nargs="*", default=[1, 2, 3])
     ap.add_argument("--synthetic", type=float, default=None)
+    ap.add_argument("--draft-vocab", type=int, nargs="*", default=[],
+                    help="also run fixed n-max 1 with the draft's LM head over the N lowest token ids")
     ap.add_argument("--text", default=None, help="the prompt as text (tokenized with the model's tokenizer; "
                     "default: --prompt-tokens random ids)")
     ap.add_argument("--json", action="store_true")
@@ -101,6 +110,7 @@ def main() -> None:
     args.prompt_tokens = len(prompt)
     ctx = args.prompt_tokens + args.tokens + 16
     configs = [SpecConfig(enabled=False), SpecConfig()] + [SpecConfig(n_max=k, adaptive=False) for k in args.n_max]
+    configs += [SpecConfig(n_max=1, adaptive=False, draft_vocab=n) for n in args.draft_vocab]
     if args.synthetic is not None:
         configs += [SpecConfig(n_max=k, adaptive=False, synthetic_accept=args.synthetic) for k in args.n_max]
     rows = [run_config(device, args.model, c, prompt, args.tokens, ctx) for c in configs]
@@ -119,14 +129,15 @@ def main() -> None:
     print(f"model {meta['model']} on {meta['device']} ({meta['driver']}), read bandwidth {bw / 1e9:.2f} GB/s, "
           f"commit {meta['commit']}; {args.prompt_tokens}-token prompt, {args.tokens} generated, greedy")
     print(f"{'config':<24}{'prompt tok/s':>13}{'vs off':>8}{'decode tok/s':>14}{'vs off':>8}{'tok/step':>10}"
-          f"{'accepted':>10}{'BW frac':>9}{'same':>6}  depth@step")
+          f"{'accepted':>10}{'BW frac':>9}{'same':>6}{'spec step ms':>13}  depth@step")
     for r in rows:
         name = "no MTP" if not r["mtp"] else ("default (adaptive)" if r["adaptive"] else f"MTP n-max {r['n_max']}") \
-            + (f" synth {r['synthetic']}" if r["synthetic"] is not None else "")
+            + (f" synth {r['synthetic']}" if r["synthetic"] is not None else "") \
+            + (f" vocab {r['draft_vocab']}" if r["draft_vocab"] else "")
         acc = f"{r['accepted']}/{r['draft_n']}" if r["mtp"] else "-"
         print(f"{name:<24}{r['prompt_tok_s']:>13.1f}{r['prompt_vs_no_mtp']:>8.2f}{r['decode_tok_s']:>14.1f}"
               f"{r['decode_vs_no_mtp']:>8.2f}{r['tokens_per_step']:>10.2f}{acc:>10}{r['bandwidth_fraction']:>9.3f}"
-              f"{'yes' if r['same_tokens'] else 'NO':>6}  {' '.join(f'{d}@{s}' for s, d in r['depths'][:8])}")
+              f"{'yes' if r['same_tokens'] else 'NO':>6}{r['spec_step_ms']:>13.1f}  {' '.join(f'{d}@{s}' for s, d in r['depths'][:8])}")
 
 
 if __name__ == "__main__":

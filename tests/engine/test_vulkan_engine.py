@@ -38,7 +38,7 @@ def engines(device):
 
     def get(path: str, mtp: bool, **kw) -> VulkanEngine:
         kw.setdefault("adaptive", False)   # fixed depth unless a test asks for the adaptive policy
-        spec = SpecConfig(enabled=mtp, **{k: kw.pop(k) for k in list(kw) if k in ("n_max", "p_min", "n_min", "adaptive",
+        spec = SpecConfig(enabled=mtp, **{k: kw.pop(k) for k in list(kw) if k in ("n_max", "p_min", "n_min", "adaptive", "draft_vocab",
                                                                          "synthetic_accept")})
         key = (path, mtp, spec, tuple(sorted(kw.items())))
         if key not in made:
@@ -211,6 +211,21 @@ def test_draft_cuts_match_the_reference_loop(fixture_models, engines, p_min, n_m
     got, seq = run(engines(path, mtp=True, n_max=3, p_min=p_min, n_min=n_min), PROMPT, 48)
     assert got == list(ref.tokens)
     assert (seq.spec.draft_n, seq.spec.draft_n_accepted) == (ref.stats.draft_n, ref.stats.draft_n_accepted)
+
+
+@pytest.mark.parametrize("draft_vocab", [64, 200])
+def test_reduced_vocabulary_draft_head_keeps_greedy_output(fixture_models, engines, draft_vocab):
+    """--spec-draft-vocab N: the draft's LM head covers token ids < N; verification the whole vocabulary, so
+    the tokens are plain decoding's, and the drafts and their acceptance are the reference loop's."""
+    path = fixture_models("aligned", "f32")
+    model = ReferenceModel.from_gguf(path)
+    assert draft_vocab < model.cfg.n_vocab
+    ref = generate_mtp(model, PROMPT, 48, GREEDY, spec=SpecConfig(n_max=3, draft_vocab=draft_vocab))
+    plain, _ = run(engines(path, mtp=False), PROMPT, 48)
+    got, seq = run(engines(path, mtp=True, n_max=3, draft_vocab=draft_vocab), PROMPT, 48)
+    assert got == plain == list(ref.tokens)
+    assert (seq.spec.draft_n, seq.spec.draft_n_accepted) == (ref.stats.draft_n, ref.stats.draft_n_accepted)
+    assert seq.spec.draft_n_accepted > 0
 
 
 def test_q8_0_kv_cache_keeps_mtp_equal_to_plain(fixture_models, engines):

@@ -79,7 +79,7 @@ def _engine_config(args: argparse.Namespace):
     p_min = default.p_min if args.spec_draft_p_min is None else args.spec_draft_p_min
     enabled = spec_enabled(args.spec_type, args.no_mtp, args.multi_token_prediction)
     spec = SpecConfig(enabled=enabled, n_max=n_max, n_min=args.spec_draft_n_min, p_min=p_min,
-                      adaptive=args.spec_adaptive, from_profile=not given)
+                      adaptive=args.spec_adaptive, draft_vocab=args.spec_draft_vocab, from_profile=not given)
     return EngineConfig(n_ctx=args.ctx_size, n_slots=args.parallel, ubatch=args.ubatch_size,
                         kv_type=args.cache_type_k, device=device_selector(args.device), spec=spec)
 
@@ -244,6 +244,9 @@ def _add_model_flags(p: argparse.ArgumentParser, command: str) -> None:
     p.add_argument("--spec-draft-adaptive", dest="spec_adaptive", action="store_true", default=True,
                    help="choose the draft depth (0 or n-min..n-max) per step from the measured step cost and "
                         "observed acceptance (the default)")
+    p.add_argument("--spec-draft-vocab", dest="spec_draft_vocab", type=int, default=0,
+                   help="the draft's LM head covers only the N lowest (most frequent) token ids; verification "
+                        "always uses the whole vocabulary (default 0: all)")
     p.add_argument("--no-spec-adaptive", dest="spec_adaptive", action="store_false",
                    help="always draft n-max tokens (a fixed depth; also: --spec-draft-n-min N --spec-draft-n-max N)")
     p.add_argument("--temp", type=float, default=0.8)

@@ -20,6 +20,7 @@ from vkmtp.ref.state import ModelState, MtpState
 from vkmtp.sampling import Sampler, SamplingParams
 from vkmtp.spec.config import SpecConfig
 from vkmtp.spec.stats import SpecStats
+from vkmtp.spec.config import draft_rows
 from vkmtp.spec.step import draft_budget, draft_p_top1, keep_drafts, n_taken
 from vkmtp.spec.verifier import verify
 
@@ -114,12 +115,13 @@ def draft_mtp(
 ) -> list[int]:
     """Step 1 of vkmtp/spec/step.py: chain the MTP head from (id_last, pending_h) at position
     mtp_state.n_past, greedily, with the p_min cut; then the n_min check and the truncation to `budget`.
+    With spec.draft_vocab = N the draft sees only the logits of token ids < N (the reduced draft head).
     Leaves the draft-time entries in mtp_state (the caller drops them)."""
     tokens: list[int] = []
     token, h = id_last, pending_h.reshape(1, -1)
     for _ in range(spec.n_max):
         logits, hm = model.mtp_forward([token], h, mtp_state)
-        token, p_top1 = draft_p_top1(logits[0])
+        token, p_top1 = draft_p_top1(logits[0][: draft_rows(spec.draft_vocab, logits.shape[-1])])
         if p_top1 < spec.p_min:
             break
         tokens.append(token)

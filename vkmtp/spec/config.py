@@ -9,6 +9,12 @@ from dataclasses import dataclass
 DRAFT_TOP_K = 10
 
 
+def draft_rows(draft_vocab: int, n_vocab: int) -> int:
+    """Rows of the LM head the draft evaluates: the `draft_vocab` lowest token ids (for a byte-level BPE the
+    lowest ranks are the most frequent tokens), or all of them. Verification always uses all n_vocab."""
+    return n_vocab if draft_vocab <= 0 else min(draft_vocab, n_vocab)
+
+
 @dataclass(frozen=True)
 class SpecConfig:
     enabled: bool = True          # --no-mtp turns it off
@@ -17,6 +23,7 @@ class SpecConfig:
     p_min: float = 0.0            # --spec-draft-p-min: stop drafting when the top-1 draft probability is lower
     adaptive: bool = True         # depth 0 or n_min..n_max per step from acceptance and measured step cost
                                   # (--no-spec-adaptive: always n_max)
+    draft_vocab: int = 0          # --spec-draft-vocab: the draft's LM head covers token ids < N only (0: all)
     synthetic_accept: float | None = None  # BENCHMARK MODE: accept each draft with this probability
     from_profile: bool = False    # n_max / p_min were not given: use the device profile's (vkmtp tune) if any
 
@@ -28,5 +35,7 @@ class SpecConfig:
             raise ValueError(f"--spec-draft-n-min must be in 0..n_max, got {self.n_min}")
         if not 0.0 <= self.p_min <= 1.0:
             raise ValueError(f"--spec-draft-p-min must be in [0, 1], got {self.p_min}")
+        if self.draft_vocab < 0:
+            raise ValueError(f"--spec-draft-vocab must be >= 0 (0: the whole vocabulary), got {self.draft_vocab}")
         if self.synthetic_accept is not None and not 0.0 <= self.synthetic_accept <= 1.0:
             raise ValueError(f"synthetic acceptance must be in [0, 1], got {self.synthetic_accept}")

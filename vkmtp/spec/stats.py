@@ -26,6 +26,7 @@ class SpecStats:
     accept_hist: list[int] = field(default_factory=list)   # accept_hist[m] = steps that accepted m drafts
     gen_steps: int = 0
     gen_tokens: int = 0
+    draft_steps: int = 0        # generation steps at depth > 0
     draft_verify_ms: float = 0.0
     decode_ms: float = 0.0
     depths: list[list[int]] = field(default_factory=list)    # [first step, depth] at each change of depth
@@ -50,6 +51,7 @@ class SpecStats:
         self.gen_steps += 1
         self.gen_tokens += n_tokens
         if depth:
+            self.draft_steps += 1
             self.draft_verify_ms += ms
         else:
             self.decode_ms += ms
@@ -57,6 +59,7 @@ class SpecStats:
     def merge(self, other: "SpecStats") -> None:
         self.gen_steps += other.gen_steps
         self.gen_tokens += other.gen_tokens
+        self.draft_steps += other.draft_steps
         self.draft_verify_ms += other.draft_verify_ms
         self.decode_ms += other.decode_ms
         self.draft_n += other.draft_n
@@ -92,7 +95,7 @@ class SpecStats:
         return {"draft_n": self.draft_n, "draft_n_accepted": self.draft_n_accepted, "steps": self.steps,
                 "acceptance": self.acceptance, "mean_accepted_length": self.mean_accepted_length,
                 "acceptance_per_pos": self.acceptance_per_pos(), "accept_hist": list(self.accept_hist),
-                "gen_steps": self.gen_steps, "gen_tokens": self.gen_tokens,
+                "gen_steps": self.gen_steps, "gen_tokens": self.gen_tokens, "draft_steps": self.draft_steps,
                 "tokens_per_step": self.tokens_per_step, "drafts_per_step": self.drafts_per_step,
                 "draft_verify_ms": self.draft_verify_ms, "decode_ms": self.decode_ms,
                 "depths": [list(d) for d in self.depths]}
