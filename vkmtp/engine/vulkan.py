@@ -241,6 +241,14 @@ class VulkanEngine(SlotEngine):
             drec[:, s, 3] = 0
         self.io.write_pairs("pairs_in", [(sl.index, s) for s, sl in enumerate(active)])
         self.io.write_pairs("pairs_shift", [(sl.index, s * V) for s, sl in enumerate(active)])
+        if not greedy:   # sampled sequences draft with the noise of their own next positions
+            noise = self.io.array("draft_noise")[: 4 * S].reshape(S, 4)
+            for s, slot in enumerate(active):
+                sp = slot.run.sampler
+                on = not sp.params.greedy
+                inv_t = np.float32(1.0 / sp.params.temperature if on else 1.0)
+                noise[s] = (sp.key, sp.pos, np.array([inv_t], np.float32).view(np.uint32)[0], int(on))
+            self.host_bytes_written += 16 * S
         rate = spec_cfg.synthetic_accept or 0.0
         if rate > 0:
             self.io.array("uniforms", np.float32)[: S * K] = self._synth_rng.random(S * K)

@@ -17,6 +17,7 @@ from vkmtp.device import Buffer, Device, Recorder, View
 from vkmtp.graph.step_io import StepIO
 from vkmtp.graph.device_state import DeviceState, LayerStack
 from vkmtp.graph.forward import Activations, Forward
+from vkmtp.ops.gumbel import GumbelNoise
 from vkmtp.ops.spec import SpecOps
 from vkmtp.ops.state_select import StateSelect
 from vkmtp.ops.strided import Strided
@@ -37,6 +38,7 @@ class GraphContext:
         self.logits_host = logits_host
         self.spec_ops = SpecOps(device)
         self.select = StateSelect(device)
+        self.gumbel = GumbelNoise(device)
         e = self.cfg.n_embd
         row = 4 * e
         # hidden rows kept outside the per-pass activations: post-norm trunk hidden, shifted MTP input, MTP out
@@ -159,10 +161,12 @@ class SpecGraph:
             fwd.record_lm_head(rec, h_out.sub(0, S * e4), S, act_d.logits.sub(0, 4 * S * v),
                                head=fwd.table.mtp.head.name, n_rows=v)
             logits = Strided.rows(act_d.logits.sub(0, 4 * S * v), v)
-            ops.argmax.record(rec, logits, io.view("draft_ids", 0, S), S, v, act_d.argmax_scratch)
-            if p_min > 0:
+            if p_min > 0:   # the cut looks at the raw draft logits
                 ops.topk.record(rec, logits, io.view("top_values", 0, DRAFT_TOP_K * S), io.view("top_ids", 0, DRAFT_TOP_K * S),
                                 S, v, act_d.argmax_scratch)
+            if not greedy:  # sampled rows draft argmax(l / T + g) with their target's noise (vkmtp/sampling.py)
+                ctx.gumbel.record(rec, act_d.logits, v, v, S, io.view("draft_noise", 0, 4 * S), i)
+            ops.argmax.record(rec, logits, io.view("draft_ids", 0, S), S, v, act_d.argmax_scratch)
             nxt = io.record_view("draft_records", ((i + 1) % K) * S, S)
             ctx.spec_ops.record_draft_token(rec, io.view("draft_ids", 0, S), io.view("valid"),
                                             io.record_view("records", 0, R), nxt, S, K, i,
