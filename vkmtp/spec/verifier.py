@@ -1,5 +1,7 @@
-"""Verify drafted tokens against the target model: greedy matching, Gumbel-max sample matching (what both
-engines run with temperature > 0), or speculative rejection sampling (general drafts).
+"""Verify drafted tokens against the target model: greedy matching, Gumbel-max sample matching, rejection sampling
+
+Greedy matching runs for plain greedy requests, sample matching for every other request on both engines;
+speculative rejection sampling is the general rule for drafts with their own distribution.
 
 Sample matching (`verify_gumbel`): row j is sampled as plain decoding samples the token at its position
 (`Sampler.sample_from`, Gumbel-max with noise keyed by seed and position) and the draft is accepted when it
