@@ -22,7 +22,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from vkmtp.server import generation, info_routes
 from vkmtp.server.config import ServerConfig
 from vkmtp.server.context import ServerContext, api_handler
-from vkmtp.server.errors import AUTHENTICATION, NOT_FOUND, SERVER, ApiError, bad_request
+from vkmtp.server.errors import AUTHENTICATION, NOT_FOUND, NOT_SUPPORTED, SERVER, ApiError, bad_request
 from vkmtp.server.metrics import Metrics, StatsBook
 from vkmtp.server.model_info import ModelInfo
 from vkmtp.server.scheduler import Scheduler
@@ -46,6 +46,23 @@ ROUTES = [
     ("POST", "/detokenize", info_routes.detokenize),
     ("POST", "/apply-template", info_routes.apply_template),
 ]
+
+# llama-server endpoints vkmtp does not serve: 501 in llama-server's error shape, saying so
+NOT_SERVED = {
+    "/v1/embeddings": "embeddings", "/embeddings": "embeddings", "/embedding": "embeddings",
+    "/infill": "fill-in-the-middle (/infill)", "/reranking": "reranking", "/rerank": "reranking",
+    "/v1/rerank": "reranking", "/v1/responses": "the OpenAI Responses API",
+    "/v1/messages": "the Anthropic Messages API",
+}
+
+
+def _not_served(what: str) -> Callable:
+    async def handler() -> Response:
+        return ApiError(501, f"vkmtp does not serve {what}: it is a chat and text completion server for "
+                             f"Qwen3.5/3.6 (see docs/SERVER.md)", NOT_SUPPORTED).response()
+
+    return handler
+
 
 # llama-server lets these through without the API key (monitoring and model discovery)
 PUBLIC_PATHS = frozenset({"/health", "/v1/health", "/models", "/v1/models"})
@@ -152,6 +169,8 @@ def create_app(
     app.state.ctx = ctx
     for method, path, handler in ROUTES:
         app.add_api_route(path, api_handler(handler), methods=[method], include_in_schema=False)
+    for path, what in NOT_SERVED.items():
+        app.add_api_route(path, _not_served(what), methods=["GET", "POST"], include_in_schema=False)
     page = {} if config.no_webui else webui_routes()
     for path, handler in page.items():
         app.add_api_route(path, handler, methods=["GET"], include_in_schema=False)

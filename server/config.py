@@ -22,6 +22,7 @@ class ServerConfig:
     n_predict: int = -1  # -n / --n-predict: cap on tokens per request (-1: the context)
     cache_prompt: bool = True  # --no-cache-prompt: a request's cache_prompt when it does not say
     chat_template_kwargs: dict[str, Any] = field(default_factory=dict)  # --chat-template-kwargs (requests add)
+    reasoning_format: str = "auto"  # --reasoning-format: none | deepseek | auto (requests may say)
     sleep_idle_seconds: float | None = None  # --sleep-idle-seconds
     no_webui: bool = False  # --no-webui: no chat page at /
     sampling: SamplingParams = field(default_factory=SamplingParams)  # --temp, --top-k, ... defaults

@@ -12,6 +12,7 @@ from fastapi import Request
 from fastapi.responses import Response
 from pydantic import BaseModel, ValidationError
 
+from vkmtp.engine.api import EngineConfig
 from vkmtp.server.config import ServerConfig
 from vkmtp.server.errors import SERVER, ApiError, bad_request, describe_validation_error
 from vkmtp.server.metrics import Metrics, StatsBook
@@ -31,6 +32,12 @@ class ServerContext:
     stats: StatsBook
     metrics: Metrics
     started: int  # unix time the server started
+
+    @property
+    def engine_config(self) -> EngineConfig:
+        """The engine settings in force: what the loaded engine resolved (tuning profile, fitted context),
+        or the configured ones before the first load."""
+        return self.scheduler.engine_config or self.config.engine
 
     @property
     def speculative(self) -> bool:

@@ -72,12 +72,12 @@ def describe_validation_error(exc: ValidationError) -> str:
     """'field.path: problem' for each pydantic error, e.g. `max_tokens: Input should be a valid integer`."""
     parts = []
     for err in exc.errors(include_url=False)[:5]:
-        where = ".".join(str(p) for p in err.get("loc", ())) or "body"
-        message = err.get("msg", "invalid value")
+        where = ".".join(str(p) for p in err.get("loc", ()))
+        message = err.get("msg", "invalid value").removeprefix("Value error, ")
         if err.get("type") == "missing":
             message = "field required"
         elif err.get("type") == "extra_forbidden":
-            message = "unknown field"
-        parts.append(f"{where}: {message}")
+            message = "unknown field (not a field this endpoint takes; docs/SERVER.md lists them)"
+        parts.append(f"{where}: {message}" if where else message)
     more = len(exc.errors()) - len(parts)
     return "; ".join(parts) + (f" (and {more} more)" if more > 0 else "")

@@ -15,6 +15,8 @@ from typing import Any, Iterator
 from vkmtp.server.scheduler import Chunk, Outcome
 from vkmtp.sampling import SamplingParams
 from vkmtp.spec import SpecConfig
+from vkmtp.text.reasoning import REASONING
+from vkmtp.text.reply import CallArguments, CallStart, ReplyFormat, ReplyParser, parse_reply
 
 SYSTEM_FINGERPRINT = "vkmtp-0.1.0"
 
@@ -113,35 +115,58 @@ class OpenAIFormatter(Formatter):
 
 
 class ChatFormatter(OpenAIFormatter):
-    """/v1/chat/completions."""
+    """/v1/chat/completions: the reply split into reasoning_content, content and tool_calls (ReplyFormat);
+    streamed as OpenAI does (`delta.tool_calls` with index, id and name first, then argument text)."""
 
     object_name = "chat.completion.chunk"
 
-    def __init__(self, model: str, include_usage: bool):
+    def __init__(self, model: str, include_usage: bool, reply_format: ReplyFormat | None = None):
         super().__init__(model, "chatcmpl", include_usage)
+        self.reply_format = reply_format or ReplyFormat(reasoning=False)
+        self.parser = ReplyParser(self.reply_format)
 
     def start(self) -> Iterator[dict]:
         yield self._envelope(
             [{"finish_reason": None, "index": 0, "delta": {"role": "assistant", "content": None}}]
         )
 
+    def _deltas(self, pieces: list) -> Iterator[dict]:
+        for piece in pieces:
+            if isinstance(piece, CallStart):
+                delta = {"tool_calls": [{"index": piece.index, "id": piece.id, "type": "function",
+                                         "function": {"name": piece.name, "arguments": ""}}]}
+            elif isinstance(piece, CallArguments):
+                delta = {"tool_calls": [{"index": piece.index, "function": {"arguments": piece.arguments}}]}
+            else:
+                kind, text = piece
+                delta = {"reasoning_content" if kind == REASONING else "content": text}
+            yield self._envelope([{"finish_reason": None, "index": 0, "delta": delta}])
+
+    def _finish_reason(self, outcome: Outcome, has_calls: bool) -> str:
+        return "tool_calls" if has_calls and outcome.stop_type != "limit" else outcome.finish_reason
+
     def chunk(self, chunk: Chunk) -> Iterator[dict]:
         if chunk.text:
-            yield self._envelope([{"finish_reason": None, "index": 0, "delta": {"content": chunk.text}}])
+            yield from self._deltas(self.parser.push(chunk.text))
 
     def final_chunks(self, outcome: Outcome) -> Iterator[dict]:
-        if outcome.text:
-            yield self._envelope([{"finish_reason": None, "index": 0, "delta": {"content": outcome.text}}])
+        yield from self._deltas(self.parser.push(outcome.text) + self.parser.finish())
         timings = outcome.timings.to_json()
-        yield self._envelope(
-            [{"finish_reason": outcome.finish_reason, "index": 0, "delta": {}}], timings=timings
-        )
+        finish_reason = self._finish_reason(outcome, bool(self.parser.calls))
+        yield self._envelope([{"finish_reason": finish_reason, "index": 0, "delta": {}}], timings=timings)
         yield from self._usage_chunk(outcome, timings)
 
     def response(self, outcome: Outcome) -> dict:
-        message = {"role": "assistant", "content": outcome.content}
+        reply = parse_reply(outcome.content, self.reply_format)
+        message: dict[str, Any] = {"role": "assistant", "content": reply.content}
+        if reply.reasoning:
+            message["reasoning_content"] = reply.reasoning
+        if reply.tool_calls:
+            message["content"] = reply.content or None
+            message["tool_calls"] = [call.to_json() for call in reply.tool_calls]
         return self._envelope(
-            [{"finish_reason": outcome.finish_reason, "index": 0, "message": message}],
+            [{"finish_reason": self._finish_reason(outcome, bool(reply.tool_calls)), "index": 0,
+              "message": message}],
             "chat.completion",
             usage=usage(outcome),
             timings=outcome.timings.to_json(),
@@ -182,8 +207,9 @@ class LlamaFormatter(Formatter):
 
     stream_done = ""
 
-    def __init__(self, model: str, prompt_text: str, settings: dict, return_tokens: bool):
+    def __init__(self, model: str, prompt_text: str, settings: dict, return_tokens: bool, index: int = 0):
         super().__init__(model, "cmpl")
+        self.index = index
         self.prompt_text = prompt_text
         self.settings = settings
         self.return_tokens = return_tokens
@@ -192,7 +218,7 @@ class LlamaFormatter(Formatter):
     def chunk(self, chunk: Chunk) -> Iterator[dict]:
         self.n_sent += len(chunk.ids)
         yield {
-            "index": 0,
+            "index": self.index,
             "content": chunk.text,
             "tokens": chunk.ids,
             "stop": False,
@@ -209,7 +235,7 @@ class LlamaFormatter(Formatter):
     def response(self, outcome: Outcome) -> dict:
         n_predicted = len(outcome.tokens)
         return {
-            "index": 0,
+            "index": self.index,
             "content": outcome.content,
             "tokens": outcome.tokens if self.return_tokens else [],
             "id_slot": outcome.id_slot,

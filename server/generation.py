@@ -25,8 +25,11 @@ from vkmtp.server.formats import (
 )
 from vkmtp.server.scheduler import Chunk, Job, Outcome
 from vkmtp.server.schemas import ChatRequest, CompletionRequest, GenerationFields, LlamaCompletionRequest
-from vkmtp.server.text import TextStream, prompt_ids
+from vkmtp.server.text import TextStream, completion_prompts, prompt_ids
 from vkmtp.engine.api import Request as EngineRequest
+from vkmtp.text.reasoning import thinking_open_at_end
+from vkmtp.text.reply import ReplyFormat
+from vkmtp.text.tool_calls import tool_call_syntax
 
 
 async def chat_completions(request: Request) -> Response:
@@ -37,42 +40,69 @@ async def chat_completions(request: Request) -> Response:
         ids = ctx.info.tokenizer.encode(prompt, add_special=True, parse_special=True)
     except ValueError as exc:
         raise bad_request(str(exc)) from None
-    return await _generate_openai(request, ctx, body, ids, ChatFormatter)
+    reply_format = _reply_format(ctx, body, prompt)
+    formatter = ChatFormatter(body.model or ctx.info.alias, body.include_usage, reply_format)
+    return await _respond(request, ctx, body, [(_submit(ctx, body, ids, body.token_budget), formatter)])
+
+
+def _reply_format(ctx: ServerContext, body: ChatRequest, prompt: str) -> ReplyFormat:
+    """How this request's reply is read: the reasoning split (reasoning_format; whether the prompt opened a
+    <think> block) and tool calls (the template's syntax; only when tools were offered)."""
+    reasoning_format = body.reasoning_format or ctx.config.reasoning_format
+    return ReplyFormat(
+        reasoning=reasoning_format != "none",
+        thinking_open=thinking_open_at_end(prompt),
+        tool_syntax=tool_call_syntax(ctx.info.template.source) if body.tools else None,
+        tools=tuple(body.tools or ()),
+        parallel_tool_calls=body.parallel_tool_calls,
+    )
 
 
 async def completions(request: Request) -> Response:
     ctx = context_of(request)
     body = await read_request(request, CompletionRequest)
-    ids = _prompt_ids(ctx, body.prompt, allow_mixed=False)
-    return await _generate_openai(request, ctx, body, ids, CompletionFormatter)
-
-
-async def _generate_openai(request: Request, ctx: ServerContext, body, ids: list[int], formatter_class) -> Response:
-    formatter = formatter_class(body.model or ctx.info.alias, body.include_usage)
-    return await _generate(request, ctx, body, ids, body.token_budget, formatter)
+    ids = _prompt_ids(ctx, body.prompt)
+    formatter = CompletionFormatter(body.model or ctx.info.alias, body.include_usage)
+    return await _respond(request, ctx, body, [(_submit(ctx, body, ids, body.token_budget), formatter)])
 
 
 async def llama_completion(request: Request) -> Response:
+    """llama-server's /completion; a list of prompts gives one result each (a JSON array; streamed events
+    carry their prompt's `index`)."""
     ctx = context_of(request)
     body = await read_request(request, LlamaCompletionRequest)
-    ids = _prompt_ids(ctx, body.prompt, allow_mixed=True)
+    try:
+        prompts = completion_prompts(body.prompt, ctx.info.tokenizer)
+    except ValueError as exc:
+        raise bad_request(f"prompt{exc}" if str(exc).startswith("[") else f"prompt: {exc}") from None
     settings = generation_settings(
         _sampling(ctx, body),
         ctx.config.token_budget(body.n_predict),
         body.stop,
-        ctx.config.engine.spec,
+        ctx.engine_config.spec,
         ctx.speculative,
-        ctx.config.engine.n_ctx,
+        ctx.engine_config.n_ctx,
     )
-    formatter = LlamaFormatter(ctx.info.alias, ctx.info.tokenizer.decode(ids), settings, body.return_tokens)
-    return await _generate(request, ctx, body, ids, body.n_predict, formatter)
+    for ids in prompts:
+        _check_prompt(ctx, ids)
+    pairs: list[tuple[Job, Formatter]] = []
+    try:
+        for index, ids in enumerate(prompts):
+            text = ctx.info.tokenizer.decode(ids)
+            formatter = LlamaFormatter(ctx.info.alias, text, settings, body.return_tokens, index)
+            pairs.append((_submit(ctx, body, ids, body.n_predict), formatter))
+    except ApiError:
+        for job, _ in pairs:
+            ctx.scheduler.cancel(job)
+        raise
+    return await _respond(request, ctx, body, pairs, as_list=len(prompts) > 1)
 
 
-def _prompt_ids(ctx: ServerContext, prompt: object, allow_mixed: bool) -> list[int]:
+def _prompt_ids(ctx: ServerContext, prompt: object) -> list[int]:
     if prompt is None:
         raise bad_request("prompt: field required")
     try:
-        return prompt_ids(prompt, ctx.info.tokenizer, allow_mixed=allow_mixed)
+        return prompt_ids(prompt, ctx.info.tokenizer, allow_mixed=False)
     except ValueError as exc:
         raise bad_request(f"prompt: {exc}") from None
 
@@ -84,19 +114,21 @@ def _sampling(ctx: ServerContext, body: GenerationFields):
         raise bad_request(str(exc)) from None
 
 
-async def _generate(
-    request: Request,
-    ctx: ServerContext,
-    body: GenerationFields,
-    ids: list[int],
-    budget: int | None,
-    formatter: Formatter,
-) -> Response:
-    n_ctx = ctx.config.engine.n_ctx
+def _check_prompt(ctx: ServerContext, ids: list[int]) -> None:
+    n_ctx = ctx.engine_config.n_ctx
     if not ids:
         raise bad_request("the prompt is empty (it has no tokens)")
     if len(ids) >= n_ctx:
         raise prompt_too_long(len(ids), n_ctx)
+
+
+def _submit(ctx: ServerContext, body: GenerationFields, ids: list[int], budget: int | None) -> Job:
+    """Check the prompt and the slot, queue the job."""
+    _check_prompt(ctx, ids)
+    n_slots = ctx.config.engine.n_slots
+    if body.id_slot >= n_slots:
+        raise bad_request(f"id_slot: {body.id_slot} is out of range: the server has {n_slots} slot"
+                          f"{'s' if n_slots > 1 else ''} (0..{n_slots - 1}; -1 for any)")
     eog = frozenset() if body.ignore_eos else ctx.info.tokenizer.eog_ids
     engine_request = EngineRequest(
         ids,
@@ -104,38 +136,71 @@ async def _generate(
         max_tokens=ctx.config.token_budget(budget),
         stop_ids=eog,
         cache_prompt=ctx.config.cache_prompt if body.cache_prompt is None else body.cache_prompt,
+        slot=body.id_slot,
     )
-    job = Job(engine_request, TextStream(ctx.info.tokenizer, body.stop), asyncio.get_running_loop())
+    job = Job(engine_request, TextStream(ctx.info.tokenizer, body.stop), asyncio.get_running_loop(),
+              time_limit_ms=body.t_max_predict_ms)
     ctx.scheduler.submit(job)
+    return job
+
+
+async def _respond(
+    request: Request,
+    ctx: ServerContext,
+    body: GenerationFields,
+    pairs: list[tuple[Job, Formatter]],
+    as_list: bool = False,
+) -> Response:
     if body.stream:
         return StreamingResponse(
-            _stream(ctx, job, formatter),
+            _stream(ctx, pairs),
             media_type="text/event-stream",
             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
         )
-    outcome = await _wait(request, ctx, job)
-    if outcome is None:  # the client is gone; nobody reads this
+    outcomes = await _wait(request, ctx, [job for job, _ in pairs])
+    if outcomes is None:  # the client is gone; nobody reads this
         return Response(status_code=499)
-    return JSONResponse(formatter.response(outcome))
+    results = [formatter.response(outcome) for (_, formatter), outcome in zip(pairs, outcomes)]
+    return JSONResponse(results if as_list else results[0])
 
 
-async def _stream(ctx: ServerContext, job: Job, formatter: Formatter) -> AsyncIterator[str]:
-    """SSE events of a job. Starlette cancels this generator when the client disconnects; `finally` then
-    cancels the job."""
+async def _stream(ctx: ServerContext, pairs: list[tuple[Job, Formatter]]) -> AsyncIterator[str]:
+    """SSE events of the jobs, in the order they come. Starlette cancels this generator when the client
+    disconnects; `finally` then cancels the jobs."""
+    queue: asyncio.Queue = asyncio.Queue()
+
+    async def pump(job: Job, formatter: Formatter) -> None:
+        try:
+            async for item in job.updates():
+                await queue.put((formatter, item))
+        except ApiError as exc:
+            await queue.put((formatter, exc))
+        await queue.put((formatter, None))
+
+    tasks = [asyncio.ensure_future(pump(job, formatter)) for job, formatter in pairs]
+    first = pairs[0][1]
     try:
-        for obj in formatter.start():
+        for obj in first.start():
             yield sse(obj)
-        async for item in job.updates():
-            objs = formatter.chunk(item) if isinstance(item, Chunk) else formatter.final_chunks(item)
-            for obj in objs:
-                yield sse(obj)
-        if formatter.stream_done:
-            yield formatter.stream_done
-    except ApiError as exc:
-        yield sse(exc.body())
+        left = len(tasks)
+        while left:
+            formatter, item = await queue.get()
+            if item is None:
+                left -= 1
+            elif isinstance(item, ApiError):
+                yield sse(item.body())
+            else:
+                objs = formatter.chunk(item) if isinstance(item, Chunk) else formatter.final_chunks(item)
+                for obj in objs:
+                    yield sse(obj)
+        if first.stream_done:
+            yield first.stream_done
     finally:
-        if not job.finished:
-            ctx.scheduler.cancel(job)
+        for task in tasks:
+            task.cancel()
+        for job, _ in pairs:
+            if not job.finished:
+                ctx.scheduler.cancel(job)
 
 
 async def _client_gone(request: Request) -> None:
@@ -146,16 +211,17 @@ async def _client_gone(request: Request) -> None:
             return
 
 
-async def _wait(request: Request, ctx: ServerContext, job: Job) -> Outcome | None:
-    """The job's outcome, or None if the client disconnected first (the job is then cancelled)."""
-    result = asyncio.ensure_future(job.result())
+async def _wait(request: Request, ctx: ServerContext, jobs: list[Job]) -> list[Outcome] | None:
+    """The jobs' outcomes, or None if the client disconnected first (the jobs are then cancelled)."""
+    results = asyncio.ensure_future(asyncio.gather(*(job.result() for job in jobs)))
     gone = asyncio.ensure_future(_client_gone(request))
     try:
-        await asyncio.wait({result, gone}, return_when=asyncio.FIRST_COMPLETED)
+        await asyncio.wait({results, gone}, return_when=asyncio.FIRST_COMPLETED)
     finally:
-        if not job.finished:
-            ctx.scheduler.cancel(job)
-        for task in (result, gone):
+        for job in jobs:
+            if not job.finished:
+                ctx.scheduler.cancel(job)
+        for task in (results, gone):
             if not task.done():
                 task.cancel()
-    return result.result() if result.done() and not result.cancelled() else None
+    return results.result() if results.done() and not results.cancelled() else None

@@ -72,9 +72,9 @@ def _default_settings(ctx) -> dict:
         ctx.config.sampling,
         ctx.config.n_predict,
         [],
-        ctx.config.engine.spec,
+        ctx.engine_config.spec,
         ctx.speculative,
-        ctx.config.engine.n_ctx,
+        ctx.engine_config.n_ctx,
     )
 
 
@@ -85,7 +85,7 @@ async def props(request: Request) -> Response:
     return JSONResponse(
         {
             "default_generation_settings": {
-                "n_ctx": ctx.config.engine.n_ctx,
+                "n_ctx": ctx.engine_config.n_ctx,
                 "params": _default_settings(ctx),
             },
             "total_slots": ctx.config.engine.n_slots,
@@ -121,9 +121,9 @@ async def slots(request: Request) -> Response:
                 req.params,
                 req.max_tokens,
                 job.text.stops,
-                ctx.config.engine.spec,
+                ctx.engine_config.spec,
                 ctx.speculative,
-                ctx.config.engine.n_ctx,
+                ctx.engine_config.n_ctx,
             )
             n_decoded = len(seq.generated)
             n_remain = req.max_tokens - n_decoded if req.max_tokens >= 0 else -1
@@ -135,7 +135,7 @@ async def slots(request: Request) -> Response:
             entry | {
                 "id": index,
                 "id_task": job.id_task if job else -1,
-                "n_ctx": ctx.config.engine.n_ctx,
+                "n_ctx": ctx.engine_config.n_ctx,
                 "speculative": ctx.speculative,
                 "is_processing": job is not None,
                 "params": params,

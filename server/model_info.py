@@ -6,6 +6,7 @@ Loaded once at start-up and kept while the engine sleeps, so /tokenize, /props a
 from __future__ import annotations
 
 import os
+from collections import Counter
 from dataclasses import dataclass
 
 from vkmtp.text.chat_template import ChatTemplate
@@ -27,6 +28,8 @@ class ModelInfo:
     n_params: int
     size: int  # bytes of tensor data
     has_mtp: bool
+    arch: str  # qwen35 | qwen35moe
+    quant_mix: Counter  # ggml type name -> bytes of tensor data
 
     @classmethod
     def load(cls, path: str | os.PathLike, alias: str | None = None, chat_template: str | None = None) -> ModelInfo:
@@ -50,6 +53,9 @@ class ModelInfo:
             sum(t.n_elements for t in gguf.tensors.values()),
             sum(t.n_bytes for t in gguf.tensors.values()),
             validate(gguf, cfg).mtp is not None,
+            cfg.arch,
+            Counter({name: sum(t.n_bytes for t in gguf.tensors.values() if t.type_name == name)
+                     for name in {t.type_name for t in gguf.tensors.values()}}),
         )
 
     def model_card(self, created: int) -> dict:

@@ -23,10 +23,11 @@ from copy import copy
 from dataclasses import dataclass, field
 from typing import AsyncIterator, Callable
 
+from vkmtp.server import logs
 from vkmtp.server.errors import SERVER, UNAVAILABLE, ApiError, bad_request, loading, prompt_too_long
 from vkmtp.server.metrics import StatsBook
 from vkmtp.server.text import TextStream
-from vkmtp.engine.api import Engine, PromptTooLongError, Request, Sequence, Timings
+from vkmtp.engine.api import Engine, EngineConfig, PromptTooLongError, Request, Sequence, Timings
 from vkmtp.engine.probes import engine_allocated_bytes
 
 log = logging.getLogger("vkmtp.server")
@@ -75,6 +76,8 @@ class Job:
     kept: list[int] = field(default_factory=list)
     cancelled: bool = False
     finished: bool = False
+    time_limit_ms: int = 0  # t_max_predict_ms: stop this long after the first generated token (0: never)
+    t_first_token: float | None = None
 
     def __post_init__(self):
         self._updates: asyncio.Queue = asyncio.Queue()
@@ -131,6 +134,7 @@ class Scheduler:
         self.sleeping = False
         self.n_sleeps = 0
         self._engine: Engine | None = None
+        self.engine_config: EngineConfig | None = None  # the settings the engine resolved at its last load
         self._cv = threading.Condition()
         self._pending: deque[Job] = deque()
         self._cancels: list[Job] = []
@@ -185,15 +189,20 @@ class Scheduler:
     # ---- the worker thread ---------------------------------------------------------------------------------
     def _main(self) -> None:
         try:
+            t0 = time.monotonic()
             self._engine = self.factory()
+            logs.log_engine(self._engine, time.monotonic() - t0)
+            self.engine_config = self._engine.config
             self.state = READY
             self.stats.engine_loaded(engine_allocated_bytes(self._engine))
         except Exception as exc:  # the server stays up and answers 503 with the reason
-            log.exception("loading the model failed")
             self.load_error = f"{type(exc).__name__}: {exc}"
             self.state = FAILED
-            if self.on_load_error is not None:
+            log.debug("loading the model failed", exc_info=True)  # the traceback, for --verbose
+            if self.on_load_error is not None:  # `vkmtp serve` stops and prints the reason once
                 self.on_load_error(self.load_error)
+            else:
+                log.error("loading the model failed: %s", self.load_error)
             return
         self._last_activity = time.monotonic()
         while True:
@@ -245,12 +254,9 @@ class Scheduler:
 
     def _admit(self) -> None:
         while len(self._active) < self.n_slots:
-            with self._cv:
-                if not self._pending:
-                    return
-                job = self._pending.popleft()
-            if job.cancelled:
-                continue
+            job = self._next_admissible()
+            if job is None:
+                return
             try:
                 seq = self._engine.submit(job.request)
             except PromptTooLongError:
@@ -267,6 +273,19 @@ class Scheduler:
             with self._cv:
                 self._active[seq.id] = job
 
+    def _next_admissible(self) -> Job | None:
+        """The first waiting job that can start now: one that asked for a slot (id_slot) waits for that slot,
+        without holding up the jobs behind it."""
+        busy = {job.seq.slot for job in self._active.values() if job.seq is not None}
+        with self._cv:
+            for job in list(self._pending):
+                if job.cancelled:
+                    self._pending.remove(job)
+                elif job.request.slot < 0 or job.request.slot not in busy:
+                    self._pending.remove(job)
+                    return job
+        return None
+
     def _deliver(self, job: Job, new_ids: list[int], done: bool) -> None:
         kept = []
         for token in new_ids:
@@ -278,6 +297,13 @@ class Scheduler:
                 self._finish(job, kept, "word")
                 return
         job.kept.extend(kept)
+        if kept and job.t_first_token is None:
+            job.t_first_token = time.monotonic()
+        if not done and job.time_limit_ms and job.t_first_token is not None and (
+            1e3 * (time.monotonic() - job.t_first_token) >= job.time_limit_ms
+        ):
+            self._engine.cancel(job.seq)  # t_max_predict_ms ran out
+            done = True
         if done:
             self._finish(job, kept, "eos" if job.seq.stop_reason == "eos" else "limit")
         else:
@@ -291,6 +317,7 @@ class Scheduler:
         timings = copy(seq.timings)
         timings.predicted_n = len(job.kept)
         self._record(job)
+        logs.log_request(job.id_task, seq.slot, timings, stop_type)
         job.send(
             Outcome(
                 job.text.take(final=True),

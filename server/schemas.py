@@ -1,17 +1,24 @@
 """Request bodies of the HTTP API (pydantic), checked strictly so that a wrong type is a 400 naming the field.
 
-Unknown fields are accepted and ignored, as llama-server does (clients send many OpenAI extras). Fields
-we know but cannot honour (n > 1, logprobs, json response formats, echo, suffix) are rejected with a clear
-message instead of being silently dropped.
+No request field is silently ignored. Each endpoint's model lists every field it takes, in three kinds
+(docs/SERVER.md has the table):
+- fields that work;
+- fields accepted without effect, each with its reason (`user`, `metadata`: bookkeeping that does not change
+  generation; sampler parameters of samplers that are off);
+- fields not supported: accepted only at the value that means "off" (`n_probs: 0`, `typical_p: 1.0`,
+  `logit_bias: {}`); any other value is a 400 that names the field and says why.
+Any other field is a 400 "unknown field". (The speculative settings are server-wide; a
+`speculative.n_max` / `n_min` / `p_min` block may join GenerationFields.)
 """
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated, Any, ClassVar
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from vkmtp.sampling import SamplingParams
+from vkmtp.text.reasoning import REASONING_FORMATS
 
 INT32_MAX = 2**31 - 1
 UINT64_MAX = 2**64 - 1
@@ -21,6 +28,16 @@ Bool = Annotated[bool, Field(strict=True)]
 Str = Annotated[str, Field(strict=True)]
 Finite = Annotated[float, Field(strict=True, allow_inf_nan=False)]
 TokenCount = Annotated[int, Field(strict=True, ge=-1, le=INT32_MAX)]  # -1 = until the context is full
+ShortStr = Annotated[str, Field(strict=True, max_length=4096)]
+
+# llama.cpp's default sampler chain (common.h), by name and as the one-letter string its web page sends
+DEFAULT_SAMPLERS = ("penalties", "dry", "top_n_sigma", "top_k", "typ_p", "top_p", "min_p", "xtc", "temperature")
+_SAMPLER_ALIASES = {"typical_p": "typ_p", "typical": "typ_p", "top-k": "top_k", "top-p": "top_p",
+                    "nucleus": "top_p", "min-p": "min_p", "temp": "temperature", "top-n-sigma": "top_n_sigma"}
+_SAMPLER_LETTERS = {"e": "penalties", "d": "dry", "s": "top_n_sigma", "k": "top_k", "y": "typ_p", "p": "top_p",
+                    "m": "min_p", "x": "xtc", "t": "temperature"}
+
+OFF_ONLY_REASON = "is not supported by this server"
 
 
 def _as_stop_list(value: Any) -> list[str]:
@@ -35,15 +52,80 @@ def _as_stop_list(value: Any) -> list[str]:
     raise ValueError("must be a string or a list of strings")
 
 
-class StreamOptions(BaseModel):
-    model_config = ConfigDict(extra="allow")
+def _is_default_sampler_order(value: Any) -> bool:
+    if isinstance(value, str):
+        if len(value) > 64 or any(ch not in _SAMPLER_LETTERS for ch in value):
+            return False
+        names = [_SAMPLER_LETTERS[ch] for ch in value]
+    elif isinstance(value, list) and len(value) <= 64 and all(isinstance(v, str) for v in value):
+        names = [_SAMPLER_ALIASES.get(v, v) for v in value]
+    else:
+        return False
+    # the samplers vkmtp does not have (dry, top_n_sigma, xtc) are off, so leaving them out changes nothing
+    optional = {"dry", "top_n_sigma", "xtc"}
+    return [n for n in names if n not in optional] == [n for n in DEFAULT_SAMPLERS if n not in optional]
+
+
+class Strict(BaseModel):
+    """Unknown fields are a 400; `OFF_ONLY` fields are accepted at their "off" values only."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    # field -> (values that mean "off", why any other value is refused)
+    OFF_ONLY: ClassVar[dict[str, tuple[tuple, str]]] = {}
+
+    @model_validator(mode="before")
+    @classmethod
+    def _check_off_only(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            for name, (off, why) in cls.OFF_ONLY.items():
+                if name in data and not any(_same(data[name], v) for v in off):
+                    raise ValueError(f"{name}: {why}")
+        return data
+
+
+def _same(a: Any, b: Any) -> bool:
+    return type(a) is type(b) and a == b or (
+        isinstance(a, (int, float)) and isinstance(b, (int, float))
+        and not isinstance(a, bool) and not isinstance(b, bool) and a == b)
+
+
+class StreamOptions(Strict):
     include_usage: Bool = False
+    include_obfuscation: Bool | None = None  # no effect: chunks are never padded
 
 
-class GenerationFields(BaseModel):
+_NOT_YET = "is not supported yet (constrained decoding and probabilities are being built)"
+
+GENERATION_OFF_ONLY: dict[str, tuple[tuple, str]] = {
+    "n_probs": ((0,), "token probabilities " + _NOT_YET),
+    "post_sampling_probs": ((False,), "token probabilities " + _NOT_YET),
+    "grammar": ((None, ""), "grammars " + _NOT_YET),
+    "json_schema": ((None, {}), "JSON schemas " + _NOT_YET),
+    "logit_bias": ((None, [], {}), "logit_bias " + _NOT_YET),
+    "typical_p": ((1.0, None), "locally typical sampling " + OFF_ONLY_REASON + " (only 1.0, off)"),
+    "mirostat": ((0, None), "mirostat " + OFF_ONLY_REASON + " (only 0, off)"),
+    "xtc_probability": ((0.0, None), "XTC sampling " + OFF_ONLY_REASON + " (only 0, off)"),
+    "dry_multiplier": ((0.0, None), "DRY sampling " + OFF_ONLY_REASON + " (only 0, off)"),
+    "dynatemp_range": ((0.0, None), "dynamic temperature " + OFF_ONLY_REASON + " (only 0, off)"),
+    "top_n_sigma": ((-1.0, 0.0, None), "top-n-sigma sampling " + OFF_ONLY_REASON + " (only -1, off)"),
+    "min_keep": ((0, 1, None), "min_keep other than 0 " + OFF_ONLY_REASON),
+    "timings_per_token": ((False, None), "per-token timings " + OFF_ONLY_REASON),
+    "return_progress": ((False, None), "prompt progress events " + OFF_ONLY_REASON),
+    "lora": ((None, []), "LoRA adapters " + OFF_ONLY_REASON),
+    "n_indent": ((0, None), "n_indent " + OFF_ONLY_REASON),
+    "n_cmpl": ((1, None), "several completions per prompt " + OFF_ONLY_REASON + " (only 1)"),
+    "image_data": ((None, []), "images " + OFF_ONLY_REASON),
+    "multimodal_data": ((None, []), "images and audio " + OFF_ONLY_REASON),
+}
+
+Number = Annotated[float, Field(strict=False, allow_inf_nan=False)] | None
+
+
+class GenerationFields(Strict):
     """Sampling and stopping fields shared by every generating endpoint (llama.cpp names and defaults)."""
 
-    model_config = ConfigDict(extra="allow")
+    OFF_ONLY: ClassVar[dict[str, tuple[tuple, str]]] = GENERATION_OFF_ONLY
 
     temperature: Annotated[float, Field(strict=True, allow_inf_nan=False, ge=0.0)] | None = None
     top_k: Annotated[int, Field(strict=True, ge=-1, le=INT32_MAX)] | None = None
@@ -60,18 +142,63 @@ class GenerationFields(BaseModel):
     stream: Bool = False
     cache_prompt: Bool | None = None  # None: the server's default (--no-cache-prompt)
     ignore_eos: Bool = False
-    n_probs: Annotated[int, Field(strict=True, ge=0)] = 0
+    id_slot: Annotated[int, Field(strict=True, ge=-1, le=INT32_MAX)] = -1  # -1: any free slot
+    n_keep: Int | None = None  # no context shift: only 0 / -1
+    t_max_predict_ms: Annotated[int, Field(strict=True, ge=0, le=INT32_MAX)] = 0  # 0: no time limit
+    samplers: Any = None
+
+    # off-only fields (GENERATION_OFF_ONLY checks their values)
+    n_probs: Any = None
+    post_sampling_probs: Any = None
+    grammar: Any = None
+    json_schema: Any = None
+    logit_bias: Any = None
+    typical_p: Any = None
+    mirostat: Any = None
+    xtc_probability: Any = None
+    dry_multiplier: Any = None
+    dynatemp_range: Any = None
+    top_n_sigma: Any = None
+    min_keep: Any = None
+    timings_per_token: Any = None
+    return_progress: Any = None
+    lora: Any = None
+    n_indent: Any = None
+    n_cmpl: Any = None
+    image_data: Any = None
+    multimodal_data: Any = None
+
+    # accepted without effect: settings of samplers that are off (see OFF_ONLY), and a removed llama.cpp option
+    mirostat_tau: Number = None
+    mirostat_eta: Number = None
+    xtc_threshold: Number = None
+    dynatemp_exponent: Number = None
+    dry_base: Number = None
+    dry_allowed_length: Annotated[int, Field(strict=True)] | None = None
+    dry_penalty_last_n: Annotated[int, Field(strict=True)] | None = None
+    dry_sequence_breakers: Annotated[list[ShortStr], Field(max_length=64)] | None = None
+    penalize_nl: Bool | None = None
 
     @field_validator("stop")
     @classmethod
     def _check_stop(cls, value: Any) -> list[str]:
         return _as_stop_list(value)
 
-    @field_validator("n_probs")
+    @field_validator("n_keep")
     @classmethod
-    def _check_n_probs(cls, value: int) -> int:
-        if value:
-            raise ValueError("token probabilities (n_probs / logprobs) are not supported by this server")
+    def _check_n_keep(cls, value: int | None) -> int | None:
+        if value not in (None, 0, -1):
+            raise ValueError("context shift is not implemented, so only 0 and -1 are accepted (the prompt and "
+                             "the reply must fit the context)")
+        return value
+
+    @field_validator("samplers")
+    @classmethod
+    def _check_samplers(cls, value: Any) -> Any:
+        if value is not None and not _is_default_sampler_order(value):
+            raise ValueError(
+                "only llama.cpp's default sampler order is supported (" + ", ".join(DEFAULT_SAMPLERS) + ")"
+            )
         return value
 
     def sampling_params(self, defaults: SamplingParams) -> SamplingParams:
@@ -91,23 +218,26 @@ class GenerationFields(BaseModel):
         )
 
 
+OPENAI_OFF_ONLY = {
+    **GENERATION_OFF_ONLY,
+    "logprobs": ((None, False, 0), "log-probabilities " + _NOT_YET),
+    "n": ((1, None), "several choices per request (n > 1) " + OFF_ONLY_REASON),
+}
+
+
 class OpenAIFields(GenerationFields):
     """OpenAI request fields common to chat and text completions."""
 
-    model: Str | None = None
+    OFF_ONLY: ClassVar[dict[str, tuple[tuple, str]]] = OPENAI_OFF_ONLY
+
+    model: Str | None = None  # echoed back: one model per server
     max_tokens: TokenCount | None = None
     max_completion_tokens: TokenCount | None = None
     n_predict: TokenCount | None = None
-    n: Annotated[int, Field(strict=True, ge=1, le=1)] = 1
+    n: Any = None
     logprobs: Any = None
     stream_options: StreamOptions | None = None
-
-    @field_validator("logprobs")
-    @classmethod
-    def _check_logprobs(cls, value: Any) -> Any:
-        if value not in (None, False, 0):
-            raise ValueError("logprobs are not supported by this server")
-        return value
+    user: ShortStr | None = None  # no effect: an end-user id for the client's own records
 
     @property
     def token_budget(self) -> int | None:
@@ -121,67 +251,122 @@ class OpenAIFields(GenerationFields):
         return bool(self.stream_options and self.stream_options.include_usage)
 
 
+_ROLES_NOTE = "see docs/SERVER.md"
+
+CHAT_OFF_ONLY = {
+    **OPENAI_OFF_ONLY,
+    "top_logprobs": ((None, 0), "log-probabilities " + _NOT_YET),
+    "response_format": ((None, {"type": "text"}), "response_format json_object / json_schema " + _NOT_YET),
+    "modalities": ((None, ["text"]), "only text output is supported"),
+    "audio": ((None,), "audio output " + OFF_ONLY_REASON),
+    "prediction": ((None,), "predicted outputs " + OFF_ONLY_REASON),
+    "reasoning_effort": ((None,), "reasoning_effort " + OFF_ONLY_REASON
+                         + " (use chat_template_kwargs {\"enable_thinking\": false} to turn thinking off)"),
+    "web_search_options": ((None,), "web search " + OFF_ONLY_REASON),
+    "verbosity": ((None,), "verbosity " + OFF_ONLY_REASON),
+    "functions": ((None,), "the deprecated 'functions' field " + OFF_ONLY_REASON + " (use 'tools')"),
+    "function_call": ((None,), "the deprecated 'function_call' field " + OFF_ONLY_REASON + " (use 'tool_choice')"),
+}
+
+
 class ChatRequest(OpenAIFields):
     """POST /v1/chat/completions (messages are checked by vkmtp.text.chat_template when the template renders them)."""
 
+    OFF_ONLY: ClassVar[dict[str, tuple[tuple, str]]] = CHAT_OFF_ONLY
+
     messages: list[dict[str, Any]]
     tools: list[dict[str, Any]] | None = None
+    tool_choice: Any = None
+    parallel_tool_calls: Bool = True
     chat_template_kwargs: dict[str, Any] = Field(default_factory=dict)
-    response_format: dict[str, Any] | None = None
+    reasoning_format: Str | None = None  # None: the server's --reasoning-format
+    top_logprobs: Any = None
+    response_format: Any = None
+    modalities: Any = None
+    audio: Any = None
+    prediction: Any = None
+    reasoning_effort: Any = None
+    web_search_options: Any = None
+    verbosity: Any = None
+    functions: Any = None
+    function_call: Any = None
+    # accepted without effect: bookkeeping for OpenAI's own platform
+    metadata: dict[str, Any] | None = None
+    store: Bool | None = None
+    service_tier: ShortStr | None = None
+    prompt_cache_key: ShortStr | None = None
+    safety_identifier: ShortStr | None = None
 
-    @field_validator("response_format")
+    @field_validator("tool_choice")
     @classmethod
-    def _check_format(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
-        if value is not None and value.get("type", "text") != "text":
-            raise ValueError(f"response_format type {value.get('type')!r} is not supported (only 'text')")
+    def _check_tool_choice(cls, value: Any) -> Any:
+        if value is None or value in ("auto", "none"):
+            return value
+        if value == "required" or isinstance(value, dict):
+            raise ValueError(f"{value!r:.80} is not supported yet: it needs constrained decoding; use 'auto' "
+                             f"or 'none'")
+        raise ValueError("must be 'auto', 'none', 'required' or a named function")
+
+    @field_validator("reasoning_format")
+    @classmethod
+    def _check_reasoning_format(cls, value: str | None) -> str | None:
+        if value is not None and value not in REASONING_FORMATS:
+            raise ValueError(f"must be one of {', '.join(REASONING_FORMATS)}")
         return value
+
+    @model_validator(mode="after")
+    def _tools_offered(self) -> "ChatRequest":
+        if self.tool_choice == "none":  # the template is not shown the tools, and no calls are parsed
+            self.tools = None
+        return self
+
+
+COMPLETION_OFF_ONLY = {
+    **OPENAI_OFF_ONLY,
+    "echo": ((False, None), "echo " + OFF_ONLY_REASON),
+    "suffix": ((None, ""), "suffix (fill-in-the-middle) " + OFF_ONLY_REASON),
+    "best_of": ((1, None), "best_of > 1 " + OFF_ONLY_REASON),
+}
 
 
 class CompletionRequest(OpenAIFields):
     """POST /v1/completions: one prompt (text or token ids)."""
 
+    OFF_ONLY: ClassVar[dict[str, tuple[tuple, str]]] = COMPLETION_OFF_ONLY
+
     prompt: Any
-    echo: Bool = False
-    suffix: Str | None = None
-
-    @field_validator("echo")
-    @classmethod
-    def _check_echo(cls, value: bool) -> bool:
-        if value:
-            raise ValueError("echo is not supported by this server")
-        return value
-
-    @field_validator("suffix")
-    @classmethod
-    def _check_suffix(cls, value: str | None) -> str | None:
-        if value:
-            raise ValueError("suffix (fill-in-the-middle) is not supported by this server")
-        return value
+    echo: Any = None
+    suffix: Any = None
+    best_of: Any = None
 
 
 class LlamaCompletionRequest(GenerationFields):
     """POST /completion, llama-server's native endpoint."""
 
+    OFF_ONLY: ClassVar[dict[str, tuple[tuple, str]]] = {
+        **GENERATION_OFF_ONLY,
+        "response_fields": ((None, []), "response_fields " + OFF_ONLY_REASON),
+    }
+
     prompt: Any
     n_predict: TokenCount = -1
     return_tokens: Bool = False
+    response_fields: Any = None
+    model: Str | None = None  # no effect: one model per server
 
 
-class TokenizeRequest(BaseModel):
-    model_config = ConfigDict(extra="allow")
+class TokenizeRequest(Strict):
     content: Str
     add_special: Bool = False
     parse_special: Bool = True
     with_pieces: Bool = False
 
 
-class DetokenizeRequest(BaseModel):
-    model_config = ConfigDict(extra="allow")
+class DetokenizeRequest(Strict):
     tokens: list[Annotated[int, Field(strict=True)]]
 
 
-class ApplyTemplateRequest(BaseModel):
-    model_config = ConfigDict(extra="allow")
+class ApplyTemplateRequest(Strict):
     messages: list[dict[str, Any]]
     tools: list[dict[str, Any]] | None = None
     chat_template_kwargs: dict[str, Any] = Field(default_factory=dict)

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import gc
-import logging
 
 import uvicorn
 
+from vkmtp.server import logs
 from vkmtp.server.app import create_app
 from vkmtp.server.config import ServerConfig
 from vkmtp.server.model_info import ModelInfo
@@ -20,11 +20,12 @@ def serve(
     alias: str | None = None,
     log_level: str = "info",
     chat_template: str | None = None,
+    log_format: str = "text",
 ) -> None:
     """Check the model file and the backend first (errors surface before the port opens), then serve until
     interrupted. The engine loads in the scheduler thread while /health answers 503; if that load fails the
     server stops and this raises, so `vkmtp serve` exits with the reason."""
-    logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(name)s %(levelname)s: %(message)s")
+    logs.configure(log_level, log_format)
     info = ModelInfo.load(model_path, alias, chat_template)
     if backend == "vulkan":  # fail now, with the reason, rather than in the scheduler thread
         try:
@@ -43,9 +44,11 @@ def serve(
     app = create_app(config, info, lambda: load_engine(model_path, config.engine, backend), on_load_error)
     server = uvicorn.Server(
         uvicorn.Config(
-            app, host=config.host, port=config.port, log_level=log_level, timeout_graceful_shutdown=5
+            app, host=config.host, port=config.port, log_level=log_level, timeout_graceful_shutdown=5,
+            log_config=None,  # uvicorn's records go through the handler configured above
         )
     )
+    logs.log_start(info, config, backend)
     gc.freeze()  # start-up objects live forever: the collection at each sleep then only walks engine garbage
     server.run()
     if load_errors:

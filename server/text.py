@@ -9,18 +9,51 @@ from __future__ import annotations
 
 from typing import Any
 
-from vkmtp.text.chat_template import ChatTemplate
+from vkmtp.text.chat_template import ChatTemplate, normalize_messages
 from vkmtp.text.tokenizer import StreamDecoder, Tokenizer
 
 _RESERVED_TEMPLATE_ARGS = ("messages", "add_generation_prompt", "tools")
 
 
+MAX_PROMPTS = 64  # prompts in one /completion request
+
+
+def is_prefill(messages: Any) -> bool:
+    """A final assistant message (without tool calls) is a prefill: the reply continues it."""
+    return (isinstance(messages, list) and len(messages) > 1 and isinstance(messages[-1], dict)
+            and messages[-1].get("role") == "assistant" and not messages[-1].get("tool_calls"))
+
+
 def render_chat(template: ChatTemplate, messages: Any, tools: Any, template_kwargs: dict[str, Any]) -> str:
-    """The prompt text of a chat request (generation prompt added); ValueError names what is wrong."""
+    """The prompt text of a chat request (generation prompt added; a final assistant message is continued,
+    not closed, as llama-server does); ValueError names what is wrong."""
     for key in _RESERVED_TEMPLATE_ARGS:
         if key in template_kwargs:
             raise ValueError(f"chat_template_kwargs.{key} cannot be set (it comes from the request itself)")
+    if is_prefill(messages):
+        prefill = normalize_messages(messages)[-1]["content"]
+        prompt = template.render(messages[:-1], add_generation_prompt=True, tools=tools, **template_kwargs)
+        return prompt + prefill
     return template.render(messages, add_generation_prompt=True, tools=tools, **template_kwargs)
+
+
+def completion_prompts(prompt: Any, tokenizer: Tokenizer) -> list[list[int]]:
+    """/completion's `prompt` as one or more prompts, as llama-server reads it: a string, a list of ids, or a
+    list mixing strings and ids is one prompt; a list of strings or of id lists (or mixed lists) is one prompt
+    each. Raises ValueError naming the problem."""
+    if isinstance(prompt, list) and len(prompt) > 1 and not any(
+        isinstance(p, int) and not isinstance(p, bool) for p in prompt
+    ):
+        if len(prompt) > MAX_PROMPTS:
+            raise ValueError(f"at most {MAX_PROMPTS} prompts per request, got {len(prompt)}")
+        result = []
+        for i, part in enumerate(prompt):
+            try:
+                result.append(prompt_ids(part, tokenizer, allow_mixed=True))
+            except ValueError as exc:
+                raise ValueError(f"[{i}]: {exc}") from None
+        return result
+    return [prompt_ids(prompt, tokenizer, allow_mixed=True)]
 
 
 def prompt_ids(prompt: Any, tokenizer: Tokenizer, *, allow_mixed: bool) -> list[int]:

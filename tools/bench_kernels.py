@@ -3,10 +3,13 @@
 
     PYTHONPATH=. python tools/bench_kernels.py                     # real sizes (Qwen3.6-27B rows) on a GPU
     PYTHONPATH=. python tools/bench_kernels.py --small --plot docs/bench_kernels_lavapipe.png
+    PYTHONPATH=. python tools/bench_kernels.py --prefill-model syn-0.8b.gguf --prefill-tokens 512   # both paths
 
 Families: mat-vec per type at 1..8 columns (also time(k) / time(1): what verifying k MTP tokens costs over
 decoding one), mat-mat per type for a prompt chunk, flash attention at a few context lengths, the GDN update,
-RMS norm and get_rows. "bytes" is what a kernel must at least read (weights, KV rows, states); GB/s over
+RMS norm and get_rows. With --prefill-model, only the prefill mat-mats of that GGUF's trunk (every 2-D
+`blk.*` weight, by type and shape, random rows of the same type): tokens/s of those products per prompt chunk on
+the f32 kernel and on the int8 kernel (Q8_1 activations; OpSDot where the device enabled integer dot products). "bytes" is what a kernel must at least read (weights, KV rows, states); GB/s over
 tools/bench_device.py's streaming-read bandwidth (vkmtp.tuning.timing.read_bandwidth) shows how far each kernel is
 from the memory bound, which decode speed is. Timing: GPU timestamps where trusted, else the host clock.
 Uses the tuning profile of the device when there is one (VKMTP_TUNING=off for the defaults).
@@ -91,6 +94,41 @@ def bench_matmul(dev, table, sizes, types) -> None:
         ops.destroy()
 
 
+def bench_prefill_paths(dev, path: str, n_tok: int, reps: int) -> None:
+    """Prefill mat-mat tokens/s of a GGUF's trunk on both matmul paths (printed, one line per path)."""
+    from collections import Counter
+
+    from vkmtp.gguf import open_gguf
+    from vkmtp.ops.matmul import INT8_TYPES
+
+    with open_gguf(path) as f:
+        shapes = Counter((info.ggml_type, info.shape[0], info.shape[1]) for name, info in f.tensors.items()
+                         if name.startswith("blk.") and len(info.shape) == 2 and info.shape[1] % 32 == 0
+                         and "conv1d" not in name
+                         and int(info.ggml_type) in SUPPORTED_TYPES)
+    rng = np.random.default_rng(0)
+    paths = {"f32": MatMul(dev, int8=False), "int8": MatMul(dev, int8=True)}
+    totals = {name: 0.0 for name in paths}
+    print(f"prefill mat-mats of {path}: {sum(shapes.values())} weights, {len(shapes)} shapes, chunk of {n_tok}")
+    for (t, rows, k), count in sorted(shapes.items()):
+        ops = Operands(dev, {"w": random_rows(t, rows, k, rng),
+                             "x": rng.standard_normal((n_tok, k)).astype(np.float32), "y": n_tok * rows * 4})
+        line = f"  {SUPPORTED_TYPES[t]:6s} {rows:6d} x {k:6d} x{count:3d}"
+        for name, mm in paths.items():
+            def record(rec, _, mm=mm):
+                mm.record(rec, ops.view("w"), t, rows, k, ops.view("x"), ops.view("y"), n_tok)
+            sec = time_recorded(dev, record, reps).seconds
+            totals[name] += count * sec
+            line += f"  {name} {1e3 * sec:9.2f} ms" + ("" if name == "f32" or int(t) in INT8_TYPES else " (f32)")
+        print(line)
+        ops.destroy()
+    dot = "OpSDot" if paths["int8"].int_dot else "packed fallback"
+    for name, total in totals.items():
+        print(f"prefill mat-mat {name:4s}: {n_tok / total:10.1f} tok/s ({1e3 * total:.1f} ms per chunk)"
+              + (f" [{dot}]" if name == "int8" else ""))
+    print(f"int8 / f32 speed: {totals['f32'] / totals['int8']:.2f}x")
+
+
 def bench_attn(dev, table, sizes, profile) -> None:
     h, h_kv, d = sizes.heads
     for ctx in sizes.contexts:
@@ -164,6 +202,10 @@ def main(argv=None) -> int:
     ap.add_argument("--types", default="Q4_K,Q6_K,Q8_0", help="mat-vec / mat-mat types")
     ap.add_argument("--mib", type=int, default=256, help="bytes read by the bandwidth reference pass")
     ap.add_argument("--plot", default=None, metavar="PNG", help="bar chart of the bandwidth fractions")
+    ap.add_argument("--prefill-model", default=None, metavar="GGUF",
+                    help="only time the trunk's prefill mat-mats of this GGUF on both paths (f32 and int8)")
+    ap.add_argument("--prefill-tokens", type=int, default=512, help="prompt chunk for --prefill-model")
+    ap.add_argument("--reps", type=int, default=3, help="timed runs per case for --prefill-model (fastest)")
     args = ap.parse_args(argv)
     types = [s.strip().upper() for s in args.types.split(",")]
     bad = [t for t in types if t not in TYPE_IDS]
@@ -171,6 +213,12 @@ def main(argv=None) -> int:
         sys.exit(f"unknown type(s) {', '.join(bad)}; choose from {', '.join(TYPE_IDS)}")
     dev = Device(args.device)
     info = dev.info
+    if args.prefill_model:
+        print(f"device {info.name} ({info.driver_name} {info.driver_info}); features: "
+              f"{', '.join(sorted(info.enabled_features)) or 'none'}")
+        bench_prefill_paths(dev, args.prefill_model, args.prefill_tokens, args.reps)
+        dev.destroy()
+        return 0
     profile = load_profile(info) or TuningProfile()
     sizes = Sizes(args.small)
     read = read_bandwidth(dev, min(info.max_storage_buffer_range, args.mib << 20))

@@ -7,8 +7,9 @@ records no barrier between dependent dispatches. This script:
 
 1. downloads the sdist with pip (or reuses it from the cache),
 2. builds against the system Vulkan headers and libfmt and pip's pybind11 >= 2.12 (Debian's 2.10 breaks numpy 2),
-3. compiles `tools/kp/vkmtp_ext.hpp` into the binding (OpComputeBarrier, OpCopyRegion, device_infos),
-   and lets storage-only tensors be copy sources/targets (chunked weight upload),
+3. compiles `tools/kp/vkmtp_ext.hpp` into the binding (OpComputeBarrier, OpCopyRegion, device_infos,
+   set_device_features), lets storage-only tensors be copy sources/targets (chunked weight upload), and adds
+   one hook call to Manager::createDevice through which the extension enables optional device features,
 4. stores the wheel as `<cache>/kp-0.9.0+vkmtp<EXT>-*.whl`, so a second set-up run only installs it.
 
 Usage: python tools/build_kp.py [--cache DIR]   (prints the wheel path on the last line)
@@ -60,6 +61,25 @@ def patch_sources(root: Path, local_version: str) -> None:
         "main.cpp",
     )
     main_cpp.write_text(src)
+
+    # Device features: a hook (set by vkmtp_ext.hpp) may chain VkPhysicalDeviceFeatures2 and add extensions.
+    manager_cpp = root / "src" / "Manager.cpp"
+    src = manager_cpp.read_text()
+    src = replace_once(
+        src, "namespace kp {\n",
+        "namespace kp {\n\nvoid (*vkmtpDeviceCreateHook)(const vk::PhysicalDevice&, vk::DeviceCreateInfo&,\n"
+        "                              std::vector<const char*>&) = nullptr;\n",
+        "Manager.cpp hook")
+    src = replace_once(
+        src, "    this->mDevice = std::make_shared<vk::Device>();\n",
+        "    if (vkmtpDeviceCreateHook) {\n"
+        "        vkmtpDeviceCreateHook(physicalDevice, deviceCreateInfo, validExtensions);\n"
+        "        deviceCreateInfo.enabledExtensionCount = (uint32_t)validExtensions.size();\n"
+        "        deviceCreateInfo.ppEnabledExtensionNames = validExtensions.data();\n"
+        "    }\n"
+        "    this->mDevice = std::make_shared<vk::Device>();\n",
+        "Manager.cpp createDevice")
+    manager_cpp.write_text(src)
 
     tensor_cpp = root / "src" / "Tensor.cpp"
     src = tensor_cpp.read_text()

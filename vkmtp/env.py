@@ -22,6 +22,18 @@ def device_index() -> str | None:
     return os.environ.get("VKMTP_DEVICE")
 
 
+def device_features() -> list[str] | None:
+    """VKMTP_FEATURES: the optional device features vkmtp may enable. Unset, '' or 'all': every one the device
+    supports (None); 'none': none (the 32-bit-word-only path); else a comma-separated list of names
+    (vkmtp.device.info.FEATURE_NAMES)."""
+    value = os.environ.get("VKMTP_FEATURES", "").strip().lower()
+    if value in ("", "all"):
+        return None
+    if value == "none":
+        return []
+    return [v.strip() for v in value.split(",") if v.strip()]
+
+
 def spirv_cache_dir() -> Path:
     """Compiled shaders: $VKMTP_CACHE_DIR/spirv, else $XDG_CACHE_HOME/vkmtp/spirv (~/.cache without it)."""
     base = os.environ.get("VKMTP_CACHE_DIR")

@@ -14,7 +14,7 @@ import pytest
 
 from tests.server.live_server import free_port
 from vkmtp.cli.llama_flags import FlagError, argv_with_env, check_llama_flags, device_selector, spec_enabled
-from vkmtp.cli.main import _engine_config, _sampling_defaults, build_parser
+from vkmtp.cli.main import _engine_config, _sampling_defaults, _thinking_kwargs, build_parser
 
 # From published MTP reports (the model path is replaced by the demo model). `expect`: None = the server
 # starts; otherwise the text the refusal must contain.
@@ -101,12 +101,23 @@ def test_llama_and_ik_names_of_the_draft_settings():
 def test_refused_flags_name_themselves_and_allowed_values_pass():
     for line, flag in [("-fa off", "-fa/--flash-attn off"), ("-md draft.gguf", "-md/--model-draft/--spec-draft-model draft.gguf"),
                        ("-ctkd q8_0", "-ctkd/--cache-type-k-draft/--spec-draft-type-k q8_0"),
-                       ("--reasoning-format deepseek", "--reasoning-format deepseek"), ("--timeout 30", "-to/--timeout 30")]:
+                       ("--timeout 30", "-to/--timeout 30")]:
         with pytest.raises(FlagError, match="not supported") as info:
             parse(line)
         assert flag in str(info.value)
-    _, notes = parse("-ctkd f16 -ctvd f16 --reasoning-format none --reasoning-budget -1 --fit off --metrics --jinja")
-    assert len(notes) == 7
+    _, notes = parse("-ctkd f16 -ctvd f16 --fit off --metrics --jinja")
+    assert len(notes) == 5
+
+
+def test_reasoning_flags_are_real_options(capsys):
+    args, notes = parse("--reasoning-format none --reasoning-budget 0")
+    assert (args.reasoning_format, args.reasoning_budget, notes) == ("none", 0, [])
+    assert _thinking_kwargs(args) == {"enable_thinking": False}
+    args, _ = parse("--chat-template-kwargs '{\"preserve_thinking\": true}'")
+    assert (args.reasoning_format, _thinking_kwargs(args)) == ("auto", {"preserve_thinking": True})
+    with pytest.raises(SystemExit):
+        parse("--reasoning-budget 512")
+    assert "thinking budget in tokens is not implemented yet" in capsys.readouterr().err
 
 
 def test_sampling_flags_reach_the_defaults():
@@ -160,3 +171,33 @@ def test_chat_template_flags(tmp_path):
     assert read_api_key(None, str(key)) == "secret"
     with pytest.raises(FlagError, match="one API key"):
         read_api_key("other", str(key))
+
+
+def test_info_prints_the_draft_depth_generation_would_use(tmp_path, monkeypatch, capsys):
+    from vkmtp.cli.main import main
+    from vkmtp.demo_model import default_model_path
+    from vkmtp.device import list_devices, pick_device
+    from vkmtp.tuning.profile import MtpTuning, TuningProfile, save_profile
+
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path))
+    monkeypatch.delenv("VKMTP_TUNING", raising=False)
+    model = default_model_path()
+    assert main(["info", model]) == 0
+    assert "draft n-max   3 (built-in default)" in capsys.readouterr().out
+    info = pick_device(list_devices())
+    save_profile(TuningProfile(device=info.cache_tag, mtp={os.path.basename(model): MtpTuning(1, 0.3)}), info)
+    assert main(["info", model]) == 0
+    assert "draft n-max   1 (the tuning profile of this device)" in capsys.readouterr().out
+    assert main(["info", model, "--spec-draft-n-max", "2"]) == 0
+    assert "draft n-max   2 (--spec-draft-n-max)" in capsys.readouterr().out
+
+
+def test_first_run_shows_shader_compilation_progress(tmp_path):
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith("LLAMA_ARG_")},
+           "VKMTP_CACHE_DIR": str(tmp_path)}
+    cmd = [sys.executable, "-m", "vkmtp.cli", "generate", "-p", "def f(", "-n", "2", "--temp", "0"]
+    first = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+    assert first.returncode == 0, first.stderr
+    assert "compiling shaders (first run; cached afterwards)" in first.stderr
+    again = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0 and "compiling shaders" not in again.stderr

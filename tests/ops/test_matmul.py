@@ -42,7 +42,7 @@ def ws(device):
 
 @pytest.fixture(scope="module")
 def mm(device):
-    return MatMul(device)
+    return MatMul(device, int8=False)   # the f32 kernel; the int8 one is tests/ops/test_matmul_q8.py
 
 
 def run_case(ws, mm, ggml_type, n_rows, k, n_tok, accumulate=False, parts=None, tile=None, seed=0,
@@ -150,7 +150,7 @@ def test_strided_x_and_y(ws, mm):
 
 def test_tile_grid_folds_into_z_past_the_group_limit(device, ws):
     """More M tiles than maxComputeWorkGroupCount.x: the grid folds into z (here with a limit of 3 tiles)."""
-    mm = MatMul(device)
+    mm = MatMul(device, int8=False)
     mm.max_group_count = (3, 65535, 65535)
     tile = mm.tiles[-1]
     run_case(ws, mm, T.Q8_0, 7 * tile.bm + 5, 64, 9, tile=tile)

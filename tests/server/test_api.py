@@ -281,3 +281,21 @@ def test_vulkan_backend_serves_what_the_reference_serves(tiny_model, mtp_server)
     finally:
         srv.stop()
 
+
+
+def test_props_and_slots_report_the_settings_the_engine_resolved(tiny_model):
+    """The engine may resolve settings the command line left open (the device's tuning profile sets the draft
+    depth): /props and /slots show what is in force, not what was configured."""
+    from dataclasses import replace
+
+    config = server_config(n_slots=1, mtp=True)  # configured: n-max 3
+    resolved = replace(config.engine, spec=replace(config.engine.spec, n_max=1, p_min=0.5))
+    srv = LiveServer(config, tiny_model, factory=lambda: ReferenceEngine(tiny_model, resolved)).start()
+    try:
+        params = srv.http.get("/props").json()["default_generation_settings"]["params"]
+        assert (params["speculative.n_max"], params["speculative.p_min"]) == (1, 0.5)
+        assert srv.http.get("/slots").json()[0]["params"]["speculative.n_max"] == 1
+        body = {"prompt": "The quick brown fox", "n_predict": 2}
+        assert srv.http.post("/completion", json=body).json()["generation_settings"]["speculative.n_max"] == 1
+    finally:
+        srv.stop()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 
 import httpx
@@ -73,6 +74,34 @@ CASES = [
     ("detokenize negative id", "/detokenize", {"tokens": [3, -1]}, 400, "tokens[1]"),
     ("detokenize strings", "/detokenize", {"tokens": ["a"]}, 400, "tokens.0"),
     ("tokenize a number", "/tokenize", {"content": 5}, 400, "content"),
+    ("unknown field", CHAT, {"messages": OK_MESSAGES, "frobnicate": 1}, 400, "frobnicate: unknown field"),
+    ("top_logprobs huge", CHAT, {"messages": OK_MESSAGES, "top_logprobs": 10**6}, 400, "top_logprobs"),
+    ("logit_bias map", CHAT, {"messages": OK_MESSAGES, "logit_bias": {"5": 10}}, 400, "logit_bias"),
+    ("json_schema", "/completion", {"prompt": "a", "json_schema": {"type": "object"}}, 400, "json_schema"),
+    ("post_sampling_probs", "/completion", {"prompt": "a", "post_sampling_probs": True}, 400, "post_sampling"),
+    ("grammar 200 KB", "/completion", {"prompt": "a", "grammar": "root ::= " + "x" * 200_000}, 400, "grammar"),
+    ("deep schema", CHAT, {"messages": OK_MESSAGES, "response_format": {"type": "json_schema", "json_schema": (
+        json.loads("[" * 400 + "]" * 400))}}, 400, "response_format"),
+    ("tool_choice required", CHAT, {"messages": OK_MESSAGES, "tool_choice": "required"}, 400, "tool_choice"),
+    ("tool_choice a number", CHAT, {"messages": OK_MESSAGES, "tool_choice": 3}, 400, "tool_choice"),
+    ("parallel_tool_calls string", CHAT, {"messages": OK_MESSAGES, "parallel_tool_calls": "no"}, 400,
+     "parallel_tool_calls"),
+    ("reasoning_format unknown", CHAT, {"messages": OK_MESSAGES, "reasoning_format": "r1"}, 400,
+     "reasoning_format"),
+    ("id_slot out of range", "/completion", {"prompt": "a", "id_slot": 2**31 - 1}, 400, "id_slot"),
+    ("id_slot a string", "/completion", {"prompt": "a", "id_slot": "0"}, 400, "id_slot"),
+    ("n_keep positive", "/completion", {"prompt": "a", "n_keep": 10}, 400, "n_keep"),
+    ("t_max_predict_ms negative", "/completion", {"prompt": "a", "t_max_predict_ms": -1}, 400, "t_max_predict"),
+    ("samplers reordered", "/completion", {"prompt": "a", "samplers": ["top_p", "top_k"]}, 400, "samplers"),
+    ("samplers huge string", "/completion", {"prompt": "a", "samplers": "k" * 100_000}, 400, "samplers"),
+    ("too many prompts", "/completion", {"prompt": ["a"] * 65}, 400, "at most 64 prompts"),
+    ("bad second prompt", "/completion", {"prompt": ["a", {"x": 1}]}, 400, "prompt[1]"),
+    ("unknown role", CHAT, {"messages": [{"role": "robot", "content": "x"}]}, 400, "messages[0].role"),
+    ("typical_p on", CHAT, {"messages": OK_MESSAGES, "typical_p": 0.9}, 400, "typical_p"),
+    ("user not a string", CHAT, {"messages": OK_MESSAGES, "user": 5}, 400, "user"),
+    ("metadata not an object", CHAT, {"messages": OK_MESSAGES, "metadata": [1]}, 400, "metadata"),
+    ("stream_options unknown key", CHAT, {"messages": OK_MESSAGES, "stream_options": {"x": 1}}, 400,
+     "stream_options.x"),
     ("body over the limit", CHAT, b'{"messages": "' + b"x" * 300_000 + b'"}', 413, "limit"),
 ]
 
@@ -110,7 +139,8 @@ def test_unknown_route_and_wrong_method(plain_server):
 
 def test_unknown_model_name_is_accepted_like_llama_server(plain_server):
     """One model per server, as llama-server without a router: the `model` field is echoed, not checked."""
-    r = plain_server.http.post(CHAT, json={"model": "gpt-4o", "messages": OK_MESSAGES, "max_tokens": 2})
+    r = plain_server.http.post(CHAT, json={"model": "gpt-4o", "messages": OK_MESSAGES, "max_tokens": 2,
+                                           "user": "u1", "metadata": {"k": "v"}, "store": False})
     assert r.status_code == 200 and r.json()["model"] == "gpt-4o"
 
 

@@ -150,8 +150,14 @@ def test_malformed_tools_raise_value_error(tools, message):
         ChatTemplate(None).render([{"role": "user", "content": "x"}], tools=tools)
 
 
-def test_raise_exception_in_template_becomes_value_error(qwen3):
-    with pytest.raises(ValueError, match="chat template error: Unknown role: critic"):
+def test_raise_exception_in_template_becomes_value_error():
+    template = ChatTemplate("{{ raise_exception('Unknown role: ' + messages[0].role) }}")
+    with pytest.raises(ValueError, match="chat template error: Unknown role: user"):
+        template.render([{"role": "user", "content": "x"}])
+
+
+def test_unknown_role_is_refused_before_rendering(qwen3):
+    with pytest.raises(ValueError, match=r"messages\[1\]\.role 'critic' is not one of system, user"):
         qwen3.render([{"role": "user", "content": "x"}, {"role": "critic", "content": "y"}])
 
 

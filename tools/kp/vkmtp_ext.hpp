@@ -6,7 +6,12 @@
 // OpDispatch dispatches a pipeline with per-dispatch push constants and group counts.
 // OpCopyRegion copies a byte range between two tensors (chunked weight upload, KV snapshots, state rollback).
 // device_infos() reports what kp's own get_device_properties() leaves out: device type, driver, subgroup
-// size and operations, memory heaps and budget, limits and optional features.
+// size and operations, memory heaps and budget, limits, the optional features the device supports and those
+// its most recent VkDevice was created with.
+// Device features: kp's Manager::createDevice enables no optional feature (pEnabledFeatures = nullptr, no
+// pNext). tools/build_kp.py adds one call in it to kp::vkmtpDeviceCreateHook, which this file sets: it chains a
+// VkPhysicalDeviceFeatures2 with the optional features below that the device supports and that
+// set_device_features() allows (all by default, none with an empty list), and adds their extensions.
 #pragma once
 
 #include <kompute/Kompute.hpp>
@@ -15,8 +20,17 @@
 #include <vulkan/vulkan.hpp>
 
 #include <cstring>
+#include <map>
+#include <mutex>
 #include <string>
 #include <vector>
+
+namespace kp {
+// Defined in kp's Manager.cpp by tools/build_kp.py; called just before vkCreateDevice.
+extern void (*vkmtpDeviceCreateHook)(const vk::PhysicalDevice&,
+                                     vk::DeviceCreateInfo&,
+                                     std::vector<const char*>&);
+}
 
 namespace vkmtp_ext {
 
@@ -125,6 +139,187 @@ hasExtension(const std::vector<vk::ExtensionProperties>& exts, const char* name)
     return false;
 }
 
+// --- optional device features ------------------------------------------------------------------------------
+// The names vkmtp knows (Python side: vkmtp.device.info.FEATURE_NAMES).
+static const char* const kFeatureNames[] = {
+    "storage_buffer_16bit", "storage_buffer_8bit", "shader_float16", "shader_int8", "shader_int16",
+    "integer_dot_product", "subgroup_size_control", "compute_full_subgroups",
+};
+
+// What a physical device supports, queried with one VkPhysicalDeviceFeatures2 chain of the structs whose
+// extensions it lists (kp's instance is Vulkan 1.1, so 1.2/1.3 features come through their extensions).
+struct FeatureChain
+{
+    bool has16 = false, has8 = false, hasF16I8 = false, hasDot = false, hasSize = false;
+    vk::PhysicalDeviceFeatures2 feats2;
+    vk::PhysicalDevice16BitStorageFeatures storage16;
+    vk::PhysicalDevice8BitStorageFeaturesKHR storage8;
+    vk::PhysicalDeviceShaderFloat16Int8FeaturesKHR f16i8;
+    vk::PhysicalDeviceShaderIntegerDotProductFeaturesKHR dot;
+    vk::PhysicalDeviceSubgroupSizeControlFeaturesEXT size;
+
+    explicit FeatureChain(const std::vector<vk::ExtensionProperties>& exts);
+    void link();
+    std::map<std::string, bool> flags() const;
+    void restrictTo(const std::map<std::string, bool>& allowed);
+};
+
+FeatureChain::FeatureChain(const std::vector<vk::ExtensionProperties>& exts)
+{
+    has16 = hasExtension(exts, VK_KHR_16BIT_STORAGE_EXTENSION_NAME);
+    has8 = hasExtension(exts, VK_KHR_8BIT_STORAGE_EXTENSION_NAME);
+    hasF16I8 = hasExtension(exts, VK_KHR_SHADER_FLOAT16_INT8_EXTENSION_NAME);
+    hasDot = hasExtension(exts, VK_KHR_SHADER_INTEGER_DOT_PRODUCT_EXTENSION_NAME);
+    hasSize = hasExtension(exts, VK_EXT_SUBGROUP_SIZE_CONTROL_EXTENSION_NAME);
+    link();
+}
+
+// pNext pointers into this object: call again after a copy.
+void
+FeatureChain::link()
+{
+    void** next = &feats2.pNext;
+    auto add = [&next](bool present, auto& s) {
+        if (present) {
+            *next = &s;
+            next = &s.pNext;
+        }
+    };
+    *next = nullptr;
+    storage16.pNext = storage8.pNext = f16i8.pNext = dot.pNext = size.pNext = nullptr;
+    add(has16, storage16);
+    add(has8, storage8);
+    add(hasF16I8, f16i8);
+    add(hasDot, dot);
+    add(hasSize, size);
+    *next = nullptr;
+}
+
+std::map<std::string, bool>
+FeatureChain::flags() const
+{
+    return {
+        { "storage_buffer_16bit", has16 && storage16.storageBuffer16BitAccess },
+        { "storage_buffer_8bit", has8 && storage8.storageBuffer8BitAccess },
+        { "shader_float16", hasF16I8 && f16i8.shaderFloat16 },
+        { "shader_int8", hasF16I8 && f16i8.shaderInt8 },
+        { "shader_int16", (bool)feats2.features.shaderInt16 },
+        { "integer_dot_product", hasDot && dot.shaderIntegerDotProduct },
+        { "subgroup_size_control", hasSize && size.subgroupSizeControl },
+        { "compute_full_subgroups", hasSize && size.computeFullSubgroups },
+    };
+}
+
+// Keep only the features in `allowed` (supported ones stay supported); everything else off.
+void
+FeatureChain::restrictTo(const std::map<std::string, bool>& allowed)
+{
+    auto ok = [&allowed](const char* n) {
+        auto it = allowed.find(n);
+        return it != allowed.end() && it->second;
+    };
+    const vk::PhysicalDeviceFeatures core = feats2.features;
+    feats2.features = vk::PhysicalDeviceFeatures();
+    feats2.features.shaderInt16 = core.shaderInt16 && ok("shader_int16");
+    storage16.storageBuffer16BitAccess = storage16.storageBuffer16BitAccess && ok("storage_buffer_16bit");
+    storage16.uniformAndStorageBuffer16BitAccess = false;
+    storage16.storagePushConstant16 = false;
+    storage16.storageInputOutput16 = false;
+    storage8.storageBuffer8BitAccess = storage8.storageBuffer8BitAccess && ok("storage_buffer_8bit");
+    storage8.uniformAndStorageBuffer8BitAccess = false;
+    storage8.storagePushConstant8 = false;
+    f16i8.shaderFloat16 = f16i8.shaderFloat16 && ok("shader_float16");
+    f16i8.shaderInt8 = f16i8.shaderInt8 && ok("shader_int8");
+    dot.shaderIntegerDotProduct = dot.shaderIntegerDotProduct && ok("integer_dot_product");
+    size.subgroupSizeControl = size.subgroupSizeControl && ok("subgroup_size_control");
+    size.computeFullSubgroups = size.computeFullSubgroups && ok("compute_full_subgroups");
+    // Chain (and enable the extension of) only the structs that enable something.
+    has16 = has16 && storage16.storageBuffer16BitAccess;
+    has8 = has8 && storage8.storageBuffer8BitAccess;
+    hasF16I8 = hasF16I8 && (f16i8.shaderFloat16 || f16i8.shaderInt8);
+    hasDot = hasDot && dot.shaderIntegerDotProduct;
+    hasSize = hasSize && (size.subgroupSizeControl || size.computeFullSubgroups);
+    link();
+}
+
+struct FeatureState
+{
+    std::mutex lock;
+    bool restricted = false;                          // set_device_features() called
+    std::map<std::string, bool> allowed;              // its names
+    std::map<std::string, std::map<std::string, bool>> enabled;   // device UUID -> what its last VkDevice enabled
+};
+
+static FeatureState&
+featureState()
+{
+    static FeatureState state;
+    return state;
+}
+
+static std::string
+deviceKey(const vk::PhysicalDevice& dev)
+{
+    vk::PhysicalDeviceProperties2 props2;
+    vk::PhysicalDeviceIDProperties ids;
+    props2.pNext = &ids;
+    dev.getProperties2(&props2);
+    std::string key(props2.properties.deviceName.data());
+    for (uint8_t b : ids.deviceUUID) {
+        key += std::to_string((int)b) + ".";
+    }
+    return key;
+}
+
+// Runs inside kp::Manager::createDevice on the creating thread; the chain must live until vkCreateDevice
+// returns, hence thread_local storage.
+static void
+deviceCreateHook(const vk::PhysicalDevice& dev, vk::DeviceCreateInfo& info, std::vector<const char*>& exts)
+{
+    thread_local std::unique_ptr<FeatureChain> chain;
+    const auto available = dev.enumerateDeviceExtensionProperties();
+    chain.reset(new FeatureChain(available));
+    dev.getFeatures2(&chain->feats2);
+    std::map<std::string, bool> allowed;
+    {
+        std::lock_guard<std::mutex> g(featureState().lock);
+        if (featureState().restricted) {
+            allowed = featureState().allowed;
+        } else {
+            for (const char* n : kFeatureNames) {
+                allowed[n] = true;
+            }
+        }
+    }
+    chain->restrictTo(allowed);
+    auto addExt = [&exts](bool on, const char* name) {
+        if (!on) {
+            return;
+        }
+        for (const char* e : exts) {
+            if (std::strcmp(e, name) == 0) {
+                return;
+            }
+        }
+        exts.push_back(name);
+    };
+    addExt(chain->has16, VK_KHR_16BIT_STORAGE_EXTENSION_NAME);
+    addExt(chain->has8, VK_KHR_8BIT_STORAGE_EXTENSION_NAME);
+    addExt(chain->hasF16I8, VK_KHR_SHADER_FLOAT16_INT8_EXTENSION_NAME);
+    addExt(chain->hasDot, VK_KHR_SHADER_INTEGER_DOT_PRODUCT_EXTENSION_NAME);
+    addExt(chain->hasSize, VK_EXT_SUBGROUP_SIZE_CONTROL_EXTENSION_NAME);
+    const auto enabled = chain->flags();
+    bool any = false;
+    for (const auto& kv : enabled) {
+        any = any || kv.second;
+    }
+    // Nothing to enable: the device is created exactly as kp creates it.
+    info.pNext = any ? (const void*)&chain->feats2 : nullptr;
+    info.pEnabledFeatures = nullptr;
+    std::lock_guard<std::mutex> g(featureState().lock);
+    featureState().enabled[deviceKey(dev)] = enabled;
+}
+
 static py::dict
 deviceInfo(const vk::PhysicalDevice& dev)
 {
@@ -169,10 +364,36 @@ deviceInfo(const vk::PhysicalDevice& dev)
           "host_cached"_a = (bool)(f & vk::MemoryPropertyFlagBits::eHostCached)));
     }
 
-    vk::PhysicalDeviceFeatures2 feats2;
-    vk::PhysicalDevice16BitStorageFeatures storage16;
-    feats2.pNext = &storage16;
-    dev.getFeatures2(&feats2);
+    FeatureChain chain(exts);
+    dev.getFeatures2(&chain.feats2);
+    const vk::PhysicalDeviceFeatures2& feats2 = chain.feats2;
+    py::dict supported;
+    for (const auto& kv : chain.flags()) {
+        supported[py::str(kv.first)] = kv.second;
+    }
+    py::dict enabled;
+    {
+        std::lock_guard<std::mutex> g(featureState().lock);
+        auto it = featureState().enabled.find(deviceKey(dev));
+        if (it != featureState().enabled.end()) {
+            for (const auto& kv : it->second) {
+                enabled[py::str(kv.first)] = kv.second;
+            }
+        }
+    }
+    vk::PhysicalDeviceProperties2 dotProps2;
+    vk::PhysicalDeviceShaderIntegerDotProductPropertiesKHR dotProps;
+    vk::PhysicalDeviceSubgroupSizeControlPropertiesEXT sizeProps;
+    void** nextProp = &dotProps2.pNext;
+    if (chain.hasDot) {
+        *nextProp = &dotProps;
+        nextProp = &dotProps.pNext;
+    }
+    if (chain.hasSize) {
+        *nextProp = &sizeProps;
+        nextProp = &sizeProps.pNext;
+    }
+    dev.getProperties2(&dotProps2);
 
     py::list extNames;
     for (const auto& e : exts) {
@@ -223,7 +444,13 @@ deviceInfo(const vk::PhysicalDevice& dev)
       "features"_a = py::dict("shader_float64"_a = (bool)feats2.features.shaderFloat64,
                               "shader_int64"_a = (bool)feats2.features.shaderInt64,
                               "shader_int16"_a = (bool)feats2.features.shaderInt16,
-                              "storage_buffer_16bit"_a = (bool)storage16.storageBuffer16BitAccess),
+                              "storage_buffer_16bit"_a = supported["storage_buffer_16bit"]),
+      "supported_features"_a = supported,
+      "enabled_features"_a = enabled,
+      "integer_dot_4x8_packed_accelerated"_a =
+        chain.hasDot && (bool)dotProps.integerDotProduct4x8BitPackedSignedAccelerated,
+      "min_subgroup_size"_a = chain.hasSize ? sizeProps.minSubgroupSize : subgroup.subgroupSize,
+      "max_subgroup_size"_a = chain.hasSize ? sizeProps.maxSubgroupSize : subgroup.subgroupSize,
       "extensions"_a = extNames);
 }
 
@@ -251,7 +478,25 @@ registerExtensions(py::module_& m)
           return out;
       },
       "Describe every Vulkan physical device (vkmtp).");
-    m.attr("vkmtp_ext_version") = 2;
+    m.def(
+      "set_device_features",
+      [](py::object names) {
+          std::lock_guard<std::mutex> g(featureState().lock);
+          featureState().allowed.clear();
+          featureState().restricted = !names.is_none();
+          if (!names.is_none()) {
+              for (const auto& n : names.cast<std::vector<std::string>>()) {
+                  featureState().allowed[n] = true;
+              }
+          }
+      },
+      py::arg("names"),
+      "Optional features the next kp.Manager may enable where supported: a list of names, or None for all "
+      "(vkmtp).");
+    m.attr("device_feature_names") = py::cast(std::vector<std::string>(std::begin(kFeatureNames),
+                                                                        std::end(kFeatureNames)));
+    kp::vkmtpDeviceCreateHook = &deviceCreateHook;
+    m.attr("vkmtp_ext_version") = 3;
 }
 
 } // namespace vkmtp_ext

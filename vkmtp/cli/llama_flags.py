@@ -87,11 +87,6 @@ FLAGS: tuple[LlamaFlag, ...] = (
     LlamaFlag(("-ctvd", "--cache-type-v-draft", "--spec-draft-type-v"), True, REFUSED,
               "the MTP head's KV cache is always f16 for now", env="LLAMA_ARG_CACHE_TYPE_V_DRAFT",
               allowed=("f16",)),
-    LlamaFlag(("--reasoning-format",), True, REFUSED,
-              "reasoning is not parsed into reasoning_content yet; only 'none' is supported",
-              ("serve", "chat"), "LLAMA_ARG_THINK", allowed=("none",)),
-    LlamaFlag(("--reasoning-budget",), True, REFUSED, "a thinking budget is not implemented yet; only -1 "
-              "(unlimited) is supported", ("serve", "chat"), "LLAMA_ARG_THINK_BUDGET", allowed=("-1",)),
 )
 
 # flags vkmtp implements, with the LLAMA_ARG_* variable llama.cpp reads for each (the first spelling is used
@@ -118,6 +113,8 @@ ENV_OF_OPTION: dict[str, str] = {
     "--spec-draft-p-min": "LLAMA_ARG_DRAFT_P_MIN",
     "--spec-type": "LLAMA_ARG_SPEC_TYPE",
     "--no-webui": "LLAMA_ARG_NO_WEBUI",
+    "--reasoning-format": "LLAMA_ARG_THINK",
+    "--reasoning-budget": "LLAMA_ARG_THINK_BUDGET",
 }
 
 

@@ -47,9 +47,54 @@ def cmd_shaders(args: argparse.Namespace) -> int:
 def cmd_info(args: argparse.Namespace) -> int:
     from vkmtp.cli.info import describe_model
 
-    print(describe_model(args.model, args.ctx_size, args.parallel, args.cache_type_k, not args.no_mtp,
-                         args.spec_draft_n_max))
+    n_max, source = args.spec_draft_n_max, "--spec-draft-n-max"
+    if n_max is None:
+        n_max, source = _profile_n_max(args.model)
+    print(describe_model(args.model, args.ctx_size, args.parallel, args.cache_type_k, not args.no_mtp, n_max))
+    print(f"draft n-max   {n_max} ({source})")
     return 0
+
+
+def _profile_n_max(model: str) -> tuple[int, str]:
+    """The draft depth generation would use without --spec-draft-n-max: the device's tuning profile for this
+    model, else the built-in default; and where it came from."""
+    from vkmtp.device import list_devices, pick_device
+    from vkmtp.spec import SpecConfig
+    from vkmtp.tuning.profile import load_profile
+
+    devices = list_devices()
+    profile = load_profile(pick_device(devices, None)) if devices else None
+    tuned = profile.mtp_for(model) if profile is not None else None
+    if tuned is not None:
+        return tuned.n_max, "the tuning profile of this device"
+    return SpecConfig().n_max, "built-in default"
+
+
+class _ShaderProgress:
+    """A progress bar (stderr) for shaders compiled on a first run; nothing when every variant is cached."""
+
+    def __init__(self):
+        self.bar = None
+
+    def __call__(self, key) -> None:
+        if self.bar is None:
+            from tqdm import tqdm
+
+            self.bar = tqdm(desc="compiling shaders (first run; cached afterwards)", unit="shader",
+                            file=sys.stderr, leave=False)
+        self.bar.update(1)
+
+    def __enter__(self):
+        from vkmtp.device.compiler import compile_listener
+
+        self._context = compile_listener(self)
+        self._context.__enter__()
+        return self
+
+    def __exit__(self, *exc):
+        self._context.__exit__(*exc)
+        if self.bar is not None:
+            self.bar.close()
 
 
 def cmd_tune(args: argparse.Namespace) -> int:
@@ -127,12 +172,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
     config = ServerConfig(engine=_engine_config(args), host=args.host, port=args.port, api_key=api_key,
                           max_body_bytes=args.max_body_bytes, max_queue=args.max_queue,
                           n_predict=args.n_predict, cache_prompt=not args.no_cache_prompt,
-                          chat_template_kwargs=template_kwargs(args.chat_template_kwargs),
+                          chat_template_kwargs=_thinking_kwargs(args), reasoning_format=args.reasoning_format,
                           sleep_idle_seconds=args.sleep_idle_seconds, sampling=_sampling_defaults(args),
                           no_webui=args.no_webui)
     log_level = "debug" if args.verbose else "critical" if args.log_disable else args.log_level
     serve(config, _model_path(args), args.backend, alias=args.alias, log_level=log_level,
-          chat_template=chat_template_source(args.chat_template, args.chat_template_file))
+          chat_template=chat_template_source(args.chat_template, args.chat_template_file),
+          log_format=args.log_format)
     return 0
 
 
@@ -147,13 +193,13 @@ def cmd_chat(args: argparse.Namespace) -> int:
     tokenizer = Tokenizer.from_gguf(gguf)
     template = _chat_template(args, gguf, tokenizer)
     engine = load_engine(path, _engine_config(args), args.backend, progress=True)
-    kwargs = template_kwargs(args.chat_template_kwargs)
+    kwargs = _thinking_kwargs(args)
     if args.no_think:
         kwargs["enable_thinking"] = False
     try:
-        print("vkmtp chat: /reset clears the conversation, /exit leaves", file=sys.stderr)
+        print("vkmtp chat: /reset clears the conversation, /exit leaves; Ctrl-C stops a reply", file=sys.stderr)
         chat_loop(engine, tokenizer, template, _sampling_defaults(args), args.n_predict, args.system,
-                  template_kwargs=kwargs)
+                  template_kwargs=kwargs, ignore_eos=args.ignore_eos)
     finally:
         engine.close()
     return 0
@@ -265,7 +311,30 @@ def _add_model_flags(p: argparse.ArgumentParser, command: str) -> None:
     if command != "generate":
         p.add_argument("--chat-template-kwargs", default=None,
                        help="JSON object passed to the chat template, e.g. '{\"enable_thinking\": false}'")
+        p.add_argument("--reasoning-budget", type=_reasoning_budget, default=-1,
+                       help="-1: thinking unlimited; 0: no thinking (enable_thinking false)")
+    if command == "serve":
+        p.add_argument("--reasoning-format", choices=("none", "deepseek", "auto"), default="auto",
+                       help="auto/deepseek: <think> text goes to reasoning_content; none: it stays in content")
     add_llama_flags(p, command)
+
+
+def _reasoning_budget(text: str) -> int:
+    value = int(text)
+    if value > 0:
+        raise argparse.ArgumentTypeError(
+            f"{value}: a thinking budget in tokens is not implemented yet; use -1 (unlimited) or 0 (no thinking)")
+    if value < -1:
+        raise argparse.ArgumentTypeError(f"{value}: use -1 (unlimited) or 0 (no thinking)")
+    return value
+
+
+def _thinking_kwargs(args: argparse.Namespace) -> dict:
+    """--chat-template-kwargs, with enable_thinking false under --reasoning-budget 0."""
+    kwargs = template_kwargs(args.chat_template_kwargs)
+    if args.reasoning_budget == 0:
+        kwargs["enable_thinking"] = False
+    return kwargs
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -295,7 +364,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-c", "--ctx-size", type=int, default=4096)
     p.add_argument("-np", "--parallel", type=int, default=1)
     p.add_argument("-ctk", "--cache-type-k", default="f16", choices=ENGINE_KV_TYPES)
-    p.add_argument("--spec-draft-n-max", type=int, default=3)
+    p.add_argument("--spec-draft-n-max", type=int, default=None,
+                   help="default: the device's tuning profile for this model, else the built-in default")
     p.add_argument("--no-mtp", action="store_true")
     p.set_defaults(func=cmd_info)
 
@@ -319,6 +389,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-webui", action="store_true", help="no chat page at / (the API only)")
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     p.add_argument("--log-disable", action="store_true", help="log nothing but failures")
+    p.add_argument("--log-format", default="text", choices=["text", "json"], help="json: one object per line")
     p.add_argument("-v", "--verbose", "--log-verbose", dest="verbose", action="store_true", help="--log-level debug")
     p.set_defaults(func=cmd_serve)
 
@@ -328,6 +399,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-n", "--n-predict", type=int, default=-1, help="tokens per reply (-1: until the context)")
     p.add_argument("-sys", "--system-prompt", "--system", dest="system", default=None, help="system prompt")
     p.add_argument("--no-think", action="store_true", help="chat_template_kwargs enable_thinking=false")
+    p.add_argument("--ignore-eos", action="store_true", help="replies go on past end-of-generation tokens")
     p.set_defaults(func=cmd_chat)
 
     p = sub.add_parser("tune", help="measure kernel settings on this device and save its tuning profile")
@@ -366,6 +438,9 @@ def main(argv: list[str] | None = None) -> int:
     if getattr(args, "list_devices", False):
         return cmd_devices(args)
     try:
+        if args.command in ("generate", "chat") and not getattr(args, "json", False):
+            with _ShaderProgress():  # pipelines are built on first use, during the first steps
+                return args.func(args)
         return args.func(args)
     except KeyboardInterrupt:
         return 130

@@ -9,6 +9,10 @@ pass one. It is built in two steps:
   2. `caps.tuned(...)`: the values a tuning profile measured replace them (`TuningProfile.apply`, used by the
      engine's op set in vkmtp/graph/forward.py).
 
+Optional device features (vkmtp.device.info.FEATURE_NAMES) enter the record as `features` (those enabled on
+the device: none with VKMTP_FEATURES=none) and as the kernel choices made from them (`int_dot`,
+`matmul_int8`); op wrappers turn these into shader defines.
+
 A new driver that needs other defaults is one more `DriverDefaults` entry in `DRIVERS`, matched by device type
 and, where that is not enough, by driver name; nothing in vkmtp/ops tests a driver by name.
 """
@@ -64,6 +68,11 @@ DRIVERS: tuple[DriverDefaults, ...] = (
                    attn_n_splits=32, matmul_tiles="gpu"),
 )
 
+# The int8 prefill matmul (Q8_1 activations) is off by default: on the engine's random fixture models it moves
+# first-token logits by 2-5 % of the logit scale (dense Q4_K/Q8_0, MoE Q8_0) and up to 30 % on MoE Q4_K, where
+# a flipped expert choice changes the greedy token (docs/PERFORMANCE.md). MatMul(int8=True) selects it.
+MATMUL_INT8_DEFAULT = False
+
 # Mesa's lavapipe reports this driver name; its subgroup width follows LP_NATIVE_VECTOR_WIDTH (tests/ops).
 LAVAPIPE_DRIVER = "llvmpipe"
 
@@ -92,6 +101,10 @@ class DeviceCaps:
     attn_chunk: int | None = None
     matmul_tiles: str = "gpu"
     tuned: bool = False                 # a tuning profile was applied
+    features: frozenset = frozenset()   # optional device features enabled (DeviceInfo.enabled_features)
+    int_dot: bool = False               # OpSDot on packed int8 (shaderIntegerDotProduct): INT_DOT shader variants
+    matmul_int8: bool = False           # prefill matmul of quantized weights with Q8_1 activations and
+                                        # integer dot products (vkmtp.ops.matmul); decode mat-vec is unaffected
 
     @staticmethod
     def for_device(info: DeviceInfo) -> "DeviceCaps":
@@ -101,7 +114,9 @@ class DeviceCaps:
             workgroup_size=max(64, info.subgroup_size),
             matvec=MatVecTuning(max(32, info.subgroup_size), d.matvec_rows_per_group, info.has_subgroup_arithmetic),
             gdn_lanes_per_column=d.gdn_lanes_per_column, attn_n_splits=d.attn_n_splits,
-            matmul_tiles=d.matmul_tiles)
+            matmul_tiles=d.matmul_tiles, features=frozenset(info.enabled_features),
+            int_dot=info.has_feature("integer_dot_product"),
+            matmul_int8=MATMUL_INT8_DEFAULT and info.has_feature("integer_dot_product"))
 
     def tuned_with(self, matvec_per_type: dict | None = None, gdn_lanes_per_column: int | None = None,
                    gdn_variant: str | None = None, attn_n_splits: int | None = None,

@@ -7,6 +7,7 @@ compiler version and the target environment, as tinygrad's `compile_cached` does
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import os
@@ -18,6 +19,7 @@ import tempfile
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
+from typing import Callable, Iterator
 
 from vkmtp.env import child_environment, spirv_cache_dir
 
@@ -25,6 +27,21 @@ from vkmtp.env import child_environment, spirv_cache_dir
 SHADER_DIR = Path(str(resources.files("vkmtp.shaders")))
 TARGET_ENV = "vulkan1.1"
 _INCLUDE_RE = re.compile(r'^\s*#\s*include\s+"([^"]+)"', re.MULTILINE)
+
+
+# called with each variant about to be compiled (a cache miss): the CLI shows a progress bar on first runs
+_compile_listener: Callable[[ShaderKey], None] | None = None
+
+
+@contextlib.contextmanager
+def compile_listener(callback: Callable[[ShaderKey], None]) -> Iterator[None]:
+    """While the block runs, `callback(key)` hears of every shader variant compiled (not of cache hits)."""
+    global _compile_listener
+    previous, _compile_listener = _compile_listener, callback
+    try:
+        yield
+    finally:
+        _compile_listener = previous
 
 
 class ShaderCompileError(RuntimeError):
@@ -120,6 +137,8 @@ class ShaderCompiler:
             code = path.read_bytes()
         else:
             self.misses += 1
+            if _compile_listener is not None:
+                _compile_listener(key)
             code = self._compile(key)
             self.cache_dir.mkdir(parents=True, exist_ok=True)
             fd, tmp = tempfile.mkstemp(dir=self.cache_dir, suffix=".tmp")

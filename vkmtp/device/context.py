@@ -5,21 +5,24 @@ dispatch reads and writes and records one global memory barrier (kp.OpComputeBar
 before a dispatch that touches a range written (or writes a range read) since the last barrier -- the
 dependency rule llama.cpp's Vulkan backend uses. A recorded sequence is replayed as one queue submission.
 
-Device features: Kompute creates the device with no optional features enabled, so shaders read and write
-32-bit words only (16-bit values via unpackHalf2x16, 8-bit via bitfieldExtract) and never declare 8/16-bit
-storage or float16/int8 arithmetic; that works on every Vulkan 1.1 device. See docs/DESIGN.md.
+Device features: vkmtp's kp extension enables, at device creation, the optional features the device supports
+(vkmtp.device.info.FEATURE_NAMES) unless VKMTP_FEATURES restricts them ('none': no optional feature, the device
+is created exactly as Kompute creates it). `Device.info.enabled_features` says what was enabled and
+`Device.caps` what the kernels use; every shader keeps its 32-bit-word-only variant. See docs/DESIGN.md.
 """
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Sequence as Seq
 
 import numpy as np
 
+from vkmtp import env
 from vkmtp.device.buffers import WORD, Buffer, View
 from vkmtp.device.capabilities import DeviceCaps
 from vkmtp.device.compiler import ShaderCompiler, ShaderKey
-from vkmtp.device.info import DeviceInfo, list_devices, pick_device
+from vkmtp.device.info import FEATURE_NAMES, DeviceInfo, list_devices, pick_device
 
 STAGING_BYTES = 64 << 20
 
@@ -31,13 +34,25 @@ class Device:
     """
 
     def __init__(self, index: int | str | None = None, compiler: ShaderCompiler | None = None,
-                 info: DeviceInfo | None = None):
+                 info: DeviceInfo | None = None, features: Seq[str] | None = None):
+        """features: the optional features to enable where supported (None: VKMTP_FEATURES, default all)."""
         import kp
 
         self._kp = kp
-        self.info = info or pick_device(list_devices(), index)
+        info = info or pick_device(list_devices(), index)
+        requested = env.device_features() if features is None else list(features)
+        unknown = sorted(set(requested or ()) - set(FEATURE_NAMES))
+        if unknown:
+            raise ValueError(f"unknown device feature(s) {unknown} (VKMTP_FEATURES); known: "
+                             f"{', '.join(FEATURE_NAMES)}, or 'all' / 'none'")
+        kp.set_device_features(requested)
+        try:
+            self.manager = kp.Manager(info.index)
+        finally:
+            kp.set_device_features(None)
+        enabled = kp.device_infos(self.manager)[info.index]["enabled_features"]
+        self.info = replace(info, enabled_features=frozenset(k for k, v in enabled.items() if v))
         self.caps = DeviceCaps.for_device(self.info)
-        self.manager = kp.Manager(self.info.index)
         self.compiler = compiler or ShaderCompiler()
         self.allocated = {"device": 0, "host": 0}
         self.n_buffers = 0

@@ -1,12 +1,13 @@
 """What we know about a Vulkan device, and which one to use.
 
 Facts come from `kp.device_infos()` (vkmtp's addition to the Kompute binding, tools/kp/vkmtp_ext.hpp):
-type, driver, subgroup size and operations, memory heaps (and VK_EXT_memory_budget), limits.
+type, driver, subgroup size and operations, memory heaps (and VK_EXT_memory_budget), limits, and the optional
+features the device supports and those its VkDevice was created with (`FEATURE_NAMES`).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from vkmtp import env
 
@@ -15,6 +16,12 @@ VENDORS = {0x1002: "AMD", 0x10DE: "NVIDIA", 0x8086: "Intel", 0x13B5: "ARM", 0x51
 _TYPE_RANK = {"DiscreteGpu": 0, "IntegratedGpu": 1, "VirtualGpu": 2, "Other": 3, "Cpu": 4}
 _TYPE_NAME = {"DiscreteGpu": "discrete", "IntegratedGpu": "integrated", "VirtualGpu": "virtual",
               "Cpu": "cpu", "Other": "other"}
+
+
+# Optional device features vkmtp's kp extension negotiates at device creation (VkPhysicalDeviceFeatures2 chain):
+# 16/8-bit storage buffers, float16 / int8 / int16 arithmetic, 8-bit integer dot products, subgroup size control.
+FEATURE_NAMES = ("storage_buffer_16bit", "storage_buffer_8bit", "shader_float16", "shader_int8", "shader_int16",
+                 "integer_dot_product", "subgroup_size_control", "compute_full_subgroups")
 
 
 class NoDeviceError(RuntimeError):
@@ -53,6 +60,15 @@ class DeviceInfo:
     uma: bool = False               # device-local memory is host-visible: APUs, lavapipe
     memory_budget: bool = False
     extensions: tuple[str, ...] = ()
+    supported_features: frozenset = frozenset()   # FEATURE_NAMES the device supports
+    enabled_features: frozenset = frozenset()     # FEATURE_NAMES its VkDevice was created with (Device sets it)
+    integer_dot_accelerated: bool = False          # integerDotProduct4x8BitPackedSignedAccelerated
+    min_subgroup_size: int = 0
+    max_subgroup_size: int = 0
+
+    def has_feature(self, name: str) -> bool:
+        """An optional feature enabled on this device (never true for one it only supports)."""
+        return name in self.enabled_features
 
     @property
     def vendor(self) -> str:
@@ -103,7 +119,16 @@ class DeviceInfo:
             max_push_constants_size=d["max_push_constants_size"],
             max_memory_allocation_count=d["max_memory_allocation_count"],
             timestamp_period_ns=d["timestamp_period_ns"], timestamps=d["timestamps"], heaps=heaps, uma=uma,
-            memory_budget=d["memory_budget"], extensions=tuple(d["extensions"]))
+            memory_budget=d["memory_budget"], extensions=tuple(d["extensions"]),
+            supported_features=_names(d.get("supported_features", {})),
+            enabled_features=_names(d.get("enabled_features", {})),
+            integer_dot_accelerated=bool(d.get("integer_dot_4x8_packed_accelerated", False)),
+            min_subgroup_size=d.get("min_subgroup_size", d["subgroup_size"]),
+            max_subgroup_size=d.get("max_subgroup_size", d["subgroup_size"]))
+
+
+def _names(flags: dict) -> frozenset:
+    return frozenset(k for k, v in flags.items() if v)
 
 
 def _rank(info: DeviceInfo) -> tuple:
@@ -122,7 +147,9 @@ def list_devices() -> list[DeviceInfo]:
     except Exception as exc:
         raise NoDeviceError(f"no Vulkan device could be opened: {exc}") from None
     try:
-        return [DeviceInfo.from_kp(i, d) for i, d in enumerate(kp.device_infos(mgr))]
+        # This probe's own VkDevice says nothing about what a Device will enable: Device fills that in.
+        return [replace(DeviceInfo.from_kp(i, d), enabled_features=frozenset())
+                for i, d in enumerate(kp.device_infos(mgr))]
     finally:
         mgr.destroy()
 

@@ -43,6 +43,7 @@ class Request:
     max_tokens: int = 256        # n_predict; -1 = until the context is full
     stop_ids: frozenset[int] = frozenset()   # end-of-generation ids (empty with ignore_eos)
     cache_prompt: bool = True    # reuse the slot's cached prefix (llama-server's cache_prompt)
+    slot: int = -1               # run in this slot (llama-server's id_slot); -1: the engine chooses
     id: str = ""
 
 

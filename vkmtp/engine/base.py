@@ -60,6 +60,12 @@ class SlotEngine(Engine):
             raise PromptTooLongError(f"the prompt has {len(prompt)} tokens; the context holds {n_ctx} per slot "
                                      f"(prompt + at least one generated token)")
         free = [s for s in self.slots if s.run is None]
+        if request.slot >= 0:
+            if request.slot >= len(self.slots):
+                raise ValueError(f"slot {request.slot} does not exist (the engine has {len(self.slots)})")
+            free = [s for s in free if s.index == request.slot]
+            if not free:
+                raise NoFreeSlotError(f"slot {request.slot} is busy")
         if not free:
             raise NoFreeSlotError(f"all {len(self.slots)} slots are busy")
         slot, cached = min(free, key=lambda s: s.last_used), 0

@@ -38,6 +38,8 @@ CHATML_TEMPLATE = (
     "{%- endif %}\n"
 )
 
+ROLES = ("system", "user", "assistant", "tool")
+
 _PROBE_ARGUMENTS = {"probe_key": "probe_value"}
 
 
@@ -91,6 +93,8 @@ def normalize_messages(messages: Any) -> list[dict[str, Any]]:
         role = message.get("role")
         if not isinstance(role, str) or not role:
             raise ValueError(f"messages[{i}] has no string 'role'")
+        if role not in ROLES:
+            raise ValueError(f"messages[{i}].role {role[:40]!r} is not one of {', '.join(ROLES)}")
         where = f"messages[{i}] (role {role!r})"
         out = copy.deepcopy(dict(message))
         if "tool_calls" in out and out["tool_calls"] is not None:

@@ -1,0 +1,79 @@
+"""`vkmtp serve` says what it does: a start block, the loaded engine, one timing line per request; json logs;
+a failed load is one message and exit code 1."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+
+import httpx
+
+from tests.server.live_server import free_port
+
+
+def _serve(tmp_path, *flags: str) -> tuple[subprocess.Popen, int, object]:
+    port = free_port()
+    log = open(tmp_path / "serve.log", "w+")
+    proc = subprocess.Popen([sys.executable, "-m", "vkmtp.cli", "serve", "--port", str(port), *flags],
+                            stdout=log, stderr=subprocess.STDOUT)
+    return proc, port, log
+
+
+def _wait_ready(proc, port, tmp_path) -> None:
+    deadline = time.monotonic() + 120  # a failure bound, not a speed assumption
+    while True:
+        assert proc.poll() is None, (tmp_path / "serve.log").read_text()
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/health", timeout=5).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        assert time.monotonic() < deadline, "the server never became ready"
+        time.sleep(0.1)
+
+
+def _served_log(tmp_path, *flags: str) -> str:
+    proc, port, log = _serve(tmp_path, *flags)
+    try:
+        _wait_ready(proc, port, tmp_path)
+        r = httpx.post(f"http://127.0.0.1:{port}/completion",
+                       json={"prompt": "def f(x):", "n_predict": 6, "ignore_eos": True}, timeout=120)
+        assert r.status_code == 200
+    finally:
+        proc.terminate()
+        proc.wait(30)
+        log.close()
+    return (tmp_path / "serve.log").read_text()
+
+
+def test_start_block_engine_and_one_line_per_request(tmp_path):
+    out = _served_log(tmp_path, "-np", "2", "-c", "1024")
+    for expected in ("model: ", "qwen35", "quant mix: Q8_0", "context 1024 per slot, 2 slot(s)", "KV cache f16",
+                     "MTP: on, draft n-max", "engine loaded in", "memory plan:", "KV cache (f16, 2 x 1024 tokens)"):
+        assert expected in out, (expected, out)
+    lines = [line for line in out.splitlines() if "task 0 slot" in line]
+    assert len(lines) == 1, out
+    assert "prompt " in lines[0] and "generated 6 in" in lines[0] and "tok/s" in lines[0] and "stop: limit" in lines[0]
+    assert "drafts " in lines[0] and "accepted" in lines[0]
+
+
+def test_json_log_format(tmp_path):
+    out = _served_log(tmp_path, "--log-format", "json", "--backend", "reference")
+    records = [json.loads(line) for line in out.splitlines() if line.strip()]
+    assert {"time", "level", "logger", "message"} <= set(records[0])
+    messages = [r["message"] for r in records]
+    assert any(m.startswith("engine loaded in") and "NumPy reference" in m for m in messages)
+    assert sum("task 0 slot 0" in m for m in messages) == 1
+
+
+def test_a_failed_load_is_one_message_and_exit_code_1(tmp_path):
+    proc, port, log = _serve(tmp_path, "--device", "Vulkan9")
+    try:
+        assert proc.wait(120) == 1
+    finally:
+        log.close()
+    out = (tmp_path / "serve.log").read_text()
+    assert out.count("loading the model failed") == 1 and "Traceback" not in out, out
+    assert "vkmtp: error: loading the model failed" in out
