@@ -286,3 +286,32 @@ def test_q8_0_kv_cache_matches_the_reference_engine(fixture_models, engines):
     want = reference_tokens(path, PROMPT, 40, GREEDY, mtp=True, kv_type="q8_0")
     got, _ = run(engines(path, mtp=True, n_max=3, kv_type="q8_0"), PROMPT, 40)
     assert got == want
+
+
+def test_request_speculative_settings_override_the_engines(fixture_models, engines):
+    """speculative.n_max / n_min / p_min of one request: its drafts are those of the reference loop with the
+    same settings, its tokens plain decoding's; an n_max above the engine's is refused."""
+    from vkmtp.spec import SpecOverride
+
+    path = fixture_models("aligned", "f32")
+    eng = engines(path, mtp=True, n_max=3)
+    plain, _ = run(engines(path, mtp=False), PROMPT, 40)
+    for override in (SpecOverride(n_max=1), SpecOverride(n_max=2, p_min=0.3)):
+        ref = generate_mtp(ReferenceModel.from_gguf(path), PROMPT, 40, GREEDY, spec=override.apply(SpecConfig(n_max=3)))
+        out, seq = [], None
+        for ev in eng.generate(Request(PROMPT, GREEDY, max_tokens=40, spec=override)):
+            out += ev.new_ids
+            seq = ev.seq
+        assert out == plain == list(ref.tokens)
+        assert len(seq.spec.drafted_per_pos) == override.n_max
+        assert (seq.spec.draft_n, seq.spec.draft_n_accepted) == (ref.stats.draft_n, ref.stats.draft_n_accepted)
+    with pytest.raises(ValueError, match="speculative.n_max"):
+        eng.submit(Request(PROMPT, GREEDY, max_tokens=4, spec=SpecOverride(n_max=4)))
+    # a fixed depth for one request on an engine with the adaptive policy
+    adaptive = engines(path, mtp=True, n_max=3, adaptive=True)
+    out, seq = [], None
+    for ev in adaptive.generate(Request(PROMPT, GREEDY, max_tokens=24, spec=SpecOverride(n_max=2, n_min=2))):
+        out += ev.new_ids
+        seq = ev.seq
+    assert out == plain[:24]
+    assert {d for _, d in seq.spec.depths} <= {2, 0} and seq.spec.depths[0][1] == 2

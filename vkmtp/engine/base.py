@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 
 from vkmtp.engine.api import Engine, EngineConfig, Event, NoFreeSlotError, PromptTooLongError, Request, Sequence
 from vkmtp.sampling import Sampler
+from vkmtp.spec.config import SpecConfig
 from vkmtp.spec.step import count_drafts, draft_budget, n_taken
 
 
@@ -28,6 +29,7 @@ class Run:
     prompt: list[int]
     sampler: Sampler
     id_last: int = -1        # sampled, not yet evaluated; -1 while the prompt is not done
+    spec: SpecConfig | None = None   # the engine's draft settings with the request's overrides
 
 
 @dataclass(eq=False)
@@ -55,6 +57,7 @@ class SlotEngine(Engine):
         bad = [t for t in prompt if not 0 <= t < self.n_vocab]
         if bad:
             raise ValueError(f"token id {bad[0]} outside the vocabulary (0..{self.n_vocab - 1})")
+        spec = request.spec.apply(self.config.spec) if request.spec is not None else self.config.spec
         n_ctx = self.config.n_ctx
         if len(prompt) >= n_ctx:
             raise PromptTooLongError(f"the prompt has {len(prompt)} tokens; the context holds {n_ctx} per slot "
@@ -80,6 +83,7 @@ class SlotEngine(Engine):
         for token in prompt:
             sampler.accept(token)
         slot.run = self._open(slot, seq, prompt, sampler, cached)
+        slot.run.spec = spec
         slot.last_used = time.monotonic()
         return seq
 
@@ -159,7 +163,7 @@ class SlotEngine(Engine):
 
     def _draft_budget(self, run: Run, n_past: int) -> int:
         """Drafts worth checking for this sequence with n_past tokens in memory (vkmtp.spec.step)."""
-        return draft_budget(self.config.spec.n_max, n_past, self.config.n_ctx, self._remaining(run))
+        return draft_budget(run.spec.n_max, n_past, self.config.n_ctx, self._remaining(run))
 
     @staticmethod
     def _count_drafts(run: Run, n_valid: int, n_accepted: int, budget: int) -> None:

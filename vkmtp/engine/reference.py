@@ -164,7 +164,7 @@ class ReferenceEngine(SlotEngine):
         """One step of the speculative loop (vkmtp/spec/step.py) on the host."""
         budget = self._draft_budget(run, run.state.n_past)
         step = speculative_step(self.model, run.state, run.mtp, run.sampler, run.id_last, run.hidden, budget,
-                                self.config.spec, lambda tokens: self._n_taken(run, tokens))
+                                run.spec, lambda tokens: self._n_taken(run, tokens))
         self._count_drafts(run, step.n_drafted, step.n_accepted, budget)
         run.logits, run.hidden = step.logits, step.pending_h
         return step.tokens

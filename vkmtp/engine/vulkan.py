@@ -181,7 +181,7 @@ class VulkanEngine(SlotEngine):
         t0 = time.perf_counter()
         S = len(active)
         greedy = all(s.run.sampler.params.plain_argmax for s in active)
-        K = self.adaptive.choose([s.run.acceptance for s in active]) if self.adaptive else self.K
+        K = self._depth(active)
         # A sequence with no budget left for drafts still rides along in a batched speculative step (its drafts are
         # not counted); alone it takes the cheaper plain step. Both give the same tokens and statistics.
         spec = self.use_mtp and K > 0 and all(len(s.tokens) + K + 1 <= self.n_ctx for s in active) \
@@ -195,6 +195,17 @@ class VulkanEngine(SlotEngine):
             per_slot = [(s.run.acceptance, n, m) for s, (n, m) in zip(active, self._step_accepts) if n > 0]
             self.adaptive.observe(S, K if spec else 0, seconds, per_slot)
         return outs
+
+    def _depth(self, active: list[_Slot]) -> int:
+        """This step's draft depth. Sequences batched in one step share it: at most the smallest request
+        n_max, at least the largest request n_min when drafting; a request with n_min == n_max (or the engine
+        without the adaptive policy) fixes it, otherwise the policy chooses (0: a plain step)."""
+        specs = [s.run.spec for s in active]
+        hi = min(sp.n_max for sp in specs) if self.use_mtp else 0
+        if self.adaptive is None or any(sp.n_min >= sp.n_max for sp in specs):
+            return hi
+        K = self.adaptive.choose([s.run.acceptance for s in active])
+        return 0 if K == 0 else min(max(K, max(sp.n_min for sp in specs)), hi)
 
     def _write_records(self, active: list[_Slot], rows: int) -> None:
         recs = self.io.records()
@@ -228,7 +239,9 @@ class VulkanEngine(SlotEngine):
     def _spec_step(self, active: list[_Slot], greedy: bool, K: int) -> list[list[int]]:
         S = len(active)
         V = K + 1
-        spec_cfg = self.config.spec
+        # the step's cuts: the strictest p-min and n-min of its sequences (one recorded graph per setting)
+        spec_cfg = replace(self.config.spec, p_min=max(sl.run.spec.p_min for sl in active),
+                           n_min=min(K, max(sl.run.spec.n_min for sl in active)))
         self._write_records(active, V)
         drec = self.io.records("draft_records")[: K * S].reshape(K, S, 4)
         self.host_bytes_written += 16 * K * S + 2 * 8 * S
