@@ -14,6 +14,9 @@ Along a trajectory sampled from the model (reference model, NumPy), at every pos
 distribution p and the MTP head's draft logits (from the true previous hidden state, i.e. the first draft
 position) are computed; p(d) is exact, the Gumbel agreement is averaged over --draws noise vectors.
 
+Then, end to end, the reference loop with MTP at n-max 3 (vkmtp.ref.generate.generate_mtp, the scheme both
+engines run) against plain sampling on the same seeds: identical tokens, and the acceptance it reached.
+
 Usage: python tools/sampling_acceptance.py [-m MODEL.gguf] [--text "..."] [--tokens 96] [--temp 0.8]
 """
 
@@ -27,7 +30,8 @@ import numpy as np
 from vkmtp.demo_model import default_model_path
 from vkmtp.gguf import open_gguf
 from vkmtp.ref import ReferenceModel
-from vkmtp.ref.generate import generate
+from vkmtp.ref.generate import generate, generate_mtp
+from vkmtp.spec import SpecConfig
 from vkmtp.sampling import Sampler, SamplingParams
 from vkmtp.text.tokenizer import Tokenizer
 
@@ -75,7 +79,16 @@ def main() -> None:
             target = np.argmax(lp + g, axis=1)
             gumbel.append(float(np.mean(target == np.argmax(lq + g, axis=1))))
             gumbel_raw.append(float(np.mean(target == np.argmax(mtp_logits[pos] / args.temp + g, axis=1))))
-    out = {"model": path, "temperature": args.temp, "positions": len(p_match),
+    same = accepted = drafted = 0
+    for seed in range(args.seeds):
+        params = SamplingParams(temperature=args.temp, seed=seed)
+        plain = [int(t) for t in generate(model, prompt, args.tokens, params).tokens]
+        mtp = generate_mtp(model, prompt, args.tokens, params, spec=SpecConfig(n_max=3))
+        same += plain == [int(t) for t in mtp.tokens]
+        accepted += mtp.stats.draft_n_accepted
+        drafted += mtp.stats.draft_n
+    out = {"e2e_n_max3_identical_runs": f"{same}/{args.seeds}", "e2e_n_max3_accepted": f"{accepted}/{drafted}",
+           "model": path, "temperature": args.temp, "positions": len(p_match),
            "greedy_draft_sample_match": float(np.mean(p_match)), "gumbel_max_coupled": float(np.mean(gumbel)),
            "gumbel_max_unfiltered_draft": float(np.mean(gumbel_raw))}
     print(json.dumps(out, indent=1))
