@@ -8,7 +8,8 @@ forward x forwards per second) as a fraction of the device's measured read bandw
 Configurations: no MTP; the default (adaptive depth, capped at n-max 3); fixed depths n-max 1..3
 (--no-spec-adaptive) with the model's own drafts; and, with --synthetic RATE, fixed depths with synthetic
 acceptance (benchmark mode, llama.cpp's --spec-synth-*). Each engine first runs a 16-token warm-up request
-(graphs recorded, the adaptive policy's first measurements), as a server would have.
+on the prompt's first chunk (graphs recorded, the adaptive policy's first measurements), as a server would
+have.
 
 Usage: python tools/bench_engine.py -m MODEL.gguf [--tokens 64] [--prompt-tokens 128] [--text "..."]
        [--synthetic 0.8]
@@ -51,7 +52,7 @@ def run_config(device: Device, model: str, spec: SpecConfig, prompt: list[int], 
     eng = VulkanEngine(model, EngineConfig(n_ctx=ctx, ubatch=min(256, len(prompt)), spec=spec), device=device)
     greedy = SamplingParams.greedy_params()
     # warm-up: records every graph this run needs (pipelines compile on first use)
-    for _ in eng.generate(Request(prompt, greedy, max_tokens=min(n, 16), cache_prompt=False)):
+    for _ in eng.generate(Request(prompt[: eng.ubatch], greedy, max_tokens=min(n, 16), cache_prompt=False)):
         pass
     seq, tokens = None, []
     t0 = time.perf_counter()
