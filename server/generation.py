@@ -137,6 +137,7 @@ def _submit(ctx: ServerContext, body: GenerationFields, ids: list[int], budget: 
         stop_ids=eog,
         cache_prompt=ctx.config.cache_prompt if body.cache_prompt is None else body.cache_prompt,
         slot=body.id_slot,
+        spec=body.spec_override(),   # speculative.n_max / n_min / p_min (the engine checks them at submit)
     )
     job = Job(engine_request, TextStream(ctx.info.tokenizer, body.stop), asyncio.get_running_loop(),
               time_limit_ms=body.t_max_predict_ms)

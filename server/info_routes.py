@@ -127,8 +127,12 @@ async def slots(request: Request) -> Response:
             )
             n_decoded = len(seq.generated)
             n_remain = req.max_tokens - n_decoded if req.max_tokens >= 0 else -1
+        entry = {}
+        if seq is not None and ctx.speculative:
+            # vkmtp: the running request's speculative statistics (tokens per step over all steps, depths)
+            entry["speculative_stats"] = seq.spec.to_dict()
         out.append(
-            {
+            entry | {
                 "id": index,
                 "id_task": job.id_task if job else -1,
                 "n_ctx": ctx.engine_config.n_ctx,

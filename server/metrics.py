@@ -102,6 +102,16 @@ class _Collector:
             ("spec_decode_num_accepted_tokens", "Draft tokens accepted.", s.spec.draft_n_accepted),
             ("spec_decode_num_drafts", "Verification steps that carried a draft.", s.spec.steps),
         ]
+        vk = [   # over ALL generation steps, plain ones (adaptive depth 0) included
+            ("spec_generation_steps", "Generation steps of finished requests (plain and drafting).", s.spec.gen_steps),
+            ("spec_generation_tokens", "Tokens those generation steps gave.", s.spec.gen_tokens),
+            ("spec_draft_steps", "Generation steps that drafted (depth > 0).", s.spec.draft_steps),
+            ("spec_draft_verify_seconds", "Wall time of the steps that drafted (draft and verify in one "
+                                          "submission).", s.spec.draft_verify_ms / 1e3),
+            ("spec_plain_decode_seconds", "Wall time of the plain generation steps.", s.spec.decode_ms / 1e3),
+        ]
+        for name, doc, value in vk:
+            yield CounterMetricFamily(f"vkmtp:{name}", doc, value=value)
         for name, doc, value in counters:
             yield CounterMetricFamily(f"llamacpp:{name}", doc, value=value)
         per_pos = CounterMetricFamily(
@@ -135,6 +145,8 @@ class _Collector:
         ]
         for name, doc, value in gauges:
             yield GaugeMetricFamily(f"llamacpp:{name}", doc, value=value)
+        yield GaugeMetricFamily("vkmtp:spec_tokens_per_step", "Tokens per generation step over all steps.",
+                                value=s.spec.tokens_per_step or 0.0)
         yield GaugeMetricFamily(
             "vkmtp:engine_allocated_bytes",
             "Memory the engine holds (device memory for Vulkan; 0 while sleeping).",

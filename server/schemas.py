@@ -7,8 +7,8 @@ No request field is silently ignored. Each endpoint's model lists every field it
   generation; sampler parameters of samplers that are off);
 - fields not supported: accepted only at the value that means "off" (`n_probs: 0`, `typical_p: 1.0`,
   `logit_bias: {}`); any other value is a 400 that names the field and says why.
-Any other field is a 400 "unknown field". (The speculative settings are server-wide; a
-`speculative.n_max` / `n_min` / `p_min` block may join GenerationFields.)
+Any other field is a 400 "unknown field". The speculative settings `speculative.n_max` / `n_min` / `p_min`
+(llama-server's /completion names) override the server's for one request (SpeculativeFields).
 """
 
 from __future__ import annotations
@@ -178,6 +178,21 @@ class GenerationFields(Strict):
     dry_penalty_last_n: Annotated[int, Field(strict=True)] | None = None
     dry_sequence_breakers: Annotated[list[ShortStr], Field(max_length=64)] | None = None
     penalize_nl: Bool | None = None
+
+    # ---- speculative settings of this request (block owned by the MTP work: vkmtp/spec/config.py) ----------
+    spec_n_max: Annotated[int, Field(strict=True, ge=1, le=7)] | None = Field(None, alias="speculative.n_max")
+    spec_n_min: Annotated[int, Field(strict=True, ge=0, le=7)] | None = Field(None, alias="speculative.n_min")
+    spec_p_min: Annotated[float, Field(strict=False, allow_inf_nan=False, ge=0.0, le=1.0)] | None = Field(
+        None, alias="speculative.p_min")
+
+    def spec_override(self):
+        """The request's speculative settings (None: the server's); the engine checks them against its own."""
+        from vkmtp.spec import SpecOverride
+
+        if self.spec_n_max is None and self.spec_n_min is None and self.spec_p_min is None:
+            return None
+        return SpecOverride(self.spec_n_max, self.spec_n_min, self.spec_p_min)
+    # ---- end of the speculative block ----------------------------------------------------------------------
 
     @field_validator("stop")
     @classmethod

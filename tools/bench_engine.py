@@ -2,12 +2,17 @@
 """Decode and prompt speed of the Vulkan engine, with and without MTP, measured in one run.
 
 For each configuration: prompt processing tok/s (prompt of --prompt-tokens), decode tok/s over --tokens
-generated tokens (greedy), tokens per step, acceptance, and the weight bandwidth that decode speed implies
-(bytes of weights read per target forward x forwards per second) as a fraction of the device's measured read
-bandwidth (tools/bench_device.py). Configurations: no MTP; MTP at n-max 1..3 with the model's own drafts;
-and, with --synthetic RATE, MTP with synthetic acceptance (benchmark mode, llama.cpp's --spec-synth-*).
+generated tokens (greedy), tokens per step over all generation steps, acceptance, whether the tokens equal
+the no-MTP run's, and the weight bandwidth that decode speed implies (bytes of weights read per target
+forward x forwards per second) as a fraction of the device's measured read bandwidth (tools/bench_device.py).
+Configurations: no MTP; the default (adaptive depth, capped at n-max 3); fixed depths n-max 1..3
+(--no-spec-adaptive) with the model's own drafts; and, with --synthetic RATE, fixed depths with synthetic
+acceptance (benchmark mode, llama.cpp's --spec-synth-*). Each engine first runs a 16-token warm-up request
+on the prompt's first chunk (graphs recorded, the adaptive policy's first measurements), as a server would
+have.
 
-Usage: python tools/bench_engine.py -m MODEL.gguf [--tokens 64] [--prompt-tokens 128] [--synthetic 0.8]
+Usage: python tools/bench_engine.py -m MODEL.gguf [--tokens 64] [--prompt-tokens 128] [--text "..."]
+       [--synthetic 0.8]
 """
 
 from __future__ import annotations
@@ -47,24 +52,33 @@ def run_config(device: Device, model: str, spec: SpecConfig, prompt: list[int], 
     eng = VulkanEngine(model, EngineConfig(n_ctx=ctx, ubatch=min(256, len(prompt)), spec=spec), device=device)
     greedy = SamplingParams.greedy_params()
     # warm-up: records every graph this run needs (pipelines compile on first use)
-    for _ in eng.generate(Request(prompt, greedy, max_tokens=min(n, 16), cache_prompt=False)):
+    for _ in eng.generate(Request(prompt[: eng.ubatch], greedy, max_tokens=min(n, 16), cache_prompt=False)):
         pass
-    seq = None
+    seq, tokens = None, []
     t0 = time.perf_counter()
     for ev in eng.generate(Request(prompt, greedy, max_tokens=n, cache_prompt=False)):
         seq = ev.seq
+        tokens += ev.new_ids
     wall = time.perf_counter() - t0
     t = seq.timings
     forwards = seq.spec.steps + (t.predicted_n - 1 - seq.spec.steps - seq.spec.draft_n_accepted)
-    out = {"mtp": spec.enabled, "n_max": spec.n_max if spec.enabled else 0,
+    out = {"mtp": spec.enabled, "n_max": spec.n_max if spec.enabled else 0, "adaptive": spec.adaptive,
+           "draft_vocab": spec.draft_vocab, "spec_step_ms": _mean_spec_step_ms(seq),
+           "output": tokens, "gen_steps": seq.spec.gen_steps, "depths": seq.spec.depths,
            "synthetic": spec.synthetic_accept, "prompt_tok_s": 1e3 * t.prompt_n / t.prompt_ms,
            "decode_tok_s": 1e3 * (t.predicted_n - 1) / t.predicted_ms if t.predicted_n > 1 else 0.0,
            "tokens": t.predicted_n, "wall_s": wall, "draft_n": t.draft_n, "accepted": t.draft_n_accepted,
-           "tokens_per_step": (t.predicted_n - 1) / max(forwards, 1),
+           "tokens_per_step": seq.spec.tokens_per_step or 0.0,
            "weight_bytes": weight_bytes_per_token(eng), "target_forwards": forwards}
     out["forwards_per_s"] = forwards / (t.predicted_ms / 1e3) if t.predicted_ms else 0.0
     eng.close()
     return out
+
+
+def _mean_spec_step_ms(seq) -> float:
+    """Wall ms per generation step that drafted (draft + verify in one submission; 0 when none did)."""
+    st = seq.spec
+    return st.draft_verify_ms / st.draft_steps if st.draft_steps else 0.0
 
 
 def main() -> None:
@@ -75,6 +89,10 @@ def main() -> None:
     ap.add_argument("--prompt-tokens", type=int, default=128)
     ap.add_argument("--n-max", type=int, nargs="*", default=[1, 2, 3])
     ap.add_argument("--synthetic", type=float, default=None)
+    ap.add_argument("--draft-vocab", type=int, nargs="*", default=[],
+                    help="also run fixed n-max 1 with the draft's LM head over the N lowest token ids")
+    ap.add_argument("--text", default=None, help="the prompt as text (tokenized with the model's tokenizer; "
+                    "default: --prompt-tokens random ids)")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
     device = Device(args.device)
@@ -84,17 +102,25 @@ def main() -> None:
     from vkmtp.model.config import ModelConfig
 
     n_vocab = ModelConfig.from_gguf(open_gguf(args.model)).n_vocab
-    prompt = [int(t) for t in rng.integers(0, n_vocab, args.prompt_tokens)]
+    if args.text is not None:
+        from vkmtp.text.tokenizer import Tokenizer
+
+        prompt = Tokenizer.from_gguf(open_gguf(args.model)).encode(args.text, add_special=True)
+    else:
+        prompt = [int(t) for t in rng.integers(0, n_vocab, args.prompt_tokens)]
+    args.prompt_tokens = len(prompt)
     ctx = args.prompt_tokens + args.tokens + 16
-    configs = [SpecConfig(enabled=False)] + [SpecConfig(n_max=k) for k in args.n_max]
+    configs = [SpecConfig(enabled=False), SpecConfig()] + [SpecConfig(n_max=k, adaptive=False) for k in args.n_max]
+    configs += [SpecConfig(n_max=1, adaptive=False, draft_vocab=n) for n in args.draft_vocab]
     if args.synthetic is not None:
-        configs += [SpecConfig(n_max=k, synthetic_accept=args.synthetic) for k in args.n_max]
+        configs += [SpecConfig(n_max=k, adaptive=False, synthetic_accept=args.synthetic) for k in args.n_max]
     rows = [run_config(device, args.model, c, prompt, args.tokens, ctx) for c in configs]
     base = rows[0]
     for r in rows:
         r["decode_vs_no_mtp"] = r["decode_tok_s"] / base["decode_tok_s"]
         r["prompt_vs_no_mtp"] = r["prompt_tok_s"] / base["prompt_tok_s"]
         r["bandwidth_fraction"] = r["forwards_per_s"] * r["weight_bytes"] / bw
+        r["same_tokens"] = r["output"] == base["output"]
     meta = {"model": args.model, "device": device.info.name, "driver": device.info.driver_info,
             "read_gb_s": bw / 1e9, "commit": git_commit()}
     device.destroy()
@@ -104,13 +130,15 @@ def main() -> None:
     print(f"model {meta['model']} on {meta['device']} ({meta['driver']}), read bandwidth {bw / 1e9:.2f} GB/s, "
           f"commit {meta['commit']}; {args.prompt_tokens}-token prompt, {args.tokens} generated, greedy")
     print(f"{'config':<24}{'prompt tok/s':>13}{'vs off':>8}{'decode tok/s':>14}{'vs off':>8}{'tok/step':>10}"
-          f"{'accepted':>10}{'BW frac':>9}")
+          f"{'accepted':>10}{'BW frac':>9}{'same':>6}{'spec step ms':>13}  depth@step")
     for r in rows:
-        name = "no MTP" if not r["mtp"] else f"MTP n-max {r['n_max']}" + (
-            f" synth {r['synthetic']}" if r["synthetic"] is not None else "")
+        name = "no MTP" if not r["mtp"] else ("default (adaptive)" if r["adaptive"] else f"MTP n-max {r['n_max']}") \
+            + (f" synth {r['synthetic']}" if r["synthetic"] is not None else "") \
+            + (f" vocab {r['draft_vocab']}" if r["draft_vocab"] else "")
         acc = f"{r['accepted']}/{r['draft_n']}" if r["mtp"] else "-"
         print(f"{name:<24}{r['prompt_tok_s']:>13.1f}{r['prompt_vs_no_mtp']:>8.2f}{r['decode_tok_s']:>14.1f}"
-              f"{r['decode_vs_no_mtp']:>8.2f}{r['tokens_per_step']:>10.2f}{acc:>10}{r['bandwidth_fraction']:>9.3f}")
+              f"{r['decode_vs_no_mtp']:>8.2f}{r['tokens_per_step']:>10.2f}{acc:>10}{r['bandwidth_fraction']:>9.3f}"
+              f"{'yes' if r['same_tokens'] else 'NO':>6}{r['spec_step_ms']:>13.1f}  {' '.join(f'{d}@{s}' for s, d in r['depths'][:8])}")
 
 
 if __name__ == "__main__":

@@ -2,8 +2,16 @@
 
 Order (llama.cpp common sampler): penalties -> top_k -> top_p -> min_p -> temperature -> dist. With
 temperature <= 0 the chain ends in the single most likely token (greedy), after the penalties. Defaults are
-llama.cpp's (`common_params_sampling`). The random draw uses a seeded NumPy Generator, so seeded runs
-repeat exactly (they do not reproduce llama.cpp's RNG stream).
+llama.cpp's (`common_params_sampling`).
+
+The draw is Gumbel-max: the token at position `pos` of a sequence is argmax_i (log p_i + g_i) over the
+chain's candidates, with g_i = -log(-log(u_i)) and u_i a hash of (seed, pos, i) (`gumbel_noise`), which is
+distributed exactly as p. The noise depends on nothing but the seed and the position, so a token never
+depends on how it was reached: with MTP the verifier samples each verified row at its own position and
+accepts a draft when the sample equals it, giving the tokens of plain decoding whatever was drafted; and the
+MTP draft itself is argmax(log q + g) over the draft's distribution with the same noise, which agrees with
+the target's sample far more often than the draft's argmax does (tools/sampling_acceptance.py). Seeded runs
+repeat exactly (they do not reproduce llama.cpp's RNG stream); without a seed one is drawn from the OS.
 """
 
 from __future__ import annotations
@@ -96,17 +104,61 @@ def filter_candidates(logits: np.ndarray, params: SamplingParams) -> tuple[np.nd
     return ids, cand
 
 
+_M32 = np.uint64(0xFFFFFFFF)
+
+
+def _pcg(x: np.ndarray) -> np.ndarray:
+    """PCG output hash of 32-bit words (uint64 arrays holding values < 2^32), as shaders/gumbel.comp has it."""
+    state = (x * np.uint64(747796405) + np.uint64(2891336453)) & _M32
+    word = (((state >> ((state >> np.uint64(28)) + np.uint64(4))) ^ state) * np.uint64(277803737)) & _M32
+    return (word >> np.uint64(22)) ^ word
+
+
+def seed_key(seed: int) -> int:
+    """A sampling seed (any size) folded to the 32-bit key of `gumbel_noise`."""
+    key = np.zeros(1, np.uint64)
+    while True:
+        key = _pcg(key ^ np.uint64(seed & 0xFFFFFFFF))
+        seed >>= 32
+        if not seed:
+            return int(key[0])
+
+
+def gumbel_uniform(key: int, pos: int, ids: np.ndarray) -> np.ndarray:
+    """u in (0, 1) for token ids at position pos: 24 bits of hash(key, pos, id), centred in their bin."""
+    h = _pcg(_pcg(np.asarray(ids, np.uint64) ^ _pcg(np.array([pos & 0xFFFFFFFF], np.uint64)))
+             ^ np.uint64(key))
+    return ((h >> np.uint64(8)).astype(np.float64) + 0.5) / float(1 << 24)
+
+
+def gumbel_noise(key: int, pos: int, ids: np.ndarray) -> np.ndarray:
+    """Gumbel(0, 1) noise of token ids at position pos of a sequence sampled with seed key `key`."""
+    return -np.log(-np.log(gumbel_uniform(key, pos, ids)))
+
+
+def gumbel_argmax(ids: np.ndarray, probs: np.ndarray, key: int, pos: int) -> int:
+    """The Gumbel-max sample of candidates `ids` with probabilities `probs` at position pos."""
+    if ids.size == 1:
+        return int(ids[0])
+    with np.errstate(divide="ignore"):
+        score = np.log(probs) + gumbel_noise(key, pos, ids)
+    return int(ids[int(np.argmax(score))])
+
+
 class Sampler:
-    """Stateful sampler of one sequence: penalty history plus a seeded Generator."""
+    """Stateful sampler of one sequence: penalty history, the seed key and the position of the next token."""
 
     def __init__(self, params: SamplingParams):
         self.params = params
-        self.rng = np.random.default_rng(params.seed)
+        seed = params.seed if params.seed is not None else int(np.random.SeedSequence().entropy)
+        self.key = seed_key(seed)
+        self.pos = 0   # tokens of the sequence so far (prompt + generated): the next token's position
         window = None if params.repeat_last_n < 0 else params.repeat_last_n
         self.history: deque[int] = deque(maxlen=window)
 
     def accept(self, token: int) -> None:
-        """Record a token of the sequence (prompt or generated) for the penalties."""
+        """Record a token of the sequence (prompt or generated): penalties and position."""
+        self.pos += 1
         if self.params.repeat_last_n != 0:
             self.history.append(int(token))
 
@@ -131,16 +183,20 @@ class Sampler:
         finally:
             self.history = saved
 
-    def sample(self, logits: np.ndarray) -> int:
-        """Draw the next token from logits [n_vocab] (does not `accept` it)."""
-        return draw(*self.distribution(logits), self.rng)
+    def sample(self, logits: np.ndarray, ahead: int = 0) -> int:
+        """The token at position pos + ahead from logits [n_vocab] (does not `accept` it); `ahead` > 0 for a
+        verified row after `ahead` drafts (their penalties apply through `distributions`)."""
+        return self.sample_from(*self.distribution(logits), ahead)
 
+    def sample_from(self, ids: np.ndarray, probs: np.ndarray, ahead: int = 0) -> int:
+        """The Gumbel-max sample at position pos + ahead of a chain distribution (ids, probabilities)."""
+        return gumbel_argmax(ids, probs, self.key, self.pos + ahead)
 
-def draw(ids: np.ndarray, probs: np.ndarray, rng: np.random.Generator) -> int:
-    """One token from candidates `ids` with probabilities `probs` by inverse CDF on one uniform (none when
-    there is a single candidate). The speculative verifier draws the same way, so seeded runs match."""
-    if ids.size == 1:
-        return int(ids[0])
-    u = rng.random()
-    index = min(int(np.searchsorted(np.cumsum(probs), u, side="right")), ids.size - 1)
-    return int(ids[index])
+    def draft(self, logits: np.ndarray, ahead: int) -> int:
+        """The MTP draft for position pos + ahead from draft logits [n] (token ids < n): argmax(l / T + g) with
+        the noise the target's sample at that position uses (greedy: the argmax). The chain's filters and
+        penalties are not applied to the draft (the GPU adds the noise in one pass, shaders/gumbel.comp)."""
+        if self.params.greedy:
+            return int(np.argmax(logits))
+        noise = gumbel_noise(self.key, self.pos + ahead, np.arange(logits.shape[-1]))
+        return int(np.argmax(logits.astype(np.float64) / self.params.temperature + noise))

@@ -37,7 +37,8 @@ def engines(device):
     made = {}
 
     def get(path: str, mtp: bool, **kw) -> VulkanEngine:
-        spec = SpecConfig(enabled=mtp, **{k: kw.pop(k) for k in list(kw) if k in ("n_max", "p_min", "n_min", "adaptive",
+        kw.setdefault("adaptive", False)   # fixed depth unless a test asks for the adaptive policy
+        spec = SpecConfig(enabled=mtp, **{k: kw.pop(k) for k in list(kw) if k in ("n_max", "p_min", "n_min", "adaptive", "draft_vocab",
                                                                          "synthetic_accept")})
         key = (path, mtp, spec, tuple(sorted(kw.items())))
         if key not in made:
@@ -194,7 +195,11 @@ def test_adaptive_depth_keeps_greedy_output(fixture_models, engines):
     eng = engines(path, mtp=True, n_max=3, adaptive=True)
     got, seq = run(eng, PROMPT, 48)
     assert got == plain
-    assert set(eng.adaptive.cost) == {0, 1, 2, 3}   # every depth was measured
+    assert (1, 0) in eng.adaptive.cost and (1, 1) in eng.adaptive.cost   # plain and depth-1 steps measured
+    stats = seq.spec   # tokens per step over ALL generation steps (the first token came from the prefill)
+    assert stats.gen_tokens == 47 and stats.gen_steps >= stats.steps
+    assert stats.tokens_per_step == 47 / stats.gen_steps and stats.drafts_per_step == stats.draft_n / stats.gen_steps
+    assert stats.depths[0] == [0, 0] and any(d == 1 for _, d in stats.depths)
 
 
 @pytest.mark.parametrize("p_min,n_min", [(0.3, 0), (0.0, 2)])
@@ -206,6 +211,21 @@ def test_draft_cuts_match_the_reference_loop(fixture_models, engines, p_min, n_m
     got, seq = run(engines(path, mtp=True, n_max=3, p_min=p_min, n_min=n_min), PROMPT, 48)
     assert got == list(ref.tokens)
     assert (seq.spec.draft_n, seq.spec.draft_n_accepted) == (ref.stats.draft_n, ref.stats.draft_n_accepted)
+
+
+@pytest.mark.parametrize("draft_vocab", [64, 200])
+def test_reduced_vocabulary_draft_head_keeps_greedy_output(fixture_models, engines, draft_vocab):
+    """--spec-draft-vocab N: the draft's LM head covers token ids < N; verification the whole vocabulary, so
+    the tokens are plain decoding's, and the drafts and their acceptance are the reference loop's."""
+    path = fixture_models("aligned", "f32")
+    model = ReferenceModel.from_gguf(path)
+    assert draft_vocab < model.cfg.n_vocab
+    ref = generate_mtp(model, PROMPT, 48, GREEDY, spec=SpecConfig(n_max=3, draft_vocab=draft_vocab))
+    plain, _ = run(engines(path, mtp=False), PROMPT, 48)
+    got, seq = run(engines(path, mtp=True, n_max=3, draft_vocab=draft_vocab), PROMPT, 48)
+    assert got == plain == list(ref.tokens)
+    assert (seq.spec.draft_n, seq.spec.draft_n_accepted) == (ref.stats.draft_n, ref.stats.draft_n_accepted)
+    assert seq.spec.draft_n_accepted > 0
 
 
 def test_q8_0_kv_cache_keeps_mtp_equal_to_plain(fixture_models, engines):
@@ -266,3 +286,32 @@ def test_q8_0_kv_cache_matches_the_reference_engine(fixture_models, engines):
     want = reference_tokens(path, PROMPT, 40, GREEDY, mtp=True, kv_type="q8_0")
     got, _ = run(engines(path, mtp=True, n_max=3, kv_type="q8_0"), PROMPT, 40)
     assert got == want
+
+
+def test_request_speculative_settings_override_the_engines(fixture_models, engines):
+    """speculative.n_max / n_min / p_min of one request: its drafts are those of the reference loop with the
+    same settings, its tokens plain decoding's; an n_max above the engine's is refused."""
+    from vkmtp.spec import SpecOverride
+
+    path = fixture_models("aligned", "f32")
+    eng = engines(path, mtp=True, n_max=3)
+    plain, _ = run(engines(path, mtp=False), PROMPT, 40)
+    for override in (SpecOverride(n_max=1), SpecOverride(n_max=2, p_min=0.3)):
+        ref = generate_mtp(ReferenceModel.from_gguf(path), PROMPT, 40, GREEDY, spec=override.apply(SpecConfig(n_max=3)))
+        out, seq = [], None
+        for ev in eng.generate(Request(PROMPT, GREEDY, max_tokens=40, spec=override)):
+            out += ev.new_ids
+            seq = ev.seq
+        assert out == plain == list(ref.tokens)
+        assert len(seq.spec.drafted_per_pos) == override.n_max
+        assert (seq.spec.draft_n, seq.spec.draft_n_accepted) == (ref.stats.draft_n, ref.stats.draft_n_accepted)
+    with pytest.raises(ValueError, match="speculative.n_max"):
+        eng.submit(Request(PROMPT, GREEDY, max_tokens=4, spec=SpecOverride(n_max=4)))
+    # a fixed depth for one request on an engine with the adaptive policy
+    adaptive = engines(path, mtp=True, n_max=3, adaptive=True)
+    out, seq = [], None
+    for ev in adaptive.generate(Request(PROMPT, GREEDY, max_tokens=24, spec=SpecOverride(n_max=2, n_min=2))):
+        out += ev.new_ids
+        seq = ev.seq
+    assert out == plain[:24]
+    assert {d for _, d in seq.spec.depths} <= {2, 0} and seq.spec.depths[0][1] == 2

@@ -75,5 +75,5 @@ class LiveServer:
 
 
 def server_config(n_slots: int = 1, mtp: bool = True, **changes) -> ServerConfig:
-    engine = EngineConfig(n_ctx=N_CTX, n_slots=n_slots, ubatch=32, spec=SpecConfig(enabled=mtp, n_max=3))
+    engine = EngineConfig(n_ctx=N_CTX, n_slots=n_slots, ubatch=32, spec=SpecConfig(enabled=mtp, n_max=3, adaptive=False))
     return ServerConfig(engine=engine, sampling=changes.pop("sampling", GREEDY), **changes)

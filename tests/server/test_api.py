@@ -171,6 +171,10 @@ def test_metrics_count_what_the_responses_report(mtp_server):
     # each verify step yields one token of its own besides the accepted drafts (first token: from the prompt)
     assert delta("llamacpp:spec_decode_num_drafts_total") <= 14 - 2 - accepted
     assert delta("llamacpp:spec_decode_num_drafts_total") > 0
+    # vkmtp's counters over all generation steps: 2 x 6 tokens after the prefill's first ones
+    assert delta("vkmtp:spec_generation_tokens_total") == 14 - 2
+    assert delta("vkmtp:spec_generation_steps_total") >= delta("llamacpp:spec_decode_num_drafts_total")
+    assert delta("vkmtp:spec_draft_verify_seconds_total") > 0
     assert delta("llamacpp:prompt_seconds_total") > 0 and delta("llamacpp:tokens_predicted_seconds_total") > 0
     assert 0 < delta("llamacpp:n_decode_total") < 14 + 2
     assert after["llamacpp:requests_processing"] == 0 and after["llamacpp:requests_deferred"] == 0

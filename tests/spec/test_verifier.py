@@ -77,3 +77,33 @@ def test_stats_count_like_llama_server():
     assert (s.draft_n, s.draft_n_accepted, s.steps) == (9, 5, 4)
     with pytest.raises(ValueError):
         s.record(2, 3)
+
+
+def test_gumbel_max_sampling_keeps_the_distribution():
+    """The sampler's draw (Gumbel-max, noise keyed by seed and position) ~ the chain's distribution over seeds
+    and over positions (chi-square, 1e-4 significance)."""
+    from vkmtp.sampling import gumbel_argmax, seed_key
+
+    target = np.random.default_rng(5).dirichlet(np.ones(8) * 0.7)
+    ids = np.arange(8)
+    for draws in ([gumbel_argmax(ids, target, seed_key(seed), 17) for seed in range(20000)],
+                  [gumbel_argmax(ids, target, seed_key(3), pos) for pos in range(20000)]):
+        counts = np.bincount(draws, minlength=8)
+        expected = target * len(draws)
+        chi2 = float(((counts - expected) ** 2 / expected).sum())
+        assert chi2 < 27.88, f"chi2={chi2:.1f}: counts {counts} vs expected {expected.round()}"
+
+
+def test_gumbel_verifier_gives_plain_sampling_tokens_whatever_the_drafts():
+    """Sample matching: the output is the token sampled at each position, whichever drafts were proposed."""
+    from vkmtp.sampling import Sampler, SamplingParams
+    from vkmtp.spec.verifier import verify_gumbel
+
+    rng = np.random.default_rng(2)
+    rows = [(np.arange(16), p) for p in rng.dirichlet(np.ones(16), size=4)]
+    sampler = Sampler(SamplingParams(temperature=1.0, seed=9))
+    plain = [sampler.sample_from(ids, p, j) for j, (ids, p) in enumerate(rows)]
+    for drafts in ([0, 1, 2], plain[:3], plain[:1] + [(plain[1] + 1) % 16, 0], plain[:2] + [(plain[2] + 1) % 16]):
+        out, m = verify_gumbel(drafts, rows, sampler)
+        assert out == plain[: m + 1]
+        assert m == next((j for j in range(3) if drafts[j] != plain[j]), 3)

@@ -69,7 +69,12 @@ def test_seeded_sampling_repeats_and_follows_the_distribution():
     draws = [Sampler(params).sample(LOGITS) for _ in range(3)]
     assert len(set(draws)) == 1
     sampler = Sampler(params)
-    counts = np.bincount([sampler.sample(LOGITS) for _ in range(20000)], minlength=LOGITS.size)
+    draws = []
+    for _ in range(20000):   # the draw is keyed by the position: each accepted token moves it on
+        draws.append(sampler.sample(LOGITS))
+        sampler.accept(draws[-1])
+    assert Sampler(params).sample(LOGITS) == draws[0]
+    counts = np.bincount(draws, minlength=LOGITS.size)
     np.testing.assert_allclose(counts / counts.sum(), softmax(LOGITS.astype(np.float64)), atol=0.012)
 
 

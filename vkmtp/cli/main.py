@@ -135,7 +135,7 @@ def _engine_config(args: argparse.Namespace, model_path: str | None = None):
     p_min = default.p_min if args.spec_draft_p_min is None else args.spec_draft_p_min
     enabled = spec_enabled(args.spec_type, args.no_mtp, args.multi_token_prediction)
     spec = SpecConfig(enabled=enabled, n_max=n_max, n_min=args.spec_draft_n_min, p_min=p_min,
-                      adaptive=args.spec_draft_adaptive, from_profile=not given)
+                      adaptive=args.spec_adaptive, draft_vocab=args.spec_draft_vocab, from_profile=not given)
     types = _cache_types(args)
     config = EngineConfig(n_ctx=DEFAULT_CTX if args.ctx_size is None else args.ctx_size, n_slots=args.parallel,
                           ubatch=args.ubatch_size, kv_type=types.k, kv_type_v=types.v,
@@ -301,10 +301,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
                           "n_ctx": engine.config.n_ctx, "memory": memory, "submissions": submits}, indent=1))
         return 0
     sys.stdout.write(tail + "\n")
-    mtp = ""
-    if seq.spec.draft_n:
-        mtp = (f", MTP: {seq.spec.draft_n_accepted}/{seq.spec.draft_n} drafts accepted "
-               f"({100 * seq.spec.acceptance:.1f}%), {seq.spec.mean_accepted_length:.2f} tokens per step")
+    mtp = f", MTP: {seq.spec.summary()}" if config.spec.enabled and seq.spec.gen_steps else ""
     print(f"\n[{args.backend}] prompt {t['prompt_n']} tokens at {t['prompt_per_second']:.1f} tok/s, "
           f"generated {t['predicted_n']} at {t['predicted_per_second']:.1f} tok/s{mtp}", file=sys.stderr)
     return 0
@@ -365,8 +362,14 @@ def _add_model_flags(p: argparse.ArgumentParser, command: str) -> None:
                    help="shorter drafts are dropped")
     p.add_argument("--spec-draft-p-min", "--draft-p-min", dest="spec_draft_p_min", type=float, default=None,
                    help="stop drafting below this probability (default: the device profile's, else 0)")
-    p.add_argument("--spec-draft-adaptive", action="store_true",
-                   help="choose the draft depth (0..n-max) per step from observed acceptance and step cost")
+    p.add_argument("--spec-draft-adaptive", dest="spec_adaptive", action="store_true", default=True,
+                   help="choose the draft depth (0 or n-min..n-max) per step from the measured step cost and "
+                        "observed acceptance (the default)")
+    p.add_argument("--spec-draft-vocab", dest="spec_draft_vocab", type=int, default=0,
+                   help="the draft's LM head covers only the N lowest (most frequent) token ids; verification "
+                        "always uses the whole vocabulary (default 0: all)")
+    p.add_argument("--no-spec-adaptive", dest="spec_adaptive", action="store_false",
+                   help="always draft n-max tokens (a fixed depth; also: --spec-draft-n-min N --spec-draft-n-max N)")
     p.add_argument("--temp", type=float, default=0.8)
     p.add_argument("--top-k", type=int, default=40)
     p.add_argument("--top-p", type=float, default=0.95)

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Iterator
 
 from vkmtp.sampling import SamplingParams
-from vkmtp.spec import SpecConfig, SpecStats
+from vkmtp.spec import SpecConfig, SpecOverride, SpecStats
 
 
 class PromptTooLongError(ValueError):
@@ -58,6 +58,7 @@ class Request:
     stop_ids: frozenset[int] = frozenset()   # end-of-generation ids (empty with ignore_eos)
     cache_prompt: bool = True    # reuse the slot's cached prefix (llama-server's cache_prompt)
     slot: int = -1               # run in this slot (llama-server's id_slot); -1: the engine chooses
+    spec: SpecOverride | None = None   # the request's speculative.n_max / n_min / p_min; None: the engine's
     id: str = ""
 
 

@@ -13,10 +13,11 @@ from __future__ import annotations
 
 import time
 from abc import abstractmethod
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from vkmtp.engine.api import Engine, EngineConfig, Event, NoFreeSlotError, PromptTooLongError, Request, Sequence
 from vkmtp.sampling import Sampler
+from vkmtp.spec.config import SpecConfig
 from vkmtp.spec.step import count_drafts, draft_budget, n_taken
 
 
@@ -28,6 +29,7 @@ class Run:
     prompt: list[int]
     sampler: Sampler
     id_last: int = -1        # sampled, not yet evaluated; -1 while the prompt is not done
+    spec: SpecConfig | None = None   # the engine's draft settings with the request's overrides
 
 
 @dataclass(eq=False)
@@ -43,6 +45,7 @@ class SlotEngine(Engine):
     config: EngineConfig
     slots: list[Slot]
     closed: bool = False
+    _depths: list[int]   # set by _generate: the draft depth each sequence of the step ran at (0: plain)
 
     # ---- admission -----------------------------------------------------------------------------------------
     def submit(self, request: Request) -> Sequence:
@@ -54,6 +57,7 @@ class SlotEngine(Engine):
         bad = [t for t in prompt if not 0 <= t < self.n_vocab]
         if bad:
             raise ValueError(f"token id {bad[0]} outside the vocabulary (0..{self.n_vocab - 1})")
+        spec = request.spec.apply(self.config.spec) if request.spec is not None else self.config.spec
         n_ctx = self.config.n_ctx
         if len(prompt) >= n_ctx:
             raise PromptTooLongError(f"the prompt has {len(prompt)} tokens; the context holds {n_ctx} per slot "
@@ -79,6 +83,7 @@ class SlotEngine(Engine):
         for token in prompt:
             sampler.accept(token)
         slot.run = self._open(slot, seq, prompt, sampler, cached)
+        slot.run.spec = spec
         slot.last_used = time.monotonic()
         return seq
 
@@ -99,11 +104,17 @@ class SlotEngine(Engine):
                 events.append(self._emit(slot, [first]))
         if generating:
             t0 = time.perf_counter()
+            self._depths = [0] * len(generating)
             outs = self._generate(generating)
             dt = 1e3 * (time.perf_counter() - t0)
-            for slot, out in zip(generating, outs):
-                slot.run.seq.timings.predicted_ms += dt
-                events.append(self._emit(slot, out))
+            for slot, out, depth in zip(generating, outs, self._depths):
+                seq = slot.run.seq
+                seq.timings.predicted_ms += dt
+                n_before = len(seq.generated)
+                event = self._emit(slot, out)
+                # tokens the step gave this sequence (a stop id ends it unkept but was generated)
+                seq.spec.record_step(depth, len(seq.generated) - n_before + (seq.stop_reason == "eos"), dt)
+                events.append(event)
         return events
 
     def _emit(self, slot: Slot, tokens: list[int]) -> Event:
@@ -152,7 +163,7 @@ class SlotEngine(Engine):
 
     def _draft_budget(self, run: Run, n_past: int) -> int:
         """Drafts worth checking for this sequence with n_past tokens in memory (vkmtp.spec.step)."""
-        return draft_budget(self.config.spec.n_max, n_past, self.config.n_ctx, self._remaining(run))
+        return draft_budget(run.spec.n_max, n_past, self.config.n_ctx, self._remaining(run))
 
     @staticmethod
     def _count_drafts(run: Run, n_valid: int, n_accepted: int, budget: int) -> None:

@@ -157,6 +157,8 @@ class ReferenceEngine(SlotEngine):
         return run.sampler.sample(run.logits)
 
     def _generate(self, slots: list[_Slot]) -> list[list[int]]:
+        if self.use_mtp:   # the reference always drafts n_max (budget permitting): it is the oracle, not tuned
+            self._depths = [self._draft_budget(s.run, s.run.state.n_past) for s in slots]
         return [self._speculative_step(s.run) if self.use_mtp else self._decode_step(s.run) for s in slots]
 
     def _decode_step(self, run: _Run) -> list[int]:
@@ -168,7 +170,7 @@ class ReferenceEngine(SlotEngine):
         """One step of the speculative loop (vkmtp/spec/step.py) on the host."""
         budget = self._draft_budget(run, run.state.n_past)
         step = speculative_step(self.model, run.state, run.mtp, run.sampler, run.id_last, run.hidden, budget,
-                                self.config.spec, lambda tokens: self._n_taken(run, tokens))
+                                run.spec, lambda tokens: self._n_taken(run, tokens))
         self._count_drafts(run, step.n_drafted, step.n_accepted, budget)
         run.logits, run.hidden = step.logits, step.pending_h
         return step.tokens

@@ -28,7 +28,7 @@ from vkmtp.graph.memory_plan import (MIN_CTX, EngineShape, MemoryPlan, engine_sh
                                      plan_memory)
 from vkmtp.model.weights import validate
 from vkmtp.sampling import Sampler
-from vkmtp.spec.adaptive import AdaptiveDepth
+from vkmtp.spec.adaptive import AdaptiveDepth, SlotAcceptance
 from vkmtp.spec.step import keep_drafts
 from vkmtp.spec.verifier import verify
 from vkmtp.tuning.profile import load_profile
@@ -39,6 +39,7 @@ PREFILL_BUCKETS = (8, 32, 128)   # prompt chunks are padded (to the sink slot) u
 @dataclass(eq=False)
 class _Run(Run):
     pending: list[int] = field(default_factory=list)  # prompt tokens still to prefill
+    acceptance: SlotAcceptance | None = None           # the adaptive policy's estimate for this sequence
 
 
 @dataclass(eq=False)
@@ -93,7 +94,10 @@ class VulkanEngine(SlotEngine):
         self.prefill_submissions: list[int] = []   # queue submissions of each prompt chunk run, in order
         self.slots = [_Slot(i) for i in range(S)]
         self._synth_rng = np.random.default_rng(1234)
-        self.adaptive = AdaptiveDepth(self.K) if self.use_mtp and spec.adaptive else None
+        # adaptive depth (the default): 0 or n_min..n_max per step; n_min == n_max (or adaptive off) is fixed
+        self.adaptive = AdaptiveDepth(self.K, spec.n_min) \
+            if self.use_mtp and spec.adaptive and spec.n_min < spec.n_max else None
+        self._built = False   # the current step recorded a graph (its time is not the step's cost)
         self.host_bytes_written = 0   # host -> device bytes of step inputs (records, row pairs, uniforms)
         self.host_bytes_read = 0      # device -> host bytes of step outputs (token ids, counts, logits)
 
@@ -123,7 +127,8 @@ class VulkanEngine(SlotEngine):
         if not cached:
             self.state.reset_slot(slot.index)
             slot.tokens = []
-        return _Run(seq, prompt, sampler, pending=prompt[cached:])
+        return _Run(seq, prompt, sampler, pending=prompt[cached:],
+                    acceptance=self.adaptive.new_slot() if self.adaptive else None)
 
     def _release(self, slot: _Slot, run: _Run, reason: str) -> None:
         if reason == "cancelled" and slot.tokens and len(slot.tokens) < len(run.prompt):
@@ -151,6 +156,7 @@ class VulkanEngine(SlotEngine):
         if g is None:
             g = make()
             self._graphs[key] = g
+            self._built = True
         return g
 
     def _prefill(self, slot: _Slot) -> int | None:
@@ -199,16 +205,31 @@ class VulkanEngine(SlotEngine):
         t0 = time.perf_counter()
         S = len(active)
         greedy = all(s.run.sampler.params.plain_argmax for s in active)
-        K = self.adaptive.choose() if self.adaptive else self.K
+        K = self._depth(active)
         # A sequence with no budget left for drafts still rides along in a batched speculative step (its drafts are
         # not counted); alone it takes the cheaper plain step. Both give the same tokens and statistics.
         spec = self.use_mtp and K > 0 and all(len(s.tokens) + K + 1 <= self.n_ctx for s in active) \
             and (S > 1 or self._draft_budget(active[0].run, len(active[0].tokens)) > 0)
         self._step_accepts: list[tuple[int, int]] = []
+        self._built = False
         outs = self._spec_step(active, greedy, K) if spec else self._decode_step(active, greedy)
+        self._depths = [K if spec else 0] * S
         if self.adaptive:
-            self.adaptive.observe(K if spec else 0, time.perf_counter() - t0, self._step_accepts)
+            seconds = None if self._built else time.perf_counter() - t0
+            per_slot = [(s.run.acceptance, n, m) for s, (n, m) in zip(active, self._step_accepts) if n > 0]
+            self.adaptive.observe(S, K if spec else 0, seconds, per_slot)
         return outs
+
+    def _depth(self, active: list[_Slot]) -> int:
+        """This step's draft depth. Sequences batched in one step share it: at most the smallest request
+        n_max, at least the largest request n_min when drafting; a request with n_min == n_max (or the engine
+        without the adaptive policy) fixes it, otherwise the policy chooses (0: a plain step)."""
+        specs = [s.run.spec for s in active]
+        hi = min(sp.n_max for sp in specs) if self.use_mtp else 0
+        if self.adaptive is None or any(sp.n_min >= sp.n_max for sp in specs):
+            return hi
+        K = self.adaptive.choose([s.run.acceptance for s in active])
+        return 0 if K == 0 else min(max(K, max(sp.n_min for sp in specs)), hi)
 
     def _write_records(self, active: list[_Slot], rows: int) -> None:
         recs = self.io.records()
@@ -242,7 +263,9 @@ class VulkanEngine(SlotEngine):
     def _spec_step(self, active: list[_Slot], greedy: bool, K: int) -> list[list[int]]:
         S = len(active)
         V = K + 1
-        spec_cfg = self.config.spec
+        # the step's cuts: the strictest p-min and n-min of its sequences (one recorded graph per setting)
+        spec_cfg = replace(self.config.spec, p_min=max(sl.run.spec.p_min for sl in active),
+                           n_min=min(K, max(sl.run.spec.n_min for sl in active)))
         self._write_records(active, V)
         drec = self.io.records("draft_records")[: K * S].reshape(K, S, 4)
         self.host_bytes_written += 16 * K * S + 2 * 8 * S
@@ -255,12 +278,21 @@ class VulkanEngine(SlotEngine):
             drec[:, s, 3] = 0
         self.io.write_pairs("pairs_in", [(sl.index, s) for s, sl in enumerate(active)])
         self.io.write_pairs("pairs_shift", [(sl.index, s * V) for s, sl in enumerate(active)])
+        if not greedy:   # sampled sequences draft with the noise of their own next positions
+            noise = self.io.array("draft_noise")[: 4 * S].reshape(S, 4)
+            for s, slot in enumerate(active):
+                sp = slot.run.sampler
+                on = not sp.params.greedy
+                inv_t = np.float32(1.0 / sp.params.temperature if on else 1.0)
+                noise[s] = (sp.key, sp.pos, np.array([inv_t], np.float32).view(np.uint32)[0], int(on))
+            self.host_bytes_written += 16 * S
         rate = spec_cfg.synthetic_accept or 0.0
         if rate > 0:
             self.io.array("uniforms", np.float32)[: S * K] = self._synth_rng.random(S * K)
             self.host_bytes_written += 4 * S * K
-        graph = self._graph(("spec", S, K, greedy, spec_cfg.p_min, rate, spec_cfg.n_min),
-                            lambda: SpecGraph(self.ctx, S, K, greedy, spec_cfg.p_min, rate, spec_cfg.n_min))
+        graph = self._graph(("spec", S, K, greedy, spec_cfg.p_min, rate, spec_cfg.n_min, spec_cfg.draft_vocab),
+                            lambda: SpecGraph(self.ctx, S, K, greedy, spec_cfg.p_min, rate, spec_cfg.n_min,
+                                              spec_cfg.draft_vocab))
         graph.rec.run()
         outs = []
         if greedy:

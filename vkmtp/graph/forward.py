@@ -23,7 +23,7 @@ from vkmtp.gguf import GGMLType
 from vkmtp.model.config import LayerKind, ModelConfig
 from vkmtp.graph.device_state import DeviceState
 from vkmtp.graph.memory_plan import KvLayouts
-from vkmtp.graph.placement import WeightRef
+from vkmtp.graph.placement import WeightPart, WeightRef
 from vkmtp.model.weights import AttentionTensors, BlockTensors, DeltaNetTensors, DenseFfnTensors, ModelTensors
 from vkmtp.ops.argmax import Argmax
 from vkmtp.ops.conv1d import CausalConv1d
@@ -204,7 +204,7 @@ class Forward:
     def record_attention(self, rec: Recorder, layer: int, t: AttentionTensors, records: View,
                          act: Activations, n: int, mtp: bool) -> None:
         cfg, ops = self.cfg, self.ops
-        e, h, hkv, d = cfg.n_embd, cfg.n_head, cfg.n_head_kv, cfg.head_dim
+        h, hkv, d = cfg.n_head, cfg.n_head_kv, cfg.head_dim
         qg_w, kv_w = 2 * h * d, hkv * d
         qg = act.mix.sub(0, 4 * n * qg_w)
         k_proj = act.mix.sub(4 * n * qg_w, 4 * n * kv_w)
@@ -236,7 +236,7 @@ class Forward:
     def record_delta_net(self, rec: Recorder, layer: int, t: DeltaNetTensors, records: View, act: Activations,
                          n: int, n_snap: int) -> None:
         cfg, ops = self.cfg, self.ops
-        e, conv_dim, d_inner, hv = cfg.n_embd, cfg.ssm_conv_dim, cfg.ssm_d_inner, cfg.ssm_dt_rank
+        conv_dim, d_inner, hv = cfg.ssm_conv_dim, cfg.ssm_d_inner, cfg.ssm_dt_rank
         d = cfg.ssm_d_state
         u = act.mix.sub(0, 4 * n * conv_dim)
         c = act.mix.sub(4 * n * conv_dim, 4 * n * conv_dim)
@@ -321,8 +321,13 @@ class Forward:
         """out [n, E] = RMSNorm(x; output_norm): the post-norm hidden (LM head input, MTP input)."""
         self.norm(rec, act.x, norm_name or self.table.output_norm.name, out, n, self.cfg.n_embd)
 
-    def record_lm_head(self, rec: Recorder, h: View, n_out: int, logits: View, head: str | None = None) -> None:
+    def record_lm_head(self, rec: Recorder, h: View, n_out: int, logits: View, head: str | None = None,
+                       n_rows: int | None = None) -> None:
+        """logits [n_out, n_rows] = h W^T over the head's first n_rows rows (None: all; the MTP draft's
+        reduced vocabulary is the lowest token ids)."""
         ref = self.w[head or self.table.output.name]
+        if n_rows is not None and n_rows < ref.shape[0]:
+            ref = first_rows(ref, n_rows)
         self.ops.linear(rec, ref, h, logits, n_out)
 
     def record_mtp(self, rec: Recorder, records: View, h_in: View, act: Activations, n: int, h_out: View) -> None:
@@ -337,3 +342,13 @@ class Forward:
         self.ops.linear(rec, self.w[mtp.eh_proj.name], cat, act.x, n, prefill=act.prefill)
         self.record_block(rec, mtp.block, records, act, n, mtp=True)
         self.norm(rec, act.x, mtp.shared_head_norm.name, h_out, n, e)
+
+
+def first_rows(ref: WeightRef, n_rows: int) -> WeightRef:
+    """The weight's first n_rows rows: its parts cut at row n_rows (rows are whole quant blocks)."""
+    parts = []
+    for part in ref.parts:
+        n = min(part.n_rows, n_rows - part.row_start)
+        if n > 0:
+            parts.append(WeightPart(part.view.sub(0, n * ref.row_bytes), part.row_start, n))
+    return WeightRef(ref.name, ref.ggml_type, (n_rows, ref.shape[-1]), parts)

@@ -39,6 +39,7 @@ class StepIO:
             "pairs_shift": 2 * max(n_seq, 1),
             "pairs_out": 2 * max(n_seq, 1),
             "uniforms": max(K, 1) * n_seq,
+            "draft_noise": 4 * n_seq,   # per sequence {seed key, position, 1/T bits, on} (shaders/gumbel.comp)
         }
 
     @staticmethod

@@ -3,7 +3,7 @@
 PrefillGraph(T)     a prompt chunk of T tokens of one sequence (padding tokens go to the sink slot): trunk,
                     logits of the last real token, and with MTP the MTP head's KV for the chunk.
 DecodeGraph(S)      one token for each of S sequences: trunk, logits, MTP catch-up.
-SpecGraph(S, K)     a speculative step for S sequences: K chained MTP drafts, one verify forward of the
+SpecGraph(S, K)     a speculative step for S sequences: K chained MTP drafts (LM head over the draft vocabulary), one verify forward of the
                     S*(K+1) tokens, and (greedy) the accept decision, state rollback and MTP catch-up on the GPU.
 CommitGraph(S, K)   (sampling) rollback and pending hidden for accept counts decided on the host.
 
@@ -15,12 +15,13 @@ from __future__ import annotations
 
 from vkmtp.device import Buffer, Device, Recorder, View
 from vkmtp.graph.step_io import StepIO
-from vkmtp.graph.device_state import DeviceState, LayerStack
+from vkmtp.graph.device_state import DeviceState
 from vkmtp.graph.forward import Activations, Forward
+from vkmtp.ops.gumbel import GumbelNoise
 from vkmtp.ops.spec import SpecOps
 from vkmtp.ops.state_select import StateSelect
 from vkmtp.ops.strided import Strided
-from vkmtp.spec.config import DRAFT_TOP_K
+from vkmtp.spec.config import DRAFT_TOP_K, draft_rows
 
 
 class GraphContext:
@@ -37,6 +38,7 @@ class GraphContext:
         self.logits_host = logits_host
         self.spec_ops = SpecOps(device)
         self.select = StateSelect(device)
+        self.gumbel = GumbelNoise(device)
         e = self.cfg.n_embd
         row = 4 * e
         # hidden rows kept outside the per-pass activations: post-norm trunk hidden, shifted MTP input, MTP out
@@ -170,10 +172,11 @@ class SpecGraph:
     """
 
     def __init__(self, ctx: GraphContext, S: int, K: int, greedy: bool, p_min: float, synthetic_rate: float,
-                 n_min: int = 0):
+                 n_min: int = 0, draft_vocab: int = 0):
         io, fwd, ops = ctx.io, ctx.fwd, ctx.fwd.ops
         cfg = ctx.cfg
-        e4, v = 4 * cfg.n_embd, cfg.n_vocab
+        e4 = 4 * cfg.n_embd
+        v = draft_rows(draft_vocab, cfg.n_vocab)   # the draft's LM head rows (verification uses all of them)
         V = K + 1
         R = S * V
         rec = ctx.device.recorder()
@@ -187,12 +190,14 @@ class SpecGraph:
             drec = io.record_view("draft_records", i * S, S)
             fwd.record_mtp(rec, drec, h_in.sub(0, S * e4), act_d, S, h_out.sub(0, S * e4))
             fwd.record_lm_head(rec, h_out.sub(0, S * e4), S, act_d.logits.sub(0, 4 * S * v),
-                               head=fwd.table.mtp.head.name)
+                               head=fwd.table.mtp.head.name, n_rows=v)
             logits = Strided.rows(act_d.logits.sub(0, 4 * S * v), v)
-            ops.argmax.record(rec, logits, io.view("draft_ids", 0, S), S, v, act_d.argmax_scratch)
-            if p_min > 0:
+            if p_min > 0:   # the cut looks at the raw draft logits
                 ops.topk.record(rec, logits, io.view("top_values", 0, DRAFT_TOP_K * S), io.view("top_ids", 0, DRAFT_TOP_K * S),
                                 S, v, act_d.argmax_scratch)
+            if not greedy:  # sampled rows draft argmax(l / T + g) with their target's noise (vkmtp/sampling.py)
+                ctx.gumbel.record(rec, act_d.logits, v, v, S, io.view("draft_noise", 0, 4 * S), i)
+            ops.argmax.record(rec, logits, io.view("draft_ids", 0, S), S, v, act_d.argmax_scratch)
             nxt = io.record_view("draft_records", ((i + 1) % K) * S, S)
             ctx.spec_ops.record_draft_token(rec, io.view("draft_ids", 0, S), io.view("valid"),
                                             io.record_view("records", 0, R), nxt, S, K, i,

@@ -20,6 +20,7 @@ from vkmtp.ref.state import ModelState, MtpState
 from vkmtp.sampling import Sampler, SamplingParams
 from vkmtp.spec.config import SpecConfig
 from vkmtp.spec.stats import SpecStats
+from vkmtp.spec.config import draft_rows
 from vkmtp.spec.step import draft_budget, draft_p_top1, keep_drafts, n_taken
 from vkmtp.spec.verifier import verify
 
@@ -111,15 +112,21 @@ def draft_mtp(
     pending_h: np.ndarray,
     budget: int,
     spec: SpecConfig,
+    sampler: Sampler | None = None,
 ) -> list[int]:
     """Step 1 of vkmtp/spec/step.py: chain the MTP head from (id_last, pending_h) at position
-    mtp_state.n_past, greedily, with the p_min cut; then the n_min check and the truncation to `budget`.
+    mtp_state.n_past, greedily (with temperature > 0: argmax(l / T + g), `Sampler.draft`), with the p_min cut
+    on the raw logits; then the n_min check and the truncation to `budget`.
+    With spec.draft_vocab = N the draft sees only the logits of token ids < N (the reduced draft head).
     Leaves the draft-time entries in mtp_state (the caller drops them)."""
     tokens: list[int] = []
     token, h = id_last, pending_h.reshape(1, -1)
-    for _ in range(spec.n_max):
+    for i in range(spec.n_max):
         logits, hm = model.mtp_forward([token], h, mtp_state)
-        token, p_top1 = draft_p_top1(logits[0])
+        row = logits[0][: draft_rows(spec.draft_vocab, logits.shape[-1])]
+        token, p_top1 = draft_p_top1(row)
+        if sampler is not None and not sampler.params.greedy:   # the target's noise at this position
+            token = sampler.draft(row, i)
         if p_top1 < spec.p_min:
             break
         tokens.append(token)
@@ -171,7 +178,7 @@ def speculative_step(
     plain decoding would hold after them. The caller emits the tokens and accepts them into the sampler.
     """
     n_past = state.n_past
-    drafted = draft_mtp(model, mtp_state, id_last, pending_h, budget, spec) if budget > 0 else []
+    drafted = draft_mtp(model, mtp_state, id_last, pending_h, budget, spec, sampler) if budget > 0 else []
     mtp_state.rollback(n_past)
     batch = [id_last] + drafted
     logits, hidden = model.forward(batch, state, keep_steps=len(batch))

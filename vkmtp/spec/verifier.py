@@ -1,4 +1,12 @@
-"""Verify drafted tokens against the target model: greedy matching or speculative rejection sampling.
+"""Verify drafted tokens against the target model: greedy matching, Gumbel-max sample matching, rejection sampling
+
+Greedy matching runs for plain greedy requests, sample matching for every other request on both engines;
+speculative rejection sampling is the general rule for drafts with their own distribution.
+
+Sample matching (`verify_gumbel`): row j is sampled as plain decoding samples the token at its position
+(`Sampler.sample_from`, Gumbel-max with noise keyed by seed and position) and the draft is accepted when it
+equals the sample; the first mismatch's sample is the step's own token. The output is, token for token, what
+sampling without drafts gives, so it is distributed exactly as the target and MTP cannot change it.
 
 Terms (as vLLM's rejection sampler uses them): a draft is *accepted* or rejected; at the first rejection a
 *recovered* token is sampled from the residual distribution; when every draft is accepted a *bonus* token is
@@ -15,7 +23,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from vkmtp.sampling import Sampler, draw
+from vkmtp.sampling import Sampler
 
 
 def verify_greedy(draft_ids: np.ndarray, target_ids: np.ndarray) -> tuple[list[int], int]:
@@ -37,14 +45,9 @@ def verify_sampled(draft_ids: np.ndarray, target_probs, rng: np.random.Generator
         target_probs: k+1 rows, the target's sampling distribution at each verified row (after temperature,
             top-k, top-p, min-p, penalties): an array [k+1, n_vocab], or (candidate ids, probabilities)
             pairs as `Sampler.distributions` gives them.
-        rng: the request's generator (seeded runs repeat exactly).
-        draft_probs: [k, n_vocab] the draft distributions, or None for greedy (one-hot) drafts.
+        rng: a generator for the accept draws and the residual samples.
+        draft_probs: [k, n_vocab] the draft distributions (one-hot: a greedy draft).
     Returns (output tokens, number of accepted drafts).
-
-    With one-hot drafts the row is sampled as plain decoding samples it (`vkmtp.sampling.draw`, one uniform)
-    and the draft is accepted when the sample equals it: probability p(d), and on a mismatch the sample is
-    distributed as p without d, the residual. So the output is the same tokens, from the same random draws,
-    as sampling without drafts.
     """
     k = len(draft_ids)
     rows = [_candidates(row) for row in target_probs[: k + 1]]
@@ -52,14 +55,13 @@ def verify_sampled(draft_ids: np.ndarray, target_probs, rng: np.random.Generator
     for j in range(k):
         d = int(draft_ids[j])
         ids, p = rows[j]
-        if draft_probs is None:
-            token = draw(ids, p, rng)
-            out.append(token)
-            if token != d:
-                return out, j
-            continue
         p_d = float(p[ids == d].sum())
-        q = np.asarray(draft_probs[j], dtype=np.float64)
+        n = max(int(ids.max()), d) + 1 if draft_probs is None else len(draft_probs[j])
+        if draft_probs is None:   # a greedy draft: q is one-hot at d
+            q = np.zeros(n)
+            q[d] = 1.0
+        else:
+            q = np.asarray(draft_probs[j], dtype=np.float64)
         if q[d] > 0 and rng.random() < min(1.0, p_d / q[d]):
             out.append(d)
             continue
@@ -71,19 +73,32 @@ def verify_sampled(draft_ids: np.ndarray, target_probs, rng: np.random.Generator
             residual, total = dense, dense.sum()
         out.append(int(rng.choice(len(residual), p=residual / total)))
         return out, j
-    out.append(draw(*rows[k], rng))
+    ids, p = rows[k]
+    out.append(int(rng.choice(ids, p=p / p.sum())))
     return out, k
+
+
+def verify_gumbel(draft_ids: list[int], target_probs, sampler: Sampler) -> tuple[list[int], int]:
+    """Sample matching: target_probs are the k+1 rows' chain distributions ((ids, probabilities) pairs, row j
+    after drafts[:j]); row j is sampled at position sampler.pos + j. Returns (output tokens, accepted drafts)."""
+    out: list[int] = []
+    for j, (ids, p) in enumerate(_candidates(row) for row in target_probs[: len(draft_ids) + 1]):
+        token = sampler.sample_from(ids, p, j)
+        out.append(token)
+        if j == len(draft_ids) or token != int(draft_ids[j]):
+            return out, j
+    raise AssertionError("unreachable")
 
 
 def verify(draft_ids: list[int], logits: np.ndarray, sampler: Sampler) -> tuple[list[int], int]:
     """The accept rule of both engines: logits [k+1, n_vocab] of the verified rows (last token + k drafts).
 
     Plain greedy requests (no penalties) match drafts against the argmax (`verify_greedy`, what spec.comp
-    does on the GPU); every other request goes through `verify_sampled` with its own sampler's chain.
+    does on the GPU); every other request goes through `verify_gumbel` with its own sampler's chain.
     Returns (output tokens, number of accepted drafts); the caller accepts the tokens into the sampler."""
     if sampler.params.plain_argmax:
         return verify_greedy(np.asarray(draft_ids), np.argmax(logits, axis=-1))
-    return verify_sampled(np.asarray(draft_ids), sampler.distributions(logits, draft_ids), sampler.rng)
+    return verify_gumbel(draft_ids, sampler.distributions(logits, draft_ids), sampler)
 
 
 def _candidates(row) -> tuple[np.ndarray, np.ndarray]:

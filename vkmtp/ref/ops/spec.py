@@ -27,7 +27,6 @@ def accept(verify_ids: np.ndarray, valid: np.ndarray, verify_tokens: np.ndarray,
     """verify_ids [S, V]; valid [S, K]; verify_tokens [S, V] (row 0 = last token, rows 1.. = drafts).
     Returns out_ids [S, V] (only the first m+1 meaningful), accept [S], n_valid [S]."""
     S, V = verify_ids.shape
-    K = V - 1
     out = np.zeros((S, V), dtype=np.uint32)
     acc = np.zeros(S, dtype=np.uint32)
     n_valid = valid.astype(bool).sum(axis=1).astype(np.uint32)
