@@ -7,12 +7,10 @@ import os
 import shlex
 import subprocess
 import sys
-import time
 
-import httpx
 import pytest
 
-from tests.server.live_server import free_port
+from tests.server.live_server import free_port, wait_until_serving
 from vkmtp.cli.llama_flags import FlagError, argv_with_env, check_llama_flags, device_selector, spec_enabled
 from vkmtp.cli.main import _engine_config, _sampling_defaults, _thinking_kwargs, build_parser
 
@@ -55,16 +53,7 @@ def test_real_command_lines_start_or_name_the_refused_flag(line, expect, tmp_pat
             out = (tmp_path / "serve.log").read_text()
             assert expect in out and "Traceback" not in out, out
             return
-        deadline = time.monotonic() + 120  # a failure bound, not a speed assumption
-        while True:
-            assert proc.poll() is None, (tmp_path / "serve.log").read_text()
-            try:
-                if httpx.get(f"http://127.0.0.1:{port}/health", timeout=5).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert time.monotonic() < deadline, "the server never became ready"
-            time.sleep(0.1)
+        wait_until_serving(port, proc, (tmp_path / "serve.log").read_text)
         out = (tmp_path / "serve.log").read_text()
         assert "Traceback" not in out
         if "-ngl" in line:

@@ -5,13 +5,11 @@ from __future__ import annotations
 
 import shutil
 import subprocess
-import time
 from pathlib import Path
 
-import httpx
 import pytest
 
-from tests.server.live_server import free_port
+from tests.server.live_server import free_port, wait_until_serving
 
 ROOT = Path(__file__).resolve().parents[2]
 BASE_IMAGE = "debian:12-slim"
@@ -37,15 +35,7 @@ def test_the_image_builds_and_serves():
     container = subprocess.run(["docker", "run", "-d", "--rm", "-p", f"127.0.0.1:{port}:8080", "vkmtp-test"],
                                capture_output=True, text=True, check=True).stdout.strip()
     try:
-        deadline = time.monotonic() + 300  # a failure bound, not a speed assumption
-        while True:
-            try:
-                if httpx.get(f"http://127.0.0.1:{port}/health", timeout=5).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert time.monotonic() < deadline, subprocess.run(["docker", "logs", container], capture_output=True,
-                                                               text=True).stdout
-            time.sleep(0.5)
+        logs = lambda: subprocess.run(["docker", "logs", container], capture_output=True, text=True).stdout  # noqa: E731
+        wait_until_serving(port, output=logs, timeout=300)
     finally:
         subprocess.run(["docker", "stop", container], capture_output=True)

@@ -9,7 +9,6 @@ import os
 import shutil
 import subprocess
 import sys
-import time
 import tomllib
 import zipfile
 from pathlib import Path
@@ -17,7 +16,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.server.live_server import free_port
+from tests.server.live_server import free_port, wait_until_serving
 
 ROOT = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.slow
@@ -99,18 +98,8 @@ def test_the_installed_wheel_serves(installed, tmp_path):
         cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )
     try:
-        deadline = time.monotonic() + 300  # a failure bound, not a speed assumption
-        while True:
-            assert proc.poll() is None, proc.stdout.read()
-            try:
-                r = httpx.get(f"http://127.0.0.1:{port}/health", timeout=5)
-                if r.status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert time.monotonic() < deadline, "vkmtp serve never answered /health"
-            time.sleep(0.1)
-        assert r.json() == {"status": "ok"}
+        wait_until_serving(port, proc, proc.stdout.read, timeout=300)
+        assert httpx.get(f"http://127.0.0.1:{port}/health", timeout=5).json() == {"status": "ok"}
         body = {"prompt": "import os", "n_predict": 4, "ignore_eos": True}
         assert httpx.post(f"http://127.0.0.1:{port}/completion", json=body, timeout=120).json()["tokens_predicted"] == 4
     finally:

@@ -6,6 +6,7 @@ import socket
 import threading
 import time
 from dataclasses import replace
+from typing import Callable
 
 import httpx
 import uvicorn
@@ -20,6 +21,21 @@ from vkmtp.spec import SpecConfig
 
 N_CTX = 256
 GREEDY = SamplingParams(temperature=0.0)
+
+
+def wait_until_serving(port: int, proc=None, output: Callable[[], str] = lambda: "", timeout: float = 120) -> None:
+    """Polls http://127.0.0.1:PORT/health until it answers 200. Fails with the server's `output()` if `proc` exits
+    first or the timeout (a failure bound, never a speed assumption) passes."""
+    deadline = time.monotonic() + timeout
+    while True:
+        assert proc is None or proc.poll() is None, f"the server exited with {proc.returncode}:\n{output()}"
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/health", timeout=5).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        assert time.monotonic() < deadline, f"the server never answered /health with 200:\n{output()}"
+        time.sleep(0.1)
 
 
 def free_port() -> int:

@@ -6,11 +6,10 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import time
 
 import httpx
 
-from tests.server.live_server import free_port
+from tests.server.live_server import free_port, wait_until_serving
 
 
 def _serve(tmp_path, *flags: str) -> tuple[subprocess.Popen, int, object]:
@@ -21,23 +20,10 @@ def _serve(tmp_path, *flags: str) -> tuple[subprocess.Popen, int, object]:
     return proc, port, log
 
 
-def _wait_ready(proc, port, tmp_path) -> None:
-    deadline = time.monotonic() + 120  # a failure bound, not a speed assumption
-    while True:
-        assert proc.poll() is None, (tmp_path / "serve.log").read_text()
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/health", timeout=5).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        assert time.monotonic() < deadline, "the server never became ready"
-        time.sleep(0.1)
-
-
 def _served_log(tmp_path, *flags: str) -> str:
     proc, port, log = _serve(tmp_path, *flags)
     try:
-        _wait_ready(proc, port, tmp_path)
+        wait_until_serving(port, proc, (tmp_path / "serve.log").read_text)
         r = httpx.post(f"http://127.0.0.1:{port}/completion",
                        json={"prompt": "def f(x):", "n_predict": 6, "ignore_eos": True}, timeout=120)
         assert r.status_code == 200

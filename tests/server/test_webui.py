@@ -16,7 +16,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.server.live_server import free_port
+from tests.server.live_server import free_port, wait_until_serving
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMEDRIVER = "/usr/bin/chromedriver"
@@ -46,16 +46,11 @@ class Serve:
         self.log = open(cwd / f"serve-{self.port}.log", "w+")
         self.proc = subprocess.Popen([*cmd, *flags], cwd=cwd, env=env, stdout=self.log, stderr=subprocess.STDOUT)
         self.http = httpx.Client(base_url=self.url, timeout=BOUND)
-        wait_for(self._healthy, "vkmtp serve to answer /health with 200")
+        wait_until_serving(self.port, self.proc, self._output, timeout=BOUND)
 
-    def _healthy(self) -> bool:
-        if self.proc.poll() is not None:
-            self.log.seek(0)
-            pytest.fail(f"vkmtp serve exited with {self.proc.returncode}:\n{self.log.read()}")
-        try:
-            return self.http.get("/health").status_code == 200
-        except httpx.TransportError:
-            return False
+    def _output(self) -> str:
+        self.log.seek(0)
+        return self.log.read()
 
     def stop(self) -> None:
         self.http.close()
