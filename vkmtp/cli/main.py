@@ -48,26 +48,29 @@ def cmd_shaders(args: argparse.Namespace) -> int:
 
 def cmd_info(args: argparse.Namespace) -> int:
     from vkmtp.cli.info import describe_model
+    from vkmtp.device import Device
 
-    n_max, source = args.spec_draft_n_max, "--spec-draft-n-max"
-    if n_max is None:
-        n_max, source = _profile_n_max(args.model)
-    print(describe_model(args.model, 4096 if args.ctx_size is None else args.ctx_size, args.parallel,
-                         _cache_types(args), not args.no_mtp, n_max, args.ubatch_size,
-                         fit_margin_mib=args.fit_target))
+    device = Device()  # opened once: its tuning profile and its memory budget
+    try:
+        n_max, source = args.spec_draft_n_max, "--spec-draft-n-max"
+        if n_max is None:
+            n_max, source = _profile_n_max(args.model, device.info)
+        print(describe_model(args.model, 4096 if args.ctx_size is None else args.ctx_size, args.parallel,
+                             _cache_types(args), not args.no_mtp, n_max, args.ubatch_size, device=device,
+                             fit_margin_mib=args.fit_target))
+    finally:
+        device.destroy()
     print(f"draft n-max   {n_max} ({source})")
     return 0
 
 
-def _profile_n_max(model: str) -> tuple[int, str]:
-    """The draft depth generation would use without --spec-draft-n-max: the device's tuning profile for this
-    model, else the built-in default; and where it came from."""
-    from vkmtp.device import list_devices, pick_device
+def _profile_n_max(model: str, info) -> tuple[int, str]:
+    """The draft depth generation would use without --spec-draft-n-max: the tuning profile of the device
+    `info` describes for this model, else the built-in default; and where it came from."""
     from vkmtp.spec import SpecConfig
     from vkmtp.tuning.profile import load_profile
 
-    devices = list_devices()
-    profile = load_profile(pick_device(devices, None)) if devices else None
+    profile = load_profile(info)
     tuned = profile.mtp_for(model) if profile is not None else None
     if tuned is not None:
         return tuned.n_max, "the tuning profile of this device"
