@@ -179,7 +179,8 @@ def test_prompt_longer_than_the_context_is_refused(fixture_models, engines):
 
 def test_out_of_memory_is_a_clear_error_before_any_allocation(fixture_models):
     dev = Device()
-    small = dataclasses.replace(dev.info, heaps=(MemoryHeap(2 << 20, True, 0, 0),), memory_budget=False)
+    small = dataclasses.replace(dev.info, heaps=(MemoryHeap(2 << 20, True, 0, 0),), memory_budget=False,
+                                kind="integrated")
     dev.info = small
     with pytest.raises(DeviceMemoryError) as err:
         VulkanEngine(fixture_models("dense", "f32"), EngineConfig(n_ctx=4096), device=dev)

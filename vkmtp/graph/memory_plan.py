@@ -18,6 +18,7 @@ from vkmtp.gguf import GGUFFile
 from vkmtp.model.config import ModelConfig
 from vkmtp.model.weights import ModelTensors, TensorSpec, walk_specs
 from vkmtp.ops.kv_layout import KvLayout, kv_type as kv_type_of
+from vkmtp.ops.kv_parts import MAX_KV_PARTS
 
 GiB = float(1 << 30)
 MiB = float(1 << 20)
@@ -62,9 +63,11 @@ class KvLayouts:
     mtp_v: KvLayout | None = None
 
     @staticmethod
-    def make(cfg: ModelConfig, n_ctx: int, n_slots_total: int, types: CacheTypes, mtp: bool) -> "KvLayouts":
+    def make(cfg: ModelConfig, n_ctx: int, n_slots: int, types: CacheTypes, mtp: bool,
+             sink_rows: int) -> "KvLayouts":
+        """n_slots sequence slots of n_ctx rows, then the sink slot's sink_rows (the largest prompt chunk)."""
         def lay(t: str) -> KvLayout:
-            return KvLayout(t, cfg.n_head_kv, cfg.head_dim, n_ctx, n_slots_total)
+            return KvLayout(t, cfg.n_head_kv, cfg.head_dim, n_ctx, n_slots, sink_rows)
 
         return KvLayouts(lay(types.k), lay(types.v), lay(types.mtp_k) if mtp else None,
                          lay(types.mtp_v) if mtp else None)
@@ -164,8 +167,11 @@ class MemoryPlan:
         big = self.oversized()
         if big:
             b = max(big, key=lambda b: b.nbytes)
+            cut = (f" (a layer's KV cache is cut into at most {MAX_KV_PARTS} such buffers)"
+                   if b.part in ("kv", "mtp_kv") else "")
             return (f"one layer's buffer '{b.name}' ({b.part}) needs {b.nbytes / MiB:.1f} MiB but {device_name} "
-                    f"binds at most {self.max_buffer / MiB:.1f} MiB per storage buffer (maxStorageBufferRange)")
+                    f"binds at most {self.max_buffer / MiB:.1f} MiB per storage buffer (maxStorageBufferRange)"
+                    + cut)
         if self.total > available:
             return (f"the model needs {self.total / GiB:.2f} GiB on {device_name} but {available / GiB:.2f} GiB "
                     f"is available")
@@ -258,7 +264,7 @@ def plan_memory(gguf: GGUFFile, cfg: ModelConfig, table: ModelTensors, shape: En
     buffers = [PlannedBuffer(f"weights{i}", "weights", n) for i, n in enumerate(wplan.buffer_sizes)]
     mtp_bytes = sum(gguf.tensors[s.name].n_bytes for s in mtp_only_specs(table) if s.name in gguf.tensors) \
         if use_mtp else 0
-    layouts = KvLayouts.make(cfg, shape.n_ctx, shape.n_slots + 1, shape.types, use_mtp)
+    layouts = KvLayouts.make(cfg, shape.n_ctx, shape.n_slots, shape.types, use_mtp, sink_rows=shape.ubatch)
     for name, part, n in DeviceState.buffer_sizes(cfg, layouts, shape.n_slots, shape.n_snap,
                                                   info.max_storage_buffer_range):
         buffers.append(PlannedBuffer(name, part, n))
