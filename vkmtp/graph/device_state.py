@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 from vkmtp.device import Buffer, Device, View
 from vkmtp.model.config import ModelConfig
-from vkmtp.graph.memory_plan import KvLayouts
+from vkmtp.graph.memory_plan import MTP_LAG_ROWS, KvLayouts
 from vkmtp.ops.kv_layout import KvLayout
 from vkmtp.ops.kv_parts import MAX_KV_PARTS, rows_per_part
 
@@ -125,6 +125,8 @@ class DeviceState:
             sizes = LayerStack.buffer_sizes(max_range, n_layers, block, part_bytes)
             out += [(f"{name}{i}", part, n) for i, n in enumerate(sizes)]
         out.append(("pending_h", "hidden", 4 * (n_slots + 1) * cfg.n_embd))
+        if layouts.mtp_k is not None:
+            out.append(("mtp_lag", "hidden", 4 * n_slots * MTP_LAG_ROWS * cfg.n_embd))
         return out
 
     def __init__(self, device: Device, cfg: ModelConfig, layouts: KvLayouts, n_slots: int, n_snap: int):
@@ -155,6 +157,14 @@ class DeviceState:
         # post-norm hidden of each slot's last processed token: the next MTP draft's input (llama.cpp's pending_h)
         self.pending_h_buffer = device.buffer(4 * S * cfg.n_embd, "device", "pending_h")
         self.pending_h = self.pending_h_buffer.view()
+        # the MTP head's input hidden (h_{p-1}) of each position p it has not run on yet, LAG ring rows per slot
+        self.lag_rows = MTP_LAG_ROWS if layouts.mtp_k is not None else 0
+        if self.lag_rows > layouts.k.sink_rows:
+            raise ValueError(f"the sink slot's {layouts.k.sink_rows} KV rows cannot pad a {self.lag_rows}-row "
+                             f"MTP catch-up")
+        self.mtp_lag_buffer = device.buffer(4 * n_slots * self.lag_rows * cfg.n_embd, "device", "mtp_lag") \
+            if self.lag_rows else None
+        self.mtp_lag = self.mtp_lag_buffer.view() if self.mtp_lag_buffer else None
         self.device = device
 
     def kv(self, layer: int) -> tuple:
@@ -194,3 +204,5 @@ class DeviceState:
         for s in self.stacks:
             s.destroy()
         self.pending_h_buffer.destroy()
+        if self.mtp_lag_buffer:
+            self.mtp_lag_buffer.destroy()

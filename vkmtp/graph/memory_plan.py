@@ -217,6 +217,12 @@ def weight_buffer_limit(max_storage_buffer_range: int) -> int:
     return min(max_storage_buffer_range, 1 << 30)
 
 
+# MTP-head inputs kept per slot for positions that plain steps (adaptive depth 0) did not run the MTP head on;
+# the head catches up over them in one pass before it drafts again, or when the ring is full
+# (vkmtp.graph.steps.MtpLagGraph). The sink slot and the largest step hold at least this many rows.
+MTP_LAG_ROWS = 64
+
+
 @dataclass(frozen=True)
 class EngineShape:
     """The settings that size an engine's buffers (vkmtp/engine/vulkan.py derives them from EngineConfig)."""
@@ -230,8 +236,13 @@ class EngineShape:
 
     @property
     def max_rows(self) -> int:
-        """Rows of the largest step: a prompt chunk or a verify batch of all slots."""
-        return max(self.ubatch, self.n_slots * (self.K + 1))
+        """Rows of the largest step: a prompt chunk, a verify batch of all slots, or an MTP catch-up."""
+        return max(self.ubatch, self.n_slots * (self.K + 1), MTP_LAG_ROWS if self.use_mtp else 0)
+
+    @property
+    def sink_rows(self) -> int:
+        """KV rows of the sink slot: the padding positions of the largest padded batch."""
+        return self.max_rows
 
     @property
     def n_out(self) -> int:
@@ -264,7 +275,7 @@ def plan_memory(gguf: GGUFFile, cfg: ModelConfig, table: ModelTensors, shape: En
     buffers = [PlannedBuffer(f"weights{i}", "weights", n) for i, n in enumerate(wplan.buffer_sizes)]
     mtp_bytes = sum(gguf.tensors[s.name].n_bytes for s in mtp_only_specs(table) if s.name in gguf.tensors) \
         if use_mtp else 0
-    layouts = KvLayouts.make(cfg, shape.n_ctx, shape.n_slots, shape.types, use_mtp, sink_rows=shape.ubatch)
+    layouts = KvLayouts.make(cfg, shape.n_ctx, shape.n_slots, shape.types, use_mtp, sink_rows=shape.sink_rows)
     for name, part, n in DeviceState.buffer_sizes(cfg, layouts, shape.n_slots, shape.n_snap,
                                                   info.max_storage_buffer_range):
         buffers.append(PlannedBuffer(name, part, n))
@@ -273,7 +284,7 @@ def plan_memory(gguf: GGUFFile, cfg: ModelConfig, table: ModelTensors, shape: En
                                                                                  ops))))
     buffers.append(PlannedBuffer("hidden", "hidden", hidden_bytes(cfg, shape.max_rows)))
     buffers.append(PlannedBuffer("logits", "io", logits_host_bytes(cfg, shape), "host"))
-    buffers.append(PlannedBuffer("step", "io", 4 * StepIO.total_words(shape.ubatch, shape.n_slots, shape.K),
+    buffers.append(PlannedBuffer("step", "io", 4 * StepIO.total_words(shape.max_rows, shape.n_slots, shape.K),
                                  "host"))
     if not info.uma:
         buffers.append(PlannedBuffer("staging", "staging", staging_bytes(info.max_storage_buffer_range), "host"))
