@@ -48,7 +48,7 @@ class LayerStack:
         first = 0
         for size in LayerStack.buffer_sizes(device.info.max_storage_buffer_range, n_layers, block_bytes):
             count = size // stride
-            buf = device.buffer(size, "device", f"{name}{len(self.buffers)}")
+            buf = device.buffer(size, "device", f"{name}{len(self.buffers)}", role="state")
             self.buffers.append(buf)
             self.groups.append(StackGroup(buf.view(0, count * stride), first, count, stride // 4))
             self.layers.extend(buf.view(i * stride, block_bytes) for i in range(count))
@@ -114,7 +114,7 @@ class DeviceState:
         self.mtp_kv_layout = layouts.mtp_k
         self.mtp_v_layout = layouts.mtp_v
         # post-norm hidden of each slot's last processed token: the next MTP draft's input (llama.cpp's pending_h)
-        self.pending_h_buffer = device.buffer(4 * S * cfg.n_embd, "device", "pending_h")
+        self.pending_h_buffer = device.buffer(4 * S * cfg.n_embd, "device", "pending_h", role="state")
         self.pending_h = self.pending_h_buffer.view()
         self.device = device
 
