@@ -142,3 +142,17 @@ def test_a_memory_type_the_device_lacks_is_refused(device):
             device.buffer(64, "device", "bad")
     finally:
         device.memory = saved
+
+
+def test_vkmtp_info_prints_the_type_and_heap_of_each_role(device):
+    from vkmtp.cli.info import describe_model
+    from vkmtp.demo_model import default_model_path
+    from vkmtp.device.memory_types import ROLE_TITLES
+
+    text = describe_model(default_model_path(), n_ctx=256, device=device)
+    assert "memory types  per buffer role on " in text
+    section = text.split("memory types  per buffer role on ", 1)[1].splitlines()[1: 1 + len(ROLES)]
+    for role, line in zip(ROLES, section):
+        assert line.strip().startswith(ROLE_TITLES[role]), line
+        place = device.memory[role]
+        assert f"type {place.type_index} (" in line and f"heap {place.heap_index} (" in line
