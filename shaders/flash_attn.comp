@@ -18,13 +18,14 @@
 // rescale their O by exp(M_old - M_new) and add P * V in position order.
 //
 // Bindings: 0 tokens (uint records, common/tokens.glsl), 1 q (float), 2 k_data (uint: K cache words),
-//           3 v_data (uint: V cache words), 4 part (float: partials, written)
+//           3 v_data (uint: V cache words), 4 part (float: partials, written); with KV_PARTS, K and V parts
+//           1.. at bindings 5, 6, 7, 8 ... (common/kv_parts.glsl)
 // Push constants: tok_off, n_tok, q_off, q_tok_stride, q_head_stride (f32 words), k_off, v_off (cache word
 //                 offsets), n_ctx, n_head, n_splits, chunk (multiple of BLOCK_SIZE), scale (f32 bits),
-//                 part_o_off (O[t][h][s][HEAD_DIM]), part_ml_off ((M, L)[t][h][s])
+//                 part_o_off (O[t][h][s][HEAD_DIM]), part_ml_off ((M, L)[t][h][s]), rows_per_part (KV_PARTS)
 // Spec constants: 0 BLOCK_SIZE (workgroup size = KV positions per tile; >= GQA * Q_TILE), 1 HEAD_DIM
 //                 (multiple of 4), 2 GQA (query heads per KV head), 3 Q_TILE (tokens per workgroup)
-// Defines: K_Q8_0, V_Q8_0 (else f16 caches; Q8_0 needs HEAD_DIM % 64 == 0, see ops/kv_layout.py)
+// Defines: K_Q8_0, V_Q8_0 (else f16 caches; Q8_0 needs HEAD_DIM % 64 == 0, see ops/kv_layout.py), KV_PARTS
 // Dispatch: n_splits x n_head_kv x ceil(n_tok / Q_TILE).
 #extension GL_GOOGLE_include_directive : require
 
@@ -42,10 +43,12 @@ layout(std430, binding = 4) writeonly buffer Part { float part[]; };
 layout(push_constant) uniform Push {
     uint tok_off; uint n_tok; uint q_off; uint q_tok_stride; uint q_head_stride;
     uint k_off; uint v_off; uint n_ctx; uint n_head; uint n_splits; uint chunk; uint scale_bits;
-    uint part_o_off; uint part_ml_off;
+    uint part_o_off; uint part_ml_off; uint rows_per_part;
 } p;
 
 #include "tokens.glsl"
+#define KV_PARTS_BINDING 5
+#include "kv_parts.glsl"
 
 const uint ROWS = Q_TILE * GQA;
 const uint QUADS = HEAD_DIM / 4;
@@ -73,7 +76,7 @@ shared uint sh_len[Q_TILE];          // causal length pos + 1 (0: no token)
 shared uint sh_row0[Q_TILE];         // seq * n_ctx
 
 uint cache_word(bool is_v, uint i) {
-    return is_v ? v_data[i] : k_data[i];
+    return kv_read(is_v, i, (p.n_head / GQA) * (is_v ? V_HEAD_WORDS : K_HEAD_WORDS));
 }
 
 // Values 4 * quad .. 4 * quad + 3 of the head starting at word `base`.

@@ -12,12 +12,13 @@
 // pos and seq come from the per-token records (common/tokens.glsl), never from push constants.
 //
 // Bindings: 0 tokens (uint records), 1 x (float), 2 w_norm (float; unused without NORM), 3 kv_out (uint;
-//           may alias x: every element is read into shared memory before any write)
+//           may alias x: every element is read into shared memory before any write; with KV_PARTS, cache parts
+//           1.. at bindings 4.., common/kv_parts.glsl)
 // Push constants: tok_off, x_off, x_tok_stride, x_head_stride (f32 words), w_off, out_off, out_row_stride,
 //                 out_head_stride, n_ctx (cache rows per sequence; unused for f32), n_rot,
-//                 log2_base (f32 bits: log2 of the rope base), eps (f32 bits)
+//                 log2_base (f32 bits: log2 of the rope base), eps (f32 bits), rows_per_part (with KV_PARTS)
 // Spec constants: 0 BLOCK_SIZE (workgroup size; power of two without USE_SUBGROUP), 1 HEAD_DIM
-// Defines: NORM, USE_SUBGROUP (norm reduction), OUT_F16 | OUT_Q8_0 (else f32 rows indexed by token)
+// Defines: NORM, USE_SUBGROUP (norm reduction), OUT_F16 | OUT_Q8_0 (else f32 rows indexed by token), KV_PARTS
 // Dispatch: n_head x n_tok x 1.
 #extension GL_GOOGLE_include_directive : require
 
@@ -32,13 +33,14 @@ layout(std430, binding = 3) buffer Out { uint kv_out[]; };
 layout(push_constant) uniform Push {
     uint tok_off; uint x_off; uint x_tok_stride; uint x_head_stride;
     uint w_off; uint out_off; uint out_row_stride; uint out_head_stride;
-    uint n_ctx; uint n_rot; uint log2_base_bits; uint eps_bits;
+    uint n_ctx; uint n_rot; uint log2_base_bits; uint eps_bits; uint rows_per_part;
 } p;
 
 #include "tokens.glsl"
 #ifdef NORM
 #include "reduce.glsl"
 #endif
+#define KV_OUT_BINDING 3
 shared float head_row[HEAD_DIM];
 #include "head_store.glsl"
 

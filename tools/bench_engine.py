@@ -12,7 +12,7 @@ on the prompt's first chunk (graphs recorded, the adaptive policy's first measur
 have.
 
 Usage: python tools/bench_engine.py -m MODEL.gguf [--tokens 64] [--prompt-tokens 128] [--text "..."]
-       [--synthetic 0.8]
+       [--synthetic 0.8] [--rounds 5]
 """
 
 from __future__ import annotations
@@ -48,12 +48,17 @@ def weight_bytes_per_token(engine: VulkanEngine) -> int:
     return total
 
 
-def run_config(device: Device, model: str, spec: SpecConfig, prompt: list[int], n: int, ctx: int) -> dict:
+def load_config(device: Device, model: str, spec: SpecConfig, prompt: list[int], n: int, ctx: int) -> VulkanEngine:
     eng = VulkanEngine(model, EngineConfig(n_ctx=ctx, ubatch=min(256, len(prompt)), spec=spec), device=device)
     greedy = SamplingParams.greedy_params()
     # warm-up: records every graph this run needs (pipelines compile on first use)
     for _ in eng.generate(Request(prompt[: eng.ubatch], greedy, max_tokens=min(n, 16), cache_prompt=False)):
         pass
+    return eng
+
+
+def run_config(eng: VulkanEngine, spec: SpecConfig, prompt: list[int], n: int) -> dict:
+    greedy = SamplingParams.greedy_params()
     seq, tokens = None, []
     t0 = time.perf_counter()
     for ev in eng.generate(Request(prompt, greedy, max_tokens=n, cache_prompt=False)):
@@ -71,8 +76,18 @@ def run_config(device: Device, model: str, spec: SpecConfig, prompt: list[int], 
            "tokens_per_step": seq.spec.tokens_per_step or 0.0,
            "weight_bytes": weight_bytes_per_token(eng), "target_forwards": forwards}
     out["forwards_per_s"] = forwards / (t.predicted_ms / 1e3) if t.predicted_ms else 0.0
-    eng.close()
     return out
+
+
+def median_row(runs: list[dict]) -> dict:
+    """One configuration over several rounds: the run with the median decode speed, and the median prompt speed
+    (the machine's load changes between rounds; interleaved rounds see the same load on average)."""
+    by_decode = sorted(runs, key=lambda r: r["decode_tok_s"])
+    row = dict(by_decode[len(runs) // 2])
+    row["prompt_tok_s"] = float(np.median([r["prompt_tok_s"] for r in runs]))
+    row["rounds"] = len(runs)
+    row["same_over_rounds"] = all(r["output"] == runs[0]["output"] for r in runs)
+    return row
 
 
 def _mean_spec_step_ms(seq) -> float:
@@ -93,6 +108,8 @@ def main() -> None:
                     help="also run fixed n-max 1 with the draft's LM head over the N lowest token ids")
     ap.add_argument("--text", default=None, help="the prompt as text (tokenized with the model's tokenizer; "
                     "default: --prompt-tokens random ids)")
+    ap.add_argument("--rounds", type=int, default=1,
+                    help="measure every configuration this many times, interleaved, and report medians")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
     device = Device(args.device)
@@ -114,13 +131,20 @@ def main() -> None:
     configs += [SpecConfig(n_max=1, adaptive=False, draft_vocab=n) for n in args.draft_vocab]
     if args.synthetic is not None:
         configs += [SpecConfig(n_max=k, adaptive=False, synthetic_accept=args.synthetic) for k in args.n_max]
-    rows = [run_config(device, args.model, c, prompt, args.tokens, ctx) for c in configs]
+    engines = [load_config(device, args.model, c, prompt, args.tokens, ctx) for c in configs]
+    runs = [[] for _ in configs]
+    for _ in range(max(1, args.rounds)):
+        for i, (c, eng) in enumerate(zip(configs, engines)):
+            runs[i].append(run_config(eng, c, prompt, args.tokens))
+    for eng in engines:
+        eng.close()
+    rows = [median_row(r) for r in runs]
     base = rows[0]
     for r in rows:
         r["decode_vs_no_mtp"] = r["decode_tok_s"] / base["decode_tok_s"]
         r["prompt_vs_no_mtp"] = r["prompt_tok_s"] / base["prompt_tok_s"]
         r["bandwidth_fraction"] = r["forwards_per_s"] * r["weight_bytes"] / bw
-        r["same_tokens"] = r["output"] == base["output"]
+        r["same_tokens"] = r["output"] == base["output"] and r["same_over_rounds"]
     meta = {"model": args.model, "device": device.info.name, "driver": device.info.driver_info,
             "read_gb_s": bw / 1e9, "commit": git_commit()}
     device.destroy()
@@ -128,7 +152,8 @@ def main() -> None:
         print(json.dumps({"meta": meta, "rows": rows}, indent=1))
         return
     print(f"model {meta['model']} on {meta['device']} ({meta['driver']}), read bandwidth {bw / 1e9:.2f} GB/s, "
-          f"commit {meta['commit']}; {args.prompt_tokens}-token prompt, {args.tokens} generated, greedy")
+          f"commit {meta['commit']}; {args.prompt_tokens}-token prompt, {args.tokens} generated, greedy; medians "
+          f"of {max(1, args.rounds)} interleaved round(s)")
     print(f"{'config':<24}{'prompt tok/s':>13}{'vs off':>8}{'decode tok/s':>14}{'vs off':>8}{'tok/step':>10}"
           f"{'accepted':>10}{'BW frac':>9}{'same':>6}{'spec step ms':>13}  depth@step")
     for r in rows:

@@ -3,7 +3,8 @@
 //
 // Requires before the include: spec constants BLOCK_SIZE (workgroup size) and HEAD_DIM,
 //   `shared float head_row[HEAD_DIM]` (the values, complete: a barrier must follow the last write), and
-//   `uint kv_out[]` (the destination buffer).
+//   `uint kv_out[]` (the destination buffer) with KV_OUT_BINDING defined to its binding (common/kv_parts.glsl:
+//   a cache in several parts).
 // Defines: OUT_F16 | OUT_Q8_0 (else f32). Q8_0 needs HEAD_DIM % 64 == 0: a head is then an even number of
 // 34-byte blocks, so it starts and ends on a word boundary and one workgroup owns every word it writes.
 // store_head() must be called in uniform control flow (the Q8_0 path has a barrier).
@@ -12,6 +13,7 @@
 
 #include "f16.glsl"
 #include "q8_0.glsl"
+#include "kv_parts.glsl"
 
 #if defined(OUT_Q8_0)
 const uint HEAD_WORDS = HEAD_DIM / 64 * 17;  // two 34-byte blocks = 17 words
@@ -44,15 +46,15 @@ void store_head(uint base) {
                              : q8_0_byte(head_row[blk * 32 + off - 2], q8_id[blk]);
             word |= v << (8 * k);
         }
-        kv_out[base + w] = word;
+        kv_write(base + w, word);
     }
 #elif defined(OUT_F16)
     for (uint w = tid; w < HEAD_WORDS; w += BLOCK_SIZE) {
-        kv_out[base + w] = pack_f16x2(head_row[2 * w], head_row[2 * w + 1]);
+        kv_write(base + w, pack_f16x2(head_row[2 * w], head_row[2 * w + 1]));
     }
 #else
     for (uint i = tid; i < HEAD_WORDS; i += BLOCK_SIZE) {
-        kv_out[base + i] = floatBitsToUint(head_row[i]);
+        kv_write(base + i, floatBitsToUint(head_row[i]));
     }
 #endif
 }

@@ -179,7 +179,8 @@ def test_prompt_longer_than_the_context_is_refused(fixture_models, engines):
 
 def test_out_of_memory_is_a_clear_error_before_any_allocation(fixture_models):
     dev = Device()
-    small = dataclasses.replace(dev.info, heaps=(MemoryHeap(2 << 20, True, 0, 0),), memory_budget=False)
+    small = dataclasses.replace(dev.info, heaps=(MemoryHeap(2 << 20, True, 0, 0),), memory_budget=False,
+                                kind="integrated")
     dev.info = small
     with pytest.raises(DeviceMemoryError) as err:
         VulkanEngine(fixture_models("dense", "f32"), EngineConfig(n_ctx=4096), device=dev)
@@ -200,6 +201,49 @@ def test_adaptive_depth_keeps_greedy_output(fixture_models, engines):
     assert stats.gen_tokens == 47 and stats.gen_steps >= stats.steps
     assert stats.tokens_per_step == 47 / stats.gen_steps and stats.drafts_per_step == stats.draft_n / stats.gen_steps
     assert stats.depths[0] == [0, 0] and any(d == 1 for _, d in stats.depths)
+
+
+def _scripted_run(path, device, schedule, n, ring=None):
+    """Greedy run of the adaptive engine with its depth choices scripted; the catch-ups' row counts."""
+    eng = VulkanEngine(path, EngineConfig(n_ctx=256, ubatch=8, spec=SpecConfig(n_max=3)), device=device)
+    try:
+        assert eng.adaptive is not None and eng.state.lag_rows == 64
+        if ring:
+            eng.state.lag_rows = ring
+        steps = iter(schedule)
+        eng.adaptive.choose = lambda acceptances: next(steps)
+        catch_ups = []
+        real = eng._catch_up_mtp
+        eng._catch_up_mtp = lambda slot: (catch_ups.append(slot.mtp_lag), real(slot))
+        got, seq = run(eng, PROMPT, n)
+        return got, (seq.spec.draft_n, seq.spec.draft_n_accepted), [k for k in catch_ups if k]
+    finally:
+        eng.close()
+
+
+def test_plain_steps_defer_the_mtp_head_and_its_catch_up_gives_the_same_drafts(fixture_models, engines, device):
+    """Depth 0 -> drafting -> depth 0 -> drafting, scripted: plain steps keep only the MTP head's input and the
+    head catches up in one pass before it drafts. Tokens are plain decoding's, and the drafts and their
+    acceptance are those of catching up after every plain step (a ring of one row): a catch-up of up to 8 rows
+    writes the per-step bits."""
+    path = fixture_models("aligned", "f32")
+    plain, _ = run(engines(path, mtp=False), PROMPT, 60)
+    schedule = [0] * 5 + [3] * 4 + [0] * 6 + [3] * 60
+    lagged, stats, lags = _scripted_run(path, device, schedule, 60)
+    eager, eager_stats, _ = _scripted_run(path, device, schedule, 60, ring=1)
+    assert lagged == eager == plain
+    assert stats == eager_stats and stats[0] > 0
+    assert lags == [5, 6]
+
+
+def test_a_long_stretch_of_plain_steps_catches_up_as_a_prompt_chunk(fixture_models, engines, device):
+    """More plain steps than the lag ring holds (64): the MTP head catches up over the full ring as a prompt
+    chunk, then over the rest before drafting; tokens stay plain decoding's and drafting goes on."""
+    path = fixture_models("aligned", "f32")
+    plain, _ = run(engines(path, mtp=False), PROMPT, 120)
+    got, stats, lags = _scripted_run(path, device, [0] * 70 + [3] * 60, 120)
+    assert got == plain
+    assert lags == [64, 6] and stats[0] > 0
 
 
 @pytest.mark.parametrize("p_min,n_min", [(0.3, 0), (0.0, 2)])

@@ -121,3 +121,32 @@ def test_presets_have_the_real_parameter_counts(preset, billions):
     present = {f"blk.{cfg.mtp_layer}.nextn.eh_proj.weight"} | (set() if s.tied else {"output.weight"})
     n = sum(int(np.prod(spec.shape)) for spec in expected_tensors(cfg, present).specs())
     assert n / 1e9 == pytest.approx(billions, abs=0.01)
+
+
+@pytest.mark.slow
+def test_262144_context_on_real_0_8b_shapes_gives_the_4096_tokens(device, tmp_path):
+    """Qwen3.5-0.8B's attention shapes (2 KV heads of 256: 1 KiB per f16 row) at -c 262144: every KV cache,
+    the MTP head's too, is 256.5 MiB, over lavapipe's 128 MiB per storage buffer, so each is cut into parts.
+    A 520-token prompt and greedy MTP decoding give the tokens of -c 4096 (four layers keep it short)."""
+    path = make(tmp_path, "--preset", "0.8b", "--layers", "4", "--vocab", "4096", "--type", "q8_0")
+    from vkmtp.engine.api import Request
+    from vkmtp.sampling import SamplingParams
+
+    prompt = [int(t) for t in np.random.default_rng(7).integers(0, 4096, 520)]
+    outs = []
+    for n_ctx in (4096, 262144):
+        eng = VulkanEngine(path, EngineConfig(n_ctx=n_ctx, spec=SpecConfig(n_max=3)), device=device)
+        try:
+            layout = eng.memory_plan.layouts.k
+            parted = layout.nbytes > device.info.max_storage_buffer_range
+            assert isinstance(eng.state.k_cache.layers[0], list) == parted
+            assert isinstance(eng.state.mtp_k.layers[0], list) == parted
+            out, drafted = [], 0
+            for ev in eng.generate(Request(prompt, SamplingParams.greedy_params(), max_tokens=16)):
+                out += ev.new_ids
+                drafted = ev.seq.spec.draft_n
+            outs.append(out)
+        finally:
+            eng.close()
+    assert parted and len(outs[0]) == 16 and drafted > 0
+    assert outs[1] == outs[0]

@@ -83,3 +83,13 @@ def token_records(pos, seq, token_id=None) -> np.ndarray:
     rec[:, 1] = pos
     rec[:, 2] = np.asarray(seq, dtype=np.uint32)
     return rec
+
+
+def upload_parts(device, raw: np.ndarray, rows_per_part: int) -> list:
+    """Cache rows `raw` [n_rows, row_bytes] as buffers of rows_per_part rows (the last one shorter)."""
+    bufs = []
+    for r0 in range(0, len(raw), rows_per_part):
+        block = np.ascontiguousarray(raw[r0:r0 + rows_per_part])
+        bufs.append(device.buffer(block.nbytes, "device", "kv_part"))
+        device.upload(bufs[-1].view(), block.view(np.uint32))
+    return bufs

@@ -7,7 +7,7 @@ so reading past a token's causal length shows up as NaN.
 import numpy as np
 import pytest
 
-from guarded import Packed, assert_close, token_records
+from guarded import Packed, assert_close, token_records, upload_parts
 from vkmtp.ops.flash_attn import FlashAttn
 from vkmtp.ops.kv_layout import KvLayout
 from vkmtp.ops.strided import Strided
@@ -45,10 +45,14 @@ class Case:
         return flash_attn(self.records, self.qg[:, :, 0], self.k, self.v, self.k_layout.n_ctx,
                           gate=self.qg[:, :, 1] if gated else None)
 
-    def run(self, device, sel=slice(None), gated=True, **knobs):
+    def run(self, device, sel=slice(None), gated=True, rows_per_part=None, **knobs):
+        """The kernel's output; with rows_per_part, K and V are passed as parts of that many rows, each its own
+        buffer (vkmtp.ops.kv_parts)."""
         records, qg = self.records[sel], self.qg[sel]
         n_tok = len(records)
         fa = FlashAttn(device, self.n_head, self.k_layout, self.v_layout, **knobs)
+        parts = [upload_parts(device, raw, rows_per_part) for raw in (self.k_raw, self.v_raw)] \
+            if rows_per_part else []
         d, h = self.head_dim, self.n_head
         bufs = Packed(device, {"tok": records, "qg": qg, "k": self.k_raw, "v": self.v_raw,
                                "out": n_tok * h * d * 4, "scratch": fa.scratch_bytes(n_tok)})
@@ -57,14 +61,17 @@ class Case:
         gate = Strided(qv.sub(d * 4, qv.nbytes - d * 4), h * 2 * d, 2 * d) if gated else None
         rec = device.recorder()
         out = Strided.heads(bufs.view("out"), h, d)
-        fa.record(rec, bufs.view("tok"), q, bufs.view("k"), bufs.view("v"), out, n_tok, bufs.view("scratch"),
-                  gate=gate)
+        k_cache, v_cache = ([b.view() for b in p] for p in parts) if parts else (bufs.view("k"), bufs.view("v"))
+        fa.record(rec, bufs.view("tok"), q, k_cache, v_cache, out, n_tok, bufs.view("scratch"), gate=gate)
         rec.finish()
         rec.run()
         out = bufs.read("out").reshape(n_tok, h, d)
         bufs.check_guards()
         bufs.destroy()
+        for buf in (b for p in parts for b in p):
+            buf.destroy()
         return out
+
 
 
 @pytest.mark.lanes
@@ -126,6 +133,21 @@ def test_long_context_27b_decode(device, kv_type):
     rng = np.random.default_rng(5)
     case = Case(rng, kv_type, kv_type, 24, 4, 256, [4094, 4095], [0, 0], n_ctx=4096)
     assert_close(case.run(device), case.reference(), ATOL, RTOL)
+
+
+@pytest.mark.lanes
+@pytest.mark.parametrize("k_type,v_type,rows_per_part", [("f16", "f16", 50), ("q8_0", "f16", 64),
+                                                         ("q8_0", "q8_0", 38)])
+def test_a_cache_in_parts_gives_the_bits_of_one_buffer(device, k_type, v_type, rows_per_part):
+    """Caches cut into buffers of rows_per_part rows (a layer's cache larger than maxStorageBufferRange): decode
+    and verify tokens of two sequences whose rows cross part boundaries give exactly the one-buffer bits."""
+    rng = np.random.default_rng(6)
+    pos, seq = [95, 96, 97, 30, 70], [0, 0, 0, 1, 2]
+    case = Case(rng, k_type, v_type, 8, 2, 128, pos, seq, n_ctx=100, n_slots=3)
+    whole = case.run(device, n_splits=3, chunk=64)
+    parted = case.run(device, n_splits=3, chunk=64, rows_per_part=rows_per_part)
+    assert np.array_equal(parted, whole)
+    assert_close(whole, case.reference(), ATOL, RTOL)
 
 
 def test_bad_configurations_are_refused(device):

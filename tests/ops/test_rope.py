@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from guarded import Packed, assert_close, token_records
+from guarded import Packed, assert_close, token_records, upload_parts
 from vkmtp.ops.kv_layout import KvLayout
 from vkmtp.ops.rope import Rope
 from vkmtp.ops.set_rows import SetRows
@@ -105,6 +105,39 @@ def test_k_norm_rope_written_into_cache_rows(device, kv_type):
     quantum = np.abs(want).max() / 127 if kv_type == "q8_0" else np.abs(want) * 2 ** -10
     err = np.abs(got_vals - want_vals)
     assert (err <= quantum * 1.01 + 1e-6).all(), f"max error {err.max()} beyond one quantization step"
+
+
+@pytest.mark.lanes
+@pytest.mark.parametrize("kv_type,rows_per_part", [("f16", 9), ("q8_0", 20)])
+def test_k_into_a_cache_in_parts_gives_the_one_buffer_bytes(device, kv_type, rows_per_part):
+    rng = np.random.default_rng(12)
+    n_head_kv, d, n_tok = 2, 256, 6
+    layout = KvLayout(kv_type, n_head_kv, d, n_ctx=32, n_slots=2)
+    k = rng.normal(0, 3, (n_tok, n_head_kv * d)).astype(np.float32)
+    w = rng.normal(1, 0.3, d).astype(np.float32)
+    records = token_records([8, 9, 10, 11, 31, 0], [0, 0, 0, 0, 1, 1])
+    cache0 = rng.integers(0, 256, (layout.n_rows, layout.row_bytes), dtype=np.uint8)
+
+    def run(parts):
+        bufs = Packed(device, {"tok": records, "k": k, "w": w, "cache": cache0})
+        part_bufs = upload_parts(device, cache0, rows_per_part) if parts else []
+        rec = device.recorder()
+        Rope(device, d, 64, BASE).record_to_cache(rec, bufs.view("tok"), Strided.heads(bufs.view("k"), n_head_kv, d),
+                                                  [b.view() for b in part_bufs] or bufs.view("cache"), layout,
+                                                  n_tok, norm_weight=bufs.view("w"))
+        rec.finish()
+        rec.run()
+        if parts:
+            out = np.concatenate([device.read(b.view(), np.uint8) for b in part_bufs])
+        else:
+            out = bufs.read("cache", np.uint8)
+        bufs.check_guards()
+        bufs.destroy()
+        for b in part_bufs:
+            b.destroy()
+        return out.reshape(layout.n_rows, layout.row_bytes)
+
+    np.testing.assert_array_equal(run(True), run(False))
 
 
 def test_rope_then_set_rows_is_batch_invariant(device):

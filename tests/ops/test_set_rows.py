@@ -3,24 +3,32 @@
 import numpy as np
 import pytest
 
-from guarded import Packed, token_records
+from guarded import Packed, token_records, upload_parts
 from vkmtp.ops.kv_layout import KvLayout
 from vkmtp.ops.set_rows import SetRows
 from vkmtp.ops.strided import Strided
 from vkmtp.ref.ops.set_rows import decode_rows, encode_rows, set_rows
 
 
-def write_rows(device, layout, records, x, cache0):
+def write_rows(device, layout, records, x, cache0, rows_per_part=None):
+    """The cache after the kernel wrote x's rows; with rows_per_part, the cache is passed as parts of that many
+    rows, each its own buffer (vkmtp.ops.kv_parts), and read back joined."""
     bufs = Packed(device, {"tok": records, "x": x, "cache": cache0})
+    parts = upload_parts(device, cache0, rows_per_part) if rows_per_part else []
     rec = device.recorder()
     SetRows(device, layout).record(rec, bufs.view("tok"), Strided.heads(bufs.view("x"), layout.n_head_kv,
                                                                          layout.head_dim),
-                                   bufs.view("cache"), len(records))
+                                   [b.view() for b in parts] or bufs.view("cache"), len(records))
     rec.finish()
     rec.run()
-    got = bufs.read("cache", np.uint8).reshape(layout.n_rows, layout.row_bytes)
+    if parts:
+        got = np.concatenate([device.read(b.view(), np.uint8) for b in parts]).reshape(layout.n_rows, -1)
+    else:
+        got = bufs.read("cache", np.uint8).reshape(layout.n_rows, layout.row_bytes)
     bufs.check_guards()
     bufs.destroy()
+    for b in parts:
+        b.destroy()
     return got
 
 
@@ -39,6 +47,19 @@ def test_set_rows_matches_reference_bit_for_bit(device, kv_type, n_head_kv, head
     want = set_rows(records, x, cache0, layout.n_ctx, kv_type)
     bad = np.argwhere(got != want)
     assert bad.size == 0, f"{len(bad)} bytes differ, first at (row, byte) {bad[0].tolist()}"
+
+
+@pytest.mark.lanes
+@pytest.mark.parametrize("kv_type,rows_per_part", [("f16", 7), ("q8_0", 10)])
+def test_set_rows_into_a_cache_in_parts(device, kv_type, rows_per_part):
+    rng = np.random.default_rng(9)
+    layout = KvLayout(kv_type, 2, 128, n_ctx=16, n_slots=3)
+    cells = rng.choice(layout.n_rows, 12, replace=False)
+    records = token_records(cells % 16, cells // 16)
+    x = rng.normal(0, 1, (12, 2 * 128)).astype(np.float32)
+    cache0 = rng.integers(0, 256, (layout.n_rows, layout.row_bytes), dtype=np.uint8)
+    got = write_rows(device, layout, records, x, cache0, rows_per_part)
+    np.testing.assert_array_equal(got, set_rows(records, x, cache0, layout.n_ctx, kv_type))
 
 
 def test_f16_rounding_edges_match_numpy(device):

@@ -25,6 +25,20 @@ FEATURE_NAMES = ("storage_buffer_16bit", "storage_buffer_8bit", "shader_float16"
                  "integer_dot_product", "subgroup_size_control", "compute_full_subgroups")
 
 
+def host_available_bytes() -> int:
+    """Memory the host can still give a process: MemAvailable from /proc/meminfo, else free physical pages."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    import os
+
+    return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+
+
 class NoDeviceError(RuntimeError):
     """No usable Vulkan device (no loader, no driver, or the requested index does not exist)."""
 
@@ -82,7 +96,11 @@ class DeviceInfo:
 
     @property
     def available_bytes(self) -> int:
-        """What we may allocate: the budget where the driver reports one, else the device-local heap size."""
+        """What we may allocate: the budget where the driver reports one, else the device-local heap size. A CPU
+        device's memory is the process's own: what the host has available is the limit there (the heap such
+        drivers report is a fixed number, 2 GiB on Mesa 22's lavapipe, whatever the machine has)."""
+        if self.kind == "cpu":
+            return host_available_bytes()
         local = [h for h in self.heaps if h.device_local] or list(self.heaps)
         if self.memory_budget and any(h.budget for h in local):
             return sum(max(h.budget - h.usage, 0) for h in local)

@@ -18,7 +18,7 @@ import numpy as np
 from vkmtp.device import Device
 from vkmtp.engine.api import EngineConfig, Sequence
 from vkmtp.engine.base import Run, Slot, SlotEngine
-from vkmtp.graph.steps import CommitGraph, DecodeGraph, GraphContext, PrefillGraph, SpecGraph
+from vkmtp.graph.steps import CommitGraph, DecodeGraph, MtpLagGraph, GraphContext, PrefillGraph, SpecGraph
 from vkmtp.graph.step_io import StepIO
 from vkmtp.gguf import open_gguf
 from vkmtp.model.config import ModelConfig
@@ -45,6 +45,7 @@ class _Run(Run):
 @dataclass(eq=False)
 class _Slot(Slot):
     tokens: list[int] = field(default_factory=list)   # tokens whose KV / state are in the slot
+    mtp_lag: int = 0   # trailing tokens whose MTP-head KV is not written yet (their inputs are in the lag ring)
 
 
 class VulkanEngine(SlotEngine):
@@ -81,7 +82,7 @@ class VulkanEngine(SlotEngine):
         self.scratch = self.device.buffer(plan.size_of("scratch"), "device", "scratch", role="scratch")
         self.hidden = self.device.buffer(plan.size_of("hidden"), "device", "hidden", role="scratch")
         self.logits_host = self.device.buffer(plan.size_of("logits"), "host", "logits", role="outputs")
-        self.io = StepIO(self.device, self.ubatch, S, self.K)
+        self.io = StepIO(self.device, shape.max_rows, S, self.K)
         self.ctx = GraphContext(self.device, self.fwd, self.io, self.scratch, self.hidden, self.logits_host,
                                 shape.max_rows)
         self._graphs: dict[tuple, object] = {}
@@ -127,6 +128,7 @@ class VulkanEngine(SlotEngine):
         if not cached:
             self.state.reset_slot(slot.index)
             slot.tokens = []
+            slot.mtp_lag = 0
         return _Run(seq, prompt, sampler, pending=prompt[cached:],
                     acceptance=self.adaptive.new_slot() if self.adaptive else None)
 
@@ -161,6 +163,7 @@ class VulkanEngine(SlotEngine):
 
     def _prefill(self, slot: _Slot) -> int | None:
         run = slot.run
+        self._catch_up_mtp(slot)   # a reused prefix's MTP KV must be complete before the chunk's rows follow it
         chunk = run.pending[: self.ubatch]
         n = len(chunk)
         T = next((b for b in PREFILL_BUCKETS if b >= n and b <= self.ubatch), self.ubatch)
@@ -212,6 +215,9 @@ class VulkanEngine(SlotEngine):
             and (S > 1 or self._draft_budget(active[0].run, len(active[0].tokens)) > 0)
         self._step_accepts: list[tuple[int, int]] = []
         self._built = False
+        if spec:   # the MTP head drafts: first it catches up over what plain steps skipped (counted in this step)
+            for slot in active:
+                self._catch_up_mtp(slot)
         outs = self._spec_step(active, greedy, K) if spec else self._decode_step(active, greedy)
         self._depths = [K if spec else 0] * S
         if self.adaptive:
@@ -244,21 +250,51 @@ class VulkanEngine(SlotEngine):
             block[:, 3] = 0
 
     def _decode_step(self, active: list[_Slot], greedy: bool) -> list[list[int]]:
+        """A plain step. With MTP loaded it lags: the MTP head's input is kept and the head runs only when it
+        drafts again (or when a slot's lag ring is full)."""
         S = len(active)
+        if self.use_mtp:
+            for slot in active:
+                if slot.mtp_lag >= self.state.lag_rows:
+                    self._catch_up_mtp(slot)
+            rows = self.state.lag_rows
+            self.io.write_pairs("pairs_lag", [(sl.index, sl.index * rows + sl.mtp_lag) for sl in active])
         self._write_records(active, 1)
-        self.io.write_pairs("pairs_shift", [(sl.index, s) for s, sl in enumerate(active)])
         self.io.write_pairs("pairs_in", [(s, sl.index) for s, sl in enumerate(active)])
-        self.host_bytes_written += 2 * 8 * S
+        self.host_bytes_written += (2 if self.use_mtp else 1) * 8 * S
         graph = self._graph(("decode", S, greedy, self.use_mtp),
                             lambda: DecodeGraph(self.ctx, S, greedy, self.use_mtp))
         graph.rec.run()
         outs = []
         for s, slot in enumerate(active):
             slot.tokens.append(slot.run.id_last)
+            slot.mtp_lag += self.use_mtp
             token = int(self.io.array("ids")[s]) if greedy else slot.run.sampler.sample(self._logits(s))
             self.host_bytes_read += 4
             outs.append([token])
         return outs
+
+    def _catch_up_mtp(self, slot: _Slot) -> None:
+        """Write the MTP KV of the slot's lagging positions (one submission; nothing when there are none)."""
+        n = slot.mtp_lag
+        if not n:
+            return
+        rows = self.state.lag_rows
+        T = min(1 << (n - 1).bit_length(), rows)
+        first = len(slot.tokens) - n
+        recs = self.io.records()
+        recs[:T] = 0
+        recs[:n, 0] = slot.tokens[first:]
+        recs[:n, 1] = np.arange(first, first + n)
+        recs[:n, 2] = slot.index
+        recs[n:T, 1] = np.arange(T - n)
+        recs[n:T, 2] = self.state.sink
+        base = slot.index * rows
+        self.io.write_pairs("pairs_lag", [(base + min(r, n - 1), r) for r in range(T)])
+        self.host_bytes_written += 16 * T + 8 * T
+        graph = self._graph(("mtp_lag", T), lambda: MtpLagGraph(self.ctx, T))
+        graph.rec.run()
+        slot.mtp_lag = 0
 
     def _spec_step(self, active: list[_Slot], greedy: bool, K: int) -> list[list[int]]:
         S = len(active)

@@ -1,11 +1,14 @@
 """Device memory of a running model: KV caches, recurrent states, their rollback snapshots, MTP KV, hidden rows.
 
-Slots: `n_slots` sequence slots plus one *sink* slot. Tokens that only pad a fixed-shape step (a prefill chunk
-rounded up to its bucket, an idle sequence in a batched step) are given the sink slot, so every kernel can write
-unconditionally and nothing real is touched.
+Slots: `n_slots` sequence slots plus one *sink* slot. Tokens that only pad a prompt chunk (rounded up to its
+bucket) are given the sink slot, so every kernel can write unconditionally and nothing real is touched. Their
+positions are below the chunk size, so the sink slot's KV cache is only `sink_rows` (the largest chunk) rows,
+not a whole context.
 
 Per-layer states of one kind live in "layer stacks": equal-size blocks, several layers per buffer, so one
 rollback dispatch covers every layer of a buffer (constant stride) and no buffer exceeds the device's limit.
+A KV cache too large for one buffer (long contexts: maxStorageBufferRange is 128 MiB on some drivers) is cut
+by rows into at most MAX_KV_PARTS buffers per layer, which the KV kernels address as one (vkmtp.ops.kv_parts).
 """
 
 from __future__ import annotations
@@ -14,7 +17,9 @@ from dataclasses import dataclass
 
 from vkmtp.device import Buffer, Device, View
 from vkmtp.model.config import ModelConfig
-from vkmtp.graph.memory_plan import KvLayouts
+from vkmtp.graph.memory_plan import MTP_LAG_ROWS, KvLayouts
+from vkmtp.ops.kv_layout import KvLayout
+from vkmtp.ops.kv_parts import MAX_KV_PARTS, rows_per_part
 
 ALIGN = 256
 _ATTR = {"conv_state": "conv", "ssm_state": "ssm"}   # stack name -> DeviceState attribute (others: the same)
@@ -31,20 +36,36 @@ class StackGroup:
 
 
 class LayerStack:
-    """`n_layers` blocks of `block_bytes`, packed into as few buffers as the device allows."""
+    """`n_layers` blocks of `block_bytes`, packed into as few buffers as the device allows.
+
+    With `part_bytes` (a KV cache larger than one buffer), each layer is instead its own list of buffers of
+    `part_bytes` (the last one shorter): `layers[i]` is then that list of views, and there are no groups.
+    """
 
     @staticmethod
-    def buffer_sizes(max_range: int, n_layers: int, block_bytes: int) -> list[int]:
+    def buffer_sizes(max_range: int, n_layers: int, block_bytes: int, part_bytes: int | None = None) -> list[int]:
         """Bytes of each buffer of the stack (what __init__ allocates; the memory plan reports the same)."""
+        if part_bytes:
+            n_parts = -(-block_bytes // part_bytes)
+            per_layer = [part_bytes] * (n_parts - 1) + [block_bytes - (n_parts - 1) * part_bytes]
+            return per_layer * n_layers
         stride = -(-block_bytes // ALIGN) * ALIGN
         per_buffer = max(1, min(n_layers, max_range // stride))
         return [min(per_buffer, n_layers - first) * stride for first in range(0, n_layers, per_buffer)]
 
-    def __init__(self, device: Device, n_layers: int, block_bytes: int, name: str):
+    def __init__(self, device: Device, n_layers: int, block_bytes: int, name: str, part_bytes: int | None = None):
         stride = -(-block_bytes // ALIGN) * ALIGN
         self.buffers: list[Buffer] = []
         self.groups: list[StackGroup] = []
-        self.layers: list[View] = []
+        self.layers: list = []
+        if part_bytes:
+            sizes = LayerStack.buffer_sizes(device.info.max_storage_buffer_range, n_layers, block_bytes, part_bytes)
+            per_layer = len(sizes) // n_layers
+            for size in sizes:
+                self.buffers.append(device.buffer(size, "device", f"{name}{len(self.buffers)}", role="state"))
+            self.layers = [[b.view() for b in self.buffers[i * per_layer:(i + 1) * per_layer]]
+                           for i in range(n_layers)]
+            return
         first = 0
         for size in LayerStack.buffer_sizes(device.info.max_storage_buffer_range, n_layers, block_bytes):
             count = size // stride
@@ -63,31 +84,49 @@ class DeviceState:
     """Everything per sequence that lives on the device."""
 
     @staticmethod
-    def _stacks(cfg: ModelConfig, layouts: KvLayouts, n_slots: int, n_snap: int):
-        """(name, plan row, n_layers, block bytes) of every layer stack, in allocation order."""
+    def kv_part_bytes(k: KvLayout, v: KvLayout, max_range: int) -> tuple[int | None, int | None]:
+        """Bytes per buffer of a K and a V cache cut into parts (None, None: each fits one buffer). Both are cut
+        at the same rows, so a position's K and V rows are in parts of the same index."""
+        if max(k.nbytes, v.nbytes) <= max_range:
+            return None, None
+        rows = rows_per_part(max(k.row_bytes, v.row_bytes), max_range)
+        return rows * k.row_bytes, rows * v.row_bytes
+
+    @staticmethod
+    def _stacks(cfg: ModelConfig, layouts: KvLayouts, n_slots: int, n_snap: int, max_range: int):
+        """(name, plan row, n_layers, block bytes, part bytes) of every layer stack, in allocation order."""
         S = n_slots + 1
         conv_words = (cfg.ssm_conv_kernel - 1) * cfg.ssm_conv_dim
         ssm_words = cfg.ssm_dt_rank * cfg.ssm_head_v_dim * cfg.ssm_d_state
         n_attn, n_gdn = len(cfg.attention_layers), len(cfg.recurrent_layers)
-        out = [("k_cache", "kv", n_attn, layouts.k.nbytes), ("v_cache", "kv", n_attn, layouts.v.nbytes),
-               ("conv_state", "recurrent", n_gdn, 4 * S * conv_words),
-               ("ssm_state", "recurrent", n_gdn, 4 * S * ssm_words)]
+        kp, vp = DeviceState.kv_part_bytes(layouts.k, layouts.v, max_range)
+        out = [("k_cache", "kv", n_attn, layouts.k.nbytes, kp), ("v_cache", "kv", n_attn, layouts.v.nbytes, vp),
+               ("conv_state", "recurrent", n_gdn, 4 * S * conv_words, None),
+               ("ssm_state", "recurrent", n_gdn, 4 * S * ssm_words, None)]
         if n_snap:
-            out += [("conv_snap", "snapshots", n_gdn, 4 * S * n_snap * conv_words),
-                    ("ssm_snap", "snapshots", n_gdn, 4 * S * n_snap * ssm_words)]
+            out += [("conv_snap", "snapshots", n_gdn, 4 * S * n_snap * conv_words, None),
+                    ("ssm_snap", "snapshots", n_gdn, 4 * S * n_snap * ssm_words, None)]
         if layouts.mtp_k is not None:
-            out += [("mtp_k", "mtp_kv", 1, layouts.mtp_k.nbytes), ("mtp_v", "mtp_kv", 1, layouts.mtp_v.nbytes)]
+            kp, vp = DeviceState.kv_part_bytes(layouts.mtp_k, layouts.mtp_v, max_range)
+            out += [("mtp_k", "mtp_kv", 1, layouts.mtp_k.nbytes, kp), ("mtp_v", "mtp_kv", 1, layouts.mtp_v.nbytes, vp)]
         return [t for t in out if t[2] > 0]
 
     @staticmethod
     def buffer_sizes(cfg: ModelConfig, layouts: KvLayouts, n_slots: int, n_snap: int,
                      max_range: int) -> list[tuple[str, str, int]]:
-        """(buffer name, plan row, bytes) of every buffer DeviceState allocates."""
+        """(buffer name, plan row, bytes) of every buffer DeviceState allocates. A KV cache that would need
+        more than MAX_KV_PARTS buffers per layer is reported as one oversized buffer (the plan refuses it)."""
         out = []
-        for name, part, n_layers, block in DeviceState._stacks(cfg, layouts, n_slots, n_snap):
-            out += [(f"{name}{i}", part, n) for i, n in enumerate(LayerStack.buffer_sizes(max_range, n_layers,
-                                                                                           block))]
+        for name, part, n_layers, block, part_bytes in DeviceState._stacks(cfg, layouts, n_slots, n_snap,
+                                                                           max_range):
+            if part_bytes and -(-block // part_bytes) > MAX_KV_PARTS:
+                out.append((f"{name}0", part, block))
+                continue
+            sizes = LayerStack.buffer_sizes(max_range, n_layers, block, part_bytes)
+            out += [(f"{name}{i}", part, n) for i, n in enumerate(sizes)]
         out.append(("pending_h", "hidden", 4 * (n_slots + 1) * cfg.n_embd))
+        if layouts.mtp_k is not None:
+            out.append(("mtp_lag", "hidden", 4 * n_slots * MTP_LAG_ROWS * cfg.n_embd))
         return out
 
     def __init__(self, device: Device, cfg: ModelConfig, layouts: KvLayouts, n_slots: int, n_snap: int):
@@ -98,8 +137,9 @@ class DeviceState:
         self.n_slots_total = n_slots + 1
         self.n_snap = n_snap                 # verify rows whose states are kept for rollback (0: none)
         S = self.n_slots_total
-        if layouts.k.n_slots != S:
-            raise ValueError(f"KV layouts for {layouts.k.n_slots} slots, {S} needed (the sink slot included)")
+        if layouts.k.n_slots != n_slots or layouts.k.sink_rows < 1:
+            raise ValueError(f"KV layouts for {layouts.k.n_slots} slots and {layouts.k.sink_rows} sink rows, "
+                             f"{n_slots} slots and a sink slot needed")
         self.layouts = layouts
         self.kv_layout = layouts.k
         self.v_layout = layouts.v
@@ -109,16 +149,27 @@ class DeviceState:
         self.gdn_index = {layer: i for i, layer in enumerate(cfg.recurrent_layers)}
         self.k_cache = self.v_cache = self.conv = self.ssm = None
         self.conv_snap = self.ssm_snap = self.mtp_k = self.mtp_v = None
-        for name, _, n_layers, block in DeviceState._stacks(cfg, layouts, n_slots, n_snap):
-            setattr(self, _ATTR.get(name, name), LayerStack(device, n_layers, block, name))
+        max_range = device.info.max_storage_buffer_range
+        for name, _, n_layers, block, part_bytes in DeviceState._stacks(cfg, layouts, n_slots, n_snap, max_range):
+            setattr(self, _ATTR.get(name, name), LayerStack(device, n_layers, block, name, part_bytes))
         self.mtp_kv_layout = layouts.mtp_k
         self.mtp_v_layout = layouts.mtp_v
         # post-norm hidden of each slot's last processed token: the next MTP draft's input (llama.cpp's pending_h)
         self.pending_h_buffer = device.buffer(4 * S * cfg.n_embd, "device", "pending_h", role="state")
         self.pending_h = self.pending_h_buffer.view()
+        # the MTP head's input hidden (h_{p-1}) of each position p it has not run on yet, LAG ring rows per slot
+        self.lag_rows = MTP_LAG_ROWS if layouts.mtp_k is not None else 0
+        if self.lag_rows > layouts.k.sink_rows:
+            raise ValueError(f"the sink slot's {layouts.k.sink_rows} KV rows cannot pad a {self.lag_rows}-row "
+                             f"MTP catch-up")
+        self.mtp_lag_buffer = device.buffer(4 * n_slots * self.lag_rows * cfg.n_embd, "device", "mtp_lag",
+                                            role="state") \
+            if self.lag_rows else None
+        self.mtp_lag = self.mtp_lag_buffer.view() if self.mtp_lag_buffer else None
         self.device = device
 
-    def kv(self, layer: int) -> tuple[View, View]:
+    def kv(self, layer: int) -> tuple:
+        """(K cache, V cache) of an attention layer: each a View, or a list of Views (its parts)."""
         i = self.attn_index[layer]
         return self.k_cache.layers[i], self.v_cache.layers[i]
 
@@ -154,3 +205,5 @@ class DeviceState:
         for s in self.stacks:
             s.destroy()
         self.pending_h_buffer.destroy()
+        if self.mtp_lag_buffer:
+            self.mtp_lag_buffer.destroy()

@@ -18,6 +18,7 @@ from vkmtp.gguf import GGUFFile
 from vkmtp.model.config import ModelConfig
 from vkmtp.model.weights import ModelTensors, TensorSpec, walk_specs
 from vkmtp.ops.kv_layout import KvLayout, kv_type as kv_type_of
+from vkmtp.ops.kv_parts import MAX_KV_PARTS
 
 GiB = float(1 << 30)
 MiB = float(1 << 20)
@@ -62,9 +63,11 @@ class KvLayouts:
     mtp_v: KvLayout | None = None
 
     @staticmethod
-    def make(cfg: ModelConfig, n_ctx: int, n_slots_total: int, types: CacheTypes, mtp: bool) -> "KvLayouts":
+    def make(cfg: ModelConfig, n_ctx: int, n_slots: int, types: CacheTypes, mtp: bool,
+             sink_rows: int) -> "KvLayouts":
+        """n_slots sequence slots of n_ctx rows, then the sink slot's sink_rows (the largest prompt chunk)."""
         def lay(t: str) -> KvLayout:
-            return KvLayout(t, cfg.n_head_kv, cfg.head_dim, n_ctx, n_slots_total)
+            return KvLayout(t, cfg.n_head_kv, cfg.head_dim, n_ctx, n_slots, sink_rows)
 
         return KvLayouts(lay(types.k), lay(types.v), lay(types.mtp_k) if mtp else None,
                          lay(types.mtp_v) if mtp else None)
@@ -164,8 +167,11 @@ class MemoryPlan:
         big = self.oversized()
         if big:
             b = max(big, key=lambda b: b.nbytes)
+            cut = (f" (a layer's KV cache is cut into at most {MAX_KV_PARTS} such buffers)"
+                   if b.part in ("kv", "mtp_kv") else "")
             return (f"one layer's buffer '{b.name}' ({b.part}) needs {b.nbytes / MiB:.1f} MiB but {device_name} "
-                    f"binds at most {self.max_buffer / MiB:.1f} MiB per storage buffer (maxStorageBufferRange)")
+                    f"binds at most {self.max_buffer / MiB:.1f} MiB per storage buffer (maxStorageBufferRange)"
+                    + cut)
         if self.total > available:
             return (f"the model needs {_size(self.total)} on {device_name} but {_size(available)} is available")
         return None
@@ -215,6 +221,12 @@ def weight_buffer_limit(max_storage_buffer_range: int) -> int:
     return min(max_storage_buffer_range, 1 << 30)
 
 
+# MTP-head inputs kept per slot for positions that plain steps (adaptive depth 0) did not run the MTP head on;
+# the head catches up over them in one pass before it drafts again, or when the ring is full
+# (vkmtp.graph.steps.MtpLagGraph). The sink slot and the largest step hold at least this many rows.
+MTP_LAG_ROWS = 64
+
+
 @dataclass(frozen=True)
 class EngineShape:
     """The settings that size an engine's buffers (vkmtp/engine/vulkan.py derives them from EngineConfig)."""
@@ -228,8 +240,13 @@ class EngineShape:
 
     @property
     def max_rows(self) -> int:
-        """Rows of the largest step: a prompt chunk or a verify batch of all slots."""
-        return max(self.ubatch, self.n_slots * (self.K + 1))
+        """Rows of the largest step: a prompt chunk, a verify batch of all slots, or an MTP catch-up."""
+        return max(self.ubatch, self.n_slots * (self.K + 1), MTP_LAG_ROWS if self.use_mtp else 0)
+
+    @property
+    def sink_rows(self) -> int:
+        """KV rows of the sink slot: the padding positions of the largest padded batch."""
+        return self.max_rows
 
     @property
     def n_out(self) -> int:
@@ -262,7 +279,7 @@ def plan_memory(gguf: GGUFFile, cfg: ModelConfig, table: ModelTensors, shape: En
     buffers = [PlannedBuffer(f"weights{i}", "weights", n) for i, n in enumerate(wplan.buffer_sizes)]
     mtp_bytes = sum(gguf.tensors[s.name].n_bytes for s in mtp_only_specs(table) if s.name in gguf.tensors) \
         if use_mtp else 0
-    layouts = KvLayouts.make(cfg, shape.n_ctx, shape.n_slots + 1, shape.types, use_mtp)
+    layouts = KvLayouts.make(cfg, shape.n_ctx, shape.n_slots, shape.types, use_mtp, sink_rows=shape.sink_rows)
     for name, part, n in DeviceState.buffer_sizes(cfg, layouts, shape.n_slots, shape.n_snap,
                                                   info.max_storage_buffer_range):
         buffers.append(PlannedBuffer(name, part, n))
@@ -271,7 +288,7 @@ def plan_memory(gguf: GGUFFile, cfg: ModelConfig, table: ModelTensors, shape: En
                                                                                  ops))))
     buffers.append(PlannedBuffer("hidden", "hidden", hidden_bytes(cfg, shape.max_rows)))
     buffers.append(PlannedBuffer("logits", "io", logits_host_bytes(cfg, shape), "host"))
-    buffers.append(PlannedBuffer("step", "io", 4 * StepIO.total_words(shape.ubatch, shape.n_slots, shape.K),
+    buffers.append(PlannedBuffer("step", "io", 4 * StepIO.total_words(shape.max_rows, shape.n_slots, shape.K),
                                  "host"))
     if not info.uma:
         buffers.append(PlannedBuffer("staging", "staging", staging_bytes(info.max_storage_buffer_range), "host"))

@@ -20,7 +20,7 @@ class StepIO:
 
     @staticmethod
     def regions(max_tokens: int, n_seq: int, K: int) -> dict[str, int]:
-        """Words of each named region."""
+        """Words of each named region; max_tokens: rows of the largest step (EngineShape.max_rows)."""
         V = K + 1
         return {
             "records": RECORD_WORDS * max(max_tokens, n_seq * V),
@@ -38,6 +38,7 @@ class StepIO:
             "pairs_in": 2 * max(n_seq, 1),
             "pairs_shift": 2 * max(n_seq, 1),
             "pairs_out": 2 * max(n_seq, 1),
+            "pairs_lag": 2 * max(n_seq, max_tokens),
             "uniforms": max(K, 1) * n_seq,
             "draft_noise": 4 * n_seq,   # per sequence {seed key, position, 1/T bits, on} (shaders/gumbel.comp)
         }

@@ -2,7 +2,8 @@
 
 PrefillGraph(T)     a prompt chunk of T tokens of one sequence (padding tokens go to the sink slot): trunk,
                     logits of the last real token, and with MTP the MTP head's KV for the chunk.
-DecodeGraph(S)      one token for each of S sequences: trunk, logits, MTP catch-up.
+DecodeGraph(S)      one token for each of S sequences: trunk, logits, and the MTP head's input kept for later.
+MtpLagGraph(T)      the MTP head over up to T positions of one sequence that lagging decode steps skipped.
 SpecGraph(S, K)     a speculative step for S sequences: K chained MTP drafts (LM head over the draft vocabulary), one verify forward of the
                     S*(K+1) tokens, and (greedy) the accept decision, state rollback and MTP catch-up on the GPU.
 CommitGraph(S, K)   (sampling) rollback and pending hidden for accept counts decided on the host.
@@ -144,7 +145,10 @@ class PrefillGraph:
 
 
 class DecodeGraph:
-    """One token for each of S sequences (plain decoding; with MTP loaded, its cache is kept up to date)."""
+    """One token for each of S sequences (plain decoding). With MTP loaded, the head's input for this position --
+    the slot's pending hidden -- is copied into the slot's lag ring (pairs_lag[s] = {slot, ring row}) and the
+    head runs later, in a MtpLagGraph, only when it drafts again (the adaptive policy chose depth 0 because
+    drafting does not pay): a plain step then costs what it costs without MTP."""
 
     def __init__(self, ctx: GraphContext, S: int, greedy: bool, mtp: bool):
         io, fwd = ctx.io, ctx.fwd
@@ -156,9 +160,32 @@ class DecodeGraph:
         fwd.record_output_norm(rec, act, S, ctx.hn.sub(0, S * e4))
         ctx.head(rec, ctx.hn.sub(0, S * e4), S, act, greedy, io.view("ids", 0, S))
         if mtp:
-            ctx.mtp_catch_up(rec, records, S, io.view("pairs_shift", 0, 2 * S), S, 1)
+            st = ctx.state
+            ctx.copy_rows(rec, io.view("pairs_lag", 0, 2 * S), S, st.pending_h, st.mtp_lag, st.n_slots_total,
+                          st.n_slots * st.lag_rows)
             ctx.copy_rows(rec, io.view("pairs_in", 0, 2 * S), S, ctx.hn.sub(0, S * e4), ctx.state.pending_h,
                           S, ctx.state.n_slots_total)
+        self.rec = rec.finish()
+
+
+EXACT_CATCH_UP_ROWS = 8   # the mat-vec runs 8 columns per dispatch: up to here a catch-up is the decode path
+
+
+class MtpLagGraph:
+    """The MTP head over T rows: the positions a sequence's lagging decode steps skipped (records rows 0.. =
+    {token, pos, slot}, pairs_lag[r] = {ring row, r}), padded to T with sink tokens. Up to 8 rows it runs the
+    decode step's kernels (batch-invariant mat-vec, decode attention), so the MTP KV rows it writes are the bits
+    the per-step catch-up would have written, and drafts after it are the same; more rows (a long stretch of
+    plain steps) run as a prompt chunk, at prompt speed, with the prompt kernels' rounding."""
+
+    def __init__(self, ctx: GraphContext, T: int):
+        io, st = ctx.io, ctx.state
+        e4 = 4 * ctx.cfg.n_embd
+        rec = ctx.device.recorder()
+        records = io.record_view("records", 0, T)
+        ctx.copy_rows(rec, io.view("pairs_lag", 0, 2 * T), T, st.mtp_lag, ctx.h_shift, st.n_slots * st.lag_rows, T)
+        act = ctx.act(T, 0, prefill=T > EXACT_CATCH_UP_ROWS)
+        ctx.fwd.record_mtp(rec, records, ctx.h_shift.sub(0, T * e4), act, T, ctx.h_mtp[0].sub(0, T * e4))
         self.rec = rec.finish()
 
 

@@ -17,7 +17,8 @@ import math
 from vkmtp.device import WORD, DeviceCaps, ShaderKey, View
 from vkmtp.ops._select import check_block_size, flag_variants
 from vkmtp.ops.kv_layout import KvLayout
-from vkmtp.ops.set_rows import check_cache, check_tokens
+from vkmtp.ops.kv_parts import KvOperand
+from vkmtp.ops.set_rows import check_tokens
 from vkmtp.ops.strided import Strided
 
 MAX_ACC_FLOATS = 128  # output accumulators per invocation that max_q_tile allows (registers, not spills)
@@ -43,8 +44,8 @@ class FlashAttn:
                  n_splits: int | None = None, chunk: int | None = None, q_tile: int = 1, block_size: int = 64,
                  scale: float | None = None, caps: DeviceCaps | None = None):
         v_layout = v_layout or k_layout
-        if (v_layout.n_head_kv, v_layout.head_dim, v_layout.n_ctx, v_layout.n_slots) != \
-                (k_layout.n_head_kv, k_layout.head_dim, k_layout.n_ctx, k_layout.n_slots):
+        if (v_layout.n_head_kv, v_layout.head_dim, v_layout.n_ctx, v_layout.n_rows) != \
+                (k_layout.n_head_kv, k_layout.head_dim, k_layout.n_ctx, k_layout.n_rows):
             raise ValueError(f"K and V caches differ in shape: {k_layout} vs {v_layout}")
         if n_head % k_layout.n_head_kv:
             raise ValueError(f"n_head {n_head} is not a multiple of n_head_kv {k_layout.n_head_kv}")
@@ -80,6 +81,7 @@ class FlashAttn:
             defines["K_Q8_0"] = 1
         if v_layout.kv_type == "q8_0":
             defines["V_Q8_0"] = 1
+        self.defines = defines
         self.key = ShaderKey.make("flash_attn.comp", **defines)
         self.spec = [self.block_size, self.head_dim, self.gqa, self.q_tile]
 
@@ -101,14 +103,18 @@ class FlashAttn:
         """Attention of n_tok query tokens (records in `tokens`) into out [n_tok, H, D].
 
         q: [n_tok, H, D] (e.g. the query halves of attn_q's packed output, already normed and rotated).
-        k_cache, v_cache: this layer's caches; each token's own K/V must already be written.
+        k_cache, v_cache: this layer's caches (each a View, or a list of Views: its parts, vkmtp.ops.kv_parts,
+            cut at the same rows); each token's own K/V must already be written.
         gate: [n_tok, H, D] output gate (the gate halves of attn_q's output), or None for plain attention.
         """
         d, h = self.head_dim, self.n_head
         q.check("flash_attn q", n_tok, h, d)
         out.check("flash_attn out", n_tok, h, d)
-        check_cache(k_cache, self.k_layout, "flash_attn K cache")
-        check_cache(v_cache, self.v_layout, "flash_attn V cache")
+        k = KvOperand.of(k_cache, self.k_layout, "flash_attn K cache")
+        v = KvOperand.of(v_cache, self.v_layout, "flash_attn V cache")
+        if (k.n_parts, k.rows_per_part) != (v.n_parts, v.rows_per_part):
+            raise ValueError(f"flash_attn: K in {k.n_parts} parts of {k.rows_per_part} rows, V in {v.n_parts} "
+                             f"of {v.rows_per_part}: both caches must be cut at the same rows")
         records = check_tokens(tokens, n_tok)
         need = self.scratch_bytes(n_tok)
         if scratch.nbytes < need:
@@ -116,12 +122,15 @@ class FlashAttn:
         part = scratch.sub(0, need)
         part_o = scratch.word_offset
         part_ml = part_o + n_tok * h * self.n_splits * d
-        push = [tokens.word_offset, n_tok, *q.push(), k_cache.word_offset, v_cache.word_offset,
-                self.k_layout.n_ctx, h, self.n_splits, self.chunk, float(self.scale), part_o, part_ml]
+        push = [tokens.word_offset, n_tok, *q.push(), k.word_offset, v.word_offset,
+                self.k_layout.n_ctx, h, self.n_splits, self.chunk, float(self.scale), part_o, part_ml,
+                k.rows_per_part]
         n_kv = self.k_layout.n_head_kv
-        rec.dispatch(self.key, [tokens.buffer, q.buffer, k_cache.buffer, v_cache.buffer, scratch.buffer],
+        extra = [b for j in range(1, k.n_parts) for b in (k.views[j].buffer, v.views[j].buffer)]
+        key = self.key if k.n_parts == 1 else ShaderKey.make("flash_attn.comp", **self.defines, **k.defines)
+        rec.dispatch(key, [tokens.buffer, q.buffer, k.views[0].buffer, v.views[0].buffer, scratch.buffer, *extra],
                      (self.n_splits, n_kv, -(-n_tok // self.q_tile)), push=push, spec=self.spec,
-                     reads=[records, q.view, k_cache, v_cache], writes=[part])
+                     reads=[records, q.view, *k.views, *v.views], writes=[part])
         g = gate or out
         if gate is not None:
             gate.check("flash_attn gate", n_tok, h, d)

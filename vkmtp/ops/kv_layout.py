@@ -1,6 +1,8 @@
 """The KV cache types (one table for the CLI, the memory plan, the GPU and the reference) and the GPU layout.
 
-Row `seq * n_ctx + pos` of one layer's K (or V) cache holds position `pos` of sequence slot `seq`: n_head_kv
+Row `seq * n_ctx + pos` of one layer's K (or V) cache holds position `pos` of sequence slot `seq`. Slots
+0..n_slots-1 have n_ctx rows each; after them come `sink_rows` rows of the engine's sink slot (seq = n_slots),
+which only the padding tokens of a prompt chunk write, at positions below the chunk size. Each row holds n_head_kv
 heads of head_dim values, stored as f16 pairs (one word per two values) or as Q8_0 blocks of 32 values
 (34 bytes: f16 scale, 32 int8) along the row, blocks never straddling heads (llama.cpp's layout). Shaders
 address whole 32-bit words, so a Q8_0 head must be an even number of blocks (head_dim % 64 == 0): it then
@@ -51,6 +53,7 @@ class KvLayout:
     head_dim: int
     n_ctx: int       # rows (positions) per sequence slot
     n_slots: int = 1
+    sink_rows: int = 0   # rows of the sink slot after the n_slots slots (0: no sink slot)
 
     def __post_init__(self):
         if self.kv_type not in ENGINE_KV_TYPES:
@@ -61,8 +64,8 @@ class KvLayout:
         if self.head_dim % t.block or (self.head_dim // t.block * t.block_bytes) % 4:
             raise ValueError(f"a {self.kv_type} KV cache needs head_dim % {4 // gcd(t.block_bytes, 4) * t.block}"
                              f" == 0 (whole words per head), got {self.head_dim}")
-        if min(self.n_head_kv, self.n_ctx, self.n_slots) < 1:
-            raise ValueError(f"empty KV layout {self}")
+        if min(self.n_head_kv, self.n_ctx, self.n_slots) < 1 or not 0 <= self.sink_rows <= self.n_ctx:
+            raise ValueError(f"empty KV layout, or a sink slot larger than a slot: {self}")
 
     @property
     def head_words(self) -> int:
@@ -78,7 +81,7 @@ class KvLayout:
 
     @property
     def n_rows(self) -> int:
-        return self.n_slots * self.n_ctx
+        return self.n_slots * self.n_ctx + self.sink_rows
 
     @property
     def nbytes(self) -> int:

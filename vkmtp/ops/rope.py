@@ -12,7 +12,8 @@ import math
 from vkmtp.device import WORD, ShaderKey, View
 from vkmtp.ops._select import check_block_size, use_subgroup
 from vkmtp.ops.kv_layout import KvLayout
-from vkmtp.ops.set_rows import check_cache, check_tokens
+from vkmtp.ops.kv_parts import KvOperand
+from vkmtp.ops.set_rows import check_tokens
 from vkmtp.ops.strided import Strided
 
 
@@ -67,22 +68,25 @@ class Rope:
                norm_weight: View | None = None) -> None:
         """x [n_tok, n_head, head_dim] -> y (f32, same shape; y may be x: in place)."""
         y.check("rope y", n_tok, n_head, self.head_dim)
-        self._dispatch(rec, tokens, x, n_tok, n_head, norm_weight, None, y.view,
-                       [y.offset, y.tok_stride, y.head_stride, 0])
+        self._dispatch(rec, tokens, x, n_tok, n_head, norm_weight, None, [y.view],
+                       [y.offset, y.tok_stride, y.head_stride, 0], 0)
 
-    def record_to_cache(self, rec, tokens: View, x: Strided, cache: View, layout: KvLayout, n_tok: int,
+    def record_to_cache(self, rec, tokens: View, x: Strided, cache, layout: KvLayout, n_tok: int,
                         norm_weight: View | None = None) -> None:
-        """x [n_tok, n_head_kv, head_dim] -> cache rows seq * n_ctx + pos (f16 or Q8_0)."""
+        """x [n_tok, n_head_kv, head_dim] -> cache rows seq * n_ctx + pos (f16 or Q8_0). cache: a View, or a
+        list of Views (the cache's parts, vkmtp.ops.kv_parts)."""
         if layout.head_dim != self.head_dim:
             raise ValueError(f"cache head_dim {layout.head_dim} != rope head_dim {self.head_dim}")
-        check_cache(cache, layout, "rope cache")
-        self._dispatch(rec, tokens, x, n_tok, layout.n_head_kv, norm_weight, layout.store_define, cache,
-                       [cache.word_offset, layout.row_words, layout.head_words, layout.n_ctx])
+        kv = KvOperand.of(cache, layout, "rope cache")
+        self._dispatch(rec, tokens, x, n_tok, layout.n_head_kv, norm_weight, layout.store_define, list(kv.views),
+                       [kv.word_offset, layout.row_words, layout.head_words, layout.n_ctx], kv.rows_per_part,
+                       kv.defines)
 
-    def _dispatch(self, rec, tokens, x, n_tok, n_head, norm_weight, store_define, out, out_push) -> None:
+    def _dispatch(self, rec, tokens, x, n_tok, n_head, norm_weight, store_define, outs, out_push, rows_per_part,
+                  kv_defines=None) -> None:
         x.check("rope x", n_tok, n_head, self.head_dim)
         records = check_tokens(tokens, n_tok)
-        defines = {}
+        defines = dict(kv_defines or {})
         if store_define:
             defines[store_define] = 1
         if norm_weight is not None:
@@ -93,12 +97,12 @@ class Rope:
                 defines["USE_SUBGROUP"] = 1
         w = norm_weight or x.view
         push = [tokens.word_offset, *x.push(), w.word_offset, *out_push, self.n_rot, float(self.log2_base),
-                self.eps]
+                self.eps, rows_per_part]
         rec.dispatch(ShaderKey.make("rope.comp", **defines),
-                     [tokens.buffer, x.buffer, w.buffer, out.buffer], (n_head, n_tok, 1), push=push,
+                     [tokens.buffer, x.buffer, w.buffer, *(o.buffer for o in outs)], (n_head, n_tok, 1), push=push,
                      spec=[self.block_size, self.head_dim],
                      reads=[records, x.view] + ([norm_weight] if norm_weight is not None else []),
-                     writes=[out])
+                     writes=outs)
 
 
 def shader_variants() -> list[ShaderKey]:

@@ -1,7 +1,7 @@
 """KV-cache write: token rows -> cache rows seq * n_ctx + pos as f16 or Q8_0 (shaders/set_rows.comp).
 
-Used for V (K goes through Rope.record_to_cache, fused with its norm and rotation). Mirrors
-vkmtp.ref.ops.set_rows.set_rows.
+Used for V (K goes through Rope.record_to_cache, fused with its norm and rotation). A cache is one View or
+its parts (vkmtp.ops.kv_parts). Mirrors vkmtp.ref.ops.set_rows.set_rows.
 """
 
 from __future__ import annotations
@@ -9,6 +9,7 @@ from __future__ import annotations
 from vkmtp.device import ShaderKey, View
 from vkmtp.ops._select import check_block_size
 from vkmtp.ops.kv_layout import KvLayout
+from vkmtp.ops.kv_parts import KvOperand
 from vkmtp.ops.strided import Strided
 
 RECORD_BYTES = 16  # {token_id, pos, seq, flags}
@@ -21,11 +22,6 @@ def check_tokens(tokens: View, n_tok: int) -> View:
     return tokens.sub(0, n_tok * RECORD_BYTES)
 
 
-def check_cache(cache: View, layout: KvLayout, name: str) -> None:
-    if cache.nbytes < layout.nbytes:
-        raise ValueError(f"{name}: view of {cache.nbytes} B is smaller than its layout ({layout.nbytes} B)")
-
-
 class SetRows:
     """Write x [n_tok, n_head_kv, head_dim] f32 into the rows named by the tokens' (seq, pos)."""
 
@@ -34,16 +30,18 @@ class SetRows:
         self.layout = layout
         self.block_size = check_block_size(block_size, device)
 
-    def record(self, rec, tokens: View, x: Strided, cache: View, n_tok: int) -> None:
+    def record(self, rec, tokens: View, x: Strided, cache, n_tok: int) -> None:
+        """cache: a View, or a list of Views (the cache's parts)."""
         lay = self.layout
         x.check("set_rows x", n_tok, lay.n_head_kv, lay.head_dim)
-        check_cache(cache, lay, "set_rows cache")
+        kv = KvOperand.of(cache, lay, "set_rows cache")
         records = check_tokens(tokens, n_tok)
-        push = [tokens.word_offset, *x.push(), cache.word_offset, lay.row_words, lay.head_words, lay.n_ctx]
-        rec.dispatch(ShaderKey.make("set_rows.comp", **{lay.store_define: 1}),
-                     [tokens.buffer, x.buffer, cache.buffer], (lay.n_head_kv, n_tok, 1),
+        push = [tokens.word_offset, *x.push(), kv.word_offset, lay.row_words, lay.head_words, lay.n_ctx,
+                kv.rows_per_part]
+        rec.dispatch(ShaderKey.make("set_rows.comp", **{lay.store_define: 1}, **kv.defines),
+                     [tokens.buffer, x.buffer, *kv.buffers], (lay.n_head_kv, n_tok, 1),
                      push=push, spec=[self.block_size, lay.head_dim],
-                     reads=[records, x.view], writes=[cache])
+                     reads=[records, x.view], writes=list(kv.views))
 
 
 def shader_variants() -> list[ShaderKey]:
