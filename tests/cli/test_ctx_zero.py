@@ -16,7 +16,6 @@ import pytest
 
 from vkmtp.cli.main import main
 from vkmtp.device import Device
-from vkmtp.device.info import list_devices, pick_device
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -38,7 +37,6 @@ def test_ctx_zero_picks_prints_and_runs_on_the_demo_model(capsys):
 
 
 def test_a_plan_that_cannot_fit_fails_before_allocation_with_the_plan(capsys, monkeypatch):
-    available_mib = pick_device(list_devices()).available_bytes >> 20
     allocations = []
     real_buffer = Device.buffer
 
@@ -47,12 +45,12 @@ def test_a_plan_that_cannot_fit_fails_before_allocation_with_the_plan(capsys, mo
         return real_buffer(self, *args, **kw)
 
     monkeypatch.setattr(Device, "buffer", counting_buffer)
-    # leave all but 4 MiB of the device's budget free: not even the smallest context fits
-    rc = main(["generate", "-c", "0", "-p", "hello", "-n", "3", "--temp", "0",
-               "--fit-target", str(available_mib - 4)])
+    # a margin larger than any device's memory (the budget is what is available less the margin): nothing fits.
+    # (On a CPU device what is available is the host's free memory, which moves: only a zero budget is exact.)
+    rc = main(["generate", "-c", "0", "-p", "hello", "-n", "3", "--temp", "0", "--fit-target", str(1 << 30)])
     err = capsys.readouterr().err
     assert rc == 1, err
-    assert "4.0 MiB is available" in err, err
+    assert "but 0.0 MiB is available" in err, err
     for row in ("weights", "KV cache", "recurrent state", "scratch", "total", "reduce with"):
         assert row in err, err
     assert allocations == []
@@ -71,5 +69,7 @@ def test_ctx_zero_on_the_0_8b_real_shape_model(tmp_path, capsys):
     assert main(["generate", "-m", path, "-c", "0", "-p", "hello there", "-n", "2", "--temp", "0"]) == 0
     err = capsys.readouterr().err
     n_ctx = _fitted(err)
-    # the trained context (262144) does not fit lavapipe's 2 GiB heap: the largest that does, a multiple of 256
-    assert 4096 <= n_ctx < 262144 and n_ctx % 256 == 0 and "the largest that fits" in err
+    # up to the trained context (262144): all of it where it fits, else the largest multiple of 256 that does
+    assert 4096 <= n_ctx <= 262144
+    assert ("the model's trained context" in err) if n_ctx == 262144 else \
+        (n_ctx % 256 == 0 and "the largest that fits" in err), err
