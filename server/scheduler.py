@@ -28,7 +28,7 @@ from vkmtp.server.errors import SERVER, UNAVAILABLE, ApiError, bad_request, load
 from vkmtp.server.metrics import StatsBook
 from vkmtp.server.text import TextStream
 from vkmtp.engine.api import Engine, EngineConfig, PromptTooLongError, Request, Sequence, Timings
-from vkmtp.engine.probes import engine_allocated_bytes
+from vkmtp.engine.probes import engine_allocated_bytes, release_free_heap
 
 log = logging.getLogger("vkmtp.server")
 
@@ -376,6 +376,7 @@ class Scheduler:
         engine.close()
         del engine
         gc.collect()
+        release_free_heap()   # the freed device's memory goes back to the system, not only to malloc
         self.stats.set_engine_bytes(0)
         self.n_sleeps += 1
         self.sleeping = True

@@ -8,8 +8,9 @@ records no barrier between dependent dispatches. This script:
 1. downloads the sdist with pip (or reuses it from the cache),
 2. builds against the system Vulkan headers and libfmt and pip's pybind11 >= 2.12 (Debian's 2.10 breaks numpy 2),
 3. compiles `tools/kp/vkmtp_ext.hpp` into the binding (OpComputeBarrier, OpCopyRegion, device_infos,
-   set_device_features), lets storage-only tensors be copy sources/targets (chunked weight upload), and adds
-   one hook call to Manager::createDevice through which the extension enables optional device features,
+   set_device_features, set_memory_type), lets storage-only tensors be copy sources/targets (chunked weight
+   upload), adds one hook call to Manager::createDevice through which the extension enables optional device
+   features, and lets a tensor's memory come from a memory type vkmtp chose (Tensor::allocateBindMemory),
 4. stores the wheel as `<cache>/kp-0.9.0+vkmtp<EXT>-*.whl`, so a second set-up run only installs it.
 
 Usage: python tools/build_kp.py [--cache DIR]   (prints the wheel path on the last line)
@@ -91,6 +92,36 @@ def patch_sources(root: Path, local_version: str) -> None:
         "                   vk::BufferUsageFlagBits::eTransferDst;\n",
         "Tensor.cpp",
     )
+    # Memory types: vkmtp chooses the memory type of each buffer role (vkmtp/device/memory_types.py); the
+    # extension's set_memory_type() sets a per-thread request that the next tensor's primary buffer is
+    # allocated from, instead of Kompute's first type with the tensor type's property flags.
+    src = replace_once(
+        src, "namespace kp {\n",
+        "namespace kp {\n\nthread_local int vkmtpMemoryTypeRequest = -1;\n", "Tensor.cpp memory type request")
+    src = replace_once(
+        src, "    uint32_t memoryTypeIndex = -1;\n",
+        "    if (vkmtpMemoryTypeRequest >= 0 && buffer == this->mPrimaryBuffer) {\n"
+        "        const uint32_t want = (uint32_t)vkmtpMemoryTypeRequest;\n"
+        "        if (want >= memoryProperties.memoryTypeCount ||\n"
+        "            !(memoryRequirements.memoryTypeBits & (1u << want))) {\n"
+        "            throw std::runtime_error(\"memory type \" + std::to_string(want) +\n"
+        "              \" cannot back this buffer (its memoryTypeBits are \" +\n"
+        "              std::to_string(memoryRequirements.memoryTypeBits) + \")\");\n"
+        "        }\n"
+        "        const vk::MemoryPropertyFlags mapped = vk::MemoryPropertyFlagBits::eHostVisible |\n"
+        "                                               vk::MemoryPropertyFlagBits::eHostCoherent;\n"
+        "        if (this->mTensorType == TensorTypes::eHost &&\n"
+        "            (memoryProperties.memoryTypes[want].propertyFlags & mapped) != mapped) {\n"
+        "            throw std::runtime_error(\"memory type \" + std::to_string(want) +\n"
+        "              \" is not host-visible and coherent; a host tensor is mapped\");\n"
+        "        }\n"
+        "        vk::MemoryAllocateInfo info(memoryRequirements.size, want);\n"
+        "        this->mDevice->allocateMemory(&info, nullptr, memory.get());\n"
+        "        this->mDevice->bindBufferMemory(*buffer, *memory, 0);\n"
+        "        return;\n"
+        "    }\n"
+        "    uint32_t memoryTypeIndex = -1;\n",
+        "Tensor.cpp allocateBindMemory")
     tensor_cpp.write_text(src)
 
     setup_py = root / "setup.py"

@@ -47,7 +47,7 @@ pipq=("$vpy" -m pip install -q --disable-pip-version-check)
   2>/dev/null || "${pipq[@]}" "pybind11>=2.12" "numpy>=1.26" wheel setuptools
 
 # --- 3. kp with vkmtp's patch ---------------------------------------------------------------------------------------
-if ! "$vpy" -c "import kp, sys; sys.exit(0 if getattr(kp, 'vkmtp_ext_version', 0) >= 2 else 1)" 2>/dev/null \
+if ! "$vpy" -c "import kp, sys; sys.exit(0 if getattr(kp, 'vkmtp_ext_version', 0) >= 4 else 1)" 2>/dev/null \
    || [ "$("$vpy" -c "import importlib.metadata as m; print(m.version('kp'))" 2>/dev/null)" != \
         "$("$vpy" "$root/tools/build_kp.py" --print-version)" ]; then
   say "building kp 0.9.0 (patched) — the first time takes a few minutes"

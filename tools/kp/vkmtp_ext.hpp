@@ -7,7 +7,11 @@
 // OpCopyRegion copies a byte range between two tensors (chunked weight upload, KV snapshots, state rollback).
 // device_infos() reports what kp's own get_device_properties() leaves out: device type, driver, subgroup
 // size and operations, memory heaps and budget, limits, the optional features the device supports and those
-// its most recent VkDevice was created with.
+// its most recent VkDevice was created with, and every memory type's property flags.
+// set_memory_type(index) makes the next tensor this thread creates take its memory from that memory type (vkmtp
+// chooses one per buffer role, vkmtp/device/memory_types.py; Kompute would take the first type with the tensor
+// type's flags, e.g. a system-RAM host type on a discrete GPU). Device-local tensors are storage tensors filled
+// through vkmtp's staging buffer (OpCopyRegion); host-visible ones are host tensors, mapped.
 // Device features: kp's Manager::createDevice enables no optional feature (pEnabledFeatures = nullptr, no
 // pNext). tools/build_kp.py adds one call in it to kp::vkmtpDeviceCreateHook, which this file sets: it chains a
 // VkPhysicalDeviceFeatures2 with the optional features below that the device supports and that
@@ -30,6 +34,9 @@ namespace kp {
 extern void (*vkmtpDeviceCreateHook)(const vk::PhysicalDevice&,
                                      vk::DeviceCreateInfo&,
                                      std::vector<const char*>&);
+// Defined in kp's Tensor.cpp by tools/build_kp.py: the memory type index the next tensor created on this
+// thread takes its primary buffer's memory from (-1: Kompute's own choice).
+extern thread_local int vkmtpMemoryTypeRequest;
 }
 
 namespace vkmtp_ext {
@@ -361,7 +368,8 @@ deviceInfo(const vk::PhysicalDevice& dev)
           "device_local"_a = (bool)(f & vk::MemoryPropertyFlagBits::eDeviceLocal),
           "host_visible"_a = (bool)(f & vk::MemoryPropertyFlagBits::eHostVisible),
           "host_coherent"_a = (bool)(f & vk::MemoryPropertyFlagBits::eHostCoherent),
-          "host_cached"_a = (bool)(f & vk::MemoryPropertyFlagBits::eHostCached)));
+          "host_cached"_a = (bool)(f & vk::MemoryPropertyFlagBits::eHostCached),
+          "property_flags"_a = (uint32_t)f));
     }
 
     FeatureChain chain(exts);
@@ -495,8 +503,14 @@ registerExtensions(py::module_& m)
       "(vkmtp).");
     m.attr("device_feature_names") = py::cast(std::vector<std::string>(std::begin(kFeatureNames),
                                                                         std::end(kFeatureNames)));
+    m.def(
+      "set_memory_type",
+      [](py::object index) { kp::vkmtpMemoryTypeRequest = index.is_none() ? -1 : index.cast<int>(); },
+      py::arg("index"),
+      "Memory type index the next tensor created on this thread is allocated from; None: Kompute's choice "
+      "(vkmtp).");
     kp::vkmtpDeviceCreateHook = &deviceCreateHook;
-    m.attr("vkmtp_ext_version") = 3;
+    m.attr("vkmtp_ext_version") = 4;
 }
 
 } // namespace vkmtp_ext

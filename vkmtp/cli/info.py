@@ -17,6 +17,7 @@ def describe_model(path: str, n_ctx: int = 4096, n_slots: int = 1, types: CacheT
     """What `vkmtp info` prints: the model, and the memory plan for these settings on `device` (None: the
     default device, opened here) with whether it fits. n_ctx 0: the largest context that fits."""
     from vkmtp.device import Device
+    from vkmtp.device.info import format_memory
 
     if isinstance(types, str):
         types = CacheTypes(types, types)
@@ -64,6 +65,9 @@ def describe_model(path: str, n_ctx: int = 4096, n_slots: int = 1, types: CacheT
         plan = plan_for(n_ctx)
         lines += [f"memory plan   ctx {n_ctx}, {n_slots} slot(s), MTP "
                   f"{'on, n-max %d' % n_max if use_mtp else 'off'}", plan.describe()]
+        lines.append(f"memory types  per buffer role on {dev.info.name} "
+                     f"({'UMA: mapped, nothing staged' if dev.info.uma else 'discrete'})")
+        lines += ["  " + line for line in format_memory(dev.info)]
         why = plan.problem(budget, dev.info.name)
         verdict = "fits" if why is None else "does not fit"
         lines.append(f"{verdict} on {dev.info.name} (budget {budget / GiB:.2f} GiB)"

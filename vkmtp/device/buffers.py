@@ -15,7 +15,8 @@ WORD = 4
 
 
 class Buffer:
-    """A storage buffer. kind: 'device' (device-local, not mapped), 'host' (host-visible, coherent, mapped)."""
+    """A storage buffer. kind: 'device' (device-local, not mapped), 'host' (host-visible, coherent, mapped);
+    role and memory_type: the buffer role and the memory type index it was allocated from (Device.buffer)."""
 
     def __init__(self, device, tensor, nbytes: int, kind: str, name: str):
         self._device = device
@@ -23,6 +24,8 @@ class Buffer:
         self.nbytes = nbytes
         self.kind = kind
         self.name = name
+        self.role = ""
+        self.memory_type = -1
 
     @property
     def n_words(self) -> int:

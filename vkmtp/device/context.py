@@ -23,6 +23,7 @@ from vkmtp.device.buffers import WORD, Buffer, View
 from vkmtp.device.capabilities import DeviceCaps
 from vkmtp.device.compiler import ShaderCompiler, ShaderKey
 from vkmtp.device.info import FEATURE_NAMES, DeviceInfo, list_devices, pick_device
+from vkmtp.device.memory_types import HOST_ROLES, ROLES
 
 STAGING_BYTES = 64 << 20
 
@@ -58,6 +59,7 @@ class Device:
         enabled = kp.device_infos(self.manager)[info.index]["enabled_features"]
         self.info = replace(info, enabled_features=frozenset(k for k, v in enabled.items() if v))
         self.caps = DeviceCaps.for_device(self.info)
+        self.memory = self.info.memory   # the memory type of each buffer role (vkmtp.device.memory_types)
         self.compiler = compiler or ShaderCompiler()
         self.allocated = {"device": 0, "host": 0}
         self.n_buffers = 0
@@ -68,25 +70,39 @@ class Device:
         self.peak_allocated = 0
 
     # --- memory ---------------------------------------------------------------------------------------------
-    def buffer(self, nbytes: int, kind: str = "device", name: str = "") -> Buffer:
-        """Allocate `nbytes` (rounded up to words). On UMA devices 'device' memory is mapped (no staging)."""
+    def buffer(self, nbytes: int, kind: str = "device", name: str = "", role: str | None = None) -> Buffer:
+        """Allocate `nbytes` (rounded up to words) in the memory type chosen for `role`
+        (vkmtp.device.memory_types.ROLES). Without a role, kind 'device' is scratch and 'host' is outputs.
+        Mapped roles (UMA, host-side roles) are host tensors; the others are device-local storage tensors that
+        upload() / download() fill and read through the staging buffer."""
         if kind not in ("device", "host"):
             raise ValueError(f"unknown buffer kind {kind!r}")
+        role = role or ("scratch" if kind == "device" else "outputs")
+        if role not in ROLES:
+            raise ValueError(f"unknown buffer role {role!r}; roles: {', '.join(ROLES)}")
         nbytes = max(-(-int(nbytes) // WORD) * WORD, WORD)
         if nbytes > self.info.max_storage_buffer_range:
             raise MemoryError(f"buffer '{name}' of {nbytes} B exceeds this device's maxStorageBufferRange "
                               f"({self.info.max_storage_buffer_range} B); split it")
-        mapped = kind == "host" or self.info.uma
+        place = self.memory[role]
+        mapped = place.mapped
         kp = self._kp
         words = np.zeros(nbytes // WORD, dtype=np.uint32) if mapped else np.empty(nbytes // WORD, np.uint32)
         ttype = kp.TensorTypes.host if mapped else kp.TensorTypes.storage
+        kp.set_memory_type(place.type_index)
         try:
             tensor = self.manager.tensor_t(words, ttype)
         except Exception as exc:  # driver out-of-memory and friends
-            raise MemoryError(f"allocating {nbytes} B for '{name}' failed: {exc}") from None
+            raise MemoryError(f"allocating {nbytes} B for '{name}' ({role}, memory type {place.type_index}) "
+                              f"failed: {exc}") from None
+        finally:
+            kp.set_memory_type(None)
         buf = Buffer(self, tensor, nbytes, "host" if mapped else "device", name)
-        self.allocated[kind] += nbytes
-        buf._accounted = kind
+        buf.role = role
+        buf.memory_type = place.type_index
+        accounted = "host" if role in HOST_ROLES else "device"
+        self.allocated[accounted] += nbytes
+        buf._accounted = accounted
         self.n_buffers += 1
         self._live[id(buf)] = buf
         self.peak_allocated = max(self.peak_allocated, self.allocated_bytes)
@@ -149,7 +165,8 @@ class Device:
 
     def _staging_buffer(self) -> Buffer:
         if self._staging is None:
-            self._staging = self.buffer(staging_bytes(self.info.max_storage_buffer_range), "host", "staging")
+            self._staging = self.buffer(staging_bytes(self.info.max_storage_buffer_range), "host", "staging",
+                                        role="staging")
         return self._staging
 
     # --- pipelines --------------------------------------------------------------------------------------------

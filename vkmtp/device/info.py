@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 
 from vkmtp import env
+from vkmtp.device.memory_types import MemoryChoice, MemoryType, choose, is_uma
 
 VENDORS = {0x1002: "AMD", 0x10DE: "NVIDIA", 0x8086: "Intel", 0x13B5: "ARM", 0x5143: "Qualcomm",
            0x106B: "Apple", 0x10005: "Mesa"}
@@ -71,7 +72,8 @@ class DeviceInfo:
     timestamp_period_ns: float = 1.0
     timestamps: bool = False
     heaps: tuple[MemoryHeap, ...] = ()
-    uma: bool = False               # device-local memory is host-visible: APUs, lavapipe
+    uma: bool = False               # an integrated GPU or a CPU device (memory_types.is_uma): APUs, lavapipe
+    memory_types: tuple[MemoryType, ...] = ()
     memory_budget: bool = False
     extensions: tuple[str, ...] = ()
     supported_features: frozenset = frozenset()   # FEATURE_NAMES the device supports
@@ -105,6 +107,11 @@ class DeviceInfo:
         return sum(h.size for h in local)
 
     @property
+    def memory(self) -> MemoryChoice:
+        """The memory type of every buffer role on this device (vkmtp.device.memory_types)."""
+        return choose(self.kind, self.heaps, self.memory_types)
+
+    @property
     def has_subgroup_arithmetic(self) -> bool:
         return bool(self.subgroup_ops.get("arithmetic"))
 
@@ -124,11 +131,12 @@ class DeviceInfo:
     @staticmethod
     def from_kp(index: int, d: dict) -> "DeviceInfo":
         heaps = tuple(MemoryHeap(h["size"], h["device_local"], h["budget"], h["usage"]) for h in d["memory_heaps"])
-        uma = any(t["device_local"] and t["host_visible"] for t in d["memory_types"])
+        types = tuple(MemoryType(t["heap"], _property_flags(t)) for t in d["memory_types"])
+        kind = _TYPE_NAME.get(d["device_type"], "other")
         api = d["api_version"]
         return DeviceInfo(
             index=index, name=d["name"], vendor_id=d["vendor_id"], device_id=d["device_id"],
-            kind=_TYPE_NAME.get(d["device_type"], "other"), driver_name=d["driver_name"],
+            kind=kind, driver_name=d["driver_name"],
             driver_info=d["driver_info"], api_version=f"{api >> 22}.{(api >> 12) & 0x3FF}.{api & 0xFFF}",
             subgroup_size=d["subgroup_size"], subgroup_ops=dict(d["subgroup_ops"]),
             max_shared_memory=d["max_shared_memory"], max_workgroup_invocations=d["max_workgroup_invocations"],
@@ -136,13 +144,22 @@ class DeviceInfo:
             max_storage_buffer_range=d["max_storage_buffer_range"],
             max_push_constants_size=d["max_push_constants_size"],
             max_memory_allocation_count=d["max_memory_allocation_count"],
-            timestamp_period_ns=d["timestamp_period_ns"], timestamps=d["timestamps"], heaps=heaps, uma=uma,
-            memory_budget=d["memory_budget"], extensions=tuple(d["extensions"]),
+            timestamp_period_ns=d["timestamp_period_ns"], timestamps=d["timestamps"], heaps=heaps,
+            uma=is_uma(kind, heaps, types), memory_types=types, memory_budget=d["memory_budget"],
+            extensions=tuple(d["extensions"]),
             supported_features=_names(d.get("supported_features", {})),
             enabled_features=_names(d.get("enabled_features", {})),
             integer_dot_accelerated=bool(d.get("integer_dot_4x8_packed_accelerated", False)),
             min_subgroup_size=d.get("min_subgroup_size", d["subgroup_size"]),
             max_subgroup_size=d.get("max_subgroup_size", d["subgroup_size"]))
+
+
+def _property_flags(t: dict) -> int:
+    """VkMemoryPropertyFlags of one memory type (kp extension 4+ reports them whole)."""
+    if "property_flags" in t:
+        return int(t["property_flags"])
+    return sum(bit for key, bit in (("device_local", 1), ("host_visible", 2), ("host_coherent", 4),
+                                    ("host_cached", 8)) if t.get(key))
 
 
 def _names(flags: dict) -> frozenset:
@@ -199,4 +216,16 @@ def format_devices(devices: list[DeviceInfo], chosen: int | None = None) -> str:
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows]
     lines.insert(1, "  ".join("-" * w for w in widths))
+    for d in devices:
+        lines += ["", f"device {d.index} memory types per buffer role:"]
+        lines += ["  " + line for line in format_memory(d)]
     return "\n".join(lines)
+
+
+def format_memory(info: DeviceInfo) -> list[str]:
+    """The chosen memory type and heap of each buffer role (vkmtp devices, vkmtp info)."""
+    from vkmtp.device.memory_types import NoMemoryTypeError, format_choice
+    try:
+        return format_choice(info.memory, info.heaps)
+    except NoMemoryTypeError as exc:
+        return [str(exc)]

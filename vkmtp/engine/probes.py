@@ -3,10 +3,15 @@
 `engine_allocated_bytes` reads the engine's own accounting: the Vulkan engine's `device.allocated_bytes`
 (device buffers it created and has not freed) or an engine-level `allocated_bytes` (the reference engine's
 weights, states and cached prefixes). `process_rss_bytes` reads the resident set size from /proc.
+`heap_in_use_bytes` and `release_free_heap` ask the C allocator (glibc) what is live and give back what is
+free: after a sleeping engine's Vulkan device is destroyed, the driver's freed memory (lavapipe: tens of MiB of
+compiled pipelines) otherwise stays in the process.
 """
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import os
 
 from vkmtp.engine.api import Engine
@@ -53,3 +58,36 @@ def memory_report(engine: Engine | None, load_peak_rss: int | None = None) -> di
     if load_peak_rss is not None:
         out["load_peak_rss_bytes"] = load_peak_rss
     return out
+
+
+class _MallInfo2(ctypes.Structure):
+    _fields_ = [(name, ctypes.c_size_t) for name in ("arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks",
+                                                     "fsmblks", "uordblks", "fordblks", "keepcost")]
+
+
+def _libc():
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+    except OSError:
+        return None
+    return libc if hasattr(libc, "malloc_trim") else None
+
+
+def heap_in_use_bytes() -> int | None:
+    """Bytes the C allocator has handed out and not had back (glibc mallinfo2: small blocks + mmapped ones),
+    across all arenas; None where the allocator cannot say (not glibc, or glibc < 2.33)."""
+    libc = _libc()
+    if libc is None or not hasattr(libc, "mallinfo2"):
+        return None
+    libc.mallinfo2.restype = _MallInfo2
+    info = libc.mallinfo2()
+    return int(info.uordblks + info.hblkhd)
+
+
+def release_free_heap() -> bool:
+    """Return the C allocator's free pages to the system (glibc malloc_trim); False where there is none."""
+    libc = _libc()
+    if libc is None:
+        return False
+    libc.malloc_trim(0)
+    return True

@@ -79,9 +79,9 @@ class VulkanEngine(SlotEngine):
         self.state = DeviceState(self.device, self.cfg, plan.layouts, S, shape.n_snap)
         self.ops = Ops(self.device, self.cfg, plan.layouts, self.tuning)
         self.fwd = Forward(self.device, self.cfg, self.table, self.weights, self.state, self.ops)
-        self.scratch = self.device.buffer(plan.size_of("scratch"), "device", "scratch")
-        self.hidden = self.device.buffer(plan.size_of("hidden"), "device", "hidden")
-        self.logits_host = self.device.buffer(plan.size_of("logits"), "host", "logits")
+        self.scratch = self.device.buffer(plan.size_of("scratch"), "device", "scratch", role="scratch")
+        self.hidden = self.device.buffer(plan.size_of("hidden"), "device", "hidden", role="scratch")
+        self.logits_host = self.device.buffer(plan.size_of("logits"), "host", "logits", role="outputs")
         self.io = StepIO(self.device, shape.max_rows, S, self.K)
         self.ctx = GraphContext(self.device, self.fwd, self.io, self.scratch, self.hidden, self.logits_host,
                                 shape.max_rows)

@@ -62,14 +62,14 @@ class LayerStack:
             sizes = LayerStack.buffer_sizes(device.info.max_storage_buffer_range, n_layers, block_bytes, part_bytes)
             per_layer = len(sizes) // n_layers
             for size in sizes:
-                self.buffers.append(device.buffer(size, "device", f"{name}{len(self.buffers)}"))
+                self.buffers.append(device.buffer(size, "device", f"{name}{len(self.buffers)}", role="state"))
             self.layers = [[b.view() for b in self.buffers[i * per_layer:(i + 1) * per_layer]]
                            for i in range(n_layers)]
             return
         first = 0
         for size in LayerStack.buffer_sizes(device.info.max_storage_buffer_range, n_layers, block_bytes):
             count = size // stride
-            buf = device.buffer(size, "device", f"{name}{len(self.buffers)}")
+            buf = device.buffer(size, "device", f"{name}{len(self.buffers)}", role="state")
             self.buffers.append(buf)
             self.groups.append(StackGroup(buf.view(0, count * stride), first, count, stride // 4))
             self.layers.extend(buf.view(i * stride, block_bytes) for i in range(count))
@@ -155,14 +155,15 @@ class DeviceState:
         self.mtp_kv_layout = layouts.mtp_k
         self.mtp_v_layout = layouts.mtp_v
         # post-norm hidden of each slot's last processed token: the next MTP draft's input (llama.cpp's pending_h)
-        self.pending_h_buffer = device.buffer(4 * S * cfg.n_embd, "device", "pending_h")
+        self.pending_h_buffer = device.buffer(4 * S * cfg.n_embd, "device", "pending_h", role="state")
         self.pending_h = self.pending_h_buffer.view()
         # the MTP head's input hidden (h_{p-1}) of each position p it has not run on yet, LAG ring rows per slot
         self.lag_rows = MTP_LAG_ROWS if layouts.mtp_k is not None else 0
         if self.lag_rows > layouts.k.sink_rows:
             raise ValueError(f"the sink slot's {layouts.k.sink_rows} KV rows cannot pad a {self.lag_rows}-row "
                              f"MTP catch-up")
-        self.mtp_lag_buffer = device.buffer(4 * n_slots * self.lag_rows * cfg.n_embd, "device", "mtp_lag") \
+        self.mtp_lag_buffer = device.buffer(4 * n_slots * self.lag_rows * cfg.n_embd, "device", "mtp_lag",
+                                            role="state") \
             if self.lag_rows else None
         self.mtp_lag = self.mtp_lag_buffer.view() if self.mtp_lag_buffer else None
         self.device = device

@@ -173,8 +173,7 @@ class MemoryPlan:
                     f"binds at most {self.max_buffer / MiB:.1f} MiB per storage buffer (maxStorageBufferRange)"
                     + cut)
         if self.total > available:
-            return (f"the model needs {self.total / GiB:.2f} GiB on {device_name} but {available / GiB:.2f} GiB "
-                    f"is available")
+            return (f"the model needs {_size(self.total)} on {device_name} but {_size(available)} is available")
         return None
 
     def fits(self, available: int) -> bool:
@@ -184,6 +183,11 @@ class MemoryPlan:
         why = self.problem(available, device_name)
         if why is not None:
             raise DeviceMemoryError(f"{why}:\n{self.describe()}\nreduce with: " + ", ".join(self.hints()))
+
+
+def _size(n: int) -> str:
+    """Bytes for a message: MiB below 1 GiB (a small plan and a small budget must not both read 0.01 GiB)."""
+    return f"{n / MiB:.1f} MiB" if n < GiB else f"{n / GiB:.2f} GiB"
 
 
 def kv_row_bytes(cfg: ModelConfig, kv_type: str) -> int:

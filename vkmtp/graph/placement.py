@@ -105,7 +105,8 @@ class WeightPlan:
 
     def allocate(self, device: Device, progress=None) -> dict[str, WeightRef]:
         """Allocate the buffers and upload every tensor (from the memory-mapped file, no float copies)."""
-        buffers = [device.buffer(size, "device", f"weights{i}") for i, size in enumerate(self.buffer_sizes)]
+        buffers = [device.buffer(size, "device", f"weights{i}", role="weights")
+                   for i, size in enumerate(self.buffer_sizes)]
         refs: dict[str, WeightRef] = {}
         for name in self.names:
             info = self.gguf.tensors[name]

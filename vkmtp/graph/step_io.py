@@ -54,7 +54,7 @@ class StepIO:
         for name, n in StepIO.regions(max_tokens, n_seq, K).items():
             self.offsets[name] = (total, n)
             total += -(-n // 4) * 4
-        self.buffer = device.buffer(4 * total, "host", "step")
+        self.buffer = device.buffer(4 * total, "host", "step", role="step_inputs")
         self.words = self.buffer.words()
         self.K = K
 
