@@ -110,11 +110,17 @@ def _tool_parameters(tool: dict, field: str) -> tuple[str, dict]:
     return function["name"], params
 
 
+def _embedded(schema: dict) -> str:
+    """A schema inside a Lark grammar, compact: without this the JSON may hold any amount of whitespace, which a
+    small model fills forever."""
+    return "%json " + json.dumps({**schema, "x-guidance": {"whitespace_flexible": False}})
+
+
 def _json_call(name: str, params: dict) -> str:
     """Qwen3's form: {"name": NAME, "arguments": {...}} as one JSON schema."""
     schema = {"type": "object", "properties": {"name": {"const": name}, "arguments": params},
               "required": ["name", "arguments"], "additionalProperties": False}
-    return "%json " + json.dumps(schema)
+    return _embedded(schema)
 
 
 def _xml_call(name: str, params: dict) -> str:
@@ -127,16 +133,18 @@ def _xml_call(name: str, params: dict) -> str:
     parts = [_lark_string(f"<function={name}>\n")]
     for key in list(required) + [k for k in props if k not in required]:
         schema = props[key] if isinstance(props[key], dict) else {}
-        value = "/[^<]*/" if schema.get("type") == "string" else "%json " + json.dumps(schema)
+        value = "/[^<]*/" if schema.get("type") == "string" else _embedded(schema)
         block = f"({_lark_string(f'<parameter={key}>' + chr(10))} {value} {_lark_string(chr(10) + '</parameter>' + chr(10))})"
         parts.append(block if key in required else block + "?")
     parts.append(_lark_string("</function>"))
     return " ".join(parts)
 
 
-def tool_calls(tools: Any, choice: Any, syntax: str, parallel: bool, field: str = "tool_choice") -> Grammar:
+def tool_calls(tools: Any, choice: Any, syntax: str, parallel: bool, thinking: bool = False,
+               field: str = "tool_choice") -> Grammar:
     """One tool call (several with parallel_tool_calls) of the offered tools, or of the named function, in the
-    template's syntax ("xml" | "json"); nothing before the first call."""
+    template's syntax ("xml" | "json"); nothing before the first call but, when the prompt left a `<think>`
+    block open (`thinking`), the rest of the reasoning (text without '<') and `</think>`."""
     if not isinstance(tools, list) or not tools:
         raise GrammarError(f"{field}: {choice!r:.60} needs 'tools'")
     by_name = dict(_tool_parameters(t, "tools") for t in tools)
@@ -150,5 +158,6 @@ def tool_calls(tools: Any, choice: Any, syntax: str, parallel: bool, field: str 
     make = _xml_call if syntax == "xml" else _json_call
     calls = " | ".join(f"({make(n, p)})" for n, p in by_name.items())
     block = f'"<tool_call>\\n" call "\\n</tool_call>"'
-    lark = f"start: {block}" + (f' ("\\n" {block})*' if parallel else "") + f"\ncall: {calls}\n"
+    think = r'/[^<]*/ "</think>" /[ \t\n]*/ ' if thinking else ""
+    lark = f"start: {think}{block}" + (f' ("\\n" {block})*' if parallel else "") + f"\ncall: {calls}\n"
     return _checked(llguidance.LLMatcher.grammar_from_lark(lark), "tool_choice", field)
