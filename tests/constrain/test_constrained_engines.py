@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 
 import jsonschema
+import numpy as np
 import pytest
 
 from vkmtp.constrain import grammar as G
@@ -103,3 +104,38 @@ def test_a_forbidden_draft_ends_the_draft(demo):
     assert sampler.allowed_drafts(b + a) == []
     allowed = sampler.allowed(a)
     assert allowed[b[0]] and not allowed[a[0]]
+
+
+TOOLS = [{"type": "function", "function": {"name": "add", "parameters": {
+    "type": "object", "properties": {"a": {"type": "integer"}, "b": {"type": "string"}}, "required": ["a"]}}}]
+
+
+@pytest.mark.parametrize("syntax,thinking,text,ok", [
+    ("xml", False, "<tool_call>\n<function=add>\n<parameter=a>\n12\n</parameter>\n</function>\n</tool_call>", True),
+    ("xml", False, "<tool_call>\n<function=add>\n<parameter=a>\n1\n</parameter>\n<parameter=b>\nhi there\n"
+                   "</parameter>\n</function>\n</tool_call>", True),
+    ("xml", True, "I should add.\n</think>\n\n<tool_call>\n<function=add>\n<parameter=a>\n3\n</parameter>\n"
+                  "</function>\n</tool_call>", True),
+    ("xml", False, "<tool_call>\n<function=add>\n<parameter=a>\nx\n</parameter>\n</function>\n</tool_call>", False),
+    ("xml", False, "Sure! <tool_call>", False),
+    ("json", False, '<tool_call>\n{"name":"add","arguments":{"a":5,"b":"x"}}\n</tool_call>', True),
+    ("json", False, '<tool_call>\n{"name":"sub","arguments":{"a":5}}\n</tool_call>', False),
+    ("json", False, '<tool_call>\n{"name":"add","arguments":{"b":"x"}}\n</tool_call>', False),
+])
+def test_tool_call_grammar_accepts_valid_calls_only(demo, syntax, thinking, text, ok):
+    _, tok = demo
+    grammar = G.tool_calls(TOOLS, "required", syntax, parallel=False, thinking=thinking)
+    from vkmtp.sampling import Sampler
+
+    sampler = LogitShape(grammar, ll_tokenizer(tok, len(tok.tokens), tok.eog_ids)).sampler(Sampler(GREEDY),
+                                                                                            len(tok.tokens))
+    ids = tok.encode(text, add_special=False)
+    n = len(sampler.allowed_drafts(ids))
+    if ok:
+        assert n == len(ids)
+        for t in ids:
+            sampler.accept(t)
+        allowed = sampler.allowed()
+        assert set(np.nonzero(allowed)[0]) <= set(tok.eog_ids) and allowed.any()   # complete: only the end
+    else:
+        assert n < len(ids)

@@ -12,7 +12,10 @@ import jsonschema
 import openai
 import pytest
 
+from pathlib import Path
+
 from tests.server.live_server import LiveServer, server_config
+from vkmtp.text.chat_template import ChatTemplate
 from vkmtp.demo_model import default_model_path
 from vkmtp.sampling import SamplingParams
 
@@ -87,6 +90,29 @@ def test_agent_loop_with_a_forced_tool_call(servers, choice):
     assert follow.usage.completion_tokens > 0
 
 
+QWEN35_TEMPLATE = (Path(__file__).resolve().parent.parent / "data" / "tok" / "qwen35_style.jinja").read_text()
+
+
+def test_forced_calls_in_the_xml_syntax():
+    """A Qwen3.5-style template: the grammar writes <function=NAME><parameter=KEY> blocks; the parser reads them
+    back into arguments valid for the schema. (With thinking on, the grammar first lets the reasoning end, which
+    the demo model never does by itself: tests/constrain covers that grammar.)"""
+    thinking = False
+    srv = _server(mtp=True)
+    srv.info.template = ChatTemplate(QWEN35_TEMPLATE, eos_token="<|im_end|>")
+    try:
+        reply = srv.client.chat.completions.create(
+            model="demo", messages=[{"role": "user", "content": "Weather in Rome?"}], tools=TOOLS,
+            tool_choice="required", parallel_tool_calls=False, max_tokens=300, temperature=0,
+            extra_body={"chat_template_kwargs": {"enable_thinking": thinking}})
+        choice = reply.choices[0]
+        assert choice.finish_reason == "tool_calls", choice
+        (call,) = choice.message.tool_calls
+        jsonschema.validate(json.loads(call.function.arguments), SCHEMAS[call.function.name])
+    finally:
+        srv.stop()
+
+
 def test_tool_choice_none_and_auto_are_accepted(servers):
     srv = servers[False]
     for choice in ("none", "auto"):
@@ -155,8 +181,14 @@ def test_bad_constraints_are_400s_naming_the_field(servers):
                                                                             "function": {"name": "nope"}}},
          "tool_choice"),
     ]
+    # sizes past the server's own limits (this server has the default 16 MiB body limit): a 1 MB grammar and a
+    # schema nested 10^4 levels; one second bounds the failure of a server that tried to compile them
+    cases += [("/completion", {"prompt": "a", "grammar": "root ::= " + '"x" ' * 250_000}, "grammar")]
     for path, body, field in cases:
-        r = srv.http.post(path, json=body)
+        r = srv.http.post(path, json=body, timeout=1.0)
         assert r.status_code == 400, (body, r.text)
         assert field in r.json()["error"]["message"], (body, r.text)
+    deep = b'{"prompt": "a", "json_schema": ' + b'{"items": ' * 10_000 + b"{}" + b"}" * 10_001
+    r = srv.http.post("/completion", content=deep, headers={"Content-Type": "application/json"}, timeout=1.0)
+    assert r.status_code == 400 and "nested" in r.json()["error"]["message"], r.text
     assert srv.http.post("/completion", json={"prompt": "a", "n_predict": 2}).status_code == 200

@@ -133,8 +133,10 @@ def _xml_call(name: str, params: dict) -> str:
     parts = [_lark_string(f"<function={name}>\n")]
     for key in list(required) + [k for k in props if k not in required]:
         schema = props[key] if isinstance(props[key], dict) else {}
-        value = "/[^<]*/" if schema.get("type") == "string" else _embedded(schema)
-        block = f"({_lark_string(f'<parameter={key}>' + chr(10))} {value} {_lark_string(chr(10) + '</parameter>' + chr(10))})"
+        close = _lark_string("\n</parameter>\n")
+        # a string value and its closing tag are one lexeme: a separate greedy text lexeme would eat the newline
+        value = r"/[^<]*\n<\/parameter>\n/" if schema.get("type") == "string" else f"{_embedded(schema)} {close}"
+        block = f"({_lark_string(f'<parameter={key}>' + chr(10))} {value})"
         parts.append(block if key in required else block + "?")
     parts.append(_lark_string("</function>"))
     return " ".join(parts)
