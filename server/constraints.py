@@ -1,5 +1,6 @@
-"""A request's output constraint and logit bias, from its fields to the engine's `LogitShape` (a 400 naming the
-field when one is wrong).
+"""A request's output constraint and logit bias, from its fields to the engine's `LogitShape`
+
+A wrong field is a 400 that names it.
 
 Fields: `grammar` (GBNF) and `json_schema` (every generating endpoint, as llama-server takes them),
 `response_format` (chat: `text`, `json_object` with an optional `schema`, `json_schema` with

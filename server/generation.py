@@ -44,7 +44,7 @@ async def chat_completions(request: Request) -> Response:
         raise bad_request(str(exc)) from None
     reply_format = _reply_format(ctx, body, prompt)
     formatter = ChatFormatter(body.model or ctx.info.alias, body.include_usage, reply_format)
-    shape = logit_shape(body, ctx.info, prompt)
+    shape = await asyncio.to_thread(logit_shape, body, ctx.info, prompt)   # compiling may take a while
     return await _respond(request, ctx, body, [(_submit(ctx, body, ids, body.token_budget, shape), formatter)])
 
 
@@ -66,7 +66,7 @@ async def completions(request: Request) -> Response:
     body = await read_request(request, CompletionRequest)
     ids = _prompt_ids(ctx, body.prompt)
     formatter = CompletionFormatter(body.model or ctx.info.alias, body.include_usage)
-    shape = logit_shape(body, ctx.info)
+    shape = await asyncio.to_thread(logit_shape, body, ctx.info)
     return await _respond(request, ctx, body, [(_submit(ctx, body, ids, body.token_budget, shape), formatter)])
 
 
@@ -89,7 +89,7 @@ async def llama_completion(request: Request) -> Response:
     )
     for ids in prompts:
         _check_prompt(ctx, ids)
-    shape = logit_shape(body, ctx.info)
+    shape = await asyncio.to_thread(logit_shape, body, ctx.info)
     pairs: list[tuple[Job, Formatter]] = []
     try:
         for index, ids in enumerate(prompts):

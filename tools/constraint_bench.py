@@ -104,8 +104,10 @@ def bench_xgrammar(tok: Tokenizer, n_vocab: int, eos: int, cases) -> list[dict]:
     out = []
     for label, kind, source, ids in cases:
         t0 = time.perf_counter()
-        compiled = compiler.compile_json_schema(json.dumps(source), any_whitespace=False, separators=(",", ":")) if kind == "json" \
-            else compiler.compile_grammar(source)
+        if kind == "json":   # compact separators, as llguidance writes JSON here
+            compiled = compiler.compile_json_schema(json.dumps(source), any_whitespace=False, separators=(",", ":"))
+        else:
+            compiled = compiler.compile_grammar(source)
         matcher = xgr.GrammarMatcher(compiled)
         comp = _ms(t0)
         bitmask = xgr.allocate_token_bitmask(1, n_vocab)

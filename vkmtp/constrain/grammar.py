@@ -151,9 +151,11 @@ def tool_calls(tools: Any, choice: Any, syntax: str, parallel: bool, thinking: b
         raise GrammarError(f"{field}: {choice!r:.60} needs 'tools'")
     by_name = dict(_tool_parameters(t, "tools") for t in tools)
     if isinstance(choice, dict):
-        name = (choice.get("function") or {}).get("name") if isinstance(choice.get("function"), dict) else None
+        function = choice.get("function")
+        name = function.get("name") if isinstance(function, dict) else None
         if choice.get("type") != "function" or not isinstance(name, str):
-            raise GrammarError(f"{field}: a named choice is {{\"type\": \"function\", \"function\": {{\"name\": ...}}}}")
+            raise GrammarError(f"{field}: a named choice is "
+                               f"{{\"type\": \"function\", \"function\": {{\"name\": ...}}}}")
         if name not in by_name:
             raise GrammarError(f"{field}: no tool is named {name!r}")
         by_name = {name: by_name[name]}
