@@ -13,6 +13,7 @@ from typing import AsyncIterator
 from fastapi import Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
+from vkmtp.server.constraints import logit_shape
 from vkmtp.server.context import ServerContext, context_of, read_request
 from vkmtp.server.errors import ApiError, bad_request, prompt_too_long
 from vkmtp.server.formats import (
@@ -26,6 +27,7 @@ from vkmtp.server.formats import (
 from vkmtp.server.scheduler import Chunk, Job, Outcome
 from vkmtp.server.schemas import ChatRequest, CompletionRequest, GenerationFields, LlamaCompletionRequest
 from vkmtp.server.text import TextStream, completion_prompts, prompt_ids
+from vkmtp.constrain.sampler import LogitShape
 from vkmtp.engine.api import Request as EngineRequest
 from vkmtp.text.reasoning import thinking_open_at_end
 from vkmtp.text.reply import ReplyFormat
@@ -42,7 +44,8 @@ async def chat_completions(request: Request) -> Response:
         raise bad_request(str(exc)) from None
     reply_format = _reply_format(ctx, body, prompt)
     formatter = ChatFormatter(body.model or ctx.info.alias, body.include_usage, reply_format)
-    return await _respond(request, ctx, body, [(_submit(ctx, body, ids, body.token_budget), formatter)])
+    shape = await asyncio.to_thread(logit_shape, body, ctx.info, prompt)   # compiling may take a while
+    return await _respond(request, ctx, body, [(_submit(ctx, body, ids, body.token_budget, shape), formatter)])
 
 
 def _reply_format(ctx: ServerContext, body: ChatRequest, prompt: str) -> ReplyFormat:
@@ -63,7 +66,8 @@ async def completions(request: Request) -> Response:
     body = await read_request(request, CompletionRequest)
     ids = _prompt_ids(ctx, body.prompt)
     formatter = CompletionFormatter(body.model or ctx.info.alias, body.include_usage)
-    return await _respond(request, ctx, body, [(_submit(ctx, body, ids, body.token_budget), formatter)])
+    shape = await asyncio.to_thread(logit_shape, body, ctx.info)
+    return await _respond(request, ctx, body, [(_submit(ctx, body, ids, body.token_budget, shape), formatter)])
 
 
 async def llama_completion(request: Request) -> Response:
@@ -85,12 +89,13 @@ async def llama_completion(request: Request) -> Response:
     )
     for ids in prompts:
         _check_prompt(ctx, ids)
+    shape = await asyncio.to_thread(logit_shape, body, ctx.info)
     pairs: list[tuple[Job, Formatter]] = []
     try:
         for index, ids in enumerate(prompts):
             text = ctx.info.tokenizer.decode(ids)
             formatter = LlamaFormatter(ctx.info.alias, text, settings, body.return_tokens, index)
-            pairs.append((_submit(ctx, body, ids, body.n_predict), formatter))
+            pairs.append((_submit(ctx, body, ids, body.n_predict, shape), formatter))
     except ApiError:
         for job, _ in pairs:
             ctx.scheduler.cancel(job)
@@ -122,8 +127,9 @@ def _check_prompt(ctx: ServerContext, ids: list[int]) -> None:
         raise prompt_too_long(len(ids), n_ctx)
 
 
-def _submit(ctx: ServerContext, body: GenerationFields, ids: list[int], budget: int | None) -> Job:
-    """Check the prompt and the slot, queue the job."""
+def _submit(ctx: ServerContext, body: GenerationFields, ids: list[int], budget: int | None,
+            shape: LogitShape | None = None) -> Job:
+    """Check the prompt and the slot, queue the job (`shape`: its grammar and logit bias)."""
     _check_prompt(ctx, ids)
     n_slots = ctx.config.engine.n_slots
     if body.id_slot >= n_slots:
@@ -138,6 +144,7 @@ def _submit(ctx: ServerContext, body: GenerationFields, ids: list[int], budget: 
         cache_prompt=ctx.config.cache_prompt if body.cache_prompt is None else body.cache_prompt,
         slot=body.id_slot,
         spec=body.spec_override(),   # speculative.n_max / n_min / p_min (the engine checks them at submit)
+        shape=shape,
     )
     job = Job(engine_request, TextStream(ctx.info.tokenizer, body.stop), asyncio.get_running_loop(),
               time_limit_ms=body.t_max_predict_ms)

@@ -5,8 +5,10 @@ No request field is silently ignored. Each endpoint's model lists every field it
 - fields that work;
 - fields accepted without effect, each with its reason (`user`, `metadata`: bookkeeping that does not change
   generation; sampler parameters of samplers that are off);
-- fields not supported: accepted only at the value that means "off" (`n_probs: 0`, `typical_p: 1.0`,
-  `logit_bias: {}`); any other value is a 400 that names the field and says why.
+- fields not supported: accepted only at the value that means "off" (`n_probs: 0`, `typical_p: 1.0`);
+  any other value is a 400 that names the field and says why.
+The constraint fields (`grammar`, `json_schema`, `response_format`, `tool_choice`, `logit_bias`) are typed
+loosely here and checked by vkmtp.server.constraints, which compiles them.
 Any other field is a 400 "unknown field". The speculative settings `speculative.n_max` / `n_min` / `p_min`
 (llama-server's /completion names) override the server's for one request (SpeculativeFields).
 """
@@ -95,14 +97,11 @@ class StreamOptions(Strict):
     include_obfuscation: Bool | None = None  # no effect: chunks are never padded
 
 
-_NOT_YET = "is not supported yet (constrained decoding and probabilities are being built)"
+_NOT_YET = "is not supported yet (token probabilities are being built)"
 
 GENERATION_OFF_ONLY: dict[str, tuple[tuple, str]] = {
     "n_probs": ((0,), "token probabilities " + _NOT_YET),
     "post_sampling_probs": ((False,), "token probabilities " + _NOT_YET),
-    "grammar": ((None, ""), "grammars " + _NOT_YET),
-    "json_schema": ((None, {}), "JSON schemas " + _NOT_YET),
-    "logit_bias": ((None, [], {}), "logit_bias " + _NOT_YET),
     "typical_p": ((1.0, None), "locally typical sampling " + OFF_ONLY_REASON + " (only 1.0, off)"),
     "mirostat": ((0, None), "mirostat " + OFF_ONLY_REASON + " (only 0, off)"),
     "xtc_probability": ((0.0, None), "XTC sampling " + OFF_ONLY_REASON + " (only 0, off)"),
@@ -147,12 +146,14 @@ class GenerationFields(Strict):
     t_max_predict_ms: Annotated[int, Field(strict=True, ge=0, le=INT32_MAX)] = 0  # 0: no time limit
     samplers: Any = None
 
-    # off-only fields (GENERATION_OFF_ONLY checks their values)
-    n_probs: Any = None
-    post_sampling_probs: Any = None
+    # constraints (vkmtp.server.constraints checks and compiles them)
     grammar: Any = None
     json_schema: Any = None
     logit_bias: Any = None
+
+    # off-only fields (GENERATION_OFF_ONLY checks their values)
+    n_probs: Any = None
+    post_sampling_probs: Any = None
     typical_p: Any = None
     mirostat: Any = None
     xtc_probability: Any = None
@@ -271,7 +272,6 @@ _ROLES_NOTE = "see docs/SERVER.md"
 CHAT_OFF_ONLY = {
     **OPENAI_OFF_ONLY,
     "top_logprobs": ((None, 0), "log-probabilities " + _NOT_YET),
-    "response_format": ((None, {"type": "text"}), "response_format json_object / json_schema " + _NOT_YET),
     "modalities": ((None, ["text"]), "only text output is supported"),
     "audio": ((None,), "audio output " + OFF_ONLY_REASON),
     "prediction": ((None,), "predicted outputs " + OFF_ONLY_REASON),
@@ -315,11 +315,10 @@ class ChatRequest(OpenAIFields):
     @field_validator("tool_choice")
     @classmethod
     def _check_tool_choice(cls, value: Any) -> Any:
-        if value is None or value in ("auto", "none"):
+        if value is None or value in ("auto", "none", "required"):
             return value
-        if value == "required" or isinstance(value, dict):
-            raise ValueError(f"{value!r:.80} is not supported yet: it needs constrained decoding; use 'auto' "
-                             f"or 'none'")
+        if isinstance(value, dict):   # {"type": "function", "function": {"name": ...}}: checked with the tools
+            return value
         raise ValueError("must be 'auto', 'none', 'required' or a named function")
 
     @field_validator("reasoning_format")

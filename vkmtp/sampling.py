@@ -162,6 +162,11 @@ class Sampler:
         if self.params.repeat_last_n != 0:
             self.history.append(int(token))
 
+    def allowed_drafts(self, drafts: list[int]) -> list[int]:
+        """The drafts worth verifying: all of them (a grammar cuts them at the first forbidden token,
+        vkmtp.constrain.sampler)."""
+        return list(drafts)
+
     def distribution(self, logits: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Candidate ids and their probabilities after the whole chain (one id with p=1 when greedy)."""
         penalised = apply_penalties(logits, list(self.history), self.params)

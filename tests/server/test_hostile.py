@@ -48,13 +48,12 @@ CASES = [
     ("stop not strings", CHAT, {"messages": OK_MESSAGES, "stop": 5}, 400, "stop"),
     ("n above 1", CHAT, {"messages": OK_MESSAGES, "n": 2}, 400, "n:"),
     ("logprobs", CHAT, {"messages": OK_MESSAGES, "logprobs": True}, 400, "logprobs"),
-    (
-        "json response format",
-        CHAT,
-        {"messages": OK_MESSAGES, "response_format": {"type": "json_object"}},
-        400,
-        "response_format",
-    ),
+    ("response_format unknown type", CHAT, {"messages": OK_MESSAGES, "response_format": {"type": "xml"}}, 400,
+     "response_format"),
+    ("response_format a string", CHAT, {"messages": OK_MESSAGES, "response_format": "json"}, 400,
+     "response_format"),
+    ("response_format without schema", CHAT, {"messages": OK_MESSAGES, "response_format": {
+        "type": "json_schema", "json_schema": {"name": "x"}}}, 400, "response_format"),
     (
         "reserved template kwarg",
         CHAT,
@@ -76,14 +75,36 @@ CASES = [
     ("tokenize a number", "/tokenize", {"content": 5}, 400, "content"),
     ("unknown field", CHAT, {"messages": OK_MESSAGES, "frobnicate": 1}, 400, "frobnicate: unknown field"),
     ("top_logprobs huge", CHAT, {"messages": OK_MESSAGES, "top_logprobs": 10**6}, 400, "top_logprobs"),
-    ("logit_bias map", CHAT, {"messages": OK_MESSAGES, "logit_bias": {"5": 10}}, 400, "logit_bias"),
-    ("json_schema", "/completion", {"prompt": "a", "json_schema": {"type": "object"}}, 400, "json_schema"),
+    ("logit_bias map bad key", CHAT, {"messages": OK_MESSAGES, "logit_bias": {"five": 10}}, 400, "logit_bias"),
+    ("logit_bias a string", CHAT, {"messages": OK_MESSAGES, "logit_bias": "5:10"}, 400, "logit_bias"),
+    ("logit_bias id out of range", "/completion", {"prompt": "a", "logit_bias": [[10**7, 1]]}, 400, "logit_bias"),
+    ("logit_bias bias a string", "/completion", {"prompt": "a", "logit_bias": [[5, "high"]]}, 400, "logit_bias"),
+    ("logit_bias a triple", "/completion", {"prompt": "a", "logit_bias": [[5, 1, 2]]}, 400, "logit_bias"),
+    ("logit_bias 5000 entries", "/completion", {"prompt": "a", "logit_bias": [[5, 1]] * 5000}, 400,
+     "logit_bias"),
+    ("json_schema not an object", "/completion", {"prompt": "a", "json_schema": [1]}, 400, "json_schema"),
+    ("json_schema bad type", "/completion", {"prompt": "a", "json_schema": {"type": "frob"}}, 400, "json_schema"),
+    ("json_schema 10^4 levels", "/completion",
+     b'{"prompt": "a", "json_schema": ' + b'{"items": ' * 10_000 + b"{}" + b"}" * 10_001, 400, "nested"),
+    ("json_schema 500 levels", "/completion", {"prompt": "a", "json_schema": json.loads(
+        '{"items": ' * 500 + "{}" + "}" * 500)}, 400, "nested deeper"),
+    ("grammar and json_schema", "/completion", {"prompt": "a", "grammar": 'root ::= "a"', "json_schema": {
+        "type": "object"}}, 400, "only one of"),
+    ("grammar a list", "/completion", {"prompt": "a", "grammar": ["root ::= x"]}, 400, "grammar"),
+    ("grammar undefined rule", "/completion", {"prompt": "a", "grammar": "root ::= nothing"}, 400, "grammar"),
+    ("grammar 1 MB", "/completion", {"prompt": "a", "grammar": "root ::= " + '"x" ' * 250_000}, 413, "limit"),
     ("post_sampling_probs", "/completion", {"prompt": "a", "post_sampling_probs": True}, 400, "post_sampling"),
     ("grammar 200 KB", "/completion", {"prompt": "a", "grammar": "root ::= " + "x" * 200_000}, 400, "grammar"),
     ("deep schema", CHAT, {"messages": OK_MESSAGES, "response_format": {"type": "json_schema", "json_schema": (
         json.loads("[" * 400 + "]" * 400))}}, 400, "response_format"),
     ("tool_choice required", CHAT, {"messages": OK_MESSAGES, "tool_choice": "required"}, 400, "tool_choice"),
     ("tool_choice a number", CHAT, {"messages": OK_MESSAGES, "tool_choice": 3}, 400, "tool_choice"),
+    ("tool_choice unknown function", CHAT, {"messages": OK_MESSAGES, "tools": [{"type": "function", "function": {
+        "name": "f"}}], "tool_choice": {"type": "function", "function": {"name": "g"}}}, 400, "tool_choice"),
+    ("tool_choice malformed", CHAT, {"messages": OK_MESSAGES, "tools": [{"type": "function", "function": {
+        "name": "f"}}], "tool_choice": {"function": "f"}}, 400, "tool_choice"),
+    ("tool parameters not a schema", CHAT, {"messages": OK_MESSAGES, "tools": [{"type": "function", "function": {
+        "name": "f", "parameters": [1]}}], "tool_choice": "required"}, 400, "parameters"),
     ("parallel_tool_calls string", CHAT, {"messages": OK_MESSAGES, "parallel_tool_calls": "no"}, 400,
      "parallel_tool_calls"),
     ("reasoning_format unknown", CHAT, {"messages": OK_MESSAGES, "reasoning_format": "r1"}, 400,
@@ -114,13 +135,22 @@ def check_error(r: httpx.Response, status: int, words: str) -> None:
     assert "Traceback" not in r.text
 
 
+# the constraint and probability fields: each answer must come within a second (a bound on failure: a grammar
+# or schema the server started compiling or walking without limits would hang here, not merely be slow)
+CONSTRAINT_FIELDS = ("grammar", "json_schema", "response_format", "logit_bias", "tool_choice", "top_logprobs",
+                     "logprobs", "n_probs", "post_sampling_probs")
+
+
 @pytest.mark.parametrize("name,path,body,status,words", CASES, ids=[c[0] for c in CASES])
 def test_hostile_request_gets_a_clear_4xx(plain_server, name, path, body, status, words):
     url = path
+    bounded = any(f.encode() in body if isinstance(body, bytes) else f in body for f in CONSTRAINT_FIELDS)
+    timeout = 1.0 if bounded else 60.0
     if isinstance(body, bytes):
-        r = plain_server.http.post(url, content=body, headers={"Content-Type": "application/json"})
+        r = plain_server.http.post(url, content=body, headers={"Content-Type": "application/json"},
+                                   timeout=timeout)
     else:
-        r = plain_server.http.post(url, json=body)
+        r = plain_server.http.post(url, json=body, timeout=timeout)
     check_error(r, status, words)
 
 

@@ -14,6 +14,7 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import Iterator
 
+from vkmtp.constrain.sampler import LogitShape
 from vkmtp.sampling import SamplingParams
 from vkmtp.spec import SpecConfig, SpecOverride, SpecStats
 
@@ -59,6 +60,7 @@ class Request:
     cache_prompt: bool = True    # reuse the slot's cached prefix (llama-server's cache_prompt)
     slot: int = -1               # run in this slot (llama-server's id_slot); -1: the engine chooses
     spec: SpecOverride | None = None   # the request's speculative.n_max / n_min / p_min; None: the engine's
+    shape: LogitShape | None = None    # grammar and logit bias (vkmtp.constrain.sampler); None: raw logits
     id: str = ""
 
 

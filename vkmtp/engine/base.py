@@ -82,6 +82,8 @@ class SlotEngine(Engine):
         sampler = Sampler(request.params)
         for token in prompt:
             sampler.accept(token)
+        if request.shape is not None:   # the grammar follows the generated tokens only
+            sampler = request.shape.sampler(sampler, self.n_vocab)
         slot.run = self._open(slot, seq, prompt, sampler, cached)
         slot.run.spec = spec
         slot.last_used = time.monotonic()

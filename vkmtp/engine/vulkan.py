@@ -349,6 +349,7 @@ class VulkanEngine(SlotEngine):
             n_valid = int(valid[s].astype(bool).sum())
             budget = self._draft_budget(run, len(slot.tokens))
             drafts = keep_drafts([int(t) for t in recs[s * V + 1: s * V + 1 + n_valid, 0]], spec_cfg, budget)
+            drafts = run.sampler.allowed_drafts(drafts)   # a draft the grammar forbids ends the draft
             logits = np.stack([self._logits(s * V + j) for j in range(len(drafts) + 1)])
             out, m = verify(drafts, logits, run.sampler)
             select.append((slot.index, m))

@@ -179,6 +179,7 @@ def speculative_step(
     """
     n_past = state.n_past
     drafted = draft_mtp(model, mtp_state, id_last, pending_h, budget, spec, sampler) if budget > 0 else []
+    drafted = sampler.allowed_drafts(drafted)   # a draft the grammar forbids ends the draft
     mtp_state.rollback(n_past)
     batch = [id_last] + drafted
     logits, hidden = model.forward(batch, state, keep_steps=len(batch))
