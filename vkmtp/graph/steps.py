@@ -17,6 +17,7 @@ from vkmtp.device import Buffer, Device, Recorder, View
 from vkmtp.graph.step_io import StepIO
 from vkmtp.graph.device_state import DeviceState
 from vkmtp.graph.forward import Activations, Forward
+from vkmtp.graph.graph_counts import GraphCounts, state_bytes_per_seq, step_state_bytes
 from vkmtp.ops.gumbel import GumbelNoise
 from vkmtp.ops.spec import SpecOps
 from vkmtp.ops.state_select import StateSelect
@@ -141,6 +142,7 @@ class PrefillGraph:
                           ctx.state.n_slots_total)
         recs.append(rec.finish())
         self.rec = Submissions(recs)
+        self.counts = GraphCounts.of(recs, step_state_bytes(ctx.cfg, 1, 0))
 
 
 class DecodeGraph:
@@ -160,6 +162,7 @@ class DecodeGraph:
             ctx.copy_rows(rec, io.view("pairs_in", 0, 2 * S), S, ctx.hn.sub(0, S * e4), ctx.state.pending_h,
                           S, ctx.state.n_slots_total)
         self.rec = rec.finish()
+        self.counts = GraphCounts.of([rec], step_state_bytes(ctx.cfg, S, 0))
 
 
 class SpecGraph:
@@ -204,10 +207,11 @@ class SpecGraph:
                                             top_values=io.view("top_values") if p_min > 0 else None,
                                             n_top=DRAFT_TOP_K if p_min > 0 else 0, p_min=p_min)
             h_in = h_out
-        # --- verify: the target over last token + drafts, snapshots after every row -----------------------------
+        # --- verify: the target over last token + drafts, snapshots after rows 0..K-1 (the last row's state is
+        # the live state the kernels leave, so it needs no copy) ----------------------------------------------
         records = io.record_view("records", 0, R)
         act = ctx.act(R, R)
-        fwd.record_trunk(rec, records, act, R, n_snap=V)
+        fwd.record_trunk(rec, records, act, R, n_snap=K)
         fwd.record_output_norm(rec, act, R, ctx.hn.sub(0, R * e4))
         ctx.head(rec, ctx.hn.sub(0, R * e4), R, act, greedy, io.view("ids", 0, R))
         # --- MTP catch-up with the true hidden states (independent of the accept count) -------------------------
@@ -220,13 +224,19 @@ class SpecGraph:
                                        synthetic_rate=synthetic_rate, n_min=n_min)
             record_commit(ctx, rec, S, V)
         self.rec = rec.finish()
+        self.counts = GraphCounts.of([rec], step_state_bytes(cfg, S, K),
+                                     state_bytes_per_seq(cfg) if greedy else 0)
 
 
 def record_commit(ctx: GraphContext, rec: Recorder, S: int, V: int) -> None:
-    """Roll states back to the accepted snapshot and set each slot's pending hidden to its accepted row."""
+    """Roll states back to the accepted snapshot and set each slot's pending hidden to its accepted row.
+
+    The verify kept snapshots after rows 0..V-2 only: a slot that accepted every draft selects snapshot V-1,
+    which state_select treats as "keep the live state", so the copy kernels read the accept count on the GPU
+    and write nothing for it (the host does not know the count when the step is recorded)."""
     io = ctx.io
     R = S * V
-    ctx.rollback(rec, io.view("select", 0, 2 * S), S, V)
+    ctx.rollback(rec, io.view("select", 0, 2 * S), S, V - 1)
     ctx.copy_rows(rec, io.view("hidden_select", 0, 2 * S), S, ctx.hn.sub(0, R * 4 * ctx.cfg.n_embd),
                   ctx.state.pending_h, R, ctx.state.n_slots_total)
 
@@ -238,3 +248,4 @@ class CommitGraph:
         rec = ctx.device.recorder()
         record_commit(ctx, rec, S, K + 1)
         self.rec = rec.finish()
+        self.counts = GraphCounts.of([rec], 0, state_bytes_per_seq(ctx.cfg))
