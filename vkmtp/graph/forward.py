@@ -19,6 +19,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from vkmtp.device import Arena, Buffer, Device, Recorder, View
+from vkmtp.device.buffers import ColumnsView
 from vkmtp.gguf import GGMLType
 from vkmtp.model.config import LayerKind, ModelConfig
 from vkmtp.graph.device_state import DeviceState
@@ -181,7 +182,7 @@ class Forward:
                     prefill: bool) -> int:
         """out[n, W] = x W_1^T | x W_2^T | ... for matrices reading the same x: one mat-vec / mat-mat per fused
         group (vkmtp.model.weights.fused_groups), one per remaining matrix. Returns W (out's row stride)."""
-        widths = [self.w[m].shape[0] for m in names]
+        widths = [self.w[m].n_rows for m in names]
         total = sum(widths)
         i = col = 0
         while i < len(names):
@@ -189,9 +190,11 @@ class Forward:
             while j > i + 1 and fused_name(names[i:j]) not in self.w:
                 j -= 1
             ref = self.w[fused_name(names[i:j])]
-            self.ops.linear(rec, ref, x, out.sub(4 * col, out.nbytes - 4 * col), n, prefill=prefill,
-                            y_stride=total)
-            col += sum(widths[i:j])
+            width = sum(widths[i:j])
+            y = out.sub(4 * col, 4 * ((n - 1) * total + width))
+            y = ColumnsView(y.buffer, y.offset, y.nbytes, stride=4 * total, width=4 * width)
+            self.ops.linear(rec, ref, x, y, n, prefill=prefill, y_stride=total)
+            col += width
             i = j
         return total
 
@@ -225,7 +228,11 @@ class Forward:
         qg_w, kv_w = 2 * h * d, hkv * d
         # one [n, W] matrix per token: q+gate | k | v
         w = self.projections(rec, (t.q.name, t.k.name, t.v.name), act.xn, act.mix, n, act.prefill)
-        mix = act.mix.sub(0, 4 * ((n - 1) * w + qg_w + 2 * kv_w))
+
+        def cols(first: int, width: int) -> View:   # columns first.. first+width-1 of every token's row
+            v = act.mix.sub(4 * first, 4 * ((n - 1) * w + width))
+            return ColumnsView(v.buffer, v.offset, v.nbytes, stride=4 * w, width=4 * width)
+
         if mtp:
             k_cache, v_cache = self.state.mtp_k.layers[0], self.state.mtp_v.layers[0]
             set_rows = ops.set_rows_mtp
@@ -236,10 +243,10 @@ class Forward:
             set_rows = ops.set_rows
             attn = ops.attn_prefill if act.prefill else ops.attn
             layout = self.state.kv_layout
-        q = Strided(mix, w, 2 * d)                            # query of head i at [i*2D, i*2D + D)
-        gate = Strided(mix.sub(4 * d, mix.nbytes - 4 * d), w, 2 * d)
-        k = Strided(mix.sub(4 * qg_w, mix.nbytes - 4 * qg_w), w, d)
-        v = Strided(mix.sub(4 * (qg_w + kv_w), mix.nbytes - 4 * (qg_w + kv_w)), w, d)
+        q = Strided(cols(0, qg_w - d), w, 2 * d)              # query of head i at [i*2D, i*2D + D)
+        gate = Strided(cols(d, qg_w - d), w, 2 * d)
+        k = Strided(cols(qg_w, kv_w), w, d)
+        v = Strided(cols(qg_w + kv_w, kv_w), w, d)
         ops.rope.record(rec, records, q, q, n, h, norm_weight=self._vec(t.q_norm.name))
         ops.rope.record_to_cache(rec, records, k, k_cache, layout, n, norm_weight=self._vec(t.k_norm.name))
         set_rows.record(rec, records, v, v_cache, n)
@@ -298,17 +305,17 @@ class Forward:
         e, ne, k, fe = cfg.n_embd, cfg.n_expert, cfg.n_expert_used, cfg.n_ff_exp
         arena = Arena(act.moe.buffer, 16)
         arena.used = act.moe.offset
-        logits = arena.take(4 * n * ne, "router_logits")          # [n, n_expert]
+        gates = arena.take(4 * n * (ne + 1), "router_logits")    # [n, n_expert + 1]: router | shared gate
         ids = arena.take(4 * n * k, "expert_ids")                  # [n, k] u32
         weights = arena.take(4 * n * k, "expert_weights")          # [n, k] f32
         routes = arena.take(4 * routes_words(n, k), "routes")
         g = arena.take(4 * n * k * fe, "expert_gate")              # [n*k, F_e]
         u = arena.take(4 * n * k * fe, "expert_up")                # [n*k, F_e]
         d = arena.take(4 * n * k * e, "expert_down")               # [n*k, E]
-        shared_gate = arena.take(4 * n, "shared_gate")             # [n, 1]
         shared_out = arena.take(4 * n * e, "shared_out")           # [n, E]
-        ops.linear(rec, self.w[t.gate_inp.name], act.xn, logits, n, prefill=act.prefill)
-        ops.router.record(rec, logits, ne, n, ids, weights)
+        self.projections(rec, (t.gate_inp.name, t.gate_inp_shexp.name), act.xn, gates, n, act.prefill)
+        shared_gate = Strided(gates.sub(4 * ne, gates.nbytes - 4 * ne), ne + 1)
+        ops.router.record(rec, gates, ne + 1, n, ids, weights)
         ops.matvec_id.record_routes(rec, ids, routes, n, k)
         gate_type, up_type = self.w[t.gate_exps.name].ggml_type, self.w[t.up_exps.name].ggml_type
         ops.matvec_id.record(rec, self._experts(t.gate_exps.name), gate_type, ne, fe, e, act.xn, g, routes, n, k)
@@ -320,8 +327,7 @@ class Forward:
         # shared expert, scaled by sigmoid(w_shexp . xn) per token
         self.record_dense_ffn(rec, t.gate_shexp.name, t.up_shexp.name, t.down_shexp.name, act.xn, act, n,
                               out=shared_out, accumulate=False)
-        ops.linear(rec, self.w[t.gate_inp_shexp.name], act.xn, shared_gate, n, prefill=act.prefill)
-        ops.sigmoid_scale_add.record(rec, Strided.rows(shared_out, e), Strided.rows(shared_gate, 1),
+        ops.sigmoid_scale_add.record(rec, Strided.rows(shared_out, e), shared_gate,
                                      Strided.rows(act.x.sub(0, 4 * n * e), e), n, e)
 
     # --- whole passes -------------------------------------------------------------------------------------------

@@ -92,8 +92,8 @@ class WeightPlan:
         in_group = {}
         for group in fused:
             infos = [gguf.tensors[m] for m in group]
-            if len(group) < 2 or len({(i.ggml_type, i.shape[-1], len(i.shape)) for i in infos}) != 1 \
-                    or len(infos[0].shape) != 2:
+            if len(group) < 2 or len({(i.ggml_type, i.shape[-1]) for i in infos}) != 1 \
+                    or any(len(i.shape) > 2 for i in infos):
                 raise ValueError(f"cannot fuse {list(group)}: members need one type and one row length")
             for m in group:
                 in_group[m] = group

@@ -241,7 +241,8 @@ def expected_tensors(cfg: ModelConfig, present: set[str] | None = None) -> Model
 
 def projection_groups(table: ModelTensors) -> list[tuple[str, ...]]:
     """Per block, the matrices that read the same normed input, in the order a fused output lays out their rows:
-    attention q | k | v; GDN qkv | gate (z) | beta | alpha; dense FFN (or MoE shared expert) gate | up."""
+    attention q | k | v; GDN qkv | gate (z) | beta | alpha; dense FFN (or MoE shared expert) gate | up; MoE
+    router | shared-expert gate (one row)."""
     blocks = list(table.blocks) + ([table.mtp.block] if table.mtp is not None else [])
     out = []
     for blk in blocks:
@@ -254,6 +255,7 @@ def projection_groups(table: ModelTensors) -> list[tuple[str, ...]]:
             out.append((f.gate.name, f.up.name))
         else:
             out.append((f.gate_shexp.name, f.up_shexp.name))
+            out.append((f.gate_inp.name, f.gate_inp_shexp.name))
     return out
 
 
