@@ -17,15 +17,17 @@ from vkmtp.cli.main import main as vkmtp_main
 from vkmtp.engine.api import EngineConfig
 from vkmtp.engine.vulkan import VulkanEngine
 from vkmtp.gguf import GGMLType, open_gguf
-from vkmtp.graph.graph_counts import state_bytes_per_seq
+from vkmtp.graph.graph_counts import (conv_bytes_per_seq, state_bytes_per_seq, step_state_bytes,
+                                     step_state_bytes_before)
 from vkmtp.graph.placement import fused_name
 from vkmtp.graph.steps import DecodeGraph, PrefillGraph, SpecGraph
+from vkmtp.model.config import ModelConfig
 from vkmtp.model.weights import fused_groups
 from vkmtp.spec import SpecConfig
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "tools"))
-from make_synthetic_model import PRESETS, write_model  # noqa: E402
+from make_synthetic_model import PRESETS, metadata, write_model  # noqa: E402
 
 # Dispatch budgets (decode, depth-3 speculative step, 64-token prompt chunk), and the (dispatches, barriers) the
 # recorder counted on these models before projections were concatenated.
@@ -93,20 +95,28 @@ def test_dispatch_and_barrier_counts(device, structured, preset):
 
 
 def test_speculative_state_bytes(device, structured):
-    """Depth 3: the verify writes each GDN layer's live state once and snapshots after rows 0..2 only; the
-    rollback writes one more state only for a sequence that rejected a draft. Before: 4 snapshots + live +
-    an unconditional rollback copy = 6 states."""
+    """Depth 3. Before: each GDN layer's live states, a snapshot of both states after every one of the 4 verify
+    rows and an unconditional rollback copy (6 states). Now: the live conv state, conv snapshots after rows 0..2,
+    the GDN step log of the 4 rows, one GDN state written by the replay, and a conv copy only for a sequence
+    that rejected a draft: at most half, at these small widths and at the real 27B widths."""
     engine = VulkanEngine(structured("27b"), EngineConfig(n_ctx=256, spec=SpecConfig(n_max=3)), device=device)
     try:
-        one = state_bytes_per_seq(engine.cfg)
-        assert one == 4 * 48 * (3 * engine.cfg.ssm_conv_dim + engine.cfg.ssm_dt_rank * 32 * 32)
+        cfg = engine.cfg
+        conv, ssm, log_row = 3 * cfg.ssm_conv_dim, cfg.ssm_dt_rank * 32 * 32, cfg.ssm_dt_rank * (1 + 2 * 32)
+        assert state_bytes_per_seq(cfg) == 4 * 48 * (conv + ssm)
         spec = counts_of(engine)["speculative"]
-        assert spec.state_bytes == 4 * one and spec.rollback_bytes_per_seq == one
-        before = 6 * one
-        assert spec.state_bytes_written(0) / before == pytest.approx(2 / 3)
-        assert spec.state_bytes_written(1) / before == pytest.approx(5 / 6)
+        assert spec.state_bytes == step_state_bytes(cfg, 1, 3) == 4 * 48 * (4 * conv + 4 * log_row + ssm)
+        assert spec.rollback_bytes_per_seq == conv_bytes_per_seq(cfg) == 4 * 48 * conv
+        before = step_state_bytes_before(cfg, 1, 3)
+        assert before == 6 * state_bytes_per_seq(cfg)
+        assert spec.state_bytes_written(1) <= 0.5 * before
     finally:
         engine.close()
+    real = ModelConfig.from_metadata(metadata(PRESETS["27b"]), n_vocab=1024)   # 48 heads of 128 x 128
+    assert (real.ssm_dt_rank, real.ssm_d_state, len(real.recurrent_layers)) == (48, 128, 48)
+    after = step_state_bytes(real, 1, 3) + conv_bytes_per_seq(real)
+    assert after <= 0.5 * step_state_bytes_before(real, 1, 3)
+    assert step_state_bytes_before(real, 1, 3) > 0.85e9    # the issue's ~0.9 GB per depth-3 step
 
 
 def test_projections_are_concatenated_by_type(device, structured):

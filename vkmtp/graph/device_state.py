@@ -1,4 +1,4 @@
-"""Device memory of a running model: KV caches, recurrent states, their rollback snapshots, MTP KV, hidden rows.
+"""Device memory of a running model: KV caches, recurrent states, their rollback snapshots and step logs, MTP KV, hidden rows.
 
 Slots: `n_slots` sequence slots plus one *sink* slot. Tokens that only pad a fixed-shape step (a prefill chunk
 rounded up to its bucket, an idle sequence in a batched step) are given the sink slot, so every kernel can write
@@ -6,6 +6,11 @@ unconditionally and nothing real is touched.
 
 Per-layer states of one kind live in "layer stacks": equal-size blocks, several layers per buffer, so one
 rollback dispatch covers every layer of a buffer (constant stride) and no buffer exceeds the device's limit.
+
+Rollback after a verify of K drafts: the conv states keep snapshots after rows 0..K-1 (small; the last row's
+state is the live one); the GDN states are not snapshotted at all: the verify logs each row's decay, delta and
+normed key (1 + 2D words per value head instead of D * D) and leaves the live state as it was, and the commit
+replays the accepted rows from the log (vkmtp.ops.gdn_replay), writing each state once.
 """
 
 from __future__ import annotations
@@ -73,8 +78,9 @@ class DeviceState:
                ("conv_state", "recurrent", n_gdn, 4 * S * conv_words),
                ("ssm_state", "recurrent", n_gdn, 4 * S * ssm_words)]
         if n_snap:
+            log_words = cfg.ssm_dt_rank * (1 + 2 * cfg.ssm_d_state)
             out += [("conv_snap", "snapshots", n_gdn, 4 * S * n_snap * conv_words),
-                    ("ssm_snap", "snapshots", n_gdn, 4 * S * n_snap * ssm_words)]
+                    ("ssm_log", "snapshots", n_gdn, 4 * S * (n_snap + 1) * log_words)]
         if layouts.mtp_k is not None:
             out += [("mtp_k", "mtp_kv", 1, layouts.mtp_k.nbytes), ("mtp_v", "mtp_kv", 1, layouts.mtp_v.nbytes)]
         return [t for t in out if t[2] > 0]
@@ -96,7 +102,8 @@ class DeviceState:
         self.n_slots = n_slots
         self.sink = n_slots                  # the padding slot
         self.n_slots_total = n_slots + 1
-        self.n_snap = n_snap                 # verify rows whose states are kept for rollback (0: none)
+        self.n_snap = n_snap                 # drafts whose conv states are kept for rollback (0: none)
+        self.n_log = n_snap + 1 if n_snap else 0   # verify rows the GDN step log holds per slot
         S = self.n_slots_total
         if layouts.k.n_slots != S:
             raise ValueError(f"KV layouts for {layouts.k.n_slots} slots, {S} needed (the sink slot included)")
@@ -108,7 +115,7 @@ class DeviceState:
         self.ssm_words = cfg.ssm_dt_rank * cfg.ssm_head_v_dim * cfg.ssm_d_state
         self.gdn_index = {layer: i for i, layer in enumerate(cfg.recurrent_layers)}
         self.k_cache = self.v_cache = self.conv = self.ssm = None
-        self.conv_snap = self.ssm_snap = self.mtp_k = self.mtp_v = None
+        self.conv_snap = self.ssm_log = self.mtp_k = self.mtp_v = None
         for name, _, n_layers, block in DeviceState._stacks(cfg, layouts, n_slots, n_snap):
             setattr(self, _ATTR.get(name, name), LayerStack(device, n_layers, block, name))
         self.mtp_kv_layout = layouts.mtp_k
@@ -123,11 +130,11 @@ class DeviceState:
         return self.k_cache.layers[i], self.v_cache.layers[i]
 
     def gdn(self, layer: int) -> tuple[View, View, View | None, View | None]:
-        """(conv state, ssm state, conv snapshots, ssm snapshots) of a GDN layer."""
+        """(conv state, ssm state, conv snapshots, ssm step log) of a GDN layer."""
         i = self.gdn_index[layer]
         return (self.conv.layers[i], self.ssm.layers[i],
                 self.conv_snap.layers[i] if self.conv_snap else None,
-                self.ssm_snap.layers[i] if self.ssm_snap else None)
+                self.ssm_log.layers[i] if self.ssm_log else None)
 
     def pending_h_of(self, slot: int) -> View:
         row = 4 * self.cfg.n_embd
@@ -147,7 +154,7 @@ class DeviceState:
 
     @property
     def stacks(self) -> list[LayerStack]:
-        return [s for s in (self.k_cache, self.v_cache, self.conv, self.ssm, self.conv_snap, self.ssm_snap,
+        return [s for s in (self.k_cache, self.v_cache, self.conv, self.ssm, self.conv_snap, self.ssm_log,
                             self.mtp_k, self.mtp_v) if s is not None]
 
     def destroy(self) -> None:

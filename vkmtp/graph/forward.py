@@ -268,15 +268,15 @@ class Forward:
         b = proj.sub(4 * (conv_dim + d_inner), proj.nbytes - 4 * (conv_dim + d_inner))
         a = proj.sub(4 * (conv_dim + d_inner + hv), proj.nbytes - 4 * (conv_dim + d_inner + hv))
         c = act.mix.sub(4 * n * w, 4 * n * conv_dim)
-        conv_state, ssm_state, conv_snap, ssm_snap = self.state.gdn(layer)
+        conv_state, ssm_state, conv_snap, ssm_log = self.state.gdn(layer)
         ops.conv.record(rec, records, n, u, w, self._vec(t.conv1d.name), conv_state, c, conv_dim,
                         conv_dim, snapshots=conv_snap if n_snap else None, n_snap=n_snap)
         kd = cfg.ssm_key_dim
         o = act.o.sub(0, 4 * n * d_inner)
         ops.gdn.record(rec, records, n, c, c.sub(4 * kd, c.nbytes - 4 * kd),
                        c.sub(8 * kd, c.nbytes - 8 * kd), conv_dim, b, a, w, self._vec(t.a.name), self._vec(t.dt_bias.name), ssm_state, o, d_inner,
-                       cfg.ssm_n_group, hv, cfg.rms_eps, snapshots=ssm_snap if n_snap else None,
-                       n_snap=n_snap, n_seqs=n)
+                       cfg.ssm_n_group, hv, cfg.rms_eps, snapshots=ssm_log if n_snap else None,
+                       n_snap=n_snap + 1 if n_snap else 0, n_seqs=n, log_steps=n_snap > 0)
         # y_h = RMSNorm(o_h; ssm_norm) * silu(z_h), per value head, in place in o
         oh = Strided.heads(o, hv, d)
         ops.norm.record(rec, oh, self._vec(t.norm.name), oh, n, d, n_head=hv, gate=Strided(z, w, d))
@@ -332,7 +332,9 @@ class Forward:
 
     # --- whole passes -------------------------------------------------------------------------------------------
     def record_trunk(self, rec: Recorder, records: View, act: Activations, n: int, n_snap: int = 0) -> None:
-        """Embedding and every trunk block for n tokens; leaves the residual stream in act.x."""
+        """Embedding and every trunk block for n tokens; leaves the residual stream in act.x. n_snap > 0 (a verify
+        of n_snap drafts per sequence): conv snapshots after rows 0..n_snap-1 and the GDN step log of every row,
+        GDN live states left as before the step (vkmtp.graph.device_state)."""
         self.record_embed(rec, records, n, act.x)
         for blk in self.table.blocks:
             self.record_block(rec, blk, records, act, n, n_snap=n_snap)

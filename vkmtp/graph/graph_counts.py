@@ -1,10 +1,9 @@
 """Dispatches, barriers, queue submissions and recurrent-state bytes of the recorded steps (--json, /metrics).
 
-Counted by the recorder that records the step (vkmtp.device.Recorder), never estimated. State bytes are the f32
-words the step's kernels store into the GDN recurrent and conv states and their rollback snapshots: the verify
-writes each sequence's live state once and keeps snapshots after its rows 0..K-1; the rollback writes a state
-only for a sequence that rejected a draft (the copy kernel reads the accept count on the GPU), so a step's bytes
-depend on its accept counts and are counted per step from them.
+Counted by the recorder that records the step (vkmtp.device.Recorder), never estimated. State bytes are what the
+step's kernels store into the GDN and conv states, their rollback snapshots and the GDN step log
+(vkmtp.graph.device_state): fixed per recorded step, plus a conv-state copy for each sequence that rejected a
+draft (the copy kernel reads the accept count on the GPU), so a step's bytes are counted from its accept counts.
 """
 
 from __future__ import annotations
@@ -36,14 +35,35 @@ class GraphCounts:
         return asdict(self)
 
 
+def _words(cfg) -> tuple[int, int, int]:
+    """f32 words per sequence and GDN layer: conv state, GDN state, one row of the GDN step log."""
+    conv = (cfg.ssm_conv_kernel - 1) * cfg.ssm_conv_dim
+    ssm = cfg.ssm_dt_rank * cfg.ssm_head_v_dim * cfg.ssm_d_state
+    return conv, ssm, cfg.ssm_dt_rank * (1 + 2 * cfg.ssm_d_state)
+
+
 def state_bytes_per_seq(cfg) -> int:
     """Bytes of one sequence's recurrent state over all GDN layers: conv state + GDN state."""
-    conv_words = (cfg.ssm_conv_kernel - 1) * cfg.ssm_conv_dim
-    ssm_words = cfg.ssm_dt_rank * cfg.ssm_head_v_dim * cfg.ssm_d_state
-    return 4 * len(cfg.recurrent_layers) * (conv_words + ssm_words)
+    conv, ssm, _ = _words(cfg)
+    return 4 * len(cfg.recurrent_layers) * (conv + ssm)
 
 
-def step_state_bytes(cfg, n_seqs: int, n_snap: int) -> int:
-    """Bytes a trunk pass stores into recurrent state: each sequence's live state once (the kernels keep it in
-    registers across the step's tokens) and n_snap snapshots per sequence."""
-    return n_seqs * (1 + n_snap) * state_bytes_per_seq(cfg)
+def conv_bytes_per_seq(cfg) -> int:
+    """Bytes of one sequence's conv states over all GDN layers (what a rejected draft's rollback copies)."""
+    return 4 * len(cfg.recurrent_layers) * _words(cfg)[0]
+
+
+def step_state_bytes(cfg, n_seqs: int, n_drafts: int) -> int:
+    """State bytes a step's kernels always write. A plain step (n_drafts 0): each sequence's live conv and GDN
+    states once. A speculative step of n_drafts drafts: per sequence the live conv state, conv snapshots after
+    rows 0..n_drafts-1 and the GDN step log of its n_drafts + 1 rows in the verify, then the GDN state once in
+    the replay (the conv rollback copy, only for a sequence that rejected a draft, is counted apart)."""
+    conv, ssm, log_row = _words(cfg)
+    per_layer = conv + ssm if n_drafts == 0 else conv * (1 + n_drafts) + log_row * (n_drafts + 1) + ssm
+    return 4 * n_seqs * len(cfg.recurrent_layers) * per_layer
+
+
+def step_state_bytes_before(cfg, n_seqs: int, n_drafts: int) -> int:
+    """What a speculative step wrote before the step log (for the comparison in tests and docs/PERFORMANCE.md):
+    the live states, a snapshot of both states after every verify row, and a rollback copy of both always."""
+    return n_seqs * (1 + (n_drafts + 1) + 1) * state_bytes_per_seq(cfg)
