@@ -3,12 +3,15 @@
 Each `record_*` function appends dispatches for one step of `n` tokens to a Recorder; nothing runs until the
 recorded sequence is submitted. Shapes follow vkmtp.ref (the oracle), in NumPy order, f32 activations:
   x    [n, E]  residual stream                 xn  [n, E]  normed input of a mixer / FFN
-  qg   [n, 2*H*D] packed query + gate per head  k, v [n, H_kv*D] projections
-  u    [n, conv_dim] raw GDN qkv projection    z   [n, H_v*d] gate of the GDN output norm
-  b, a [n, H_v] beta / alpha projections        c   [n, conv_dim] conv + SiLU output (q | k | v)
+  attention projections, one [n, 2*H*D + 2*H_kv*D] matrix per step: q + gate per head | k | v
+  GDN projections, one [n, conv_dim + H_v*d + 2*H_v] matrix: u (raw qkv) | z (gate of the output norm) | b | a
+  c    [n, conv_dim] conv + SiLU output (q | k | v)
   o    [n, H_v*d | H*D] mixer output before its output projection
-  g, u [n, F] gate / up of the FFN, then SiLU(g) * u in g
-Every operand is a contiguous [n, width] matrix.
+  FFN  one [n, 2F] matrix: g | u, then SiLU(g) * u in place of g
+Projections that read the same input are one mat-vec / mat-mat when their weights were concatenated at load
+(vkmtp.model.weights.fused_groups; `Forward.projections`), each writing its columns of the shared matrix;
+their consumers read them with a row stride (Strided). `ColumnsView`s tell the recorder which columns a
+dispatch touches, so disjoint columns need no barrier.
 Decode and verify steps use the mat-vec kernels and one-query attention, which are batch-invariant: a token's
 logits are the same bits alone or in a verify batch, so greedy output with MTP equals greedy output without
 it. Prompt chunks (`Activations.prefill`) use the tiled mat-mat and tiled attention.
@@ -104,7 +107,7 @@ class Activations:
     prefill: bool  # a prompt chunk (tiled mat-mat, tiled attention) rather than a decode / verify step
     x: View
     xn: View
-    mix: View      # the mixer projections: qg | k | v, or u | c | z | b | a
+    mix: View      # the mixer projections: [n, qg | k | v], or [n, u | z | b | a] then c
     o: View
     f: View
     attn_scratch: View
