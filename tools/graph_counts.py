@@ -3,7 +3,7 @@
 step (depth --depth) and a 64-token prompt chunk, for a GGUF file; plus the recurrent-state bytes a speculative
 step writes. Run it from two trees to compare (PYTHONPATH=<tree>).
 
-    python tools/graph_counts.py MODEL.gguf [--depth 3] [--json]
+    python tools/graph_counts.py MODEL.gguf [--depth 3] [--no-mtp] [--json]
 """
 
 from __future__ import annotations
@@ -17,8 +17,9 @@ from vkmtp.graph.steps import DecodeGraph, PrefillGraph, SpecGraph
 from vkmtp.spec import SpecConfig
 
 
-def count(model: str, depth: int) -> dict:
-    eng = VulkanEngine(model, EngineConfig(n_ctx=256, spec=SpecConfig(n_max=depth)))
+def count(model: str, depth: int, mtp: bool = True) -> dict:
+    spec = SpecConfig(n_max=depth) if mtp else SpecConfig(enabled=False)
+    eng = VulkanEngine(model, EngineConfig(n_ctx=256, spec=spec))
     try:
         graphs = {"decode": lambda: DecodeGraph(eng.ctx, 1, True, eng.use_mtp),
                   "prefill_64": lambda: PrefillGraph(eng.ctx, 64, True, eng.use_mtp)}
@@ -44,9 +45,10 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("model")
     ap.add_argument("--depth", type=int, default=3)
+    ap.add_argument("--no-mtp", action="store_true", help="without the MTP head (no catch-up in decode)")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
-    out = count(args.model, args.depth)
+    out = count(args.model, args.depth, not args.no_mtp)
     if args.json:
         print(json.dumps(out, indent=1))
         return
