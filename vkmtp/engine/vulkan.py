@@ -307,7 +307,7 @@ class VulkanEngine(SlotEngine):
         outs = []
         if greedy:
             accept = self.io.array("accept")
-            # the rollback writes a state for each sequence that kept fewer than K drafts (snapshot m < K)
+            # the conv rollback copies a state for each sequence that kept fewer than K drafts (snapshot m < K)
             self.spec_state_bytes += graph.counts.state_bytes_written(sum(int(accept[s]) < K for s in range(S)))
             n_valid = self.io.array("n_valid")
             out_ids = self.io.array("out_ids")[: S * V].reshape(S, V)
