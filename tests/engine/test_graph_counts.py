@@ -27,7 +27,7 @@ from vkmtp.spec import SpecConfig
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "tools"))
-from make_synthetic_model import PRESETS, metadata, write_model  # noqa: E402
+from make_synthetic_model import PRESETS, metadata, small_widths, write_model  # noqa: E402
 
 # Dispatch budgets (decode, depth-3 speculative step, 64-token prompt chunk), and the (dispatches, barriers) the
 # recorder counted on these models before projections were concatenated.
@@ -39,14 +39,6 @@ BEFORE = {"27b": {"decode": (939, 658), "speculative": (1015, 715), "prefill": (
           "35b-a3b": {"decode": (1007, 705), "speculative": (1113, 783), "prefill": (1008, 708)}}
 
 
-def small_widths(preset: str):
-    """The preset's layer pattern (every 4th layer attention, MoE or dense FFN, one MTP block), small widths."""
-    s = PRESETS[preset]
-    moe = dict(n_expert=16, n_expert_used=4, n_ff_exp=256, n_ff_shexp=256) if s.moe else dict(n_ff=512)
-    return replace(s, n_embd=256, n_head=4, n_head_kv=1, head_dim=64, gdn_v_heads=4, gdn_k_heads=2,
-                   gdn_head_dim=32, n_vocab=512, **moe)
-
-
 @pytest.fixture(scope="module")
 def structured(tmp_path_factory):
     out = tmp_path_factory.mktemp("structured")
@@ -55,7 +47,7 @@ def structured(tmp_path_factory):
     def make(preset: str) -> str:
         if preset not in made:
             path = str(out / f"{preset}.gguf")
-            write_model(path, small_widths(preset), "q4_k_m")   # Q6_K attn_v in some layers: mixed types
+            write_model(path, small_widths(PRESETS[preset]), "q4_k_m")   # Q6_K attn_v in some layers: mixed types
             made[preset] = path
         return made[preset]
 
