@@ -29,6 +29,7 @@ class ServerStats:
     engine_bytes: int = 0
     engine_peak_bytes: int = 0  # the most the engine held since its last load or wake
     spec: SpecStats = field(default_factory=SpecStats)
+    graph: dict = field(default_factory=dict)  # the engine's recorded-step counts (VulkanEngine.graph_report)
 
 
 class StatsBook:
@@ -61,6 +62,10 @@ class StatsBook:
             self._stats.n_decode += 1
             self._stats.n_busy_slots_total += n_busy
 
+    def set_graph(self, graph: dict) -> None:
+        with self._lock:
+            self._stats.graph = graph
+
     def set_load(self, processing: int, deferred: int) -> None:
         with self._lock:
             self._stats.requests_processing = processing
@@ -83,7 +88,7 @@ class StatsBook:
             s = self._stats
             spec = SpecStats()
             spec.merge(s.spec)
-            return replace(s, spec=spec)
+            return replace(s, spec=spec, graph={k: dict(v) for k, v in s.graph.items()})
 
 
 class _Collector:
@@ -145,6 +150,18 @@ class _Collector:
         ]
         for name, doc, value in gauges:
             yield GaugeMetricFamily(f"llamacpp:{name}", doc, value=value)
+        for name, doc, field_name in (
+                ("graph_dispatches", "Compute dispatches of the last replayed step of each kind.", "dispatches"),
+                ("graph_barriers", "Memory barriers of the last replayed step of each kind.", "barriers"),
+                ("graph_submissions", "Queue submissions of the last replayed step of each kind.", "submissions")):
+            family = GaugeMetricFamily(f"vkmtp:{name}", doc, labels=["step"])
+            for kind, counts in sorted(s.graph.items()):
+                family.add_metric([kind], counts[field_name])
+            yield family
+        spec_graph = s.graph.get("speculative", {})
+        yield GaugeMetricFamily("vkmtp:spec_state_bytes_per_step",
+                                "Recurrent-state bytes written per speculative step (mean).",
+                                value=spec_graph.get("state_bytes_written_per_step", 0.0))
         yield GaugeMetricFamily("vkmtp:spec_tokens_per_step", "Tokens per generation step over all steps.",
                                 value=s.spec.tokens_per_step or 0.0)
         yield GaugeMetricFamily(

@@ -244,6 +244,8 @@ class Scheduler:
             n_busy = len(self._active)
             events = self._engine.step()
             self.stats.step_done(n_busy)
+            if hasattr(self._engine, "graph_report"):
+                self.stats.set_graph(self._engine.graph_report())
             # before any client hears of this step, so what a response reports includes it
             self.stats.set_engine_bytes(engine_allocated_bytes(self._engine))
             for event in events:

@@ -24,7 +24,12 @@
 // Spec constants: 0 WG_SIZE (local_size_x, a multiple of LANES_PER_COLUMN), 1 HEAD_DIM (D),
 //   2 LANES_PER_COLUMN (power of two, <= HEAD_DIM).
 // Defines: REDUCE_SHUFFLE (subgroupShuffleXor butterfly; bit-identical to the default shared-memory
-//   butterfly), REDUCE_CLUSTERED (subgroupClusteredAdd). Lanes are numbered by gl_LocalInvocationIndex. At
+//   butterfly), REDUCE_CLUSTERED (subgroupClusteredAdd), LOG_STEPS (binding 5 is a step log instead of
+//   snapshots: entry (s, m, h) at snap_off + ((s * n_snap + m) * n_head_v + h) * (1 + 2D) holds the decay
+//   exp(g), delta[j] for j < D, then k^[i] for i < D, of the sequence's token m (every token of a sequence
+//   must have m < n_snap), and the live state is NOT written: shaders/gdn_replay.comp later redoes the first
+//   tokens of each sequence from the log, bit for bit, once the number of accepted tokens is known).
+//   The state update of a token is the two functions of common/gdn_update.glsl, shared with the replay. Lanes are numbered by gl_LocalInvocationIndex. At
 //   the start the shader checks, on integer sums, that the subgroup reduction over LANES_PER_COLUMN
 //   consecutive invocations really gives each column's sum on this driver (it does not when a column
 //   straddles subgroups, when the driver runs another width than it reports, or maps invocations to lanes
@@ -51,6 +56,7 @@ layout(constant_id = 1) const uint HEAD_DIM = 128;
 layout(constant_id = 2) const uint LANES_PER_COLUMN = 8;
 const uint ROWS_PER_LANE = HEAD_DIM / LANES_PER_COLUMN;
 const uint COLS_PER_WG = WG_SIZE / LANES_PER_COLUMN;
+const uint LOG_WORDS = 1 + 2 * HEAD_DIM;   // one token of one head in the step log (LOG_STEPS)
 
 layout(std430, binding = 0) readonly buffer Records { uint records[]; };
 layout(std430, binding = 1) readonly buffer Qkv { float qkv[]; };
@@ -118,6 +124,8 @@ vec3 column_sum(vec3 v, uint lin, bool use_subgroup) {
 #endif
     return butterfly_shared(v, lin);
 }
+
+#include "gdn_update.glsl"
 
 float sigmoid(float x) {
     return 1.0 / (1.0 + exp(-x));
@@ -239,7 +247,7 @@ void main() {
         for (uint r = 0; r < ROWS_PER_LANE; ++r) {
             kr[r] = qkv[p.k_off + row + r * LANES_PER_COLUMN];
             qr[r] = qkv[p.q_off + row + r * LANES_PER_COLUMN];
-            s[r] *= decay;
+            s[r] = decayed(s[r], decay);
             part += vec3(s[r] * kr[r], kr[r] * kr[r], qr[r] * qr[r]);
         }
         const vec3 tot = column_sum(part, lin, use_subgroup);
@@ -249,7 +257,7 @@ void main() {
         const float delta = beta * (v - tot.x * inv_k);
         float o = 0.0;
         for (uint r = 0; r < ROWS_PER_LANE; ++r) {
-            s[r] += (kr[r] * inv_k) * delta;
+            s[r] = rank1_update(s[r], normed_key(kr[r], inv_k), delta);
             o += s[r] * qr[r];
         }
         o = column_sum(vec3(o, 0.0, 0.0), lin, use_subgroup).x;
@@ -257,6 +265,23 @@ void main() {
             if (lane == 0) {
                 out_o[p.out_off + t * p.out_stride + h * HEAD_DIM + j] = o * inv_q * scale;
             }
+#ifdef LOG_STEPS
+            if (m < p.n_snap) {   // what gdn_replay.comp needs to redo this token's update of the state
+                const uint base = p.snap_off + ((seq * p.n_snap + m) * p.n_head_v + h) * LOG_WORDS;
+                if (j == 0 && lane == 0) {
+                    snapshots[base] = decay;
+                }
+                if (lane == 0) {
+                    snapshots[base + 1 + j] = delta;
+                }
+                if (j == 0) {
+                    for (uint r = 0; r < ROWS_PER_LANE; ++r) {
+                        snapshots[base + 1 + HEAD_DIM + lane + r * LANES_PER_COLUMN] = normed_key(kr[r], inv_k);
+                    }
+                }
+            }
+            // the live state keeps the state before the step
+#else
             if (m < p.n_snap) {
                 const uint base = p.snap_off + ((seq * p.n_snap + m) * p.n_head_v + h) * head_words
                                   + col_in_head;
@@ -270,6 +295,7 @@ void main() {
                     state[base + r * LANES_PER_COLUMN] = s[r];
                 }
             }
+#endif
         }
     }
 }

@@ -225,13 +225,26 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--vocab", type=int, default=0, help=f"vocabulary size (default the real {REAL_VOCAB})")
     ap.add_argument("--experts", type=int, default=0,
                     help="MoE only: fewer routed experts (NOT the real model; each expert keeps its shape)")
+    ap.add_argument("--small-widths", action="store_true",
+                    help="the preset's layer pattern (layer kinds, MoE or dense, the MTP block) at small widths "
+                         "(NOT the real model: for counting dispatches, tools/graph_counts.py)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--chunk-mib", type=int, default=16, help="bytes generated per write (default 16 MiB)")
     return ap.parse_args(argv)
 
 
+def small_widths(s: Shape) -> Shape:
+    """The same layer structure with every width small: E 256, 4/1 attention heads of 64, GDN 4/2 heads of 32,
+    FFN 512 (MoE: 16 experts, 4 used, 256 wide, shared expert 256), vocabulary 512."""
+    ffn = dict(n_expert=16, n_expert_used=4, n_ff_exp=256, n_ff_shexp=256) if s.moe else dict(n_ff=512)
+    return replace(s, n_embd=256, n_head=4, n_head_kv=1, head_dim=64, gdn_v_heads=4, gdn_k_heads=2,
+                   gdn_head_dim=32, n_vocab=512, **ffn)
+
+
 def shape_from_args(args: argparse.Namespace) -> Shape:
     s = PRESETS[args.preset]
+    if getattr(args, "small_widths", False):
+        s = small_widths(s)
     if args.layers:
         s = replace(s, n_layer=args.layers)
     if args.vocab:

@@ -292,6 +292,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
         memory["load_device_bytes"] = load_device
         submits = {"max_submit_ms": getattr(engine, "max_submit_ms", None),
                    "prefill_submissions": list(getattr(engine, "prefill_submissions", []))}
+        graph = engine.graph_report() if hasattr(engine, "graph_report") else None
     finally:
         engine.close()
     tail = stream.flush()
@@ -301,7 +302,8 @@ def cmd_generate(args: argparse.Namespace) -> int:
         print(json.dumps({"model": path, "backend": args.backend, "prompt_tokens": ids, "tokens": out,
                           "text": text, "stop_reason": seq.stop_reason, "load_seconds": load_s, "timings": t,
                           "speculative": seq.spec.to_dict() if config.spec.enabled else None,
-                          "n_ctx": engine.config.n_ctx, "memory": memory, "submissions": submits}, indent=1))
+                          "n_ctx": engine.config.n_ctx, "memory": memory, "submissions": submits,
+                          "graph": graph}, indent=1))
         return 0
     sys.stdout.write(tail + "\n")
     mtp = f", MTP: {seq.spec.summary()}" if config.spec.enabled and seq.spec.gen_steps else ""

@@ -90,6 +90,31 @@ class View:
                 and other.offset < self.offset + self.nbytes)
 
 
+@dataclass(frozen=True)
+class ColumnsView(View):
+    """The same columns of every row of a row-major matrix: bytes [offset + r * stride, + width) for the rows the
+    view spans. Two such views of one matrix whose columns do not meet do not overlap, so the recorder puts no
+    barrier between a dispatch that writes q and one that reads k of a fused q | k | v projection."""
+
+    stride: int = 0   # bytes between rows
+    width: int = 0    # bytes used in each row
+
+    def sub(self, offset: int, nbytes: int) -> View:
+        """A range starting at a row start keeps the columns (a subset of the rows); any other is a plain View."""
+        v = View.sub(self, offset, nbytes)
+        if self.stride and offset % self.stride == 0:
+            return ColumnsView(v.buffer, v.offset, v.nbytes, self.stride, self.width)
+        return v
+
+    def overlaps(self, other: View) -> bool:
+        if isinstance(other, ColumnsView) and other.buffer is self.buffer and other.stride == self.stride \
+                and 0 < self.width <= self.stride and 0 < other.width <= self.stride:
+            d = (other.offset - self.offset) % self.stride   # other's first column, relative to ours
+            if self.width <= d and d + other.width <= self.stride:
+                return False
+        return View.overlaps(self, other)
+
+
 class Arena:
     """Bump allocator handing out aligned views of one buffer (activations, weights of a group, states)."""
 

@@ -18,7 +18,8 @@ import numpy as np
 from vkmtp.device import Device
 from vkmtp.engine.api import EngineConfig, Sequence
 from vkmtp.engine.base import Run, Slot, SlotEngine
-from vkmtp.graph.steps import CommitGraph, DecodeGraph, MtpLagGraph, GraphContext, PrefillGraph, SpecGraph
+from vkmtp.graph.graph_counts import GraphCounts
+from vkmtp.graph.steps import CommitGraph, DecodeGraph, GraphContext, MtpLagGraph, PrefillGraph, SpecGraph
 from vkmtp.graph.step_io import StepIO
 from vkmtp.gguf import open_gguf
 from vkmtp.model.config import ModelConfig
@@ -101,6 +102,11 @@ class VulkanEngine(SlotEngine):
         self._built = False   # the current step recorded a graph (its time is not the step's cost)
         self.host_bytes_written = 0   # host -> device bytes of step inputs (records, row pairs, uniforms)
         self.host_bytes_read = 0      # device -> host bytes of step outputs (token ids, counts, logits)
+        # the recorder's counts of the last replayed step of each kind, and recurrent-state bytes written by the
+        # speculative steps (vkmtp.graph.graph_counts)
+        self.last_counts: dict[str, GraphCounts] = {}
+        self.spec_steps = 0
+        self.spec_state_bytes = 0
 
     # --- memory -----------------------------------------------------------------------------------------------
     def _plan_and_fit(self, config: EngineConfig) -> MemoryPlan:
@@ -184,6 +190,7 @@ class VulkanEngine(SlotEngine):
                             lambda: PrefillGraph(self.ctx, T, greedy, self.use_mtp, split))
         t0 = time.perf_counter()
         graph.rec.run()
+        self.last_counts["prefill"] = graph.counts
         self._bound_prefill(T, split, len(graph.rec), time.perf_counter() - t0)
         slot.tokens.extend(chunk)
         run.pending = run.pending[n:]
@@ -265,6 +272,7 @@ class VulkanEngine(SlotEngine):
         graph = self._graph(("decode", S, greedy, self.use_mtp),
                             lambda: DecodeGraph(self.ctx, S, greedy, self.use_mtp))
         graph.rec.run()
+        self.last_counts["decode"] = graph.counts
         outs = []
         for s, slot in enumerate(active):
             slot.tokens.append(slot.run.id_last)
@@ -294,6 +302,7 @@ class VulkanEngine(SlotEngine):
         self.host_bytes_written += 16 * T + 8 * T
         graph = self._graph(("mtp_lag", T), lambda: MtpLagGraph(self.ctx, T))
         graph.rec.run()
+        self.last_counts["mtp_catch_up"] = graph.counts
         slot.mtp_lag = 0
 
     def _spec_step(self, active: list[_Slot], greedy: bool, K: int) -> list[list[int]]:
@@ -330,9 +339,13 @@ class VulkanEngine(SlotEngine):
                             lambda: SpecGraph(self.ctx, S, K, greedy, spec_cfg.p_min, rate, spec_cfg.n_min,
                                               spec_cfg.draft_vocab))
         graph.rec.run()
+        self.last_counts["speculative"] = graph.counts
+        self.spec_steps += 1
         outs = []
         if greedy:
             accept = self.io.array("accept")
+            # the conv rollback copies a state for each sequence that kept fewer than K drafts (snapshot m < K)
+            self.spec_state_bytes += graph.counts.state_bytes_written(sum(int(accept[s]) < K for s in range(S)))
             n_valid = self.io.array("n_valid")
             out_ids = self.io.array("out_ids")[: S * V].reshape(S, V)
             for s, slot in enumerate(active):
@@ -359,6 +372,9 @@ class VulkanEngine(SlotEngine):
         self.io.write_pairs("hidden_select", hidden_select)
         commit = self._graph(("commit", S, K), lambda: CommitGraph(self.ctx, S, K))
         commit.rec.run()
+        self.last_counts["commit"] = commit.counts
+        self.spec_state_bytes += graph.counts.state_bytes + \
+            commit.counts.state_bytes_written(sum(m < K for _, m in select))
         return outs
 
     def _advance(self, slot: _Slot, s: int, m: int, out: list[int], n_valid: int, K: int) -> list[int]:
@@ -371,6 +387,15 @@ class VulkanEngine(SlotEngine):
         budget = self._draft_budget(slot.run, len(slot.tokens))
         slot.tokens.extend([slot.run.id_last] + drafts)
         self._count_drafts(slot.run, n_valid, m, budget)
+        return out
+
+    def graph_report(self) -> dict:
+        """Per kind of recorded step (decode, speculative, prefill chunk, and the sampling commit): dispatches,
+        barriers and queue submissions of the last one replayed, counted by the recorder; with the mean
+        recurrent-state bytes the speculative steps wrote (rollback copies only where a draft was rejected)."""
+        out = {kind: c.to_dict() for kind, c in self.last_counts.items()}
+        if self.spec_steps:
+            out["speculative"]["state_bytes_written_per_step"] = self.spec_state_bytes / self.spec_steps
         return out
 
     def _logits(self, row: int) -> np.ndarray:

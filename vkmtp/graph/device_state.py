@@ -1,4 +1,4 @@
-"""Device memory of a running model: KV caches, recurrent states, their rollback snapshots, MTP KV, hidden rows.
+"""Device memory of a running model: KV caches, recurrent states, their rollback snapshots and step logs, MTP KV, hidden rows.
 
 Slots: `n_slots` sequence slots plus one *sink* slot. Tokens that only pad a prompt chunk (rounded up to its
 bucket) are given the sink slot, so every kernel can write unconditionally and nothing real is touched. Their
@@ -9,6 +9,11 @@ Per-layer states of one kind live in "layer stacks": equal-size blocks, several 
 rollback dispatch covers every layer of a buffer (constant stride) and no buffer exceeds the device's limit.
 A KV cache too large for one buffer (long contexts: maxStorageBufferRange is 128 MiB on some drivers) is cut
 by rows into at most MAX_KV_PARTS buffers per layer, which the KV kernels address as one (vkmtp.ops.kv_parts).
+
+Rollback after a verify of K drafts: the conv states keep snapshots after rows 0..K-1 (small; the last row's
+state is the live one); the GDN states are not snapshotted at all: the verify logs each row's decay, delta and
+normed key (1 + 2D words per value head instead of D * D) and leaves the live state as it was, and the commit
+replays the accepted rows from the log (vkmtp.ops.gdn_replay), writing each state once.
 """
 
 from __future__ import annotations
@@ -104,8 +109,9 @@ class DeviceState:
                ("conv_state", "recurrent", n_gdn, 4 * S * conv_words, None),
                ("ssm_state", "recurrent", n_gdn, 4 * S * ssm_words, None)]
         if n_snap:
+            log_words = cfg.ssm_dt_rank * (1 + 2 * cfg.ssm_d_state)
             out += [("conv_snap", "snapshots", n_gdn, 4 * S * n_snap * conv_words, None),
-                    ("ssm_snap", "snapshots", n_gdn, 4 * S * n_snap * ssm_words, None)]
+                    ("ssm_log", "snapshots", n_gdn, 4 * S * (n_snap + 1) * log_words, None)]
         if layouts.mtp_k is not None:
             kp, vp = DeviceState.kv_part_bytes(layouts.mtp_k, layouts.mtp_v, max_range)
             out += [("mtp_k", "mtp_kv", 1, layouts.mtp_k.nbytes, kp), ("mtp_v", "mtp_kv", 1, layouts.mtp_v.nbytes, vp)]
@@ -135,7 +141,8 @@ class DeviceState:
         self.n_slots = n_slots
         self.sink = n_slots                  # the padding slot
         self.n_slots_total = n_slots + 1
-        self.n_snap = n_snap                 # verify rows whose states are kept for rollback (0: none)
+        self.n_snap = n_snap                 # drafts whose conv states are kept for rollback (0: none)
+        self.n_log = n_snap + 1 if n_snap else 0   # verify rows the GDN step log holds per slot
         S = self.n_slots_total
         if layouts.k.n_slots != n_slots or layouts.k.sink_rows < 1:
             raise ValueError(f"KV layouts for {layouts.k.n_slots} slots and {layouts.k.sink_rows} sink rows, "
@@ -148,7 +155,7 @@ class DeviceState:
         self.ssm_words = cfg.ssm_dt_rank * cfg.ssm_head_v_dim * cfg.ssm_d_state
         self.gdn_index = {layer: i for i, layer in enumerate(cfg.recurrent_layers)}
         self.k_cache = self.v_cache = self.conv = self.ssm = None
-        self.conv_snap = self.ssm_snap = self.mtp_k = self.mtp_v = None
+        self.conv_snap = self.ssm_log = self.mtp_k = self.mtp_v = None
         max_range = device.info.max_storage_buffer_range
         for name, _, n_layers, block, part_bytes in DeviceState._stacks(cfg, layouts, n_slots, n_snap, max_range):
             setattr(self, _ATTR.get(name, name), LayerStack(device, n_layers, block, name, part_bytes))
@@ -174,11 +181,11 @@ class DeviceState:
         return self.k_cache.layers[i], self.v_cache.layers[i]
 
     def gdn(self, layer: int) -> tuple[View, View, View | None, View | None]:
-        """(conv state, ssm state, conv snapshots, ssm snapshots) of a GDN layer."""
+        """(conv state, ssm state, conv snapshots, ssm step log) of a GDN layer."""
         i = self.gdn_index[layer]
         return (self.conv.layers[i], self.ssm.layers[i],
                 self.conv_snap.layers[i] if self.conv_snap else None,
-                self.ssm_snap.layers[i] if self.ssm_snap else None)
+                self.ssm_log.layers[i] if self.ssm_log else None)
 
     def pending_h_of(self, slot: int) -> View:
         row = 4 * self.cfg.n_embd
@@ -198,7 +205,7 @@ class DeviceState:
 
     @property
     def stacks(self) -> list[LayerStack]:
-        return [s for s in (self.k_cache, self.v_cache, self.conv, self.ssm, self.conv_snap, self.ssm_snap,
+        return [s for s in (self.k_cache, self.v_cache, self.conv, self.ssm, self.conv_snap, self.ssm_log,
                             self.mtp_k, self.mtp_v) if s is not None]
 
     def destroy(self) -> None:

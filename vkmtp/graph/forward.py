@@ -3,12 +3,15 @@
 Each `record_*` function appends dispatches for one step of `n` tokens to a Recorder; nothing runs until the
 recorded sequence is submitted. Shapes follow vkmtp.ref (the oracle), in NumPy order, f32 activations:
   x    [n, E]  residual stream                 xn  [n, E]  normed input of a mixer / FFN
-  qg   [n, 2*H*D] packed query + gate per head  k, v [n, H_kv*D] projections
-  u    [n, conv_dim] raw GDN qkv projection    z   [n, H_v*d] gate of the GDN output norm
-  b, a [n, H_v] beta / alpha projections        c   [n, conv_dim] conv + SiLU output (q | k | v)
+  attention projections, one [n, 2*H*D + 2*H_kv*D] matrix per step: q + gate per head | k | v
+  GDN projections, one [n, conv_dim + H_v*d + 2*H_v] matrix: u (raw qkv) | z (gate of the output norm) | b | a
+  c    [n, conv_dim] conv + SiLU output (q | k | v)
   o    [n, H_v*d | H*D] mixer output before its output projection
-  g, u [n, F] gate / up of the FFN, then SiLU(g) * u in g
-Every operand is a contiguous [n, width] matrix.
+  FFN  one [n, 2F] matrix: g | u, then SiLU(g) * u in place of g
+Projections that read the same input are one mat-vec / mat-mat when their weights were concatenated at load
+(vkmtp.model.weights.fused_groups; `Forward.projections`), each writing its columns of the shared matrix;
+their consumers read them with a row stride (Strided). `ColumnsView`s tell the recorder which columns a
+dispatch touches, so disjoint columns need no barrier.
 Decode and verify steps use the mat-vec kernels and one-query attention, which are batch-invariant: a token's
 logits are the same bits alone or in a verify batch, so greedy output with MTP equals greedy output without
 it. Prompt chunks (`Activations.prefill`) use the tiled mat-mat and tiled attention.
@@ -19,11 +22,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from vkmtp.device import Arena, Buffer, Device, Recorder, View
+from vkmtp.device.buffers import ColumnsView
 from vkmtp.gguf import GGMLType
 from vkmtp.model.config import LayerKind, ModelConfig
 from vkmtp.graph.device_state import DeviceState
 from vkmtp.graph.memory_plan import KvLayouts
-from vkmtp.graph.placement import WeightPart, WeightRef
+from vkmtp.graph.placement import WeightPart, WeightRef, fused_name
 from vkmtp.model.weights import AttentionTensors, BlockTensors, DeltaNetTensors, DenseFfnTensors, ModelTensors
 from vkmtp.ops.argmax import Argmax
 from vkmtp.ops.conv1d import CausalConv1d
@@ -83,17 +87,16 @@ class Ops:
         self.topk = TopK(device, DRAFT_TOP_K)
 
     def linear(self, rec: Recorder, w: WeightRef, x: View, y: View, n: int, accumulate: bool = False,
-               prefill: bool = False) -> None:
-        """y[n, rows] (+)= x[n, K] W^T, both contiguous. Decode and verify steps use the batch-invariant mat-vec
-        (any n: it runs 8 columns per dispatch), so a token's result never depends on its batch; prompt
-        chunks use the tiled mat-mat."""
+               prefill: bool = False, x_stride: int | None = None, y_stride: int | None = None) -> None:
+        """y[n, rows] (+)= x[n, K] W^T (row strides default to K and rows). Decode and verify steps use the
+        batch-invariant mat-vec (any n: it runs 8 columns per dispatch), so a token's result never depends on
+        its batch; prompt chunks use the tiled mat-mat."""
         rows, k = (w.shape[-2] if len(w.shape) > 1 else 1), w.shape[-1]
-        x = x.sub(0, 4 * n * k)
-        y = y.sub(0, 4 * n * rows)
-        if not prefill:
-            self.matvec.record(rec, w.parts, w.ggml_type, rows, k, x, y, n, accumulate=accumulate)
-        else:
-            self.matmul.record(rec, w.parts, w.ggml_type, rows, k, x, y, n, accumulate=accumulate)
+        xs, ys = x_stride or k, y_stride or rows
+        x = x.sub(0, 4 * ((n - 1) * xs + k))
+        y = y.sub(0, 4 * ((n - 1) * ys + rows))
+        op = self.matmul if prefill else self.matvec
+        op.record(rec, w.parts, w.ggml_type, rows, k, x, y, n, accumulate=accumulate, x_stride=xs, y_stride=ys)
 
 
 @dataclass
@@ -104,7 +107,7 @@ class Activations:
     prefill: bool  # a prompt chunk (tiled mat-mat, tiled attention) rather than a decode / verify step
     x: View
     xn: View
-    mix: View      # the mixer projections: qg | k | v, or u | c | z | b | a
+    mix: View      # the mixer projections: [n, qg | k | v], or [n, u | z | b | a] then c
     o: View
     f: View
     attn_scratch: View
@@ -178,6 +181,26 @@ class Forward:
         ys = Strided(y.sub(0, 4 * ((n - 1) * (y_stride or width) + width)), y_stride or width, 0)
         self.ops.norm.record(rec, xs, self._vec(w_name), ys, n, width)
 
+    def projections(self, rec: Recorder, names: tuple[str, ...], x: View, out: View, n: int,
+                    prefill: bool) -> int:
+        """out[n, W] = x W_1^T | x W_2^T | ... for matrices reading the same x: one mat-vec / mat-mat per fused
+        group (vkmtp.model.weights.fused_groups), one per remaining matrix. Returns W (out's row stride)."""
+        widths = [self.w[m].n_rows for m in names]
+        total = sum(widths)
+        i = col = 0
+        while i < len(names):
+            j = len(names)
+            while j > i + 1 and fused_name(names[i:j]) not in self.w:
+                j -= 1
+            ref = self.w[fused_name(names[i:j])]
+            width = sum(widths[i:j])
+            y = out.sub(4 * col, 4 * ((n - 1) * total + width))
+            y = ColumnsView(y.buffer, y.offset, y.nbytes, stride=4 * total, width=4 * width)
+            self.ops.linear(rec, ref, x, y, n, prefill=prefill, y_stride=total)
+            col += width
+            i = j
+        return total
+
     # --- embedding --------------------------------------------------------------------------------------------
     def record_embed(self, rec: Recorder, records: View, n: int, out: View, table: str | None = None,
                      out_stride: int | None = None) -> None:
@@ -206,12 +229,13 @@ class Forward:
         cfg, ops = self.cfg, self.ops
         h, hkv, d = cfg.n_head, cfg.n_head_kv, cfg.head_dim
         qg_w, kv_w = 2 * h * d, hkv * d
-        qg = act.mix.sub(0, 4 * n * qg_w)
-        k_proj = act.mix.sub(4 * n * qg_w, 4 * n * kv_w)
-        v_proj = act.mix.sub(4 * n * (qg_w + kv_w), 4 * n * kv_w)
-        ops.linear(rec, self.w[t.q.name], act.xn, qg, n, prefill=act.prefill)
-        ops.linear(rec, self.w[t.k.name], act.xn, k_proj, n, prefill=act.prefill)
-        ops.linear(rec, self.w[t.v.name], act.xn, v_proj, n, prefill=act.prefill)
+        # one [n, W] matrix per token: q+gate | k | v
+        w = self.projections(rec, (t.q.name, t.k.name, t.v.name), act.xn, act.mix, n, act.prefill)
+
+        def cols(first: int, width: int) -> View:   # columns first.. first+width-1 of every token's row
+            v = act.mix.sub(4 * first, 4 * ((n - 1) * w + width))
+            return ColumnsView(v.buffer, v.offset, v.nbytes, stride=4 * w, width=4 * width)
+
         if mtp:
             k_cache, v_cache = self.state.mtp_k.layers[0], self.state.mtp_v.layers[0]
             set_rows = ops.set_rows_mtp
@@ -222,10 +246,10 @@ class Forward:
             set_rows = ops.set_rows
             attn = ops.attn_prefill if act.prefill else ops.attn
             layout = self.state.kv_layout
-        q = Strided(qg, qg_w, 2 * d)                          # query of head i at [i*2D, i*2D + D)
-        gate = Strided(qg.sub(4 * d, qg.nbytes - 4 * d), qg_w, 2 * d)
-        k = Strided.heads(k_proj, hkv, d)
-        v = Strided.heads(v_proj, hkv, d)
+        q = Strided(cols(0, qg_w - d), w, 2 * d)              # query of head i at [i*2D, i*2D + D)
+        gate = Strided(cols(d, qg_w - d), w, 2 * d)
+        k = Strided(cols(qg_w, kv_w), w, d)
+        v = Strided(cols(qg_w + kv_w, kv_w), w, d)
         ops.rope.record(rec, records, q, q, n, h, norm_weight=self._vec(t.q_norm.name))
         ops.rope.record_to_cache(rec, records, k, k_cache, layout, n, norm_weight=self._vec(t.k_norm.name))
         set_rows.record(rec, records, v, v_cache, n)
@@ -238,38 +262,39 @@ class Forward:
         cfg, ops = self.cfg, self.ops
         conv_dim, d_inner, hv = cfg.ssm_conv_dim, cfg.ssm_d_inner, cfg.ssm_dt_rank
         d = cfg.ssm_d_state
-        u = act.mix.sub(0, 4 * n * conv_dim)
-        c = act.mix.sub(4 * n * conv_dim, 4 * n * conv_dim)
-        z = act.mix.sub(8 * n * conv_dim, 4 * n * d_inner)
-        b = act.mix.sub(4 * n * (2 * conv_dim + d_inner), 4 * n * hv)
-        a = act.mix.sub(4 * n * (2 * conv_dim + d_inner + hv), 4 * n * hv)
-        ops.linear(rec, self.w[t.qkv.name], act.xn, u, n, prefill=act.prefill)
-        ops.linear(rec, self.w[t.gate.name], act.xn, z, n, prefill=act.prefill)
-        ops.linear(rec, self.w[t.beta.name], act.xn, b, n, prefill=act.prefill)
-        ops.linear(rec, self.w[t.alpha.name], act.xn, a, n, prefill=act.prefill)
-        conv_state, ssm_state, conv_snap, ssm_snap = self.state.gdn(layer)
-        ops.conv.record(rec, records, n, u, conv_dim, self._vec(t.conv1d.name), conv_state, c, conv_dim,
+        # one [n, W] matrix per token: u (qkv) | z | b | a; then c [n, conv_dim]
+        w = conv_dim + d_inner + 2 * hv
+        proj = act.mix.sub(0, 4 * n * w)
+        self.projections(rec, (t.qkv.name, t.gate.name, t.beta.name, t.alpha.name), act.xn, proj, n, act.prefill)
+        u = proj
+        z = proj.sub(4 * conv_dim, proj.nbytes - 4 * conv_dim)
+        b = proj.sub(4 * (conv_dim + d_inner), proj.nbytes - 4 * (conv_dim + d_inner))
+        a = proj.sub(4 * (conv_dim + d_inner + hv), proj.nbytes - 4 * (conv_dim + d_inner + hv))
+        c = act.mix.sub(4 * n * w, 4 * n * conv_dim)
+        conv_state, ssm_state, conv_snap, ssm_log = self.state.gdn(layer)
+        ops.conv.record(rec, records, n, u, w, self._vec(t.conv1d.name), conv_state, c, conv_dim,
                         conv_dim, snapshots=conv_snap if n_snap else None, n_snap=n_snap)
         kd = cfg.ssm_key_dim
         o = act.o.sub(0, 4 * n * d_inner)
         ops.gdn.record(rec, records, n, c, c.sub(4 * kd, c.nbytes - 4 * kd),
-                       c.sub(8 * kd, c.nbytes - 8 * kd), conv_dim, b, a, hv, self._vec(t.a.name), self._vec(t.dt_bias.name), ssm_state, o, d_inner,
-                       cfg.ssm_n_group, hv, cfg.rms_eps, snapshots=ssm_snap if n_snap else None,
-                       n_snap=n_snap, n_seqs=n)
+                       c.sub(8 * kd, c.nbytes - 8 * kd), conv_dim, b, a, w, self._vec(t.a.name), self._vec(t.dt_bias.name), ssm_state, o, d_inner,
+                       cfg.ssm_n_group, hv, cfg.rms_eps, snapshots=ssm_log if n_snap else None,
+                       n_snap=n_snap + 1 if n_snap else 0, n_seqs=n, log_steps=n_snap > 0)
         # y_h = RMSNorm(o_h; ssm_norm) * silu(z_h), per value head, in place in o
         oh = Strided.heads(o, hv, d)
-        ops.norm.record(rec, oh, self._vec(t.norm.name), oh, n, d, n_head=hv, gate=Strided.heads(z, hv, d))
+        ops.norm.record(rec, oh, self._vec(t.norm.name), oh, n, d, n_head=hv, gate=Strided(z, w, d))
         ops.linear(rec, self.w[t.out.name], o, act.x, n, accumulate=True, prefill=act.prefill)
 
     def record_dense_ffn(self, rec: Recorder, gate: str, up: str, down: str, xn: View, act: Activations,
                          n: int, out: View | None = None, accumulate: bool = True) -> None:
         ff = self.w[gate].shape[0]
-        g = act.f.sub(0, 4 * n * ff)
-        u = act.f.sub(4 * n * ff, 4 * n * ff)
-        self.ops.linear(rec, self.w[gate], xn, g, n, prefill=act.prefill)
-        self.ops.linear(rec, self.w[up], xn, u, n, prefill=act.prefill)
-        self.ops.swiglu.record(rec, Strided.rows(g, ff), Strided.rows(u, ff), Strided.rows(g, ff), n, ff)
-        self.ops.linear(rec, self.w[down], g, out if out is not None else act.x, n, accumulate=accumulate, prefill=act.prefill)
+        # one [n, 2F] matrix per token: g | u; SiLU(g) * u in place of g
+        self.projections(rec, (gate, up), xn, act.f, n, act.prefill)
+        gu = act.f.sub(0, 4 * 2 * n * ff)
+        g, u = Strided(gu, 2 * ff), Strided(gu.sub(4 * ff, gu.nbytes - 4 * ff), 2 * ff)
+        self.ops.swiglu.record(rec, g, u, g, n, ff)
+        self.ops.linear(rec, self.w[down], gu, out if out is not None else act.x, n, accumulate=accumulate,
+                        prefill=act.prefill, x_stride=2 * ff)
 
     def _experts(self, name: str) -> list[ExpertPart]:
         """An expert stack's parts in experts (placement splits stacks only between experts)."""
@@ -283,17 +308,17 @@ class Forward:
         e, ne, k, fe = cfg.n_embd, cfg.n_expert, cfg.n_expert_used, cfg.n_ff_exp
         arena = Arena(act.moe.buffer, 16)
         arena.used = act.moe.offset
-        logits = arena.take(4 * n * ne, "router_logits")          # [n, n_expert]
+        gates = arena.take(4 * n * (ne + 1), "router_logits")    # [n, n_expert + 1]: router | shared gate
         ids = arena.take(4 * n * k, "expert_ids")                  # [n, k] u32
         weights = arena.take(4 * n * k, "expert_weights")          # [n, k] f32
         routes = arena.take(4 * routes_words(n, k), "routes")
         g = arena.take(4 * n * k * fe, "expert_gate")              # [n*k, F_e]
         u = arena.take(4 * n * k * fe, "expert_up")                # [n*k, F_e]
         d = arena.take(4 * n * k * e, "expert_down")               # [n*k, E]
-        shared_gate = arena.take(4 * n, "shared_gate")             # [n, 1]
         shared_out = arena.take(4 * n * e, "shared_out")           # [n, E]
-        ops.linear(rec, self.w[t.gate_inp.name], act.xn, logits, n, prefill=act.prefill)
-        ops.router.record(rec, logits, ne, n, ids, weights)
+        self.projections(rec, (t.gate_inp.name, t.gate_inp_shexp.name), act.xn, gates, n, act.prefill)
+        shared_gate = Strided(gates.sub(4 * ne, gates.nbytes - 4 * ne), ne + 1)
+        ops.router.record(rec, gates, ne + 1, n, ids, weights)
         ops.matvec_id.record_routes(rec, ids, routes, n, k)
         gate_type, up_type = self.w[t.gate_exps.name].ggml_type, self.w[t.up_exps.name].ggml_type
         ops.matvec_id.record(rec, self._experts(t.gate_exps.name), gate_type, ne, fe, e, act.xn, g, routes, n, k)
@@ -305,13 +330,14 @@ class Forward:
         # shared expert, scaled by sigmoid(w_shexp . xn) per token
         self.record_dense_ffn(rec, t.gate_shexp.name, t.up_shexp.name, t.down_shexp.name, act.xn, act, n,
                               out=shared_out, accumulate=False)
-        ops.linear(rec, self.w[t.gate_inp_shexp.name], act.xn, shared_gate, n, prefill=act.prefill)
-        ops.sigmoid_scale_add.record(rec, Strided.rows(shared_out, e), Strided.rows(shared_gate, 1),
+        ops.sigmoid_scale_add.record(rec, Strided.rows(shared_out, e), shared_gate,
                                      Strided.rows(act.x.sub(0, 4 * n * e), e), n, e)
 
     # --- whole passes -------------------------------------------------------------------------------------------
     def record_trunk(self, rec: Recorder, records: View, act: Activations, n: int, n_snap: int = 0) -> None:
-        """Embedding and every trunk block for n tokens; leaves the residual stream in act.x."""
+        """Embedding and every trunk block for n tokens; leaves the residual stream in act.x. n_snap > 0 (a verify
+        of n_snap drafts per sequence): conv snapshots after rows 0..n_snap-1 and the GDN step log of every row,
+        GDN live states left as before the step (vkmtp.graph.device_state)."""
         self.record_embed(rec, records, n, act.x)
         for blk in self.table.blocks:
             self.record_block(rec, blk, records, act, n, n_snap=n_snap)

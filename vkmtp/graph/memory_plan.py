@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 
 from vkmtp.gguf import GGUFFile
 from vkmtp.model.config import ModelConfig
-from vkmtp.model.weights import ModelTensors, TensorSpec, walk_specs
+from vkmtp.model.weights import ModelTensors, TensorSpec, fused_groups, walk_specs
 from vkmtp.ops.kv_layout import KvLayout, kv_type as kv_type_of
 from vkmtp.ops.kv_parts import MAX_KV_PARTS
 
@@ -255,7 +255,8 @@ class EngineShape:
 
     @property
     def n_snap(self) -> int:
-        return self.K + 1 if self.use_mtp else 0
+        """Recurrent-state snapshots per slot: after verify rows 0..K-1 (the last row's state is the live one)."""
+        return self.K if self.use_mtp else 0
 
 
 def engine_shape(n_ctx: int, n_slots: int, types: CacheTypes, use_mtp: bool, n_max: int,
@@ -275,7 +276,10 @@ def plan_memory(gguf: GGUFFile, cfg: ModelConfig, table: ModelTensors, shape: En
 
     info = device.info
     use_mtp = shape.use_mtp and table.mtp is not None
-    wplan = WeightPlan(gguf, weight_names(table, use_mtp), weight_buffer_limit(info.max_storage_buffer_range))
+    names = weight_names(table, use_mtp)
+    types = {n: gguf.tensors[n].ggml_type for n in names}
+    wplan = WeightPlan(gguf, names, weight_buffer_limit(info.max_storage_buffer_range),
+                       fused=fused_groups(table, types, set(names)))
     buffers = [PlannedBuffer(f"weights{i}", "weights", n) for i, n in enumerate(wplan.buffer_sizes)]
     mtp_bytes = sum(gguf.tensors[s.name].n_bytes for s in mtp_only_specs(table) if s.name in gguf.tensors) \
         if use_mtp else 0

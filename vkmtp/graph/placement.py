@@ -3,8 +3,10 @@
 Weights keep their quantized GGUF layout (no dequantized copies). Tensors are packed in file order into buffers
 of at most `max_buffer_bytes` (the device's maxStorageBufferRange, capped at 1 GiB so the first upload starts
 early); a tensor larger than that is split by rows into parts, and every kernel that reads weights takes a
-list of parts. The plan is made before anything is allocated, so the memory check can run first; one plan per
-device keeps the door open for layer split over several GPUs.
+list of parts. Projections that read the same input with the same quant type (vkmtp.model.weights.fused_groups)
+are stored as one tensor, their rows one after another, so one mat-vec covers them; each member keeps its own
+WeightRef (a row range of the group's). The plan is made before anything is allocated, so the memory check can
+run first; one plan per device keeps the door open for layer split over several GPUs.
 """
 
 from __future__ import annotations
@@ -67,27 +69,51 @@ class _Slot:
     n_rows: int
 
 
-class WeightPlan:
-    """Packing of named tensors into buffers; `bytes_total` is known before any allocation."""
+def fused_name(members) -> str:
+    """The name of a concatenated weight: its members' names joined by '+'."""
+    return "+".join(members)
 
-    def __init__(self, gguf: GGUFFile, names: list[str], max_buffer_bytes: int):
+
+class WeightPlan:
+    """Packing of named tensors into buffers; `bytes_total` is known before any allocation.
+
+    `fused`: groups of tensor names (same type, same row length) stored as one tensor of concatenated rows,
+    under `fused_name(group)`, placed where the group's first member would be."""
+
+    def __init__(self, gguf: GGUFFile, names: list[str], max_buffer_bytes: int,
+                 fused: list[tuple[str, ...]] = ()):
         self.gguf = gguf
         self.names = list(names)
         self.max_buffer_bytes = max(ALIGN, max_buffer_bytes - max_buffer_bytes % ALIGN)
         self.buffer_sizes: list[int] = []
         self.slots: dict[str, list[_Slot]] = {}
+        # placed items: a plain tensor is a group of one
+        self.members: dict[str, tuple[str, ...]] = {}
+        in_group = {}
+        for group in fused:
+            infos = [gguf.tensors[m] for m in group]
+            if len(group) < 2 or len({(i.ggml_type, i.shape[-1]) for i in infos}) != 1 \
+                    or any(len(i.shape) > 2 for i in infos):
+                raise ValueError(f"cannot fuse {list(group)}: members need one type and one row length")
+            for m in group:
+                in_group[m] = group
         for name in self.names:
-            info = gguf.tensors[name]
+            group = in_group.get(name, (name,))
+            if group[0] == name:
+                self.members[fused_name(group)] = group
+        for item, group in self.members.items():
+            info = gguf.tensors[group[0]]
             rb = row_bytes(info.ggml_type, info.shape[-1])
-            n_rows = info.n_elements // info.shape[-1]
+            n_rows = sum(gguf.tensors[m].n_elements // info.shape[-1] for m in group)
+            name = item
             if rb > self.max_buffer_bytes:
                 raise MemoryError(f"one row of {name} ({rb} B) exceeds the device's buffer limit")
             rows_per_part = self.max_buffer_bytes // rb
             if len(info.shape) == 3:  # expert stacks split only between experts
-                group = info.shape[1]
-                rows_per_part = max(group, rows_per_part // group * group)
-                if group * rb > self.max_buffer_bytes:
-                    raise MemoryError(f"one expert of {name} ({group * rb} B) exceeds the device's buffer limit")
+                per_expert = info.shape[1]
+                rows_per_part = max(per_expert, rows_per_part // per_expert * per_expert)
+                if per_expert * rb > self.max_buffer_bytes:
+                    raise MemoryError(f"one expert of {name} ({per_expert * rb} B) exceeds the device's buffer limit")
             parts = []
             for row in range(0, n_rows, rows_per_part):
                 n = min(rows_per_part, n_rows - row)
@@ -104,21 +130,36 @@ class WeightPlan:
         return sum(self.buffer_sizes)
 
     def allocate(self, device: Device, progress=None) -> dict[str, WeightRef]:
-        """Allocate the buffers and upload every tensor (from the memory-mapped file, no float copies)."""
+        """Allocate the buffers and upload every tensor (from the memory-mapped file, no float copies).
+        Returns a WeightRef per tensor name, and per fused group (its name from `fused_name`)."""
         buffers = [device.buffer(size, "device", f"weights{i}", role="weights")
                    for i, size in enumerate(self.buffer_sizes)]
         refs: dict[str, WeightRef] = {}
-        for name in self.names:
-            info = self.gguf.tensors[name]
-            rb = row_bytes(info.ggml_type, info.shape[-1])
-            raw = self.gguf.raw(name)
-            ref = WeightRef(name, info.ggml_type, info.shape)
-            for slot in self.slots[name]:
+        for item, group in self.members.items():
+            info = self.gguf.tensors[group[0]]
+            k = info.shape[-1]
+            rb = row_bytes(info.ggml_type, k)
+            member_rows = [(m, self.gguf.tensors[m].n_elements // k) for m in group]
+            total = sum(n for _, n in member_rows)
+            ref = WeightRef(item, info.ggml_type, info.shape if len(group) == 1 else (total, k))
+            for slot in self.slots[item]:
                 view = buffers[slot.buffer_index].view(slot.offset, slot.n_rows * rb)
-                device.upload(view, raw[slot.row_start * rb: (slot.row_start + slot.n_rows) * rb])
                 ref.parts.append(WeightPart(view, slot.row_start, slot.n_rows))
-                if progress is not None:
-                    progress(slot.n_rows * rb)
-            refs[name] = ref
+            first = 0
+            for m, n in member_rows:   # each member's rows go where the group's rows first..first+n-1 are
+                raw = self.gguf.raw(m)
+                mref = WeightRef(m, info.ggml_type, self.gguf.tensors[m].shape)
+                for part in ref.parts:
+                    lo, hi = max(first, part.row_start), min(first + n, part.row_start + part.n_rows)
+                    if lo >= hi:
+                        continue
+                    view = part.view.sub((lo - part.row_start) * rb, (hi - lo) * rb)
+                    device.upload(view, raw[(lo - first) * rb: (hi - first) * rb])
+                    mref.parts.append(WeightPart(view, lo - first, hi - lo))
+                    if progress is not None:
+                        progress((hi - lo) * rb)
+                refs[m] = mref
+                first += n
+            refs[item] = ref
         self.buffers = buffers
         return refs

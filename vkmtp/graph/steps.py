@@ -18,11 +18,29 @@ from vkmtp.device import Buffer, Device, Recorder, View
 from vkmtp.graph.step_io import StepIO
 from vkmtp.graph.device_state import DeviceState
 from vkmtp.graph.forward import Activations, Forward
+from vkmtp.graph.graph_counts import GraphCounts, conv_bytes_per_seq, step_state_bytes
 from vkmtp.ops.gumbel import GumbelNoise
 from vkmtp.ops.spec import SpecOps
+from vkmtp.ops.gdn_replay import GdnReplay
 from vkmtp.ops.state_select import StateSelect
 from vkmtp.ops.strided import Strided
 from vkmtp.spec.config import DRAFT_TOP_K, draft_rows
+
+
+def paired_groups(a, b):
+    """The layers of two layer stacks (vkmtp.graph.device_state.LayerStack) in runs that lie in one buffer of
+    each: ((a view, a stride), (b view, b stride), n_layers), stride in words (stacks of different block sizes
+    split their layers between buffers differently)."""
+    if a is None or b is None:
+        return
+    for ga in a.groups:
+        for gb in b.groups:
+            first = max(ga.first, gb.first)
+            last = min(ga.first + ga.count, gb.first + gb.count)
+            if first < last:
+                va = ga.view.sub(4 * (first - ga.first) * ga.stride_words, 4 * (last - first) * ga.stride_words)
+                vb = gb.view.sub(4 * (first - gb.first) * gb.stride_words, 4 * (last - first) * gb.stride_words)
+                yield (va, ga.stride_words), (vb, gb.stride_words), last - first
 
 
 class GraphContext:
@@ -39,6 +57,7 @@ class GraphContext:
         self.logits_host = logits_host
         self.spec_ops = SpecOps(device)
         self.select = StateSelect(device)
+        self.replay = GdnReplay(device, self.cfg.ssm_d_state) if self.cfg.recurrent_layers else None
         self.gumbel = GumbelNoise(device)
         e = self.cfg.n_embd
         row = 4 * e
@@ -60,15 +79,18 @@ class GraphContext:
             self.fwd.ops.argmax.record(rec, Strided.rows(logits.sub(0, 4 * n_out * v), v), ids, n_out, v,
                                        act.argmax_scratch)
 
-    def rollback(self, rec: Recorder, select: View, n_seq: int, n_snap: int) -> None:
-        """Live conv/GDN states <- the snapshots chosen by `select` ({slot, snapshot index} pairs); the step
-        wrote n_snap snapshots per slot (its verify rows per sequence)."""
+    def rollback(self, rec: Recorder, select: View, n_seq: int, n_rows: int) -> None:
+        """Bring each selected slot's recurrent states to its accepted row ({slot, row m} pairs in `select`)
+        after a verify of n_rows rows per sequence: conv states <- the snapshot after row m (none for the last
+        row: the live one is right, and the copy kernel skips it on the GPU); GDN states <- the live state (as
+        before the verify) brought forward by rows 0..m from the step log, one state write per slot."""
         st = self.state
-        for snaps, live, words in ((st.conv_snap, st.conv, st.conv_words), (st.ssm_snap, st.ssm, st.ssm_words)):
-            for gs, gl in zip(snaps.groups, live.groups):
-                self.select.record(rec, select, n_seq, gs.view, gl.view, words, st.n_slots_total, n_snap,
-                                   n_groups=gs.count, snap_group_stride=gs.stride_words,
-                                   live_group_stride=gl.stride_words)
+        for gs, gl, count in paired_groups(st.conv_snap, st.conv):
+            self.select.record(rec, select, n_seq, gs[0], gl[0], st.conv_words, st.n_slots_total, n_rows - 1,
+                               n_groups=count, snap_group_stride=gs[1], live_group_stride=gl[1])
+        for gs, gl, count in paired_groups(st.ssm_log, st.ssm):
+            self.replay.record(rec, select, n_seq, gs[0], gl[0], self.cfg.ssm_dt_rank, st.n_slots_total, n_rows,
+                               n_groups=count, log_group_stride=gs[1], state_group_stride=gl[1])
 
     def copy_rows(self, rec: Recorder, pairs: View, n: int, src: View, dst: View, src_rows: int,
                   dst_rows: int) -> None:
@@ -142,6 +164,7 @@ class PrefillGraph:
                           ctx.state.n_slots_total)
         recs.append(rec.finish())
         self.rec = Submissions(recs)
+        self.counts = GraphCounts.of(recs, step_state_bytes(ctx.cfg, 1, 0))
 
 
 class DecodeGraph:
@@ -166,6 +189,7 @@ class DecodeGraph:
             ctx.copy_rows(rec, io.view("pairs_in", 0, 2 * S), S, ctx.hn.sub(0, S * e4), ctx.state.pending_h,
                           S, ctx.state.n_slots_total)
         self.rec = rec.finish()
+        self.counts = GraphCounts.of([rec], step_state_bytes(ctx.cfg, S, 0))
 
 
 EXACT_CATCH_UP_ROWS = 8   # the mat-vec runs 8 columns per dispatch: up to here a catch-up is the decode path
@@ -187,6 +211,7 @@ class MtpLagGraph:
         act = ctx.act(T, 0, prefill=T > EXACT_CATCH_UP_ROWS)
         ctx.fwd.record_mtp(rec, records, ctx.h_shift.sub(0, T * e4), act, T, ctx.h_mtp[0].sub(0, T * e4))
         self.rec = rec.finish()
+        self.counts = GraphCounts.of([rec])
 
 
 class SpecGraph:
@@ -231,10 +256,11 @@ class SpecGraph:
                                             top_values=io.view("top_values") if p_min > 0 else None,
                                             n_top=DRAFT_TOP_K if p_min > 0 else 0, p_min=p_min)
             h_in = h_out
-        # --- verify: the target over last token + drafts, snapshots after every row -----------------------------
+        # --- verify: the target over last token + drafts; conv snapshots after rows 0..K-1, the GDN step log of
+        # every row (GraphContext.rollback) ----------------------------------------------------------------
         records = io.record_view("records", 0, R)
         act = ctx.act(R, R)
-        fwd.record_trunk(rec, records, act, R, n_snap=V)
+        fwd.record_trunk(rec, records, act, R, n_snap=K)
         fwd.record_output_norm(rec, act, R, ctx.hn.sub(0, R * e4))
         ctx.head(rec, ctx.hn.sub(0, R * e4), R, act, greedy, io.view("ids", 0, R))
         # --- MTP catch-up with the true hidden states (independent of the accept count) -------------------------
@@ -247,15 +273,27 @@ class SpecGraph:
                                        synthetic_rate=synthetic_rate, n_min=n_min)
             record_commit(ctx, rec, S, V)
         self.rec = rec.finish()
+        self.counts = GraphCounts.of([rec], step_state_bytes(cfg, S, K) - (0 if greedy else replay_bytes(cfg, S)),
+                                     conv_bytes_per_seq(cfg) if greedy else 0)
 
 
 def record_commit(ctx: GraphContext, rec: Recorder, S: int, V: int) -> None:
-    """Roll states back to the accepted snapshot and set each slot's pending hidden to its accepted row."""
+    """Bring states to the accepted row and set each slot's pending hidden to its accepted row.
+
+    The verify kept conv snapshots after rows 0..V-2 only: a slot that accepted every draft selects row V-1,
+    which state_select treats as "keep the live state", so the copy kernel reads the accept count on the GPU and
+    writes nothing for it (the host does not know the count when the step is recorded). The GDN states are
+    replayed from the verify's step log up to the accepted row (GraphContext.rollback)."""
     io = ctx.io
     R = S * V
     ctx.rollback(rec, io.view("select", 0, 2 * S), S, V)
     ctx.copy_rows(rec, io.view("hidden_select", 0, 2 * S), S, ctx.hn.sub(0, R * 4 * ctx.cfg.n_embd),
                   ctx.state.pending_h, R, ctx.state.n_slots_total)
+
+
+def replay_bytes(cfg, S: int) -> int:
+    """The GDN states the commit's replay writes: one per sequence and GDN layer."""
+    return 4 * S * len(cfg.recurrent_layers) * cfg.ssm_dt_rank * cfg.ssm_head_v_dim * cfg.ssm_d_state
 
 
 class CommitGraph:
@@ -265,3 +303,4 @@ class CommitGraph:
         rec = ctx.device.recorder()
         record_commit(ctx, rec, S, K + 1)
         self.rec = rec.finish()
+        self.counts = GraphCounts.of([rec], replay_bytes(ctx.cfg, S), conv_bytes_per_seq(ctx.cfg))

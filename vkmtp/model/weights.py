@@ -239,6 +239,44 @@ def expected_tensors(cfg: ModelConfig, present: set[str] | None = None) -> Model
     return ModelTensors(token_embd=token_embd, output_norm=output_norm, output=output, blocks=blocks, mtp=mtp)
 
 
+def projection_groups(table: ModelTensors) -> list[tuple[str, ...]]:
+    """Per block, the matrices that read the same normed input, in the order a fused output lays out their rows:
+    attention q | k | v; GDN qkv | gate (z) | beta | alpha; dense FFN (or MoE shared expert) gate | up; MoE
+    router | shared-expert gate (one row)."""
+    blocks = list(table.blocks) + ([table.mtp.block] if table.mtp is not None else [])
+    out = []
+    for blk in blocks:
+        m, f = blk.mixer, blk.ffn
+        if isinstance(m, AttentionTensors):
+            out.append((m.q.name, m.k.name, m.v.name))
+        else:
+            out.append((m.qkv.name, m.gate.name, m.beta.name, m.alpha.name))
+        if isinstance(f, DenseFfnTensors):
+            out.append((f.gate.name, f.up.name))
+        else:
+            out.append((f.gate_shexp.name, f.up_shexp.name))
+            out.append((f.gate_inp.name, f.gate_inp_shexp.name))
+    return out
+
+
+def fused_groups(table: ModelTensors, types: dict[str, int], names: set[str] | None = None) -> list[tuple[str, ...]]:
+    """The runs of `projection_groups` that can be one matrix: consecutive members of one quant type (the rows of a
+    quantized matrix are independent, so concatenating them changes no result bit), all in `names` when given.
+    Members of another type stay separate tensors (e.g. a Q6_K attn_v next to Q4_K q and k gives q+k and v)."""
+    out = []
+    for group in projection_groups(table):
+        run: list[str] = []
+        for name in (*group, None):
+            if name is not None and (names is None or name in names) and run \
+                    and types[name] == types[run[-1]]:
+                run.append(name)
+                continue
+            if len(run) > 1:
+                out.append(tuple(run))
+            run = [name] if name is not None and (names is None or name in names) else []
+    return out
+
+
 def validate(gguf_file: GGUFFile, cfg: ModelConfig) -> ModelTensors:
     """Check that `gguf_file` holds exactly the tensors `cfg` needs, with matching shapes.
 

@@ -26,6 +26,12 @@ from vkmtp.ops.row_views import power_of_two, rows_view, same_buffer, words_view
 
 VARIANT_DEFINES = {"shared": {}, "shuffle": {"REDUCE_SHUFFLE": 1}, "clustered": {"REDUCE_CLUSTERED": 1}}
 RECORD_WORDS = 4
+
+
+def log_words(head_dim: int) -> int:
+    """f32 words of one token of one value head in the step log: decay, delta[D], normed key[D]."""
+    return 1 + 2 * head_dim
+
 SHARED_BYTES_PER_LANE = 16   # one vec3 per invocation (padded to 16 B by most compilers)
 
 
@@ -42,7 +48,7 @@ class GdnOperands:
 def gdn_operands(head_dim: int, records: View, n_tokens: int, q: View, k: View, v: View, qkv_stride: int,
                  b: View, alpha: View, gate_stride: int, ssm_a: View, dt_bias: View, state: View, out: View,
                  out_stride: int, n_head_k: int, n_head_v: int, eps: float, snapshots: View | None,
-                 n_snap: int) -> GdnOperands:
+                 n_snap: int, log_steps: bool = False) -> GdnOperands:
     """Check a GDN layer's operands (arguments as GatedDeltaNet.record) and build the dispatch words."""
     d = head_dim
     if n_tokens < 1:
@@ -68,11 +74,17 @@ def gdn_operands(head_dim: int, records: View, n_tokens: int, q: View, k: View, 
         words_view(dt_bias, n_head_v, "gdn dt_bias"),
         live,
     ]
-    writes = [live, rows_view(out, n_tokens, n_head_v * d, out_stride, "gdn out")]
+    writes = [rows_view(out, n_tokens, n_head_v * d, out_stride, "gdn out")]
+    if not log_steps:
+        writes.append(live)
     if n_snap > 0:
         if snapshots is None:
             raise ValueError("gdn: n_snap > 0 needs a snapshots view")
-        writes.append(words_view(snapshots, n_slots * n_snap * head_state, "gdn snapshots"))
+        per = n_head_v * log_words(d) if log_steps else head_state
+        writes.append(words_view(snapshots, n_slots * n_snap * per, "gdn step log" if log_steps else
+                                 "gdn snapshots"))
+    elif log_steps:
+        raise ValueError("gdn: log_steps needs n_snap > 0 (log entries per sequence)")
     snap_view = snapshots if n_snap > 0 else live
     push = [records.word_offset, n_tokens, q.word_offset, k.word_offset, v.word_offset, qkv_stride,
             b.word_offset, alpha.word_offset, gate_stride, ssm_a.word_offset, dt_bias.word_offset,
@@ -140,6 +152,7 @@ class GatedDeltaNet:
         self.variant = variant
         self.workgroup_size = workgroup_size
         self.key = ShaderKey.make("gdn.comp", **VARIANT_DEFINES[variant])
+        self.log_key = ShaderKey.make("gdn.comp", LOG_STEPS=1, **VARIANT_DEFINES[variant])
         self.spec = [workgroup_size, head_dim, lanes]
 
     @property
@@ -153,7 +166,7 @@ class GatedDeltaNet:
     def record(self, rec: Recorder, records: View, n_tokens: int, q: View, k: View, v: View, qkv_stride: int,
                b: View, alpha: View, gate_stride: int, ssm_a: View, dt_bias: View, state: View, out: View,
                out_stride: int, n_head_k: int, n_head_v: int, eps: float,
-               snapshots: View | None = None, n_snap: int = 0, n_seqs: int = 1) -> None:
+               snapshots: View | None = None, n_snap: int = 0, n_seqs: int = 1, log_steps: bool = False) -> None:
         """Record one dispatch for `n_tokens` tokens.
 
         Args:
@@ -167,11 +180,17 @@ class GatedDeltaNet:
             snapshots: [n_slots][n_snap][n_head_v][D][D] f32; snapshot m = state after the sequence's token m
                 of this step, written for m < n_snap.
             n_seqs: how many sequences the step holds at most (workgroups along z; any value >= 1 is correct).
+            log_steps: `snapshots` is a step log instead, [n_slots][n_snap][n_head_v][log_words(D)] f32 (decay,
+                delta, normed key of each token), and the live state is left as it was before the step, for
+                vkmtp.ops.gdn_replay to bring forward by the accepted tokens. Every token of a sequence must
+                have an entry (n_snap >= its tokens in the step).
         """
         ops = gdn_operands(self.head_dim, records, n_tokens, q, k, v, qkv_stride, b, alpha, gate_stride,
-                           ssm_a, dt_bias, state, out, out_stride, n_head_k, n_head_v, eps, snapshots, n_snap)
+                           ssm_a, dt_bias, state, out, out_stride, n_head_k, n_head_v, eps, snapshots, n_snap,
+                           log_steps)
         d = self.head_dim
         groups = (-(-d // self.columns_per_workgroup), n_head_v, max(1, min(n_seqs, n_tokens, 65535)))
-        rec.dispatch(self.key, ops.buffers, groups, push=ops.push, spec=self.spec, reads=ops.reads,
+        key = self.log_key if log_steps else self.key
+        rec.dispatch(key, ops.buffers, groups, push=ops.push, spec=self.spec, reads=ops.reads,
                      writes=ops.writes,
-                     label=f"{self.key.name}[wg={self.workgroup_size},lanes={self.lanes_per_column}]")
+                     label=f"{key.name}[wg={self.workgroup_size},lanes={self.lanes_per_column}]")

@@ -89,3 +89,65 @@ def gated_delta_net(seqs: np.ndarray, q: np.ndarray, k: np.ndarray, v: np.ndarra
                 snaps[seq, m] = s
         state[seq] = s
     return out, state, snaps
+
+
+def gdn_step_log(seqs: np.ndarray, q: np.ndarray, k: np.ndarray, v: np.ndarray, b: np.ndarray,
+                 alpha: np.ndarray, ssm_a: np.ndarray, dt_bias: np.ndarray, state: np.ndarray, eps: float,
+                 n_log: int) -> tuple[np.ndarray, np.ndarray]:
+    """gdn.comp with LOG_STEPS: outputs as `gated_delta_net`, the live state unchanged, and the step log.
+
+    Returns:
+        out [n_tok, H_v, D_v]; log [n_slots, n_log, H_v, 1 + 2D] f32: per token m of a sequence the decay
+        exp(g), delta [D_v] and the L2-normed key [D] its update used (entries of absent tokens are zero).
+    """
+    n_tok, h_k, d = q.shape
+    h_v = v.shape[1]
+    key_head = np.arange(h_v) % h_k
+    kn = l2_normalize(k.astype(np.float64), eps)[:, key_head]
+    beta = sigmoid(b)
+    g = ssm_a.astype(np.float64)[None, :] * softplus(alpha.astype(np.float64) + dt_bias[None, :])
+    out, _, _ = gated_delta_net(seqs, q, k, v, b, alpha, ssm_a, dt_bias, state, eps)
+    log = np.zeros((state.shape[0], n_log, h_v, 1 + 2 * d), np.float32)
+    for seq, first, count in sequence_runs(seqs):
+        if seq >= state.shape[0]:
+            continue
+        if count > n_log:
+            raise ValueError(f"sequence of {count} tokens in a step log of {n_log} entries")
+        s = state[seq].astype(np.float64)
+        for m in range(count):
+            t = first + m
+            decay = np.exp(g[t])
+            s = s * decay[:, None, None]
+            delta = (v[t].astype(np.float64) - np.einsum("hji,hi->hj", s, kn[t])) * beta[t][:, None]
+            s = (s + delta[:, :, None] * kn[t][:, None, :]).astype(np.float32).astype(np.float64)
+            log[seq, m, :, 0] = decay
+            log[seq, m, :, 1: 1 + d] = delta
+            log[seq, m, :, 1 + d:] = kn[t]
+    return out, log
+
+
+def gdn_replay(select: np.ndarray, log: np.ndarray, state: np.ndarray) -> np.ndarray:
+    """NumPy oracle of shaders/gdn_replay.comp: state of slot s <- its state after logged tokens 0..m.
+
+    Args:
+        select: [n_sel, 2] uint32 {seq slot, m}; m is clamped to n_log - 1, slots >= n_slots are skipped.
+        log: [n_groups, n_slots, n_log, H_v, 1 + 2D] f32 (gdn_step_log's, one per layer).
+        state: [n_groups, n_slots, H_v, D (j), D (i)] f32.
+    Returns:
+        the new states (copy). Each update is s * decay rounded to f32, then k^_i * delta_j + s rounded once
+        (the kernel's fma).
+    """
+    state = state.copy()
+    n_slots, n_log = log.shape[1], log.shape[2]
+    d = state.shape[-1]
+    for seq, m in np.asarray(select, np.uint64).reshape(-1, 2).tolist():
+        if seq >= n_slots:
+            continue
+        s = state[:, seq].astype(np.float32)
+        for t in range(min(m, n_log - 1) + 1):
+            entry = log[:, seq, t]                               # [G, H_v, 1 + 2D]
+            s = (s * entry[:, :, 0, None, None]).astype(np.float32)
+            upd = entry[:, :, 1: 1 + d, None].astype(np.float64) * entry[:, :, None, 1 + d:].astype(np.float64)
+            s = (upd + s.astype(np.float64)).astype(np.float32)
+        state[:, seq] = s
+    return state
