@@ -129,8 +129,9 @@ class FlashAttn:
             raise ValueError(f"{self.lanes} lanes per KV row need subgroup shuffles, which this device lacks")
         if self.lanes > max(1, device.info.min_subgroup_size or device.info.subgroup_size):
             raise ValueError(f"{self.lanes} lanes per KV row exceed the device's subgroup size")
+        # at least 4 KV rows in flight, whole subgroups (the lane groups are carved out of subgroups)
         self.dec_block = max(self.block_size, device.info.max_subgroup_size or device.info.subgroup_size,
-                             self.lanes)
+                             4 * self.lanes)
         if self.dec_block // self.lanes > DEC_TILE:
             self.dec_block = DEC_TILE * self.lanes
         vt = 16
