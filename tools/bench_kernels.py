@@ -139,6 +139,82 @@ def bench_attn(dev, table, sizes, profile) -> None:
         case.destroy()
 
 
+LONG_CONTEXTS = (4096, 32768, 131072)
+LONG_COLUMNS = (1, 4)
+
+
+def bench_attn_long(dev, table, reps: int, heads=(24, 4, 256)) -> None:
+    """Decode / verify attention at long context (Qwen3.6-27B's 24/4 heads of 256, f16 KV): 1 and 4 query
+    columns ending at the last position. K and V are cut into parts of at most maxStorageBufferRange (as the
+    engine's caches are) and filled with a repeated block of random rows (the kernel's cost does not depend on
+    the values). Only the API of FlashAttn(..., n_splits=None) is used, so an older tree runs it too (--before)."""
+    from vkmtp.ops.kv_layout import KvLayout
+    from vkmtp.ref.ops.set_rows import encode_rows
+    from vkmtp.tuning.kernel_cases import token_records
+
+    h, h_kv, d = heads
+    rng = np.random.default_rng(0)
+    block = encode_rows(rng.standard_normal((4096, h_kv * d)).astype(np.float32), "f16")
+    for ctx in LONG_CONTEXTS:
+        layout = KvLayout("f16", h_kv, d, ctx)
+        rows = min(ctx, dev.info.max_storage_buffer_range // layout.row_bytes)
+        caches = []
+        for name in ("k", "v"):
+            parts = []
+            for r0 in range(0, ctx, rows):
+                n = min(rows, ctx - r0)
+                buf = dev.buffer(n * layout.row_bytes, "device", f"bench-{name}{len(parts)}")
+                for b0 in range(0, n, len(block)):
+                    m = min(len(block), n - b0)
+                    dev.upload(buf.view(b0 * layout.row_bytes, m * layout.row_bytes), block[:m].reshape(-1))
+                parts.append(buf)
+            caches.append(parts)
+        for n_tok in LONG_COLUMNS:
+            fa = FlashAttn(dev, h, layout)
+            ops = Operands(dev, {"rec": token_records(range(ctx - n_tok, ctx), [0] * n_tok),
+                                 "qg": rng.standard_normal((n_tok, h, 2, d)).astype(np.float32),
+                                 "out": n_tok * h * d * 4, "scratch": fa.scratch_bytes(n_tok)})
+            qv = ops.view("qg")
+            q = Strided(qv, h * 2 * d, 2 * d)
+            gate = Strided(qv.sub(d * 4, qv.nbytes - d * 4), h * 2 * d, 2 * d)
+            k, v = ([b.view() for b in parts] if len(parts) > 1 else parts[0].view() for parts in caches)
+
+            def record(rec, _i, fa=fa, ops=ops, q=q, gate=gate, k=k, v=v, n_tok=n_tok):
+                fa.record(rec, ops.view("rec"), q, k, v, Strided.heads(ops.view("out"), h, d), n_tok,
+                          ops.view("scratch"), gate=gate)
+            table.add(f"flash_attn {h}/{h_kv}x{d} ctx={ctx} cols={n_tok} s={fa.n_splits}",
+                      time_recorded(dev, record, reps), 2 * ctx * layout.row_bytes)
+            ops.destroy()
+        for buf in (b for parts in caches for b in parts):
+            buf.destroy()
+
+
+def bench_attn_before_after(args) -> int:
+    """--attn-long: bench_attn_long on `--before TREE` (this script in a subprocess of that tree's venv, so its
+    vkmtp) and then on this tree, back to back on one device."""
+    import os
+    import subprocess
+    if args.before:
+        print(f"== before: {args.before}", flush=True)
+        python = os.path.join(args.before, ".venv", "bin", "python")   # tools/setup.sh's venv of that tree
+        if not os.path.exists(python):
+            sys.exit(f"--before {args.before}: no {python} (run tools/setup.sh there)")
+        rc = subprocess.run([python, os.path.abspath(__file__), "--attn-long", "--reps", str(args.reps),
+                             "--mib", str(args.mib)]).returncode
+        if rc:
+            return rc
+        print("== after: this tree", flush=True)
+    import vkmtp
+    print(f"vkmtp from {vkmtp.__file__}")
+    dev = Device(args.device)
+    read = read_bandwidth(dev, min(dev.info.max_storage_buffer_range, args.mib << 20))
+    print(f"device {dev.info.name}; streaming read {read['gb_per_s']:.2f} GB/s")
+    table = Table(read["gb_per_s"])
+    bench_attn_long(dev, table, args.reps)
+    dev.destroy()
+    return 0
+
+
 def bench_gdn(dev, table, sizes, profile) -> None:
     h_k, h_v, d = sizes.gdn
     op = GatedDeltaNet(dev, d, lanes_per_column=profile.gdn_lanes_per_column, variant=profile.gdn_variant)
@@ -206,7 +282,15 @@ def main(argv=None) -> int:
                     help="only time the trunk's prefill mat-mats of this GGUF on both paths (f32 and int8)")
     ap.add_argument("--prefill-tokens", type=int, default=512, help="prompt chunk for --prefill-model")
     ap.add_argument("--reps", type=int, default=3, help="timed runs per case for --prefill-model (fastest)")
+    ap.add_argument("--attn-long", action="store_true",
+                    help="only decode/verify flash attention at 4k/32k/128k context, 1 and 4 columns")
+    ap.add_argument("--before", default=None, metavar="TREE",
+                    help="with --attn-long: first run the same cases on another checkout's vkmtp (before -> after)")
     args = ap.parse_args(argv)
+    if args.attn_long:
+        return bench_attn_before_after(args)
+    if args.before:
+        sys.exit("--before is only supported with --attn-long")
     types = [s.strip().upper() for s in args.types.split(",")]
     bad = [t for t in types if t not in TYPE_IDS]
     if bad:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 from vkmtp.device.capabilities import DRIVERS, DeviceCaps, MatVecTuning
 from vkmtp.device.info import DeviceInfo
 from vkmtp.tuning.profile import TuningProfile
@@ -19,8 +21,9 @@ def test_defaults_follow_the_device_type():
     assert (gpu.driver, gpu.cpu_driver, gpu.lavapipe) == ("gpu", False, False)
     assert (cpu.driver, cpu.cpu_driver, cpu.lavapipe) == ("cpu", True, True)
     assert gpu.matvec == MatVecTuning(64, 2, True) and cpu.matvec == MatVecTuning(32, 4, True)
-    assert (gpu.gdn_lanes_per_column, gpu.attn_n_splits, gpu.matmul_tiles) == (8, 32, "gpu")
-    assert (cpu.gdn_lanes_per_column, cpu.attn_n_splits, cpu.matmul_tiles) == (1, 4, "cpu")
+    assert (gpu.gdn_lanes_per_column, gpu.compute_units, gpu.matmul_tiles) == (8, 16, "gpu")
+    assert (cpu.gdn_lanes_per_column, cpu.compute_units, cpu.matmul_tiles) == (1, os.cpu_count(), "cpu")
+    assert gpu.attn_n_splits is None and cpu.attn_n_splits is None   # decode attention derives its splits
     assert gpu.workgroup_size == 64 and cpu.workgroup_size == 64
     assert not gpu.tuned and DRIVERS[-1].matches(GPU)   # the last entry takes any device
 
@@ -29,7 +32,7 @@ def test_a_profile_replaces_only_what_it_measured():
     caps = TuningProfile(matvec={"Q4_K": MatVecTuning(128, 1, False)}, gdn_lanes_per_column=16,
                          attn_chunk=256).apply(DeviceCaps.for_device(GPU))
     assert caps.tuned and caps.matvec_per_type == {12: MatVecTuning(128, 1, False)}
-    assert (caps.gdn_lanes_per_column, caps.gdn_variant, caps.attn_n_splits, caps.attn_chunk) == (16, None, 32, 256)
+    assert (caps.gdn_lanes_per_column, caps.gdn_variant, caps.attn_n_splits, caps.attn_chunk) == (16, None, None, 256)
     assert caps.matvec == MatVecTuning(64, 2, True)
 
 

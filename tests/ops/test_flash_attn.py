@@ -4,11 +4,13 @@ K/V caches are filled with random rows for the positions the tokens may see and 
 so reading past a token's causal length shows up as NaN.
 """
 
+import dataclasses
+
 import numpy as np
 import pytest
 
 from guarded import Packed, assert_close, token_records, upload_parts
-from vkmtp.ops.flash_attn import FlashAttn
+from vkmtp.ops.flash_attn import FlashAttn, decode_splits
 from vkmtp.ops.kv_layout import KvLayout
 from vkmtp.ops.strided import Strided
 from vkmtp.ref.ops.flash_attn import flash_attn
@@ -107,7 +109,9 @@ def test_verify_batch_is_bit_identical_to_single_tokens(device, kv_type):
     assert_close(together, case.reference(), ATOL, RTOL)
 
 
-def test_prefill_q_tile_gives_the_decode_bits(device):
+def test_prefill_q_tile_agrees_with_decode_and_reference(device):
+    """Prefill (flash_attn.comp, q_tile tokens per workgroup) and decode (flash_attn_dec.comp) are different
+    kernels: the same results to rounding."""
     rng = np.random.default_rng(3)
     pos = list(range(90, 110))
     case = Case(rng, "q8_0", "f16", 16, 2, 256, pos, [0] * len(pos), n_ctx=128)
@@ -115,8 +119,45 @@ def test_prefill_q_tile_gives_the_decode_bits(device):
     assert q_tile >= 2
     tiled = case.run(device, n_splits=1, q_tile=q_tile)
     single = case.run(device, n_splits=1, q_tile=1)
-    assert np.array_equal(tiled, single)
-    assert_close(tiled, case.reference(), ATOL, RTOL)
+    want = case.reference()
+    assert_close(tiled, want, ATOL, RTOL)
+    assert_close(single, want, ATOL, RTOL)
+
+
+@pytest.mark.lanes
+@pytest.mark.parametrize("kv_type", ["f16", "q8_0"])
+@pytest.mark.parametrize("lanes", [1, 2, 4])
+def test_decode_lanes_per_row_agree_and_stay_batch_invariant(device, kv_type, lanes):
+    """1 lane per KV row (no subgroup operations: the path of devices without shuffles) and several lanes
+    summed by subgroup shuffles give the reference; each setting is batch invariant on its own."""
+    rng = np.random.default_rng(8)
+    pos = [300, 301, 302, 303]
+    case = Case(rng, kv_type, kv_type, 16, 2, 256, pos, [0] * 4, n_ctx=320)
+    together = case.run(device, n_splits=3, chunk=64, lanes=lanes)
+    assert_close(together, case.reference(), ATOL, RTOL)
+    alone = case.run(device, sel=slice(2, 3), n_splits=3, chunk=64, lanes=lanes)
+    assert np.array_equal(alone[0], together[2])
+
+
+def test_decode_splits_follow_compute_units_and_context():
+    """Splits fill the device for one token (2 workgroups per compute unit over the KV heads) but never
+    exceed the context's chunks or the reduce's 64."""
+    assert decode_splits(compute_units=2, n_head_kv=2, n_ctx=131072, chunk=128) == 2
+    assert decode_splits(compute_units=132, n_head_kv=4, n_ctx=131072, chunk=128) == 64
+    assert decode_splits(compute_units=60, n_head_kv=4, n_ctx=32768, chunk=128) == 30
+    assert decode_splits(compute_units=60, n_head_kv=4, n_ctx=1024, chunk=128) == 8
+    assert decode_splits(compute_units=60, n_head_kv=4, n_ctx=64, chunk=128) == 1
+
+
+def test_decode_split_count_comes_from_the_device(device):
+    layout = KvLayout("f16", 2, 256, n_ctx=65536)
+    fa = FlashAttn(device, 8, layout)
+    caps = device.caps
+    want = caps.attn_n_splits or decode_splits(caps.compute_units, 2, 65536, fa.chunk)
+    assert fa.n_splits == want
+    assert FlashAttn(device, 8, layout, caps=dataclasses.replace(caps, attn_n_splits=5)).n_splits == 5
+    assert FlashAttn(device, 8, layout, caps=dataclasses.replace(caps, attn_n_splits=None,
+                                                                 compute_units=64)).n_splits == 64
 
 
 @pytest.mark.parametrize("n_splits,chunk", [(1, 64), (7, 64), (2, 192)])
@@ -158,5 +199,7 @@ def test_bad_configurations_are_refused(device):
         FlashAttn(device, 4, layout, chunk=100)
     with pytest.raises(ValueError, match="shared memory|exceed block_size"):
         FlashAttn(device, 16, layout, q_tile=16)
+    with pytest.raises(ValueError, match="lanes 3 must be a power of 2"):
+        FlashAttn(device, 4, layout, lanes=3)
     with pytest.raises(ValueError, match="differ in shape"):
         FlashAttn(device, 4, layout, KvLayout("f16", 2, 128, n_ctx=64))

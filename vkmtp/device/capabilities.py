@@ -19,6 +19,8 @@ and, where that is not enough, by driver name; nothing in vkmtp/ops tests a driv
 
 from __future__ import annotations
 
+import os
+
 from dataclasses import dataclass, field, replace
 
 from vkmtp.device.info import DeviceInfo
@@ -46,7 +48,7 @@ class DriverDefaults:
     driver_names: tuple[str, ...]
     matvec_rows_per_group: int   # weight rows per mat-vec workgroup
     gdn_lanes_per_column: int    # lanes sharing one value column of the GDN state (capped at head_dim)
-    attn_n_splits: int           # decode attention workgroups per (token, KV head) along the context
+    compute_units: int           # workgroups the device runs at once when Vulkan does not say (GPUs)
     matmul_tiles: str            # tile set of vkmtp.ops.matmul.TILE_TABLE
 
     def matches(self, info: DeviceInfo) -> bool:
@@ -57,15 +59,16 @@ class DriverDefaults:
 # First match wins. Numbers measured with `vkmtp tune` / tools/bench_kernels.py (docs/TUNING.md):
 # - CPU drivers (VK_PHYSICAL_DEVICE_TYPE_CPU: Mesa's lavapipe, SwiftShader) run a workgroup on one CPU thread:
 #   more rows per mat-vec workgroup amortise its start-up, one lane per GDN column avoids slow cross-lane
-#   operations (2x faster on lavapipe), few attention splits suffice for few cores, and the matmul uses its
-#   CPU tile set.
+#   operations (2x faster on lavapipe), the compute units are the host's cores (0 here: os.cpu_count()), and
+#   the matmul uses its CPU tile set.
 # - GPUs: llama.cpp's defaults for NVIDIA / RDNA (2 mat-vec rows per workgroup, 8 lanes per GDN column from its
-#   sweep on gfx1150) and 32 attention splits to fill the device for one decode token.
+#   sweep on gfx1150); core Vulkan does not report compute units, so 16 (a mid-size GPU: decode attention then
+#   runs 32 workgroups per token over the KV heads) until a tuning profile measures the split count.
 DRIVERS: tuple[DriverDefaults, ...] = (
     DriverDefaults("cpu", kinds=("cpu",), driver_names=(), matvec_rows_per_group=4, gdn_lanes_per_column=1,
-                   attn_n_splits=4, matmul_tiles="cpu"),
+                   compute_units=0, matmul_tiles="cpu"),
     DriverDefaults("gpu", kinds=(), driver_names=(), matvec_rows_per_group=2, gdn_lanes_per_column=8,
-                   attn_n_splits=32, matmul_tiles="gpu"),
+                   compute_units=16, matmul_tiles="gpu"),
 )
 
 # The int8 prefill matmul (Q8_1 activations) is off by default: on the engine's random fixture models it moves
@@ -97,8 +100,9 @@ class DeviceCaps:
     matvec_per_type: dict = field(default_factory=dict, hash=False)   # ggml type id -> MatVecTuning (tuned)
     gdn_lanes_per_column: int = 8
     gdn_variant: str | None = None
-    attn_n_splits: int = 32
+    attn_n_splits: int | None = None   # decode attention splits (None: from compute_units and the context)
     attn_chunk: int | None = None
+    compute_units: int = 16             # workgroups the device runs at once (decode attention's split count)
     matmul_tiles: str = "gpu"
     tuned: bool = False                 # a tuning profile was applied
     features: frozenset = frozenset()   # optional device features enabled (DeviceInfo.enabled_features)
@@ -117,7 +121,8 @@ class DeviceCaps:
             driver=d.name, cpu_driver=info.kind == "cpu", lavapipe=info.driver_name == LAVAPIPE_DRIVER,
             workgroup_size=max(64, info.subgroup_size),
             matvec=MatVecTuning(max(32, info.subgroup_size), d.matvec_rows_per_group, info.has_subgroup_arithmetic),
-            gdn_lanes_per_column=d.gdn_lanes_per_column, attn_n_splits=d.attn_n_splits,
+            gdn_lanes_per_column=d.gdn_lanes_per_column,
+            compute_units=d.compute_units or os.cpu_count() or 1,
             matmul_tiles=d.matmul_tiles, features=frozenset(info.enabled_features),
             int_dot=info.has_feature("integer_dot_product"),
             matmul_int8=MATMUL_INT8_DEFAULT and info.has_feature("integer_dot_product"),

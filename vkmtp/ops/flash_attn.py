@@ -1,13 +1,14 @@
 """Causal GQA flash attention over the KV cache with split-K partials, plus Qwen3.5's sigmoid output gate.
 
-Drives shaders/flash_attn.comp (partials per split) and shaders/flash_attn_reduce.comp (combine, normalize,
-gate). Mirrors vkmtp.ref.ops.flash_attn.flash_attn.
+Decode / verify (q_tile 1) drives shaders/flash_attn_dec.comp: one token per workgroup, several lanes per KV
+row with 16-byte loads and subgroup-shuffle sums, V staged in shared memory, and as many splits along the
+context as fill the device (decode_splits). Prefill (q_tile > 1: K/V reads shared by several tokens) drives
+shaders/flash_attn.comp. Both write split partials that shaders/flash_attn_reduce.comp combines, normalizes
+and gates. Mirrors vkmtp.ref.ops.flash_attn.flash_attn.
 
 Batch invariance: a token's result depends only on its own causal length and on (n_splits, chunk,
-block_size), which are fixed per FlashAttn object, never on n_tok. Use ONE object for plain decode and
-speculative verify. q_tile > 1 (prefill: K/V reads shared by several tokens) runs the same per-row
-arithmetic in another pipeline; on lavapipe it gives identical bits (tested), but a driver is free to compile
-the two pipelines differently, so verify batches should use the decode object.
+block_size, lanes), which are fixed per FlashAttn object, never on n_tok. Use ONE object for plain decode and
+speculative verify; prefill objects run other arithmetic (same results to rounding).
 """
 
 from __future__ import annotations
@@ -22,6 +23,27 @@ from vkmtp.ops.set_rows import check_tokens
 from vkmtp.ops.strided import Strided
 
 MAX_ACC_FLOATS = 128  # output accumulators per invocation that max_q_tile allows (registers, not spills)
+MAX_SPLITS = 64       # the reduce's workgroup
+DEC_TILE = 64         # KV positions per tile of flash_attn_dec.comp (TILE)
+WAVES_PER_UNIT = 2    # decode workgroups per compute unit that decode_splits aims for
+
+
+def decode_splits(compute_units: int, n_head_kv: int, n_ctx: int, chunk: int) -> int:
+    """Splits along the context for one decode token: WAVES_PER_UNIT workgroups per compute unit over the
+    n_head_kv KV heads, no more than the context has chunks (a split without positions is wasted), at most
+    MAX_SPLITS. Depends only on the device and the cache, never on the tokens of a batch."""
+    want = -(-WAVES_PER_UNIT * max(1, compute_units) // n_head_kv)
+    return max(1, min(want, -(-n_ctx // chunk), MAX_SPLITS))
+
+
+def decode_lanes(device, head_dim: int) -> int:
+    """Lanes per KV row of the decode kernel: up to one per 8 values of a head, at most the device's smallest
+    subgroup (the lanes of a row are summed with subgroup shuffles), 1 without subgroup shuffles."""
+    info = device.info
+    if not info.subgroup_ops.get("shuffle"):
+        return 1
+    width = min(info.min_subgroup_size or info.subgroup_size, info.subgroup_size, head_dim // 8)
+    return 1 << (max(1, width).bit_length() - 1)
 
 
 class FlashAttn:
@@ -31,18 +53,20 @@ class FlashAttn:
         n_head: query heads H; KV head of query head h is h // (H / H_kv).
         k_layout, v_layout: cache layouts (same n_head_kv, head_dim, n_ctx; types may differ).
         n_splits: workgroups per (token, KV head) along the KV range (None: 1 when q_tile > 1, where prefill
-            has workgroups enough; else `caps.attn_n_splits`). The scratch grows with it.
+            has workgroups enough; else `caps.attn_n_splits` when tuned, else decode_splits from the device's
+            compute units and the context). The scratch grows with it.
         chunk: KV positions per chunk (multiple of block_size); split s takes chunks s, s + n_splits, ...
             (None: `caps.attn_chunk` when q_tile is 1, else 2 * block_size).
         q_tile: tokens per workgroup (1 for decode/verify; 2-4 for prefill, bounded by shared memory).
-        block_size: workgroup size = KV positions per tile.
+        block_size: workgroup size (prefill: KV positions per tile; decode: at least the subgroup size).
+        lanes: lanes per KV row of the decode kernel (None: decode_lanes); 1 needs no subgroup operations.
         scale: score scale (None: 1 / sqrt(head_dim)).
         caps: the kernel defaults to use (None: the device's, vkmtp.device.capabilities).
     """
 
     def __init__(self, device, n_head: int, k_layout: KvLayout, v_layout: KvLayout | None = None,
                  n_splits: int | None = None, chunk: int | None = None, q_tile: int = 1, block_size: int = 64,
-                 scale: float | None = None, caps: DeviceCaps | None = None):
+                 scale: float | None = None, caps: DeviceCaps | None = None, lanes: int | None = None):
         v_layout = v_layout or k_layout
         if (v_layout.n_head_kv, v_layout.head_dim, v_layout.n_ctx, v_layout.n_rows) != \
                 (k_layout.n_head_kv, k_layout.head_dim, k_layout.n_ctx, k_layout.n_rows):
@@ -59,14 +83,18 @@ class FlashAttn:
         self.block_size = check_block_size(block_size, device)
         caps = caps or device.caps
         decode = q_tile == 1
-        self.n_splits = n_splits or (caps.attn_n_splits if decode else 1)
+        self.decode = decode
         self.chunk = chunk or (caps.attn_chunk if decode else None) or 2 * block_size
+        if n_splits is None and decode:
+            n_splits = caps.attn_n_splits or decode_splits(caps.compute_units, k_layout.n_head_kv,
+                                                           k_layout.n_ctx, self.chunk)
+        self.n_splits = n_splits or 1
         self.q_tile = q_tile
         self.scale = 1.0 / math.sqrt(self.head_dim) if scale is None else float(scale)
         if self.chunk % block_size:
             raise ValueError(f"chunk {self.chunk} must be a multiple of block_size {block_size}")
-        if not 1 <= self.n_splits <= block_size:
-            raise ValueError(f"n_splits {self.n_splits} must be in 1..{block_size} (the reduce's workgroup)")
+        if not 1 <= self.n_splits <= MAX_SPLITS:
+            raise ValueError(f"n_splits {self.n_splits} must be in 1..{MAX_SPLITS} (the reduce's workgroup)")
         rows = self.gqa * q_tile
         if q_tile < 1 or rows > block_size:
             raise ValueError(f"{rows} rows per workgroup (GQA {self.gqa} x q_tile {q_tile}) exceed "
@@ -84,6 +112,34 @@ class FlashAttn:
         self.defines = defines
         self.key = ShaderKey.make("flash_attn.comp", **defines)
         self.spec = [self.block_size, self.head_dim, self.gqa, self.q_tile]
+        if decode:
+            self._init_decode(device, lanes)
+
+    def _init_decode(self, device, lanes: int | None) -> None:
+        """flash_attn_dec.comp's shape: lanes per row, workgroup of whole subgroups, shared memory."""
+        d = self.head_dim
+        if d % 8:
+            raise ValueError(f"head_dim {d} must be a multiple of 8 for decode attention")
+        if self.chunk % DEC_TILE:
+            raise ValueError(f"chunk {self.chunk} must be a multiple of {DEC_TILE} (the decode tile)")
+        self.lanes = decode_lanes(device, d) if lanes is None else lanes
+        if self.lanes < 1 or self.lanes & (self.lanes - 1) or self.lanes > d // 8:
+            raise ValueError(f"lanes {self.lanes} must be a power of 2 in 1..{d // 8}")
+        if self.lanes > 1 and not device.info.subgroup_ops.get("shuffle"):
+            raise ValueError(f"{self.lanes} lanes per KV row need subgroup shuffles, which this device lacks")
+        if self.lanes > max(1, device.info.min_subgroup_size or device.info.subgroup_size):
+            raise ValueError(f"{self.lanes} lanes per KV row exceed the device's subgroup size")
+        # at least 4 KV rows in flight, whole subgroups (the lane groups are carved out of subgroups)
+        self.dec_block = max(self.block_size, device.info.max_subgroup_size or device.info.subgroup_size,
+                             4 * self.lanes)
+        if self.dec_block // self.lanes > DEC_TILE:
+            self.dec_block = DEC_TILE * self.lanes
+        vt = 16
+        shared = (self.gqa * d + self.gqa * DEC_TILE + 3 * self.gqa + vt * d) * WORD
+        if shared > device.info.max_shared_memory:
+            raise ValueError(f"decode attention with GQA {self.gqa} x head_dim {d} needs {shared} B of shared "
+                             f"memory, the device has {device.info.max_shared_memory} B")
+        self.dec_spec = [self.dec_block, d, self.gqa]
 
     @staticmethod
     def max_q_tile(device, n_head: int, n_head_kv: int, head_dim: int, block_size: int = 64) -> int:
@@ -127,10 +183,18 @@ class FlashAttn:
                 k.rows_per_part]
         n_kv = self.k_layout.n_head_kv
         extra = [b for j in range(1, k.n_parts) for b in (k.views[j].buffer, v.views[j].buffer)]
-        key = self.key if k.n_parts == 1 else ShaderKey.make("flash_attn.comp", **self.defines, **k.defines)
-        rec.dispatch(key, [tokens.buffer, q.buffer, k.views[0].buffer, v.views[0].buffer, scratch.buffer, *extra],
-                     (self.n_splits, n_kv, -(-n_tok // self.q_tile)), push=push, spec=self.spec,
-                     reads=[records, q.view, *k.views, *v.views], writes=[part])
+        bindings = [tokens.buffer, q.buffer, k.views[0].buffer, v.views[0].buffer, scratch.buffer, *extra]
+        if self.decode:
+            defines = {**self.defines, **k.defines, "LANES": self.lanes}
+            if k.n_parts == 1 and "K_Q8_0" not in defines and "V_Q8_0" not in defines \
+                    and k.word_offset % 4 == 0 and v.word_offset % 4 == 0:
+                defines["VEC_LOADS"] = 1   # f16 heads of HEAD_DIM / 2 words start 16-byte aligned
+            rec.dispatch(ShaderKey.make("flash_attn_dec.comp", **defines), bindings, (self.n_splits, n_kv, n_tok),
+                         push=push, spec=self.dec_spec, reads=[records, q.view, *k.views, *v.views], writes=[part])
+        else:
+            key = self.key if k.n_parts == 1 else ShaderKey.make("flash_attn.comp", **self.defines, **k.defines)
+            rec.dispatch(key, bindings, (self.n_splits, n_kv, -(-n_tok // self.q_tile)), push=push, spec=self.spec,
+                         reads=[records, q.view, *k.views, *v.views], writes=[part])
         g = gate or out
         if gate is not None:
             gate.check("flash_attn gate", n_tok, h, d)
@@ -141,5 +205,8 @@ class FlashAttn:
 
 
 def shader_variants() -> list[ShaderKey]:
-    return (flag_variants("flash_attn.comp", "K_Q8_0", "V_Q8_0")
+    dec = [ShaderKey.make("flash_attn_dec.comp", **dict(k.defines), LANES=lanes, **extra)
+           for k in flag_variants("flash_attn_dec.comp", "K_Q8_0", "V_Q8_0") for lanes in (1, 8, 16, 32)
+           for extra in ([{}, {"VEC_LOADS": 1}] if not k.defines else [{}])]
+    return (flag_variants("flash_attn.comp", "K_Q8_0", "V_Q8_0") + dec
             + flag_variants("flash_attn_reduce.comp", "GATE"))

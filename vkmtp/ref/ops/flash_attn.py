@@ -1,4 +1,4 @@
-"""NumPy reference of shaders/flash_attn.comp + flash_attn_reduce.comp (vkmtp.ops.flash_attn.FlashAttn).
+"""NumPy reference of shaders/flash_attn.comp, flash_attn_dec.comp + flash_attn_reduce.comp (ops.flash_attn).
 
 Plain causal softmax attention in float64 per query token over the cache rows of its own sequence, grouped
 KV heads (query head h reads KV head h // (H / H_kv)), then o *= sigmoid(gate). The one attention
