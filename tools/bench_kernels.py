@@ -233,12 +233,14 @@ def main(argv=None) -> int:
     ap.add_argument("--plot", default=None, metavar="PNG", help="bar chart of the bandwidth fractions")
     ap.add_argument("--matvec-27b", action="store_true",
                     help="only the mat-vec at the 27B FFN / LM-head shapes (types default Q4_K,Q6_K,Q8_0,IQ4_XS)")
+    ap.add_argument("--shader-dir", default=None, metavar="DIR",
+                    help="compile the shaders from DIR (e.g. an older tree's shaders/: before -> after in one run)")
     ap.add_argument("--lm-rows", type=int, default=248320, help="rows of the LM-head shape timed (a slice)")
     ap.add_argument("--cols", default="1,4", help="columns for --matvec-27b")
     ap.add_argument("--prefill-model", default=None, metavar="GGUF",
                     help="only time the trunk's prefill mat-mats of this GGUF on both paths (f32 and int8)")
     ap.add_argument("--prefill-tokens", type=int, default=512, help="prompt chunk for --prefill-model")
-    ap.add_argument("--reps", type=int, default=3, help="timed runs per case for --prefill-model (fastest)")
+    ap.add_argument("--reps", type=int, default=3, help="timed runs per case for --prefill-model and --matvec-27b (fastest)")
     args = ap.parse_args(argv)
     if args.matvec_27b and args.types == ap.get_default("types"):
         args.types = "Q4_K,Q6_K,Q8_0,IQ4_XS"
@@ -246,7 +248,11 @@ def main(argv=None) -> int:
     bad = [t for t in types if t not in TYPE_IDS]
     if bad:
         sys.exit(f"unknown type(s) {', '.join(bad)}; choose from {', '.join(TYPE_IDS)}")
-    dev = Device(args.device)
+    if args.shader_dir:
+        from vkmtp.device.compiler import ShaderCompiler
+        dev = Device(args.device, compiler=ShaderCompiler(args.shader_dir))
+    else:
+        dev = Device(args.device)
     info = dev.info
     if args.prefill_model:
         print(f"device {info.name} ({info.driver_name} {info.driver_info}); features: "

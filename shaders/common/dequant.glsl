@@ -26,6 +26,8 @@
 #ifndef VKMTP_DEQUANT_GLSL
 #define VKMTP_DEQUANT_GLSL
 
+#extension GL_EXT_control_flow_attributes : require
+
 #include "types.glsl"
 
 #ifndef DQ_LOAD
