@@ -4,6 +4,7 @@
     PYTHONPATH=. python tools/bench_kernels.py                     # real sizes (Qwen3.6-27B rows) on a GPU
     PYTHONPATH=. python tools/bench_kernels.py --small --plot docs/bench_kernels_lavapipe.png
     PYTHONPATH=. python tools/bench_kernels.py --prefill-model syn-0.8b.gguf --prefill-tokens 512   # both paths
+    PYTHONPATH=. python tools/bench_kernels.py --matvec-27b --lm-rows 8192   # mat-vec at 27B shapes only
 
 Families: mat-vec per type at 1..8 columns (also time(k) / time(1): what verifying k MTP tokens costs over
 decoding one), mat-mat per type for a prompt chunk, flash attention at a few context lengths, the GDN update,
@@ -77,6 +78,34 @@ def bench_matvec(dev, table, sizes, types, profile) -> None:
             t1 = t1 or t.seconds
             table.add(f"matvec {name} {sizes.rows}x{sizes.k} n={n}", t, case.bytes_read, t.seconds / t1)
         case.destroy()
+
+
+MV_27B_SHAPES = (("ffn_up/gate", 17408, 5120), ("ffn_down", 5120, 17408), ("lm_head", 248320, 5120))
+
+
+def bench_matvec_27b(dev, table, types, profile, lm_rows: int, cols: tuple[int, ...], reps: int) -> None:
+    """Mat-vec at the 27B FFN and LM-head shapes (LM head: its first lm_rows rows), plus the SPIR-V instructions
+    per weight of each variant's inner loop (vkmtp.tuning.spirv_count)."""
+    from vkmtp.ops.matvec import variant_key
+    from vkmtp.tuning.spirv_count import per_weight
+
+    mv = MatVec(dev, per_type=profile.matvec_by_type())
+    for name in types:
+        t = mv.tuning_for(TYPE_IDS[name])
+        for n in cols:
+            key = variant_key("matvec.comp", TYPE_IDS[name], t, False)
+            ipw = per_weight(dev.compiler, key, t.block_size, t.rows_per_group, n, dev.info.subgroup_size)
+            print(f"spirv matvec {name} n={n}: {ipw:.2f} inner-loop instructions per weight "
+                  f"(block {t.block_size}, {t.rows_per_group} rows/group)", flush=True)
+        for label, rows, k in MV_27B_SHAPES:
+            rows = min(rows, lm_rows) if label == "lm_head" else rows
+            case = MatVecCase(dev, TYPE_IDS[name], rows, k)
+            t1 = None
+            for n in cols:
+                tm = time_recorded(dev, case.recorder(mv, n), reps)
+                t1 = t1 or tm.seconds
+                table.add(f"matvec {name} {label} {rows}x{k} n={n}", tm, case.bytes_read, tm.seconds / t1)
+            case.destroy()
 
 
 def bench_matmul(dev, table, sizes, types) -> None:
@@ -278,10 +307,16 @@ def main(argv=None) -> int:
     ap.add_argument("--types", default="Q4_K,Q6_K,Q8_0", help="mat-vec / mat-mat types")
     ap.add_argument("--mib", type=int, default=256, help="bytes read by the bandwidth reference pass")
     ap.add_argument("--plot", default=None, metavar="PNG", help="bar chart of the bandwidth fractions")
+    ap.add_argument("--matvec-27b", action="store_true",
+                    help="only the mat-vec at the 27B FFN / LM-head shapes (types default Q4_K,Q6_K,Q8_0,IQ4_XS)")
+    ap.add_argument("--shader-dir", default=None, metavar="DIR",
+                    help="compile the shaders from DIR (e.g. an older tree's shaders/: before -> after in one run)")
+    ap.add_argument("--lm-rows", type=int, default=248320, help="rows of the LM-head shape timed (a slice)")
+    ap.add_argument("--cols", default="1,4", help="columns for --matvec-27b")
     ap.add_argument("--prefill-model", default=None, metavar="GGUF",
                     help="only time the trunk's prefill mat-mats of this GGUF on both paths (f32 and int8)")
     ap.add_argument("--prefill-tokens", type=int, default=512, help="prompt chunk for --prefill-model")
-    ap.add_argument("--reps", type=int, default=3, help="timed runs per case for --prefill-model (fastest)")
+    ap.add_argument("--reps", type=int, default=3, help="timed runs per case for --prefill-model and --matvec-27b (fastest)")
     ap.add_argument("--attn-long", action="store_true",
                     help="only decode/verify flash attention at 4k/32k/128k context, 1 and 4 columns")
     ap.add_argument("--before", default=None, metavar="TREE",
@@ -291,11 +326,17 @@ def main(argv=None) -> int:
         return bench_attn_before_after(args)
     if args.before:
         sys.exit("--before is only supported with --attn-long")
+    if args.matvec_27b and args.types == ap.get_default("types"):
+        args.types = "Q4_K,Q6_K,Q8_0,IQ4_XS"
     types = [s.strip().upper() for s in args.types.split(",")]
     bad = [t for t in types if t not in TYPE_IDS]
     if bad:
         sys.exit(f"unknown type(s) {', '.join(bad)}; choose from {', '.join(TYPE_IDS)}")
-    dev = Device(args.device)
+    if args.shader_dir:
+        from vkmtp.device.compiler import ShaderCompiler
+        dev = Device(args.device, compiler=ShaderCompiler(args.shader_dir))
+    else:
+        dev = Device(args.device)
     info = dev.info
     if args.prefill_model:
         print(f"device {info.name} ({info.driver_name} {info.driver_info}); features: "
@@ -310,6 +351,11 @@ def main(argv=None) -> int:
           f"{read['gb_per_s']:.2f} GB/s ({read['clock']} clock); tuning profile: "
           f"{'yes' if profile.device else 'none (defaults)'}")
     table = Table(read["gb_per_s"])
+    if args.matvec_27b:
+        bench_matvec_27b(dev, table, types, profile, args.lm_rows, tuple(int(c) for c in args.cols.split(",")),
+                         args.reps)
+        dev.destroy()
+        return 0
     bench_matvec(dev, table, sizes, types, profile)
     bench_matmul(dev, table, sizes, types)
     bench_attn(dev, table, sizes, profile)

@@ -11,10 +11,13 @@
 //          otherwise a shared-memory tree), ACCUMULATE (d += W x instead of d = W x),
 //          B_SCALAR (activation columns not 16-byte aligned: scalar loads)
 //
-// Work split and BATCH INVARIANCE. Thread t of the workgroup owns the 8-element groups t, t + BLOCK_SIZE,
-// ... of every row. For each group it dequantizes the NUM_ROWS rows once into registers, then streams the
-// columns: for each column it loads 8 activations and adds one 8-term partial dot product per row to that
-// (row, column)'s accumulator. Column c's accumulator therefore sees the same operations in the same order
+// Work split and BATCH INVARIANCE. Quantized types: thread t of the workgroup owns the 32-element spans t,
+// t + BLOCK_SIZE, ... of every row (MV_ITER_K elements per iteration). For each span it decodes the block
+// header once (dq_span32: one or two (scale, min) pairs) and the 32 quants of the NUM_ROWS rows into
+// registers, then streams the columns: for each column it loads 32 activations and, per row, forms the
+// unscaled dot sum(q x) of each scale's sub-span (plus sum(x) when the type has a min) and adds
+// scale * dot (+ min * sum x) to that (row, column)'s accumulator: scales and mins stay out of the inner dot.
+// Float types (F32/F16/BF16) keep 8-element groups with the values dequantized directly. Column c's accumulator therefore sees the same operations in the same order
 // whatever NUM_COLS (and NUM_ROWS) is; the cross-thread reduction is the same fixed tree / subgroupAdd per
 // (row, column). All arithmetic feeding an accumulator is `precise` with explicit fma(), so no compiler may
 // contract or reorder it differently between variants: column c is bit-identical for NUM_COLS = 1 and n.
@@ -55,6 +58,34 @@ void load_x8(uint xw, out vec4 x0, out vec4 x1) {
 #endif
 }
 
+#ifdef A_IS_FLOAT
+const uint MV_ITER_K = 8u;
+#else
+const uint MV_ITER_K = 32u;
+
+// sum_j q_j x_j over 16 elements (4 vec4 from index k0 of q and x): one product then 15 fmas, in this order
+float dot16(vec4 q[8], vec4 x[8], uint k0) {
+    precise float s = q[k0].x * x[k0].x;
+    s = fma(q[k0].y, x[k0].y, s);
+    s = fma(q[k0].z, x[k0].z, s);
+    s = fma(q[k0].w, x[k0].w, s);
+    [[unroll]] for (uint k = k0 + 1u; k < k0 + 4u; k++) {
+        s = fma(q[k].x, x[k].x, s);
+        s = fma(q[k].y, x[k].y, s);
+        s = fma(q[k].z, x[k].z, s);
+        s = fma(q[k].w, x[k].w, s);
+    }
+    return s;
+}
+
+// sum of 16 activations (for the min term), in a fixed order
+float sum16(vec4 x[8], uint k0) {
+    precise vec4 v = (x[k0] + x[k0 + 1u]) + (x[k0 + 2u] + x[k0 + 3u]);
+    precise float s = (v.x + v.y) + (v.z + v.w);
+    return s;
+}
+#endif
+
 // sum_j w_j x_j over 8 elements: one product then 7 fused multiply-adds, always in this order
 float dot8(vec4 w0, vec4 w1, vec4 x0, vec4 x1) {
     precise float s = w0.x * x0.x;
@@ -83,6 +114,7 @@ void matvec_rows(uint a_base, uint row_bytes, uint n_k, uint first_row, uint n_r
         row_base[r] = a_base + min(first_row + r, n_rows - 1u) * row_bytes;
     }
 
+#ifdef A_IS_FLOAT
     const uint n_groups = n_k >> 3u;
     for (uint g = tid; g < n_groups; g += BLOCK_SIZE) {
         const uint e = g << 3u;
@@ -102,6 +134,46 @@ void matvec_rows(uint a_base, uint row_bytes, uint n_k, uint first_row, uint n_r
             }
         }
     }
+#else
+    const uint n_spans = n_k >> 5u;  // quantized rows are whole blocks: a multiple of 32 elements
+    for (uint g = tid; g < n_spans; g += BLOCK_SIZE) {
+        const uint e = g << 5u;
+        const uint blk = e / A_BLOCK_K;
+        const uint i = e - blk * A_BLOCK_K;
+        vec4 q[NUM_ROWS][8];
+        vec4 sm[NUM_ROWS];
+        [[unroll]] for (uint r = 0u; r < NUM_ROWS; r++) {
+            dq_span32(row_base[r] + blk * A_BLOCK_BYTES, i, q[r], sm[r]);
+        }
+        [[unroll]] for (uint c = 0u; c < NUM_COLS; c++) {
+            if (c < n_cols) {
+                vec4 x[8];
+                [[unroll]] for (uint k = 0u; k < 8u; k += 2u) {
+                    load_x8(col_x(c) + e + 4u * k, x[k], x[k + 1u]);
+                }
+#ifdef A_HAS_MIN
+                const float sx0 = sum16(x, 0u);
+                const float sx1 = sum16(x, 4u);
+#endif
+                [[unroll]] for (uint r = 0u; r < NUM_ROWS; r++) {
+                    precise float a = acc[r * NUM_COLS + c];
+#ifdef A_SCALE16
+                    a = fma(dot16(q[r], x, 0u), sm[r].x, a);
+                    a = fma(dot16(q[r], x, 4u), sm[r].z, a);
+#else
+                    precise float d = dot16(q[r], x, 0u) + dot16(q[r], x, 4u);
+                    a = fma(d, sm[r].x, a);
+#endif
+#ifdef A_HAS_MIN
+                    a = fma(sx0, sm[r].y, a);
+                    a = fma(sx1, sm[r].w, a);
+#endif
+                    acc[r * NUM_COLS + c] = a;
+                }
+            }
+        }
+    }
+#endif
 #ifdef A_IS_FLOAT
     // a row length that is not a multiple of 8: the thread that owns the next group takes the 1..7 leftovers
     if ((n_groups << 3u) < n_k && tid == n_groups % BLOCK_SIZE) {
