@@ -174,9 +174,10 @@ EXACT_CATCH_UP_ROWS = 8   # the mat-vec runs 8 columns per dispatch: up to here 
 class MtpLagGraph:
     """The MTP head's KV rows (only those: no draft starts from these positions, so no query, attention or FFN)
     over T rows: the positions a sequence's lagging decode steps skipped (records rows 0.. = {token, pos, slot},
-    pairs_lag[r] = {ring row, r}), padded to T with sink tokens. Up to 8 rows it runs the decode step's kernels (batch-invariant mat-vec, decode attention), so the MTP KV rows it writes are the bits
-    the per-step catch-up would have written, and drafts after it are the same; more rows (a long stretch of
-    plain steps) run as a prompt chunk, at prompt speed, with the prompt kernels' rounding."""
+    pairs_lag[r] = {ring row, r}), padded to T with sink tokens. Up to 8 rows it runs the decode step's kernels
+    (batch-invariant mat-vec), so the MTP KV rows it writes are the bits the per-step catch-up would have written,
+    and drafts after it are the same; more rows (a long stretch of plain steps) run as a prompt chunk, at prompt
+    speed, with the prompt kernels' rounding."""
 
     def __init__(self, ctx: GraphContext, T: int):
         io, st = ctx.io, ctx.state
