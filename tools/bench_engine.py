@@ -12,7 +12,7 @@ on the prompt's first chunk (graphs recorded, the adaptive policy's first measur
 have.
 
 Usage: python tools/bench_engine.py -m MODEL.gguf [--tokens 64] [--prompt-tokens 128] [--text "..."]
-       [--synthetic 0.8] [--rounds 5]
+       [--synthetic 0.8] [--rounds 5] [--paired]
 """
 
 from __future__ import annotations
@@ -79,6 +79,33 @@ def run_config(eng: VulkanEngine, spec: SpecConfig, prompt: list[int], n: int) -
     return out
 
 
+def paired_decode(engines: list[VulkanEngine], prompt: list[int], n: int, rounds: int) -> list[dict]:
+    """Decode speed of several engines measured step against step: their generators advance in turn, one
+    generation step each, so every engine's steps see the same load of a shared machine (sequential runs of ~10 s
+    each see different load). Prompt processing is not timed. Per engine: tok/s over all rounds, the tokens of
+    the last round, and the depths its policy chose."""
+    greedy = SamplingParams.greedy_params()
+    seconds, counts, outputs = [0.0] * len(engines), [0] * len(engines), [[] for _ in engines]
+    for _ in range(max(1, rounds)):
+        gens = [e.generate(Request(prompt, greedy, max_tokens=n, cache_prompt=False)) for e in engines]
+        outputs = [[] for _ in engines]
+        for i, g in enumerate(gens):   # the prompt and the first token
+            outputs[i] += next(g).new_ids
+        live = list(range(len(engines)))
+        while live:
+            for i in list(live):
+                t0 = time.perf_counter()
+                try:
+                    ev = next(gens[i])
+                except StopIteration:
+                    live.remove(i)
+                    continue
+                seconds[i] += time.perf_counter() - t0
+                counts[i] += len(ev.new_ids)
+                outputs[i] += ev.new_ids
+    return [{"decode_tok_s": c / s, "output": o} for c, s, o in zip(counts, seconds, outputs)]
+
+
 def median_row(runs: list[dict]) -> dict:
     """One configuration over several rounds: the run with the median decode speed, and the median prompt speed
     (the machine's load changes between rounds; interleaved rounds see the same load on average)."""
@@ -110,6 +137,9 @@ def main() -> None:
                     "default: --prompt-tokens random ids)")
     ap.add_argument("--rounds", type=int, default=1,
                     help="measure every configuration this many times, interleaved, and report medians")
+    ap.add_argument("--paired", action="store_true",
+                    help="only no MTP vs the default: decode measured step against step (interleaved), --rounds "
+                    "requests each")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
     device = Device(args.device)
@@ -127,6 +157,22 @@ def main() -> None:
         prompt = [int(t) for t in rng.integers(0, n_vocab, args.prompt_tokens)]
     args.prompt_tokens = len(prompt)
     ctx = args.prompt_tokens + args.tokens + 16
+    if args.paired:
+        engines = [load_config(device, args.model, c, prompt, args.tokens, ctx)
+                   for c in (SpecConfig(enabled=False), SpecConfig())]
+        off, on = paired_decode(engines, prompt, args.tokens, args.rounds)
+        depths = engines[1].adaptive.history
+        for eng in engines:
+            eng.close()
+        print(f"model {args.model} on {device.info.name}, commit {git_commit()}; {len(prompt)}-token prompt, "
+              f"{args.tokens} generated x {max(1, args.rounds)} request(s), greedy, steps interleaved")
+        print(f"no MTP {off['decode_tok_s']:.2f} tok/s; default (adaptive) {on['decode_tok_s']:.2f} tok/s; "
+              f"ratio {on['decode_tok_s'] / off['decode_tok_s']:.3f}; same tokens: "
+              f"{'yes' if on['output'] == off['output'] else 'NO'}; drafting choices of the default: "
+              f"{sum(1 for d in depths if d.depth)} runs of depth > 0 over the warm-up and all rounds, "
+              f"last (step, depth) {[(d.step, d.depth) for d in depths[-6:]]}")
+        device.destroy()
+        return
     configs = [SpecConfig(enabled=False), SpecConfig()] + [SpecConfig(n_max=k, adaptive=False) for k in args.n_max]
     configs += [SpecConfig(n_max=1, adaptive=False, draft_vocab=n) for n in args.draft_vocab]
     if args.synthetic is not None:

@@ -84,14 +84,24 @@ def _softmax(logits: np.ndarray) -> np.ndarray:
     return p / p.sum()
 
 
+def top_k_ids(logits: np.ndarray, k: int) -> np.ndarray:
+    """The k ids of the largest logits, by descending logit, ties by ascending id: exactly
+    np.argsort(-logits, kind="stable")[:k], without sorting the whole row (a selection of the k-th largest value,
+    then a sort of k ids: ~1 ms instead of ~38 ms over a 248320-token vocabulary)."""
+    threshold = np.partition(logits, logits.shape[-1] - k)[logits.shape[-1] - k]   # the k-th largest logit
+    above = np.flatnonzero(logits > threshold)
+    tied = np.flatnonzero(logits == threshold)[: k - above.size]   # lowest ids first, as the stable sort
+    sel = np.concatenate([above, tied])
+    return sel[np.argsort(-logits[sel], kind="stable")]
+
+
 def filter_candidates(logits: np.ndarray, params: SamplingParams) -> tuple[np.ndarray, np.ndarray]:
     """top_k -> top_p -> min_p on penalised logits [n_vocab].
 
     Returns the surviving token ids sorted by descending logit and their logits (temperature not applied).
     """
-    ids = np.argsort(-logits, kind="stable")
-    if params.top_k > 0:
-        ids = ids[: params.top_k]
+    ids = top_k_ids(logits, params.top_k) if 0 < params.top_k < logits.shape[-1] \
+        else np.argsort(-logits, kind="stable")
     cand = logits[ids]
     if params.top_p < 1.0:
         cum = np.cumsum(_softmax(cand))

@@ -85,3 +85,30 @@ def test_fixed_candidates_with_n_min():
 def test_expected_tokens_follow_conditional_acceptance():
     acc = SlotAcceptance([0.5, 0.5, 1.0])
     assert acc.expected_tokens(3) == 1 + 0.5 + 0.25 + 0.25
+
+
+def test_a_load_change_does_not_make_drafting_look_cheap():
+    """Other load doubles every step's time half-way (a shared CPU driver): the policy judges plain steps and
+    its rare probes over the same span of steps, so quiet-moment probes are not compared with loaded plain steps,
+    and drafting, which never pays here (cost proportional to k+1), is never chosen for two steps in a row."""
+    load = [1.0]
+
+    def cost(K):
+        return load[0] * (K + 1)
+
+    policy = AdaptiveDepth(3)
+    slot = policy.new_slot()
+    rng = np.random.default_rng(0)
+    depths = []
+    for step in range(400):
+        if step == 100:
+            load[0] = 2.0
+        K = policy.choose([slot])
+        m = 0
+        while m < K and rng.random() < 0.8:
+            m += 1
+        depths.append(K)
+        policy.observe(1, K, cost(K), [(slot, K, m)] if K else [])
+    loaded = depths[100:]
+    assert not any(a and b for a, b in zip(loaded, loaded[1:]))
+    assert loaded.count(0) >= 0.95 * len(loaded)

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from vkmtp.sampling import Sampler, SamplingParams, apply_penalties, filter_candidates
+from vkmtp.sampling import Sampler, SamplingParams, apply_penalties, filter_candidates, top_k_ids
 
 LOGITS = np.array([2.0, 1.0, 0.5, 0.0, -1.0, 3.0], dtype=np.float32)  # order by logit: 5 0 1 2 3 4
 
@@ -85,3 +85,16 @@ def test_seeded_sampling_repeats_and_follows_the_distribution():
 def test_bad_params_name_the_field(field, value):
     with pytest.raises(ValueError, match=field):
         SamplingParams(**{field: value})
+
+
+@pytest.mark.parametrize("k", [1, 2, 40, 1000, 4095])
+def test_top_k_selection_is_the_stable_sort_prefix(k):
+    """top_k_ids picks the ids a stable full sort puts first, in its order, also when ties straddle the k-th
+    value (rounded logits tie often), with -inf entries and signed zeros."""
+    rng = np.random.default_rng(k)
+    for _ in range(5):
+        logits = np.round(rng.normal(size=4096).astype(np.float32), 1)
+        logits[rng.integers(0, 4096, 50)] = -np.inf
+        logits[rng.integers(0, 4096, 20)] = -0.0
+        logits[rng.integers(0, 4096, 20)] = 0.0
+        assert np.array_equal(top_k_ids(logits, k), np.argsort(-logits, kind="stable")[:k])

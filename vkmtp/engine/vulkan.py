@@ -212,7 +212,6 @@ class VulkanEngine(SlotEngine):
 
     # --- generation ---------------------------------------------------------------------------------------------
     def _generate(self, active: list[_Slot]) -> list[list[int]]:
-        t0 = time.perf_counter()
         S = len(active)
         greedy = all(s.run.sampler.params.plain_argmax for s in active)
         K = self._depth(active)
@@ -222,13 +221,16 @@ class VulkanEngine(SlotEngine):
             and (S > 1 or self._draft_budget(active[0].run, len(active[0].tokens)) > 0)
         self._step_accepts: list[tuple[int, int]] = []
         self._built = False
-        if spec:   # the MTP head drafts: first it catches up over what plain steps skipped (counted in this step)
+        if spec:   # the MTP head drafts: first it catches up over what plain steps skipped
             for slot in active:
                 self._catch_up_mtp(slot)
+        # the policy compares steady-state step costs: a catch-up is owed work of the plain steps before it
+        # (a steady speculative step runs the head over its own position inside its submission)
+        t_step = time.perf_counter()
         outs = self._spec_step(active, greedy, K) if spec else self._decode_step(active, greedy)
         self._depths = [K if spec else 0] * S
         if self.adaptive:
-            seconds = None if self._built else time.perf_counter() - t0
+            seconds = None if self._built else time.perf_counter() - t_step
             per_slot = [(s.run.acceptance, n, m) for s, (n, m) in zip(active, self._step_accepts) if n > 0]
             self.adaptive.observe(S, K if spec else 0, seconds, per_slot)
         return outs

@@ -369,6 +369,28 @@ class Forward:
         self.record_block(rec, mtp.block, records, act, n, mtp=True)
         self.norm(rec, act.x, mtp.shared_head_norm.name, h_out, n, e)
 
+    def record_mtp_kv(self, rec: Recorder, records: View, h_in: View, act: Activations, n: int) -> None:
+        """Only the MTP KV cache rows of n tokens (a catch-up over positions the head will attend to but not
+        draft from): record_mtp's dispatches up to the K/V store, the same kernels on the same inputs, so the
+        same bits; no query, attention, output projection or FFN."""
+        mtp, e = self.table.mtp, self.cfg.n_embd
+        t, hkv, d = mtp.block.mixer, self.cfg.n_head_kv, self.cfg.head_dim
+        if mtp.block.kind is not LayerKind.ATTENTION:
+            raise ValueError("the MTP block's mixer is not attention")
+        cat = act.f.sub(0, 4 * n * 2 * e)
+        self.record_embed(rec, records, n, act.xn, table=mtp.embed_tokens.name)
+        self.norm(rec, act.xn, mtp.enorm.name, cat, n, e, y_stride=2 * e)
+        self.norm(rec, h_in, mtp.hnorm.name, cat.sub(4 * e, cat.nbytes - 4 * e), n, e, y_stride=2 * e)
+        self.ops.linear(rec, self.w[mtp.eh_proj.name], cat, act.x, n, prefill=act.prefill)
+        self.norm(rec, act.x, mtp.block.attn_norm.name, act.xn, n, e)
+        k_proj = act.mix.sub(0, 4 * n * hkv * d)
+        v_proj = act.mix.sub(4 * n * hkv * d, 4 * n * hkv * d)
+        self.ops.linear(rec, self.w[t.k.name], act.xn, k_proj, n, prefill=act.prefill)
+        self.ops.linear(rec, self.w[t.v.name], act.xn, v_proj, n, prefill=act.prefill)
+        self.ops.rope.record_to_cache(rec, records, Strided.heads(k_proj, hkv, d), self.state.mtp_k.layers[0],
+                                      self.state.mtp_kv_layout, n, norm_weight=self._vec(t.k_norm.name))
+        self.ops.set_rows_mtp.record(rec, records, Strided.heads(v_proj, hkv, d), self.state.mtp_v.layers[0], n)
+
 
 def first_rows(ref: WeightRef, n_rows: int) -> WeightRef:
     """The weight's first n_rows rows: its parts cut at row n_rows (rows are whole quant blocks)."""

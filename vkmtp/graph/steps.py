@@ -3,7 +3,7 @@
 PrefillGraph(T)     a prompt chunk of T tokens of one sequence (padding tokens go to the sink slot): trunk,
                     logits of the last real token, and with MTP the MTP head's KV for the chunk.
 DecodeGraph(S)      one token for each of S sequences: trunk, logits, and the MTP head's input kept for later.
-MtpLagGraph(T)      the MTP head over up to T positions of one sequence that lagging decode steps skipped.
+MtpLagGraph(T)      the MTP head's KV over up to T positions of one sequence that lagging decode steps skipped.
 SpecGraph(S, K)     a speculative step for S sequences: K chained MTP drafts (LM head over the draft vocabulary), one verify forward of the
                     S*(K+1) tokens, and (greedy) the accept decision, state rollback and MTP catch-up on the GPU.
 CommitGraph(S, K)   (sampling) rollback and pending hidden for accept counts decided on the host.
@@ -196,11 +196,12 @@ EXACT_CATCH_UP_ROWS = 8   # the mat-vec runs 8 columns per dispatch: up to here 
 
 
 class MtpLagGraph:
-    """The MTP head over T rows: the positions a sequence's lagging decode steps skipped (records rows 0.. =
-    {token, pos, slot}, pairs_lag[r] = {ring row, r}), padded to T with sink tokens. Up to 8 rows it runs the
-    decode step's kernels (batch-invariant mat-vec, decode attention), so the MTP KV rows it writes are the bits
-    the per-step catch-up would have written, and drafts after it are the same; more rows (a long stretch of
-    plain steps) run as a prompt chunk, at prompt speed, with the prompt kernels' rounding."""
+    """The MTP head's KV rows (only those: no draft starts from these positions, so no query, attention or FFN)
+    over T rows: the positions a sequence's lagging decode steps skipped (records rows 0.. = {token, pos, slot},
+    pairs_lag[r] = {ring row, r}), padded to T with sink tokens. Up to 8 rows it runs the decode step's kernels
+    (batch-invariant mat-vec), so the MTP KV rows it writes are the bits the per-step catch-up would have written,
+    and drafts after it are the same; more rows (a long stretch of plain steps) run as a prompt chunk, at prompt
+    speed, with the prompt kernels' rounding."""
 
     def __init__(self, ctx: GraphContext, T: int):
         io, st = ctx.io, ctx.state
@@ -209,7 +210,7 @@ class MtpLagGraph:
         records = io.record_view("records", 0, T)
         ctx.copy_rows(rec, io.view("pairs_lag", 0, 2 * T), T, st.mtp_lag, ctx.h_shift, st.n_slots * st.lag_rows, T)
         act = ctx.act(T, 0, prefill=T > EXACT_CATCH_UP_ROWS)
-        ctx.fwd.record_mtp(rec, records, ctx.h_shift.sub(0, T * e4), act, T, ctx.h_mtp[0].sub(0, T * e4))
+        ctx.fwd.record_mtp_kv(rec, records, ctx.h_shift.sub(0, T * e4), act, T)
         self.rec = rec.finish()
         self.counts = GraphCounts.of([rec])
 

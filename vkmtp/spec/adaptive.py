@@ -4,8 +4,12 @@ Expected tokens of a step with depth K for one sequence: E(K) = 1 + sum_{j=1..K}
 the observed conditional acceptance of draft position i *of that sequence's slot* (`SlotAcceptance`, an
 exponential moving average started from the policy's pooled estimate). A batched step has one depth for all
 its sequences, so its expected tokens are the sum over them. The cost t(S, K) is the measured wall time of a
-step of S sequences at depth K on this device (K = 0: a plain decode step): the minimum of its last
-`cost_window` measurements, since other load on the machine only ever adds time to a step.
+step of S sequences at depth K on this device (K = 0: a plain decode step): the minimum of its measurements
+within the last `cost_span` steps of the policy (at least the latest one), since other load on the machine only
+ever adds time to a step. The span is counted in steps, the same for every depth, so the depth the policy sits
+at and a rarely probed one are judged over the same stretch of the machine's load: a window of a fixed number of
+measurements would compare the plain steps of the last moment with probes collected over minutes, whose minimum
+catches a quiet moment -- on a loaded CPU driver that made drafting look cheaper than it is.
 
 Measuring a depth costs a step at that depth, which on a compute-bound driver (lavapipe) is several plain
 steps; so depths are measured upwards only while they look worth it: depth K+1 is tried when its rate, with
@@ -58,7 +62,7 @@ class AdaptiveDepth:
     `observe(S, K, seconds, per_slot)` after it."""
 
     def __init__(self, n_max: int, n_min: int = 1, alpha: float = 0.1, explore_every: int = 16,
-                 max_explore_every: int = 256, prior: float = 0.7, cost_window: int = 8):
+                 max_explore_every: int = 256, prior: float = 0.7, cost_span: int = 512):
         if not 1 <= n_max:
             raise ValueError(f"n_max must be >= 1, got {n_max}")
         self.n_max = n_max
@@ -68,8 +72,8 @@ class AdaptiveDepth:
         self.max_explore_every = max_explore_every
         self.pooled = SlotAcceptance([prior] * n_max, alpha)   # all slots together: a new slot's prior
         self.cost: dict[tuple[int, int], float] = {}           # (S, K) -> seconds per step
-        self.cost_window = cost_window
-        self._times: dict[tuple[int, int], list[float]] = {}   # (S, K) -> the last measurements
+        self.cost_span = cost_span
+        self._times: dict[tuple[int, int], list[tuple[int, float]]] = {}   # (S, K) -> (step, seconds) in the span
         self.steps = 0
         self._since_probe = 0
         self._probe_every = explore_every
@@ -158,9 +162,11 @@ class AdaptiveDepth:
         key = (S, K)
         if seconds is not None:
             times = self._times.setdefault(key, [])
-            times.append(seconds)
-            del times[:-self.cost_window]
-            self.cost[key] = min(times)
+            times.append((self.steps, seconds))
+            oldest = self.steps - self.cost_span
+            while times[0][0] <= oldest:
+                del times[0]
+            self.cost[key] = min(t for _, t in times)
         for slot_acc, n_drafted, m in per_slot:
             slot_acc.observe(n_drafted, m)
             self.pooled.observe(n_drafted, m)
