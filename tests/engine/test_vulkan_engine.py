@@ -120,7 +120,8 @@ def test_mtp_on_a_quantized_k_model_matches_plain_decoding(k256_models, engines)
 def test_one_queue_submission_per_step_and_only_ids_cross(fixture_models, engines, device, mtp):
     eng = engines(fixture_models("aligned", "f32"), mtp=mtp, n_max=3)
     seq = eng.submit(Request(PROMPT[:6], GREEDY, max_tokens=40))
-    eng.step()                                         # prefill (one chunk) + first token
+    while not seq.generated:   # prefill (two chunks: the last prompt token is its own) + first token
+        eng.step()
     steps = 0
     while not seq.done:
         before = device.submits
@@ -166,8 +167,8 @@ def test_checkpoints_reuse_a_changed_history_like_the_reference(fixture_models, 
     the latest checkpoint before the difference; an identical prompt evaluates one token. Tokens and cache_n
     equal the reference engine's, which follows the same checkpoint policy, and cold runs."""
     path = fixture_models("aligned", "f32")
-    eng = engines(path, mtp=mtp, n_max=3)
-    ref = ReferenceEngine(path, EngineConfig(n_ctx=256, ubatch=8, spec=SpecConfig(enabled=mtp, n_max=3)))
+    eng = engines(path, mtp=mtp, n_max=3, n_ctx=192)   # an engine of its own: no other test's memory
+    ref = ReferenceEngine(path, EngineConfig(n_ctx=192, ubatch=8, spec=SpecConfig(enabled=mtp, n_max=3)))
     prompt = PROMPT[:14]
     first, seq1 = run(eng, prompt, 6)
     assert seq1.timings.cache_n == 0
