@@ -18,6 +18,7 @@ from vkmtp.spec import SpecStats
 @dataclass
 class ServerStats:
     prompt_tokens: int = 0
+    prompt_tokens_cached: int = 0   # prompt tokens taken from a slot's cached memory instead of evaluated
     prompt_seconds: float = 0.0
     tokens_predicted: int = 0
     tokens_predicted_seconds: float = 0.0
@@ -47,10 +48,12 @@ class StatsBook:
         predicted_ms: float,
         n_context: int,
         spec: SpecStats,
+        cache_n: int = 0,
     ) -> None:
         with self._lock:
             s = self._stats
             s.prompt_tokens += prompt_n
+            s.prompt_tokens_cached += cache_n
             s.prompt_seconds += prompt_ms / 1e3
             s.tokens_predicted += predicted_n
             s.tokens_predicted_seconds += predicted_ms / 1e3
@@ -108,6 +111,8 @@ class _Collector:
             ("spec_decode_num_drafts", "Verification steps that carried a draft.", s.spec.steps),
         ]
         vk = [   # over ALL generation steps, plain ones (adaptive depth 0) included
+            ("prompt_tokens_cached", "Prompt tokens reused from the prompt cache (not evaluated).",
+             s.prompt_tokens_cached),
             ("spec_generation_steps", "Generation steps of finished requests (plain and drafting).", s.spec.gen_steps),
             ("spec_generation_tokens", "Tokens those generation steps gave.", s.spec.gen_tokens),
             ("spec_draft_steps", "Generation steps that drafted (depth > 0).", s.spec.draft_steps),

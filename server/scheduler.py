@@ -350,6 +350,7 @@ class Scheduler:
             t.predicted_ms,
             len(job.request.prompt_ids) + len(seq.generated),
             seq.spec,
+            t.cache_n,
         )
 
     def _drop(self, job: Job) -> None:

@@ -126,6 +126,16 @@ def test_fit_and_draft_cache_flags_reach_the_engine_config():
         _engine_config(parse("-c 0 --fit off")[0])
 
 
+def test_prompt_cache_flags_reach_the_engine_config():
+    c = _engine_config(parse("--ctx-checkpoints 3 --slot-prompt-similarity 0.5")[0])
+    assert (c.ctx_checkpoints, c.slot_prompt_similarity) == (3, 0.5)
+    c = _engine_config(parse("-ctxcp 0 -sps 0")[0])
+    assert (c.ctx_checkpoints, c.slot_prompt_similarity) == (0, 0.0)
+    assert _engine_config(parse("")[0]).ctx_checkpoints == 8
+    with pytest.raises(SystemExit):
+        parse("--slot-prompt-similarity 1.5")
+
+
 def test_sampling_flags_reach_the_defaults():
     args, _ = parse("--repeat-last-n 32 --presence-penalty 0.5 --frequency-penalty 0.25 --temp 0.3")
     s = _sampling_defaults(args)

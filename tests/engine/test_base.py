@@ -117,6 +117,18 @@ def test_slot_choice_prefers_the_cached_prefix_else_the_least_recently_used():
     assert e.timings.cache_n == 0
 
 
+@pytest.mark.parametrize("similarity,slot", [(0.6, 1), (0.7, 0), (0.0, 0)])
+def test_slot_prompt_similarity_is_the_reused_fraction_that_picks_a_slot(similarity, slot):
+    import dataclasses
+
+    eng = CountingEngine(n_slots=2)
+    eng.config = dataclasses.replace(eng.config, slot_prompt_similarity=similarity)
+    drive(eng, Request([1, 2, 3], GREEDY, max_tokens=2), Request([50, 51], GREEDY, max_tokens=2))
+    # slot 1 holds [50, 51, 52] (3 of the 5 tokens: 0.6); slot 0 was used longest ago
+    (c,), _ = drive(eng, Request([50, 51, 52, 53, 9], GREEDY, max_tokens=1))
+    assert c.slot == slot and c.timings.cache_n == (3 if slot == 1 else 0)
+
+
 def test_step_rules():
     assert n_taken([5, 6, 7], {6}, None) == 2 and n_taken([5, 6, 7], set(), 2) == 2
     assert n_taken([5, 6, 7], set(), 0) == 0 and n_taken([5, 6, 7], set(), None) == 3

@@ -35,9 +35,28 @@ def test_plan_equals_the_bytes_allocated(device, fixture_models, variant, n_slot
         assert sum(b.nbytes for b in made) == plan.total
         assert plan.kv > 0 and plan.scratch > 0 and plan.part("hidden") > 0 and plan.part("io") > 0
         assert (plan.mtp_kv > 0) == mtp and (plan.snapshots > 0) == mtp and (plan.mtp_weights > 0) == mtp
+        assert plan.part("checkpoints") > 0   # --ctx-checkpoints' default: 8 per slot
     finally:
         eng.close()
     assert {id(b) for b in device.live_buffers()} == before
+
+
+@pytest.mark.parametrize("n_ckpt", [0, 3])
+def test_checkpoints_are_in_the_plan(device, fixture_models, n_ckpt):
+    before = {id(b) for b in device.live_buffers()}
+    config = EngineConfig(n_ctx=256, n_slots=2, ctx_checkpoints=n_ckpt, spec=SpecConfig(n_max=3))
+    eng = VulkanEngine(fixture_models("dense", "f32"), config, device=device)
+    try:
+        made = [b for b in device.live_buffers() if id(b) not in before]
+        assert _buffers(made) == _buffers(eng.memory_plan.buffers)
+        cfg = eng.cfg
+        per_slot = len(cfg.recurrent_layers) * 4 * ((cfg.ssm_conv_kernel - 1) * cfg.ssm_conv_dim
+                                                    + cfg.ssm_dt_rank * cfg.ssm_head_v_dim * cfg.ssm_d_state) \
+            + 4 * cfg.n_embd   # states of every GDN layer + the MTP head's pending hidden
+        assert eng.memory_plan.part("checkpoints") >= 2 * n_ckpt * per_slot
+        assert (eng.memory_plan.part("checkpoints") > 0) == (n_ckpt > 0)
+    finally:
+        eng.close()
 
 
 def test_draft_cache_types_are_their_own(device, fixture_models):
@@ -141,7 +160,8 @@ def _tokens(eng, prompt, n=16):
 
 def test_tiny_submit_budget_splits_prefill_and_keeps_tokens(device, fixture_models):
     path = fixture_models("dense", "f32")
-    prompt = [5, 17, 99, 3, 250, 11, 42, 7, 8, 9, 120, 33, 2, 64, 71, 200, 19, 23, 31, 37] * 2   # 5 chunks of 8
+    # 5 chunks of 8 and the last token on its own (a prompt-cache checkpoint one token before the end): 6 chunks
+    prompt = [5, 17, 99, 3, 250, 11, 42, 7, 8, 9, 120, 33, 2, 64, 71, 200, 19, 23, 31, 37] * 2
     runs = {}
     for ms in (1e9, 1e-6):
         config = EngineConfig(n_ctx=256, ubatch=8, max_submit_ms=ms, spec=SpecConfig(n_max=2))
@@ -152,7 +172,7 @@ def test_tiny_submit_budget_splits_prefill_and_keeps_tokens(device, fixture_mode
             eng.close()
     (whole, one), (split, many) = runs[1e9], runs[1e-6]
     assert split == whole
-    assert one == [1] * 5
+    assert one == [1] * 6
     n_layers = many[-1]
     assert many[0] == 1 and n_layers > 1 and max(many) == n_layers   # later chunks: one layer per submission
 

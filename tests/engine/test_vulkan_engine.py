@@ -78,7 +78,8 @@ def test_logits_agree_with_reference(fixture_models, device):
     logits_ref, _ = ref.forward(PROMPT, ref.new_state())
     eng = VulkanEngine(path, EngineConfig(n_ctx=64, ubatch=32, spec=SpecConfig(enabled=False)), device=device)
     seq = eng.submit(Request(PROMPT, SamplingParams(temperature=1.0, seed=0), max_tokens=1))
-    eng.step()
+    while not seq.done:   # the last prompt token is a chunk of its own (a prompt-cache checkpoint before it)
+        eng.step()
     got = eng._logits(0)
     scale = np.abs(logits_ref[-1]).max()
     assert np.abs(got - logits_ref[-1]).max() <= 1e-4 * scale
@@ -119,7 +120,8 @@ def test_mtp_on_a_quantized_k_model_matches_plain_decoding(k256_models, engines)
 def test_one_queue_submission_per_step_and_only_ids_cross(fixture_models, engines, device, mtp):
     eng = engines(fixture_models("aligned", "f32"), mtp=mtp, n_max=3)
     seq = eng.submit(Request(PROMPT[:6], GREEDY, max_tokens=40))
-    eng.step()                                         # prefill (one chunk) + first token
+    while not seq.generated:   # prefill (two chunks: the last prompt token is its own) + first token
+        eng.step()
     steps = 0
     while not seq.done:
         before = device.submits
@@ -157,6 +159,34 @@ def test_prompt_cache_reuses_the_slot_prefix(fixture_models, engines):
     second, seq2 = run(eng, follow, 8)
     assert seq2.timings.cache_n == len(PROMPT[:10]) + len(first) - 1
     assert second == list(fresh)
+
+
+@pytest.mark.parametrize("mtp", [False, True])
+def test_checkpoints_reuse_a_changed_history_like_the_reference(fixture_models, engines, mtp):
+    """A turn whose history differs from what the slot holds (a template that drops earlier thinking) restores
+    the latest checkpoint before the difference; an identical prompt evaluates one token. Tokens and cache_n
+    equal the reference engine's, which follows the same checkpoint policy, and cold runs."""
+    path = fixture_models("aligned", "f32")
+    eng = engines(path, mtp=mtp, n_max=3, n_ctx=192)   # an engine of its own: no other test's memory
+    ref = ReferenceEngine(path, EngineConfig(n_ctx=192, ubatch=8, spec=SpecConfig(enabled=mtp, n_max=3)))
+    prompt = PROMPT[:14]
+    first, seq1 = run(eng, prompt, 6)
+    assert seq1.timings.cache_n == 0
+    turn = prompt + [90, 91] + PROMPT[14:19]     # not the answer: the slot's live memory is no prefix of it
+    second, seq2 = run(eng, turn, 6)
+    assert seq2.timings.cache_n == len(prompt) and seq2.timings.prompt_n == len(turn) - len(prompt)
+    again, seq3 = run(eng, turn, 6)
+    assert (seq3.timings.cache_n, seq3.timings.prompt_n) == (len(turn) - 1, 1)
+    cold = generate(ReferenceModel.from_gguf(path), turn, 6, GREEDY).tokens
+    assert second == again == list(cold)
+    for prompt_ids, tokens, seq in ((prompt, first, seq1), (turn, second, seq2), (turn, again, seq3)):
+        r = ref.generate(Request(prompt_ids, GREEDY, max_tokens=6))
+        out, last = [], None
+        for ev in r:
+            out += ev.new_ids
+            last = ev.seq
+        assert out == tokens and last.timings.cache_n == seq.timings.cache_n
+    ref.close()
 
 
 def test_sampling_is_seeded_and_valid(fixture_models, engines):

@@ -92,9 +92,9 @@ def test_prompt_cache_reuses_a_prefix_and_changes_nothing(aligned_model):
     assert second.timings.cache_n == len(PROMPT) + len(first.generated) - 1
     assert second.timings.prompt_n == len(turn) - second.timings.cache_n
     assert second.generated == generate(aligned_model, turn, 6, kv_dtype=F16).tokens
-    # the same prompt again: nothing to evaluate, same answer
+    # the same prompt again: the checkpoint one token before its end leaves one token to evaluate, same answer
     third = run(eng, Request(turn, GREEDY, max_tokens=6))[0]
-    assert third.timings.cache_n == len(turn) and third.timings.prompt_n == 0
+    assert third.timings.cache_n == len(turn) - 1 and third.timings.prompt_n == 1
     assert third.generated == second.generated
     # cache_prompt=False evaluates everything
     fourth = run(eng, Request(turn, GREEDY, max_tokens=6, cache_prompt=False))[0]

@@ -17,6 +17,7 @@ from vkmtp.cli.llama_flags import (
     template_kwargs,
 )
 from vkmtp.ops.kv_layout import ENGINE_KV_TYPES
+from vkmtp.engine.prompt_cache import DEFAULT_CTX_CHECKPOINTS
 
 DEFAULT_CTX = 4096   # -c when not given (--fit shrinks it to the device)
 
@@ -145,6 +146,7 @@ def _engine_config(args: argparse.Namespace, model_path: str | None = None):
                           draft_kv_type_k=types.draft_k, draft_kv_type_v=types.draft_v,
                           device=device_selector(args.device), spec=spec, fit=args.fit == "on",
                           fit_margin_mib=args.fit_target, max_submit_ms=args.max_submit_ms,
+                          ctx_checkpoints=args.ctx_checkpoints, slot_prompt_similarity=args.slot_prompt_similarity,
                           ctx_fixed=args.ctx_size not in (None, 0) or args.fit == "off")
     if args.max_submit_ms is not None and args.backend != "vulkan":
         print(f"vkmtp: note: --max-submit-ms {args.max_submit_ms}: the {args.backend} backend submits nothing to "
@@ -342,6 +344,13 @@ def _add_memory_flags(p: argparse.ArgumentParser) -> None:
                    metavar="MiB", help="device memory --fit leaves free (default 256)")
 
 
+def _similarity(text: str) -> float:
+    value = float(text)
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"--slot-prompt-similarity {text}: a fraction from 0 to 1")
+    return value
+
+
 def _add_model_flags(p: argparse.ArgumentParser, command: str) -> None:
     """Flags shared by serve, chat and generate, named as llama-server names them (docs/SERVER.md has the
     table of every llama-server flag and what vkmtp does with it)."""
@@ -355,6 +364,13 @@ def _add_model_flags(p: argparse.ArgumentParser, command: str) -> None:
     p.add_argument("--max-submit-ms", type=float, default=None,
                    help="longest queue submission in ms (default: the device's, 500 integrated/CPU, 2000 "
                         "discrete); long prefill chunks are split into several submissions")
+    p.add_argument("-ctxcp", "--ctx-checkpoints", "--swa-checkpoints", type=int, default=DEFAULT_CTX_CHECKPOINTS,
+                   metavar="N", help=f"recurrent-state checkpoints per slot for prompt reuse (default "
+                                     f"{DEFAULT_CTX_CHECKPOINTS}; 0: reuse only a slot's whole memory)")
+    p.add_argument("-sps", "--slot-prompt-similarity", type=_similarity, default=0.1, metavar="F",
+                   help="a request goes to the free slot whose cache reuses the most of its prompt when that is at "
+                        "least this fraction of it, else to the least recently used slot (default 0.1; 0: always "
+                        "the least recently used)")
     p.add_argument("--no-mtp", action="store_true", help="no MTP speculative decoding")
     p.add_argument("--spec-type", default=None,
                    help="draft-mtp (or its older name mtp): MTP drafting, the default; none: off")

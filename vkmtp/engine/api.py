@@ -42,6 +42,8 @@ class EngineConfig:
     fit_margin_mib: int | None = None    # --fit-target / --fit-margin: MiB of the budget left free (None: default)
     ctx_fixed: bool = True               # -c was given (n_ctx > 0): --fit only checks; n_ctx 0: largest that fits
     max_submit_ms: float | None = None   # --max-submit-ms: longest queue submission (None: the device's default)
+    ctx_checkpoints: int = 8             # --ctx-checkpoints (DEFAULT_CTX_CHECKPOINTS)
+    slot_prompt_similarity: float = 0.1  # --slot-prompt-similarity: reused fraction that picks a slot (0: LRU): recurrent-state checkpoints per slot (prompt reuse)
 
     @property
     def cache_types(self):

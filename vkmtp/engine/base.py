@@ -1,8 +1,8 @@
 """What both engines do the same way: admission, the step skeleton, stop rules, timings, prompt-cache choice.
 
 A `SlotEngine` owns `n_slots` slots. `submit` checks the request (empty prompt, token ids, prompt too long),
-picks a free slot (the one whose cached memory is the longest reusable prefix of the prompt, else the least
-recently used one) and opens a `Run` in it. `step` advances every sequence once: slots whose prompt is not
+picks a free slot (the one whose cached memory is the longest reusable prefix of the prompt when it covers at
+least --slot-prompt-similarity of it, else the least recently used one) and opens a `Run` in it. `step` advances every sequence once: slots whose prompt is not
 done get one prefill chunk (`_prefill`, which returns the first token when the prompt is done); the slots
 that were already generating take one generation step together (`_generate`). Every new token goes through
 `_emit` (stop ids, max_tokens, context full) and the timings; a finished or cancelled sequence frees its slot
@@ -71,11 +71,15 @@ class SlotEngine(Engine):
                 raise NoFreeSlotError(f"slot {request.slot} is busy")
         if not free:
             raise NoFreeSlotError(f"all {len(self.slots)} slots are busy")
-        slot, cached = min(free, key=lambda s: s.last_used), 0
-        if request.cache_prompt:
+        slot = min(free, key=lambda s: s.last_used)
+        similarity = self.config.slot_prompt_similarity
+        if request.cache_prompt and similarity > 0:
+            # llama-server's --slot-prompt-similarity: the free slot that reuses the most of the prompt, when
+            # it reuses at least that fraction of it; else the least recently used one
             best = max(free, key=lambda s: self._reusable(s, prompt))
-            if self._reusable(best, prompt) > 0:
-                slot, cached = best, self._reusable(best, prompt)
+            if self._reusable(best, prompt) >= similarity * len(prompt) and self._reusable(best, prompt) > 0:
+                slot = best
+        cached = self._reusable(slot, prompt) if request.cache_prompt else 0
         seq = Sequence(request, slot.index)
         seq.timings.cache_n = cached
         seq.timings.prompt_n = len(prompt) - cached

@@ -8,8 +8,9 @@ accept rule the Vulkan engine runs — so, on the same seed, this engine's token
 engine's, greedy or sampled. Slots run one after another (the reference has no batched kernels).
 
 Prompt cache: a GDN state cannot be cut back to an earlier position, so a slot remembers whole states: the
-state at the end of its last prompt and the state at the end of its last sequence. A new prompt reuses the
-longest of them whose tokens are a prefix of it; the remaining prompt tokens are evaluated on top.
+state at the end of its last sequence (its live memory) and checkpoints taken after prompt chunks, by the policy
+of vkmtp/engine/prompt_cache.py that the Vulkan engine follows too (so both reuse the same tokens). The remaining
+prompt tokens are evaluated on top.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import numpy as np
 
 from vkmtp.engine.api import EngineConfig, Sequence
 from vkmtp.engine.base import Run, Slot, SlotEngine
+from vkmtp.engine.prompt_cache import Checkpoints, next_chunk, plan_reuse
 from vkmtp.ops.kv_layout import kv_type
 from vkmtp.ref import ReferenceModel
 from vkmtp.ref.generate import mtp_catch_up, speculative_step
@@ -56,20 +58,17 @@ class _Run(Run):
 
 @dataclass(eq=False)
 class _Slot(Slot):
-    cache: list[_CachedPrefix] | None = None
+    live: _CachedPrefix | None = None                 # memory at the end of the slot's last sequence
+    checkpoints: Checkpoints | None = None
+    saved: dict[int, _CachedPrefix] | None = None     # checkpoint storage place -> memory
 
-    def best_prefix(self, prompt: list[int]) -> _CachedPrefix | None:
-        """The longest cached prefix of `prompt` (it may be the whole prompt)."""
-        best = None
-        for entry in self.cache or []:
-            n = len(entry.tokens)
-            if (
-                n <= len(prompt)
-                and tuple(prompt[:n]) == entry.tokens
-                and (best is None or n > len(best.tokens))
-            ):
-                best = entry
-        return best
+    @property
+    def live_tokens(self) -> list[int]:
+        return list(self.live.tokens) if self.live is not None else []
+
+    @property
+    def cache(self) -> list[_CachedPrefix]:
+        return [e for e in [self.live, *(self.saved or {}).values()] if e is not None]
 
 
 class ReferenceEngine(SlotEngine):
@@ -95,7 +94,10 @@ class ReferenceEngine(SlotEngine):
         self.model = model if isinstance(model, ReferenceModel) else ReferenceModel.from_gguf(model)
         self.config = config
         self.use_mtp = config.spec.enabled and self.model.has_mtp
-        self.slots = [_Slot(i) for i in range(config.n_slots)]
+        if config.ctx_checkpoints < 0:
+            raise ValueError(f"--ctx-checkpoints {config.ctx_checkpoints}: must be >= 0")
+        self.slots = [_Slot(i, checkpoints=Checkpoints(config.ctx_checkpoints), saved={})
+                      for i in range(config.n_slots)]
         self.closed = False
 
     @property
@@ -104,56 +106,63 @@ class ReferenceEngine(SlotEngine):
 
     # ---- memory --------------------------------------------------------------------------------------------
     def _reusable(self, slot: _Slot, prompt: list[int]) -> int:
-        prefix = slot.best_prefix(prompt)
-        return len(prefix.tokens) if prefix is not None else 0
+        return plan_reuse(slot.live_tokens, slot.checkpoints, prompt).n
 
     def _open(self, slot: _Slot, seq: Sequence, prompt: list[int], sampler: Sampler, cached: int) -> _Run:
         run = _Run(seq, prompt, sampler, state=self.model.new_state(self.kv_type),
                    mtp=self.model.new_mtp_state(self.mtp_kv_type) if self.use_mtp else None)
-        if cached:
-            prefix = slot.best_prefix(prompt)
-            run.state.restore(prefix.state)
-            if run.mtp is not None:
-                run.mtp.restore(prefix.mtp)
-            run.n_prompt_done = cached
-            run.logits, run.hidden = prefix.logits, prefix.hidden
+        reuse = plan_reuse(slot.live_tokens, slot.checkpoints, prompt) if cached else None
+        if reuse is None or reuse.n != cached:
+            slot.checkpoints.clear()
+            slot.saved = {}
+            slot.live = None
+            return run
+        prefix = slot.live if reuse.place is None else slot.saved[reuse.place]
+        run.state.restore(prefix.state)
+        if run.mtp is not None:
+            run.mtp.restore(prefix.mtp)
+        if run.state.n_past > cached:   # the live memory never exceeds `cached`; a checkpoint is exact
+            raise AssertionError("a prompt-cache entry holds more tokens than reused")
+        run.n_prompt_done = cached
+        run.logits, run.hidden = prefix.logits, prefix.hidden
+        slot.checkpoints.truncate(cached)
+        slot.saved = {i: e for i, e in slot.saved.items() if i in slot.checkpoints.entries.values()}
+        slot.live = None
         return run
 
     def _release(self, slot: _Slot, run: _Run, reason: str) -> None:
-        if run.seq.request.cache_prompt and run.logits is not None and run.state.n_past > 0:
-            self._remember(slot, run, end_of_prompt=False)
+        n_done = run.n_prompt_done
+        if reason == "cancelled" and n_done < len(run.prompt):
+            return   # a half-prefilled prompt is not a reusable prefix (its checkpoints stay)
+        if run.logits is not None and run.state.n_past > 0:
+            tokens = tuple(run.prompt[:n_done] + run.seq.generated)[: run.state.n_past]
+            slot.live = self._entry(tokens, run)
 
-    def _remember(self, slot: _Slot, run: _Run, end_of_prompt: bool) -> None:
-        """Keep the slot's memory for later prompts that extend these tokens (at most two entries)."""
-        tokens = tuple(run.prompt[: run.n_prompt_done] + run.seq.generated)[: run.state.n_past]
-        if end_of_prompt:
-            slot.cache = []
-        elif slot.cache and slot.cache[-1].tokens == tokens:
-            return
-        entry = _CachedPrefix(
-            tokens,
-            run.state.snapshot(),
-            run.mtp.snapshot() if run.mtp is not None else None,
-            run.logits.copy(),
-            run.hidden.copy(),
-        )
-        slot.cache = ((slot.cache or []) + [entry])[-2:]
+    @staticmethod
+    def _entry(tokens: tuple[int, ...], run: _Run) -> _CachedPrefix:
+        return _CachedPrefix(tokens, run.state.snapshot(), run.mtp.snapshot() if run.mtp is not None else None,
+                             run.logits.copy(), run.hidden.copy())
 
     # ---- stepping ------------------------------------------------------------------------------------------
     def _prefill(self, slot: _Slot) -> int | None:
         run = slot.run
         if run.n_prompt_done < len(run.prompt):
-            chunk = run.prompt[run.n_prompt_done : run.n_prompt_done + self.config.ubatch]
+            n = next_chunk(run.n_prompt_done, len(run.prompt), self.config.ubatch,
+                           slot.checkpoints.capacity > 0)
+            chunk = run.prompt[run.n_prompt_done : run.n_prompt_done + n]
             logits, hidden = self.model.forward(chunk, run.state)
             if run.mtp is not None:  # MTP entry p is built from (x_p, h_{p-1}); h_{-1} = 0
                 prev = run.hidden if run.hidden is not None else np.zeros(hidden.shape[1], hidden.dtype)
                 mtp_catch_up(self.model, chunk, hidden, prev, run.mtp)
             run.n_prompt_done += len(chunk)
             run.logits, run.hidden = logits[-1], hidden[-1]
+            tokens = run.prompt[: run.n_prompt_done]
+            place = slot.checkpoints.add(tokens) if run.seq.request.cache_prompt else None
+            if place is not None:
+                slot.saved = {i: e for i, e in slot.saved.items() if i in slot.checkpoints.entries.values()}
+                slot.saved[place] = self._entry(tuple(tokens), run)
             if run.n_prompt_done < len(run.prompt):
                 return None
-            if run.seq.request.cache_prompt:
-                self._remember(slot, run, end_of_prompt=True)
         return run.sampler.sample(run.logits)
 
     def _generate(self, slots: list[_Slot]) -> list[list[int]]:
@@ -178,7 +187,7 @@ class ReferenceEngine(SlotEngine):
     def close(self) -> None:
         self._cancel_all()
         for slot in self.slots:
-            slot.cache = []
+            slot.live, slot.saved = None, {}
         self.model = None
 
     # ---- accounting ----------------------------------------------------------------------------------------

@@ -18,6 +18,7 @@ import numpy as np
 from vkmtp.device import Device
 from vkmtp.engine.api import EngineConfig, Sequence
 from vkmtp.engine.base import Run, Slot, SlotEngine
+from vkmtp.engine.prompt_cache import Checkpoints, next_chunk, plan_reuse
 from vkmtp.graph.graph_counts import GraphCounts
 from vkmtp.graph.steps import CommitGraph, DecodeGraph, GraphContext, MtpLagGraph, PrefillGraph, SpecGraph
 from vkmtp.graph.step_io import StepIO
@@ -47,6 +48,7 @@ class _Run(Run):
 class _Slot(Slot):
     tokens: list[int] = field(default_factory=list)   # tokens whose KV / state are in the slot
     mtp_lag: int = 0   # trailing tokens whose MTP-head KV is not written yet (their inputs are in the lag ring)
+    checkpoints: Checkpoints = field(default_factory=lambda: Checkpoints(0))   # prompt-cache state copies
 
 
 class VulkanEngine(SlotEngine):
@@ -77,7 +79,7 @@ class VulkanEngine(SlotEngine):
         self.weights = self.weight_plan.allocate(self.device, progress=bar.update if bar else None)
         if bar:
             bar.close()
-        self.state = DeviceState(self.device, self.cfg, plan.layouts, S, shape.n_snap)
+        self.state = DeviceState(self.device, self.cfg, plan.layouts, S, shape.n_snap, shape.n_ckpt)
         self.ops = Ops(self.device, self.cfg, plan.layouts, self.tuning)
         self.fwd = Forward(self.device, self.cfg, self.table, self.weights, self.state, self.ops)
         self.scratch = self.device.buffer(plan.size_of("scratch"), "device", "scratch", role="scratch")
@@ -94,7 +96,7 @@ class VulkanEngine(SlotEngine):
             raise ValueError(f"--max-submit-ms {self.max_submit_ms}: must be > 0")
         self._prefill_split: dict[int, int] = {}   # chunk bucket T -> trunk layers per submission
         self.prefill_submissions: list[int] = []   # queue submissions of each prompt chunk run, in order
-        self.slots = [_Slot(i) for i in range(S)]
+        self.slots = [_Slot(i, checkpoints=Checkpoints(shape.n_ckpt)) for i in range(S)]
         self._synth_rng = np.random.default_rng(1234)
         # adaptive depth (the default): 0 or n_min..n_max per step; n_min == n_max (or adaptive off) is fixed
         self.adaptive = AdaptiveDepth(self.K, spec.n_min) \
@@ -119,28 +121,45 @@ class VulkanEngine(SlotEngine):
     @property
     def shape(self) -> EngineShape:
         c = self.config
-        return engine_shape(self.n_ctx, c.n_slots, c.cache_types, self.use_mtp, self.K, c.ubatch)
+        return engine_shape(self.n_ctx, c.n_slots, c.cache_types, self.use_mtp, self.K, c.ubatch,
+                            _n_checkpoints(c))
 
     @property
     def n_vocab(self) -> int:
         return self.cfg.n_vocab
 
     def _reusable(self, slot: _Slot, prompt: list[int]) -> int:
-        """The slot's tokens when they are a proper prefix of the prompt (one token is left to evaluate)."""
-        n = len(slot.tokens)
-        return n if 0 < n < len(prompt) and prompt[:n] == slot.tokens else 0
+        """Prompt tokens the slot's live memory or one of its checkpoints gives (vkmtp.engine.prompt_cache)."""
+        return plan_reuse(slot.tokens, slot.checkpoints, prompt).n
 
     def _open(self, slot: _Slot, seq: Sequence, prompt: list[int], sampler: Sampler, cached: int) -> _Run:
-        if not cached:
+        reuse = plan_reuse(slot.tokens, slot.checkpoints, prompt) if cached else None
+        if reuse is None or reuse.n != cached:
             self.state.reset_slot(slot.index)
             slot.tokens = []
             slot.mtp_lag = 0
+            slot.checkpoints.clear()
+        elif reuse.place is not None:   # back to a checkpoint: its states; KV rows past it are overwritten later
+            self._copy_checkpoint(slot, reuse.place, restore=True)
+            slot.tokens = prompt[:cached]
+            slot.mtp_lag = 0   # checkpoints are taken after prompt chunks, when the MTP head is up to date
+        slot.checkpoints.truncate(cached)
         return _Run(seq, prompt, sampler, pending=prompt[cached:],
                     acceptance=self.adaptive.new_slot() if self.adaptive else None)
 
     def _release(self, slot: _Slot, run: _Run, reason: str) -> None:
         if reason == "cancelled" and slot.tokens and len(slot.tokens) < len(run.prompt):
-            slot.tokens = []   # a half-prefilled prompt is not a reusable prefix
+            slot.tokens = []   # a half-prefilled prompt is not a reusable prefix (its checkpoints stay)
+
+    def _copy_checkpoint(self, slot: _Slot, place: int, restore: bool) -> None:
+        """Take (live -> place) or restore (place -> live) a checkpoint of the slot's states: GPU copies in one
+        recorded submission, no host round trip."""
+        def record():
+            rec = self.device.recorder()
+            for live, ckpt in self.state.checkpoint_pairs(slot.index, place):
+                rec.copy(ckpt, live) if restore else rec.copy(live, ckpt)
+            return _Copies(rec.finish())
+        self._graph(("checkpoint", slot.index, place, restore), record).rec.run()
 
     def close(self) -> None:
         self._cancel_all()
@@ -170,8 +189,9 @@ class VulkanEngine(SlotEngine):
     def _prefill(self, slot: _Slot) -> int | None:
         run = slot.run
         self._catch_up_mtp(slot)   # a reused prefix's MTP KV must be complete before the chunk's rows follow it
-        chunk = run.pending[: self.ubatch]
-        n = len(chunk)
+        n_done = len(run.prompt) - len(run.pending)
+        n = next_chunk(n_done, len(run.prompt), self.ubatch, slot.checkpoints.capacity > 0)
+        chunk = run.pending[:n]
         T = next((b for b in PREFILL_BUCKETS if b >= n and b <= self.ubatch), self.ubatch)
         greedy = run.sampler.params.plain_argmax
         recs = self.io.records()
@@ -194,6 +214,9 @@ class VulkanEngine(SlotEngine):
         self._bound_prefill(T, split, len(graph.rec), time.perf_counter() - t0)
         slot.tokens.extend(chunk)
         run.pending = run.pending[n:]
+        place = slot.checkpoints.add(slot.tokens) if run.seq.request.cache_prompt else None
+        if place is not None:
+            self._copy_checkpoint(slot, place, restore=False)
         if run.pending:
             return None
         return int(self.io.array("ids")[0]) if greedy else run.sampler.sample(self._logits(0))
@@ -406,6 +429,19 @@ class VulkanEngine(SlotEngine):
         return self.logits_host.words()[row * v: (row + 1) * v].view(np.float32).copy()
 
 
+@dataclass(eq=False)
+class _Copies:
+    """A recorded submission of buffer copies (a checkpoint taken or restored)."""
+
+    rec: object
+
+
+def _n_checkpoints(config: EngineConfig) -> int:
+    if config.ctx_checkpoints < 0:
+        raise ValueError(f"--ctx-checkpoints {config.ctx_checkpoints}: must be >= 0")
+    return config.ctx_checkpoints
+
+
 def fit_plan(gguf, cfg: ModelConfig, table, config: EngineConfig, device: Device, tuning, use_mtp: bool,
              K: int) -> tuple[MemoryPlan, str | None]:
     """The memory plan for `config`, checked against the device's budget before anything is allocated, and the
@@ -417,7 +453,8 @@ def fit_plan(gguf, cfg: ModelConfig, table, config: EngineConfig, device: Device
     budget = fit_budget(info, config.fit_margin_mib)
 
     def plan_for(n_ctx: int) -> MemoryPlan:
-        shape = engine_shape(n_ctx, config.n_slots, config.cache_types, use_mtp, K, config.ubatch)
+        shape = engine_shape(n_ctx, config.n_slots, config.cache_types, use_mtp, K, config.ubatch,
+                             _n_checkpoints(config))
         return plan_memory(gguf, cfg, table, shape, device, tuning)
 
     if config.ctx_fixed or not config.fit:

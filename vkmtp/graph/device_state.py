@@ -98,7 +98,7 @@ class DeviceState:
         return rows * k.row_bytes, rows * v.row_bytes
 
     @staticmethod
-    def _stacks(cfg: ModelConfig, layouts: KvLayouts, n_slots: int, n_snap: int, max_range: int):
+    def _stacks(cfg: ModelConfig, layouts: KvLayouts, n_slots: int, n_snap: int, max_range: int, n_ckpt: int = 0):
         """(name, plan row, n_layers, block bytes, part bytes) of every layer stack, in allocation order."""
         S = n_slots + 1
         conv_words = (cfg.ssm_conv_kernel - 1) * cfg.ssm_conv_dim
@@ -112,6 +112,9 @@ class DeviceState:
             log_words = cfg.ssm_dt_rank * (1 + 2 * cfg.ssm_d_state)
             out += [("conv_snap", "snapshots", n_gdn, 4 * S * n_snap * conv_words, None),
                     ("ssm_log", "snapshots", n_gdn, 4 * S * (n_snap + 1) * log_words, None)]
+        if n_ckpt:   # prompt-cache checkpoints: n_ckpt copies of each real slot's states (vkmtp.engine.prompt_cache)
+            out += [("conv_ckpt", "checkpoints", n_gdn, 4 * n_slots * n_ckpt * conv_words, None),
+                    ("ssm_ckpt", "checkpoints", n_gdn, 4 * n_slots * n_ckpt * ssm_words, None)]
         if layouts.mtp_k is not None:
             kp, vp = DeviceState.kv_part_bytes(layouts.mtp_k, layouts.mtp_v, max_range)
             out += [("mtp_k", "mtp_kv", 1, layouts.mtp_k.nbytes, kp), ("mtp_v", "mtp_kv", 1, layouts.mtp_v.nbytes, vp)]
@@ -119,12 +122,12 @@ class DeviceState:
 
     @staticmethod
     def buffer_sizes(cfg: ModelConfig, layouts: KvLayouts, n_slots: int, n_snap: int,
-                     max_range: int) -> list[tuple[str, str, int]]:
+                     max_range: int, n_ckpt: int = 0) -> list[tuple[str, str, int]]:
         """(buffer name, plan row, bytes) of every buffer DeviceState allocates. A KV cache that would need
         more than MAX_KV_PARTS buffers per layer is reported as one oversized buffer (the plan refuses it)."""
         out = []
         for name, part, n_layers, block, part_bytes in DeviceState._stacks(cfg, layouts, n_slots, n_snap,
-                                                                           max_range):
+                                                                           max_range, n_ckpt):
             if part_bytes and -(-block // part_bytes) > MAX_KV_PARTS:
                 out.append((f"{name}0", part, block))
                 continue
@@ -133,9 +136,12 @@ class DeviceState:
         out.append(("pending_h", "hidden", 4 * (n_slots + 1) * cfg.n_embd))
         if layouts.mtp_k is not None:
             out.append(("mtp_lag", "hidden", 4 * n_slots * MTP_LAG_ROWS * cfg.n_embd))
+            if n_ckpt:
+                out.append(("pending_h_ckpt", "checkpoints", 4 * n_slots * n_ckpt * cfg.n_embd))
         return out
 
-    def __init__(self, device: Device, cfg: ModelConfig, layouts: KvLayouts, n_slots: int, n_snap: int):
+    def __init__(self, device: Device, cfg: ModelConfig, layouts: KvLayouts, n_slots: int, n_snap: int,
+                 n_ckpt: int = 0):
         self.cfg = cfg
         self.n_ctx = layouts.k.n_ctx
         self.n_slots = n_slots
@@ -156,8 +162,11 @@ class DeviceState:
         self.gdn_index = {layer: i for i, layer in enumerate(cfg.recurrent_layers)}
         self.k_cache = self.v_cache = self.conv = self.ssm = None
         self.conv_snap = self.ssm_log = self.mtp_k = self.mtp_v = None
+        self.conv_ckpt = self.ssm_ckpt = None
+        self.n_ckpt = n_ckpt                 # prompt-cache checkpoints per slot (0: none)
         max_range = device.info.max_storage_buffer_range
-        for name, _, n_layers, block, part_bytes in DeviceState._stacks(cfg, layouts, n_slots, n_snap, max_range):
+        for name, _, n_layers, block, part_bytes in DeviceState._stacks(cfg, layouts, n_slots, n_snap, max_range,
+                                                                        n_ckpt):
             setattr(self, _ATTR.get(name, name), LayerStack(device, n_layers, block, name, part_bytes))
         self.mtp_kv_layout = layouts.mtp_k
         self.mtp_v_layout = layouts.mtp_v
@@ -173,6 +182,8 @@ class DeviceState:
                                             role="state") \
             if self.lag_rows else None
         self.mtp_lag = self.mtp_lag_buffer.view() if self.mtp_lag_buffer else None
+        self.pending_h_ckpt_buffer = device.buffer(4 * n_slots * n_ckpt * cfg.n_embd, "device", "pending_h_ckpt") \
+            if n_ckpt and self.lag_rows else None
         self.device = device
 
     def kv(self, layer: int) -> tuple:
@@ -191,6 +202,25 @@ class DeviceState:
         row = 4 * self.cfg.n_embd
         return self.pending_h.sub(slot * row, row)
 
+    def checkpoint_pairs(self, slot: int, place: int) -> list[tuple[View, View]]:
+        """(live view, checkpoint view) of everything a prompt-cache checkpoint keeps for `slot` in storage place
+        `place`: each GDN layer's conv and ssm state and, with the MTP head, the slot's pending hidden. Copying
+        live -> checkpoint takes it, checkpoint -> live restores it (the KV caches are not copied)."""
+        if not 0 <= place < self.n_ckpt or not 0 <= slot < self.n_slots:
+            raise ValueError(f"checkpoint place {place} of slot {slot}: {self.n_ckpt} places, {self.n_slots} slots")
+        pairs = []
+        k = slot * self.n_ckpt + place
+        for live, ckpt, words in ((self.conv, self.conv_ckpt, self.conv_words), (self.ssm, self.ssm_ckpt,
+                                                                                 self.ssm_words)):
+            if live is None:
+                continue
+            for lv, cv in zip(live.layers, ckpt.layers):
+                pairs.append((lv.sub(4 * slot * words, 4 * words), cv.sub(4 * k * words, 4 * words)))
+        if self.pending_h_ckpt_buffer is not None:
+            row = 4 * self.cfg.n_embd
+            pairs.append((self.pending_h_of(slot), self.pending_h_ckpt_buffer.view(k * row, row)))
+        return pairs
+
     def reset_slot(self, slot: int) -> None:
         """Zero a slot's recurrent state and pending hidden (a new sequence starts from nothing)."""
         import numpy as np
@@ -206,7 +236,7 @@ class DeviceState:
     @property
     def stacks(self) -> list[LayerStack]:
         return [s for s in (self.k_cache, self.v_cache, self.conv, self.ssm, self.conv_snap, self.ssm_log,
-                            self.mtp_k, self.mtp_v) if s is not None]
+                            self.conv_ckpt, self.ssm_ckpt, self.mtp_k, self.mtp_v) if s is not None]
 
     def destroy(self) -> None:
         for s in self.stacks:
@@ -214,3 +244,5 @@ class DeviceState:
         self.pending_h_buffer.destroy()
         if self.mtp_lag_buffer:
             self.mtp_lag_buffer.destroy()
+        if self.pending_h_ckpt_buffer:
+            self.pending_h_ckpt_buffer.destroy()

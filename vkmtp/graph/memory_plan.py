@@ -25,7 +25,8 @@ MiB = float(1 << 20)
 MIN_CTX = 256           # the smallest context `fit_context` offers (a usable prompt plus a reply)
 
 # plan rows, in the order `describe` prints them
-PARTS = ("weights", "mtp_weights", "kv", "mtp_kv", "recurrent", "snapshots", "scratch", "hidden", "io", "staging")
+PARTS = ("weights", "mtp_weights", "kv", "mtp_kv", "recurrent", "snapshots", "checkpoints", "scratch", "hidden", "io",
+         "staging")
 
 
 class DeviceMemoryError(MemoryError):
@@ -144,7 +145,8 @@ class MemoryPlan:
         rows = [("weights", self.weights), ("MTP head weights", self.mtp_weights),
                 (f"KV cache ({t.label()}, {self.n_slots} x {self.n_ctx} tokens)", self.kv),
                 (f"MTP KV cache ({mtp_types})", self.mtp_kv), ("recurrent state", self.recurrent),
-                ("rollback snapshots", self.snapshots), ("scratch", self.scratch),
+                ("rollback snapshots", self.snapshots),
+                ("prompt-cache checkpoints", self.part("checkpoints")), ("scratch", self.scratch),
                 ("hidden rows", self.part("hidden")), ("step I/O and logits (host)", self.part("io")),
                 ("staging (host)", self.part("staging")), ("total", self.total)]
         return "\n".join(f"  {name:<44} {n / GiB:9.3f} GiB" for name, n in rows)
@@ -237,6 +239,7 @@ class EngineShape:
     use_mtp: bool
     K: int            # draft depth (0 without MTP)
     ubatch: int
+    n_ckpt: int = 0   # prompt-cache checkpoints per slot (--ctx-checkpoints)
 
     @property
     def max_rows(self) -> int:
@@ -260,9 +263,9 @@ class EngineShape:
 
 
 def engine_shape(n_ctx: int, n_slots: int, types: CacheTypes, use_mtp: bool, n_max: int,
-                 ubatch: int) -> EngineShape:
+                 ubatch: int, n_ckpt: int = 0) -> EngineShape:
     K = n_max if use_mtp else 0
-    return EngineShape(n_ctx, n_slots, types, use_mtp, K, max(8, min(ubatch, n_ctx)))
+    return EngineShape(n_ctx, n_slots, types, use_mtp, K, max(8, min(ubatch, n_ctx)), n_ckpt)
 
 
 def plan_memory(gguf: GGUFFile, cfg: ModelConfig, table: ModelTensors, shape: EngineShape, device,
@@ -285,7 +288,7 @@ def plan_memory(gguf: GGUFFile, cfg: ModelConfig, table: ModelTensors, shape: En
         if use_mtp else 0
     layouts = KvLayouts.make(cfg, shape.n_ctx, shape.n_slots, shape.types, use_mtp, sink_rows=shape.sink_rows)
     for name, part, n in DeviceState.buffer_sizes(cfg, layouts, shape.n_slots, shape.n_snap,
-                                                  info.max_storage_buffer_range):
+                                                  info.max_storage_buffer_range, shape.n_ckpt):
         buffers.append(PlannedBuffer(name, part, n))
     ops = Ops(device, cfg, layouts, tuning)
     buffers.append(PlannedBuffer("scratch", "scratch", _words(scratch_bytes_for(cfg, shape.max_rows, shape.n_out,
