@@ -194,14 +194,7 @@ class VulkanEngine(SlotEngine):
         chunk = run.pending[:n]
         T = next((b for b in PREFILL_BUCKETS if b >= n and b <= self.ubatch), self.ubatch)
         greedy = run.sampler.params.plain_argmax
-        recs = self.io.records()
-        pos0 = len(slot.tokens)
-        recs[:T] = 0
-        recs[:n, 0] = chunk
-        recs[:n, 1] = np.arange(pos0, pos0 + n)
-        recs[:n, 2] = slot.index
-        recs[n:T, 1] = np.arange(T - n)
-        recs[n:T, 2] = self.state.sink
+        self._write_padded_records(chunk, len(slot.tokens), slot.index, T)
         self.io.write_pairs("pairs_out", [(n - 1, 0)])
         self.io.write_pairs("pairs_shift", [(slot.index, 0)])
         self.io.write_pairs("pairs_in", [(n - 1, slot.index)])
@@ -220,6 +213,18 @@ class VulkanEngine(SlotEngine):
         if run.pending:
             return None
         return int(self.io.array("ids")[0]) if greedy else run.sampler.sample(self._logits(0))
+
+    def _write_padded_records(self, tokens: list[int], pos0: int, slot: int, T: int) -> None:
+        """Records of a T-row batch: `tokens` of `slot` at positions pos0.., then sink padding at positions
+        0.. (a prompt chunk, an MTP catch-up)."""
+        n = len(tokens)
+        recs = self.io.records()
+        recs[:T] = 0
+        recs[:n, 0] = tokens
+        recs[:n, 1] = np.arange(pos0, pos0 + n)
+        recs[:n, 2] = slot
+        recs[n:T, 1] = np.arange(T - n)
+        recs[n:T, 2] = self.state.sink
 
     def _bound_prefill(self, T: int, split: int | None, n_submits: int, seconds: float) -> None:
         """Bounded submissions: when a chunk of T tokens took longer per submission than --max-submit-ms, later
@@ -315,13 +320,7 @@ class VulkanEngine(SlotEngine):
         rows = self.state.lag_rows
         T = min(1 << (n - 1).bit_length(), rows)
         first = len(slot.tokens) - n
-        recs = self.io.records()
-        recs[:T] = 0
-        recs[:n, 0] = slot.tokens[first:]
-        recs[:n, 1] = np.arange(first, first + n)
-        recs[:n, 2] = slot.index
-        recs[n:T, 1] = np.arange(T - n)
-        recs[n:T, 2] = self.state.sink
+        self._write_padded_records(slot.tokens[first:], first, slot.index, T)
         base = slot.index * rows
         self.io.write_pairs("pairs_lag", [(base + min(r, n - 1), r) for r in range(T)])
         self.host_bytes_written += 16 * T + 8 * T

@@ -20,6 +20,7 @@ from vkmtp.graph.device_state import DeviceState
 from vkmtp.graph.forward import Activations, Forward
 from vkmtp.graph.graph_counts import GraphCounts, conv_bytes_per_seq, step_state_bytes
 from vkmtp.ops.gumbel import GumbelNoise
+from vkmtp.ops.matvec import MAX_COLS
 from vkmtp.ops.spec import SpecOps
 from vkmtp.ops.gdn_replay import GdnReplay
 from vkmtp.ops.state_select import StateSelect
@@ -192,7 +193,7 @@ class DecodeGraph:
         self.counts = GraphCounts.of([rec], step_state_bytes(ctx.cfg, S, 0))
 
 
-EXACT_CATCH_UP_ROWS = 8   # the mat-vec runs 8 columns per dispatch: up to here a catch-up is the decode path
+EXACT_CATCH_UP_ROWS = MAX_COLS   # one mat-vec dispatch's columns: up to here a catch-up is the decode path
 
 
 class MtpLagGraph:
