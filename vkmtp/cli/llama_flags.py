@@ -105,6 +105,8 @@ ENV_OF_OPTION: dict[str, str] = {
     "--reasoning-budget": "LLAMA_ARG_THINK_BUDGET",
     "--fit": "LLAMA_ARG_FIT",
     "--fit-target": "LLAMA_ARG_FIT_TARGET",
+    "--cpu-moe": "LLAMA_ARG_CPU_MOE",
+    "--n-cpu-moe": "LLAMA_ARG_N_CPU_MOE",
     "--cache-type-k-draft": "LLAMA_ARG_CACHE_TYPE_K_DRAFT",
     "--cache-type-v-draft": "LLAMA_ARG_CACHE_TYPE_V_DRAFT",
 }

@@ -58,7 +58,8 @@ def cmd_info(args: argparse.Namespace) -> int:
             n_max, source = _profile_n_max(args.model, device.info)
         print(describe_model(args.model, 4096 if args.ctx_size is None else args.ctx_size, args.parallel,
                              _cache_types(args), not args.no_mtp, n_max, args.ubatch_size, device=device,
-                             fit_margin_mib=args.fit_target))
+                             fit_margin_mib=args.fit_target, overrides=_tensor_overrides(args),
+                             fit=args.fit == "on"))
     finally:
         device.destroy()
     print(f"draft n-max   {n_max} ({source})")
@@ -125,6 +126,22 @@ def _cache_types(args: argparse.Namespace):
     return CacheTypes(args.cache_type_k, args.cache_type_v, args.cache_type_k_draft, args.cache_type_v_draft)
 
 
+def _tensor_overrides(args: argparse.Namespace) -> tuple:
+    """-ot, then --cpu-moe, then --n-cpu-moe, as llama.cpp orders its tensor buffer-type overrides."""
+    from vkmtp.graph.tensor_overrides import (PlacementError, cpu_moe_overrides, n_cpu_moe_overrides,
+                                              parse_override_tensor)
+
+    try:
+        out = parse_override_tensor(getattr(args, "override_tensor", None))
+        if getattr(args, "cpu_moe", False):
+            out += cpu_moe_overrides()
+        if getattr(args, "n_cpu_moe", None) is not None:
+            out += n_cpu_moe_overrides(args.n_cpu_moe)
+    except PlacementError as exc:
+        raise FlagError(str(exc)) from None
+    return out
+
+
 def _engine_config(args: argparse.Namespace, model_path: str | None = None):
     """The engine's settings; with the Vulkan backend and a context not fixed by -c (or -c 0), the context
     --fit picks on the device, said in one line."""
@@ -147,12 +164,17 @@ def _engine_config(args: argparse.Namespace, model_path: str | None = None):
                           device=device_selector(args.device), spec=spec, fit=args.fit == "on",
                           fit_margin_mib=args.fit_target, max_submit_ms=args.max_submit_ms,
                           ctx_checkpoints=args.ctx_checkpoints, slot_prompt_similarity=args.slot_prompt_similarity,
-                          ctx_fixed=args.ctx_size not in (None, 0) or args.fit == "off")
+                          ctx_fixed=args.ctx_size not in (None, 0) or args.fit == "off",
+                          tensor_overrides=_tensor_overrides(args))
+    if config.tensor_overrides and args.backend != "vulkan":
+        print(f"vkmtp: note: {', '.join(dict.fromkeys(str(o) for o in config.tensor_overrides))}: the "
+              f"{args.backend} backend keeps every weight in host memory", file=sys.stderr)
     if args.max_submit_ms is not None and args.backend != "vulkan":
         print(f"vkmtp: note: --max-submit-ms {args.max_submit_ms}: the {args.backend} backend submits nothing to "
               f"a GPU queue", file=sys.stderr)
-    if model_path is None or config.ctx_fixed:
-        return config
+    if model_path is None or (config.ctx_fixed and (not config.fit or config.tensor_overrides
+                                                    or args.backend != "vulkan")):
+        return config   # nothing for --fit to choose (a MoE model may still need experts in host memory)
     if args.backend != "vulkan":
         # the reference engine has no device budget: -c 0 is the model's trained context
         from dataclasses import replace
@@ -342,6 +364,14 @@ def _add_memory_flags(p: argparse.ArgumentParser) -> None:
                         "given, pick the largest context that fits; off: -c as given")
     p.add_argument("-fitt", "--fit-target", "--fit-margin", dest="fit_target", type=_fit_target, default=None,
                    metavar="MiB", help="device memory --fit leaves free (default 256)")
+    p.add_argument("-ot", "--override-tensor", dest="override_tensor", action="append", default=None,
+                   metavar="REGEX=TYPE", help="weights whose name matches REGEX go to buffer type TYPE: CPU = host "
+                                              "memory the GPU reads over the bus (only routed experts, e.g. "
+                                              "'exps=CPU'), Vulkan<N> = the device; repeatable, comma-separated")
+    p.add_argument("-cmoe", "--cpu-moe", dest="cpu_moe", action="store_true",
+                   help="every routed expert stack in host memory, read by the GPU (= -ot exps=CPU)")
+    p.add_argument("-ncmoe", "--n-cpu-moe", dest="n_cpu_moe", type=int, default=None, metavar="N",
+                   help="the routed experts of the first N layers in host memory, read by the GPU")
 
 
 def _similarity(text: str) -> float:

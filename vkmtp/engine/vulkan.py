@@ -26,8 +26,9 @@ from vkmtp.gguf import open_gguf
 from vkmtp.model.config import ModelConfig
 from vkmtp.graph.device_state import DeviceState
 from vkmtp.graph.forward import Forward, Ops
-from vkmtp.graph.memory_plan import (MIN_CTX, EngineShape, MemoryPlan, engine_shape, fit_budget, fit_context,
-                                     plan_memory)
+from vkmtp.graph.memory_plan import (FIT_CTX, MIN_CTX, EngineShape, MemoryPlan, engine_shape, fit_budget,
+                                     fit_context, fit_expert_layers, plan_memory, weight_names)
+from vkmtp.graph.tensor_overrides import HOST, expert_blocks, n_cpu_moe_overrides
 from vkmtp.model.weights import validate
 from vkmtp.sampling import Sampler
 from vkmtp.spec.adaptive import AdaptiveDepth, SlotAcceptance
@@ -444,47 +445,74 @@ def _n_checkpoints(config: EngineConfig) -> int:
 def fit_plan(gguf, cfg: ModelConfig, table, config: EngineConfig, device: Device, tuning, use_mtp: bool,
              K: int) -> tuple[MemoryPlan, str | None]:
     """The memory plan for `config`, checked against the device's budget before anything is allocated, and the
-    line saying which context --fit chose (None when the context was fixed and fits).
+    line saying what --fit chose (None when it chose nothing).
 
     A fixed context (-c N) must fit as it is. Otherwise (--fit on, -c not given or 0) the context is the largest
-    that fits, up to config.n_ctx (-c not given: the default) or the model's trained context (-c 0)."""
+    that fits, up to config.n_ctx (-c not given: the default) or the model's trained context (-c 0). With --fit
+    on, a MoE model and no placement flag (-ot, --cpu-moe, --n-cpu-moe), the routed experts of the fewest first
+    layers move to host memory when the plan would not fit otherwise at the fixed context, or at
+    min(target, FIT_CTX) (llama.cpp's --fit keeps 4096 tokens of context before it moves weights)."""
     info = device.info
     budget = fit_budget(info, config.fit_margin_mib)
+    overrides = tuple(config.tensor_overrides)
 
-    def plan_for(n_ctx: int) -> MemoryPlan:
+    def plan_for(n_ctx: int, n_cpu: int = 0) -> MemoryPlan:
         shape = engine_shape(n_ctx, config.n_slots, config.cache_types, use_mtp, K, config.ubatch,
                              _n_checkpoints(config))
-        return plan_memory(gguf, cfg, table, shape, device, tuning)
+        return plan_memory(gguf, cfg, table, shape, device, tuning, overrides or n_cpu_moe_overrides(n_cpu))
+
+    names = weight_names(table, use_mtp)
+    blocks = expert_blocks(names)
+    may_move = config.fit and not overrides and bool(blocks)
+    n_blocks = blocks[-1] + 1 if blocks else 0
+
+    def experts_for(n_ctx: int) -> int:
+        if not may_move:
+            return 0
+        n = fit_expert_layers(lambda n_cpu: plan_for(n_ctx, n_cpu), budget, n_blocks)
+        return n_blocks if n is None else n
 
     if config.ctx_fixed or not config.fit:
         if config.n_ctx < 16:
             raise ValueError(f"--ctx-size {config.n_ctx} is too small" + (" (-c 0 needs --fit on)"
                                                                           if config.n_ctx == 0 else ""))
-        plan = plan_for(config.n_ctx)
+        n_cpu = experts_for(config.n_ctx)
+        plan = plan_for(config.n_ctx, n_cpu)
         plan.check(budget, info.name)
-        return plan, None
+        return plan, _moved_message(plan, n_cpu, n_blocks, budget, info.name)
     trained = cfg.n_ctx_train or 4096
     target = config.n_ctx or trained
     smallest = min(MIN_CTX, target)
-    n_ctx = fit_context(plan_for, budget, target, n_ctx_min=smallest)
+    n_cpu = experts_for(min(target, FIT_CTX))
+    n_ctx = fit_context(lambda n: plan_for(n, n_cpu), budget, target, n_ctx_min=smallest)
     if n_ctx is None:
-        plan_for(smallest).check(budget, info.name)   # raises: not even the smallest context fits
-    plan = plan_for(n_ctx)
+        plan_for(smallest, n_cpu).check(budget, info.name)   # raises: not even the smallest context fits
+    plan = plan_for(n_ctx, n_cpu)
     plan.check(budget, info.name)
     why = "the model's trained context" if n_ctx == trained else \
         "the default" if n_ctx == target and config.n_ctx else "the largest that fits"
-    message = (f"context {n_ctx} tokens per slot ({why}; plan {plan.total / 2**20:.0f} MiB of "
+    message = (f"context {n_ctx} tokens per slot ({why}; plan {plan.device_total / 2**20:.0f} MiB of "
                f"{budget / 2**20:.0f} MiB on {info.name})")
-    return plan, message
+    moved = _moved_message(plan, n_cpu, n_blocks, budget, info.name)
+    return plan, message + ("; " + moved if moved else "")
+
+
+def _moved_message(plan: MemoryPlan, n_cpu: int, n_blocks: int, budget: int, device_name: str) -> str | None:
+    if not n_cpu:
+        return None
+    return (f"moved the routed experts of {n_cpu} of {n_blocks} layers to host memory (--n-cpu-moe {n_cpu}, "
+            f"{plan.host_weights / 2**20:.0f} MiB read by the GPU over the bus) so that "
+            f"{plan.device_total / 2**20:.0f} MiB fit the {budget / 2**20:.0f} MiB of {device_name}")
 
 
 def fit_config(model_path: str, config: EngineConfig) -> tuple[EngineConfig, str | None]:
-    """`config` with the context --fit picks on its device fixed (n_ctx > 0, ctx_fixed), and the line saying so;
-    opens the device for the plan only. What the CLI and the server do before building engines."""
-    if config.ctx_fixed:
-        return config, None
+    """`config` with what --fit picks on its device fixed: the context (n_ctx > 0, ctx_fixed) and, for a MoE
+    model without placement flags, the expert layers moved to host memory (as --n-cpu-moe overrides); and the
+    line saying so. Opens the device for the plan only. What the CLI and the server do before building engines."""
     gguf = open_gguf(model_path)
     cfg = ModelConfig.from_gguf(gguf)
+    if config.ctx_fixed and (not config.fit or config.tensor_overrides or not cfg.is_moe):
+        return config, None
     table = validate(gguf, cfg)
     device = Device(config.device)
     try:
@@ -494,7 +522,10 @@ def fit_config(model_path: str, config: EngineConfig) -> tuple[EngineConfig, str
         plan, message = fit_plan(gguf, cfg, table, config, device, tuning, use_mtp, spec.n_max if use_mtp else 0)
     finally:
         device.destroy()
-    return replace(config, n_ctx=plan.n_ctx, ctx_fixed=True), message
+    n_cpu = len(expert_blocks(n for n, loc in plan.weight_plan.locations.items() if loc == HOST)) \
+        if not config.tensor_overrides else 0
+    overrides = n_cpu_moe_overrides(n_cpu) if n_cpu else config.tensor_overrides
+    return replace(config, n_ctx=plan.n_ctx, ctx_fixed=True, tensor_overrides=overrides), message
 
 
 def _with_profile(config: EngineConfig, tuning, model_path: str) -> EngineConfig:
