@@ -9,10 +9,11 @@ Configurations: no MTP; the default (adaptive depth, capped at n-max 3); fixed d
 (--no-spec-adaptive) with the model's own drafts; and, with --synthetic RATE, fixed depths with synthetic
 acceptance (benchmark mode, llama.cpp's --spec-synth-*). Each engine first runs a 16-token warm-up request
 on the prompt's first chunk (graphs recorded, the adaptive policy's first measurements), as a server would
-have.
+have. --n-cpu-moe N puts the routed experts of the first N layers in host memory that the GPU reads over the bus
+(as `vkmtp --n-cpu-moe N`) in every configuration; the header gives their bytes.
 
 Usage: python tools/bench_engine.py -m MODEL.gguf [--tokens 64] [--prompt-tokens 128] [--text "..."]
-       [--synthetic 0.8] [--rounds 5] [--paired]
+       [--synthetic 0.8] [--rounds 5] [--paired] [--n-cpu-moe N]
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from bench_device import git_commit, read_bandwidth  # noqa: E402
 from vkmtp.device import Device  # noqa: E402
 from vkmtp.engine.api import EngineConfig, Request  # noqa: E402
 from vkmtp.engine.vulkan import VulkanEngine  # noqa: E402
+from vkmtp.graph.tensor_overrides import n_cpu_moe_overrides  # noqa: E402
 from vkmtp.sampling import SamplingParams  # noqa: E402
 from vkmtp.spec import SpecConfig  # noqa: E402
 
@@ -48,8 +50,10 @@ def weight_bytes_per_token(engine: VulkanEngine) -> int:
     return total
 
 
-def load_config(device: Device, model: str, spec: SpecConfig, prompt: list[int], n: int, ctx: int) -> VulkanEngine:
-    eng = VulkanEngine(model, EngineConfig(n_ctx=ctx, ubatch=min(256, len(prompt)), spec=spec), device=device)
+def load_config(device: Device, model: str, spec: SpecConfig, prompt: list[int], n: int, ctx: int,
+                n_cpu_moe: int = 0) -> VulkanEngine:
+    eng = VulkanEngine(model, EngineConfig(n_ctx=ctx, ubatch=min(256, len(prompt)), spec=spec,
+                                           tensor_overrides=n_cpu_moe_overrides(n_cpu_moe)), device=device)
     greedy = SamplingParams.greedy_params()
     # warm-up: records every graph this run needs (pipelines compile on first use)
     for _ in eng.generate(Request(prompt[: eng.ubatch], greedy, max_tokens=min(n, 16), cache_prompt=False)):
@@ -140,6 +144,8 @@ def main() -> None:
     ap.add_argument("--paired", action="store_true",
                     help="only no MTP vs the default: decode measured step against step (interleaved), --rounds "
                     "requests each")
+    ap.add_argument("--n-cpu-moe", type=int, default=0, metavar="N",
+                    help="routed experts of the first N layers in host memory, read by the GPU (default 0)")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
     device = Device(args.device)
@@ -158,14 +164,16 @@ def main() -> None:
     args.prompt_tokens = len(prompt)
     ctx = args.prompt_tokens + args.tokens + 16
     if args.paired:
-        engines = [load_config(device, args.model, c, prompt, args.tokens, ctx)
+        engines = [load_config(device, args.model, c, prompt, args.tokens, ctx, args.n_cpu_moe)
                    for c in (SpecConfig(enabled=False), SpecConfig())]
+        host = engines[1].memory_plan.host_weights
         off, on = paired_decode(engines, prompt, args.tokens, args.rounds)
         depths = engines[1].adaptive.history
         for eng in engines:
             eng.close()
         print(f"model {args.model} on {device.info.name}, commit {git_commit()}; {len(prompt)}-token prompt, "
-              f"{args.tokens} generated x {max(1, args.rounds)} request(s), greedy, steps interleaved")
+              f"{args.tokens} generated x {max(1, args.rounds)} request(s), greedy, steps interleaved; "
+              f"--n-cpu-moe {args.n_cpu_moe}: {host / 2**20:.1f} MiB of experts in host memory")
         print(f"no MTP {off['decode_tok_s']:.2f} tok/s; default (adaptive) {on['decode_tok_s']:.2f} tok/s; "
               f"ratio {on['decode_tok_s'] / off['decode_tok_s']:.3f}; same tokens: "
               f"{'yes' if on['output'] == off['output'] else 'NO'}; drafting choices of the default: "
@@ -177,7 +185,8 @@ def main() -> None:
     configs += [SpecConfig(n_max=1, adaptive=False, draft_vocab=n) for n in args.draft_vocab]
     if args.synthetic is not None:
         configs += [SpecConfig(n_max=k, adaptive=False, synthetic_accept=args.synthetic) for k in args.n_max]
-    engines = [load_config(device, args.model, c, prompt, args.tokens, ctx) for c in configs]
+    engines = [load_config(device, args.model, c, prompt, args.tokens, ctx, args.n_cpu_moe) for c in configs]
+    host = max(e.memory_plan.host_weights for e in engines)
     runs = [[] for _ in configs]
     for _ in range(max(1, args.rounds)):
         for i, (c, eng) in enumerate(zip(configs, engines)):
@@ -192,14 +201,15 @@ def main() -> None:
         r["bandwidth_fraction"] = r["forwards_per_s"] * r["weight_bytes"] / bw
         r["same_tokens"] = r["output"] == base["output"] and r["same_over_rounds"]
     meta = {"model": args.model, "device": device.info.name, "driver": device.info.driver_info,
-            "read_gb_s": bw / 1e9, "commit": git_commit()}
+            "read_gb_s": bw / 1e9, "commit": git_commit(), "n_cpu_moe": args.n_cpu_moe, "host_weight_bytes": host}
     device.destroy()
     if args.json:
         print(json.dumps({"meta": meta, "rows": rows}, indent=1))
         return
     print(f"model {meta['model']} on {meta['device']} ({meta['driver']}), read bandwidth {bw / 1e9:.2f} GB/s, "
           f"commit {meta['commit']}; {args.prompt_tokens}-token prompt, {args.tokens} generated, greedy; medians "
-          f"of {max(1, args.rounds)} interleaved round(s)")
+          f"of {max(1, args.rounds)} interleaved round(s); --n-cpu-moe {args.n_cpu_moe}: {host / 2**20:.1f} MiB "
+          f"of experts in host memory")
     print(f"{'config':<24}{'prompt tok/s':>13}{'vs off':>8}{'decode tok/s':>14}{'vs off':>8}{'tok/step':>10}"
           f"{'accepted':>10}{'BW frac':>9}{'same':>6}{'spec step ms':>13}  depth@step")
     for r in rows:
