@@ -217,3 +217,29 @@ def test_first_run_shows_shader_compilation_progress(tmp_path):
     assert "compiling shaders (first run; cached afterwards)" in first.stderr
     again = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
     assert again.returncode == 0 and "compiling shaders" not in again.stderr
+
+
+def test_placement_flags_reach_the_engine_config_in_llama_cpp_order():
+    from vkmtp.graph.tensor_overrides import FFN_EXPS_REGEX
+
+    c = _engine_config(parse("--n-cpu-moe 2 -ot blk[.]3[.]ffn_up_exps=CPU,down=Vulkan0 --cpu-moe")[0])
+    got = [(o.pattern, o.buffer_type, o.flag) for o in c.tensor_overrides]
+    assert got == [("blk[.]3[.]ffn_up_exps", "CPU", "-ot"), ("down", "Vulkan0", "-ot"),
+                   (FFN_EXPS_REGEX, "CPU", "--cpu-moe"), (f"blk\\.0{FFN_EXPS_REGEX}", "CPU", "--n-cpu-moe 2"),
+                   (f"blk\\.1{FFN_EXPS_REGEX}", "CPU", "--n-cpu-moe 2")]
+    assert _engine_config(parse("-cmoe -ncmoe 1")[0]).tensor_overrides[0].flag == "--cpu-moe"
+    assert _engine_config(parse("")[0]).tensor_overrides == ()
+    with pytest.raises(FlagError, match="-ot 'exps': expected REGEX=BUFFER_TYPE"):
+        _engine_config(parse("-ot exps")[0])
+    with pytest.raises(FlagError, match="--n-cpu-moe -1"):
+        _engine_config(parse("--n-cpu-moe -1")[0])
+
+
+def test_multi_gpu_flags_are_refused_naming_themselves():
+    for line, name in (("-ts 3,1", "-ts/--tensor-split 3,1"), ("--split-mode layer", "-sm/--split-mode layer"),
+                       ("-mg 1", "-mg/--main-gpu 1")):
+        with pytest.raises(FlagError, match=f"{name}: not supported: vkmtp runs"):
+            parse(line)
+    assert any(n.startswith("-sm/--split-mode none:") for n in parse("-sm none")[1])
+    with pytest.raises(FlagError, match="--device Vulkan0,Vulkan1: vkmtp runs on one device"):
+        device_selector("Vulkan0,Vulkan1")

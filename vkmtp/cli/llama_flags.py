@@ -73,6 +73,15 @@ FLAGS: tuple[LlamaFlag, ...] = (
     LlamaFlag(("-to", "--timeout"), True, REFUSED,
               "vkmtp has no per-request read/write timeout; a request ends when its client disconnects",
               ("serve",), "LLAMA_ARG_TIMEOUT"),
+    LlamaFlag(("-sm", "--split-mode"), True, REFUSED,
+              "vkmtp runs every layer on one device; splitting a model over several GPUs is not implemented",
+              env="LLAMA_ARG_SPLIT_MODE", allowed=("none",)),
+    LlamaFlag(("-ts", "--tensor-split"), True, REFUSED,
+              "vkmtp runs every layer on one device; splitting a model over several GPUs is not implemented "
+              "(routed experts can live in host memory instead: --cpu-moe, --n-cpu-moe, -ot)",
+              env="LLAMA_ARG_TENSOR_SPLIT"),
+    LlamaFlag(("-mg", "--main-gpu"), True, REFUSED, "vkmtp runs on one device: choose it with -dev/--device",
+              env="LLAMA_ARG_MAIN_GPU"),
     LlamaFlag(("-md", "--model-draft", "--spec-draft-model"), True, REFUSED,
               "vkmtp drafts with the model's own MTP head; separate draft models are not supported"),
 )
