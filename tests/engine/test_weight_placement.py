@@ -186,12 +186,10 @@ def test_fit_says_how_many_layers_it_moved_on_the_command_line(fixture_models, m
                  "--fit-target", "0", "--spec-draft-n-max", "3"]) == 0
     err = capsys.readouterr().err
     assert "vkmtp: fit: moved the routed experts of 1 of 5 layers to host memory (--n-cpu-moe 1" in err
-    # `vkmtp info` plans no prompt-cache checkpoints: a budget three layers short still needs some moved
-    layer = all_on_device - one_moved
-    monkeypatch.setattr(DeviceInfo, "available_bytes", property(lambda self: all_on_device - 3 * layer))
+    # `vkmtp info` plans what the engine allocates (checkpoints, tuning): the same budget, the same one layer
     assert main(["info", path, "-c", "256", "--fit-target", "0"]) == 0
     out = capsys.readouterr().out
-    assert "does not fit" in out and re.search(r"--fit on moves the routed experts of [1-5] layer\(s\)", out)
+    assert "does not fit" in out and "--fit on moves the routed experts of 1 layer(s)" in out
     assert main(["info", path, "-c", "256", "--fit-target", "0", "--cpu-moe"]) == 0
     out = capsys.readouterr().out
     assert "routed experts in host memory" in out and "does not fit" not in out

@@ -14,12 +14,14 @@ from vkmtp.model.weights import validate
 
 def describe_model(path: str, n_ctx: int = 4096, n_slots: int = 1, types: CacheTypes | str = "f16",
                    mtp: bool = True, n_max: int = 3, ubatch: int = 256, device=None,
-                   fit_margin_mib: int | None = None, overrides=(), fit: bool = True) -> str:
+                   fit_margin_mib: int | None = None, overrides=(), fit: bool = True, n_ckpt: int = 0,
+                   tuning=None) -> str:
     """What `vkmtp info` prints: the model, and the memory plan for these settings on `device` (None: the
     default device, opened here) per location (device memory, host memory the GPU reads) with whether it fits.
     n_ctx 0: the largest context that fits. overrides: -ot / --cpu-moe / --n-cpu-moe
     (vkmtp.graph.tensor_overrides); without them and with --fit on, a MoE plan that does not fit says how many
-    expert layers --fit would move to host memory."""
+    expert layers --fit would move to host memory. n_ckpt (--ctx-checkpoints) and tuning (the device's profile)
+    are the engine's, so the plan printed is the one the engine allocates."""
     from vkmtp.device import Device
     from vkmtp.device.info import format_memory
 
@@ -58,8 +60,8 @@ def describe_model(path: str, n_ctx: int = 4096, n_slots: int = 1, types: CacheT
         budget = fit_budget(dev.info, fit_margin_mib)
 
         def plan_for(n: int, n_cpu: int = 0):
-            return plan_memory(gguf, cfg, table, engine_shape(n, n_slots, types, use_mtp, n_max, ubatch), dev,
-                               overrides=overrides or n_cpu_moe_overrides(n_cpu))
+            return plan_memory(gguf, cfg, table, engine_shape(n, n_slots, types, use_mtp, n_max, ubatch, n_ckpt),
+                               dev, tuning, overrides=overrides or n_cpu_moe_overrides(n_cpu))
 
         if n_ctx == 0:
             trained = cfg.n_ctx_train or 4096

@@ -50,6 +50,7 @@ def cmd_shaders(args: argparse.Namespace) -> int:
 def cmd_info(args: argparse.Namespace) -> int:
     from vkmtp.cli.info import describe_model
     from vkmtp.device import Device
+    from vkmtp.tuning.profile import load_profile
 
     device = Device()  # opened once: its tuning profile and its memory budget
     try:
@@ -59,7 +60,7 @@ def cmd_info(args: argparse.Namespace) -> int:
         print(describe_model(args.model, 4096 if args.ctx_size is None else args.ctx_size, args.parallel,
                              _cache_types(args), not args.no_mtp, n_max, args.ubatch_size, device=device,
                              fit_margin_mib=args.fit_target, overrides=_tensor_overrides(args),
-                             fit=args.fit == "on"))
+                             fit=args.fit == "on", n_ckpt=args.ctx_checkpoints, tuning=load_profile(device.info)))
     finally:
         device.destroy()
     print(f"draft n-max   {n_max} ({source})")
@@ -348,7 +349,8 @@ def _fit_target(value: str) -> int:
 
 
 def _add_memory_flags(p: argparse.ArgumentParser) -> None:
-    """Context, cache types and --fit (llama-server's names; ik_llama.cpp's --fit-margin)."""
+    """What the memory plan depends on: context, cache types, weight placement, prompt-cache checkpoints and
+    --fit (llama-server's names; ik_llama.cpp's --fit-margin)."""
     p.add_argument("-c", "--ctx-size", type=int, default=None,
                    help=f"context per slot (default {DEFAULT_CTX}, shrunk by --fit when it does not fit; "
                         f"0: the largest that fits, up to the model's trained context)")
@@ -372,6 +374,9 @@ def _add_memory_flags(p: argparse.ArgumentParser) -> None:
                    help="every routed expert stack in host memory, read by the GPU (= -ot exps=CPU)")
     p.add_argument("-ncmoe", "--n-cpu-moe", dest="n_cpu_moe", type=int, default=None, metavar="N",
                    help="the routed experts of the first N layers in host memory, read by the GPU")
+    p.add_argument("-ctxcp", "--ctx-checkpoints", "--swa-checkpoints", type=int, default=DEFAULT_CTX_CHECKPOINTS,
+                   metavar="N", help=f"recurrent-state checkpoints per slot for prompt reuse (default "
+                                     f"{DEFAULT_CTX_CHECKPOINTS}; 0: reuse only a slot's whole memory)")
 
 
 def _similarity(text: str) -> float:
@@ -394,9 +399,6 @@ def _add_model_flags(p: argparse.ArgumentParser, command: str) -> None:
     p.add_argument("--max-submit-ms", type=float, default=None,
                    help="longest queue submission in ms (default: the device's, 500 integrated/CPU, 2000 "
                         "discrete); long prefill chunks are split into several submissions")
-    p.add_argument("-ctxcp", "--ctx-checkpoints", "--swa-checkpoints", type=int, default=DEFAULT_CTX_CHECKPOINTS,
-                   metavar="N", help=f"recurrent-state checkpoints per slot for prompt reuse (default "
-                                     f"{DEFAULT_CTX_CHECKPOINTS}; 0: reuse only a slot's whole memory)")
     p.add_argument("-sps", "--slot-prompt-similarity", type=_similarity, default=0.1, metavar="F",
                    help="a request goes to the free slot whose cache reuses the most of its prompt when that is at "
                         "least this fraction of it, else to the least recently used slot (default 0.1; 0: always "
