@@ -199,8 +199,8 @@ def _one_device(text: str, value: str) -> int:
 
 def device_list(value: str | None) -> tuple[int, ...] | None:
     """-dev/--device: one device or several, comma-separated (llama.cpp's names or indices), as physical device
-    indices in the order given. A device listed twice is opened twice: two logical devices on one physical
-    device (logical_names): lavapipe opened twice stands for two GPUs."""
+    indices in the order given. A device listed twice names two logical devices on one physical device
+    (logical_names): a layer split over lavapipe opened twice stands for one over two GPUs."""
     if value is None:
         return None
     return tuple(_one_device(t.strip(), value) for t in value.split(","))

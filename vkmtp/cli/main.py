@@ -480,7 +480,7 @@ def _add_model_flags(p: argparse.ArgumentParser, command: str) -> None:
                    help="vulkan (default) or the NumPy reference (slow; for tests and checks)")
     p.add_argument("-dev", "--device", default=None,
                    help="Vulkan device: Vulkan0, Vulkan1, ... as `vkmtp devices` lists them, or an index; several "
-                        "comma-separated for --split-mode (the same one twice: two logical devices on it)")
+                        "comma-separated for --split-mode (the same one twice: two logical devices)")
     p.add_argument("-sm", "--split-mode", dest="split_mode", default=None, metavar="{none,layer,row}",
                    help="with several devices in --device: none = run on one of them (--main-gpu picks it); "
                         "layer (the default with several) = each holds a range of layers: checked, then refused "
