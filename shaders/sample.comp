@@ -308,7 +308,8 @@ void main() {
             }
         }
         barrier();
-        thr = sel_prefix;
+        // the chosen digit range may also hold keys outside the top-k set (the counts were of members only)
+        if (key_ge(sel_prefix, thr)) thr = sel_prefix;
         barrier();
     }
 

@@ -168,7 +168,7 @@ def filter_candidates(logits: np.ndarray, params: SamplingParams) -> tuple[np.nd
     ids = top_k_ids(logits, params.top_k) if 0 < params.top_k < logits.shape[-1] \
         else np.argsort(-logits, kind="stable")
     cand = logits[ids]
-    if params.top_p < 1.0:
+    if F32(params.top_p) < 1.0:   # in f32, as the GPU sees it
         cum = np.cumsum(top_p_masses(cand - cand[0]))
         target = F32(params.top_p) * mass_to_f32(cum[-1])
         keep = int(np.argmax(mass_to_f32(cum) >= target)) + 1   # first index with cum >= p, inclusive

@@ -21,12 +21,14 @@ CASES = [
     (0.8, 40, 0.5, 0.05, 1.3, 0.2, 0.4, 60, 3, 0),       # penalties over history + drafts
     (0.0, 0, 1.0, 0.0, 1.5, 0.0, 0.0, 20, 2, 0),         # greedy after penalties
     (1.0, 5000, 0.99, 0.0, 1.0, 0.0, 0.0, 0, 0, 40),     # logit bias (some -inf)
+    (0.8, 1, 0.95, 0.05, 1.0, 0.0, 0.0, 0, 0, 0),        # top-p's digit range holds keys outside the top-k
+    (0.8, 3, 0.3, 0.0, 1.0, 0.0, 0.0, 0, 0, 0),
 ]
 
 
-def build(n_vocab: int, cases, rng, tie_step: float):
+def build(n_vocab: int, cases, rng, tie_step: float, offset: float = 0.0):
     n_rows = len(cases)
-    logits = (rng.standard_normal((n_rows, n_vocab)) * 2.5).astype(np.float32)
+    logits = (rng.standard_normal((n_rows, n_vocab)) * 2.5 + offset).astype(np.float32)
     logits = np.round(logits / tie_step) * tie_step   # many exact ties, at every boundary
     logits = logits.astype(np.float32)
     logits[:, rng.integers(0, n_vocab, 50)] = -np.inf
@@ -81,10 +83,11 @@ def run_gpu(device, logits, words, offs):
 
 
 @pytest.mark.lanes
-@pytest.mark.parametrize("n_vocab,tie_step", [(N_VOCAB, 0.05), (1000, 0.5)])
-def test_sample_matches_the_reference_and_the_host_sampler(device, n_vocab, tie_step):
+@pytest.mark.parametrize("n_vocab,tie_step,offset", [(N_VOCAB, 0.05, 0.0), (1000, 0.5, 0.0), (512, 1e-6, 30.0)])
+def test_sample_matches_the_reference_and_the_host_sampler(device, n_vocab, tie_step, offset):
+    """offset 30: every logit has the same top key byte, so the selections go past their first digit."""
     rng = np.random.default_rng(n_vocab)
-    logits, words, offs, samplers = build(n_vocab, CASES, rng, tie_step)
+    logits, words, offs, samplers = build(n_vocab, CASES, rng, tie_step, offset)
     got, shaped = run_gpu(device, logits, words, offs)
     want, want_shaped = sample_rows(logits, words[offs[0]:offs[1]], words, offs[2])
     np.testing.assert_array_equal(shaped, want_shaped)   # bias and penalties, bit for bit

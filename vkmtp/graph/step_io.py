@@ -11,8 +11,11 @@ from __future__ import annotations
 import numpy as np
 
 from vkmtp.device import Device, View
+from vkmtp.ops.sample import MAX_WINDOW, PARAM_WORDS
 from vkmtp.ops.spec import RECORD_WORDS
 from vkmtp.spec.config import DRAFT_TOP_K
+
+MAX_BIAS = 1024   # logit-bias entries a request may have on the GPU sampling path (more: the host samples)
 
 
 class StepIO:
@@ -41,6 +44,11 @@ class StepIO:
             "pairs_lag": 2 * max(n_seq, max_tokens),
             "uniforms": max(K, 1) * n_seq,
             "draft_noise": 4 * n_seq,   # per sequence {seed key, position, 1/T bits, on} (shaders/gumbel.comp)
+            # GPU sampling (shaders/sample.comp): per sampled row its parameters; per slot its penalty window's
+            # history tokens and its logit-bias pairs {id, bias}
+            "sample_params": PARAM_WORDS * max(n_seq * V, 1),
+            "sample_history": MAX_WINDOW * n_seq,
+            "sample_bias": 2 * MAX_BIAS * n_seq,
         }
 
     @staticmethod
