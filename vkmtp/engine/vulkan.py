@@ -114,6 +114,7 @@ class VulkanEngine(SlotEngine):
         self.spec_steps = 0
         self.spec_state_bytes = 0
         self._bias_written: dict[int, _Run] = {}   # batch position -> the run whose bias pairs sample_bias holds
+        self.gpu_sampling = True   # False: every sampled sequence takes the host path (tools/bench_engine.py)
 
     # --- memory -----------------------------------------------------------------------------------------------
     def _plan_and_fit(self, config: EngineConfig) -> MemoryPlan:
@@ -199,7 +200,7 @@ class VulkanEngine(SlotEngine):
         chunk = run.pending[:n]
         T = next((b for b in PREFILL_BUCKETS if b >= n and b <= self.ubatch), self.ubatch)
         greedy = run.sampler.params.plain_argmax
-        sample = not greedy and gpu_sampleable(run.sampler, 0)
+        sample = self.gpu_sampling and not greedy and gpu_sampleable(run.sampler, 0)
         if sample:
             self._write_sample_rows([run], 1, drafts=False)
         self._write_padded_records(chunk, len(slot.tokens), slot.index, T)
@@ -251,7 +252,7 @@ class VulkanEngine(SlotEngine):
         S = len(active)
         greedy = all(s.run.sampler.params.plain_argmax for s in active)
         K = self._depth(active)
-        sample = not greedy and all(gpu_sampleable(s.run.sampler, K) for s in active)
+        sample = self.gpu_sampling and not greedy and all(gpu_sampleable(s.run.sampler, K) for s in active)
         # A sequence with no budget left for drafts still rides along in a batched speculative step (its drafts are
         # not counted); alone it takes the cheaper plain step. Both give the same tokens and statistics.
         spec = self.use_mtp and K > 0 and all(len(s.tokens) + K + 1 <= self.n_ctx for s in active) \
