@@ -1,6 +1,6 @@
 #version 450
 // The sampler chain of vkmtp/sampling.py on the GPU, one workgroup per logits row, so a sampled step reads back
-// token ids only: logit bias -> penalties -> top-k -> top-p -> min-p -> temperature -> Gumbel-max draw.
+// token ids only: logit bias -> grammar mask -> penalties -> top-k -> top-p -> min-p -> temperature -> Gumbel-max draw.
 //
 // Row r's parameters are PARAM_WORDS uint words at step[prm_off + r * PARAM_WORDS]:
 //   0 key, 1 pos (the Gumbel noise of position pos), 2 inv_t (f32 bits; 0: greedy = argmax after penalties),
@@ -8,7 +8,9 @@
 //   7 1/repeat_penalty (f32), 8 repeat_penalty (f32), 9 frequency_penalty (f32), 10 presence_penalty (f32),
 //   11 hist_off, 12 hist_len: the penalty window's first tokens (step words), then
 //   13 draft_first, 14 n_draft: its last tokens (at most MAX_WINDOW in all), the token ids of token records draft_first.. (the drafts this
-//   row follows, written by the GPU earlier in the step), 15 bias_off, 16 n_bias: {id, bias f32} pairs.
+//   row follows, written by the GPU earlier in the step), 15 bias_off, 16 n_bias: {id, bias f32} pairs,
+//   17 mask_off, 18 mask on: the grammar's allowed tokens, bit i % 32 of word mask_off + i / 32 (llguidance's
+//   bitmask layout); a token whose bit is clear gets -inf.
 // The row's logits x[x_off + r * stride ..] are shaped in place (bias, penalties); the token goes to
 // step[out_off + r].
 //
@@ -36,7 +38,7 @@ layout(push_constant) uniform Push {
     uint x_off; uint stride; uint n_vocab; uint n_rows; uint prm_off; uint out_off; uint rec_off;
 } p;
 
-#define PARAM_WORDS 17u
+#define PARAM_WORDS 19u
 #define MAX_WINDOW 1024u   // penalty window tokens (vkmtp.ops.sample.MAX_WINDOW)
 #define NEG_INF uintBitsToFloat(0xFF800000u)
 
@@ -168,6 +170,14 @@ void main() {
     }
     memoryBarrierBuffer();
     barrier();
+    if (step_words[base + 18u] != 0u) {
+        uint mask_off = step_words[base + 17u];
+        for (uint i = tid; i < n; i += BLOCK_SIZE) {
+            if ((step_words[mask_off + (i >> 5u)] & (1u << (i & 31u))) == 0u) x[xo + i] = NEG_INF;
+        }
+        memoryBarrierBuffer();
+        barrier();
+    }
     uint hist_off = step_words[base + 11u];
     uint hist_len = step_words[base + 12u];
     uint draft_first = step_words[base + 13u];

@@ -1,6 +1,6 @@
 """shaders/sample.comp against vkmtp.ref.ops.sample and the host Sampler, at the real vocabulary (248320) and on
 rows built to hit the selections' edge cases: tied logits across the top-k and top-p boundaries, -inf rows,
-penalty windows of history + GPU-written drafts, logit bias."""
+penalty windows of history + GPU-written drafts, logit bias, a grammar's allowed-token bitmask."""
 
 import numpy as np
 import pytest
@@ -38,7 +38,9 @@ def build(n_vocab: int, cases, rng, tie_step: float, offset: float = 0.0):
     off_rec = off_ids + n_rows
     off_hist = off_rec + 4 * n_rec
     off_bias = off_hist + 64 * n_rows
-    words = np.zeros(off_bias + 2 * 64 * n_rows, np.uint32)
+    mask_words = (n_vocab + 31) // 32
+    off_mask = off_bias + 2 * 64 * n_rows
+    words = np.zeros(off_mask + mask_words * n_rows, np.uint32)
     records = words[off_rec: off_hist].reshape(n_rec, 4)
     records[:, 0] = rng.integers(0, n_vocab, n_rec)
     records[2:5, 0] = np.argsort(-logits[0])[:3]   # drafts that hit the top logits
@@ -55,12 +57,21 @@ def build(n_vocab: int, cases, rng, tie_step: float, offset: float = 0.0):
         bias[:, 1] = b.view(np.uint32)
         words[off_bias + 128 * r: off_bias + 128 * r + 2 * n_bias] = bias.ravel()
         key, pos = seed_key(100 + r), 7 + 13 * r
+        allowed = None
+        if r in (0, 5, 7):   # a grammar's mask: a third of the tokens, the row's best one forbidden
+            allowed = rng.random(n_vocab) < 0.33
+            allowed[int(np.argmax(logits[r]))] = False
+            m = off_mask + mask_words * r
+            words[m: m + mask_words] = np.packbits(np.concatenate([allowed, np.zeros(32 * mask_words - n_vocab,
+                                                                                       bool)]),
+                                                   bitorder="little").view(np.uint32)
         words[off_params + r * PARAM_WORDS: off_params + (r + 1) * PARAM_WORDS] = row_params(
             key, pos, float(np.float32(1 / t)) if t > 0 else 0.0, k, top_p, min_p, rep, freq, pres,
-            hist=(off_hist + 64 * r, n_hist), drafts=(2, n_draft), bias=(off_bias + 128 * r, n_bias))
+            hist=(off_hist + 64 * r, n_hist), drafts=(2, n_draft), bias=(off_bias + 128 * r, n_bias),
+            mask=None if allowed is None else off_mask + mask_words * r)
         params = SamplingParams(temperature=t, top_k=k, top_p=top_p, min_p=min_p, repeat_penalty=rep,
                                 frequency_penalty=freq, presence_penalty=pres, repeat_last_n=1024, seed=100 + r)
-        samplers.append((params, hist.tolist() + records[2: 2 + n_draft, 0].tolist(), bias, pos))
+        samplers.append((params, hist.tolist() + records[2: 2 + n_draft, 0].tolist(), bias, pos, allowed))
     return logits, words, (off_params, off_ids, off_rec), samplers
 
 
@@ -93,12 +104,15 @@ def test_sample_matches_the_reference_and_the_host_sampler(device, n_vocab, tie_
     np.testing.assert_array_equal(shaped, want_shaped)   # bias and penalties, bit for bit
     assert got.tolist() == want.tolist()
     # the host sampler (what the reference engine runs) picks the same tokens from the same logits
-    for r, (params, window, bias, pos) in enumerate(samplers):
+    for r, (params, window, bias, pos, allowed) in enumerate(samplers):
         sampler = Sampler(params)
         sampler.pos = pos
         sampler.history.extend(window)
         row = logits[r].copy()
         row[bias[:, 0].astype(np.int64)] += bias[:, 1].view(np.float32)
+        if allowed is not None:
+            row[~allowed] = -np.inf
+            assert allowed[int(got[r])]
         assert sampler.sample(row) == int(got[r]), f"row {r}"
 
 

@@ -11,17 +11,19 @@ import numpy as np
 
 from vkmtp.device import ShaderKey, View
 
-PARAM_WORDS = 17     # per row, see shaders/sample.comp
+PARAM_WORDS = 19     # per row, see shaders/sample.comp
 MAX_WINDOW = 1024    # penalty window tokens (history + drafts) the shader holds per row
 BLOCK = 256
 
 
 def row_params(key: int, pos: int, inv_t: float, top_k: int, top_p: float, min_p: float, repeat_penalty: float,
                frequency_penalty: float, presence_penalty: float, hist: tuple[int, int] = (0, 0),
-               drafts: tuple[int, int] = (0, 0), bias: tuple[int, int] = (0, 0)) -> np.ndarray:
+               drafts: tuple[int, int] = (0, 0), bias: tuple[int, int] = (0, 0),
+               mask: int | None = None) -> np.ndarray:
     """One row's PARAM_WORDS words. inv_t 0: greedy (argmax after bias and penalties); top_k 0 or >= n_vocab:
     off; top_p >= 1: off; min_p 0: off. hist = (word offset, length) of the window's first tokens in the step
-    buffer, drafts = (first token record, count) of its last ones, bias = (word offset, pairs)."""
+    buffer, drafts = (first token record, count) of its last ones, bias = (word offset, pairs), mask = the word
+    offset of the row's allowed-token bitmask (None: no grammar)."""
     if hist[1] + drafts[1] > MAX_WINDOW:
         raise ValueError(f"sample: a penalty window of {hist[1] + drafts[1]} tokens (at most {MAX_WINDOW})")
     f = np.float32
@@ -38,6 +40,7 @@ def row_params(key: int, pos: int, inv_t: float, top_k: int, top_p: float, min_p
     words[11], words[12] = hist
     words[13], words[14] = drafts
     words[15], words[16] = bias
+    words[17], words[18] = (0, 0) if mask is None else (mask, 1)
     return words
 
 

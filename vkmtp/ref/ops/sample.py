@@ -25,6 +25,10 @@ def sample_rows(x: np.ndarray, params: np.ndarray, step_words: np.ndarray, rec_o
         bias_off, n_bias = int(words[15]), int(words[16])
         pairs = step_words[bias_off: bias_off + 2 * n_bias].reshape(-1, 2)
         row[pairs[:, 0].astype(np.int64)] += pairs[:, 1].view(np.float32)
+        if words[18]:   # the grammar's bitmask: bit i % 32 of word i / 32
+            bits = step_words[words[17]: words[17] + (len(row) + 31) // 32]
+            allowed = np.unpackbits(bits.view(np.uint8), bitorder="little")[: len(row)].astype(bool)
+            row[~allowed] = -np.inf
         hist = step_words[words[11]: words[11] + words[12]].tolist()
         first, n_draft = int(words[13]), int(words[14])
         drafts = [int(step_words[rec_off + RECORD_WORDS * (first + j)]) for j in range(n_draft)]
