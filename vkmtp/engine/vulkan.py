@@ -6,9 +6,11 @@ reference engine. Step: prompt chunks (PrefillGraph), then per step all generati
 speculative step of vkmtp/spec/step.py (SpecGraph: drafts, verify, accept and rollback on the GPU, one
 submission) or a plain decode step. The host writes token records (and, for sampled sequences, each row's
 sampling inputs: `_write_sample_rows`) and reads only token ids: the argmax or the GPU's sample
-(shaders/sample.comp, the host sampler's chain in the same arithmetic). Only a sequence whose chain needs the
-host (a grammar, or more bias entries / a longer penalty window than the step buffer holds: `gpu_sampleable`)
-takes its logits to the host, where the reference engine's rule (`vkmtp.spec.verifier.verify`) decides.
+(shaders/sample.comp, the host sampler's chain in the same arithmetic). A grammar's mask of allowed tokens is
+a step input too; with MTP its speculative step is two submissions (drafts, then the host cuts them at the
+first forbidden token and writes each verified row's mask, then the rest). Only a sequence with more bias
+entries or a longer penalty window than the step buffer holds (`gpu_sampleable`) takes its logits to the
+host, where the reference engine's rule (`vkmtp.spec.verifier.verify`) decides.
 """
 
 from __future__ import annotations
@@ -89,7 +91,7 @@ class VulkanEngine(SlotEngine):
         self.scratch = self.device.buffer(plan.size_of("scratch"), "device", "scratch", role="scratch")
         self.hidden = self.device.buffer(plan.size_of("hidden"), "device", "hidden", role="scratch")
         self.logits_host = self.device.buffer(plan.size_of("logits"), "host", "logits", role="outputs")
-        self.io = StepIO(self.device, shape.max_rows, S, self.K)
+        self.io = StepIO(self.device, shape.max_rows, S, self.K, self.cfg.n_vocab)
         self.ctx = GraphContext(self.device, self.fwd, self.io, self.scratch, self.hidden, self.logits_host,
                                 shape.max_rows)
         self._graphs: dict[tuple, object] = {}
@@ -367,17 +369,24 @@ class VulkanEngine(SlotEngine):
                 inv_t = np.float32(1.0 / sp.params.temperature if on else 1.0)
                 noise[s] = (sp.key, sp.pos, np.array([inv_t], np.float32).view(np.uint32)[0], int(on))
             self.host_bytes_written += 16 * S
-        if sample:   # each verified row's chain at its own position, after the drafts before it
+        split = sample and any(_grammar(sl.run.sampler) for sl in active)
+        if sample and not split:   # each verified row's chain at its own position, after the drafts before it
             self._write_sample_rows([sl.run for sl in active], V, drafts=True)
         rate = spec_cfg.synthetic_accept or 0.0
         if rate > 0:
             self.io.array("uniforms", np.float32)[: S * K] = self._synth_rng.random(S * K)
             self.host_bytes_written += 4 * S * K
         graph = self._graph(("spec", S, K, greedy, spec_cfg.p_min, rate, spec_cfg.n_min, spec_cfg.draft_vocab,
-                             sample),
+                             sample, split),
                             lambda: SpecGraph(self.ctx, S, K, greedy, spec_cfg.p_min, rate, spec_cfg.n_min,
-                                              spec_cfg.draft_vocab, sample))
-        graph.rec.run()
+                                              spec_cfg.draft_vocab, sample, split))
+        if split:
+            drafts_part, rest = graph.rec.recs
+            drafts_part.run()
+            self._write_sample_rows([sl.run for sl in active], V, drafts=True, cuts=self._cut_drafts(active, K))
+            rest.run()
+        else:
+            graph.rec.run()
         self.last_counts["speculative"] = graph.counts
         self.spec_steps += 1
         outs = []
@@ -430,12 +439,35 @@ class VulkanEngine(SlotEngine):
         return out
 
     # --- GPU sampling inputs (shaders/sample.comp) ------------------------------------------------------------
-    def _write_sample_rows(self, runs: list[_Run], rows: int, drafts: bool) -> None:
+    def _cut_drafts(self, active: list[_Slot], K: int) -> list[list[int]]:
+        """(a grammar's speculative step, between its two submissions) Each sequence's drafts up to the first one
+        its grammar forbids: the later ones lose their valid flag, so the GPU's accept stops there."""
+        V = K + 1
+        recs = self.io.records()
+        valid = self.io.array("valid")[: len(active) * K].reshape(len(active), K)
+        cuts = []
+        for s, slot in enumerate(active):
+            n_valid = int(valid[s].astype(bool).sum())
+            drafts = [int(t) for t in recs[s * V + 1: s * V + 1 + n_valid, 0]]
+            cut = slot.run.sampler.allowed_drafts(drafts)
+            valid[s, len(cut):] = 0
+            cuts.append(cut)
+            self.host_bytes_read += 4 * (K + n_valid)
+            self.host_bytes_written += 4 * K
+        return cuts
+
+    def _write_sample_rows(self, runs: list[_Run], rows: int, drafts: bool,
+                           cuts: list[list[int]] | None = None) -> None:
         """Row parameters of `rows` rows per sequence (vkmtp.ops.sample.row_params): row j at position pos + j,
         its penalty window the last repeat_last_n tokens of the sampler's history + drafts[:j] (the drafts are
         the token records s*rows + 1.. the GPU writes during the step, when `drafts`), as Sampler.rows has it;
-        each sequence's history and bias pairs go to its part of sample_history / sample_bias."""
+        each sequence's history and bias pairs go to its part of sample_history / sample_bias. A sequence behind
+        a grammar gets the mask of row j after drafts[:j] for j <= len(cuts[s]) (row 0 only without cuts);
+        rows past its cut are never accepted."""
         params = self.io.array("sample_params").reshape(-1, PARAM_WORDS)
+        masks = self.io.array("sample_mask")
+        mask0 = self.io.offsets["sample_mask"][0]
+        mask_words = -(-self.cfg.n_vocab // 32)
         hist_words = self.io.array("sample_history")
         bias_words = self.io.array("sample_bias")
         hist0, bias0 = self.io.offsets["sample_history"][0], self.io.offsets["sample_bias"][0]
@@ -453,7 +485,20 @@ class VulkanEngine(SlotEngine):
                 self._bias_written[s] = run
                 self.host_bytes_written += 8 * n_bias
             maxlen = sp.history.maxlen
+            grammar = _grammar(sp)
+            cut = cuts[s] if cuts is not None else []
             for j in range(rows):
+                mask = None
+                if grammar and j <= len(cut):
+                    allowed = sp.allowed(cut[:j])
+                    if allowed.any():   # a stopped matcher allows nothing: the row stays as it is
+                        r = s * rows + j
+                        padded = np.zeros(32 * mask_words, bool)
+                        padded[: allowed.size] = allowed
+                        masks[r * mask_words: (r + 1) * mask_words] = np.packbits(padded, bitorder="little") \
+                            .view(np.uint32)
+                        mask = mask0 + r * mask_words
+                        self.host_bytes_written += 4 * mask_words
                 n_draft = j if penalised and drafts else 0
                 drop = max(0, len(hist) + n_draft - maxlen) if maxlen is not None else 0
                 h0 = min(drop, len(hist))
@@ -461,7 +506,7 @@ class VulkanEngine(SlotEngine):
                     sp.key, sp.pos + j, sp.inv_t, p.top_k, p.top_p, p.min_p, p.repeat_penalty,
                     p.frequency_penalty, p.presence_penalty, hist=(hist0 + s * MAX_WINDOW + h0, len(hist) - h0),
                     drafts=(s * rows + 1 + drop - h0, n_draft - (drop - h0)),
-                    bias=(bias0 + 2 * MAX_BIAS * s, n_bias))
+                    bias=(bias0 + 2 * MAX_BIAS * s, n_bias), mask=mask)
             self.host_bytes_written += 4 * (rows * PARAM_WORDS + len(hist))
 
     def graph_report(self) -> dict:
@@ -479,11 +524,13 @@ class VulkanEngine(SlotEngine):
         return self.logits_host.words()[row * v: (row + 1) * v].view(np.float32).copy()
 
 
+def _grammar(sampler: Sampler) -> bool:
+    return getattr(sampler, "matcher", None) is not None
+
+
 def gpu_sampleable(sampler: Sampler, ahead: int) -> bool:
-    """Whether shaders/sample.comp can run this sequence's chain for a step `ahead` drafts deep: not behind a
-    grammar (its mask is the host's), at most MAX_BIAS bias entries, a penalty window of at most MAX_WINDOW."""
-    if getattr(sampler, "matcher", None) is not None:
-        return False
+    """Whether shaders/sample.comp can run this sequence's chain for a step `ahead` drafts deep: at most
+    MAX_BIAS bias entries, a penalty window of at most MAX_WINDOW tokens (a grammar's mask is a step input)."""
     bias = getattr(sampler, "bias_ids", None)
     if bias is not None and len(bias) > MAX_BIAS:
         return False

@@ -238,6 +238,9 @@ class MtpLagGraph:
 class SpecGraph:
     """A speculative step: K drafts per sequence, one verify of S*(K+1) tokens, accept + rollback on the GPU.
 
+    `split` (a sequence behind a grammar): two submissions, drafts then the rest, so the host can cut the drafts
+    at the first token the grammar forbids and write each verified row's mask in between (no logits cross).
+
     Step buffer (host writes): draft_records[i][s] = {id_last (i=0), n_past+i, slot}; records[s*V+j] =
     {id_last (j=0), n_past+j, slot}; pairs_in[s] = {slot, s} (pending hidden -> first draft input);
     pairs_shift[s] = {slot, s*V} (pending hidden -> catch-up row 0). GPU writes: draft tokens into both record
@@ -245,7 +248,7 @@ class SpecGraph:
     """
 
     def __init__(self, ctx: GraphContext, S: int, K: int, greedy: bool, p_min: float, synthetic_rate: float,
-                 n_min: int = 0, draft_vocab: int = 0, sample: bool = False):
+                 n_min: int = 0, draft_vocab: int = 0, sample: bool = False, split: bool = False):
         io, fwd, ops = ctx.io, ctx.fwd, ctx.fwd.ops
         cfg = ctx.cfg
         e4 = 4 * cfg.n_embd
@@ -277,6 +280,10 @@ class SpecGraph:
                                             top_values=io.view("top_values") if p_min > 0 else None,
                                             n_top=DRAFT_TOP_K if p_min > 0 else 0, p_min=p_min)
             h_in = h_out
+        parts = []
+        if split:   # a grammar: the host reads the drafts, cuts them and writes the rows' masks in between
+            parts.append(rec.finish())
+            rec = ctx.device.recorder()
         # --- verify: the target over last token + drafts; conv snapshots after rows 0..K-1, the GDN step log of
         # every row (GraphContext.rollback) ----------------------------------------------------------------
         records = io.record_view("records", 0, R)
@@ -294,8 +301,9 @@ class SpecGraph:
                                        uniforms=io.view("uniforms") if synthetic_rate > 0 else None,
                                        synthetic_rate=synthetic_rate, n_min=n_min)
             record_commit(ctx, rec, S, V)
-        self.rec = rec.finish()
-        self.counts = GraphCounts.of([rec], step_state_bytes(cfg, S, K) - (0 if on_gpu else replay_bytes(cfg, S)),
+        parts.append(rec.finish())
+        self.rec = Submissions(parts) if split else parts[0]
+        self.counts = GraphCounts.of(parts, step_state_bytes(cfg, S, K) - (0 if on_gpu else replay_bytes(cfg, S)),
                                      conv_bytes_per_seq(cfg) if on_gpu else 0)
 
 
