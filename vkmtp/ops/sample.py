@@ -1,4 +1,4 @@
-"""The sampler chain on the GPU (shaders/sample.comp): bias, penalties, top-k/p, min-p, temperature, Gumbel-max.
+"""The sampler chain on the GPU (shaders/sample.comp): bias, grammar mask, penalties, top-k/p, min-p, temperature, Gumbel-max.
 
 One workgroup per logits row; the token id goes to the step buffer, so a sampled decode or speculative step
 reads back ids only (one submission). The arithmetic is vkmtp/sampling.py's, so the GPU and the host sampler
