@@ -19,8 +19,9 @@
 // order candidates by the 64-bit key {ordered(x), ~id} (descending logit, ties to the lower id; -0 counts as
 // +0), unique per row: top-k is a radix select of the k-th largest key (8-bit digits, count histograms); top-p
 // a radix select over the top-k set weighted by fixed-point masses floor(2^24 * exp(x - max)) summed exactly
-// in two words, the first key whose cumulative mass reaches f32(top_p) * f32(total). Shared-memory reductions
-// only: any subgroup size.
+// in two words, the first key whose cumulative mass reaches f32(top_p) * f32(total). A top-k set of at most
+// MAX_CAND tokens is instead gathered into shared memory and ranked, and top-p's cumulative sum runs over it in
+// order (the same sums). Shared-memory reductions only: any subgroup size.
 //
 // Bindings: 0 x (f32 logits), 1 step (uint words)
 // Push constants: x_off, stride, n_vocab, n_rows, prm_off, out_off, rec_off
@@ -40,6 +41,7 @@ layout(push_constant) uniform Push {
 
 #define PARAM_WORDS 19u
 #define MAX_WINDOW 1024u   // penalty window tokens (vkmtp.ops.sample.MAX_WINDOW)
+#define MAX_CAND 512u      // a top-k set up to this size is gathered into shared memory for top-p / min-p / draw
 #define NEG_INF uintBitsToFloat(0xFF800000u)
 
 shared uint h_cnt[256];
@@ -53,6 +55,9 @@ shared uint sel_rank;
 shared uint sel_done;
 shared uvec2 sel_above;   // top-p: mass of the keys above the current prefix's range
 shared float sel_target;
+shared float cand_v[MAX_CAND];   // a small top-k set (its ids in win[], sorted positions in cand_order[])
+shared uint cand_order[MAX_CAND];
+shared uint n_cand;
 
 uint pcg(uint v) {
     uint state = v * 747796405u + 2891336453u;
@@ -150,6 +155,90 @@ uvec2 with_digit(uvec2 prefix, uint pass, uint d) {
 float read_x(uint xo, uint i) {
     float v = x[xo + i];
     return isnan(v) ? NEG_INF : v;
+}
+
+void write_best(uint row, uint tid, float best, uint best_i) {   // the workgroup's best (score, id) -> token
+    red_v[tid] = best;
+    red_i[tid] = best_i;
+    barrier();
+    for (uint s = BLOCK_SIZE / 2u; s > 0u; s >>= 1u) {
+        if (tid < s) {
+            float v = red_v[tid + s];
+            uint i = red_i[tid + s];
+            if (v > red_v[tid] || (v == red_v[tid] && i < red_i[tid])) { red_v[tid] = v; red_i[tid] = i; }
+        }
+        barrier();
+    }
+    if (tid == 0u) step_words[p.out_off + row] = red_i[0] == 0xFFFFFFFFu ? 0u : red_i[0];
+}
+
+float gumbel_score(float v, uint i, float inv_t, uint key, uint pos_hash) {
+    uint h = pcg(pcg(i ^ pos_hash) ^ key);
+    precise float u = (float(h >> 9u) + 0.5) * 1.1920928955078125e-07;
+    precise float a = -log_poly(u);
+    precise float g = -log_poly(a);
+    precise float s = v * inv_t;
+    precise float score = s + g;
+    return score;
+}
+
+// top-p, min-p and the draw over a top-k set of at most MAX_CAND keys >= thr, gathered into shared memory
+void sample_small_set(uint row, uint tid, uint xo, uint n, uvec2 thr, float mx) {
+    uint base = p.prm_off + row * PARAM_WORDS;
+    if (tid == 0u) n_cand = 0u;
+    barrier();
+    for (uint i = tid; i < n; i += BLOCK_SIZE) {
+        float v = read_x(xo, i);
+        if (key_ge(key_of(v, i), thr)) {
+            uint c = atomicAdd(n_cand, 1u);
+            if (c < MAX_CAND) { cand_v[c] = v; win[c] = i; }
+        }
+    }
+    barrier();
+    uint nc = min(n_cand, MAX_CAND);
+    for (uint c = tid; c < nc; c += BLOCK_SIZE) {   // rank = keys above: descending logit, ties to the lower id
+        uvec2 kc = key_of(cand_v[c], win[c]);
+        uint rank = 0u;
+        for (uint c2 = 0u; c2 < nc; c2++) {
+            uvec2 k2 = key_of(cand_v[c2], win[c2]);
+            if (k2.y > kc.y || (k2.y == kc.y && k2.x > kc.x)) rank++;
+        }
+        cand_order[rank] = c;
+    }
+    barrier();
+    float top_p = uintBitsToFloat(step_words[base + 4u]);
+    if (tid == 0u) {
+        uint keep = nc;
+        if (top_p < 1.0) {
+            uvec2 total = uvec2(0u);
+            for (uint r = 0u; r < nc; r++) total = add64(total, uvec2(mass_of(cand_v[cand_order[r]], mx), 0u));
+            precise float target = top_p * mass_f32(total);
+            uvec2 cum = uvec2(0u);
+            for (uint r = 0u; r < nc; r++) {
+                cum = add64(cum, uvec2(mass_of(cand_v[cand_order[r]], mx), 0u));
+                if (mass_f32(cum) >= target) { keep = r + 1u; break; }
+            }
+        }
+        sel_rank = keep;
+    }
+    barrier();
+    uint keep = sel_rank;
+    bool min_p_on = step_words[base + 6u] != 0u;
+    precise float min_thr = mx + uintBitsToFloat(step_words[base + 5u]);
+    float inv_t = uintBitsToFloat(step_words[base + 2u]);
+    uint key = step_words[base];
+    uint pos_hash = pcg(step_words[base + 1u]);
+    float best = NEG_INF;
+    uint best_i = 0xFFFFFFFFu;
+    for (uint r = tid; r < keep; r += BLOCK_SIZE) {
+        uint c = cand_order[r];
+        float v = cand_v[c];
+        uint i = win[c];
+        if (min_p_on && !(v >= min_thr)) continue;
+        float score = gumbel_score(v, i, inv_t, key, pos_hash);
+        if (score > best || (score == best && i < best_i)) { best = score; best_i = i; }
+    }
+    write_best(row, tid, best, best_i);
 }
 
 void main() {
@@ -272,6 +361,10 @@ void main() {
         barrier();
         thr = sel_prefix;
         barrier();
+        if (top_k <= MAX_CAND) {
+            sample_small_set(row, tid, xo, n, thr, mx);
+            return;
+        }
     }
 
     // --- top-p over the top-k set: the first key whose cumulative mass reaches top_p of the set's mass
@@ -333,24 +426,8 @@ void main() {
     for (uint i = tid; i < n; i += BLOCK_SIZE) {
         float v = read_x(xo, i);
         if (!key_ge(key_of(v, i), thr) || (min_p_on && !(v >= min_thr))) continue;
-        uint h = pcg(pcg(i ^ pos_hash) ^ key);
-        precise float u = (float(h >> 9u) + 0.5) * 1.1920928955078125e-07;
-        precise float a = -log_poly(u);
-        precise float g = -log_poly(a);
-        precise float s = v * inv_t;
-        precise float score = s + g;
+        float score = gumbel_score(v, i, inv_t, key, pos_hash);
         if (score > best || (score == best && i < best_i)) { best = score; best_i = i; }
     }
-    red_v[tid] = best;
-    red_i[tid] = best_i;
-    barrier();
-    for (uint s = BLOCK_SIZE / 2u; s > 0u; s >>= 1u) {
-        if (tid < s) {
-            float v = red_v[tid + s];
-            uint i = red_i[tid + s];
-            if (v > red_v[tid] || (v == red_v[tid] && i < red_i[tid])) { red_v[tid] = v; red_i[tid] = i; }
-        }
-        barrier();
-    }
-    if (tid == 0u) step_words[p.out_off + row] = red_i[0] == 0xFFFFFFFFu ? 0u : red_i[0];
+    write_best(row, tid, best, best_i);
 }
