@@ -151,6 +151,8 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0, help="the sampling seed (with --temperature)")
     ap.add_argument("--host-sampling", action="store_true",
                     help="also run every configuration with the host sampler (the path before GPU sampling)")
+    ap.add_argument("--paired-depth", type=int, default=0,
+                    help="with --paired: MTP at this fixed depth (--no-spec-adaptive) instead of the default")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
     global PARAMS
@@ -176,26 +178,29 @@ def main() -> None:
     ctx = args.prompt_tokens + args.tokens + 16
     if args.paired:
         samplers = (True, False) if args.host_sampling else (True,)
+        mtp = SpecConfig(n_max=args.paired_depth, adaptive=False) if args.paired_depth else SpecConfig()
         engines = [load_config(device, args.model, c, prompt, args.tokens, ctx, gpu)
-                   for gpu in samplers for c in (SpecConfig(enabled=False), SpecConfig())]
+                   for gpu in samplers for c in (SpecConfig(enabled=False), mtp)]
         results = paired_decode(engines, prompt, args.tokens, args.rounds)
         off, on = results[:2]
-        depths = engines[1].adaptive.history
+        depths = engines[1].adaptive.history if engines[1].adaptive else []
+        label = f"MTP n-max {args.paired_depth}" if args.paired_depth else "default (adaptive)"
         for eng in engines:
             eng.close()
         print(f"model {args.model} on {device.info.name}, commit {git_commit()}; {len(prompt)}-token prompt, "
               f"{args.tokens} generated x {max(1, args.rounds)} request(s), {mode}, steps interleaved")
         if args.host_sampling:
             h_off, h_on = results[2:]
-            print(f"host sampling (before): no MTP {h_off['decode_tok_s']:.2f} tok/s; default (adaptive) "
+            print(f"host sampling (before): no MTP {h_off['decode_tok_s']:.2f} tok/s; {label} "
                   f"{h_on['decode_tok_s']:.2f} tok/s; ratio {h_on['decode_tok_s'] / h_off['decode_tok_s']:.3f}; "
                   f"same tokens as GPU sampling: "
                   f"{'yes' if h_off['output'] == off['output'] == h_on['output'] else 'NO'}")
-        print(f"no MTP {off['decode_tok_s']:.2f} tok/s; default (adaptive) {on['decode_tok_s']:.2f} tok/s; "
+        print(f"{'GPU sampling (after): ' if args.host_sampling else ''}no MTP {off['decode_tok_s']:.2f} tok/s; "
+              f"{label} {on['decode_tok_s']:.2f} tok/s; "
               f"ratio {on['decode_tok_s'] / off['decode_tok_s']:.3f}; same tokens: "
-              f"{'yes' if on['output'] == off['output'] else 'NO'}; drafting choices of the default: "
-              f"{sum(1 for d in depths if d.depth)} runs of depth > 0 over the warm-up and all rounds, "
-              f"last (step, depth) {[(d.step, d.depth) for d in depths[-6:]]}")
+              f"{'yes' if on['output'] == off['output'] else 'NO'}" + ("" if args.paired_depth else
+              f"; drafting choices of the default: {sum(1 for d in depths if d.depth)} runs of depth > 0 over the "
+              f"warm-up and all rounds, last (step, depth) {[(d.step, d.depth) for d in depths[-6:]]}"))
         device.destroy()
         return
     configs = [SpecConfig(enabled=False), SpecConfig()] + [SpecConfig(n_max=k, adaptive=False) for k in args.n_max]
@@ -231,7 +236,7 @@ def main() -> None:
     print(f"{'config':<30}{'prompt tok/s':>13}{'vs off':>8}{'decode tok/s':>14}{'vs off':>8}{'tok/step':>10}"
           f"{'accepted':>10}{'BW frac':>9}{'same':>6}{'spec step ms':>13}  depth@step")
     for r in rows:
-        name = "no MTP" if not r["mtp"] else ("default (adaptive)" if r["adaptive"] else f"MTP n-max {r['n_max']}") \
+        name = ("no MTP" if not r["mtp"] else ("default (adaptive)" if r["adaptive"] else f"MTP n-max {r['n_max']}")) \
             + (f" synth {r['synthetic']}" if r["synthetic"] is not None else "") \
             + (f" vocab {r['draft_vocab']}" if r["draft_vocab"] else "") \
             + ("" if r["gpu_sampling"] else " (host)")
