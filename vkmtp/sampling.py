@@ -228,6 +228,7 @@ def gumbel_draw(ids: np.ndarray, logits: np.ndarray, inv_t: float, key: int, pos
     if ids.size == 1:
         return int(ids[0])
     score = np.asarray(logits, F32) * F32(inv_t) + gumbel_noise_f32(key, pos, ids)
+    score[np.isnan(score)] = -np.inf   # a NaN never wins (the shader's comparisons skip it)
     best = np.flatnonzero(score == score.max())
     return int(ids[best].min())
 
