@@ -7,8 +7,9 @@
 //   3 top_k (0: off), 4 top_p (f32 bits, >= 1: off), 5 log(min_p) (f32 bits), 6 min_p on,
 //   7 1/repeat_penalty (f32), 8 repeat_penalty (f32), 9 frequency_penalty (f32), 10 presence_penalty (f32),
 //   11 hist_off, 12 hist_len: the penalty window's first tokens (step words), then
-//   13 draft_first, 14 n_draft: its last tokens (at most MAX_WINDOW in all), the token ids of token records draft_first.. (the drafts this
-//   row follows, written by the GPU earlier in the step), 15 bias_off, 16 n_bias: {id, bias f32} pairs,
+//   13 draft_first, 14 n_draft: its last tokens (at most MAX_WINDOW in all), the token ids of token records
+//   draft_first.. (the drafts this row follows, written by the GPU earlier in the step),
+//   15 bias_off, 16 n_bias: {id, bias f32} pairs,
 //   17 mask_off, 18 mask on: the grammar's allowed tokens, bit i % 32 of word mask_off + i / 32 (llguidance's
 //   bitmask layout); a token whose bit is clear gets -inf.
 // The row's logits x[x_off + r * stride ..] are shaped in place (bias, penalties); the token goes to

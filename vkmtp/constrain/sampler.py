@@ -7,8 +7,9 @@ temperature, the Gumbel-max draw) a row gets the bias added and the tokens the g
 grammar's matcher follows the generated tokens (`accept`). With MTP, `allowed_drafts` cuts a draft at the first
 token the grammar forbids, and `rows` masks verified row j with the grammar state after drafts[:j]
 (the matcher consumes the drafts, computes the mask, and rolls back), so the verified tokens are the tokens
-plain constrained decoding gives. The sampler's parameters say `plain_argmax = False`: the reference engine shapes and samples on the host; the
-Vulkan engine uploads the bias pairs and each row's `allowed` mask and samples on the GPU (docs/CONSTRAINED.md).
+plain constrained decoding gives. The sampler's parameters say `plain_argmax = False`: the reference engine shapes
+and samples on the host; the Vulkan engine uploads the bias pairs and each row's `allowed` mask and samples on the
+GPU (docs/CONSTRAINED.md).
 """
 
 from __future__ import annotations
