@@ -331,7 +331,8 @@ def plan_memory(gguf: GGUFFile, cfg: ModelConfig, table: ModelTensors, shape: En
                                                                                  ops))))
     buffers.append(PlannedBuffer("hidden", "hidden", hidden_bytes(cfg, shape.max_rows)))
     buffers.append(PlannedBuffer("logits", "io", logits_host_bytes(cfg, shape), "host"))
-    buffers.append(PlannedBuffer("step", "io", 4 * StepIO.total_words(shape.max_rows, shape.n_slots, shape.K),
+    buffers.append(PlannedBuffer("step", "io", 4 * StepIO.total_words(shape.max_rows, shape.n_slots, shape.K,
+                                                                 cfg.n_vocab),
                                  "host"))
     if not info.uma:
         buffers.append(PlannedBuffer("staging", "staging", staging_bytes(info.max_storage_buffer_range), "host"))
