@@ -56,22 +56,24 @@ void mv_span(uint e, uint n_cols) {
     [[unroll]] for (uint h = 0u; h < 2u; h++) {
         [[unroll]] for (uint s = 0u; s < 2u; s++) {
             const uint k = 16u * h + 8u * s;
-            vec4 q0[NUM_ROWS];
-            vec4 q1[NUM_ROWS];
-            [[unroll]] for (uint r = 0u; r < NUM_ROWS; r++) {
-                dq_quants8(at[r], i + k, q0[r], q1[r]);
-            }
+            vec4 x0[NUM_COLS];
+            vec4 x1[NUM_COLS];
             [[unroll]] for (uint c = 0u; c < NUM_COLS; c++) {
                 if (c < n_cols) {
-                    vec4 x0;
-                    vec4 x1;
-                    load_x8(col_x(c) + e + k, x0, x1);
+                    load_x8(col_x(c) + e + k, x0[c], x1[c]);
 #ifdef A_HAS_MIN
-                    precise vec4 pair = x0 + x1;
+                    precise vec4 pair = x0[c] + x1[c];
                     xs[c] = s == 0u ? pair : xs[c] + pair;
 #endif
-                    [[unroll]] for (uint r = 0u; r < NUM_ROWS; r++) {
-                        d[r * NUM_COLS + c] = dot8_chain(d[r * NUM_COLS + c], s == 0u, q0[r], q1[r], x0, x1);
+                }
+            }
+            [[unroll]] for (uint r = 0u; r < NUM_ROWS; r++) {
+                vec4 q0;
+                vec4 q1;
+                dq_quants8(at[r], i + k, q0, q1);
+                [[unroll]] for (uint c = 0u; c < NUM_COLS; c++) {
+                    if (c < n_cols) {
+                        d[r * NUM_COLS + c] = dot8_chain(d[r * NUM_COLS + c], s == 0u, q0, q1, x0[c], x1[c]);
                     }
                 }
             }
