@@ -5,6 +5,7 @@
     PYTHONPATH=. python tools/bench_kernels.py --small --plot docs/bench_kernels_lavapipe.png
     PYTHONPATH=. python tools/bench_kernels.py --prefill-model syn-0.8b.gguf --prefill-tokens 512   # both paths
     PYTHONPATH=. python tools/bench_kernels.py --matvec-27b --lm-rows 8192   # mat-vec at 27B shapes only
+    PYTHONPATH=. python tools/bench_kernels.py --matvec-27b --before ../main  # ... that checkout, then this one
 
 Families: mat-vec per type at 1..8 columns (also time(k) / time(1): what verifying k MTP tokens costs over
 decoding one), mat-mat per type for a prompt chunk, flash attention at a few context lengths, the GDN update,
@@ -218,21 +219,31 @@ def bench_attn_long(dev, table, reps: int, heads=(24, 4, 256)) -> None:
             buf.destroy()
 
 
+def run_before(args, flags: list[str]) -> int:
+    """This script with `flags` on `--before TREE`'s vkmtp: a subprocess of that tree's venv (tools/setup.sh),
+    falling back to this venv with the tree first on PYTHONPATH; 0 when there is no --before."""
+    import os
+    import subprocess
+    if not args.before:
+        return 0
+    print(f"== before: {args.before}", flush=True)
+    python = os.path.join(args.before, ".venv", "bin", "python")
+    envs = dict(os.environ)
+    if not os.path.exists(python):
+        python = sys.executable
+        envs["PYTHONPATH"] = os.pathsep.join([os.path.abspath(args.before), envs.get("PYTHONPATH", "")])
+    rc = subprocess.run([python, os.path.abspath(__file__), *flags], env=envs,
+                        cwd=os.path.abspath(args.before)).returncode
+    print("== after: this tree", flush=True)
+    return rc
+
+
 def bench_attn_before_after(args) -> int:
     """--attn-long: bench_attn_long on `--before TREE` (this script in a subprocess of that tree's venv, so its
     vkmtp) and then on this tree, back to back on one device."""
-    import os
-    import subprocess
-    if args.before:
-        print(f"== before: {args.before}", flush=True)
-        python = os.path.join(args.before, ".venv", "bin", "python")   # tools/setup.sh's venv of that tree
-        if not os.path.exists(python):
-            sys.exit(f"--before {args.before}: no {python} (run tools/setup.sh there)")
-        rc = subprocess.run([python, os.path.abspath(__file__), "--attn-long", "--reps", str(args.reps),
-                             "--mib", str(args.mib)]).returncode
-        if rc:
-            return rc
-        print("== after: this tree", flush=True)
+    rc = run_before(args, ["--attn-long", "--reps", str(args.reps), "--mib", str(args.mib)])
+    if rc:
+        return rc
     import vkmtp
     print(f"vkmtp from {vkmtp.__file__}")
     dev = Device(args.device)
@@ -320,18 +331,25 @@ def main(argv=None) -> int:
     ap.add_argument("--attn-long", action="store_true",
                     help="only decode/verify flash attention at 4k/32k/128k context, 1 and 4 columns")
     ap.add_argument("--before", default=None, metavar="TREE",
-                    help="with --attn-long: first run the same cases on another checkout's vkmtp (before -> after)")
+                    help="with --attn-long or --matvec-27b: first run the same cases on another checkout's vkmtp "
+                         "(before -> after in one command)")
     args = ap.parse_args(argv)
     if args.attn_long:
         return bench_attn_before_after(args)
-    if args.before:
-        sys.exit("--before is only supported with --attn-long")
+    if args.before and not args.matvec_27b:
+        sys.exit("--before is only supported with --attn-long and --matvec-27b")
     if args.matvec_27b and args.types == ap.get_default("types"):
         args.types = "Q4_K,Q6_K,Q8_0,IQ4_XS"
     types = [s.strip().upper() for s in args.types.split(",")]
     bad = [t for t in types if t not in TYPE_IDS]
     if bad:
         sys.exit(f"unknown type(s) {', '.join(bad)}; choose from {', '.join(TYPE_IDS)}")
+    if args.matvec_27b and args.before:
+        # the other tree's vkmtp whole (shaders, wrapper, tuning defaults), then this tree's: before -> after
+        rc = run_before(args, ["--matvec-27b", "--types", ",".join(types), "--lm-rows", str(args.lm_rows),
+                               "--cols", args.cols, "--reps", str(args.reps), "--mib", str(args.mib)])
+        if rc:
+            return rc
     if args.shader_dir:
         from vkmtp.device.compiler import ShaderCompiler
         dev = Device(args.device, compiler=ShaderCompiler(args.shader_dir))
@@ -345,6 +363,9 @@ def main(argv=None) -> int:
         dev.destroy()
         return 0
     profile = load_profile(info) or TuningProfile()
+    if args.matvec_27b:
+        import vkmtp
+        print(f"vkmtp from {vkmtp.__file__}")
     sizes = Sizes(args.small)
     read = read_bandwidth(dev, min(info.max_storage_buffer_range, args.mib << 20))
     print(f"device {info.name} ({info.driver_name} {info.driver_info}); streaming read "
