@@ -84,9 +84,30 @@ def bench_matvec(dev, table, sizes, types, profile) -> None:
 MV_27B_SHAPES = (("ffn_up/gate", 17408, 5120), ("ffn_down", 5120, 17408), ("lm_head", 248320, 5120))
 
 
-def bench_matvec_27b(dev, table, types, profile, lm_rows: int, cols: tuple[int, ...], reps: int) -> None:
+def cpu_time_recorded(dev, record, reps: int, runs: int = 3):
+    """Like time_recorded, but the process's CPU time per repetition (fastest of `runs`): on a CPU driver
+    (lavapipe runs the shaders on this process's threads) the work done, whatever else the machine runs."""
+    import time
+
+    from vkmtp.tuning.timing import Timing
+    rec = dev.recorder()
+    for i in range(reps):
+        record(rec, i)
+    rec.run()
+    best = float("inf")
+    for _ in range(runs):
+        t0 = time.process_time()
+        rec.run()
+        best = min(best, (time.process_time() - t0) / reps)
+    rec.destroy()
+    return Timing(best, "cpu")
+
+
+def bench_matvec_27b(dev, table, types, profile, lm_rows: int, cols: tuple[int, ...], reps: int,
+                     cpu_clock: bool = False) -> None:
     """Mat-vec at the 27B FFN and LM-head shapes (LM head: its first lm_rows rows), plus the SPIR-V instructions
-    per weight of each variant's inner loop (vkmtp.tuning.spirv_count)."""
+    per weight of each variant's inner loop (vkmtp.tuning.spirv_count). cpu_clock: time by cpu_time_recorded."""
+    timer = cpu_time_recorded if cpu_clock else time_recorded
     from vkmtp.ops.matvec import variant_key
     from vkmtp.tuning.spirv_count import per_weight
 
@@ -103,7 +124,7 @@ def bench_matvec_27b(dev, table, types, profile, lm_rows: int, cols: tuple[int, 
             case = MatVecCase(dev, TYPE_IDS[name], rows, k)
             t1 = None
             for n in cols:
-                tm = time_recorded(dev, case.recorder(mv, n), reps)
+                tm = timer(dev, case.recorder(mv, n), reps)
                 t1 = t1 or tm.seconds
                 table.add(f"matvec {name} {label} {rows}x{k} n={n}", tm, case.bytes_read, tm.seconds / t1)
             case.destroy()
@@ -221,7 +242,8 @@ def bench_attn_long(dev, table, reps: int, heads=(24, 4, 256)) -> None:
 
 def run_before(args, flags: list[str]) -> int:
     """This script with `flags` on `--before TREE`'s vkmtp: a subprocess of that tree's venv (tools/setup.sh),
-    falling back to this venv with the tree first on PYTHONPATH; 0 when there is no --before."""
+    else of this venv with the tree first on PYTHONPATH and its shaders/ compiled (--shader-dir: the package
+    vkmtp.shaders would still resolve to this venv's install); 0 when there is no --before."""
     import os
     import subprocess
     if not args.before:
@@ -232,6 +254,7 @@ def run_before(args, flags: list[str]) -> int:
     if not os.path.exists(python):
         python = sys.executable
         envs["PYTHONPATH"] = os.pathsep.join([os.path.abspath(args.before), envs.get("PYTHONPATH", "")])
+        flags = [*flags, "--shader-dir", os.path.join(os.path.abspath(args.before), "shaders")]
     rc = subprocess.run([python, os.path.abspath(__file__), *flags], env=envs,
                         cwd=os.path.abspath(args.before)).returncode
     print("== after: this tree", flush=True)
@@ -324,6 +347,8 @@ def main(argv=None) -> int:
                     help="compile the shaders from DIR (e.g. an older tree's shaders/: before -> after in one run)")
     ap.add_argument("--lm-rows", type=int, default=248320, help="rows of the LM-head shape timed (a slice)")
     ap.add_argument("--cols", default="1,4", help="columns for --matvec-27b")
+    ap.add_argument("--cpu-clock", action="store_true",
+                    help="with --matvec-27b: time by this process's CPU time (a CPU driver on a shared machine)")
     ap.add_argument("--prefill-model", default=None, metavar="GGUF",
                     help="only time the trunk's prefill mat-mats of this GGUF on both paths (f32 and int8)")
     ap.add_argument("--prefill-tokens", type=int, default=512, help="prompt chunk for --prefill-model")
@@ -347,7 +372,8 @@ def main(argv=None) -> int:
     if args.matvec_27b and args.before:
         # the other tree's vkmtp whole (shaders, wrapper, tuning defaults), then this tree's: before -> after
         rc = run_before(args, ["--matvec-27b", "--types", ",".join(types), "--lm-rows", str(args.lm_rows),
-                               "--cols", args.cols, "--reps", str(args.reps), "--mib", str(args.mib)])
+                               "--cols", args.cols, "--reps", str(args.reps), "--mib", str(args.mib)]
+                        + (["--cpu-clock"] if args.cpu_clock else []))
         if rc:
             return rc
     if args.shader_dir:
@@ -374,7 +400,7 @@ def main(argv=None) -> int:
     table = Table(read["gb_per_s"])
     if args.matvec_27b:
         bench_matvec_27b(dev, table, types, profile, args.lm_rows, tuple(int(c) for c in args.cols.split(",")),
-                         args.reps)
+                         args.reps, cpu_clock=args.cpu_clock)
         dev.destroy()
         return 0
     bench_matvec(dev, table, sizes, types, profile)
