@@ -2,11 +2,11 @@
 // NUM_ROWS rows, decoded once and dotted against every column's activations.
 //
 // Why this shape. The span's block header (dq_span_sm: one (scale, min) pair, two for the 16-element-scale
-// types) is decoded once per span and row. The quants are then decoded 8 at a time (dq_quants8) into
-// 8 * NUM_ROWS registers and streamed against every column before the next 8 are decoded, so what is live is
-// 8 quants per row, not 32: more rows per workgroup fit in registers, and every activation load feeds NUM_ROWS
-// rows (on a driver where each lane's load is a separate gather, lavapipe, the activation loads are what a
-// second column costs; rows per workgroup come from the tuning profile).
+// types) is decoded once per span and row. The span is then walked in 8-element chunks: each column's 8
+// activations of the chunk are loaded once, then each row's 8 quants are decoded (dq_quants8) and dotted
+// against every column, so what is live is 8 quants and 8 activations per column, not 32 quants per row, and
+// every activation load feeds NUM_ROWS rows (on a driver where each lane's load is a separate gather, lavapipe,
+// the activation loads are what a second column costs; rows per workgroup come from the tuning profile).
 //
 // Reduction order (batch invariance, and the same results as the unsplit span): per (row, column) and per
 // 16-element half h of the span, the dot sum(q x) is one product then 15 fmas in element order, carried across
