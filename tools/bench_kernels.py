@@ -5,6 +5,7 @@
     PYTHONPATH=. python tools/bench_kernels.py --small --plot docs/bench_kernels_lavapipe.png
     PYTHONPATH=. python tools/bench_kernels.py --prefill-model syn-0.8b.gguf --prefill-tokens 512   # both paths
     PYTHONPATH=. python tools/bench_kernels.py --matvec-27b --lm-rows 8192   # mat-vec at 27B shapes only
+    PYTHONPATH=. python tools/bench_kernels.py --matvec-27b --before ../main  # ... that checkout, then this one
 
 Families: mat-vec per type at 1..8 columns (also time(k) / time(1): what verifying k MTP tokens costs over
 decoding one), mat-mat per type for a prompt chunk, flash attention at a few context lengths, the GDN update,
@@ -83,9 +84,30 @@ def bench_matvec(dev, table, sizes, types, profile) -> None:
 MV_27B_SHAPES = (("ffn_up/gate", 17408, 5120), ("ffn_down", 5120, 17408), ("lm_head", 248320, 5120))
 
 
-def bench_matvec_27b(dev, table, types, profile, lm_rows: int, cols: tuple[int, ...], reps: int) -> None:
+def cpu_time_recorded(dev, record, reps: int, runs: int = 3):
+    """Like time_recorded, but the process's CPU time per repetition (fastest of `runs`): on a CPU driver
+    (lavapipe runs the shaders on this process's threads) the work done, whatever else the machine runs."""
+    import time
+
+    from vkmtp.tuning.timing import Timing
+    rec = dev.recorder()
+    for i in range(reps):
+        record(rec, i)
+    rec.run()
+    best = float("inf")
+    for _ in range(runs):
+        t0 = time.process_time()
+        rec.run()
+        best = min(best, (time.process_time() - t0) / reps)
+    rec.destroy()
+    return Timing(best, "cpu")
+
+
+def bench_matvec_27b(dev, table, types, profile, lm_rows: int, cols: tuple[int, ...], reps: int,
+                     cpu_clock: bool = False) -> None:
     """Mat-vec at the 27B FFN and LM-head shapes (LM head: its first lm_rows rows), plus the SPIR-V instructions
-    per weight of each variant's inner loop (vkmtp.tuning.spirv_count)."""
+    per weight of each variant's inner loop (vkmtp.tuning.spirv_count). cpu_clock: time by cpu_time_recorded."""
+    timer = cpu_time_recorded if cpu_clock else time_recorded
     from vkmtp.ops.matvec import variant_key
     from vkmtp.tuning.spirv_count import per_weight
 
@@ -102,7 +124,7 @@ def bench_matvec_27b(dev, table, types, profile, lm_rows: int, cols: tuple[int, 
             case = MatVecCase(dev, TYPE_IDS[name], rows, k)
             t1 = None
             for n in cols:
-                tm = time_recorded(dev, case.recorder(mv, n), reps)
+                tm = timer(dev, case.recorder(mv, n), reps)
                 t1 = t1 or tm.seconds
                 table.add(f"matvec {name} {label} {rows}x{k} n={n}", tm, case.bytes_read, tm.seconds / t1)
             case.destroy()
@@ -218,21 +240,33 @@ def bench_attn_long(dev, table, reps: int, heads=(24, 4, 256)) -> None:
             buf.destroy()
 
 
+def run_before(args, flags: list[str]) -> int:
+    """This script with `flags` on `--before TREE`'s vkmtp: a subprocess of that tree's venv (tools/setup.sh),
+    else of this venv with the tree first on PYTHONPATH and its shaders/ compiled (--shader-dir: the package
+    vkmtp.shaders would still resolve to this venv's install); 0 when there is no --before."""
+    import os
+    import subprocess
+    if not args.before:
+        return 0
+    print(f"== before: {args.before}", flush=True)
+    python = os.path.join(args.before, ".venv", "bin", "python")
+    envs = dict(os.environ)
+    if not os.path.exists(python):
+        python = sys.executable
+        envs["PYTHONPATH"] = os.pathsep.join([os.path.abspath(args.before), envs.get("PYTHONPATH", "")])
+        flags = [*flags, "--shader-dir", os.path.join(os.path.abspath(args.before), "shaders")]
+    rc = subprocess.run([python, os.path.abspath(__file__), *flags], env=envs,
+                        cwd=os.path.abspath(args.before)).returncode
+    print("== after: this tree", flush=True)
+    return rc
+
+
 def bench_attn_before_after(args) -> int:
     """--attn-long: bench_attn_long on `--before TREE` (this script in a subprocess of that tree's venv, so its
     vkmtp) and then on this tree, back to back on one device."""
-    import os
-    import subprocess
-    if args.before:
-        print(f"== before: {args.before}", flush=True)
-        python = os.path.join(args.before, ".venv", "bin", "python")   # tools/setup.sh's venv of that tree
-        if not os.path.exists(python):
-            sys.exit(f"--before {args.before}: no {python} (run tools/setup.sh there)")
-        rc = subprocess.run([python, os.path.abspath(__file__), "--attn-long", "--reps", str(args.reps),
-                             "--mib", str(args.mib)]).returncode
-        if rc:
-            return rc
-        print("== after: this tree", flush=True)
+    rc = run_before(args, ["--attn-long", "--reps", str(args.reps), "--mib", str(args.mib)])
+    if rc:
+        return rc
     import vkmtp
     print(f"vkmtp from {vkmtp.__file__}")
     dev = Device(args.device)
@@ -313,6 +347,8 @@ def main(argv=None) -> int:
                     help="compile the shaders from DIR (e.g. an older tree's shaders/: before -> after in one run)")
     ap.add_argument("--lm-rows", type=int, default=248320, help="rows of the LM-head shape timed (a slice)")
     ap.add_argument("--cols", default="1,4", help="columns for --matvec-27b")
+    ap.add_argument("--cpu-clock", action="store_true",
+                    help="with --matvec-27b: time by this process's CPU time (a CPU driver on a shared machine)")
     ap.add_argument("--prefill-model", default=None, metavar="GGUF",
                     help="only time the trunk's prefill mat-mats of this GGUF on both paths (f32 and int8)")
     ap.add_argument("--prefill-tokens", type=int, default=512, help="prompt chunk for --prefill-model")
@@ -320,18 +356,26 @@ def main(argv=None) -> int:
     ap.add_argument("--attn-long", action="store_true",
                     help="only decode/verify flash attention at 4k/32k/128k context, 1 and 4 columns")
     ap.add_argument("--before", default=None, metavar="TREE",
-                    help="with --attn-long: first run the same cases on another checkout's vkmtp (before -> after)")
+                    help="with --attn-long or --matvec-27b: first run the same cases on another checkout's vkmtp "
+                         "(before -> after in one command)")
     args = ap.parse_args(argv)
     if args.attn_long:
         return bench_attn_before_after(args)
-    if args.before:
-        sys.exit("--before is only supported with --attn-long")
+    if args.before and not args.matvec_27b:
+        sys.exit("--before is only supported with --attn-long and --matvec-27b")
     if args.matvec_27b and args.types == ap.get_default("types"):
         args.types = "Q4_K,Q6_K,Q8_0,IQ4_XS"
     types = [s.strip().upper() for s in args.types.split(",")]
     bad = [t for t in types if t not in TYPE_IDS]
     if bad:
         sys.exit(f"unknown type(s) {', '.join(bad)}; choose from {', '.join(TYPE_IDS)}")
+    if args.matvec_27b and args.before:
+        # the other tree's vkmtp whole (shaders, wrapper, tuning defaults), then this tree's: before -> after
+        rc = run_before(args, ["--matvec-27b", "--types", ",".join(types), "--lm-rows", str(args.lm_rows),
+                               "--cols", args.cols, "--reps", str(args.reps), "--mib", str(args.mib)]
+                        + (["--cpu-clock"] if args.cpu_clock else []))
+        if rc:
+            return rc
     if args.shader_dir:
         from vkmtp.device.compiler import ShaderCompiler
         dev = Device(args.device, compiler=ShaderCompiler(args.shader_dir))
@@ -345,6 +389,9 @@ def main(argv=None) -> int:
         dev.destroy()
         return 0
     profile = load_profile(info) or TuningProfile()
+    if args.matvec_27b:
+        import vkmtp
+        print(f"vkmtp from {vkmtp.__file__}")
     sizes = Sizes(args.small)
     read = read_bandwidth(dev, min(info.max_storage_buffer_range, args.mib << 20))
     print(f"device {info.name} ({info.driver_name} {info.driver_info}); streaming read "
@@ -353,7 +400,7 @@ def main(argv=None) -> int:
     table = Table(read["gb_per_s"])
     if args.matvec_27b:
         bench_matvec_27b(dev, table, types, profile, args.lm_rows, tuple(int(c) for c in args.cols.split(",")),
-                         args.reps)
+                         args.reps, cpu_clock=args.cpu_clock)
         dev.destroy()
         return 0
     bench_matvec(dev, table, sizes, types, profile)

@@ -19,9 +19,10 @@
 // Mat-vec streams 32-element spans instead (quantized types: every block is a multiple of 32 elements):
 //   A_SCALE_K                        elements per scale: 16 (Q2_K, Q3_K, Q6_K; A_SCALE16 defined) or 32
 //   A_HAS_MIN                        defined for the types whose value has a min term (Q4_1, Q5_1, Q2_K, Q4/5_K)
-//   void dq_span32(blk, i, q[8], sm) the 32 quants of elements i..i+31 (i % 32 == 0) as floats and, decoded
-//                                    once, (scale, min) of i..i+15 in sm.xy and of i+16..i+31 in sm.zw
-// so the block header is decoded once per 32 weights and the scale and min stay out of the inner dot.
+//   vec4 dq_span_sm(blk, i)          decoded once per span: (scale, min) of elements i..i+15 (i % 32 == 0) in
+//                                    .xy and of i+16..i+31 in .zw
+// then dq_quants8 per 8 elements (matvec_span.glsl), so the block header is decoded once per 32 weights and
+// the scale and min stay out of the inner dot.
 // A mat-mat tile loader can call dequant8_row per (row, group) of its tile, or dq_scale_min + dq_quants8.
 #ifndef VKMTP_DEQUANT_GLSL
 #define VKMTP_DEQUANT_GLSL
@@ -150,23 +151,7 @@ void dq_quants8(uint blk, uint i, out vec4 q0, out vec4 q1) {
 #elif defined(DATA_A_Q8_0)
 #define A_BLOCK_K 32u
 #define A_BLOCK_BYTES 34u
-#define A_SPAN32_DEFINED 1
 vec2 dq_scale_min(uint blk, uint i) { return vec2(dq_f16(blk), 0.0); }
-// a whole block: the f16 scale and 32 quant bytes from 9 word loads (one shared with the scale); blocks are
-// 2-byte aligned, so a block at 4n + 2 has aligned quants and one at 4n takes a 16-bit funnel shift per word
-void dq_span32(uint blk, uint i, out vec4 q[8], out vec4 sm) {
-    uint w = blk >> 2u;
-    uint odd = (blk >> 1u) & 1u;      // 1: d is the high half of word w, qs start at word w + 1
-    uint w0 = DQ_LOAD(w);
-    float d = f16_half(w0, odd);
-    sm = vec4(d, 0.0, d, 0.0);
-    uint lo = w0;
-    [[unroll]] for (uint k = 0u; k < 8u; k++) {
-        uint hi = DQ_LOAD(w + 1u + k);  // words w+1..w+8: inside the block for either alignment
-        q[k] = sbytes4(odd == 1u ? hi : funnel_shift(lo, hi, 16u));
-        lo = hi;
-    }
-}
 void dq_quants8(uint blk, uint i, out vec4 q0, out vec4 q1) {
     uvec2 u = dq_u64_at(blk + 2u + i);
     q0 = sbytes4(u.x);
@@ -294,19 +279,14 @@ void dq_quants8(uint blk, uint i, out vec4 q0, out vec4 q1) {
     || defined(DATA_A_Q5_K)
 #define A_HAS_MIN 1
 #endif
-#ifndef A_SPAN32_DEFINED
-void dq_span32(uint blk, uint i, out vec4 q[8], out vec4 sm) {
-    sm.xy = dq_scale_min(blk, i);
+vec4 dq_span_sm(uint blk, uint i) {
+    vec2 lo = dq_scale_min(blk, i);
 #ifdef A_SCALE16
-    sm.zw = dq_scale_min(blk, i + 16u);
+    return vec4(lo, dq_scale_min(blk, i + 16u));
 #else
-    sm.zw = sm.xy;
+    return vec4(lo, lo);
 #endif
-    [[unroll]] for (uint k = 0u; k < 4u; k++) {
-        dq_quants8(blk, i + 8u * k, q[2u * k], q[2u * k + 1u]);
-    }
 }
-#endif
 #endif
 
 // --- shared by all types -----------------------------------------------------------------------------------

@@ -12,21 +12,19 @@
 //          B_SCALAR (activation columns not 16-byte aligned: scalar loads)
 //
 // Work split and BATCH INVARIANCE. Quantized types: thread t of the workgroup owns the 32-element spans t,
-// t + BLOCK_SIZE, ... of every row (MV_ITER_K elements per iteration). For each span it decodes the block
-// header once (dq_span32: one or two (scale, min) pairs) and the 32 quants of the NUM_ROWS rows into
-// registers, then streams the columns: for each column it loads 32 activations and, per row, forms the
-// unscaled dot sum(q x) of each scale's sub-span (plus sum(x) when the type has a min) and adds
-// scale * dot (+ min * sum x) to that (row, column)'s accumulator: scales and mins stay out of the inner dot.
-// Float types (F32/F16/BF16) keep 8-element groups with the values dequantized directly. Column c's accumulator therefore sees the same operations in the same order
-// whatever NUM_COLS (and NUM_ROWS) is; the cross-thread reduction is the same fixed tree / subgroupAdd per
-// (row, column). All arithmetic feeding an accumulator is `precise` with explicit fma(), so no compiler may
-// contract or reorder it differently between variants: column c is bit-identical for NUM_COLS = 1 and n.
+// t + BLOCK_SIZE, ... of every row (MV_ITER_K elements per iteration); matvec_span.glsl decodes each span's
+// block header once, then its quants 8 at a time, each chunk dotted against every column before the next is
+// decoded (the order of operations per (row, column) is written there). Float types (F32/F16/BF16) keep
+// 8-element groups with the values dequantized directly. Column c's accumulator therefore sees the same
+// operations in the same order whatever NUM_COLS (and NUM_ROWS) is; the cross-thread reduction is the same
+// fixed tree / subgroupAdd per (row, column). All arithmetic feeding an accumulator is `precise` with explicit
+// fma(), so no compiler may contract or reorder it differently between variants: column c is bit-identical
+// for NUM_COLS = 1 and n.
 //
 // NO CLIFF AT ODD COLUMN COUNTS. The per-column work is the same straight-line block for every column (no
 // vectorization across columns, no column tiling that leaves a remainder at 3, 5, 6 or 7). Live registers
-// are 8 * NUM_ROWS dequantized weights + 8 activations + NUM_ROWS * NUM_COLS accumulators (40 floats at
-// 2 rows x 8 columns); activation vectors are reloaded per group (from cache) instead of being held for all
-// columns, which is what makes wider unrolled variants spill.
+// are 8 * NUM_ROWS decoded quants + 8 activations + a few floats per (row, column); activation vectors are
+// loaded per chunk and column (from cache) instead of being held for all columns.
 #ifndef VKMTP_MATVEC_CORE_GLSL
 #define VKMTP_MATVEC_CORE_GLSL
 
@@ -62,28 +60,17 @@ void load_x8(uint xw, out vec4 x0, out vec4 x1) {
 const uint MV_ITER_K = 8u;
 #else
 const uint MV_ITER_K = 32u;
+#endif
 
-// sum_j q_j x_j over 16 elements (4 vec4 from index k0 of q and x): one product then 15 fmas, in this order
-float dot16(vec4 q[8], vec4 x[8], uint k0) {
-    precise float s = q[k0].x * x[k0].x;
-    s = fma(q[k0].y, x[k0].y, s);
-    s = fma(q[k0].z, x[k0].z, s);
-    s = fma(q[k0].w, x[k0].w, s);
-    [[unroll]] for (uint k = k0 + 1u; k < k0 + 4u; k++) {
-        s = fma(q[k].x, x[k].x, s);
-        s = fma(q[k].y, x[k].y, s);
-        s = fma(q[k].z, x[k].z, s);
-        s = fma(q[k].w, x[k].w, s);
-    }
-    return s;
-}
+// Per-thread state of matvec_rows, private globals so that matvec_span.glsl's mv_span can update them:
+// mv_acc[r * NUM_COLS + c] accumulates row r, column c; mv_row[r] is the byte of row r's first element.
+// mv_acc is not `precise` (glslang mis-compiles precise global arrays): every update is an explicit fma or a
+// precise value.
+float mv_acc[RED_VALUES];
+uint mv_row[NUM_ROWS];
 
-// sum of 16 activations (for the min term), in a fixed order
-float sum16(vec4 x[8], uint k0) {
-    precise vec4 v = (x[k0] + x[k0 + 1u]) + (x[k0 + 2u] + x[k0 + 3u]);
-    precise float s = (v.x + v.y) + (v.z + v.w);
-    return s;
-}
+#ifndef A_IS_FLOAT
+#include "matvec_span.glsl"
 #endif
 
 // sum_j w_j x_j over 8 elements: one product then 7 fused multiply-adds, always in this order
@@ -104,14 +91,12 @@ float dot8(vec4 w0, vec4 w1, vec4 x0, vec4 x1) {
 // multiple of 4.
 void matvec_rows(uint a_base, uint row_bytes, uint n_k, uint first_row, uint n_rows, uint n_cols) {
     const uint tid = gl_LocalInvocationID.x;
-    precise float acc[RED_VALUES];
     [[unroll]] for (uint i = 0u; i < RED_VALUES; i++) {
-        acc[i] = 0.0;
+        mv_acc[i] = 0.0;
     }
-    uint row_base[NUM_ROWS];
     [[unroll]] for (uint r = 0u; r < NUM_ROWS; r++) {
         // rows past the end re-read the last row (never written): every thread runs the same loop
-        row_base[r] = a_base + min(first_row + r, n_rows - 1u) * row_bytes;
+        mv_row[r] = a_base + min(first_row + r, n_rows - 1u) * row_bytes;
     }
 
 #ifdef A_IS_FLOAT
@@ -121,7 +106,7 @@ void matvec_rows(uint a_base, uint row_bytes, uint n_k, uint first_row, uint n_r
         vec4 w0[NUM_ROWS];
         vec4 w1[NUM_ROWS];
         [[unroll]] for (uint r = 0u; r < NUM_ROWS; r++) {
-            dequant8_row(row_base[r], e, w0[r], w1[r]);
+            dequant8_row(mv_row[r], e, w0[r], w1[r]);
         }
         [[unroll]] for (uint c = 0u; c < NUM_COLS; c++) {
             if (c < n_cols) {
@@ -129,7 +114,8 @@ void matvec_rows(uint a_base, uint row_bytes, uint n_k, uint first_row, uint n_r
                 vec4 x1;
                 load_x8(col_x(c) + e, x0, x1);
                 [[unroll]] for (uint r = 0u; r < NUM_ROWS; r++) {
-                    acc[r * NUM_COLS + c] += dot8(w0[r], w1[r], x0, x1);
+                    precise float a = mv_acc[r * NUM_COLS + c] + dot8(w0[r], w1[r], x0, x1);
+                    mv_acc[r * NUM_COLS + c] = a;
                 }
             }
         }
@@ -137,41 +123,7 @@ void matvec_rows(uint a_base, uint row_bytes, uint n_k, uint first_row, uint n_r
 #else
     const uint n_spans = n_k >> 5u;  // quantized rows are whole blocks: a multiple of 32 elements
     for (uint g = tid; g < n_spans; g += BLOCK_SIZE) {
-        const uint e = g << 5u;
-        const uint blk = e / A_BLOCK_K;
-        const uint i = e - blk * A_BLOCK_K;
-        vec4 q[NUM_ROWS][8];
-        vec4 sm[NUM_ROWS];
-        [[unroll]] for (uint r = 0u; r < NUM_ROWS; r++) {
-            dq_span32(row_base[r] + blk * A_BLOCK_BYTES, i, q[r], sm[r]);
-        }
-        [[unroll]] for (uint c = 0u; c < NUM_COLS; c++) {
-            if (c < n_cols) {
-                vec4 x[8];
-                [[unroll]] for (uint k = 0u; k < 8u; k += 2u) {
-                    load_x8(col_x(c) + e + 4u * k, x[k], x[k + 1u]);
-                }
-#ifdef A_HAS_MIN
-                const float sx0 = sum16(x, 0u);
-                const float sx1 = sum16(x, 4u);
-#endif
-                [[unroll]] for (uint r = 0u; r < NUM_ROWS; r++) {
-                    precise float a = acc[r * NUM_COLS + c];
-#ifdef A_SCALE16
-                    a = fma(dot16(q[r], x, 0u), sm[r].x, a);
-                    a = fma(dot16(q[r], x, 4u), sm[r].z, a);
-#else
-                    precise float d = dot16(q[r], x, 0u) + dot16(q[r], x, 4u);
-                    a = fma(d, sm[r].x, a);
-#endif
-#ifdef A_HAS_MIN
-                    a = fma(sx0, sm[r].y, a);
-                    a = fma(sx1, sm[r].w, a);
-#endif
-                    acc[r * NUM_COLS + c] = a;
-                }
-            }
-        }
+        mv_span(g << 5u, n_cols);
     }
 #endif
 #ifdef A_IS_FLOAT
@@ -179,10 +131,10 @@ void matvec_rows(uint a_base, uint row_bytes, uint n_k, uint first_row, uint n_r
     if ((n_groups << 3u) < n_k && tid == n_groups % BLOCK_SIZE) {
         for (uint e = n_groups << 3u; e < n_k; e++) {
             [[unroll]] for (uint r = 0u; r < NUM_ROWS; r++) {
-                float w = dequant1_row(row_base[r], e);
+                float w = dequant1_row(mv_row[r], e);
                 [[unroll]] for (uint c = 0u; c < NUM_COLS; c++) {
                     if (c < n_cols) {
-                        acc[r * NUM_COLS + c] = fma(w, data_b[col_x(c) + e], acc[r * NUM_COLS + c]);
+                        mv_acc[r * NUM_COLS + c] = fma(w, data_b[col_x(c) + e], mv_acc[r * NUM_COLS + c]);
                     }
                 }
             }
@@ -193,7 +145,7 @@ void matvec_rows(uint a_base, uint row_bytes, uint n_k, uint first_row, uint n_r
     // reduce every (row, column) accumulator over the workgroup, in a fixed order
 #ifdef USE_SUBGROUP_ADD
     [[unroll]] for (uint i = 0u; i < RED_VALUES; i++) {
-        precise float s = subgroupAdd(acc[i]);
+        precise float s = subgroupAdd(mv_acc[i]);
         if (gl_SubgroupInvocationID == 0u) {
             red[i * RED_SLOTS + gl_SubgroupID] = s;
         }
@@ -202,7 +154,7 @@ void matvec_rows(uint a_base, uint row_bytes, uint n_k, uint first_row, uint n_r
     const uint n_slots = gl_NumSubgroups;
 #else
     [[unroll]] for (uint i = 0u; i < RED_VALUES; i++) {
-        red[i * RED_SLOTS + tid] = acc[i];
+        red[i * RED_SLOTS + tid] = mv_acc[i];
     }
     barrier();
     for (uint s = BLOCK_SIZE / 2u; s > 0u; s >>= 1u) {

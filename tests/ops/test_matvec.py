@@ -19,6 +19,8 @@ def variants():
 
 def tuning_for(device, variant: str, rows: int = 3) -> MatVecTuning:
     sg = device.info.subgroup_size
+    if variant == "default":       # the device's own (CPU drivers: one subgroup x 16 rows)
+        return device.caps.matvec
     if variant == "subgroup":
         if not device.info.has_subgroup_arithmetic:
             pytest.skip("device has no subgroup arithmetic")
@@ -77,7 +79,8 @@ def test_matvec_matches_reference(device, ws, t, variant):
 
 INVARIANCE_CASES = [(GGMLType.Q4_K, "shared"), (GGMLType.Q4_K, "subgroup"), (GGMLType.Q6_K, "subgroup"),
                     (GGMLType.Q8_0, "shared"), (GGMLType.Q5_0, "subgroup"), (GGMLType.F16, "shared"),
-                    (GGMLType.IQ4_XS, "subgroup")]
+                    (GGMLType.IQ4_XS, "subgroup"), (GGMLType.Q4_K, "default"), (GGMLType.Q8_0, "default"),
+                    (GGMLType.Q6_K, "default"), (GGMLType.IQ4_XS, "default")]
 
 
 @pytest.mark.lanes
@@ -102,7 +105,7 @@ def test_matvec_rows_per_group_does_not_change_results(device, ws):
     rows = random_weight(t, n_rows, n_k, seed=8)
     x = np.random.default_rng(3).standard_normal((3, n_k)).astype(np.float32)
     base = run_matvec(ws, rows, t, n_rows, n_k, x, MatVecTuning(32, 3, False))
-    for r in (1, 4):
+    for r in (1, 4, 16):
         got = run_matvec(ws, rows, t, n_rows, n_k, x, MatVecTuning(32, r, False))
         np.testing.assert_array_equal(got, base)
 

@@ -46,6 +46,7 @@ class DriverDefaults:
     name: str
     kinds: tuple[str, ...]
     driver_names: tuple[str, ...]
+    matvec_block_size: int       # mat-vec threads per workgroup (raised to the subgroup size; 0: one subgroup)
     matvec_rows_per_group: int   # weight rows per mat-vec workgroup
     gdn_lanes_per_column: int    # lanes sharing one value column of the GDN state (capped at head_dim)
     compute_units: int           # workgroups the device runs at once when Vulkan does not say (GPUs)
@@ -58,17 +59,19 @@ class DriverDefaults:
 
 # First match wins. Numbers measured with `vkmtp tune` / tools/bench_kernels.py (docs/TUNING.md):
 # - CPU drivers (VK_PHYSICAL_DEVICE_TYPE_CPU: Mesa's lavapipe, SwiftShader) run a workgroup on one CPU thread:
-#   more rows per mat-vec workgroup amortise its start-up, one lane per GDN column avoids slow cross-lane
+#   one subgroup of threads and 16 rows per mat-vec workgroup (every activation load then feeds 16 rows, which
+#   is what a second column costs there: 4 columns take 1.1-1.35x the time of 1 instead of 2.2-2.6x with
+#   32 threads x 4 rows, docs/PERFORMANCE.md), one lane per GDN column avoids slow cross-lane
 #   operations (2x faster on lavapipe), the compute units are the host's cores (0 here: os.cpu_count()), and
 #   the matmul uses its CPU tile set.
 # - GPUs: llama.cpp's defaults for NVIDIA / RDNA (2 mat-vec rows per workgroup, 8 lanes per GDN column from its
 #   sweep on gfx1150); core Vulkan does not report compute units, so 16 (a mid-size GPU: decode attention then
 #   runs 32 workgroups per token over the KV heads) until a tuning profile measures the split count.
 DRIVERS: tuple[DriverDefaults, ...] = (
-    DriverDefaults("cpu", kinds=("cpu",), driver_names=(), matvec_rows_per_group=4, gdn_lanes_per_column=1,
-                   compute_units=0, matmul_tiles="cpu"),
-    DriverDefaults("gpu", kinds=(), driver_names=(), matvec_rows_per_group=2, gdn_lanes_per_column=8,
-                   compute_units=16, matmul_tiles="gpu"),
+    DriverDefaults("cpu", kinds=("cpu",), driver_names=(), matvec_block_size=0, matvec_rows_per_group=16,
+                   gdn_lanes_per_column=1, compute_units=0, matmul_tiles="cpu"),
+    DriverDefaults("gpu", kinds=(), driver_names=(), matvec_block_size=32, matvec_rows_per_group=2,
+                   gdn_lanes_per_column=8, compute_units=16, matmul_tiles="gpu"),
 )
 
 # The int8 prefill matmul (Q8_1 activations) is off by default: on the engine's random fixture models it moves
@@ -120,7 +123,8 @@ class DeviceCaps:
         return DeviceCaps(
             driver=d.name, cpu_driver=info.kind == "cpu", lavapipe=info.driver_name == LAVAPIPE_DRIVER,
             workgroup_size=max(64, info.subgroup_size),
-            matvec=MatVecTuning(max(32, info.subgroup_size), d.matvec_rows_per_group, info.has_subgroup_arithmetic),
+            matvec=MatVecTuning(max(d.matvec_block_size, info.subgroup_size), d.matvec_rows_per_group,
+                                info.has_subgroup_arithmetic),
             gdn_lanes_per_column=d.gdn_lanes_per_column,
             compute_units=d.compute_units or os.cpu_count() or 1,
             matmul_tiles=d.matmul_tiles, features=frozenset(info.enabled_features),

@@ -40,7 +40,7 @@ class Sweep:
         self.matvec_shape = (128, 512) if quick else (4096, 4096)          # rows, K of the timed weight
         self.matvec_check_shape = (37, 512)                                 # rows that fill no workgroup
         self.matvec_cols = (1, 4, 8) if quick else tuple(range(1, MAX_COLS + 1))
-        self.matvec_rows = (1, 2, 4) if quick else (1, 2, 4, 8)
+        self.matvec_rows = (1, 2, 4) if quick else (1, 2, 4, 8, 16)
         self.matvec_blocks = (32,) if quick else (32, 64, 128, 256)
         self.gdn_shape = (2, 4, 128) if quick else (16, 48, 128)            # H_k, H_v, d (27B: 16, 48, 128)
         self.gdn_tokens = (1,) if quick else (1, 4)
@@ -75,7 +75,8 @@ def pair_labels(results: dict) -> dict[str, list]:
 
 def matvec_candidates(device: Device, sweep: Sweep) -> list[MatVecTuning]:
     info = device.info
-    blocks = sorted({max(b, info.subgroup_size) for b in sweep.matvec_blocks})
+    # one subgroup per workgroup is a candidate too (a CPU driver's best: docs/PERFORMANCE.md)
+    blocks = sorted({max(b, info.subgroup_size) for b in sweep.matvec_blocks} | {info.subgroup_size})
     out = [device.caps.matvec]
     for block in blocks:
         for rows in sweep.matvec_rows:
