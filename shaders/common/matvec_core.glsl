@@ -58,6 +58,9 @@ void load_x8(uint xw, out vec4 x0, out vec4 x1) {
 #endif
 }
 
+// input preparation and output write (fused norms, SwiGLU, gated add): prepare_input, load_in8, store_out
+#include "matvec_io.glsl"
+
 #ifdef A_IS_FLOAT
 const uint MV_ITER_K = 8u;
 #else
@@ -108,6 +111,7 @@ void matvec_rows(uint a_base, uint row_bytes, uint n_k, uint first_row, uint n_r
     [[unroll]] for (uint i = 0u; i < RED_VALUES; i++) {
         acc[i] = 0.0;
     }
+    prepare_input(n_k, n_cols);
     uint row_base[NUM_ROWS];
     [[unroll]] for (uint r = 0u; r < NUM_ROWS; r++) {
         // rows past the end re-read the last row (never written): every thread runs the same loop
@@ -127,7 +131,7 @@ void matvec_rows(uint a_base, uint row_bytes, uint n_k, uint first_row, uint n_r
             if (c < n_cols) {
                 vec4 x0;
                 vec4 x1;
-                load_x8(col_x(c) + e, x0, x1);
+                load_in8(c, e, x0, x1);
                 [[unroll]] for (uint r = 0u; r < NUM_ROWS; r++) {
                     acc[r * NUM_COLS + c] += dot8(w0[r], w1[r], x0, x1);
                 }
@@ -149,7 +153,7 @@ void matvec_rows(uint a_base, uint row_bytes, uint n_k, uint first_row, uint n_r
             if (c < n_cols) {
                 vec4 x[8];
                 [[unroll]] for (uint k = 0u; k < 8u; k += 2u) {
-                    load_x8(col_x(c) + e + 4u * k, x[k], x[k + 1u]);
+                    load_in8(c, e + 4u * k, x[k], x[k + 1u]);
                 }
 #ifdef A_HAS_MIN
                 const float sx0 = sum16(x, 0u);
@@ -182,7 +186,7 @@ void matvec_rows(uint a_base, uint row_bytes, uint n_k, uint first_row, uint n_r
                 float w = dequant1_row(row_base[r], e);
                 [[unroll]] for (uint c = 0u; c < NUM_COLS; c++) {
                     if (c < n_cols) {
-                        acc[r * NUM_COLS + c] = fma(w, data_b[col_x(c) + e], acc[r * NUM_COLS + c]);
+                        acc[r * NUM_COLS + c] = fma(w, load_in1(c, e), acc[r * NUM_COLS + c]);
                     }
                 }
             }
@@ -224,11 +228,7 @@ void matvec_rows(uint a_base, uint row_bytes, uint n_k, uint first_row, uint n_r
                 total += red[i * RED_SLOTS + s];
             }
             const uint d = col_d(c) + first_row + r;
-#ifdef ACCUMULATE
-            data_d[d] = data_d[d] + total;
-#else
-            data_d[d] = total;
-#endif
+            store_out(c, d, total);
         }
     }
 }
