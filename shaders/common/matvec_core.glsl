@@ -9,7 +9,8 @@
 //   uint col_d(uint c)  word offset of output column c
 // Defines: DATA_A_<TYPE> (dequant.glsl), USE_SUBGROUP_ADD (subgroupAdd + shared memory across subgroups;
 //          otherwise a shared-memory tree), ACCUMULATE (d += W x instead of d = W x),
-//          B_SCALAR (activation columns not 16-byte aligned: scalar loads)
+//          B_SCALAR (activation columns not 16-byte aligned: scalar loads); X_NORM, X_HEAD_NORM, X_SWIGLU,
+//          D_SIGMOID_ADD: how input columns are prepared and results written (common/matvec_io.glsl)
 //
 // Work split and BATCH INVARIANCE. Quantized types: thread t of the workgroup owns the 32-element spans t,
 // t + BLOCK_SIZE, ... of every row (MV_ITER_K elements per iteration). For each span it decodes the block

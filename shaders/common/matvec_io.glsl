@@ -1,7 +1,9 @@
 // How the mat-vec (matvec.comp, matvec_id.comp) prepares its INPUT columns and writes its OUTPUT, kept apart
-// from the weight decoding of matvec_core.glsl, which calls only prepare_input(), load_in8() and store_out().
+// from the weight decoding of matvec_core.glsl, which calls only prepare_input(), load_in8(), load_in1() and
+// store_out().
 // Fusing these into the mat-vec removes a dispatch and a barrier per fused op (docs/PERFORMANCE.md, "Fused
-// mat-vec inputs and outputs"); each mode does the arithmetic of the kernel it replaces, in the same order.
+// mat-vec inputs and outputs"); each mode computes the formula of the kernel it replaces, elementwise in the
+// same order; only the norms' sums of squares are summed in the mat-vec's own fixed order (not rms_norm.comp's).
 //
 // Input modes (at most one define):
 //   (none)       x = b[col_x(c) + k]
