@@ -36,7 +36,7 @@ from vkmtp.ops.flash_attn import FlashAttn
 from vkmtp.ops.gdn import GatedDeltaNet
 from vkmtp.ops.get_rows import GetRows
 from vkmtp.ops.matmul import MatMul
-from vkmtp.ops.matvec import InputPrep, MatVec
+from vkmtp.ops.matvec import MAX_IN_HEADS, InputPrep, MatVec
 from vkmtp.ops.matvec_id import ExpertPart, MatVecId, routes_words
 from vkmtp.ops.moe_router import MoeRouter
 from vkmtp.ops.rms_norm import RmsNorm
@@ -301,10 +301,10 @@ class Forward:
                        n_snap=n_snap + 1 if n_snap else 0, n_seqs=n, log_steps=n_snap > 0)
         # y_h = RMSNorm(o_h; ssm_norm) * silu(z_h), per value head: folded into the output projection's input
         # (decode / verify), or in place in o (prompt chunks)
-        if act.prefill:
+        if act.prefill or hv > MAX_IN_HEADS or d % 8:   # fused: up to 64 heads, head_dim a multiple of 8
             oh = Strided.heads(o, hv, d)
             ops.norm.record(rec, oh, self._vec(t.norm.name), oh, n, d, n_head=hv, gate=Strided(z, w, d))
-            ops.linear(rec, self.w[t.out.name], o, act.x, n, accumulate=True, prefill=True)
+            ops.linear(rec, self.w[t.out.name], o, act.x, n, accumulate=True, prefill=act.prefill)
             return
         zc = z.sub(0, 4 * ((n - 1) * w + d_inner))
         ops.linear(rec, self.w[t.out.name], o, act.x, n, accumulate=True,
