@@ -267,10 +267,13 @@ class Forward:
         gate = Strided(cols(d, qg_w - d), w, 2 * d)
         k = Strided(cols(qg_w, kv_w), w, d)
         v = Strided(cols(qg_w + kv_w, kv_w), w, d)
-        # q normed and rotated in place, k into the cache: one dispatch (rope.comp ROPE_QK)
+        # q normed and rotated in place, k into the cache and v into its cache: one dispatch (rope.comp ROPE_QK,
+        # ROPE_QKV where the V cache is one buffer with K's layout; else V by set_rows)
+        fuse_v = Rope.fuses_v(v_cache, set_rows.layout, layout)
         ops.rope.record_qk(rec, records, q, self._vec(t.q_norm.name), k, self._vec(t.k_norm.name), k_cache, layout,
-                           n, h)
-        set_rows.record(rec, records, v, v_cache, n)
+                           n, h, **(dict(v=v, v_cache=v_cache, v_layout=set_rows.layout) if fuse_v else {}))
+        if not fuse_v:
+            set_rows.record(rec, records, v, v_cache, n)
         o = Strided.heads(act.o.sub(0, 4 * n * h * d), h, d)
         attn.record(rec, records, q, k_cache, v_cache, o, n, act.attn_scratch, gate=gate)
         ops.linear(rec, self.w[t.output.name], act.o, act.x, n, accumulate=True, prefill=act.prefill)
