@@ -4,6 +4,8 @@ One dispatch multiplies a GGUF weight by up to 8 activation columns (the n_max +
 more columns are recorded as several dispatches. Every column's result is bit-identical whatever the number of
 columns it was computed with (batch invariance, needed for MTP to be token-identical to plain decoding): the
 block size and reduction variant are fixed per MatVec instance, never chosen per column count.
+A dispatch may also prepare its input (a fused RMSNorm, gated head norm or SwiGLU: InputPrep) and gate its output
+write (out_gate), in place of separate dispatches (shaders/common/matvec_io.glsl).
 """
 
 from __future__ import annotations
