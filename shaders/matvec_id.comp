@@ -17,9 +17,12 @@
 //                     group capacity NUM_COLS)
 // Push constants: a_off (bytes), row_bytes, n_k, n_rows, expert_start, n_experts, n_expert_total,
 //                 b_off, b_stride, b_per_slot (0: x_row = t, 1: x_row = entry), d_off, d_stride (words),
-//                 routes_off (words), n_entries, n_used
+//                 routes_off (words), n_entries, n_used, aux_off (norm weight, words), eps (f32 bits),
+//                 head_dim, side_off (X_SWIGLU: an input's up half at side_off words after its gate half)
+//           4 data_aux (f32 norm weight; only with X_NORM / X_HEAD_NORM)
 // Spec constants: 0 BLOCK_SIZE, 1 NUM_ROWS, 2 NUM_COLS (group capacity: min(n_tok, 8)), 3 SUBGROUP_SIZE
-// Defines: DATA_A_<TYPE>, USE_SUBGROUP_ADD, B_SCALAR (see matvec_core.glsl)
+// Defines: DATA_A_<TYPE>, USE_SUBGROUP_ADD, B_SCALAR (see matvec_core.glsl), X_NORM | X_SWIGLU
+//          (common/matvec_io.glsl)
 // Dispatch: x = ceil(n_rows / NUM_ROWS), y = n_entries (an upper bound on the number of groups)
 #extension GL_GOOGLE_include_directive : require
 
@@ -50,12 +53,18 @@ layout(push_constant) uniform Push {
     uint routes_off;
     uint n_entries;
     uint n_used;
+    uint aux_off;
+    uint eps_bits;
+    uint head_dim;
+    uint side_off;
 } p;
 
 uint x_cols[NUM_COLS];
 uint d_cols[NUM_COLS];
 uint col_x(uint c) { return x_cols[c]; }
 uint col_d(uint c) { return d_cols[c]; }
+uint col_side(uint c) { return x_cols[c] + p.side_off; }
+#define IO_AUX_BINDING 4
 
 #include "matvec_core.glsl"
 

@@ -30,7 +30,8 @@ def count(model: str, depth: int, mtp: bool = True) -> dict:
             g = make()
             recs = getattr(g.rec, "recs", [g.rec])
             out[name] = {"dispatches": sum(r.n_dispatches for r in recs),
-                         "barriers": sum(r.n_barriers for r in recs), "submissions": len(recs)}
+                         "barriers": sum(r.n_barriers for r in recs), "submissions": len(recs),
+                         "host_barriers": sum(getattr(r, "n_host_barriers", r.n_barriers) for r in recs)}
             counts = getattr(g, "counts", None)
             if counts is not None and name.startswith("speculative"):
                 out[name]["state_bytes"] = counts.state_bytes

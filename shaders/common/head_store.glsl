@@ -25,6 +25,11 @@ const uint HEAD_WORDS = HEAD_DIM / 2;
 const uint HEAD_WORDS = HEAD_DIM;
 #endif
 
+// HEAD_WRITE(word, value): how a word is stored (a shader writing two caches defines its own; default kv_write)
+#ifndef HEAD_WRITE
+#define HEAD_WRITE(i, w) kv_write(i, w)
+#endif
+
 void store_head(uint base) {
     uint tid = gl_LocalInvocationID.x;
 #if defined(OUT_Q8_0)
@@ -46,15 +51,15 @@ void store_head(uint base) {
                              : q8_0_byte(head_row[blk * 32 + off - 2], q8_id[blk]);
             word |= v << (8 * k);
         }
-        kv_write(base + w, word);
+        HEAD_WRITE(base + w, word);
     }
 #elif defined(OUT_F16)
     for (uint w = tid; w < HEAD_WORDS; w += BLOCK_SIZE) {
-        kv_write(base + w, pack_f16x2(head_row[2 * w], head_row[2 * w + 1]));
+        HEAD_WRITE(base + w, pack_f16x2(head_row[2 * w], head_row[2 * w + 1]));
     }
 #else
     for (uint i = tid; i < HEAD_WORDS; i += BLOCK_SIZE) {
-        kv_write(base + i, floatBitsToUint(head_row[i]));
+        HEAD_WRITE(base + i, floatBitsToUint(head_row[i]));
     }
 #endif
 }

@@ -9,7 +9,8 @@
 //   uint col_d(uint c)  word offset of output column c
 // Defines: DATA_A_<TYPE> (dequant.glsl), USE_SUBGROUP_ADD (subgroupAdd + shared memory across subgroups;
 //          otherwise a shared-memory tree), ACCUMULATE (d += W x instead of d = W x),
-//          B_SCALAR (activation columns not 16-byte aligned: scalar loads)
+//          B_SCALAR (activation columns not 16-byte aligned: scalar loads); X_NORM, X_HEAD_NORM, X_SWIGLU,
+//          D_SIGMOID_ADD: how input columns are prepared and results written (common/matvec_io.glsl)
 //
 // Work split and BATCH INVARIANCE. Quantized types: thread t of the workgroup owns the 32-element spans t,
 // t + BLOCK_SIZE, ... of every row (MV_ITER_K elements per iteration); matvec_span.glsl decodes each span's
@@ -56,6 +57,9 @@ void load_x8(uint xw, out vec4 x0, out vec4 x1) {
 #endif
 }
 
+// input preparation and output write (fused norms, SwiGLU, gated add): prepare_input, load_in8, store_out
+#include "matvec_io.glsl"
+
 #ifdef A_IS_FLOAT
 const uint MV_ITER_K = 8u;
 #else
@@ -94,6 +98,7 @@ void matvec_rows(uint a_base, uint row_bytes, uint n_k, uint first_row, uint n_r
     [[unroll]] for (uint i = 0u; i < RED_VALUES; i++) {
         mv_acc[i] = 0.0;
     }
+    prepare_input(n_k, n_cols);
     [[unroll]] for (uint r = 0u; r < NUM_ROWS; r++) {
         // rows past the end re-read the last row (never written): every thread runs the same loop
         mv_row[r] = a_base + min(first_row + r, n_rows - 1u) * row_bytes;
@@ -112,7 +117,7 @@ void matvec_rows(uint a_base, uint row_bytes, uint n_k, uint first_row, uint n_r
             if (c < n_cols) {
                 vec4 x0;
                 vec4 x1;
-                load_x8(col_x(c) + e, x0, x1);
+                load_in8(c, e, x0, x1);
                 [[unroll]] for (uint r = 0u; r < NUM_ROWS; r++) {
                     precise float a = mv_acc[r * NUM_COLS + c] + dot8(w0[r], w1[r], x0, x1);
                     mv_acc[r * NUM_COLS + c] = a;
@@ -134,7 +139,7 @@ void matvec_rows(uint a_base, uint row_bytes, uint n_k, uint first_row, uint n_r
                 float w = dequant1_row(mv_row[r], e);
                 [[unroll]] for (uint c = 0u; c < NUM_COLS; c++) {
                     if (c < n_cols) {
-                        mv_acc[r * NUM_COLS + c] = fma(w, data_b[col_x(c) + e], mv_acc[r * NUM_COLS + c]);
+                        mv_acc[r * NUM_COLS + c] = fma(w, load_in1(c, e), mv_acc[r * NUM_COLS + c]);
                     }
                 }
             }
@@ -176,11 +181,7 @@ void matvec_rows(uint a_base, uint row_bytes, uint n_k, uint first_row, uint n_r
                 total += red[i * RED_SLOTS + s];
             }
             const uint d = col_d(c) + first_row + r;
-#ifdef ACCUMULATE
-            data_d[d] = data_d[d] + total;
-#else
-            data_d[d] = total;
-#endif
+            store_out(c, d, total);
         }
     }
 }

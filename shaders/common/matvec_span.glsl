@@ -18,7 +18,8 @@
 //
 // Requires before the include: dequant.glsl (a quantized DATA_A_<TYPE>), NUM_ROWS, NUM_COLS, RED_VALUES,
 // the private arrays mv_acc[RED_VALUES] (accumulators, row-major over columns) and mv_row[NUM_ROWS] (byte of
-// each row's first block), col_x(c), and load_x8(word, x0, x1).
+// each row's first block), and load_in8(c, k, x0, x1) (matvec_io.glsl: column c's input elements k .. k + 7,
+// prepared as the input mode says).
 #ifndef VKMTP_MATVEC_SPAN_GLSL
 #define VKMTP_MATVEC_SPAN_GLSL
 
@@ -60,7 +61,7 @@ void mv_span(uint e, uint n_cols) {
             vec4 x1[NUM_COLS];
             [[unroll]] for (uint c = 0u; c < NUM_COLS; c++) {
                 if (c < n_cols) {
-                    load_x8(col_x(c) + e + k, x0[c], x1[c]);
+                    load_in8(c, e + k, x0[c], x1[c]);
 #ifdef A_HAS_MIN
                     precise vec4 pair = x0[c] + x1[c];
                     xs[c] = s == 0u ? pair : xs[c] + pair;

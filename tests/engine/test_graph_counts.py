@@ -29,14 +29,24 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "tools"))
 from make_synthetic_model import PRESETS, metadata, small_widths, write_model  # noqa: E402
 
-# Dispatch budgets (decode, depth-3 speculative step, 64-token prompt chunk), and the (dispatches, barriers) the
-# recorder counted on these models before projections were concatenated.
+# Dispatch budgets (decode, depth-3 speculative step, 64-token prompt chunk): issue 26's targets for decode and
+# verify steps (the RMS norms, SwiGLU, the GDN output norm and the MoE shared expert's gated add folded into the
+# mat-vecs, shaders/common/matvec_io.glsl; q, k rope and the K/V stores in one dispatch): 27B <= 460 / 540,
+# 35B-A3B <= 60 % of the issue's 975 / 1113, the 0.8B structure's decode <= 178. Prompt chunks keep separate
+# norm and SwiGLU dispatches (the tiled mat-mat); their budget, and the 0.8B speculative one, are the counts
+# reached.
+# The recorder counted: 27B 415 / 483 / 672, 35B-A3B 543 / 639 / 799, 0.8B 159 / 227 / 266.
 BUDGETS = {
-    "27b": {"decode": 705, "speculative": 775, "prefill": 706},
-    "35b-a3b": {"decode": 820, "speculative": 917, "prefill": 821},
+    "27b": {"decode": 460, "speculative": 540, "prefill": 672},
+    "35b-a3b": {"decode": 585, "speculative": 668, "prefill": 799},
+    "0.8b": {"decode": 178, "speculative": 227, "prefill": 266},
 }
+# (dispatches, barriers) before projections were concatenated (27B, 35B-A3B), and for the 0.8B structure those
+# counted with concatenated projections but before the mat-vec fusions
 BEFORE = {"27b": {"decode": (939, 658), "speculative": (1015, 715), "prefill": (940, 661)},
-          "35b-a3b": {"decode": (1007, 705), "speculative": (1113, 783), "prefill": (1008, 708)}}
+          "35b-a3b": {"decode": (1007, 705), "speculative": (1113, 783), "prefill": (1008, 708)},
+          "0.8b": {"decode": (261, 246), "speculative": (349, 315), "prefill": (280, 261)}}
+LAYERS = {"27b": (16, 48), "35b-a3b": (10, 30), "0.8b": (6, 18)}
 
 
 @pytest.fixture(scope="module")
@@ -65,14 +75,14 @@ def counts_of(engine: VulkanEngine, K: int = 3):
     return counts
 
 
-@pytest.mark.parametrize("preset", ["27b", "35b-a3b"])
+@pytest.mark.parametrize("preset", ["27b", "35b-a3b", "0.8b"])
 def test_dispatch_and_barrier_counts(device, structured, preset):
     path = structured(preset)
     engine = VulkanEngine(path, EngineConfig(n_ctx=256, spec=SpecConfig(n_max=3)), device=device)
     try:
         cfg = engine.cfg
         n_attn, n_gdn = len(cfg.attention_layers), len(cfg.recurrent_layers)
-        assert (n_attn, n_gdn) == ((16, 48) if preset == "27b" else (10, 30)) and engine.use_mtp
+        assert (n_attn, n_gdn) == LAYERS[preset] and engine.use_mtp
         counts = counts_of(engine)
         for kind, budget in BUDGETS[preset].items():
             c = counts[kind]
@@ -81,7 +91,9 @@ def test_dispatch_and_barrier_counts(device, structured, preset):
             # a barrier only before a dispatch that depends on an earlier one, plus the final one for the host:
             # no more than before although fewer dispatches now share each barrier
             assert c.barriers <= min(c.dispatches + 1, BEFORE[preset][kind][1])
-            assert c.dispatches <= 0.83 * BEFORE[preset][kind][0]
+            # the host stage only in the barrier that ends the recording, before the host reads
+            if hasattr(engine.ctx.device._kp, "OpShaderBarrier"):
+                assert c.host_barriers == c.submissions, (kind, c)
     finally:
         engine.close()
 

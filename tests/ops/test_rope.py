@@ -166,3 +166,62 @@ def test_rope_then_set_rows_is_batch_invariant(device):
     for t in range(n_tok):
         alone = run(slice(t, t + 1))
         assert np.array_equal(alone[t + 4], together[t + 4]), f"token {t} row differs"
+
+
+@pytest.mark.lanes
+@pytest.mark.parametrize("kv_type,parts,with_v", [("f16", False, False), ("q8_0", False, False), ("f16", True, False),
+                                                  ("f16", False, True), ("q8_0", False, True), ("q8_0", True, True)])
+def test_q_and_k_in_one_dispatch_give_the_bits_of_two(device, kv_type, parts, with_v):
+    """record_qk (q in place in the packed [q+gate | k | v] row, k into the cache; with_v: v into the V cache too)
+    == record + record_to_cache (+ SetRows)."""
+    rng = np.random.default_rng(21)
+    n_head, n_head_kv, d, n_tok = 4, 2, 256, 5
+    width = 2 * n_head * d + 2 * n_head_kv * d
+    mix = rng.normal(0, 2, (n_tok, width)).astype(np.float32)
+    wq = rng.normal(1, 0.3, d).astype(np.float32)
+    wk = rng.normal(1, 0.3, d).astype(np.float32)
+    layout = KvLayout(kv_type, n_head_kv, d, n_ctx=16, n_slots=2)
+    records = token_records([3, 4, 5, 15, 0], [0, 0, 0, 1, 1])
+    cache0 = rng.integers(0, 256, (layout.n_rows, layout.row_bytes), dtype=np.uint8)
+    vcache0 = rng.integers(0, 256, (layout.n_rows, layout.row_bytes), dtype=np.uint8)
+
+    def run(fused):
+        bufs = Packed(device, {"tok": records, "mix": mix, "wq": wq, "wk": wk, "cache": cache0, "vcache": vcache0})
+        part_bufs = upload_parts(device, cache0, 9) if parts else []
+        cache = [b.view() for b in part_bufs] or bufs.view("cache")
+        m = bufs.view("mix")
+        q = Strided(m, width, 2 * d)
+        k = Strided(m.sub(4 * 2 * n_head * d, m.nbytes - 4 * 2 * n_head * d), width, d)
+        v_off = 2 * n_head * d + n_head_kv * d
+        v = Strided(m.sub(4 * v_off, m.nbytes - 4 * v_off), width, d)
+        rope = Rope(device, d, 64, BASE)
+        rec = device.recorder()
+        if fused:
+            kw = dict(v=v, v_cache=bufs.view("vcache"), v_layout=layout) if with_v else {}
+            rope.record_qk(rec, bufs.view("tok"), q, bufs.view("wq"), k, bufs.view("wk"), cache, layout, n_tok,
+                           n_head, **kw)
+        else:
+            rope.record(rec, bufs.view("tok"), q, q, n_tok, n_head, norm_weight=bufs.view("wq"))
+            rope.record_to_cache(rec, bufs.view("tok"), k, cache, layout, n_tok, norm_weight=bufs.view("wk"))
+            if with_v:
+                SetRows(device, layout).record(rec, bufs.view("tok"), v, bufs.view("vcache"), n_tok)
+        assert rec.n_dispatches == (1 if fused else 2 + with_v)
+        rec.finish()
+        rec.run()
+        out = np.concatenate([device.read(b.view(), np.uint8) for b in part_bufs]) if parts \
+            else bufs.read("cache", np.uint8)
+        got_mix = bufs.read("mix")
+        vout = bufs.read("vcache", np.uint8)
+        bufs.check_guards()
+        bufs.destroy()
+        for b in part_bufs:
+            b.destroy()
+        return got_mix, out.reshape(-1)[:layout.n_rows * layout.row_bytes], vout
+
+    fused_mix, fused_cache, fused_v = run(True)
+    mix2, cache2, v2 = run(False)
+    np.testing.assert_array_equal(fused_mix.view(np.uint32), mix2.view(np.uint32))
+    np.testing.assert_array_equal(fused_cache, cache2)
+    np.testing.assert_array_equal(fused_v, v2)
+    assert not np.array_equal(fused_mix, mix.reshape(-1))
+    assert with_v != np.array_equal(fused_v.reshape(-1), vcache0.reshape(-1))

@@ -67,6 +67,33 @@ class OpComputeBarrier : public kp::OpBase
     void postEval(const vk::CommandBuffer&) override {}
 };
 
+// --- s6-fuse: a barrier between dependent dispatches without the host stage ------------------------------------
+// OpShaderBarrier: shader/transfer writes -> shader/transfer reads and writes, compute and transfer stages only:
+// what one dispatch of a step needs before reading what an earlier one wrote. Only the barrier that ends a step
+// (OpComputeBarrier, before the host reads its outputs) also waits for the host stage and makes writes
+// visible to host reads.
+class OpShaderBarrier : public kp::OpBase
+{
+  public:
+    void record(const vk::CommandBuffer& commandBuffer) override
+    {
+        vk::MemoryBarrier barrier(
+          vk::AccessFlagBits::eShaderWrite | vk::AccessFlagBits::eTransferWrite,
+          vk::AccessFlagBits::eShaderRead | vk::AccessFlagBits::eShaderWrite |
+            vk::AccessFlagBits::eTransferRead | vk::AccessFlagBits::eTransferWrite);
+        commandBuffer.pipelineBarrier(
+          vk::PipelineStageFlagBits::eComputeShader | vk::PipelineStageFlagBits::eTransfer,
+          vk::PipelineStageFlagBits::eComputeShader | vk::PipelineStageFlagBits::eTransfer,
+          vk::DependencyFlags(),
+          barrier,
+          nullptr,
+          nullptr);
+    }
+    void preEval(const vk::CommandBuffer&) override {}
+    void postEval(const vk::CommandBuffer&) override {}
+};
+// --- end s6-fuse --------------------------------------------------------------------------------------------------
+
 class OpCopyRegion : public kp::OpBase
 {
   public:
@@ -468,6 +495,11 @@ registerExtensions(py::module_& m)
     py::class_<OpComputeBarrier, kp::OpBase, std::shared_ptr<OpComputeBarrier>>(
       m, "OpComputeBarrier", "Global compute/transfer memory barrier between dependent dispatches (vkmtp).")
       .def(py::init<>());
+    // --- s6-fuse ---
+    py::class_<OpShaderBarrier, kp::OpBase, std::shared_ptr<OpShaderBarrier>>(
+      m, "OpShaderBarrier", "Compute/transfer memory barrier between dependent dispatches, no host stage (vkmtp).")
+      .def(py::init<>());
+    // --- end s6-fuse ---
     py::class_<OpCopyRegion, kp::OpBase, std::shared_ptr<OpCopyRegion>>(
       m, "OpCopyRegion", "Copy n_bytes from src at src_offset to dst at dst_offset (vkmtp).")
       .def(py::init<std::shared_ptr<kp::Tensor>, std::shared_ptr<kp::Tensor>, uint64_t, uint64_t, uint64_t>(),

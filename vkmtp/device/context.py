@@ -230,6 +230,7 @@ class Recorder:
         self._pending_reads: list[View] = []
         self.n_dispatches = 0
         self.n_barriers = 0
+        self.n_host_barriers = 0   # of which also wait for the host stage (the last one of a recording)
         self.labels: list[str] = []
         self._keep: list = []   # ops must outlive the recording
 
@@ -241,13 +242,18 @@ class Recorder:
         self._pending_writes.extend(writes)
         self._pending_reads.extend(reads)
 
-    def barrier(self) -> None:
-        op = self._kp.OpComputeBarrier()
+    def barrier(self, host: bool = False) -> None:
+        """A memory barrier between dependent dispatches: compute/transfer stages only (kp.OpShaderBarrier);
+        host=True also makes the writes visible to the host (kp.OpComputeBarrier), which only the barrier ending
+        a recording needs. A kp built without OpShaderBarrier records OpComputeBarrier for both."""
+        shader_barrier = getattr(self._kp, "OpShaderBarrier", None)
+        op = self._kp.OpComputeBarrier() if host or shader_barrier is None else shader_barrier()
         self.seq.record(op)
         self._keep.append(op)
         self._pending_writes.clear()
         self._pending_reads.clear()
         self.n_barriers += 1
+        self.n_host_barriers += int(host or shader_barrier is None)
         self.labels.append("barrier")
 
     def dispatch(self, key: ShaderKey, buffers: Seq[Buffer], groups: tuple[int, int, int],
@@ -277,7 +283,7 @@ class Recorder:
 
     def finish(self) -> "Recorder":
         """End with a barrier so the host (after the fence) sees every write."""
-        self.barrier()
+        self.barrier(host=True)
         return self
 
     def run(self) -> None:

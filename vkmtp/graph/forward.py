@@ -36,7 +36,7 @@ from vkmtp.ops.flash_attn import FlashAttn
 from vkmtp.ops.gdn import GatedDeltaNet
 from vkmtp.ops.get_rows import GetRows
 from vkmtp.ops.matmul import MatMul
-from vkmtp.ops.matvec import MatVec
+from vkmtp.ops.matvec import MAX_IN_HEADS, InputPrep, MatVec
 from vkmtp.ops.matvec_id import ExpertPart, MatVecId, routes_words
 from vkmtp.ops.moe_router import MoeRouter
 from vkmtp.ops.rms_norm import RmsNorm
@@ -87,16 +87,24 @@ class Ops:
         self.topk = TopK(device, DRAFT_TOP_K)
 
     def linear(self, rec: Recorder, w: WeightRef, x: View, y: View, n: int, accumulate: bool = False,
-               prefill: bool = False, x_stride: int | None = None, y_stride: int | None = None) -> None:
+               prefill: bool = False, x_stride: int | None = None, y_stride: int | None = None,
+               prep: InputPrep | None = None, out_gate: tuple[View, int] | None = None) -> None:
         """y[n, rows] (+)= x[n, K] W^T (row strides default to K and rows). Decode and verify steps use the
         batch-invariant mat-vec (any n: it runs 8 columns per dispatch), so a token's result never depends on
-        its batch; prompt chunks use the tiled mat-mat."""
+        its batch; prompt chunks use the tiled mat-mat. `prep` / `out_gate` (mat-vec only): the fused input
+        preparation and gated output write of vkmtp.ops.matvec."""
         rows, k = (w.shape[-2] if len(w.shape) > 1 else 1), w.shape[-1]
         xs, ys = x_stride or k, y_stride or rows
         x = x.sub(0, 4 * ((n - 1) * xs + k))
         y = y.sub(0, 4 * ((n - 1) * ys + rows))
-        op = self.matmul if prefill else self.matvec
-        op.record(rec, w.parts, w.ggml_type, rows, k, x, y, n, accumulate=accumulate, x_stride=xs, y_stride=ys)
+        if prefill:
+            if prep is not None or out_gate is not None:
+                raise ValueError("the prefill mat-mat has no fused input preparation or gated output")
+            self.matmul.record(rec, w.parts, w.ggml_type, rows, k, x, y, n, accumulate=accumulate, x_stride=xs,
+                               y_stride=ys)
+            return
+        self.matvec.record(rec, w.parts, w.ggml_type, rows, k, x, y, n, accumulate=accumulate, x_stride=xs,
+                           y_stride=ys, prep=prep, out_gate=out_gate)
 
 
 @dataclass
@@ -181,8 +189,17 @@ class Forward:
         ys = Strided(y.sub(0, 4 * ((n - 1) * (y_stride or width) + width)), y_stride or width, 0)
         self.ops.norm.record(rec, xs, self._vec(w_name), ys, n, width)
 
+    def normed_input(self, rec: Recorder, act: Activations, w_name: str, n: int) -> tuple[View, InputPrep | None]:
+        """The input of the mat-vecs that read RMSNorm(x; w_name): in a decode / verify step x itself with the
+        norm folded into each of them (InputPrep "norm": no dispatch, no barrier); in a prompt chunk the norm
+        recorded into act.xn for the mat-mats."""
+        if act.prefill:
+            self.norm(rec, act.x, w_name, act.xn, n, self.cfg.n_embd)
+            return act.xn, None
+        return act.x, InputPrep("norm", self._vec(w_name), self.cfg.rms_eps)
+
     def projections(self, rec: Recorder, names: tuple[str, ...], x: View, out: View, n: int,
-                    prefill: bool) -> int:
+                    prefill: bool, prep: InputPrep | None = None) -> int:
         """out[n, W] = x W_1^T | x W_2^T | ... for matrices reading the same x: one mat-vec / mat-mat per fused
         group (vkmtp.model.weights.fused_groups), one per remaining matrix. Returns W (out's row stride)."""
         widths = [self.w[m].n_rows for m in names]
@@ -196,7 +213,7 @@ class Forward:
             width = sum(widths[i:j])
             y = out.sub(4 * col, 4 * ((n - 1) * total + width))
             y = ColumnsView(y.buffer, y.offset, y.nbytes, stride=4 * total, width=4 * width)
-            self.ops.linear(rec, ref, x, y, n, prefill=prefill, y_stride=total)
+            self.ops.linear(rec, ref, x, y, n, prefill=prefill, y_stride=total, prep=prep)
             col += width
             i = j
         return total
@@ -212,25 +229,25 @@ class Forward:
     def record_block(self, rec: Recorder, blk: BlockTensors, records: View, act: Activations, n: int,
                      n_snap: int = 0, mtp: bool = False) -> None:
         """x <- x + mixer(norm(x)); x <- x + ffn(norm(x)) for block `blk` (trunk or the MTP block)."""
-        e = self.cfg.n_embd
-        self.norm(rec, act.x, blk.attn_norm.name, act.xn, n, e)
+        xin, prep = self.normed_input(rec, act, blk.attn_norm.name, n)
         if blk.kind is LayerKind.ATTENTION:
-            self.record_attention(rec, blk.index, blk.mixer, records, act, n, mtp)
+            self.record_attention(rec, blk.index, blk.mixer, records, act, n, mtp, xin, prep)
         else:
-            self.record_delta_net(rec, blk.index, blk.mixer, records, act, n, n_snap)
-        self.norm(rec, act.x, blk.ffn_norm.name, act.xn, n, e)
+            self.record_delta_net(rec, blk.index, blk.mixer, records, act, n, n_snap, xin, prep)
+        xin, prep = self.normed_input(rec, act, blk.ffn_norm.name, n)
         if isinstance(blk.ffn, DenseFfnTensors):
-            self.record_dense_ffn(rec, blk.ffn.gate.name, blk.ffn.up.name, blk.ffn.down.name, act.xn, act, n)
+            self.record_dense_ffn(rec, blk.ffn.gate.name, blk.ffn.up.name, blk.ffn.down.name, xin, act, n,
+                                  prep=prep)
         else:
-            self.record_moe_ffn(rec, blk.ffn, act, n)
+            self.record_moe_ffn(rec, blk.ffn, act, n, xin, prep)
 
     def record_attention(self, rec: Recorder, layer: int, t: AttentionTensors, records: View,
-                         act: Activations, n: int, mtp: bool) -> None:
+                         act: Activations, n: int, mtp: bool, xin: View, prep: InputPrep | None) -> None:
         cfg, ops = self.cfg, self.ops
         h, hkv, d = cfg.n_head, cfg.n_head_kv, cfg.head_dim
         qg_w, kv_w = 2 * h * d, hkv * d
         # one [n, W] matrix per token: q+gate | k | v
-        w = self.projections(rec, (t.q.name, t.k.name, t.v.name), act.xn, act.mix, n, act.prefill)
+        w = self.projections(rec, (t.q.name, t.k.name, t.v.name), xin, act.mix, n, act.prefill, prep)
 
         def cols(first: int, width: int) -> View:   # columns first.. first+width-1 of every token's row
             v = act.mix.sub(4 * first, 4 * ((n - 1) * w + width))
@@ -250,22 +267,27 @@ class Forward:
         gate = Strided(cols(d, qg_w - d), w, 2 * d)
         k = Strided(cols(qg_w, kv_w), w, d)
         v = Strided(cols(qg_w + kv_w, kv_w), w, d)
-        ops.rope.record(rec, records, q, q, n, h, norm_weight=self._vec(t.q_norm.name))
-        ops.rope.record_to_cache(rec, records, k, k_cache, layout, n, norm_weight=self._vec(t.k_norm.name))
-        set_rows.record(rec, records, v, v_cache, n)
+        # q normed and rotated in place, k into the cache and v into its cache: one dispatch (rope.comp ROPE_QK,
+        # ROPE_QKV where the V cache is one buffer with K's layout; else V by set_rows)
+        fuse_v = Rope.fuses_v(v_cache, set_rows.layout, layout)
+        ops.rope.record_qk(rec, records, q, self._vec(t.q_norm.name), k, self._vec(t.k_norm.name), k_cache, layout,
+                           n, h, **(dict(v=v, v_cache=v_cache, v_layout=set_rows.layout) if fuse_v else {}))
+        if not fuse_v:
+            set_rows.record(rec, records, v, v_cache, n)
         o = Strided.heads(act.o.sub(0, 4 * n * h * d), h, d)
         attn.record(rec, records, q, k_cache, v_cache, o, n, act.attn_scratch, gate=gate)
         ops.linear(rec, self.w[t.output.name], act.o, act.x, n, accumulate=True, prefill=act.prefill)
 
     def record_delta_net(self, rec: Recorder, layer: int, t: DeltaNetTensors, records: View, act: Activations,
-                         n: int, n_snap: int) -> None:
+                         n: int, n_snap: int, xin: View, prep: InputPrep | None) -> None:
         cfg, ops = self.cfg, self.ops
         conv_dim, d_inner, hv = cfg.ssm_conv_dim, cfg.ssm_d_inner, cfg.ssm_dt_rank
         d = cfg.ssm_d_state
         # one [n, W] matrix per token: u (qkv) | z | b | a; then c [n, conv_dim]
         w = conv_dim + d_inner + 2 * hv
         proj = act.mix.sub(0, 4 * n * w)
-        self.projections(rec, (t.qkv.name, t.gate.name, t.beta.name, t.alpha.name), act.xn, proj, n, act.prefill)
+        self.projections(rec, (t.qkv.name, t.gate.name, t.beta.name, t.alpha.name), xin, proj, n, act.prefill,
+                         prep)
         u = proj
         z = proj.sub(4 * conv_dim, proj.nbytes - 4 * conv_dim)
         b = proj.sub(4 * (conv_dim + d_inner), proj.nbytes - 4 * (conv_dim + d_inner))
@@ -280,21 +302,42 @@ class Forward:
                        c.sub(8 * kd, c.nbytes - 8 * kd), conv_dim, b, a, w, self._vec(t.a.name), self._vec(t.dt_bias.name), ssm_state, o, d_inner,
                        cfg.ssm_n_group, hv, cfg.rms_eps, snapshots=ssm_log if n_snap else None,
                        n_snap=n_snap + 1 if n_snap else 0, n_seqs=n, log_steps=n_snap > 0)
-        # y_h = RMSNorm(o_h; ssm_norm) * silu(z_h), per value head, in place in o
-        oh = Strided.heads(o, hv, d)
-        ops.norm.record(rec, oh, self._vec(t.norm.name), oh, n, d, n_head=hv, gate=Strided(z, w, d))
-        ops.linear(rec, self.w[t.out.name], o, act.x, n, accumulate=True, prefill=act.prefill)
+        # y_h = RMSNorm(o_h; ssm_norm) * silu(z_h), per value head: folded into the output projection's input
+        # (decode / verify), or in place in o (prompt chunks)
+        if act.prefill or hv > MAX_IN_HEADS or d % 8:   # fused: up to 64 heads, head_dim a multiple of 8
+            oh = Strided.heads(o, hv, d)
+            ops.norm.record(rec, oh, self._vec(t.norm.name), oh, n, d, n_head=hv, gate=Strided(z, w, d))
+            ops.linear(rec, self.w[t.out.name], o, act.x, n, accumulate=True, prefill=act.prefill)
+            return
+        zc = z.sub(0, 4 * ((n - 1) * w + d_inner))
+        ops.linear(rec, self.w[t.out.name], o, act.x, n, accumulate=True,
+                   prep=InputPrep("head_norm", self._vec(t.norm.name), cfg.rms_eps, zc, w, d))
 
     def record_dense_ffn(self, rec: Recorder, gate: str, up: str, down: str, xn: View, act: Activations,
-                         n: int, out: View | None = None, accumulate: bool = True) -> None:
+                         n: int, out: View | None = None, accumulate: bool = True,
+                         prep: InputPrep | None = None) -> None:
+        """out (+)= down(SiLU(xn gate^T) * (xn up^T)); prep: xn's fused norm (decode / verify)."""
         ff = self.w[gate].shape[0]
-        # one [n, 2F] matrix per token: g | u; SiLU(g) * u in place of g
-        self.projections(rec, (gate, up), xn, act.f, n, act.prefill)
+        # one [n, 2F] matrix per token: g | u; SiLU(g) * u folded into the down projection's input (decode /
+        # verify), or in place of g (prompt chunks)
+        self.projections(rec, (gate, up), xn, act.f, n, act.prefill, prep)
         gu = act.f.sub(0, 4 * 2 * n * ff)
         g, u = Strided(gu, 2 * ff), Strided(gu.sub(4 * ff, gu.nbytes - 4 * ff), 2 * ff)
-        self.ops.swiglu.record(rec, g, u, g, n, ff)
-        self.ops.linear(rec, self.w[down], gu, out if out is not None else act.x, n, accumulate=accumulate,
-                        prefill=act.prefill, x_stride=2 * ff)
+        y = out if out is not None else act.x
+        if act.prefill:
+            self.ops.swiglu.record(rec, g, u, g, n, ff)
+            self.ops.linear(rec, self.w[down], gu, y, n, accumulate=accumulate, prefill=True, x_stride=2 * ff)
+            return
+        self.record_swiglu_down(rec, down, act, n, y, accumulate)
+
+    def record_swiglu_down(self, rec: Recorder, down: str, act: Activations, n: int, y: View, accumulate: bool,
+                           out_gate: tuple[View, int] | None = None) -> None:
+        """y (+)= down(SiLU(g) * u) for act.f's [n, g | u] rows, SwiGLU folded into the mat-vec's input."""
+        ff = self.w[down].shape[-1]
+        gu = act.f.sub(0, 4 * 2 * n * ff)
+        up_cols = gu.sub(4 * ff, 4 * ((n - 1) * 2 * ff + ff))
+        self.ops.linear(rec, self.w[down], gu, y, n, accumulate=accumulate, x_stride=2 * ff,
+                        prep=InputPrep("swiglu", side=up_cols, side_stride=2 * ff), out_gate=out_gate)
 
     def _experts(self, name: str) -> list[ExpertPart]:
         """An expert stack's parts in experts (placement splits stacks only between experts)."""
@@ -302,8 +345,11 @@ class Forward:
         per = ref.shape[1]
         return [ExpertPart(p.view, p.row_start // per, p.n_rows // per) for p in ref.parts]
 
-    def record_moe_ffn(self, rec: Recorder, t, act: Activations, n: int) -> None:
-        """Routed experts (softmax top-k, renormalised) plus the sigmoid-gated shared expert (docs/MODEL.md, Forward pass)."""
+    def record_moe_ffn(self, rec: Recorder, t, act: Activations, n: int, xin: View,
+                       prep: InputPrep | None) -> None:
+        """Routed experts (softmax top-k, renormalised) plus the sigmoid-gated shared expert (docs/MODEL.md, Forward pass).
+        Decode / verify: the FFN norm is folded into every mat-vec that reads it (prep), SwiGLU into both down
+        projections' inputs and the shared expert's gated add into its down projection's output write."""
         cfg, ops = self.cfg, self.ops
         e, ne, k, fe = cfg.n_embd, cfg.n_expert, cfg.n_expert_used, cfg.n_ff_exp
         arena = Arena(act.moe.buffer, 16)
@@ -315,23 +361,37 @@ class Forward:
         g = arena.take(4 * n * k * fe, "expert_gate")              # [n*k, F_e]
         u = arena.take(4 * n * k * fe, "expert_up")                # [n*k, F_e]
         d = arena.take(4 * n * k * e, "expert_down")               # [n*k, E]
-        shared_out = arena.take(4 * n * e, "shared_out")           # [n, E]
-        self.projections(rec, (t.gate_inp.name, t.gate_inp_shexp.name), act.xn, gates, n, act.prefill)
+        shared_out = arena.take(4 * n * e, "shared_out")           # [n, E] (prompt chunks)
+        self.projections(rec, (t.gate_inp.name, t.gate_inp_shexp.name), xin, gates, n, act.prefill, prep)
         shared_gate = Strided(gates.sub(4 * ne, gates.nbytes - 4 * ne), ne + 1)
         ops.router.record(rec, gates, ne + 1, n, ids, weights)
         ops.matvec_id.record_routes(rec, ids, routes, n, k)
         gate_type, up_type = self.w[t.gate_exps.name].ggml_type, self.w[t.up_exps.name].ggml_type
-        ops.matvec_id.record(rec, self._experts(t.gate_exps.name), gate_type, ne, fe, e, act.xn, g, routes, n, k)
-        ops.matvec_id.record(rec, self._experts(t.up_exps.name), up_type, ne, fe, e, act.xn, u, routes, n, k)
-        ops.swiglu.record(rec, Strided.rows(g, fe), Strided.rows(u, fe), Strided.rows(g, fe), n * k, fe)
-        ops.matvec_id.record(rec, self._experts(t.down_exps.name), self.w[t.down_exps.name].ggml_type, ne, e, fe,
-                             g, d, routes, n, k, x_per_slot=True)
+        ops.matvec_id.record(rec, self._experts(t.gate_exps.name), gate_type, ne, fe, e, xin, g, routes, n, k,
+                             prep=prep)
+        ops.matvec_id.record(rec, self._experts(t.up_exps.name), up_type, ne, fe, e, xin, u, routes, n, k,
+                             prep=prep)
+        down = self.w[t.down_exps.name].ggml_type
+        if not act.prefill:
+            # the shared expert's gate | up read the FFN input before the routed sum changes x
+            self.projections(rec, (t.gate_shexp.name, t.up_shexp.name), xin, act.f, n, False, prep)
+        if act.prefill:
+            ops.swiglu.record(rec, Strided.rows(g, fe), Strided.rows(u, fe), Strided.rows(g, fe), n * k, fe)
+            ops.matvec_id.record(rec, self._experts(t.down_exps.name), down, ne, e, fe, g, d, routes, n, k,
+                                 x_per_slot=True)
+        else:
+            ops.matvec_id.record(rec, self._experts(t.down_exps.name), down, ne, e, fe, g, d, routes, n, k,
+                                 x_per_slot=True, prep=InputPrep("swiglu", side=u))
         ops.matvec_id.record_weighted_sum(rec, d, weights, act.x, n, k, e, accumulate=True)
         # shared expert, scaled by sigmoid(w_shexp . xn) per token
-        self.record_dense_ffn(rec, t.gate_shexp.name, t.up_shexp.name, t.down_shexp.name, act.xn, act, n,
-                              out=shared_out, accumulate=False)
-        ops.sigmoid_scale_add.record(rec, Strided.rows(shared_out, e), shared_gate,
-                                     Strided.rows(act.x.sub(0, 4 * n * e), e), n, e)
+        if act.prefill:
+            self.record_dense_ffn(rec, t.gate_shexp.name, t.up_shexp.name, t.down_shexp.name, xin, act, n,
+                                  out=shared_out, accumulate=False)
+            ops.sigmoid_scale_add.record(rec, Strided.rows(shared_out, e), shared_gate,
+                                         Strided.rows(act.x.sub(0, 4 * n * e), e), n, e)
+        else:
+            self.record_swiglu_down(rec, t.down_shexp.name, act, n, act.x, accumulate=False,
+                                    out_gate=(shared_gate.view, ne + 1))
 
     # --- whole passes -------------------------------------------------------------------------------------------
     def record_trunk(self, rec: Recorder, records: View, act: Activations, n: int, n_snap: int = 0) -> None:
@@ -382,11 +442,11 @@ class Forward:
         self.norm(rec, act.xn, mtp.enorm.name, cat, n, e, y_stride=2 * e)
         self.norm(rec, h_in, mtp.hnorm.name, cat.sub(4 * e, cat.nbytes - 4 * e), n, e, y_stride=2 * e)
         self.ops.linear(rec, self.w[mtp.eh_proj.name], cat, act.x, n, prefill=act.prefill)
-        self.norm(rec, act.x, mtp.block.attn_norm.name, act.xn, n, e)
+        xin, prep = self.normed_input(rec, act, mtp.block.attn_norm.name, n)
         k_proj = act.mix.sub(0, 4 * n * hkv * d)
         v_proj = act.mix.sub(4 * n * hkv * d, 4 * n * hkv * d)
-        self.ops.linear(rec, self.w[t.k.name], act.xn, k_proj, n, prefill=act.prefill)
-        self.ops.linear(rec, self.w[t.v.name], act.xn, v_proj, n, prefill=act.prefill)
+        self.ops.linear(rec, self.w[t.k.name], xin, k_proj, n, prefill=act.prefill, prep=prep)
+        self.ops.linear(rec, self.w[t.v.name], xin, v_proj, n, prefill=act.prefill, prep=prep)
         self.ops.rope.record_to_cache(rec, records, Strided.heads(k_proj, hkv, d), self.state.mtp_k.layers[0],
                                       self.state.mtp_kv_layout, n, norm_weight=self._vec(t.k_norm.name))
         self.ops.set_rows_mtp.record(rec, records, Strided.heads(v_proj, hkv, d), self.state.mtp_v.layers[0], n)

@@ -20,12 +20,14 @@ class GraphCounts:
     submissions: int
     state_bytes: int = 0            # state bytes the step always writes (live states, snapshots)
     rollback_bytes_per_seq: int = 0   # plus this per sequence that rejected a draft (speculative steps)
+    host_barriers: int = 0          # barriers that also wait for the host stage (one per submission with a kp
+                                    # that has OpShaderBarrier; else every barrier)
 
     @staticmethod
     def of(recorders, state_bytes: int = 0, rollback_bytes_per_seq: int = 0) -> "GraphCounts":
         recs = list(recorders)
         return GraphCounts(sum(r.n_dispatches for r in recs), sum(r.n_barriers for r in recs), len(recs),
-                           state_bytes, rollback_bytes_per_seq)
+                           state_bytes, rollback_bytes_per_seq, sum(r.n_host_barriers for r in recs))
 
     def state_bytes_written(self, n_rejected: int = 0) -> int:
         """State bytes of one replay in which n_rejected sequences rejected a draft."""

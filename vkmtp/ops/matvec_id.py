@@ -13,7 +13,7 @@ from __future__ import annotations
 from typing import Sequence
 
 from vkmtp.device import Device, ShaderKey, View
-from vkmtp.ops.matvec import MAX_COLS, MatVecTuning, check_tuning, variant_key
+from vkmtp.ops.matvec import MAX_COLS, InputPrep, MatVecTuning, check_tuning, variant_key
 from vkmtp.ops.quant_types import RowPart, check_view, fold, row_parts, weight_row_bytes
 
 # An expert stack [n_expert, n_rows, n_k] split by experts: RowPart(view, expert_start, n_experts), where a
@@ -64,7 +64,7 @@ class MatVecId:
 
     def record(self, rec, experts: View | Sequence[ExpertPart], ggml_type: int, n_expert: int, n_rows: int,
                n_k: int, x: View, y: View, routes: View, n_tok: int, n_used: int,
-               x_per_slot: bool = False) -> None:
+               x_per_slot: bool = False, x_stride: int | None = None, prep: InputPrep | None = None) -> None:
         """Record one dispatch per expert part.
 
         Args:
@@ -72,29 +72,52 @@ class MatVecId:
             x: [n_tok, n_k] f32 (gate/up), or with x_per_slot [n_tok * n_used, n_k] f32 (down)
             y: [n_tok * n_used, n_rows] f32, row t * n_used + j for token t's j-th expert
             routes: written by record_routes for the same n_tok, n_used
+            x_stride: words between input rows (default n_k)
+            prep: InputPrep "norm" (weight of n_k) or "swiglu" (side: the up half of input row 0, in x's
+                buffer; every row's up half at the same distance from its gate half)
         """
         row_bytes = weight_row_bytes(ggml_type, n_k)
         parts = row_parts(experts, n_expert, n_rows * row_bytes, "matvec_id expert stack")
         n = n_tok * n_used
         n_x_rows = n if x_per_slot else n_tok
-        check_view(x, n_x_rows * n_k * 4, "matvec_id inputs x")
+        x_stride = n_k if x_stride is None else x_stride
+        if x_stride < n_k:
+            raise ValueError(f"matvec_id: x_stride {x_stride} < n_k {n_k}")
+        x_words = (n_x_rows - 1) * x_stride + n_k
+        check_view(x, x_words * 4, "matvec_id inputs x")
+        side_rel, extra, buffers, reads = 0, [0, 0.0, 0, 0], [], []
+        if prep is not None:
+            if prep.mode == "head_norm":
+                raise ValueError("matvec_id: head_norm input preparation is not supported")
+            prep.check("matvec_id", x, n_k)
+            if prep.side is not None:
+                side_rel = prep.side.word_offset - x.word_offset
+                if side_rel < n_k:
+                    raise ValueError("matvec_id: the side operand must follow its input row's first n_k words")
+                reads.append(prep.side.sub(0, x_words * 4))
+            extra = prep.push(side_rel)
+            if prep.weight is not None:
+                buffers.append(prep.weight.buffer)
+                reads.append(prep.weight)
         check_view(y, n * n_rows * 4, "matvec_id output y")
         check_view(routes, routes_words(n_tok, n_used) * 4, "matvec_id routes")
         routes = routes.sub(0, routes_words(n_tok, n_used) * 4)
-        x_used = x.sub(0, n_x_rows * n_k * 4)
+        x_used = x.sub(0, x_words * 4)
         y_used = y.sub(0, n * n_rows * 4)
         t = self.tuning
         key = variant_key("matvec_id.comp", ggml_type, t, False,
-                          x_aligned=x.word_offset % 4 == 0 and n_k % 4 == 0)
+                          x_aligned=x.word_offset % 4 == 0 and x_stride % 4 == 0 and side_rel % 4 == 0,
+                          prep=prep)
         spec = [t.block_size, t.rows_per_group, group_capacity(n_tok), self.device.info.subgroup_size]
         gx = -(-n_rows // t.rows_per_group)
         if gx > self.device.info.max_workgroup_count[0] or n > self.device.info.max_workgroup_count[1]:
             raise ValueError(f"matvec_id: grid {gx} x {n} exceeds the device's workgroup count limits")
         for part in parts:
             push = [part.view.offset, row_bytes, n_k, n_rows, part.row_start, part.n_rows, n_expert,
-                    x.word_offset, n_k, int(x_per_slot), y.word_offset, n_rows, routes.word_offset, n, n_used]
-            rec.dispatch(key, [part.view.buffer, x.buffer, y.buffer, routes.buffer], (gx, n, 1), push=push,
-                         spec=spec, reads=[part.view, x_used, routes], writes=[y_used])
+                    x.word_offset, x_stride, int(x_per_slot), y.word_offset, n_rows, routes.word_offset, n, n_used,
+                    *extra]
+            rec.dispatch(key, [part.view.buffer, x.buffer, y.buffer, routes.buffer, *buffers], (gx, n, 1),
+                         push=push, spec=spec, reads=[part.view, x_used, routes, *reads], writes=[y_used])
 
     def record_weighted_sum(self, rec, slots: View, weights: View, y: View, n_tok: int, n_used: int,
                             n_rows: int, accumulate: bool = False) -> None:

@@ -82,6 +82,53 @@ class Rope:
                        [kv.word_offset, layout.row_words, layout.head_words, layout.n_ctx], kv.rows_per_part,
                        kv.defines)
 
+    def record_qk(self, rec, tokens: View, q: Strided, q_norm: View, k: Strided, k_norm: View, cache,
+                  layout: KvLayout, n_tok: int, n_head: int, v: Strided | None = None,
+                  v_cache: View | None = None, v_layout: KvLayout | None = None) -> None:
+        """record(q -> q in place, q_norm) and record_to_cache(k, k_norm) in ONE dispatch, each head with the
+        arithmetic of its own dispatch (the same bits). q and k: views of one buffer with one token stride.
+        v, v_cache, v_layout: also store v into the V cache as SetRows does (same bytes): one buffer, the K
+        cache's layout (`fuses_v` says whether a V cache qualifies)."""
+        if layout.head_dim != self.head_dim:
+            raise ValueError(f"cache head_dim {layout.head_dim} != rope head_dim {self.head_dim}")
+        q.check("rope q", n_tok, n_head, self.head_dim)
+        k.check("rope k", n_tok, layout.n_head_kv, self.head_dim)
+        if q.buffer is not k.buffer or q.tok_stride != k.tok_stride:
+            raise ValueError("rope q+k: q and k must share a buffer and a token stride")
+        for name, w in (("q", q_norm), ("k", k_norm)):
+            if w.nbytes < self.head_dim * WORD:
+                raise ValueError(f"rope {name} norm weight of {w.nbytes} B is shorter than head_dim")
+        kv = KvOperand.of(cache, layout, "rope cache")
+        records = check_tokens(tokens, n_tok)
+        defines = dict(kv.defines, NORM=1, ROPE_QK=1, Q_OUT_BINDING=3 + kv.n_parts, W_K_BINDING=4 + kv.n_parts)
+        defines[layout.store_define] = 1
+        if self.subgroup:
+            defines["USE_SUBGROUP"] = 1
+        buffers = [tokens.buffer, q.buffer, q_norm.buffer, *kv.buffers, q.buffer, k_norm.buffer]
+        reads, writes = [records, q.view, k.view, q_norm, k_norm], [*kv.views, q.view]
+        v_push, n_v = [layout.n_head_kv, 0, 0, 0], 0
+        if v is not None:
+            if not self.fuses_v(v_cache, v_layout, layout):
+                raise ValueError("rope q+k+v: the V cache must be one buffer with the K cache's layout")
+            v.check("rope v", n_tok, layout.n_head_kv, self.head_dim)
+            if v.buffer is not q.buffer or v.tok_stride != q.tok_stride:
+                raise ValueError("rope q+k+v: v must share q's buffer and token stride")
+            defines.update(ROPE_QKV=1, V_OUT_BINDING=5 + kv.n_parts)
+            v_push, n_v = [layout.n_head_kv, v.offset, v.head_stride, v_cache.word_offset], layout.n_head_kv
+            buffers.append(v_cache.buffer)
+            reads.append(v.view)
+            writes.append(v_cache.sub(0, layout.nbytes))
+        push = [tokens.word_offset, *q.push(), q_norm.word_offset, kv.word_offset, layout.row_words,
+                layout.head_words, layout.n_ctx, self.n_rot, float(self.log2_base), self.eps, kv.rows_per_part,
+                n_head, k.offset, k.head_stride, k_norm.word_offset, q.offset, q.tok_stride, q.head_stride, *v_push]
+        rec.dispatch(ShaderKey.make("rope.comp", **defines), buffers, (n_head + layout.n_head_kv + n_v, n_tok, 1),
+                     push=push, spec=[self.block_size, self.head_dim], reads=reads, writes=writes)
+
+    @staticmethod
+    def fuses_v(v_cache, v_layout: KvLayout | None, k_layout: KvLayout) -> bool:
+        """record_qk can store V too: a V cache in one buffer (a View, not parts) with the K cache's layout."""
+        return isinstance(v_cache, View) and v_layout == k_layout and v_cache.nbytes >= k_layout.nbytes
+
     def _dispatch(self, rec, tokens, x, n_tok, n_head, norm_weight, store_define, outs, out_push, rows_per_part,
                   kv_defines=None) -> None:
         x.check("rope x", n_tok, n_head, self.head_dim)
@@ -111,4 +158,9 @@ def shader_variants() -> list[ShaderKey]:
         extra = {store: 1} if store else {}
         keys += [ShaderKey.make("rope.comp", **extra), ShaderKey.make("rope.comp", NORM=1, **extra),
                  ShaderKey.make("rope.comp", NORM=1, USE_SUBGROUP=1, **extra)]
+        if store:
+            for sub in ({}, {"USE_SUBGROUP": 1}):
+                keys += [ShaderKey.make("rope.comp", NORM=1, ROPE_QK=1, Q_OUT_BINDING=4, W_K_BINDING=5, **sub, **extra),
+                         ShaderKey.make("rope.comp", NORM=1, ROPE_QK=1, Q_OUT_BINDING=4, W_K_BINDING=5, ROPE_QKV=1,
+                                        V_OUT_BINDING=6, **sub, **extra)]
     return keys
