@@ -1,8 +1,8 @@
 #version 450
-// Row-wise top-k (k <= 16) in two passes: the k greatest values in descending order, ties to the LOWER
+// Row-wise top-k (k <= 20) in two passes: the k greatest values in descending order, ties to the LOWER
 // index, NaN treated as -inf. Round r selects the best (value, index) strictly after round r-1's winner in
 // that total order, by a full scan of the range plus a workgroup argmax (common/reduce.glsl); k rounds of a
-// 4096-wide part cost 16 reads per element, far less than the logits' matmul.
+// 4096-wide part cost k (<= 20) reads per element, far less than the logits' matmul.
 //   pass 1 (default): workgroup (part, row) writes the top-k (value bits, index) pairs of x[row][part range]
 //                     to part[row][part][k] (index 0xFFFFFFFF = none: the range has fewer than k values).
 //   pass 2 (FINAL):   one workgroup per row selects the top k of the n_parts * k candidates and writes

@@ -49,6 +49,6 @@ def test_topk_with_parts_smaller_than_k(device):
     np.testing.assert_array_equal(vals, want_vals)
 
 
-def test_topk_refuses_k_beyond_16(device):
-    with pytest.raises(ValueError, match="k <= 16"):
-        TopK(device, 17)
+def test_topk_refuses_k_beyond_20(device):
+    with pytest.raises(ValueError, match="k <= 20"):
+        TopK(device, 21)

@@ -1,6 +1,7 @@
-"""Row-wise top-k (k <= 16) values and ids, ties to the lower index (shaders/topk.comp, two passes).
+"""Row-wise top-k (k <= 20) values and ids, ties to the lower index (shaders/topk.comp, two passes).
 
-For the MTP draft's p-min check: the softmax over the top-10 draft logits needs 10 values, not 248320.
+For the MTP draft's p-min check (the softmax over the top-10 draft logits needs 10 values, not 248320) and for
+the top-n token log-probabilities a client asks for (OpenAI's bound: 20; vkmtp.ops.token_probs).
 Mirrors vkmtp.ref.ops.topk.topk.
 """
 
@@ -10,7 +11,7 @@ from vkmtp.device import WORD, ShaderKey, View
 from vkmtp.ops._select import TwoPassRows, flag_variants
 from vkmtp.ops.strided import Strided
 
-MAX_K = 16
+MAX_K = 20
 
 
 class TopK(TwoPassRows):
