@@ -22,6 +22,8 @@ from vkmtp.engine.prompt_cache import Checkpoints, next_chunk, plan_reuse
 from vkmtp.graph.graph_counts import GraphCounts
 from vkmtp.graph.steps import CommitGraph, DecodeGraph, GraphContext, MtpLagGraph, PrefillGraph, SpecGraph
 from vkmtp.graph.step_io import StepIO
+from vkmtp.graph.token_probs import ROW_WORDS, read_row
+from vkmtp.engine.token_probs import TokenProbs, from_top_pairs, post_sampling
 from vkmtp.gguf import open_gguf
 from vkmtp.model.config import ModelConfig
 from vkmtp.graph.device_state import DeviceState
@@ -199,8 +201,9 @@ class VulkanEngine(SlotEngine):
         self.io.write_pairs("pairs_shift", [(slot.index, 0)])
         self.io.write_pairs("pairs_in", [(n - 1, slot.index)])
         split = self._prefill_split.get(T)
-        graph = self._graph(("prefill", T, greedy, self.use_mtp, split),
-                            lambda: PrefillGraph(self.ctx, T, greedy, self.use_mtp, split))
+        probs = self._wants_probs([slot])
+        graph = self._graph(("prefill", T, greedy, self.use_mtp, split, probs),
+                            lambda: PrefillGraph(self.ctx, T, greedy, self.use_mtp, split, probs))
         t0 = time.perf_counter()
         graph.rec.run()
         self.last_counts["prefill"] = graph.counts
@@ -212,7 +215,14 @@ class VulkanEngine(SlotEngine):
             self._copy_checkpoint(slot, place, restore=False)
         if run.pending:
             return None
-        return int(self.io.array("ids")[0]) if greedy else run.sampler.sample(self._logits(0))
+        if greedy:
+            token = int(self.io.array("ids")[0])
+            run.step_probs = self._step_probs(run, [token], [0])
+            return token
+        logits = self._logits(0)
+        token = run.sampler.sample(logits)
+        run.step_probs = self._step_probs(run, [token], [0], [logits])
+        return token
 
     def _write_padded_records(self, tokens: list[int], pos0: int, slot: int, T: int) -> None:
         """Records of a T-row batch: `tokens` of `slot` at positions pos0.., then sink padding at positions
@@ -299,15 +309,22 @@ class VulkanEngine(SlotEngine):
         self._write_records(active, 1)
         self.io.write_pairs("pairs_in", [(s, sl.index) for s, sl in enumerate(active)])
         self.host_bytes_written += (2 if self.use_mtp else 1) * 8 * S
-        graph = self._graph(("decode", S, greedy, self.use_mtp),
-                            lambda: DecodeGraph(self.ctx, S, greedy, self.use_mtp))
+        probs = self._wants_probs(active)
+        graph = self._graph(("decode", S, greedy, self.use_mtp, probs),
+                            lambda: DecodeGraph(self.ctx, S, greedy, self.use_mtp, probs))
         graph.rec.run()
         self.last_counts["decode"] = graph.counts
         outs = []
         for s, slot in enumerate(active):
             slot.tokens.append(slot.run.id_last)
             slot.mtp_lag += self.use_mtp
-            token = int(self.io.array("ids")[s]) if greedy else slot.run.sampler.sample(self._logits(s))
+            if greedy:
+                token = int(self.io.array("ids")[s])
+                slot.run.step_probs = self._step_probs(slot.run, [token], [s])
+            else:
+                logits = self._logits(s)
+                token = slot.run.sampler.sample(logits)
+                slot.run.step_probs = self._step_probs(slot.run, [token], [s], [logits])
             self.host_bytes_read += 4
             outs.append([token])
         return outs
@@ -359,9 +376,11 @@ class VulkanEngine(SlotEngine):
         if rate > 0:
             self.io.array("uniforms", np.float32)[: S * K] = self._synth_rng.random(S * K)
             self.host_bytes_written += 4 * S * K
-        graph = self._graph(("spec", S, K, greedy, spec_cfg.p_min, rate, spec_cfg.n_min, spec_cfg.draft_vocab),
+        probs = self._wants_probs(active)
+        graph = self._graph(("spec", S, K, greedy, spec_cfg.p_min, rate, spec_cfg.n_min, spec_cfg.draft_vocab,
+                             probs),
                             lambda: SpecGraph(self.ctx, S, K, greedy, spec_cfg.p_min, rate, spec_cfg.n_min,
-                                              spec_cfg.draft_vocab))
+                                              spec_cfg.draft_vocab, probs))
         graph.rec.run()
         self.last_counts["speculative"] = graph.counts
         self.spec_steps += 1
@@ -375,7 +394,9 @@ class VulkanEngine(SlotEngine):
             for s, slot in enumerate(active):
                 m = int(accept[s])
                 self.host_bytes_read += 4 * (m + 3)
-                outs.append(self._advance(slot, s, m, [int(t) for t in out_ids[s, : m + 1]], int(n_valid[s]), K))
+                tokens = [int(t) for t in out_ids[s, : m + 1]]
+                slot.run.step_probs = self._step_probs(slot.run, tokens, [s * V + j for j in range(m + 1)])
+                outs.append(self._advance(slot, s, m, tokens, int(n_valid[s]), K))
             return outs
         # temperature > 0 (or penalties): the accept rule of the reference engine on the host, then the commit
         recs = self.io.records()
@@ -389,6 +410,7 @@ class VulkanEngine(SlotEngine):
             drafts = run.sampler.allowed_drafts(drafts)   # a draft the grammar forbids ends the draft
             logits = np.stack([self._logits(s * V + j) for j in range(len(drafts) + 1)])
             out, m = verify(drafts, logits, run.sampler)
+            run.step_probs = self._step_probs(run, out, [s * V + j for j in range(len(out))], logits)
             select.append((slot.index, m))
             hidden_select.append((s * V + m, slot.index))
             outs.append(self._advance(slot, s, m, out, len(drafts), K))
@@ -420,6 +442,32 @@ class VulkanEngine(SlotEngine):
         out = {kind: c.to_dict() for kind, c in self.last_counts.items()}
         if self.spec_steps:
             out["speculative"]["state_bytes_written_per_step"] = self.spec_state_bytes / self.spec_steps
+        return out
+
+    # --- token probabilities (vkmtp.graph.token_probs) ------------------------------------------------------------
+    @staticmethod
+    def _wants_probs(slots: list[_Slot]) -> bool:
+        """Record the step's variant with token probabilities: some sequence in it asked for them."""
+        return any(sl.run.seq.request.probs is not None for sl in slots)
+
+    def _step_probs(self, run: _Run, tokens: list[int], rows: list[int], host_rows=None) -> list[TokenProbs] | None:
+        """The probabilities of `tokens`, tokens[j] chosen from the step's logits row rows[j]: log p from the GPU's
+        top-n pairs and log-sum-exp (the host reads ROW_WORDS words per row); post-sampling p from the sampler
+        chain, which runs where the logits are (`host_rows`, sampled steps) or is the argmax (greedy, p = 1)."""
+        want = run.seq.request.probs
+        if want is None:
+            return None
+        if want.post_sampling:
+            if host_rows is not None:
+                return self._host_probs(run, tokens, host_rows)
+            return [post_sampling(t, np.array([t]), np.array([1.0]), want.n_top) for t in tokens]
+        out = []
+        for j, (token, row) in enumerate(zip(tokens, rows)):
+            values, ids, lse, chosen = read_row(self.io, row)
+            self.host_bytes_read += 4 * ROW_WORDS
+            if host_rows is not None:   # sampled: the host chose the token from the logits it holds
+                chosen = float(host_rows[j][token])
+            out.append(from_top_pairs(token, values, ids, lse, chosen, want.n_top))
         return out
 
     def _logits(self, row: int) -> np.ndarray:

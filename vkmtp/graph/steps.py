@@ -9,7 +9,9 @@ SpecGraph(S, K)     a speculative step for S sequences: K chained MTP drafts (LM
 CommitGraph(S, K)   (sampling) rollback and pending hidden for accept counts decided on the host.
 
 Outputs are token ids (argmax on the GPU) in the step buffer, or logits in a host-visible buffer when a
-sequence samples with temperature > 0.
+sequence samples with temperature > 0. With `probs` (a request asked for token probabilities) the step also
+reduces every logits row to its top-n pairs and log-sum-exp (vkmtp.graph.token_probs): a separate recorded
+variant, so steps without probabilities keep their graph.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from vkmtp.graph.step_io import StepIO
 from vkmtp.graph.device_state import DeviceState
 from vkmtp.graph.forward import Activations, Forward
 from vkmtp.graph.graph_counts import GraphCounts, conv_bytes_per_seq, step_state_bytes
+from vkmtp.graph.token_probs import record_token_probs
 from vkmtp.ops.gumbel import GumbelNoise
 from vkmtp.ops.matvec import MAX_COLS
 from vkmtp.ops.spec import SpecOps
@@ -71,14 +74,18 @@ class GraphContext:
     def act(self, n: int, n_out: int, prefill: bool = False) -> Activations:
         return Activations.carve(self.scratch, self.cfg, n, n_out, self.fwd.ops, prefill)
 
-    def head(self, rec: Recorder, h: View, n_out: int, act: Activations, greedy: bool, ids: View) -> None:
-        """LM head on n_out rows of h, then argmax ids (greedy) or logits into the host-visible buffer."""
+    def head(self, rec: Recorder, h: View, n_out: int, act: Activations, greedy: bool, ids: View,
+             probs: bool = False) -> None:
+        """LM head on n_out rows of h, then argmax ids (greedy) or logits into the host-visible buffer; with
+        `probs` the rows' token probabilities too (the chosen token: the argmax when greedy)."""
         v = self.cfg.n_vocab
         logits = act.logits if greedy else self.logits_host.view(0, 4 * n_out * v)
         self.fwd.record_lm_head(rec, h, n_out, logits)
         if greedy:
             self.fwd.ops.argmax.record(rec, Strided.rows(logits.sub(0, 4 * n_out * v), v), ids, n_out, v,
                                        act.argmax_scratch)
+        if probs:   # ---- token probabilities (vkmtp.graph.token_probs) ----
+            record_token_probs(self, rec, logits, n_out, act.argmax_scratch, ids if greedy else None)
 
     def rollback(self, rec: Recorder, select: View, n_seq: int, n_rows: int) -> None:
         """Bring each selected slot's recurrent states to its accepted row ({slot, row m} pairs in `select`)
@@ -136,7 +143,8 @@ class PrefillGraph:
     `layers_per_submit`: trunk blocks per queue submission (None: the whole chunk in one); the dispatches are
     the same either way, so the tokens are too. The activations live in the scratch buffer between submissions."""
 
-    def __init__(self, ctx: GraphContext, T: int, greedy: bool, mtp: bool, layers_per_submit: int | None = None):
+    def __init__(self, ctx: GraphContext, T: int, greedy: bool, mtp: bool, layers_per_submit: int | None = None,
+                 probs: bool = False):
         self.T = T
         io, fwd = ctx.io, ctx.fwd
         e4 = 4 * ctx.cfg.n_embd
@@ -156,7 +164,7 @@ class PrefillGraph:
         fwd.record_output_norm(rec, act, T, ctx.hn.sub(0, T * e4))
         # pairs_out[0] = {last real row, 0}: the last real token's hidden -> head input
         ctx.copy_rows(rec, io.view("pairs_out", 0, 2), 1, ctx.hn.sub(0, T * e4), act.head_h, T, 1)
-        ctx.head(rec, act.head_h, 1, act, greedy, io.view("ids", 0, 1))
+        ctx.head(rec, act.head_h, 1, act, greedy, io.view("ids", 0, 1), probs)
         if mtp:
             # pairs_shift[0] = {slot, 0}; the chunk's rows 1.. take hn[0..T-2]
             ctx.mtp_catch_up(rec, records, T, io.view("pairs_shift", 0, 2), 1, T, prefill=True)
@@ -174,7 +182,7 @@ class DecodeGraph:
     head runs later, in a MtpLagGraph, only when it drafts again (the adaptive policy chose depth 0 because
     drafting does not pay): a plain step then costs what it costs without MTP."""
 
-    def __init__(self, ctx: GraphContext, S: int, greedy: bool, mtp: bool):
+    def __init__(self, ctx: GraphContext, S: int, greedy: bool, mtp: bool, probs: bool = False):
         io, fwd = ctx.io, ctx.fwd
         e4 = 4 * ctx.cfg.n_embd
         rec = ctx.device.recorder()
@@ -182,7 +190,7 @@ class DecodeGraph:
         act = ctx.act(S, S)
         fwd.record_trunk(rec, records, act, S)
         fwd.record_output_norm(rec, act, S, ctx.hn.sub(0, S * e4))
-        ctx.head(rec, ctx.hn.sub(0, S * e4), S, act, greedy, io.view("ids", 0, S))
+        ctx.head(rec, ctx.hn.sub(0, S * e4), S, act, greedy, io.view("ids", 0, S), probs)
         if mtp:
             st = ctx.state
             ctx.copy_rows(rec, io.view("pairs_lag", 0, 2 * S), S, st.pending_h, st.mtp_lag, st.n_slots_total,
@@ -226,7 +234,7 @@ class SpecGraph:
     """
 
     def __init__(self, ctx: GraphContext, S: int, K: int, greedy: bool, p_min: float, synthetic_rate: float,
-                 n_min: int = 0, draft_vocab: int = 0):
+                 n_min: int = 0, draft_vocab: int = 0, probs: bool = False):
         io, fwd, ops = ctx.io, ctx.fwd, ctx.fwd.ops
         cfg = ctx.cfg
         e4 = 4 * cfg.n_embd
@@ -264,7 +272,7 @@ class SpecGraph:
         act = ctx.act(R, R)
         fwd.record_trunk(rec, records, act, R, n_snap=K)
         fwd.record_output_norm(rec, act, R, ctx.hn.sub(0, R * e4))
-        ctx.head(rec, ctx.hn.sub(0, R * e4), R, act, greedy, io.view("ids", 0, R))
+        ctx.head(rec, ctx.hn.sub(0, R * e4), R, act, greedy, io.view("ids", 0, R), probs)
         # --- MTP catch-up with the true hidden states (independent of the accept count) -------------------------
         ctx.mtp_catch_up(rec, records, R, io.view("pairs_shift", 0, 2 * S), S, V)
         if greedy:
