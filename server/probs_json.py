@@ -1,6 +1,8 @@
-"""Token probabilities as the three APIs write them: OpenAI chat `logprobs.content`, OpenAI text completions'
-legacy `logprobs` (tokens, token_logprobs, top_logprobs, text_offset) and llama-server's
-`completion_probabilities` (`logprob` / `top_logprobs`, or `prob` / `top_probs` with post_sampling_probs)."""
+"""Token probabilities as the three APIs write them: OpenAI chat, OpenAI text completions, llama-server's /completion.
+
+OpenAI chat: `logprobs.content[]`; text completions: the legacy `logprobs` (tokens, token_logprobs,
+top_logprobs, text_offset); llama-server: `completion_probabilities` (`logprob` / `top_logprobs`, or `prob` /
+`top_probs` with post_sampling_probs)."""
 
 from __future__ import annotations
 
