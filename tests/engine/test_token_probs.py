@@ -10,6 +10,7 @@ from vkmtp.engine.api import EngineConfig, Request
 from vkmtp.engine.reference import ReferenceEngine
 from vkmtp.engine.token_probs import ProbsRequest
 from vkmtp.engine.vulkan import VulkanEngine
+from vkmtp.graph.token_probs import ROW_WORDS
 from vkmtp.sampling import SamplingParams
 from vkmtp.spec import SpecConfig
 
@@ -111,6 +112,41 @@ def test_requests_without_probabilities_read_no_more(engines):
     assert probs == [] and len(tokens) == N
     keys = [k for k in eng._graphs if k[0] in ("decode", "spec", "prefill")]
     assert any(k[-1] is False for k in keys)
+
+
+def test_greedy_probabilities_read_a_few_words_per_token(engines):
+    """Greedy logits stay on the GPU: with probabilities the host reads 2 * 20 + 2 words per token more, not
+    the row (the whole run reads less than one logits row more)."""
+    eng = engines["vulkan", True]
+    before = eng.host_bytes_read
+    generate(eng, GREEDY, None)
+    plain = eng.host_bytes_read - before
+    before = eng.host_bytes_read
+    generate(eng, GREEDY, ProbsRequest(n_top=20))
+    extra = eng.host_bytes_read - before - plain
+    assert 0 < extra < 4 * eng.n_vocab
+    assert extra % (4 * ROW_WORDS) == 0
+
+
+@pytest.mark.parametrize("mtp", [False, True], ids=["no-mtp", "mtp"])
+@pytest.mark.parametrize("params", [GREEDY, SAMPLED], ids=["greedy", "sampled"])
+def test_batched_sequences_each_get_their_own_rows(device, engines, mtp, params):
+    """Two sequences in one step, one asking for probabilities: its rows are its own (decode rows s,
+    speculative rows s * (K + 1) + j), and the other gets none."""
+    eng = VulkanEngine(default_model_path(), EngineConfig(n_ctx=128, n_slots=2, ubatch=32, spec=SpecConfig(
+        enabled=mtp, n_max=3, adaptive=False)), device=device)
+    try:
+        probs = ProbsRequest(n_top=4)
+        other = eng.submit(Request([5, 6, 7, 8, 9, 10], params, max_tokens=N))
+        seq = eng.submit(Request(list(PROMPT), params, max_tokens=N, probs=probs))
+        while not (seq.done and other.done):
+            eng.step()
+    finally:
+        eng.close()
+    assert other.probs == []
+    want_tokens, want = generate(engines["reference", mtp], params, probs)
+    assert seq.generated == want_tokens
+    assert_probs_close(seq.probs, want, 4)
 
 
 def test_probs_request_bounds():

@@ -410,7 +410,8 @@ class VulkanEngine(SlotEngine):
             drafts = run.sampler.allowed_drafts(drafts)   # a draft the grammar forbids ends the draft
             logits = np.stack([self._logits(s * V + j) for j in range(len(drafts) + 1)])
             out, m = verify(drafts, logits, run.sampler)
-            run.step_probs = self._step_probs(run, out, [s * V + j for j in range(len(out))], logits)
+            run.step_probs = self._step_probs(run, out, [s * V + j for j in range(len(out))],
+                                              logits[: len(out)])
             select.append((slot.index, m))
             hidden_select.append((s * V + m, slot.index))
             outs.append(self._advance(slot, s, m, out, len(drafts), K))
