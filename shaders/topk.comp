@@ -1,8 +1,9 @@
 #version 450
 // Row-wise top-k (k <= 20) in two passes: the k greatest values in descending order, ties to the LOWER
-// index, NaN treated as -inf. Round r selects the best (value, index) strictly after round r-1's winner in
-// that total order, by a full scan of the range plus a workgroup argmax (common/reduce.glsl); k rounds of a
-// 4096-wide part cost k (<= 20) reads per element, far less than the logits' matmul.
+// index, NaN treated as -inf. Each invocation reads its share of the range ONCE, keeping its own k best in a
+// sorted private list; then k rounds of a workgroup argmax (common/reduce.glsl) over the invocations' list heads
+// pick the range's top k in order, the winner of each round moving to its next entry. (value, index) is a total
+// order, so the result does not depend on the reduction order or on how the range is split among invocations.
 //   pass 1 (default): workgroup (part, row) writes the top-k (value bits, index) pairs of x[row][part range]
 //                     to part[row][part][k] (index 0xFFFFFFFF = none: the range has fewer than k values).
 //   pass 2 (FINAL):   one workgroup per row selects the top k of the n_parts * k candidates and writes
@@ -29,55 +30,66 @@ layout(push_constant) uniform Push {
 
 #include "reduce.glsl"
 
-// (v, i) comes after (pv, pi) in descending-value, ascending-index order.
-bool after(float v, uint i, float pv, uint pi) {
-    return v < pv || (v == pv && i > pi);
-}
+#define MAX_K 20
 
 bool better(float v, uint i, float bv, uint bi) {
     return v > bv || (v == bv && i < bi);
 }
 
+float lv[MAX_K];
+uint li[MAX_K];
+uint cnt = 0u;
+
+// Insert (v, i) into this invocation's sorted list of at most k entries.
+void offer(float v, uint i, uint k) {
+    uint at;
+    if (cnt < k) {
+        at = cnt;
+        cnt += 1u;
+    } else if (better(v, i, lv[k - 1u], li[k - 1u])) {
+        at = k - 1u;
+    } else {
+        return;
+    }
+    while (at > 0u && better(v, i, lv[at - 1u], li[at - 1u])) {
+        lv[at] = lv[at - 1u];
+        li[at] = li[at - 1u];
+        at -= 1u;
+    }
+    lv[at] = v;
+    li[at] = i;
+}
+
 void main() {
     uint tid = gl_LocalInvocationID.x;
     float neg_inf = uintBitsToFloat(0xFF800000u);
-    float prev = uintBitsToFloat(0x7F800000u);  // +inf with index 0: nothing comes before it
-    uint prev_i = 0u;
-    bool first = true;
+    uint k = min(p.k, uint(MAX_K));
 #ifdef FINAL
     uint row = gl_WorkGroupID.x;
     uint base = p.part_off + row * p.n_parts * p.k * 2;
     uint count = p.n_parts * p.k;
+    for (uint c = tid; c < count; c += BLOCK_SIZE) {
+        uint i = part[base + 2 * c + 1];
+        if (i != 0xFFFFFFFFu) offer(uintBitsToFloat(part[base + 2 * c]), i, k);
+    }
 #else
     uint part_idx = gl_WorkGroupID.x;
     uint row = gl_WorkGroupID.y;
     uint start = part_idx * p.part_size;
     uint end = min(start + p.part_size, p.n);
     uint xo = p.x_off + row * p.x_stride;
+    for (uint i = start + tid; i < end; i += BLOCK_SIZE) {
+        float v = x[xo + i];
+        if (isnan(v)) v = neg_inf;
+        offer(v, i, k);
+    }
 #endif
-    for (uint r = 0; r < p.k; ++r) {
-        float best = neg_inf;
-        uint best_i = 0xFFFFFFFFu;
-#ifdef FINAL
-        for (uint c = tid; c < count; c += BLOCK_SIZE) {
-            float v = uintBitsToFloat(part[base + 2 * c]);
-            uint i = part[base + 2 * c + 1];
-            if (i != 0xFFFFFFFFu && (first || after(v, i, prev, prev_i)) && better(v, i, best, best_i)) {
-                best = v;
-                best_i = i;
-            }
-        }
-#else
-        for (uint i = start + tid; i < end; i += BLOCK_SIZE) {
-            float v = x[xo + i];
-            if (isnan(v)) v = neg_inf;
-            if ((first || after(v, i, prev, prev_i)) && better(v, i, best, best_i)) {
-                best = v;
-                best_i = i;
-            }
-        }
-#endif
+    uint head = 0u;
+    for (uint r = 0; r < k; ++r) {
+        float best = head < cnt ? lv[head] : neg_inf;
+        uint best_i = head < cnt ? li[head] : 0xFFFFFFFFu;
         wg_argmax(best, best_i);
+        if (head < cnt && best_i != 0xFFFFFFFFu && li[head] == best_i) head += 1u;
         if (tid == 0) {
 #ifdef FINAL
             vals[p.vals_off + row * p.k + r] = best;
@@ -88,13 +100,5 @@ void main() {
             part[o + 1] = best_i;
 #endif
         }
-        if (best_i == 0xFFFFFFFFu) {  // range exhausted: later rounds find nothing either
-            prev = neg_inf;
-            prev_i = 0xFFFFFFFFu;
-        } else {
-            prev = best;
-            prev_i = best_i;
-        }
-        first = false;
     }
 }
