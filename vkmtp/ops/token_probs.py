@@ -21,12 +21,11 @@ class TokenProbs(TwoPassRows):
 
     def __init__(self, device, k: int = MAX_TOP, block_size: int = 64, part_size: int = 16384,
                  subgroup: bool | None = None):
-        """Defaults: 64 invocations over 16384 values per pass-1 workgroup (16 per 248320-wide row). The top-k's
-        k rounds of workgroup reductions dominate its cost, so fewer, narrower workgroups are cheaper: 2.4x
-        faster than 256 x 4096 on lavapipe (tools/bench_token_probs.py); a GPU hardly notices either way."""
+        """Defaults: 64 invocations over 16384 values per pass-1 workgroup (16 per 248320-wide row), as the
+        top-k's (its merge keeps a list per invocation in shared memory)."""
         super().__init__(device, block_size, part_size, subgroup)
         self.k = k
-        self.topk = TopK(device, k, block_size, part_size, subgroup) if k > 0 else None
+        self.topk = TopK(device, k, block_size, part_size) if k > 0 else None
 
     def lse_scratch_bytes(self, n_rows: int, n: int) -> int:
         return n_rows * self.n_parts(n) * 2 * WORD
