@@ -8,7 +8,7 @@ Engine: the demo model (or -m MODEL), greedy, --tokens per request, MTP off and 
 without and with logprobs (top 20) in --rounds rounds; decode tok/s = generated tokens / decode time.
 
 Usage: python tools/bench_token_probs.py [--vocab 248320] [--rows 4] [--reps 7] [-m MODEL] [--tokens 32]
-       [--rounds 3]
+       [--rounds 3] [--kernels-only]
 """
 
 from __future__ import annotations
@@ -112,13 +112,15 @@ def main() -> None:
     ap.add_argument("-m", "--model", default=None)
     ap.add_argument("--tokens", type=int, default=32)
     ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--kernels-only", action="store_true", help="skip the engine rounds")
     ap.add_argument("--device", default=None)
     args = ap.parse_args()
     device = Device(args.device)
     print(f"{device.info.name}, commit {git_commit()}")
     try:
         kernels(device, args.vocab, args.rows, args.reps)
-        engine_rounds(device, args.model or default_model_path(), args.tokens, args.rounds)
+        if not args.kernels_only:
+            engine_rounds(device, args.model or default_model_path(), args.tokens, args.rounds)
     finally:
         device.destroy()
 
