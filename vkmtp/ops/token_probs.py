@@ -1,4 +1,4 @@
-"""Token log-probabilities of logits rows on the GPU: the top-n (logit, id) pairs, the log-sum-exp and the chosen token's logit.
+"""Token log-probabilities of logits rows on the GPU: top-n (logit, id) pairs, log-sum-exp, chosen logit.
 
 A client that asks for `logprobs` / `n_probs` gets log p_i = x_i - logsumexp(x) for the chosen token and the n
 most likely ones. The GPU reduces each requested row to n pairs + 2 words (shaders/topk.comp, then
