@@ -12,6 +12,7 @@ import uuid
 from abc import ABC, abstractmethod
 from typing import Any, Iterator
 
+from vkmtp.server.probs_json import ProbsWriter
 from vkmtp.server.scheduler import Chunk, Outcome
 from vkmtp.sampling import SamplingParams
 from vkmtp.spec import SpecConfig
@@ -67,10 +68,11 @@ class Formatter(ABC):
 
     stream_done = SSE_DONE
 
-    def __init__(self, model: str, prefix: str):
+    def __init__(self, model: str, prefix: str, probs: ProbsWriter | None = None):
         self.model = model
         self.id = f"{prefix}-{uuid.uuid4().hex[:24]}"
         self.created = int(time.time())
+        self.probs = probs   # the request asked for token probabilities: how to write them
 
     def start(self) -> Iterator[dict]:
         return iter(())
@@ -94,8 +96,8 @@ class OpenAIFormatter(Formatter):
 
     object_name = ""  # "object" of the streamed chunks
 
-    def __init__(self, model: str, prefix: str, include_usage: bool):
-        super().__init__(model, prefix)
+    def __init__(self, model: str, prefix: str, include_usage: bool, probs: ProbsWriter | None = None):
+        super().__init__(model, prefix, probs)
         self.include_usage = include_usage
 
     def _envelope(self, choices: list, object_name: str | None = None, **extra: Any) -> dict:
@@ -120,8 +122,9 @@ class ChatFormatter(OpenAIFormatter):
 
     object_name = "chat.completion.chunk"
 
-    def __init__(self, model: str, include_usage: bool, reply_format: ReplyFormat | None = None):
-        super().__init__(model, "chatcmpl", include_usage)
+    def __init__(self, model: str, include_usage: bool, reply_format: ReplyFormat | None = None,
+                 probs: ProbsWriter | None = None):
+        super().__init__(model, "chatcmpl", include_usage, probs)
         self.reply_format = reply_format or ReplyFormat(reasoning=False)
         self.parser = ReplyParser(self.reply_format)
 
@@ -146,11 +149,21 @@ class ChatFormatter(OpenAIFormatter):
         return "tool_calls" if has_calls and outcome.stop_type != "limit" else outcome.finish_reason
 
     def chunk(self, chunk: Chunk) -> Iterator[dict]:
-        if chunk.text:
-            yield from self._deltas(self.parser.push(chunk.text))
+        objs = list(self._deltas(self.parser.push(chunk.text))) if chunk.text else []
+        yield from self._with_logprobs(objs, chunk.probs)
+
+    def _with_logprobs(self, objs: list[dict], probs) -> list[dict]:
+        """The chunk's token log-probabilities ride on its first delta (or on an empty delta of their own when
+        the text is held back, e.g. while a stop string or a tool call may be forming)."""
+        if self.probs is not None and probs:
+            if not objs:
+                objs = [self._envelope([{"finish_reason": None, "index": 0, "delta": {}}])]
+            objs[0]["choices"][0]["logprobs"] = self.probs.chat(probs)
+        return objs
 
     def final_chunks(self, outcome: Outcome) -> Iterator[dict]:
-        yield from self._deltas(self.parser.push(outcome.text) + self.parser.finish())
+        yield from self._with_logprobs(list(self._deltas(self.parser.push(outcome.text) + self.parser.finish())),
+                                       outcome.last_probs)
         timings = outcome.timings.to_json()
         finish_reason = self._finish_reason(outcome, bool(self.parser.calls))
         yield self._envelope([{"finish_reason": finish_reason, "index": 0, "delta": {}}], timings=timings)
@@ -164,9 +177,12 @@ class ChatFormatter(OpenAIFormatter):
         if reply.tool_calls:
             message["content"] = reply.content or None
             message["tool_calls"] = [call.to_json() for call in reply.tool_calls]
+        choice = {"finish_reason": self._finish_reason(outcome, bool(reply.tool_calls)), "index": 0,
+                  "message": message}
+        if self.probs is not None:
+            choice["logprobs"] = self.probs.chat(outcome.probs or [])
         return self._envelope(
-            [{"finish_reason": self._finish_reason(outcome, bool(reply.tool_calls)), "index": 0,
-              "message": message}],
+            [choice],
             "chat.completion",
             usage=usage(outcome),
             timings=outcome.timings.to_json(),
@@ -178,25 +194,26 @@ class CompletionFormatter(OpenAIFormatter):
 
     object_name = "text_completion"
 
-    def __init__(self, model: str, include_usage: bool):
-        super().__init__(model, "cmpl", include_usage)
+    def __init__(self, model: str, include_usage: bool, probs: ProbsWriter | None = None):
+        super().__init__(model, "cmpl", include_usage, probs)
 
-    @staticmethod
-    def _choice(text: str, finish_reason: str | None) -> dict:
-        return {"text": text, "index": 0, "logprobs": None, "finish_reason": finish_reason}
+    def _choice(self, text: str, finish_reason: str | None, probs=None) -> dict:
+        logprobs = self.probs.completion(probs or []) if self.probs is not None else None
+        return {"text": text, "index": 0, "logprobs": logprobs, "finish_reason": finish_reason}
 
     def chunk(self, chunk: Chunk) -> Iterator[dict]:
-        if chunk.text:
-            yield self._envelope([self._choice(chunk.text, None)])
+        if chunk.text or (self.probs is not None and chunk.probs):
+            yield self._envelope([self._choice(chunk.text, None, chunk.probs)])
 
     def final_chunks(self, outcome: Outcome) -> Iterator[dict]:
         timings = outcome.timings.to_json()
-        yield self._envelope([self._choice(outcome.text, outcome.finish_reason)], timings=timings)
+        yield self._envelope([self._choice(outcome.text, outcome.finish_reason, outcome.last_probs)],
+                             timings=timings)
         yield from self._usage_chunk(outcome, timings)
 
     def response(self, outcome: Outcome) -> dict:
         return self._envelope(
-            [self._choice(outcome.content, outcome.finish_reason)],
+            [self._choice(outcome.content, outcome.finish_reason, outcome.probs)],
             usage=usage(outcome),
             timings=outcome.timings.to_json(),
         )
@@ -207,8 +224,9 @@ class LlamaFormatter(Formatter):
 
     stream_done = ""
 
-    def __init__(self, model: str, prompt_text: str, settings: dict, return_tokens: bool, index: int = 0):
-        super().__init__(model, "cmpl")
+    def __init__(self, model: str, prompt_text: str, settings: dict, return_tokens: bool, index: int = 0,
+                 probs: ProbsWriter | None = None):
+        super().__init__(model, "cmpl", probs)
         self.index = index
         self.prompt_text = prompt_text
         self.settings = settings
@@ -217,7 +235,7 @@ class LlamaFormatter(Formatter):
 
     def chunk(self, chunk: Chunk) -> Iterator[dict]:
         self.n_sent += len(chunk.ids)
-        yield {
+        body = {
             "index": self.index,
             "content": chunk.text,
             "tokens": chunk.ids,
@@ -225,16 +243,21 @@ class LlamaFormatter(Formatter):
             "id_slot": -1,
             "tokens_predicted": self.n_sent,
         }
+        if self.probs is not None:
+            body["completion_probabilities"] = self.probs.llama(chunk.probs or [])
+        yield body
 
     def final_chunks(self, outcome: Outcome) -> Iterator[dict]:
         body = self.response(outcome)
         body["content"] = outcome.text
         body["tokens"] = outcome.ids
+        if self.probs is not None:
+            body["completion_probabilities"] = self.probs.llama(outcome.last_probs or [])
         yield body
 
     def response(self, outcome: Outcome) -> dict:
         n_predicted = len(outcome.tokens)
-        return {
+        body = {
             "index": self.index,
             "content": outcome.content,
             "tokens": outcome.tokens if self.return_tokens else [],
@@ -252,3 +275,6 @@ class LlamaFormatter(Formatter):
             "tokens_cached": outcome.n_prompt + max(n_predicted - 1, 0),
             "timings": outcome.timings.to_json(),
         }
+        if self.probs is not None:
+            body["completion_probabilities"] = self.probs.llama(outcome.probs or [])
+        return body

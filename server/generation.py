@@ -24,6 +24,7 @@ from vkmtp.server.formats import (
     generation_settings,
     sse,
 )
+from vkmtp.server.probs_json import ProbsWriter
 from vkmtp.server.scheduler import Chunk, Job, Outcome
 from vkmtp.server.schemas import ChatRequest, CompletionRequest, GenerationFields, LlamaCompletionRequest
 from vkmtp.server.text import TextStream, completion_prompts, prompt_ids
@@ -43,7 +44,8 @@ async def chat_completions(request: Request) -> Response:
     except ValueError as exc:
         raise bad_request(str(exc)) from None
     reply_format = _reply_format(ctx, body, prompt)
-    formatter = ChatFormatter(body.model or ctx.info.alias, body.include_usage, reply_format)
+    formatter = ChatFormatter(body.model or ctx.info.alias, body.include_usage, reply_format,
+                              _probs_writer(ctx, body))
     shape = await asyncio.to_thread(logit_shape, body, ctx.info, prompt)   # compiling may take a while
     return await _respond(request, ctx, body, [(_submit(ctx, body, ids, body.token_budget, shape), formatter)])
 
@@ -65,7 +67,7 @@ async def completions(request: Request) -> Response:
     ctx = context_of(request)
     body = await read_request(request, CompletionRequest)
     ids = _prompt_ids(ctx, body.prompt)
-    formatter = CompletionFormatter(body.model or ctx.info.alias, body.include_usage)
+    formatter = CompletionFormatter(body.model or ctx.info.alias, body.include_usage, _probs_writer(ctx, body))
     shape = await asyncio.to_thread(logit_shape, body, ctx.info)
     return await _respond(request, ctx, body, [(_submit(ctx, body, ids, body.token_budget, shape), formatter)])
 
@@ -94,13 +96,19 @@ async def llama_completion(request: Request) -> Response:
     try:
         for index, ids in enumerate(prompts):
             text = ctx.info.tokenizer.decode(ids)
-            formatter = LlamaFormatter(ctx.info.alias, text, settings, body.return_tokens, index)
+            formatter = LlamaFormatter(ctx.info.alias, text, settings, body.return_tokens, index,
+                                       _probs_writer(ctx, body))
             pairs.append((_submit(ctx, body, ids, body.n_predict, shape), formatter))
     except ApiError:
         for job, _ in pairs:
             ctx.scheduler.cancel(job)
         raise
     return await _respond(request, ctx, body, pairs, as_list=len(prompts) > 1)
+
+
+def _probs_writer(ctx: ServerContext, body: GenerationFields) -> ProbsWriter | None:
+    """How the response writes token probabilities; None when the request asked for none."""
+    return ProbsWriter(ctx.info.tokenizer) if body.probs_request() is not None else None
 
 
 def _prompt_ids(ctx: ServerContext, prompt: object) -> list[int]:
@@ -145,6 +153,7 @@ def _submit(ctx: ServerContext, body: GenerationFields, ids: list[int], budget: 
         slot=body.id_slot,
         spec=body.spec_override(),   # speculative.n_max / n_min / p_min (the engine checks them at submit)
         shape=shape,
+        probs=body.probs_request(),   # logprobs / top_logprobs / n_probs / post_sampling_probs
     )
     job = Job(engine_request, TextStream(ctx.info.tokenizer, body.stop), asyncio.get_running_loop(),
               time_limit_ms=body.t_max_predict_ms)

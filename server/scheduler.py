@@ -28,6 +28,7 @@ from vkmtp.server.errors import SERVER, UNAVAILABLE, ApiError, bad_request, load
 from vkmtp.server.metrics import StatsBook
 from vkmtp.server.text import TextStream
 from vkmtp.engine.api import Engine, EngineConfig, PromptTooLongError, Request, Sequence, Timings
+from vkmtp.engine.token_probs import TokenProbs
 from vkmtp.engine.probes import engine_allocated_bytes, release_free_heap
 
 log = logging.getLogger("vkmtp.server")
@@ -42,6 +43,7 @@ class Chunk:
 
     text: str
     ids: list[int]
+    probs: list[TokenProbs] | None = None   # one per id, when the request asked for token probabilities
 
 
 @dataclass
@@ -58,6 +60,8 @@ class Outcome:
     n_prompt: int
     n_cached: int
     id_slot: int
+    last_probs: list[TokenProbs] | None = None   # token probabilities of `ids` (when asked for)
+    probs: list[TokenProbs] | None = None        # token probabilities of `tokens` (when asked for)
 
     @property
     def finish_reason(self) -> str:
@@ -74,6 +78,7 @@ class Job:
     id_task: int = field(default_factory=lambda: next(_task_ids))
     seq: Sequence | None = None
     kept: list[int] = field(default_factory=list)
+    kept_probs: list[TokenProbs] = field(default_factory=list)   # when the request asked for probabilities
     cancelled: bool = False
     finished: bool = False
     time_limit_ms: int = 0  # t_max_predict_ms: stop this long after the first generated token (0: never)
@@ -251,7 +256,7 @@ class Scheduler:
             for event in events:
                 job = self._active.get(event.seq.id)
                 if job is not None:
-                    self._deliver(job, event.new_ids, event.done)
+                    self._deliver(job, event.new_ids, event.done, event.probs)
         self._update_load()
 
     def _admit(self) -> None:
@@ -288,17 +293,17 @@ class Scheduler:
                     return job
         return None
 
-    def _deliver(self, job: Job, new_ids: list[int], done: bool) -> None:
+    def _deliver(self, job: Job, new_ids: list[int], done: bool, probs: list[TokenProbs] | None = None) -> None:
         kept = []
         for token in new_ids:
             kept.append(token)
             if job.text.push(token):
-                job.kept.extend(kept)
+                self._keep(job, kept, probs)
                 if not done:
                     self._engine.cancel(job.seq)
                 self._finish(job, kept, "word")
                 return
-        job.kept.extend(kept)
+        self._keep(job, kept, probs)
         if kept and job.t_first_token is None:
             job.t_first_token = time.monotonic()
         if not done and job.time_limit_ms and job.t_first_token is not None and (
@@ -311,7 +316,20 @@ class Scheduler:
         else:
             delta = job.text.take()
             if delta or kept:
-                job.send(Chunk(delta, kept))
+                job.send(Chunk(delta, kept, self._probs_of(job, kept)))
+
+    @staticmethod
+    def _keep(job: Job, kept: list[int], probs: list[TokenProbs] | None) -> None:
+        job.kept.extend(kept)
+        if probs is not None:
+            job.kept_probs.extend(probs[: len(kept)])
+
+    @staticmethod
+    def _probs_of(job: Job, ids: list[int]) -> list[TokenProbs] | None:
+        """The token probabilities of the last `ids` kept (None when the request asked for none)."""
+        if job.request.probs is None:
+            return None
+        return job.kept_probs[len(job.kept_probs) - len(ids):] if ids else []
 
     def _finish(self, job: Job, last_ids: list[int], stop_type: str) -> None:
         seq = job.seq
@@ -332,6 +350,8 @@ class Scheduler:
                 len(job.request.prompt_ids),
                 timings.cache_n,
                 seq.slot,
+                self._probs_of(job, last_ids),
+                list(job.kept_probs) if job.request.probs is not None else None,
             )
         )
 

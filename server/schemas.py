@@ -5,8 +5,11 @@ No request field is silently ignored. Each endpoint's model lists every field it
 - fields that work;
 - fields accepted without effect, each with its reason (`user`, `metadata`: bookkeeping that does not change
   generation; sampler parameters of samplers that are off);
-- fields not supported: accepted only at the value that means "off" (`n_probs: 0`, `typical_p: 1.0`);
+- fields not supported: accepted only at the value that means "off" (`typical_p: 1.0`, `mirostat: 0`);
   any other value is a 400 that names the field and says why.
+Token probabilities: `n_probs` (0..MAX_TOP) and `post_sampling_probs` on /completion, `logprobs` (an int
+0..MAX_TOP) on /v1/completions, `logprobs` (bool) + `top_logprobs` (0..MAX_TOP, OpenAI's bound) on chat;
+`probs_request()` gives the engine's ProbsRequest.
 The constraint fields (`grammar`, `json_schema`, `response_format`, `tool_choice`, `logit_bias`) are typed
 loosely here and checked by vkmtp.server.constraints, which compiles them.
 Any other field is a 400 "unknown field". The speculative settings `speculative.n_max` / `n_min` / `p_min`
@@ -19,6 +22,8 @@ from typing import Annotated, Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from vkmtp.engine.token_probs import ProbsRequest
+from vkmtp.ops.token_probs import MAX_TOP
 from vkmtp.sampling import SamplingParams
 from vkmtp.text.reasoning import REASONING_FORMATS
 
@@ -97,11 +102,9 @@ class StreamOptions(Strict):
     include_obfuscation: Bool | None = None  # no effect: chunks are never padded
 
 
-_NOT_YET = "is not supported yet (token probabilities are being built)"
+TopCount = Annotated[int, Field(strict=True, ge=0, le=MAX_TOP)]   # alternatives per token
 
 GENERATION_OFF_ONLY: dict[str, tuple[tuple, str]] = {
-    "n_probs": ((0,), "token probabilities " + _NOT_YET),
-    "post_sampling_probs": ((False,), "token probabilities " + _NOT_YET),
     "typical_p": ((1.0, None), "locally typical sampling " + OFF_ONLY_REASON + " (only 1.0, off)"),
     "mirostat": ((0, None), "mirostat " + OFF_ONLY_REASON + " (only 0, off)"),
     "xtc_probability": ((0.0, None), "XTC sampling " + OFF_ONLY_REASON + " (only 0, off)"),
@@ -151,9 +154,11 @@ class GenerationFields(Strict):
     json_schema: Any = None
     logit_bias: Any = None
 
+    # token probabilities (/completion's names; the OpenAI endpoints take logprobs / top_logprobs instead)
+    n_probs: TopCount = 0
+    post_sampling_probs: Bool = False
+
     # off-only fields (GENERATION_OFF_ONLY checks their values)
-    n_probs: Any = None
-    post_sampling_probs: Any = None
     typical_p: Any = None
     mirostat: Any = None
     xtc_probability: Any = None
@@ -217,6 +222,11 @@ class GenerationFields(Strict):
             )
         return value
 
+    def probs_request(self) -> ProbsRequest | None:
+        """llama-server's n_probs: the top n_probs per token (0: no probabilities; post_sampling_probs
+        changes what they are)."""
+        return ProbsRequest(self.n_probs, self.post_sampling_probs) if self.n_probs > 0 else None
+
     def sampling_params(self, defaults: SamplingParams) -> SamplingParams:
         """The request's sampler settings on top of the server's defaults (seed -1 = a fresh random seed)."""
         seed = defaults.seed if self.seed is None else (None if self.seed == -1 else self.seed)
@@ -234,9 +244,12 @@ class GenerationFields(Strict):
         )
 
 
+_OPENAI_PROBS = "is /completion's field (the OpenAI endpoints take logprobs / top_logprobs)"
+
 OPENAI_OFF_ONLY = {
     **GENERATION_OFF_ONLY,
-    "logprobs": ((None, False, 0), "log-probabilities " + _NOT_YET),
+    "n_probs": ((0,), _OPENAI_PROBS),
+    "post_sampling_probs": ((False,), _OPENAI_PROBS),
     "n": ((1, None), "several choices per request (n > 1) " + OFF_ONLY_REASON),
 }
 
@@ -251,7 +264,6 @@ class OpenAIFields(GenerationFields):
     max_completion_tokens: TokenCount | None = None
     n_predict: TokenCount | None = None
     n: Any = None
-    logprobs: Any = None
     stream_options: StreamOptions | None = None
     user: ShortStr | None = None  # no effect: an end-user id for the client's own records
 
@@ -271,7 +283,6 @@ _ROLES_NOTE = "see docs/SERVER.md"
 
 CHAT_OFF_ONLY = {
     **OPENAI_OFF_ONLY,
-    "top_logprobs": ((None, 0), "log-probabilities " + _NOT_YET),
     "modalities": ((None, ["text"]), "only text output is supported"),
     "audio": ((None,), "audio output " + OFF_ONLY_REASON),
     "prediction": ((None,), "predicted outputs " + OFF_ONLY_REASON),
@@ -295,7 +306,8 @@ class ChatRequest(OpenAIFields):
     parallel_tool_calls: Bool = True
     chat_template_kwargs: dict[str, Any] = Field(default_factory=dict)
     reasoning_format: Str | None = None  # None: the server's --reasoning-format
-    top_logprobs: Any = None
+    logprobs: Bool | None = None         # the chosen token's log-probability for each output token
+    top_logprobs: TopCount | None = None  # and the most likely alternatives (needs logprobs: true)
     response_format: Any = None
     modalities: Any = None
     audio: Any = None
@@ -329,6 +341,15 @@ class ChatRequest(OpenAIFields):
         return value
 
     @model_validator(mode="after")
+    def _top_logprobs_need_logprobs(self) -> "ChatRequest":
+        if self.top_logprobs not in (None, 0) and not self.logprobs:
+            raise ValueError("top_logprobs: needs logprobs: true (as OpenAI)")
+        return self
+
+    def probs_request(self) -> ProbsRequest | None:
+        return ProbsRequest(self.top_logprobs or 0) if self.logprobs else None
+
+    @model_validator(mode="after")
     def _tools_offered(self) -> "ChatRequest":
         if self.tool_choice == "none":  # the template is not shown the tools, and no calls are parsed
             self.tools = None
@@ -349,9 +370,13 @@ class CompletionRequest(OpenAIFields):
     OFF_ONLY: ClassVar[dict[str, tuple[tuple, str]]] = COMPLETION_OFF_ONLY
 
     prompt: Any
+    logprobs: TopCount | None = None   # the legacy form: log-probabilities and the top `logprobs` alternatives
     echo: Any = None
     suffix: Any = None
     best_of: Any = None
+
+    def probs_request(self) -> ProbsRequest | None:
+        return ProbsRequest(self.logprobs) if self.logprobs is not None else None
 
 
 class LlamaCompletionRequest(GenerationFields):

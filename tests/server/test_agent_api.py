@@ -229,7 +229,8 @@ def test_t_max_predict_ms(tiny_model):
     ({"typical_p": 0.5}, 400, "typical_p"),
     ({"grammar": "root ::= \"a\""}, 200, ""),
     ({"logit_bias": [[1, -100]]}, 200, ""),
-    ({"n_probs": 3}, 400, "n_probs"),
+    ({"n_probs": 3, "post_sampling_probs": True}, 200, ""),
+    ({"n_probs": 21}, 400, "n_probs"),
     ({"surprise_field": 1}, 400, "surprise_field: unknown field"),
 ])
 def test_field_policy(mtp_server, body, status, words):

@@ -47,7 +47,24 @@ CASES = [
     ("stream not a bool", CHAT, {"messages": OK_MESSAGES, "stream": "yes"}, 400, "stream"),
     ("stop not strings", CHAT, {"messages": OK_MESSAGES, "stop": 5}, 400, "stop"),
     ("n above 1", CHAT, {"messages": OK_MESSAGES, "n": 2}, 400, "n:"),
-    ("logprobs", CHAT, {"messages": OK_MESSAGES, "logprobs": True}, 400, "logprobs"),
+    ("logprobs a string", CHAT, {"messages": OK_MESSAGES, "logprobs": "yes"}, 400, "logprobs"),
+    ("logprobs a number", CHAT, {"messages": OK_MESSAGES, "logprobs": 5}, 400, "logprobs"),
+    ("top_logprobs without logprobs", CHAT, {"messages": OK_MESSAGES, "top_logprobs": 3}, 400, "top_logprobs"),
+    ("top_logprobs 21", CHAT, {"messages": OK_MESSAGES, "logprobs": True, "top_logprobs": 21}, 400,
+     "top_logprobs"),
+    ("top_logprobs negative", CHAT, {"messages": OK_MESSAGES, "logprobs": True, "top_logprobs": -1}, 400,
+     "top_logprobs"),
+    ("top_logprobs a string", CHAT, {"messages": OK_MESSAGES, "logprobs": True, "top_logprobs": "5"}, 400,
+     "top_logprobs"),
+    ("top_logprobs a float", CHAT, {"messages": OK_MESSAGES, "logprobs": True, "top_logprobs": 2.5}, 400,
+     "top_logprobs"),
+    ("n_probs on chat", CHAT, {"messages": OK_MESSAGES, "n_probs": 5}, 400, "n_probs"),
+    ("post_sampling_probs on chat", CHAT, {"messages": OK_MESSAGES, "post_sampling_probs": True}, 400,
+     "post_sampling_probs"),
+    ("completions logprobs a bool", "/v1/completions", {"prompt": "a", "logprobs": True}, 400, "logprobs"),
+    ("completions logprobs 10^6", "/v1/completions", {"prompt": "a", "logprobs": 10**6}, 400, "logprobs"),
+    ("completions logprobs negative", "/v1/completions", {"prompt": "a", "logprobs": -1}, 400, "logprobs"),
+    ("completions logprobs a string", "/v1/completions", {"prompt": "a", "logprobs": "yes"}, 400, "logprobs"),
     ("response_format unknown type", CHAT, {"messages": OK_MESSAGES, "response_format": {"type": "xml"}}, 400,
      "response_format"),
     ("response_format a string", CHAT, {"messages": OK_MESSAGES, "response_format": "json"}, 400,
@@ -69,7 +86,11 @@ CASES = [
     ("prompt as object", "/completion", {"prompt": {"text": "x"}}, 400, "prompt"),
     ("empty token prompt", "/completion", {"prompt": []}, 400, "prompt"),
     ("n_predict float", "/completion", {"prompt": "a", "n_predict": 1.5}, 400, "n_predict"),
-    ("n_probs", "/completion", {"prompt": "a", "n_probs": 5}, 400, "n_probs"),
+    ("n_probs negative", "/completion", {"prompt": "a", "n_probs": -1}, 400, "n_probs"),
+    ("n_probs a string", "/completion", {"prompt": "a", "n_probs": "x"}, 400, "n_probs"),
+    ("n_probs 10^6", "/completion", {"prompt": "a", "n_probs": 10**6}, 400, "n_probs"),
+    ("n_probs a float", "/completion", {"prompt": "a", "n_probs": 1.5}, 400, "n_probs"),
+    ("n_probs a list", "/completion", {"prompt": "a", "n_probs": [5]}, 400, "n_probs"),
     ("detokenize negative id", "/detokenize", {"tokens": [3, -1]}, 400, "tokens[1]"),
     ("detokenize strings", "/detokenize", {"tokens": ["a"]}, 400, "tokens.0"),
     ("tokenize a number", "/tokenize", {"content": 5}, 400, "content"),
@@ -93,7 +114,10 @@ CASES = [
     ("grammar a list", "/completion", {"prompt": "a", "grammar": ["root ::= x"]}, 400, "grammar"),
     ("grammar undefined rule", "/completion", {"prompt": "a", "grammar": "root ::= nothing"}, 400, "grammar"),
     ("grammar 1 MB", "/completion", {"prompt": "a", "grammar": "root ::= " + '"x" ' * 250_000}, 413, "limit"),
-    ("post_sampling_probs", "/completion", {"prompt": "a", "post_sampling_probs": True}, 400, "post_sampling"),
+    ("post_sampling_probs a string", "/completion", {"prompt": "a", "n_probs": 2, "post_sampling_probs": "yes"},
+     400, "post_sampling_probs"),
+    ("post_sampling_probs a number", "/completion", {"prompt": "a", "post_sampling_probs": 1}, 400,
+     "post_sampling_probs"),
     ("grammar 200 KB", "/completion", {"prompt": "a", "grammar": "root ::= " + "x" * 200_000}, 400, "grammar"),
     ("deep schema", CHAT, {"messages": OK_MESSAGES, "response_format": {"type": "json_schema", "json_schema": (
         json.loads("[" * 400 + "]" * 400))}}, 400, "response_format"),
@@ -152,6 +176,36 @@ def test_hostile_request_gets_a_clear_4xx(plain_server, name, path, body, status
     else:
         r = plain_server.http.post(url, json=body, timeout=timeout)
     check_error(r, status, words)
+
+
+# the issue's sizes where the body limit lets them through to the constraint compiler (16 MiB, the default)
+LARGE_CASES = [
+    ("grammar 1 MB", "/completion", {"prompt": "a", "grammar": "root ::= " + '"x" ' * 250_000}, 400, "grammar"),
+    ("grammar 1 MB of open parentheses", "/completion", {"prompt": "a", "grammar": "root ::= " + "(" * 1_000_000},
+     400, "grammar"),
+    ("json_schema 10^4 levels", "/completion",
+     b'{"prompt": "a", "json_schema": ' + b'{"items": ' * 10_000 + b"{}" + b"}" * 10_001, 400, "nested"),
+    ("response_format schema 10^4 levels", CHAT,
+     b'{"messages": [{"role": "user", "content": "hi"}], "response_format": {"type": "json_schema", '
+     b'"json_schema": {"name": "x", "schema": ' + b'{"items": ' * 10_000 + b"{}" + b"}" * 10_000 + b"}}}",
+     400, "nested"),
+    ("top_logprobs 10^6", CHAT, {"messages": OK_MESSAGES, "logprobs": True, "top_logprobs": 10**6}, 400,
+     "top_logprobs"),
+    ("n_probs 10^6", "/completion", {"prompt": "a", "n_probs": 10**6}, 400, "n_probs"),
+]
+
+
+@pytest.mark.parametrize("name,path,body,status,words", LARGE_CASES, ids=[c[0] for c in LARGE_CASES])
+def test_huge_constraints_get_a_4xx_within_a_second(mtp_server, name, path, body, status, words):
+    """A failure bound, not a speed claim: a server that started compiling or walking these without limits
+    would not answer within the second (llama-server b11434 crashes on the grammar and the schema)."""
+    if isinstance(body, bytes):
+        r = mtp_server.http.post(path, content=body, headers={"Content-Type": "application/json"}, timeout=1.0)
+    else:
+        r = mtp_server.http.post(path, json=body, timeout=1.0)
+    check_error(r, status, words)
+    ok = mtp_server.http.post("/completion", json={"prompt": "a", "n_predict": 2, "n_probs": 2})
+    assert ok.status_code == 200 and len(ok.json()["completion_probabilities"]) == 2
 
 
 def test_prompt_too_long_has_llama_server_fields(plain_server):

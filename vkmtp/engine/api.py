@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Iterator
 
 from vkmtp.constrain.sampler import LogitShape
+from vkmtp.engine.token_probs import ProbsRequest, TokenProbs
 from vkmtp.sampling import SamplingParams
 from vkmtp.spec import SpecConfig, SpecOverride, SpecStats
 
@@ -66,6 +67,7 @@ class Request:
     slot: int = -1               # run in this slot (llama-server's id_slot); -1: the engine chooses
     spec: SpecOverride | None = None   # the request's speculative.n_max / n_min / p_min; None: the engine's
     shape: LogitShape | None = None    # grammar and logit bias (vkmtp.constrain.sampler); None: raw logits
+    probs: ProbsRequest | None = None  # token probabilities of each generated token (None: none)
     id: str = ""
 
 
@@ -107,6 +109,7 @@ class Sequence:
     slot: int
     id: int = field(default_factory=lambda: next(_ids))
     generated: list[int] = field(default_factory=list)
+    probs: list[TokenProbs] = field(default_factory=list)   # one per generated token when the request asks
     timings: Timings = field(default_factory=Timings)
     spec: SpecStats = field(default_factory=SpecStats)
     done: bool = False
@@ -119,6 +122,7 @@ class Event:
     seq: Sequence
     new_ids: list[int]
     done: bool
+    probs: list[TokenProbs] | None = None   # one per new id, when the request asked for probabilities
 
 
 class Engine(ABC):

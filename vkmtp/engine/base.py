@@ -15,7 +15,10 @@ import time
 from abc import abstractmethod
 from dataclasses import dataclass
 
+import numpy as np
+
 from vkmtp.engine.api import Engine, EngineConfig, Event, NoFreeSlotError, PromptTooLongError, Request, Sequence
+from vkmtp.engine.token_probs import TokenProbs, from_logits, post_sampling
 from vkmtp.sampling import Sampler
 from vkmtp.spec.config import SpecConfig
 from vkmtp.spec.step import count_drafts, draft_budget, n_taken
@@ -30,6 +33,7 @@ class Run:
     sampler: Sampler
     id_last: int = -1        # sampled, not yet evaluated; -1 while the prompt is not done
     spec: SpecConfig | None = None   # the engine's draft settings with the request's overrides
+    step_probs: list[TokenProbs] | None = None   # the token probabilities of the tokens the step returns
 
 
 @dataclass(eq=False)
@@ -135,6 +139,10 @@ class SlotEngine(Engine):
                 break
             new.append(token)
         seq.generated.extend(new)
+        probs, run.step_probs = run.step_probs, None
+        if probs is not None:
+            probs = probs[: len(new)]
+            seq.probs.extend(probs)
         for token in new:
             run.sampler.accept(token)
         if new:
@@ -146,7 +154,7 @@ class SlotEngine(Engine):
         t.draft_n, t.draft_n_accepted = seq.spec.draft_n, seq.spec.draft_n_accepted
         if seq.stop_reason is not None:
             self._finish(slot, seq.stop_reason)
-        return Event(seq, new, seq.done)
+        return Event(seq, new, seq.done, probs)
 
     def _n_taken(self, run: Run, tokens: list[int]) -> int:
         """How many of `tokens` the sequence looks at before it stops (the stopping token included)."""
@@ -177,6 +185,18 @@ class SlotEngine(Engine):
         n_drafted, n_accepted = count_drafts(n_valid, n_accepted, budget)
         if n_drafted:   # a step whose drafts all fall past the budget is a plain decode for llama-server
             run.seq.spec.record(n_drafted, n_accepted)
+
+    @staticmethod
+    def _host_probs(run: Run, tokens: list[int], rows) -> list[TokenProbs] | None:
+        """The probabilities of `tokens` from logits rows on the host (row j chose tokens[j], after tokens[:j]
+        were accepted), as the request asked; None when it asked for none. Before the sampler accepts them."""
+        want = run.seq.request.probs
+        if want is None:
+            return None
+        if want.post_sampling:
+            dists = run.sampler.distributions(np.stack(rows), tokens[: len(rows) - 1])
+            return [post_sampling(t, ids, p, want.n_top) for t, (ids, p) in zip(tokens, dists)]
+        return [from_logits(t, row, want.n_top) for t, row in zip(tokens, rows)]
 
     # ---- ending --------------------------------------------------------------------------------------------
     def cancel(self, seq: Sequence) -> None:

@@ -163,7 +163,9 @@ class ReferenceEngine(SlotEngine):
                 slot.saved[place] = self._entry(tuple(tokens), run)
             if run.n_prompt_done < len(run.prompt):
                 return None
-        return run.sampler.sample(run.logits)
+        token = run.sampler.sample(run.logits)
+        run.step_probs = self._host_probs(run, [token], [run.logits])
+        return token
 
     def _generate(self, slots: list[_Slot]) -> list[list[int]]:
         if self.use_mtp:   # the reference always drafts n_max (budget permitting): it is the oracle, not tuned
@@ -173,7 +175,9 @@ class ReferenceEngine(SlotEngine):
     def _decode_step(self, run: _Run) -> list[int]:
         logits, hidden = self.model.forward([run.id_last], run.state)
         run.logits, run.hidden = logits[-1], hidden[-1]
-        return [run.sampler.sample(run.logits)]
+        token = run.sampler.sample(run.logits)
+        run.step_probs = self._host_probs(run, [token], [run.logits])
+        return [token]
 
     def _speculative_step(self, run: _Run) -> list[int]:
         """One step of the speculative loop (vkmtp/spec/step.py) on the host."""
@@ -182,6 +186,7 @@ class ReferenceEngine(SlotEngine):
                                 run.spec, lambda tokens: self._n_taken(run, tokens))
         self._count_drafts(run, step.n_drafted, step.n_accepted, budget)
         run.logits, run.hidden = step.logits, step.pending_h
+        run.step_probs = self._host_probs(run, step.tokens, step.rows)
         return step.tokens
 
     def close(self) -> None:

@@ -27,6 +27,8 @@ from vkmtp.engine.prompt_cache import Checkpoints, next_chunk, plan_reuse
 from vkmtp.graph.graph_counts import GraphCounts
 from vkmtp.graph.steps import CommitGraph, DecodeGraph, GraphContext, MtpLagGraph, PrefillGraph, SpecGraph
 from vkmtp.graph.step_io import MAX_BIAS, StepIO
+from vkmtp.graph.token_probs import ROW_WORDS, read_row
+from vkmtp.engine.token_probs import TokenProbs, from_top_pairs, post_sampling
 from vkmtp.gguf import open_gguf
 from vkmtp.model.config import ModelConfig
 from vkmtp.graph.device_state import DeviceState
@@ -203,7 +205,7 @@ class VulkanEngine(SlotEngine):
         chunk = run.pending[:n]
         T = next((b for b in PREFILL_BUCKETS if b >= n and b <= self.ubatch), self.ubatch)
         greedy = run.sampler.params.plain_argmax
-        sample = self.gpu_sampling and not greedy and gpu_sampleable(run.sampler, 0)
+        sample = self.gpu_sampling and not greedy and self._gpu_samples(run, 0)
         if sample:
             self._write_sample_rows([run], 1, drafts=False)
         self._write_padded_records(chunk, len(slot.tokens), slot.index, T)
@@ -211,8 +213,9 @@ class VulkanEngine(SlotEngine):
         self.io.write_pairs("pairs_shift", [(slot.index, 0)])
         self.io.write_pairs("pairs_in", [(n - 1, slot.index)])
         split = self._prefill_split.get(T)
-        graph = self._graph(("prefill", T, greedy, self.use_mtp, split, sample),
-                            lambda: PrefillGraph(self.ctx, T, greedy, self.use_mtp, split, sample))
+        probs = self._wants_probs([slot])
+        graph = self._graph(("prefill", T, greedy, self.use_mtp, split, sample, probs),
+                            lambda: PrefillGraph(self.ctx, T, greedy, self.use_mtp, split, sample, probs))
         t0 = time.perf_counter()
         graph.rec.run()
         self.last_counts["prefill"] = graph.counts
@@ -224,7 +227,14 @@ class VulkanEngine(SlotEngine):
             self._copy_checkpoint(slot, place, restore=False)
         if run.pending:
             return None
-        return int(self.io.array("ids")[0]) if greedy or sample else run.sampler.sample(self._logits(0))
+        if greedy or sample:
+            token = int(self.io.array("ids")[0])
+            run.step_probs = self._step_probs(run, [token], [0])
+            return token
+        logits = self._logits(0)
+        token = run.sampler.sample(logits)
+        run.step_probs = self._step_probs(run, [token], [0], [logits])
+        return token
 
     def _write_padded_records(self, tokens: list[int], pos0: int, slot: int, T: int) -> None:
         """Records of a T-row batch: `tokens` of `slot` at positions pos0.., then sink padding at positions
@@ -255,7 +265,7 @@ class VulkanEngine(SlotEngine):
         S = len(active)
         greedy = all(s.run.sampler.params.plain_argmax for s in active)
         K = self._depth(active)
-        sample = self.gpu_sampling and not greedy and all(gpu_sampleable(s.run.sampler, K) for s in active)
+        sample = self.gpu_sampling and not greedy and all(self._gpu_samples(s.run, K) for s in active)
         # A sequence with no budget left for drafts still rides along in a batched speculative step (its drafts are
         # not counted); alone it takes the cheaper plain step. Both give the same tokens and statistics.
         spec = self.use_mtp and K > 0 and all(len(s.tokens) + K + 1 <= self.n_ctx for s in active) \
@@ -314,15 +324,22 @@ class VulkanEngine(SlotEngine):
             self._write_sample_rows([sl.run for sl in active], 1, drafts=False)
         self.io.write_pairs("pairs_in", [(s, sl.index) for s, sl in enumerate(active)])
         self.host_bytes_written += (2 if self.use_mtp else 1) * 8 * S
-        graph = self._graph(("decode", S, greedy, self.use_mtp, sample),
-                            lambda: DecodeGraph(self.ctx, S, greedy, self.use_mtp, sample))
+        probs = self._wants_probs(active)
+        graph = self._graph(("decode", S, greedy, self.use_mtp, sample, probs),
+                            lambda: DecodeGraph(self.ctx, S, greedy, self.use_mtp, sample, probs))
         graph.rec.run()
         self.last_counts["decode"] = graph.counts
         outs = []
         for s, slot in enumerate(active):
             slot.tokens.append(slot.run.id_last)
             slot.mtp_lag += self.use_mtp
-            token = int(self.io.array("ids")[s]) if greedy or sample else slot.run.sampler.sample(self._logits(s))
+            if greedy or sample:
+                token = int(self.io.array("ids")[s])
+                slot.run.step_probs = self._step_probs(slot.run, [token], [s])
+            else:
+                logits = self._logits(s)
+                token = slot.run.sampler.sample(logits)
+                slot.run.step_probs = self._step_probs(slot.run, [token], [s], [logits])
             self.host_bytes_read += 4
             outs.append([token])
         return outs
@@ -377,10 +394,11 @@ class VulkanEngine(SlotEngine):
         if rate > 0:
             self.io.array("uniforms", np.float32)[: S * K] = self._synth_rng.random(S * K)
             self.host_bytes_written += 4 * S * K
+        probs = self._wants_probs(active)
         graph = self._graph(("spec", S, K, greedy, spec_cfg.p_min, rate, spec_cfg.n_min, spec_cfg.draft_vocab,
-                             sample, split),
+                             sample, split, probs),
                             lambda: SpecGraph(self.ctx, S, K, greedy, spec_cfg.p_min, rate, spec_cfg.n_min,
-                                              spec_cfg.draft_vocab, sample, split))
+                                              spec_cfg.draft_vocab, sample, split, probs))
         if split:
             drafts_part, rest = graph.rec.recs
             drafts_part.run()
@@ -400,7 +418,9 @@ class VulkanEngine(SlotEngine):
             for s, slot in enumerate(active):
                 m = int(accept[s])
                 self.host_bytes_read += 4 * (m + 3)
-                outs.append(self._advance(slot, s, m, [int(t) for t in out_ids[s, : m + 1]], int(n_valid[s]), K))
+                tokens = [int(t) for t in out_ids[s, : m + 1]]
+                slot.run.step_probs = self._step_probs(slot.run, tokens, [s * V + j for j in range(m + 1)])
+                outs.append(self._advance(slot, s, m, tokens, int(n_valid[s]), K))
             return outs
         # a chain the GPU cannot run (a grammar): the accept rule of the reference engine on the host, then the
         # commit
@@ -415,6 +435,8 @@ class VulkanEngine(SlotEngine):
             drafts = run.sampler.allowed_drafts(drafts)   # a draft the grammar forbids ends the draft
             logits = np.stack([self._logits(s * V + j) for j in range(len(drafts) + 1)])
             out, m = verify(drafts, logits, run.sampler)
+            run.step_probs = self._step_probs(run, out, [s * V + j for j in range(len(out))],
+                                              logits[: len(out)])
             select.append((slot.index, m))
             hidden_select.append((s * V + m, slot.index))
             outs.append(self._advance(slot, s, m, out, len(drafts), K))
@@ -517,6 +539,39 @@ class VulkanEngine(SlotEngine):
         out = {kind: c.to_dict() for kind, c in self.last_counts.items()}
         if self.spec_steps:
             out["speculative"]["state_bytes_written_per_step"] = self.spec_state_bytes / self.spec_steps
+        return out
+
+    # --- token probabilities (vkmtp.graph.token_probs) ------------------------------------------------------------
+    @staticmethod
+    def _wants_probs(slots: list[_Slot]) -> bool:
+        """Record the step's variant with token probabilities: some sequence in it asked for them."""
+        return any(sl.run.seq.request.probs is not None for sl in slots)
+
+    @staticmethod
+    def _gpu_samples(run: _Run, ahead: int) -> bool:
+        """Whether shaders/sample.comp draws this sequence's tokens: not when it asked for probabilities (the
+        sampler shapes its logits rows in place, and the raw rows are what log-probabilities are of, and what the
+        post-sampling chain is computed from on the host): such a sequence samples on the host."""
+        return gpu_sampleable(run.sampler, ahead) and run.seq.request.probs is None
+
+    def _step_probs(self, run: _Run, tokens: list[int], rows: list[int], host_rows=None) -> list[TokenProbs] | None:
+        """The probabilities of `tokens`, tokens[j] chosen from the step's logits row rows[j]: log p from the GPU's
+        top-n pairs and log-sum-exp (the host reads ROW_WORDS words per row); post-sampling p from the sampler
+        chain, which runs where the logits are (`host_rows`, sampled steps) or is the argmax (greedy, p = 1)."""
+        want = run.seq.request.probs
+        if want is None:
+            return None
+        if want.post_sampling:
+            if host_rows is not None:
+                return self._host_probs(run, tokens, host_rows)
+            return [post_sampling(t, np.array([t]), np.array([1.0]), want.n_top) for t in tokens]
+        out = []
+        for j, (token, row) in enumerate(zip(tokens, rows)):
+            values, ids, lse, chosen = read_row(self.io, row)
+            self.host_bytes_read += 4 * ROW_WORDS
+            if host_rows is not None:   # sampled: the host chose the token from the logits it holds
+                chosen = float(host_rows[j][token])
+            out.append(from_top_pairs(token, values, ids, lse, chosen, want.n_top))
         return out
 
     def _logits(self, row: int) -> np.ndarray:

@@ -44,6 +44,7 @@ from vkmtp.ops.rope import Rope
 from vkmtp.ops.set_rows import SetRows
 from vkmtp.ops.strided import Strided
 from vkmtp.ops.topk import TopK
+from vkmtp.ops.token_probs import TokenProbs
 from vkmtp.spec.config import DRAFT_TOP_K
 from vkmtp.tuning.profile import TuningProfile
 
@@ -85,6 +86,7 @@ class Ops:
         self.matvec_id = MatVecId(device) if cfg.is_moe else None
         self.argmax = Argmax(device)
         self.topk = TopK(device, DRAFT_TOP_K)
+        self.token_probs = TokenProbs(device)   # requests that ask for token probabilities
 
     def linear(self, rec: Recorder, w: WeightRef, x: View, y: View, n: int, accumulate: bool = False,
                prefill: bool = False, x_stride: int | None = None, y_stride: int | None = None,
@@ -140,7 +142,8 @@ class Activations:
             "f": 4 * n * max(ff, 2 * e), "attn_scratch": (ops.attn_prefill if prefill else ops.attn).scratch_bytes(n), "moe": 4 * n * moe + 4, "head_h": 4 * n_out * e,
             "logits": 4 * n_out * cfg.n_vocab,
             "argmax_scratch": max(ops.argmax.scratch_bytes(n_out, cfg.n_vocab),
-                                  ops.topk.scratch_bytes(n_out, cfg.n_vocab)),
+                                  ops.topk.scratch_bytes(n_out, cfg.n_vocab),
+                                  ops.token_probs.scratch_bytes(n_out, cfg.n_vocab)),
         }
 
     @staticmethod

@@ -11,6 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 from vkmtp.device import Device, View
+from vkmtp.graph import token_probs
 from vkmtp.ops.sample import MAX_WINDOW, PARAM_WORDS
 from vkmtp.ops.spec import RECORD_WORDS
 from vkmtp.spec.config import DRAFT_TOP_K
@@ -45,6 +46,8 @@ class StepIO:
             "pairs_lag": 2 * max(n_seq, max_tokens),
             "uniforms": max(K, 1) * n_seq,
             "draft_noise": 4 * n_seq,   # per sequence {seed key, position, 1/T bits, on} (shaders/gumbel.comp)
+            # token probabilities of every logits row of a step (vkmtp.graph.token_probs)
+            **token_probs.regions(max(n_seq * V, 1)),
             # GPU sampling (shaders/sample.comp): per sampled row its parameters; per slot its penalty window's
             # history tokens and its logit-bias pairs {id, bias}
             "sample_params": PARAM_WORDS * max(n_seq * V, 1),

@@ -12,7 +12,9 @@ Outputs are token ids in the step buffer: the argmax (plain greedy steps), or wi
 of every row on the GPU (shaders/sample.comp, its inputs written by the host into the step buffer:
 `record_sample_rows`), so a sampled speculative step also decides, accepts and rolls back in its one
 submission. Only a step whose rows need the host (a grammar) takes logits into a host-visible buffer and a
-CommitGraph after the host's decision.
+CommitGraph after the host's decision. With `probs` (a request asked for token probabilities) the step also
+reduces every logits row to its top-n pairs and log-sum-exp (vkmtp.graph.token_probs): a separate recorded
+variant, so steps without probabilities keep their graph.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from vkmtp.graph.step_io import StepIO
 from vkmtp.graph.device_state import DeviceState
 from vkmtp.graph.forward import Activations, Forward
 from vkmtp.graph.graph_counts import GraphCounts, conv_bytes_per_seq, step_state_bytes
+from vkmtp.graph.token_probs import record_token_probs
 from vkmtp.ops.gumbel import GumbelNoise
 from vkmtp.ops.matvec import MAX_COLS
 from vkmtp.ops.sample import PARAM_WORDS, Sample
@@ -77,16 +80,22 @@ class GraphContext:
         return Activations.carve(self.scratch, self.cfg, n, n_out, self.fwd.ops, prefill)
 
     def head(self, rec: Recorder, h: View, n_out: int, act: Activations, greedy: bool, ids: View,
-             sample: bool = False) -> None:
+             sample: bool = False, probs: bool = False) -> None:
         """LM head on n_out rows of h, then argmax ids (greedy), sampled ids (sample: record_sample_rows) or
-        logits into the host-visible buffer."""
+        logits into the host-visible buffer; with `probs` the rows' token probabilities too (of the raw rows:
+        the chosen token is the argmax when greedy; the host's choice otherwise)."""
         v = self.cfg.n_vocab
         logits = act.logits if greedy or sample else self.logits_host.view(0, 4 * n_out * v)
         self.fwd.record_lm_head(rec, h, n_out, logits)
         if greedy:
             self.fwd.ops.argmax.record(rec, Strided.rows(logits.sub(0, 4 * n_out * v), v), ids, n_out, v,
                                        act.argmax_scratch)
-        elif sample:
+        if probs:   # ---- token probabilities (vkmtp.graph.token_probs) ----
+            if sample:
+                raise ValueError("token probabilities are of the raw logits rows, which the GPU sampler shapes in "
+                                 "place: a step with probabilities samples on the host")
+            record_token_probs(self, rec, logits, n_out, act.argmax_scratch, ids if greedy else None)
+        if sample:
             self.record_sample_rows(rec, logits, n_out, ids)
 
     def record_sample_rows(self, rec: Recorder, logits: View, n_out: int, ids: View) -> None:
@@ -155,7 +164,7 @@ class PrefillGraph:
     the same either way, so the tokens are too. The activations live in the scratch buffer between submissions."""
 
     def __init__(self, ctx: GraphContext, T: int, greedy: bool, mtp: bool, layers_per_submit: int | None = None,
-                 sample: bool = False):
+                 sample: bool = False, probs: bool = False):
         self.T = T
         io, fwd = ctx.io, ctx.fwd
         e4 = 4 * ctx.cfg.n_embd
@@ -175,7 +184,7 @@ class PrefillGraph:
         fwd.record_output_norm(rec, act, T, ctx.hn.sub(0, T * e4))
         # pairs_out[0] = {last real row, 0}: the last real token's hidden -> head input
         ctx.copy_rows(rec, io.view("pairs_out", 0, 2), 1, ctx.hn.sub(0, T * e4), act.head_h, T, 1)
-        ctx.head(rec, act.head_h, 1, act, greedy, io.view("ids", 0, 1), sample)
+        ctx.head(rec, act.head_h, 1, act, greedy, io.view("ids", 0, 1), sample, probs)
         if mtp:
             # pairs_shift[0] = {slot, 0}; the chunk's rows 1.. take hn[0..T-2]
             ctx.mtp_catch_up(rec, records, T, io.view("pairs_shift", 0, 2), 1, T, prefill=True)
@@ -193,7 +202,8 @@ class DecodeGraph:
     head runs later, in a MtpLagGraph, only when it drafts again (the adaptive policy chose depth 0 because
     drafting does not pay): a plain step then costs what it costs without MTP."""
 
-    def __init__(self, ctx: GraphContext, S: int, greedy: bool, mtp: bool, sample: bool = False):
+    def __init__(self, ctx: GraphContext, S: int, greedy: bool, mtp: bool, sample: bool = False,
+                 probs: bool = False):
         io, fwd = ctx.io, ctx.fwd
         e4 = 4 * ctx.cfg.n_embd
         rec = ctx.device.recorder()
@@ -201,7 +211,7 @@ class DecodeGraph:
         act = ctx.act(S, S)
         fwd.record_trunk(rec, records, act, S)
         fwd.record_output_norm(rec, act, S, ctx.hn.sub(0, S * e4))
-        ctx.head(rec, ctx.hn.sub(0, S * e4), S, act, greedy, io.view("ids", 0, S), sample)
+        ctx.head(rec, ctx.hn.sub(0, S * e4), S, act, greedy, io.view("ids", 0, S), sample, probs)
         if mtp:
             st = ctx.state
             ctx.copy_rows(rec, io.view("pairs_lag", 0, 2 * S), S, st.pending_h, st.mtp_lag, st.n_slots_total,
@@ -248,7 +258,8 @@ class SpecGraph:
     """
 
     def __init__(self, ctx: GraphContext, S: int, K: int, greedy: bool, p_min: float, synthetic_rate: float,
-                 n_min: int = 0, draft_vocab: int = 0, sample: bool = False, split: bool = False):
+                 n_min: int = 0, draft_vocab: int = 0, sample: bool = False, split: bool = False,
+                 probs: bool = False):
         io, fwd, ops = ctx.io, ctx.fwd, ctx.fwd.ops
         cfg = ctx.cfg
         e4 = 4 * cfg.n_embd
@@ -290,7 +301,7 @@ class SpecGraph:
         act = ctx.act(R, R)
         fwd.record_trunk(rec, records, act, R, n_snap=K)
         fwd.record_output_norm(rec, act, R, ctx.hn.sub(0, R * e4))
-        ctx.head(rec, ctx.hn.sub(0, R * e4), R, act, greedy, io.view("ids", 0, R), sample)
+        ctx.head(rec, ctx.hn.sub(0, R * e4), R, act, greedy, io.view("ids", 0, R), sample, probs)
         # --- MTP catch-up with the true hidden states (independent of the accept count) -------------------------
         ctx.mtp_catch_up(rec, records, R, io.view("pairs_shift", 0, 2 * S), S, V)
         on_gpu = greedy or sample   # the accept decision, rollback and pending hidden in this submission

@@ -1,6 +1,7 @@
-"""Row-wise top-k (k <= 16) values and ids, ties to the lower index (shaders/topk.comp, two passes).
+"""Row-wise top-k (k <= 20) values and ids, ties to the lower index (shaders/topk.comp, two passes).
 
-For the MTP draft's p-min check: the softmax over the top-10 draft logits needs 10 values, not 248320.
+For the MTP draft's p-min check (the softmax over the top-10 draft logits needs 10 values, not 248320) and for
+the top-n token log-probabilities a client asks for (OpenAI's bound: 20; vkmtp.ops.token_probs).
 Mirrors vkmtp.ref.ops.topk.topk.
 """
 
@@ -10,17 +11,23 @@ from vkmtp.device import WORD, ShaderKey, View
 from vkmtp.ops._select import TwoPassRows, flag_variants
 from vkmtp.ops.strided import Strided
 
-MAX_K = 16
+MAX_K = 20
 
 
 class TopK(TwoPassRows):
     """values[r, :k], ids[r, :k]: the k greatest of x[r] in descending order (NaN as -inf)."""
 
-    def __init__(self, device, k: int, block_size: int = 256, part_size: int = 4096,
-                 subgroup: bool | None = None):
+    def __init__(self, device, k: int, block_size: int = 64, part_size: int = 16384):
+        """block_size: invocations per workgroup, each keeping a k-list in shared memory for the merge
+        (2 * MAX_K words each); part_size: values per pass-1 workgroup (248320 / 16384 -> 16 per row)."""
         if not 1 <= k <= MAX_K:
             raise ValueError(f"top-k supports 1 <= k <= {MAX_K}, got {k}")
-        super().__init__(device, block_size, part_size, subgroup)
+        super().__init__(device, block_size, part_size, subgroup=False)
+        shared = 4 * (2 * MAX_K + 1) * block_size
+        limit = device.info.max_shared_memory
+        if limit and shared > limit:
+            raise ValueError(f"top-k workgroup of {block_size} needs {shared} B of shared memory; the device has "
+                             f"{limit} B")
         self.k = k
 
     def scratch_bytes(self, n_rows: int, n: int) -> int:
@@ -41,12 +48,11 @@ class TopK(TwoPassRows):
         push = [x.offset, x.tok_stride, n, n_parts, self.part_size, scratch.word_offset, values.word_offset,
                 ids.word_offset, self.k]
         buffers = [x.buffer, scratch.buffer, values.buffer, ids.buffer]
-        base = {"USE_SUBGROUP": 1} if self.subgroup else {}
-        rec.dispatch(ShaderKey.make("topk.comp", **base), buffers, (n_parts, n_rows, 1), push=push,
+        rec.dispatch(ShaderKey.make("topk.comp"), buffers, (n_parts, n_rows, 1), push=push,
                      spec=[self.block_size], reads=[x.view], writes=[part])
-        rec.dispatch(ShaderKey.make("topk.comp", FINAL=1, **base), buffers, (n_rows, 1, 1), push=push,
+        rec.dispatch(ShaderKey.make("topk.comp", FINAL=1), buffers, (n_rows, 1, 1), push=push,
                      spec=[self.block_size], reads=[part], writes=[values, ids])
 
 
 def shader_variants() -> list[ShaderKey]:
-    return flag_variants("topk.comp", "FINAL", "USE_SUBGROUP")
+    return flag_variants("topk.comp", "FINAL")

@@ -143,6 +143,7 @@ class SpecStep:
     n_accepted: int
     pending_h: np.ndarray  # [n_embd] hidden of the last token kept in memory (it chose the next id_last)
     logits: np.ndarray  # [n_vocab] logits of that token
+    rows: np.ndarray | None = None  # [len(tokens), n_vocab] the verify logits row that chose each output token
 
 
 def mtp_catch_up(
@@ -188,7 +189,7 @@ def speculative_step(
     row = min(m, looked(out) - 1)  # row j's logits chose out[j]; memory keeps id_last, out[:row]
     state.rollback(n_past + row + 1)
     mtp_state.rollback(n_past + row + 1)
-    return SpecStep(out, len(drafted), m, hidden[row], logits[row])
+    return SpecStep(out, len(drafted), m, hidden[row], logits[row], logits[: len(out)])
 
 
 def generate_mtp(
