@@ -248,6 +248,7 @@ class Scheduler:
                 self.stats.set_graph(self._engine.graph_report())
             # before any client hears of this step, so what a response reports includes it
             self.stats.set_engine_bytes(engine_allocated_bytes(self._engine))
+            self._report_host_cache()
             for event in events:
                 job = self._active.get(event.seq.id)
                 if job is not None:
@@ -274,6 +275,11 @@ class Scheduler:
             job.seq = seq
             with self._cv:
                 self._active[seq.id] = job
+
+    def _report_host_cache(self) -> None:
+        cache = getattr(self._engine, "host_cache", None)
+        if cache is not None:
+            self.stats.set_host_cache(cache.nbytes, len(cache.images), cache.n_restored)
 
     def _next_admissible(self) -> Job | None:
         """The first waiting job that can start now: one that asked for a slot (id_slot) waits for that slot,

@@ -104,6 +104,7 @@ ENV_OF_OPTION: dict[str, str] = {
     "--reasoning-format": "LLAMA_ARG_THINK",
     "--reasoning-budget": "LLAMA_ARG_THINK_BUDGET",
     "--fit": "LLAMA_ARG_FIT",
+    "--cache-ram": "LLAMA_ARG_CACHE_RAM",
     "--fit-target": "LLAMA_ARG_FIT_TARGET",
     "--cache-type-k-draft": "LLAMA_ARG_CACHE_TYPE_K_DRAFT",
     "--cache-type-v-draft": "LLAMA_ARG_CACHE_TYPE_V_DRAFT",

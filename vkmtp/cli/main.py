@@ -17,6 +17,7 @@ from vkmtp.cli.llama_flags import (
     template_kwargs,
 )
 from vkmtp.ops.kv_layout import ENGINE_KV_TYPES
+from vkmtp.engine.host_cache import DEFAULT_CACHE_RAM_MIB
 from vkmtp.engine.prompt_cache import DEFAULT_CTX_CHECKPOINTS
 
 DEFAULT_CTX = 4096   # -c when not given (--fit shrinks it to the device)
@@ -147,6 +148,7 @@ def _engine_config(args: argparse.Namespace, model_path: str | None = None):
                           device=device_selector(args.device), spec=spec, fit=args.fit == "on",
                           fit_margin_mib=args.fit_target, max_submit_ms=args.max_submit_ms,
                           ctx_checkpoints=args.ctx_checkpoints, slot_prompt_similarity=args.slot_prompt_similarity,
+                          cache_ram_mib=args.cache_ram,
                           ctx_fixed=args.ctx_size not in (None, 0) or args.fit == "off")
     if args.max_submit_ms is not None and args.backend != "vulkan":
         print(f"vkmtp: note: --max-submit-ms {args.max_submit_ms}: the {args.backend} backend submits nothing to "
@@ -351,6 +353,18 @@ def _similarity(text: str) -> float:
     return value
 
 
+def _cache_ram(text: str) -> int:
+    from vkmtp.engine.host_cache import cache_ram_bytes
+
+    try:
+        value = int(text)
+        cache_ram_bytes(value)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc) if "--cache-ram" in str(exc) else
+                                         f"--cache-ram {text}: MiB as an integer (-1: no limit, 0: off)")
+    return value
+
+
 def _add_model_flags(p: argparse.ArgumentParser, command: str) -> None:
     """Flags shared by serve, chat and generate, named as llama-server names them (docs/SERVER.md has the
     table of every llama-server flag and what vkmtp does with it)."""
@@ -371,6 +385,10 @@ def _add_model_flags(p: argparse.ArgumentParser, command: str) -> None:
                    help="a request goes to the free slot whose cache reuses the most of its prompt when that is at "
                         "least this fraction of it, else to the least recently used slot (default 0.1; 0: always "
                         "the least recently used)")
+    p.add_argument("-cram", "--cache-ram", type=_cache_ram, default=DEFAULT_CACHE_RAM_MIB, metavar="MiB",
+                   help=f"host-RAM prompt cache: a slot's memory moves there when another conversation takes the "
+                        f"slot, and comes back for a prompt that continues it (default {DEFAULT_CACHE_RAM_MIB}; "
+                        f"-1: no limit; 0: off)")
     p.add_argument("--no-mtp", action="store_true", help="no MTP speculative decoding")
     p.add_argument("--spec-type", default=None,
                    help="draft-mtp (or its older name mtp): MTP drafting, the default; none: off")

@@ -18,6 +18,7 @@ import numpy as np
 from vkmtp.device import Device
 from vkmtp.engine.api import EngineConfig, Sequence
 from vkmtp.engine.base import Run, Slot, SlotEngine
+from vkmtp.engine.host_cache import HostPromptCache, SlotImage, cache_ram_bytes
 from vkmtp.engine.prompt_cache import Checkpoints, next_chunk, plan_reuse
 from vkmtp.graph.graph_counts import GraphCounts
 from vkmtp.graph.steps import CommitGraph, DecodeGraph, GraphContext, MtpLagGraph, PrefillGraph, SpecGraph
@@ -97,6 +98,7 @@ class VulkanEngine(SlotEngine):
         self._prefill_split: dict[int, int] = {}   # chunk bucket T -> trunk layers per submission
         self.prefill_submissions: list[int] = []   # queue submissions of each prompt chunk run, in order
         self.slots = [_Slot(i, checkpoints=Checkpoints(shape.n_ckpt)) for i in range(S)]
+        self.host_cache = HostPromptCache(cache_ram_bytes(config.cache_ram_mib))
         self._synth_rng = np.random.default_rng(1234)
         # adaptive depth (the default): 0 or n_min..n_max per step; n_min == n_max (or adaptive off) is fixed
         self.adaptive = AdaptiveDepth(self.K, spec.n_min) \
@@ -151,6 +153,52 @@ class VulkanEngine(SlotEngine):
         if reason == "cancelled" and slot.tokens and len(slot.tokens) < len(run.prompt):
             slot.tokens = []   # a half-prefilled prompt is not a reusable prefix (its checkpoints stay)
 
+    # --- slot images (host-RAM prompt cache, slot files) --------------------------------------------------------
+    def _held(self, slot: _Slot) -> int:
+        return max([len(slot.tokens), *slot.checkpoints.entries])
+
+    def _take_image(self, slot: _Slot) -> SlotImage:
+        """The slot's prompt cache downloaded: KV rows of its tokens, live states, used checkpoints."""
+        positions = sorted(slot.checkpoints.entries)
+        views = self.state.slot_views(slot.index, len(slot.tokens),
+                                      [(p, slot.checkpoints.entries[p]) for p in positions])
+        arrays = {name: np.frombuffer(b"".join(self.device.download(v) for v in vs), np.uint8)
+                  for name, vs in views.items()}
+        self.host_bytes_read += sum(a.nbytes for a in arrays.values())
+        if slot.tokens:
+            arrays["mtp_lag_n"] = np.array([slot.mtp_lag], np.int32)
+        return SlotImage(list(slot.tokens), list(slot.checkpoints.tokens), positions, arrays)
+
+    def _load_image(self, slot: _Slot, image: SlotImage) -> None:
+        if image.n_tokens >= self.n_ctx:
+            raise ValueError(f"the slot image holds {image.n_tokens} tokens; the context holds {self.n_ctx} per slot")
+        self._erase(slot)
+        cap = slot.checkpoints.capacity
+        kept = image.checkpoints[-cap:] if cap else []
+        places = list(enumerate(kept))
+        views = self.state.slot_views(slot.index, len(image.tokens), [(p, i) for i, p in places])
+        for name, vs in views.items():
+            data = image.arrays.get(name)
+            size = sum(v.nbytes for v in vs)
+            if data is None or data.nbytes != size:
+                raise ValueError(f"the slot image's {name} is not the {size} bytes this engine keeps there")
+            offset = 0
+            for v in vs:
+                self.device.upload(v, data[offset: offset + v.nbytes])
+                offset += v.nbytes
+            self.host_bytes_written += size
+        slot.tokens = list(image.tokens)
+        slot.mtp_lag = int(image.arrays["mtp_lag_n"][0]) if image.tokens and self.use_mtp else 0
+        for place, p in places:
+            slot.checkpoints.entries[p] = place
+        slot.checkpoints.tokens = list(image.history) if kept else []
+
+    def _erase(self, slot: _Slot) -> None:
+        self.state.reset_slot(slot.index)
+        slot.tokens = []
+        slot.mtp_lag = 0
+        slot.checkpoints.clear()
+
     def _copy_checkpoint(self, slot: _Slot, place: int, restore: bool) -> None:
         """Take (live -> place) or restore (place -> live) a checkpoint of the slot's states: GPU copies in one
         recorded submission, no host round trip."""
@@ -163,6 +211,7 @@ class VulkanEngine(SlotEngine):
 
     def close(self) -> None:
         self._cancel_all()
+        self.host_cache.clear()
         for g in self._graphs.values():
             g.rec.destroy()
         self._graphs.clear()
