@@ -8,11 +8,15 @@ affected requests with a 500 and the loop goes on: the worker never dies.
 
 Sleep: with `sleep_idle_seconds`, an idle engine is closed (device memory and pipelines freed) and rebuilt by
 the factory when the next job arrives. Monitoring endpoints read only this object, so they never wake it.
+
+Engine calls (`call`): work on the engine that is not a generation (slot save/restore/erase) runs in the same
+thread, between steps, and its result comes back as an awaitable.
 """
 
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import gc
 import itertools
 import logging
@@ -139,6 +143,7 @@ class Scheduler:
         self._pending: deque[Job] = deque()
         self._cancels: list[Job] = []
         self._active: dict[int, Job] = {}  # seq.id -> job
+        self._calls: deque[tuple[Callable[[Engine], object], concurrent.futures.Future]] = deque()
         self._stopping = False
         self._last_activity = time.monotonic()
         self._thread = threading.Thread(target=self._main, name="vkmtp-engine", daemon=True)
@@ -171,6 +176,36 @@ class Scheduler:
                 )
             self._pending.append(job)
             self._cv.notify()
+
+    async def call(self, fn: Callable[[Engine], object]):
+        """Run fn(engine) in the engine's thread between steps (waking a sleeping engine); its result."""
+        if self.state == LOADING:
+            raise loading()
+        if self.state == FAILED:
+            raise ApiError(503, f"the model failed to load: {self.load_error}", UNAVAILABLE)
+        future: concurrent.futures.Future = concurrent.futures.Future()
+        with self._cv:
+            if self._stopping:
+                raise ApiError(503, "the server is shutting down", UNAVAILABLE)
+            self._calls.append((fn, future))
+            self._cv.notify()
+        return await asyncio.wrap_future(future)
+
+    def _run_calls(self) -> None:
+        while True:
+            with self._cv:
+                if not self._calls:
+                    return
+                fn, future = self._calls.popleft()
+            if self._engine is None and not self._wake():
+                future.set_exception(ApiError(503, "could not wake the model", UNAVAILABLE))
+                continue
+            self._last_activity = time.monotonic()
+            try:
+                future.set_result(fn(self._engine))
+            except Exception as exc:   # the caller turns it into its answer
+                future.set_exception(exc)
+            self._report_host_cache()
 
     def cancel(self, job: Job) -> None:
         """The client went away: stop the job and free its slot (the worker does it before its next step)."""
@@ -207,7 +242,7 @@ class Scheduler:
         self._last_activity = time.monotonic()
         while True:
             with self._cv:
-                while not (self._stopping or self._pending or self._cancels or self._active):
+                while not (self._stopping or self._pending or self._cancels or self._active or self._calls):
                     timeout = self._time_to_sleep()
                     if timeout is not None and timeout <= 0:
                         break
@@ -230,6 +265,7 @@ class Scheduler:
     def _iterate(self, cancels: list[Job]) -> None:
         for job in cancels:
             self._drop(job)
+        self._run_calls()
         if not self._pending and not self._active:
             remaining = self._time_to_sleep()
             if remaining is not None and remaining <= 0:
@@ -415,8 +451,11 @@ class Scheduler:
         error = ApiError(503, "the server is shutting down", UNAVAILABLE)
         with self._cv:
             waiting, self._pending = list(self._pending), deque()
+            calls, self._calls = list(self._calls), deque()
         for job in waiting:
             job.send(error)
+        for _, future in calls:
+            future.set_exception(error)
         if self._engine is not None:
             self._fail_active(error)
             self._engine.close()

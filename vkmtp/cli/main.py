@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from vkmtp.cli.llama_flags import (
@@ -217,12 +218,22 @@ def cmd_serve(args: argparse.Namespace) -> int:
                           n_predict=args.n_predict, cache_prompt=not args.no_cache_prompt,
                           chat_template_kwargs=_thinking_kwargs(args), reasoning_format=args.reasoning_format,
                           sleep_idle_seconds=args.sleep_idle_seconds, sampling=_sampling_defaults(args),
-                          no_webui=args.no_webui)
+                          no_webui=args.no_webui, slot_save_path=_slot_save_path(args.slot_save_path))
     log_level = "debug" if args.verbose else "critical" if args.log_disable else args.log_level
     serve(config, _model_path(args), args.backend, alias=args.alias, log_level=log_level,
           chat_template=chat_template_source(args.chat_template, args.chat_template_file),
           log_format=args.log_format)
     return 0
+
+
+def _slot_save_path(path: str | None) -> str | None:
+    if path is None:
+        return None
+    try:
+        os.makedirs(path, exist_ok=True)
+    except OSError as exc:
+        raise FlagError(f"--slot-save-path {path}: {exc.strerror}") from None
+    return os.path.abspath(path)
 
 
 def cmd_chat(args: argparse.Namespace) -> int:
@@ -500,6 +511,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--sleep-idle-seconds", type=float, default=None,
                    help="free the engine after this many idle seconds; the next request reloads it")
     p.add_argument("--no-webui", action="store_true", help="no chat page at / (the API only)")
+    p.add_argument("--slot-save-path", default=None, metavar="DIR",
+                   help="directory of slot files: POST /slots/{id}?action=save|restore with a filename in it "
+                        "(created if missing; without it save and restore are refused)")
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     p.add_argument("--log-disable", action="store_true", help="log nothing but failures")
     p.add_argument("--log-format", default="text", choices=["text", "json"], help="json: one object per line")

@@ -49,6 +49,8 @@ class SlotEngine(Engine):
     config: EngineConfig
     slots: list[Slot]
     host_cache: HostPromptCache   # --cache-ram (vkmtp.engine.host_cache)
+    backend: str                  # "vulkan" | "reference" (--backend)
+    use_mtp: bool
     closed: bool = False
     _depths: list[int]   # set by _generate: the draft depth each sequence of the step ran at (0: plain)
 
@@ -131,7 +133,11 @@ class SlotEngine(Engine):
 
     def restore_slot(self, index: int, image: SlotImage) -> int:
         """Replace an idle slot's prompt cache by an image (action=restore); the tokens it holds."""
-        self._load_image(self._idle_slot(index), image)
+        slot = self._idle_slot(index)
+        if image.n_tokens >= self.config.n_ctx:
+            raise ValueError(f"the slot image holds {image.n_tokens} tokens; the context holds {self.config.n_ctx} "
+                             f"per slot")
+        self._load_image(slot, image)
         return image.n_tokens
 
     def erase_slot(self, index: int) -> int:
@@ -140,6 +146,12 @@ class SlotEngine(Engine):
         n = self._held(slot)
         self._erase(slot)
         return n
+
+    def image_settings(self) -> dict:
+        """What a slot image depends on besides the model: the engine (its arrays' layout), the KV cache types and
+        whether the MTP head's state is in it (a slot file records it; vkmtp.engine.slot_file)."""
+        t = self.config.cache_types
+        return {"engine": self.backend, "cache_types": [t.k, t.v, t.mtp_k, t.mtp_v], "mtp": bool(self.use_mtp)}
 
     def _idle_slot(self, index: int) -> Slot:
         if not 0 <= index < len(self.slots):

@@ -75,6 +75,8 @@ class _Slot(Slot):
 class ReferenceEngine(SlotEngine):
     """The engine contract over `vkmtp.ref.ReferenceModel` (slow, exact: the oracle for the Vulkan engine)."""
 
+    backend = "reference"
+
     def __init__(self, model: str | os.PathLike | ReferenceModel, config: EngineConfig = EngineConfig()):
         """model: a GGUF path or an already opened ReferenceModel."""
         if config.n_slots < 1 or config.n_ctx < 2 or config.ubatch < 1:

@@ -53,6 +53,8 @@ class _Slot(Slot):
 
 
 class VulkanEngine(SlotEngine):
+    backend = "vulkan"
+
     def __init__(self, model_path: str, config: EngineConfig, progress: bool = False, device: Device | None = None):
         self.model_path = model_path
         self.gguf = open_gguf(model_path)
