@@ -144,7 +144,7 @@ class VulkanEngine(SlotEngine):
             slot.mtp_lag = 0
             slot.checkpoints.clear()
         elif reuse.place is not None:   # back to a checkpoint: its states; KV rows past it are overwritten later
-            self._copy_checkpoint(slot, reuse.place, restore=True)
+            self._restore_checkpoint(slot, reuse.place)
             slot.tokens = prompt[:cached]
             slot.mtp_lag = 0   # checkpoints are taken after prompt chunks, when the MTP head is up to date
         slot.checkpoints.truncate(cached)
@@ -201,15 +201,15 @@ class VulkanEngine(SlotEngine):
         slot.mtp_lag = 0
         slot.checkpoints.clear()
 
-    def _copy_checkpoint(self, slot: _Slot, place: int, restore: bool) -> None:
-        """Take (live -> place) or restore (place -> live) a checkpoint of the slot's states: GPU copies in one
-        recorded submission, no host round trip."""
+    def _restore_checkpoint(self, slot: _Slot, place: int) -> None:
+        """Restore (place -> live) a checkpoint of the slot's states: GPU copies in one recorded submission, no
+        host round trip (checkpoints are taken inside the prompt chunk's own submission: PrefillGraph)."""
         def record():
             rec = self.device.recorder()
             for live, ckpt in self.state.checkpoint_pairs(slot.index, place):
-                rec.copy(ckpt, live) if restore else rec.copy(live, ckpt)
+                rec.copy(ckpt, live)
             return _Copies(rec.finish())
-        self._graph(("checkpoint", slot.index, place, restore), record).rec.run()
+        self._graph(("checkpoint", slot.index, place), record).rec.run()
 
     def close(self) -> None:
         self._cancel_all()
@@ -249,18 +249,20 @@ class VulkanEngine(SlotEngine):
         self.io.write_pairs("pairs_out", [(n - 1, 0)])
         self.io.write_pairs("pairs_shift", [(slot.index, 0)])
         self.io.write_pairs("pairs_in", [(n - 1, slot.index)])
+        # a checkpoint after this chunk is copied inside its submission (the storage place is chosen now)
+        place = slot.checkpoints.add(slot.tokens + chunk) if run.seq.request.cache_prompt else None
+        if place is not None:
+            self.io.write_pairs("pairs_ckpt", [(slot.index, slot.index * self.state.n_ckpt + place)])
         split = self._prefill_split.get(T)
-        graph = self._graph(("prefill", T, greedy, self.use_mtp, split),
-                            lambda: PrefillGraph(self.ctx, T, greedy, self.use_mtp, split))
+        ckpt = place is not None
+        graph = self._graph(("prefill", T, greedy, self.use_mtp, split, ckpt),
+                            lambda: PrefillGraph(self.ctx, T, greedy, self.use_mtp, split, ckpt))
         t0 = time.perf_counter()
         graph.rec.run()
         self.last_counts["prefill"] = graph.counts
         self._bound_prefill(T, split, len(graph.rec), time.perf_counter() - t0)
         slot.tokens.extend(chunk)
         run.pending = run.pending[n:]
-        place = slot.checkpoints.add(slot.tokens) if run.seq.request.cache_prompt else None
-        if place is not None:
-            self._copy_checkpoint(slot, place, restore=False)
         if run.pending:
             return None
         return int(self.io.array("ids")[0]) if greedy else run.sampler.sample(self._logits(0))
