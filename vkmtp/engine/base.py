@@ -134,6 +134,10 @@ class SlotEngine(Engine):
     def restore_slot(self, index: int, image: SlotImage) -> int:
         """Replace an idle slot's prompt cache by an image (action=restore); the tokens it holds."""
         slot = self._idle_slot(index)
+        if any(not 0 < p <= len(image.history) for p in image.checkpoints) or \
+                image.checkpoints != sorted(set(image.checkpoints)):
+            raise ValueError(f"the slot image's checkpoints {image.checkpoints[:8]} are not increasing positions in "
+                             f"its {len(image.history)}-token history")
         if image.n_tokens >= self.config.n_ctx:
             raise ValueError(f"the slot image holds {image.n_tokens} tokens; the context holds {self.config.n_ctx} "
                              f"per slot")

@@ -189,8 +189,11 @@ class VulkanEngine(SlotEngine):
                 self.device.upload(v, data[offset: offset + v.nbytes])
                 offset += v.nbytes
             self.host_bytes_written += size
+        lag = image.arrays.get("mtp_lag_n", np.zeros(1, np.int32)) if image.tokens and self.use_mtp else [0]
+        if not 0 <= int(lag[0]) <= min(self.state.lag_rows, len(image.tokens)):
+            raise ValueError(f"the slot image's MTP lag {int(lag[0])} is outside 0..{self.state.lag_rows}")
         slot.tokens = list(image.tokens)
-        slot.mtp_lag = int(image.arrays["mtp_lag_n"][0]) if image.tokens and self.use_mtp else 0
+        slot.mtp_lag = int(lag[0])
         for place, p in places:
             slot.checkpoints.entries[p] = place
         slot.checkpoints.tokens = list(image.history) if kept else []
