@@ -19,7 +19,7 @@ from fastapi.responses import Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from vkmtp.server import generation, info_routes
+from vkmtp.server import generation, info_routes, slot_routes
 from vkmtp.server.config import ServerConfig
 from vkmtp.server.context import ServerContext, api_handler
 from vkmtp.server.errors import AUTHENTICATION, NOT_FOUND, NOT_SUPPORTED, SERVER, ApiError, bad_request
@@ -36,6 +36,7 @@ ROUTES = [
     ("GET", "/v1/models", info_routes.models),
     ("GET", "/props", info_routes.props),
     ("GET", "/slots", info_routes.slots),
+    ("POST", "/slots/{id_slot}", slot_routes.slot_action),
     ("GET", "/metrics", info_routes.metrics),
     ("POST", "/completion", generation.llama_completion),
     ("POST", "/completions", generation.completions),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -25,6 +26,7 @@ class ServerConfig:
     reasoning_format: str = "auto"  # --reasoning-format: none | deepseek | auto (requests may say)
     sleep_idle_seconds: float | None = None  # --sleep-idle-seconds
     no_webui: bool = False  # --no-webui: no chat page at /
+    slot_save_path: str | None = None  # --slot-save-path: directory of slot files (/slots/{id}?action=save|restore)
     sampling: SamplingParams = field(default_factory=SamplingParams)  # --temp, --top-k, ... defaults
 
     def __post_init__(self):
@@ -39,6 +41,8 @@ class ServerConfig:
                 "must be > 0",
             ),
         ]
+        if self.slot_save_path is not None and not os.path.isdir(self.slot_save_path):
+            raise ValueError(f"--slot-save-path {self.slot_save_path}: not a directory")
         for name, ok, rule in checks:
             if not ok:
                 raise ValueError(f"server setting {name}={getattr(self, name)!r} {rule}")

@@ -72,6 +72,11 @@ def log_engine(engine: Engine, seconds: float) -> None:
     if spec.enabled:
         log.info("MTP settings in force: draft n-max %d, n-min %d, p-min %.2f%s", spec.n_max, spec.n_min,
                  spec.p_min, ", adaptive depth" if spec.adaptive else "")
+    cache = getattr(engine, "host_cache", None)
+    if cache is not None:
+        limit = engine.config.cache_ram_mib
+        log.info("host-RAM prompt cache: %s", "off (--cache-ram 0)" if not cache.enabled else
+                 "no size limit (--cache-ram -1)" if cache.limit is None else f"up to {limit} MiB (--cache-ram)")
     plan = getattr(engine, "memory_plan", None)
     if plan is not None:
         log.info("memory plan:\n%s", plan.describe())

@@ -29,6 +29,9 @@ class ServerStats:
     requests_deferred: int = 0
     engine_bytes: int = 0
     engine_peak_bytes: int = 0  # the most the engine held since its last load or wake
+    host_cache_bytes: int = 0   # slot images in the host-RAM prompt cache (--cache-ram)
+    host_cache_images: int = 0
+    host_cache_restores: int = 0   # images given back to a slot
     spec: SpecStats = field(default_factory=SpecStats)
     graph: dict = field(default_factory=dict)  # the engine's recorded-step counts (VulkanEngine.graph_report)
 
@@ -78,6 +81,11 @@ class StatsBook:
         with self._lock:
             self._stats.engine_bytes = n_bytes
             self._stats.engine_peak_bytes = max(self._stats.engine_peak_bytes, n_bytes)
+
+    def set_host_cache(self, n_bytes: int, n_images: int, n_restores: int) -> None:
+        with self._lock:
+            s = self._stats
+            s.host_cache_bytes, s.host_cache_images, s.host_cache_restores = n_bytes, n_images, n_restores
 
     def engine_loaded(self, n_bytes: int) -> None:
         """A (re)built engine starts a new peak. The peak is kept while the engine sleeps, so what one awake
@@ -179,6 +187,13 @@ class _Collector:
             "The most memory the engine held since it was last loaded or woken (kept while sleeping).",
             value=s.engine_peak_bytes,
         )
+        yield GaugeMetricFamily("vkmtp:prompt_cache_ram_bytes",
+                                "Bytes of slot images in the host-RAM prompt cache (--cache-ram).",
+                                value=s.host_cache_bytes)
+        yield GaugeMetricFamily("vkmtp:prompt_cache_ram_images", "Slot images in the host-RAM prompt cache.",
+                                value=s.host_cache_images)
+        yield CounterMetricFamily("vkmtp:prompt_cache_ram_restores", "Slot images the host-RAM prompt cache gave "
+                                  "back to a slot.", value=s.host_cache_restores)
         from vkmtp.engine.probes import peak_rss_bytes, process_rss_bytes
 
         rss = process_rss_bytes()

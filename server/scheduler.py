@@ -8,11 +8,15 @@ affected requests with a 500 and the loop goes on: the worker never dies.
 
 Sleep: with `sleep_idle_seconds`, an idle engine is closed (device memory and pipelines freed) and rebuilt by
 the factory when the next job arrives. Monitoring endpoints read only this object, so they never wake it.
+
+Engine calls (`call`): work on the engine that is not a generation (slot save/restore/erase) runs in the same
+thread, between steps, and its result comes back as an awaitable.
 """
 
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import gc
 import itertools
 import logging
@@ -144,6 +148,7 @@ class Scheduler:
         self._pending: deque[Job] = deque()
         self._cancels: list[Job] = []
         self._active: dict[int, Job] = {}  # seq.id -> job
+        self._calls: deque[tuple[Callable[[Engine], object], concurrent.futures.Future]] = deque()
         self._stopping = False
         self._last_activity = time.monotonic()
         self._thread = threading.Thread(target=self._main, name="vkmtp-engine", daemon=True)
@@ -176,6 +181,36 @@ class Scheduler:
                 )
             self._pending.append(job)
             self._cv.notify()
+
+    async def call(self, fn: Callable[[Engine], object]):
+        """Run fn(engine) in the engine's thread between steps (waking a sleeping engine); its result."""
+        if self.state == LOADING:
+            raise loading()
+        if self.state == FAILED:
+            raise ApiError(503, f"the model failed to load: {self.load_error}", UNAVAILABLE)
+        future: concurrent.futures.Future = concurrent.futures.Future()
+        with self._cv:
+            if self._stopping:
+                raise ApiError(503, "the server is shutting down", UNAVAILABLE)
+            self._calls.append((fn, future))
+            self._cv.notify()
+        return await asyncio.wrap_future(future)
+
+    def _run_calls(self) -> None:
+        while True:
+            with self._cv:
+                if not self._calls:
+                    return
+                fn, future = self._calls.popleft()
+            if self._engine is None and not self._wake():
+                future.set_exception(ApiError(503, "could not wake the model", UNAVAILABLE))
+                continue
+            self._last_activity = time.monotonic()
+            try:
+                future.set_result(fn(self._engine))
+            except Exception as exc:   # the caller turns it into its answer
+                future.set_exception(exc)
+            self._report_host_cache()
 
     def cancel(self, job: Job) -> None:
         """The client went away: stop the job and free its slot (the worker does it before its next step)."""
@@ -212,7 +247,7 @@ class Scheduler:
         self._last_activity = time.monotonic()
         while True:
             with self._cv:
-                while not (self._stopping or self._pending or self._cancels or self._active):
+                while not (self._stopping or self._pending or self._cancels or self._active or self._calls):
                     timeout = self._time_to_sleep()
                     if timeout is not None and timeout <= 0:
                         break
@@ -235,6 +270,7 @@ class Scheduler:
     def _iterate(self, cancels: list[Job]) -> None:
         for job in cancels:
             self._drop(job)
+        self._run_calls()
         if not self._pending and not self._active:
             remaining = self._time_to_sleep()
             if remaining is not None and remaining <= 0:
@@ -253,6 +289,7 @@ class Scheduler:
                 self.stats.set_graph(self._engine.graph_report())
             # before any client hears of this step, so what a response reports includes it
             self.stats.set_engine_bytes(engine_allocated_bytes(self._engine))
+            self._report_host_cache()
             for event in events:
                 job = self._active.get(event.seq.id)
                 if job is not None:
@@ -279,6 +316,11 @@ class Scheduler:
             job.seq = seq
             with self._cv:
                 self._active[seq.id] = job
+
+    def _report_host_cache(self) -> None:
+        cache = getattr(self._engine, "host_cache", None)
+        if cache is not None:
+            self.stats.set_host_cache(cache.nbytes, len(cache.images), cache.n_restored)
 
     def _next_admissible(self) -> Job | None:
         """The first waiting job that can start now: one that asked for a slot (id_slot) waits for that slot,
@@ -429,8 +471,11 @@ class Scheduler:
         error = ApiError(503, "the server is shutting down", UNAVAILABLE)
         with self._cv:
             waiting, self._pending = list(self._pending), deque()
+            calls, self._calls = list(self._calls), deque()
         for job in waiting:
             job.send(error)
+        for _, future in calls:
+            future.set_exception(error)
         if self._engine is not None:
             self._fail_active(error)
             self._engine.close()

@@ -136,6 +136,11 @@ def test_prompt_cache_flags_reach_the_engine_config():
     assert _engine_config(parse("")[0]).ctx_checkpoints == 8
     with pytest.raises(SystemExit):
         parse("--slot-prompt-similarity 1.5")
+    assert _engine_config(parse("")[0]).cache_ram_mib == 8192      # llama.cpp's default
+    assert _engine_config(parse("--cache-ram -1")[0]).cache_ram_mib == -1
+    assert _engine_config(parse("-cram 0")[0]).cache_ram_mib == 0
+    with pytest.raises(SystemExit):
+        parse("--cache-ram -2")
 
 
 def test_sampling_flags_reach_the_defaults():

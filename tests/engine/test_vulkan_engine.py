@@ -194,7 +194,16 @@ def test_checkpoints_reuse_a_changed_history_like_the_reference(fixture_models, 
     eng = engines(path, mtp=mtp, n_max=3, n_ctx=192)   # an engine of its own: no other test's memory
     ref = ReferenceEngine(path, EngineConfig(n_ctx=192, ubatch=8, spec=SpecConfig(enabled=mtp, n_max=3)))
     prompt = PROMPT[:14]
-    first, seq1 = run(eng, prompt, 6)
+    seq1 = eng.submit(Request(prompt, GREEDY, max_tokens=6))
+    n_submits, n_chunks = eng.device.submits, len(eng.prefill_submissions)
+    while not seq1.generated:
+        eng.step()
+    # checkpoints (after every chunk) are copied inside the chunks' own submissions: no submission of their own
+    assert eng.device.submits - n_submits == sum(eng.prefill_submissions[n_chunks:])
+    assert sorted(eng.slots[seq1.slot].checkpoints.entries) == [8, 13, 14]
+    while not seq1.done:
+        eng.step()
+    first = seq1.generated
     assert seq1.timings.cache_n == 0
     turn = prompt + [90, 91] + PROMPT[14:19]     # not the answer: the slot's live memory is no prefix of it
     second, seq2 = run(eng, turn, 6)

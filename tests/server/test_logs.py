@@ -37,7 +37,8 @@ def _served_log(tmp_path, *flags: str) -> str:
 def test_start_block_engine_and_one_line_per_request(tmp_path):
     out = _served_log(tmp_path, "-np", "2", "-c", "1024")
     for expected in ("model: ", "qwen35", "quant mix: Q8_0", "context 1024 per slot, 2 slot(s)", "KV cache f16",
-                     "MTP: on, draft n-max", "engine loaded in", "memory plan:", "KV cache (f16, 2 x 1024 tokens)"):
+                     "MTP: on, draft n-max", "engine loaded in", "memory plan:",
+                     "host-RAM prompt cache: up to 8192 MiB (--cache-ram)", "KV cache (f16, 2 x 1024 tokens)"):
         assert expected in out, (expected, out)
     lines = [line for line in out.splitlines() if "task 0 slot" in line]
     assert len(lines) == 1, out

@@ -107,6 +107,7 @@ ENV_OF_OPTION: dict[str, str] = {
     "--reasoning-format": "LLAMA_ARG_THINK",
     "--reasoning-budget": "LLAMA_ARG_THINK_BUDGET",
     "--fit": "LLAMA_ARG_FIT",
+    "--cache-ram": "LLAMA_ARG_CACHE_RAM",
     "--fit-target": "LLAMA_ARG_FIT_TARGET",
     "--cpu-moe": "LLAMA_ARG_CPU_MOE",
     "--n-cpu-moe": "LLAMA_ARG_N_CPU_MOE",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from vkmtp.cli.llama_flags import (
@@ -19,6 +20,7 @@ from vkmtp.cli.llama_flags import (
     template_kwargs,
 )
 from vkmtp.ops.kv_layout import ENGINE_KV_TYPES
+from vkmtp.engine.host_cache import DEFAULT_CACHE_RAM_MIB
 from vkmtp.engine.prompt_cache import DEFAULT_CTX_CHECKPOINTS
 
 DEFAULT_CTX = 4096   # -c when not given (--fit shrinks it to the device)
@@ -256,6 +258,7 @@ def _engine_config(args: argparse.Namespace, model_path: str | None = None):
                           device=_device_choice(args, model_path), spec=spec, fit=args.fit == "on",
                           fit_margin_mib=args.fit_target, max_submit_ms=args.max_submit_ms,
                           ctx_checkpoints=args.ctx_checkpoints, slot_prompt_similarity=args.slot_prompt_similarity,
+                          cache_ram_mib=args.cache_ram,
                           ctx_fixed=args.ctx_size not in (None, 0) or args.fit == "off",
                           tensor_overrides=_tensor_overrides(args))
     if config.tensor_overrides and args.backend != "vulkan":
@@ -329,12 +332,22 @@ def cmd_serve(args: argparse.Namespace) -> int:
                           n_predict=args.n_predict, cache_prompt=not args.no_cache_prompt,
                           chat_template_kwargs=_thinking_kwargs(args), reasoning_format=args.reasoning_format,
                           sleep_idle_seconds=args.sleep_idle_seconds, sampling=_sampling_defaults(args),
-                          no_webui=args.no_webui)
+                          no_webui=args.no_webui, slot_save_path=_slot_save_path(args.slot_save_path))
     log_level = "debug" if args.verbose else "critical" if args.log_disable else args.log_level
     serve(config, _model_path(args), args.backend, alias=args.alias, log_level=log_level,
           chat_template=chat_template_source(args.chat_template, args.chat_template_file),
           log_format=args.log_format)
     return 0
+
+
+def _slot_save_path(path: str | None) -> str | None:
+    if path is None:
+        return None
+    try:
+        os.makedirs(path, exist_ok=True)
+    except OSError as exc:
+        raise FlagError(f"--slot-save-path {path}: {exc.strerror}") from None
+    return os.path.abspath(path)
 
 
 def cmd_chat(args: argparse.Namespace) -> int:
@@ -477,6 +490,18 @@ def _similarity(text: str) -> float:
     return value
 
 
+def _cache_ram(text: str) -> int:
+    from vkmtp.engine.host_cache import cache_ram_bytes
+
+    try:
+        value = int(text)
+        cache_ram_bytes(value)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc) if "--cache-ram" in str(exc) else
+                                         f"--cache-ram {text}: MiB as an integer (-1: no limit, 0: off)")
+    return value
+
+
 def _add_model_flags(p: argparse.ArgumentParser, command: str) -> None:
     """Flags shared by serve, chat and generate, named as llama-server names them (docs/SERVER.md has the
     table of every llama-server flag and what vkmtp does with it)."""
@@ -504,6 +529,10 @@ def _add_model_flags(p: argparse.ArgumentParser, command: str) -> None:
                    help="a request goes to the free slot whose cache reuses the most of its prompt when that is at "
                         "least this fraction of it, else to the least recently used slot (default 0.1; 0: always "
                         "the least recently used)")
+    p.add_argument("-cram", "--cache-ram", type=_cache_ram, default=DEFAULT_CACHE_RAM_MIB, metavar="MiB",
+                   help=f"host-RAM prompt cache: a slot's memory moves there when another conversation takes the "
+                        f"slot, and comes back for a prompt that continues it (default {DEFAULT_CACHE_RAM_MIB}; "
+                        f"-1: no limit; 0: off)")
     p.add_argument("--no-mtp", action="store_true", help="no MTP speculative decoding")
     p.add_argument("--spec-type", default=None,
                    help="draft-mtp (or its older name mtp): MTP drafting, the default; none: off")
@@ -615,6 +644,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--sleep-idle-seconds", type=float, default=None,
                    help="free the engine after this many idle seconds; the next request reloads it")
     p.add_argument("--no-webui", action="store_true", help="no chat page at / (the API only)")
+    p.add_argument("--slot-save-path", default=None, metavar="DIR",
+                   help="directory of slot files: POST /slots/{id}?action=save|restore with a filename in it "
+                        "(created if missing; without it save and restore are refused)")
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     p.add_argument("--log-disable", action="store_true", help="log nothing but failures")
     p.add_argument("--log-format", default="text", choices=["text", "json"], help="json: one object per line")

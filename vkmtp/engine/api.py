@@ -44,7 +44,8 @@ class EngineConfig:
     ctx_fixed: bool = True               # -c was given (n_ctx > 0): --fit only checks; n_ctx 0: largest that fits
     max_submit_ms: float | None = None   # --max-submit-ms: longest queue submission (None: the device's default)
     ctx_checkpoints: int = 8             # --ctx-checkpoints (DEFAULT_CTX_CHECKPOINTS)
-    slot_prompt_similarity: float = 0.1  # --slot-prompt-similarity: reused fraction that picks a slot (0: LRU): recurrent-state checkpoints per slot (prompt reuse)
+    slot_prompt_similarity: float = 0.1  # --slot-prompt-similarity: reused fraction that picks a slot (0: LRU)
+    cache_ram_mib: int = 8192            # --cache-ram: host-RAM prompt cache in MiB (-1: no limit, 0: off)
     # -ot / --cpu-moe / --n-cpu-moe as vkmtp.graph.tensor_overrides.TensorOverride, in llama.cpp's order;
     # empty: every weight on the device, unless --fit moves expert layers to host memory
     tensor_overrides: tuple = ()

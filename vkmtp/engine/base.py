@@ -2,11 +2,14 @@
 
 A `SlotEngine` owns `n_slots` slots. `submit` checks the request (empty prompt, token ids, prompt too long),
 picks a free slot (the one whose cached memory is the longest reusable prefix of the prompt when it covers at
-least --slot-prompt-similarity of it, else the least recently used one) and opens a `Run` in it. `step` advances every sequence once: slots whose prompt is not
-done get one prefill chunk (`_prefill`, which returns the first token when the prompt is done); the slots
+least --slot-prompt-similarity of it, else the least recently used one), swaps the slot's memory with the host-RAM
+prompt cache where that serves the prompt better (vkmtp.engine.host_cache) and opens a `Run` in it. `step` advances
+every sequence once: slots whose prompt is not done get one prefill chunk (`_prefill`, which returns the first token when the prompt is done); the slots
 that were already generating take one generation step together (`_generate`). Every new token goes through
 `_emit` (stop ids, max_tokens, context full) and the timings; a finished or cancelled sequence frees its slot
-at once. Subclasses say how memory is kept: `_reusable`, `_open`, `_prefill`, `_generate`, `_release`.
+at once. Subclasses say how memory is kept: `_reusable`, `_open`, `_prefill`, `_generate`, `_release`, and how a
+slot's prompt cache becomes host arrays and back: `_held`, `_take_image`, `_load_image`, `_erase` (also what the
+server's slot save/restore/erase use).
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from vkmtp.engine.api import Engine, EngineConfig, Event, NoFreeSlotError, PromptTooLongError, Request, Sequence
+from vkmtp.engine.host_cache import KEEP_FRACTION, HostPromptCache, SlotImage
 from vkmtp.engine.token_probs import TokenProbs, from_logits, post_sampling
 from vkmtp.sampling import Sampler
 from vkmtp.spec.config import SpecConfig
@@ -48,6 +52,9 @@ class SlotEngine(Engine):
 
     config: EngineConfig
     slots: list[Slot]
+    host_cache: HostPromptCache   # --cache-ram (vkmtp.engine.host_cache)
+    backend: str                  # "vulkan" | "reference" (--backend)
+    use_mtp: bool
     closed: bool = False
     _depths: list[int]   # set by _generate: the draft depth each sequence of the step ran at (0: plain)
 
@@ -83,10 +90,13 @@ class SlotEngine(Engine):
             best = max(free, key=lambda s: self._reusable(s, prompt))
             if self._reusable(best, prompt) >= similarity * len(prompt) and self._reusable(best, prompt) > 0:
                 slot = best
+        t0 = time.perf_counter()
+        self._swap_host_cache(slot, prompt, request.cache_prompt)
         cached = self._reusable(slot, prompt) if request.cache_prompt else 0
         seq = Sequence(request, slot.index)
         seq.timings.cache_n = cached
         seq.timings.prompt_n = len(prompt) - cached
+        seq.timings.prompt_ms += 1e3 * (time.perf_counter() - t0)   # host-cache copies are prompt work
         sampler = Sampler(request.params)
         for token in prompt:
             sampler.accept(token)
@@ -96,6 +106,67 @@ class SlotEngine(Engine):
         slot.run.spec = spec
         slot.last_used = time.monotonic()
         return seq
+
+    def _swap_host_cache(self, slot: Slot, prompt: list[int], cache_prompt: bool) -> None:
+        """The host-RAM prompt cache (vkmtp.engine.host_cache): a prompt that keeps less than half of the slot's
+        memory moves that memory to host RAM; one that a cached image serves better than the slot gets it back."""
+        cache = self.host_cache
+        if not cache.enabled:
+            return
+        own = self._reusable(slot, prompt) if cache_prompt else 0
+        image, n = cache.best(prompt) if cache_prompt else (None, 0)
+        held = self._held(slot)
+        if image is None or n <= own:
+            image = None
+            if own >= KEEP_FRACTION * held:
+                return
+        else:
+            cache.take(image)
+        if held:
+            cache.put(self._take_image(slot))
+        if image is not None:
+            self._load_image(slot, image)
+
+    def save_slot(self, index: int) -> SlotImage:
+        """The image of an idle slot's prompt cache (POST /slots/{id}?action=save)."""
+        slot = self._idle_slot(index)
+        image = self._take_image(slot)
+        if image.n_tokens == 0:
+            raise ValueError(f"slot {index} holds no prompt cache to save")
+        return image
+
+    def restore_slot(self, index: int, image: SlotImage) -> int:
+        """Replace an idle slot's prompt cache by an image (action=restore); the tokens it holds."""
+        slot = self._idle_slot(index)
+        if any(not 0 < p <= len(image.history) for p in image.checkpoints) or \
+                image.checkpoints != sorted(set(image.checkpoints)):
+            raise ValueError(f"the slot image's checkpoints {image.checkpoints[:8]} are not increasing positions in "
+                             f"its {len(image.history)}-token history")
+        if image.n_tokens >= self.config.n_ctx:
+            raise ValueError(f"the slot image holds {image.n_tokens} tokens; the context holds {self.config.n_ctx} "
+                             f"per slot")
+        self._load_image(slot, image)
+        return image.n_tokens
+
+    def erase_slot(self, index: int) -> int:
+        """Forget an idle slot's prompt cache (action=erase); the tokens it held."""
+        slot = self._idle_slot(index)
+        n = self._held(slot)
+        self._erase(slot)
+        return n
+
+    def image_settings(self) -> dict:
+        """What a slot image depends on besides the model: the engine (its arrays' layout), the KV cache types and
+        whether the MTP head's state is in it (a slot file records it; vkmtp.engine.slot_file)."""
+        t = self.config.cache_types
+        return {"engine": self.backend, "cache_types": [t.k, t.v, t.mtp_k, t.mtp_v], "mtp": bool(self.use_mtp)}
+
+    def _idle_slot(self, index: int) -> Slot:
+        if not 0 <= index < len(self.slots):
+            raise ValueError(f"slot {index} does not exist (the engine has {len(self.slots)})")
+        if self.slots[index].run is not None:
+            raise NoFreeSlotError(f"slot {index} is busy")
+        return self.slots[index]
 
     # ---- stepping ------------------------------------------------------------------------------------------
     def has_work(self) -> bool:
@@ -237,3 +308,19 @@ class SlotEngine(Engine):
 
     def _release(self, slot: Slot, run: Run, reason: str) -> None:
         """The sequence ended (reason: eos | limit | context | cancelled): keep what the prompt cache keeps."""
+
+    @abstractmethod
+    def _held(self, slot: Slot) -> int:
+        """Tokens the slot's prompt cache holds (its live memory or its latest checkpoint; 0: nothing)."""
+
+    @abstractmethod
+    def _take_image(self, slot: Slot) -> SlotImage:
+        """The slot's prompt cache copied to host arrays (the slot keeps it)."""
+
+    @abstractmethod
+    def _load_image(self, slot: Slot, image: SlotImage) -> None:
+        """Make the slot's prompt cache exactly `image` (what it held before is gone)."""
+
+    @abstractmethod
+    def _erase(self, slot: Slot) -> None:
+        """Forget the slot's prompt cache."""

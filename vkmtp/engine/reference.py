@@ -22,11 +22,12 @@ import numpy as np
 
 from vkmtp.engine.api import EngineConfig, Sequence
 from vkmtp.engine.base import Run, Slot, SlotEngine
+from vkmtp.engine.host_cache import HostPromptCache, SlotImage, cache_ram_bytes
 from vkmtp.engine.prompt_cache import Checkpoints, next_chunk, plan_reuse
 from vkmtp.ops.kv_layout import kv_type
 from vkmtp.ref import ReferenceModel
 from vkmtp.ref.generate import mtp_catch_up, speculative_step
-from vkmtp.ref.state import KVCache, ModelState, MtpState, StateSnapshot
+from vkmtp.ref.state import DeltaNetState, KVCache, ModelState, MtpState, StateSnapshot
 from vkmtp.sampling import Sampler
 
 
@@ -74,6 +75,8 @@ class _Slot(Slot):
 class ReferenceEngine(SlotEngine):
     """The engine contract over `vkmtp.ref.ReferenceModel` (slow, exact: the oracle for the Vulkan engine)."""
 
+    backend = "reference"
+
     def __init__(self, model: str | os.PathLike | ReferenceModel, config: EngineConfig = EngineConfig()):
         """model: a GGUF path or an already opened ReferenceModel."""
         if config.n_slots < 1 or config.n_ctx < 2 or config.ubatch < 1:
@@ -98,6 +101,7 @@ class ReferenceEngine(SlotEngine):
             raise ValueError(f"--ctx-checkpoints {config.ctx_checkpoints}: must be >= 0")
         self.slots = [_Slot(i, checkpoints=Checkpoints(config.ctx_checkpoints), saved={})
                       for i in range(config.n_slots)]
+        self.host_cache = HostPromptCache(cache_ram_bytes(config.cache_ram_mib))
         self.closed = False
 
     @property
@@ -129,6 +133,37 @@ class ReferenceEngine(SlotEngine):
         slot.saved = {i: e for i, e in slot.saved.items() if i in slot.checkpoints.entries.values()}
         slot.live = None
         return run
+
+    # ---- slot images (host-RAM prompt cache, slot files) ----------------------------------------------------
+    def _held(self, slot: _Slot) -> int:
+        return max([len(slot.live_tokens), *slot.checkpoints.entries])
+
+    def _take_image(self, slot: _Slot) -> SlotImage:
+        """The slot's prefixes as named arrays (shared, not copied: a cached prefix is never written)."""
+        arrays: dict[str, np.ndarray] = {}
+        if slot.live is not None:
+            arrays |= _prefix_arrays("live.", slot.live)
+        positions = sorted(slot.checkpoints.entries)
+        for p in positions:
+            arrays |= _prefix_arrays(f"ckpt{p}.", slot.saved[slot.checkpoints.entries[p]])
+        return SlotImage(slot.live_tokens, list(slot.checkpoints.tokens), positions, arrays)
+
+    def _load_image(self, slot: _Slot, image: SlotImage) -> None:
+        self._erase(slot)
+        cfg = self.model.cfg
+        if image.tokens:
+            slot.live = _prefix_from_arrays(cfg, image.arrays, "live.", image.tokens, self.kv_type, self.mtp_kv_type)
+        kept = image.checkpoints[-slot.checkpoints.capacity:] if slot.checkpoints.capacity else []
+        for place, p in enumerate(kept):
+            slot.checkpoints.entries[p] = place
+            slot.saved[place] = _prefix_from_arrays(cfg, image.arrays, f"ckpt{p}.", image.history[:p], self.kv_type,
+                                                    self.mtp_kv_type)
+        slot.checkpoints.tokens = list(image.history) if kept else []
+
+    def _erase(self, slot: _Slot) -> None:
+        slot.live = None
+        slot.checkpoints.clear()
+        slot.saved = {}
 
     def _release(self, slot: _Slot, run: _Run, reason: str) -> None:
         n_done = run.n_prompt_done
@@ -193,6 +228,7 @@ class ReferenceEngine(SlotEngine):
         self._cancel_all()
         for slot in self.slots:
             slot.live, slot.saved = None, {}
+        self.host_cache.clear()
         self.model = None
 
     # ---- accounting ----------------------------------------------------------------------------------------
@@ -207,6 +243,41 @@ class ReferenceEngine(SlotEngine):
             if slot.run is not None:
                 total += _memory_bytes(slot.run.state, slot.run.mtp.kv if slot.run.mtp else None)
         return total
+
+
+def _prefix_arrays(name: str, prefix: _CachedPrefix) -> dict[str, np.ndarray]:
+    """A cached prefix as named arrays (a slot image's part): KV per attention layer, GDN states, MTP KV, logits."""
+    out = {f"{name}logits": prefix.logits, f"{name}hidden": prefix.hidden}
+    for layer, cache in prefix.state.kv.items():
+        out[f"{name}k{layer}"], out[f"{name}v{layer}"] = cache.k, cache.v
+    for layer, rec in prefix.state.recurrent.items():
+        out[f"{name}conv{layer}"], out[f"{name}ssm{layer}"] = rec.conv, rec.ssm
+    if prefix.mtp is not None:
+        out[f"{name}mtp_k"], out[f"{name}mtp_v"] = prefix.mtp.k, prefix.mtp.v
+    return out
+
+
+def _prefix_from_arrays(cfg, arrays: dict[str, np.ndarray], name: str, tokens: list[int], kv_type: str,
+                        mtp_kv_type: str) -> _CachedPrefix:
+    """The inverse of _prefix_arrays, checked against the model (a slot file may be damaged)."""
+    def get(key: str, shape: tuple | None = None) -> np.ndarray:
+        a = arrays.get(name + key)
+        if a is None or (shape is not None and a.shape != shape):
+            raise ValueError(f"the slot image has no {name + key}" + (f" of shape {shape}" if shape else ""))
+        return a
+
+    n = len(tokens)
+    kv_shape = (n, cfg.n_head_kv, cfg.head_dim)
+    quant = kv_type if kv_type == "q8_0" else None
+    kv = {i: KVCache(get(f"k{i}", kv_shape), get(f"v{i}", kv_shape), quant) for i in cfg.attention_layers}
+    conv_shape = (cfg.ssm_conv_kernel - 1, cfg.ssm_conv_dim)
+    ssm_shape = (cfg.ssm_dt_rank, cfg.ssm_head_v_dim, cfg.ssm_d_state)
+    rec = {i: DeltaNetState(get(f"conv{i}", conv_shape), get(f"ssm{i}", ssm_shape)) for i in cfg.recurrent_layers}
+    mtp = None
+    if name + "mtp_k" in arrays:
+        mtp = KVCache(get("mtp_k"), get("mtp_v"), mtp_kv_type if mtp_kv_type == "q8_0" else None)
+    return _CachedPrefix(tuple(tokens), StateSnapshot(n, kv, rec), mtp, get("logits", (cfg.n_vocab,)),
+                         get("hidden", (cfg.n_embd,)))
 
 
 def _memory_bytes(state: ModelState | StateSnapshot, mtp: KVCache | None) -> int:

@@ -23,6 +23,7 @@ import numpy as np
 from vkmtp.device import Device
 from vkmtp.engine.api import EngineConfig, Sequence
 from vkmtp.engine.base import Run, Slot, SlotEngine
+from vkmtp.engine.host_cache import HostPromptCache, SlotImage, cache_ram_bytes
 from vkmtp.engine.prompt_cache import Checkpoints, next_chunk, plan_reuse
 from vkmtp.graph.graph_counts import GraphCounts
 from vkmtp.graph.steps import CommitGraph, DecodeGraph, GraphContext, MtpLagGraph, PrefillGraph, SpecGraph
@@ -61,6 +62,8 @@ class _Slot(Slot):
 
 
 class VulkanEngine(SlotEngine):
+    backend = "vulkan"
+
     def __init__(self, model_path: str, config: EngineConfig, progress: bool = False, device: Device | None = None):
         self.model_path = model_path
         self.gguf = open_gguf(model_path)
@@ -106,6 +109,7 @@ class VulkanEngine(SlotEngine):
         self._prefill_split: dict[int, int] = {}   # chunk bucket T -> trunk layers per submission
         self.prefill_submissions: list[int] = []   # queue submissions of each prompt chunk run, in order
         self.slots = [_Slot(i, checkpoints=Checkpoints(shape.n_ckpt)) for i in range(S)]
+        self.host_cache = HostPromptCache(cache_ram_bytes(config.cache_ram_mib))
         self._synth_rng = np.random.default_rng(1234)
         # adaptive depth (the default): 0 or n_min..n_max per step; n_min == n_max (or adaptive off) is fixed
         self.adaptive = AdaptiveDepth(self.K, spec.n_min) \
@@ -151,7 +155,7 @@ class VulkanEngine(SlotEngine):
             slot.mtp_lag = 0
             slot.checkpoints.clear()
         elif reuse.place is not None:   # back to a checkpoint: its states; KV rows past it are overwritten later
-            self._copy_checkpoint(slot, reuse.place, restore=True)
+            self._restore_checkpoint(slot, reuse.place)
             slot.tokens = prompt[:cached]
             slot.mtp_lag = 0   # checkpoints are taken after prompt chunks, when the MTP head is up to date
         slot.checkpoints.truncate(cached)
@@ -162,18 +166,68 @@ class VulkanEngine(SlotEngine):
         if reason == "cancelled" and slot.tokens and len(slot.tokens) < len(run.prompt):
             slot.tokens = []   # a half-prefilled prompt is not a reusable prefix (its checkpoints stay)
 
-    def _copy_checkpoint(self, slot: _Slot, place: int, restore: bool) -> None:
-        """Take (live -> place) or restore (place -> live) a checkpoint of the slot's states: GPU copies in one
-        recorded submission, no host round trip."""
+    # --- slot images (host-RAM prompt cache, slot files) --------------------------------------------------------
+    def _held(self, slot: _Slot) -> int:
+        return max([len(slot.tokens), *slot.checkpoints.entries])
+
+    def _take_image(self, slot: _Slot) -> SlotImage:
+        """The slot's prompt cache downloaded: KV rows of its tokens, live states, used checkpoints."""
+        positions = sorted(slot.checkpoints.entries)
+        views = self.state.slot_views(slot.index, len(slot.tokens),
+                                      [(p, slot.checkpoints.entries[p]) for p in positions])
+        arrays = {name: np.frombuffer(b"".join(self.device.download(v) for v in vs), np.uint8)
+                  for name, vs in views.items()}
+        self.host_bytes_read += sum(a.nbytes for a in arrays.values())
+        if slot.tokens:
+            arrays["mtp_lag_n"] = np.array([slot.mtp_lag], np.int32)
+        return SlotImage(list(slot.tokens), list(slot.checkpoints.tokens), positions, arrays)
+
+    def _load_image(self, slot: _Slot, image: SlotImage) -> None:
+        if image.n_tokens >= self.n_ctx:
+            raise ValueError(f"the slot image holds {image.n_tokens} tokens; the context holds {self.n_ctx} per slot")
+        self._erase(slot)
+        cap = slot.checkpoints.capacity
+        kept = image.checkpoints[-cap:] if cap else []
+        places = list(enumerate(kept))
+        views = self.state.slot_views(slot.index, len(image.tokens), [(p, i) for i, p in places])
+        for name, vs in views.items():
+            data = image.arrays.get(name)
+            size = sum(v.nbytes for v in vs)
+            if data is None or data.nbytes != size:
+                raise ValueError(f"the slot image's {name} is not the {size} bytes this engine keeps there")
+            offset = 0
+            for v in vs:
+                self.device.upload(v, data[offset: offset + v.nbytes])
+                offset += v.nbytes
+            self.host_bytes_written += size
+        lag = image.arrays.get("mtp_lag_n", np.zeros(1, np.int32)) if image.tokens and self.use_mtp else [0]
+        if not 0 <= int(lag[0]) <= min(self.state.lag_rows, len(image.tokens)):
+            raise ValueError(f"the slot image's MTP lag {int(lag[0])} is outside 0..{self.state.lag_rows}")
+        slot.tokens = list(image.tokens)
+        slot.mtp_lag = int(lag[0])
+        for place, p in places:
+            slot.checkpoints.entries[p] = place
+        slot.checkpoints.tokens = list(image.history) if kept else []
+
+    def _erase(self, slot: _Slot) -> None:
+        self.state.reset_slot(slot.index)
+        slot.tokens = []
+        slot.mtp_lag = 0
+        slot.checkpoints.clear()
+
+    def _restore_checkpoint(self, slot: _Slot, place: int) -> None:
+        """Restore (place -> live) a checkpoint of the slot's states: GPU copies in one recorded submission, no
+        host round trip (checkpoints are taken inside the prompt chunk's own submission: PrefillGraph)."""
         def record():
             rec = self.device.recorder()
             for live, ckpt in self.state.checkpoint_pairs(slot.index, place):
-                rec.copy(ckpt, live) if restore else rec.copy(live, ckpt)
+                rec.copy(ckpt, live)
             return _Copies(rec.finish())
-        self._graph(("checkpoint", slot.index, place, restore), record).rec.run()
+        self._graph(("checkpoint", slot.index, place), record).rec.run()
 
     def close(self) -> None:
         self._cancel_all()
+        self.host_cache.clear()
         for g in self._graphs.values():
             g.rec.destroy()
         self._graphs.clear()
@@ -212,19 +266,21 @@ class VulkanEngine(SlotEngine):
         self.io.write_pairs("pairs_out", [(n - 1, 0)])
         self.io.write_pairs("pairs_shift", [(slot.index, 0)])
         self.io.write_pairs("pairs_in", [(n - 1, slot.index)])
+        # a checkpoint after this chunk is copied inside its submission (the storage place is chosen now)
+        place = slot.checkpoints.add(slot.tokens + chunk) if run.seq.request.cache_prompt else None
+        if place is not None:
+            self.io.write_pairs("pairs_ckpt", [(slot.index, slot.index * self.state.n_ckpt + place)])
         split = self._prefill_split.get(T)
         probs = self._wants_probs([slot])
-        graph = self._graph(("prefill", T, greedy, self.use_mtp, split, sample, probs),
-                            lambda: PrefillGraph(self.ctx, T, greedy, self.use_mtp, split, sample, probs))
+        ckpt = place is not None
+        graph = self._graph(("prefill", T, greedy, self.use_mtp, split, sample, probs, ckpt),
+                            lambda: PrefillGraph(self.ctx, T, greedy, self.use_mtp, split, sample, probs, ckpt))
         t0 = time.perf_counter()
         graph.rec.run()
         self.last_counts["prefill"] = graph.counts
         self._bound_prefill(T, split, len(graph.rec), time.perf_counter() - t0)
         slot.tokens.extend(chunk)
         run.pending = run.pending[n:]
-        place = slot.checkpoints.add(slot.tokens) if run.seq.request.cache_prompt else None
-        if place is not None:
-            self._copy_checkpoint(slot, place, restore=False)
         if run.pending:
             return None
         if greedy or sample:

@@ -85,6 +85,22 @@ class LayerStack:
             b.destroy()
 
 
+def _kv_rows(cache, layout: KvLayout, slot: int, n: int) -> list[View]:
+    """Views of rows slot * n_ctx .. + n of a KV cache (one View, or a list of parts of equal rows but the last)."""
+    first, rb = slot * layout.n_ctx, layout.row_bytes
+    if not isinstance(cache, list):
+        return [cache.sub(first * rb, n * rb)]
+    per_part = cache[0].nbytes // rb
+    out = []
+    row, end = first, first + n
+    while row < end:
+        part, r = divmod(row, per_part)
+        take = min(end - row, per_part - r)
+        out.append(cache[part].sub(r * rb, take * rb))
+        row += take
+    return out
+
+
 class DeviceState:
     """Everything per sequence that lives on the device."""
 
@@ -220,6 +236,31 @@ class DeviceState:
             row = 4 * self.cfg.n_embd
             pairs.append((self.pending_h_of(slot), self.pending_h_ckpt_buffer.view(k * row, row)))
         return pairs
+
+    def slot_views(self, slot: int, n_tokens: int, places: list[tuple[int, int]]) -> dict[str, list[View]]:
+        """Named device ranges of a slot's prompt cache (a slot image, vkmtp.engine.host_cache): attention and
+        MTP-head KV rows of positions 0..n_tokens-1, live GDN/conv states, pending hidden and the MTP lag ring
+        (its live memory; nothing of it when n_tokens is 0), and the states of the checkpoints `places`
+        ((position, storage place) pairs), named by position."""
+        out: dict[str, list[View]] = {}
+        if n_tokens:
+            for i in range(len(self.attn_index)):
+                out[f"k{i}"] = _kv_rows(self.k_cache.layers[i], self.kv_layout, slot, n_tokens)
+                out[f"v{i}"] = _kv_rows(self.v_cache.layers[i], self.v_layout, slot, n_tokens)
+            if self.mtp_k is not None:
+                out["mtp_k"] = _kv_rows(self.mtp_k.layers[0], self.mtp_kv_layout, slot, n_tokens)
+                out["mtp_v"] = _kv_rows(self.mtp_v.layers[0], self.mtp_v_layout, slot, n_tokens)
+            for name, stack, words in (("conv", self.conv, self.conv_words), ("ssm", self.ssm, self.ssm_words)):
+                for i, view in enumerate(stack.layers if stack is not None else []):
+                    out[f"{name}{i}"] = [view.sub(4 * slot * words, 4 * words)]
+            out["pending_h"] = [self.pending_h_of(slot)]
+            if self.mtp_lag is not None:
+                ring = 4 * self.lag_rows * self.cfg.n_embd
+                out["mtp_lag"] = [self.mtp_lag.sub(slot * ring, ring)]
+        for pos, place in places:
+            for j, (_, ckpt) in enumerate(self.checkpoint_pairs(slot, place)):
+                out[f"ckpt{pos}.{j}"] = [ckpt]
+        return out
 
     def reset_slot(self, slot: int) -> None:
         """Zero a slot's recurrent state and pending hidden (a new sequence starts from nothing)."""

@@ -44,6 +44,7 @@ class StepIO:
             "pairs_shift": 2 * max(n_seq, 1),
             "pairs_out": 2 * max(n_seq, 1),
             "pairs_lag": 2 * max(n_seq, max_tokens),
+            "pairs_ckpt": 2,   # {slot, checkpoint row}: a prompt chunk's checkpoint (GraphContext.take_checkpoint)
             "uniforms": max(K, 1) * n_seq,
             "draft_noise": 4 * n_seq,   # per sequence {seed key, position, 1/T bits, on} (shaders/gumbel.comp)
             # token probabilities of every logits row of a step (vkmtp.graph.token_probs)

@@ -120,6 +120,18 @@ class GraphContext:
             self.replay.record(rec, select, n_seq, gs[0], gl[0], self.cfg.ssm_dt_rank, st.n_slots_total, n_rows,
                                n_groups=count, log_group_stride=gs[1], state_group_stride=gl[1])
 
+    def take_checkpoint(self, rec: Recorder, pair: View) -> None:
+        """A prompt-cache checkpoint inside a prompt chunk's submission: pair = {slot, slot * n_ckpt + place},
+        read at run time, copies the slot's GDN/conv states of every layer and its pending hidden to that
+        storage place (the copies vkmtp.graph.device_state.DeviceState.checkpoint_pairs lists)."""
+        st = self.state
+        n_places = st.n_slots * st.n_ckpt
+        for live, ckpt, words in ((st.conv, st.conv_ckpt, st.conv_words), (st.ssm, st.ssm_ckpt, st.ssm_words)):
+            for lv, cv in zip(live.layers if live is not None else [], ckpt.layers if ckpt is not None else []):
+                self.spec_ops.record_copy_rows(rec, pair, 1, lv, cv, words, st.n_slots_total, n_places)
+        if st.pending_h_ckpt_buffer is not None:
+            self.copy_rows(rec, pair, 1, st.pending_h, st.pending_h_ckpt_buffer.view(), st.n_slots_total, n_places)
+
     def copy_rows(self, rec: Recorder, pairs: View, n: int, src: View, dst: View, src_rows: int,
                   dst_rows: int) -> None:
         self.spec_ops.record_copy_rows(rec, pairs, n, src, dst, self.cfg.n_embd, src_rows, dst_rows)
@@ -164,7 +176,7 @@ class PrefillGraph:
     the same either way, so the tokens are too. The activations live in the scratch buffer between submissions."""
 
     def __init__(self, ctx: GraphContext, T: int, greedy: bool, mtp: bool, layers_per_submit: int | None = None,
-                 sample: bool = False, probs: bool = False):
+                 sample: bool = False, probs: bool = False, checkpoint: bool = False):
         self.T = T
         io, fwd = ctx.io, ctx.fwd
         e4 = 4 * ctx.cfg.n_embd
@@ -191,6 +203,8 @@ class PrefillGraph:
             # pairs_in[0] = {last real row, slot}: the slot's pending hidden for its next MTP step
             ctx.copy_rows(rec, io.view("pairs_in", 0, 2), 1, ctx.hn.sub(0, T * e4), ctx.state.pending_h, T,
                           ctx.state.n_slots_total)
+        if checkpoint:
+            ctx.take_checkpoint(rec, io.view("pairs_ckpt", 0, 2))
         recs.append(rec.finish())
         self.rec = Submissions(recs)
         self.counts = GraphCounts.of(recs, step_state_bytes(ctx.cfg, 1, 0))
