@@ -88,6 +88,19 @@ def test_int8_matmul_accumulates_and_spans_tiles(ws, mm, ggml_type):
     run_case(ws, mm, ggml_type, 150, k_blocks(ggml_type, 2), 130, accumulate=True, seed=4)
 
 
+# Row widths K of the prefill projections of the real models (tools/make_synthetic_model.py presets): the
+# embedding width (every q/k/v/gate/up projection reads it) and the FFN width (ffn_down reads it). A band of
+# 67 rows (a partial row tile) and a 37-token chunk (a partial token tile): every K block of the real row.
+REAL_K = [("0.8b", 1024), ("0.8b", 3584), ("9b", 4096), ("9b", 12288), ("27b", 5120), ("27b", 17408)]
+
+
+@pytest.mark.parametrize("ggml_type", [T.Q8_0, T.Q4_K], ids=["q8_0", "q4_k"])
+@pytest.mark.parametrize("model,k", [pytest.param(m, k, marks=[pytest.mark.lanes] if m == "0.8b" else [])
+                                     for m, k in REAL_K], ids=[f"{m}-k{k}" for m, k in REAL_K])
+def test_int8_matmul_at_real_row_widths(ws, mm, ggml_type, model, k):
+    run_case(ws, mm, ggml_type, 67, k, 37, accumulate=ggml_type == T.Q4_K, seed=k)
+
+
 def test_int8_token_alone_equals_token_in_batch(ws, mm):
     """A token's quantization and sums depend on that token only: alone, in 8 or in 70 the same bits."""
     rows = random_weight(T.Q6_K, 45, 512, 5)
