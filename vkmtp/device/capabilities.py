@@ -73,7 +73,8 @@ DRIVERS: tuple[DriverDefaults, ...] = (
 
 # The int8 prefill matmul (Q8_1 activations) is off by default: on the engine's random fixture models it moves
 # first-token logits by 2-5 % of the logit scale (dense Q4_K/Q8_0, MoE Q8_0) and up to 30 % on MoE Q4_K, where
-# a flipped expert choice changes the greedy token (docs/PERFORMANCE.md). MatMul(int8=True) selects it.
+# a flipped expert choice changes the greedy token (docs/PERFORMANCE.md). MatMul(int8=True) selects it, and
+# a tuning profile's matmul.int8 selects it for the engine's prompt chunks (where integer_dot_product is enabled).
 MATMUL_INT8_DEFAULT = False
 
 # Mesa's lavapipe reports this driver name; its subgroup width follows LP_NATIVE_VECTOR_WIDTH (tests/ops).
@@ -130,7 +131,7 @@ class DeviceCaps:
 
     def tuned_with(self, matvec_per_type: dict | None = None, gdn_lanes_per_column: int | None = None,
                    gdn_variant: str | None = None, attn_n_splits: int | None = None,
-                   attn_chunk: int | None = None) -> "DeviceCaps":
+                   attn_chunk: int | None = None, matmul_int8: bool | None = None) -> "DeviceCaps":
         """These caps with measured values in place of the defaults; None keeps a field as it is."""
         def pick(value, current):
             return current if value is None else value
@@ -139,7 +140,9 @@ class DeviceCaps:
                        gdn_lanes_per_column=pick(gdn_lanes_per_column, self.gdn_lanes_per_column),
                        gdn_variant=pick(gdn_variant, self.gdn_variant),
                        attn_n_splits=pick(attn_n_splits, self.attn_n_splits),
-                       attn_chunk=pick(attn_chunk, self.attn_chunk), tuned=True)
+                       attn_chunk=pick(attn_chunk, self.attn_chunk),
+                       # the int8 prefill path is a feature path: never on a device without integer dot products
+                       matmul_int8=pick(matmul_int8, self.matmul_int8) and self.int_dot, tuned=True)
 
     def gdn_lanes_for(self, head_dim: int) -> int:
         """Lanes per GDN column for this head size: the tuned/default value where it divides head_dim (a
