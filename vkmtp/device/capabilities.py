@@ -108,6 +108,7 @@ class DeviceCaps:
     tuned: bool = False                 # a tuning profile was applied
     features: frozenset = frozenset()   # optional device features enabled (DeviceInfo.enabled_features)
     int_dot: bool = False               # OpSDot on packed int8 (shaderIntegerDotProduct): INT_DOT shader variants
+    f16_storage: bool = False           # 16-bit storage buffers: F16_LOADS variants read f16 caches natively
     matmul_int8: bool = False           # prefill matmul of quantized weights with Q8_1 activations and
                                         # integer dot products (vkmtp.ops.matmul); decode mat-vec is unaffected
     # longest queue submission (ms): a driver may reset a GPU whose one submission runs longer than its lockup
@@ -126,6 +127,7 @@ class DeviceCaps:
             compute_units=d.compute_units or os.cpu_count() or 1,
             matmul_tiles=d.matmul_tiles, features=frozenset(info.enabled_features),
             int_dot=info.has_feature("integer_dot_product"),
+            f16_storage=info.has_feature("storage_buffer_16bit"),
             matmul_int8=MATMUL_INT8_DEFAULT and info.has_feature("integer_dot_product"),
             max_submit_ms=2000.0 if info.kind == "discrete" and not info.uma else 500.0)
 
