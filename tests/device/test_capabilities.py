@@ -37,6 +37,14 @@ def test_a_profile_replaces_only_what_it_measured():
     assert caps.matvec == MatVecTuning(64, 2, True)
 
 
+def test_f16_loads_in_prefill_attention_need_the_feature_and_a_gpu_default():
+    f16 = frozenset({"storage_buffer_16bit"})
+    assert DeviceCaps.for_device(replace(GPU, enabled_features=f16)).attn_f16_loads
+    assert not DeviceCaps.for_device(GPU).attn_f16_loads                  # feature not enabled
+    cpu = DeviceCaps.for_device(replace(LAVAPIPE, enabled_features=f16))
+    assert cpu.f16_storage and not cpu.attn_f16_loads                      # slower on CPU drivers
+
+
 def test_the_int8_prefill_path_needs_integer_dot_products():
     """A profile's matmul.int8 takes effect only where the device enabled integer dot products."""
     with_dot = DeviceCaps.for_device(replace(GPU, enabled_features=frozenset({"integer_dot_product"})))

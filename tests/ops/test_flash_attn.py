@@ -123,7 +123,7 @@ def test_prefill_f16_loads_give_the_word_paths_bits(device, n_head, n_head_kv):
     assert_close(words, case.reference(), ATOL, RTOL)
     if not device.caps.f16_storage:
         return                                       # VKMTP_FEATURES=none: only the word path exists
-    assert FlashAttn(device, n_head, case.k_layout, q_tile=q_tile).f16_loads   # the default where enabled
+    assert FlashAttn(device, n_head, case.k_layout, q_tile=q_tile).f16_loads == device.caps.attn_f16_loads
     np.testing.assert_array_equal(case.run(device, q_tile=q_tile, f16_loads=True), words)
     assert "flash_attn_f16_loads" in case.labels   # that variant ran
 

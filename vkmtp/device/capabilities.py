@@ -50,6 +50,7 @@ class DriverDefaults:
     gdn_lanes_per_column: int    # lanes sharing one value column of the GDN state (capped at head_dim)
     compute_units: int           # workgroups the device runs at once when Vulkan does not say (GPUs)
     matmul_tiles: str            # tile set of vkmtp.ops.matmul.TILE_TABLE
+    attn_f16_loads: bool         # prefill attention reads f16 caches through 16-bit storage where enabled
 
     def matches(self, info: DeviceInfo) -> bool:
         return ((not self.kinds or info.kind in self.kinds)
@@ -60,15 +61,16 @@ class DriverDefaults:
 # - CPU drivers (VK_PHYSICAL_DEVICE_TYPE_CPU: Mesa's lavapipe, SwiftShader) run a workgroup on one CPU thread:
 #   more rows per mat-vec workgroup amortise its start-up, one lane per GDN column avoids slow cross-lane
 #   operations (2x faster on lavapipe), the compute units are the host's cores (0 here: os.cpu_count()), and
-#   the matmul uses its CPU tile set.
+#   the matmul uses its CPU tile set. Prefill attention keeps 32-bit word loads: lavapipe's 16-bit loads made it
+#   0.98-1.45x slower (docs/PERFORMANCE.md).
 # - GPUs: llama.cpp's defaults for NVIDIA / RDNA (2 mat-vec rows per workgroup, 8 lanes per GDN column from its
 #   sweep on gfx1150); core Vulkan does not report compute units, so 16 (a mid-size GPU: decode attention then
 #   runs 32 workgroups per token over the KV heads) until a tuning profile measures the split count.
 DRIVERS: tuple[DriverDefaults, ...] = (
     DriverDefaults("cpu", kinds=("cpu",), driver_names=(), matvec_rows_per_group=4, gdn_lanes_per_column=1,
-                   compute_units=0, matmul_tiles="cpu"),
+                   compute_units=0, matmul_tiles="cpu", attn_f16_loads=False),
     DriverDefaults("gpu", kinds=(), driver_names=(), matvec_rows_per_group=2, gdn_lanes_per_column=8,
-                   compute_units=16, matmul_tiles="gpu"),
+                   compute_units=16, matmul_tiles="gpu", attn_f16_loads=True),
 )
 
 # The int8 prefill matmul (Q8_1 activations) is off by default: on the engine's random fixture models it moves
@@ -108,7 +110,8 @@ class DeviceCaps:
     tuned: bool = False                 # a tuning profile was applied
     features: frozenset = frozenset()   # optional device features enabled (DeviceInfo.enabled_features)
     int_dot: bool = False               # OpSDot on packed int8 (shaderIntegerDotProduct): INT_DOT shader variants
-    f16_storage: bool = False           # 16-bit storage buffers: F16_LOADS variants read f16 caches natively
+    f16_storage: bool = False           # 16-bit storage buffers enabled: F16_LOADS shader variants may run
+    attn_f16_loads: bool = False        # prefill attention reads f16 KV through it (f16_storage and driver default)
     matmul_int8: bool = False           # prefill matmul of quantized weights with Q8_1 activations and
                                         # integer dot products (vkmtp.ops.matmul); decode mat-vec is unaffected
     # longest queue submission (ms): a driver may reset a GPU whose one submission runs longer than its lockup
@@ -128,6 +131,7 @@ class DeviceCaps:
             matmul_tiles=d.matmul_tiles, features=frozenset(info.enabled_features),
             int_dot=info.has_feature("integer_dot_product"),
             f16_storage=info.has_feature("storage_buffer_16bit"),
+            attn_f16_loads=d.attn_f16_loads and info.has_feature("storage_buffer_16bit"),
             matmul_int8=MATMUL_INT8_DEFAULT and info.has_feature("integer_dot_product"),
             max_submit_ms=2000.0 if info.kind == "discrete" and not info.uma else 500.0)
 

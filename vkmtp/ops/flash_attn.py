@@ -62,7 +62,8 @@ class FlashAttn:
         lanes: lanes per KV row of the decode kernel (None: decode_lanes); 1 needs no subgroup operations.
         scale: score scale (None: 1 / sqrt(head_dim)).
         caps: the kernel defaults to use (None: the device's, vkmtp.device.capabilities).
-        f16_loads: prefill reads f16 caches through 16-bit storage (None: caps.f16_storage); needs the feature.
+        f16_loads: prefill reads f16 caches through 16-bit storage (None: caps.attn_f16_loads); needs the
+            device feature storage_buffer_16bit.
     """
 
     def __init__(self, device, n_head: int, k_layout: KvLayout, v_layout: KvLayout | None = None,
@@ -114,7 +115,7 @@ class FlashAttn:
         self.defines = defines
         self.key = ShaderKey.make("flash_attn.comp", **defines)
         # prefill: f16 caches read as f16vec4 where the device enabled 16-bit storage (same values, same bits)
-        self.f16_loads = caps.f16_storage if f16_loads is None else bool(f16_loads)
+        self.f16_loads = caps.attn_f16_loads if f16_loads is None else bool(f16_loads)
         if self.f16_loads and not device.info.has_feature("storage_buffer_16bit"):
             raise ValueError("flash_attn: f16_loads needs the device feature storage_buffer_16bit (not enabled)")
         self.spec = [self.block_size, self.head_dim, self.gqa, self.q_tile]
