@@ -14,7 +14,7 @@ import pytest
 
 from quant_testing import Workspace, assert_close, random_weight
 from vkmtp.gguf import GGMLType as T
-from vkmtp.ops.matmul import INT8_TYPES, MatMul
+from vkmtp.ops.matmul import CPU_INT8_TILES, GPU_INT8_TILES, INT8_TYPES, MatMul, usable_tiles
 from vkmtp.ref.ops.matmul import matmul as matmul_f64
 from vkmtp.ref.ops.matmul import matmul_error_bound, matmul_q8_1, quantize_q8_1
 
@@ -99,6 +99,15 @@ REAL_K = [("0.8b", 1024), ("0.8b", 3584), ("9b", 4096), ("9b", 12288), ("27b", 5
                                      for m, k in REAL_K], ids=[f"{m}-k{k}" for m, k in REAL_K])
 def test_int8_matmul_at_real_row_widths(ws, mm, ggml_type, model, k):
     run_case(ws, mm, ggml_type, 67, k, 37, accumulate=ggml_type == T.Q4_K, seed=k)
+
+
+def test_int8_tile_shapes_give_the_same_bits(ws, mm):
+    """Each output is one chain over the K blocks whatever the tile: every int8 tile of the GPU and CPU tables
+    (their 16 x 16 and 8 x 8 register tiles, partial tiles in M and N) gives the same bits."""
+    outs = [run_case(ws, mm, T.Q4_K, 150, 512, 130, seed=9, tile=tile)[2]
+            for tile in usable_tiles(mm.device.info, GPU_INT8_TILES + CPU_INT8_TILES, int8=True)]
+    for got in outs[1:]:
+        np.testing.assert_array_equal(got, outs[0])
 
 
 def test_int8_token_alone_equals_token_in_batch(ws, mm):
