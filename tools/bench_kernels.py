@@ -12,7 +12,8 @@ RMS norm and get_rows. With --prefill-model, only the prefill mat-mats of that G
 `blk.*` weight, by type and shape, random rows of the same type): tokens/s of those products per prompt chunk on
 the f32 kernel and on the int8 kernel (Q8_1 activations; OpSDot where the device enabled integer dot products),
 then the prefill attention of its attention layers over that chunk with 32-bit word loads and with f16 loads
-(16-bit storage), and the sum of both per path: the VKMTP_FEATURES=none path and the feature path. "bytes" is what a kernel must at least read (weights, KV rows, states); GB/s over
+(16-bit storage), and the sum of both per path: the VKMTP_FEATURES=none path and the feature path.
+"bytes" is what a kernel must at least read (weights, KV rows, states); GB/s over
 tools/bench_device.py's streaming-read bandwidth (vkmtp.tuning.timing.read_bandwidth) shows how far each kernel is
 from the memory bound, which decode speed is. Timing: GPU timestamps where trusted, else the host clock.
 Uses the tuning profile of the device when there is one (VKMTP_TUNING=off for the defaults).

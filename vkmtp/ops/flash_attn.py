@@ -218,5 +218,5 @@ def shader_variants() -> list[ShaderKey]:
     dec = [ShaderKey.make("flash_attn_dec.comp", **dict(k.defines), LANES=lanes, **extra)
            for k in flag_variants("flash_attn_dec.comp", "K_Q8_0", "V_Q8_0") for lanes in (1, 8, 16, 32)
            for extra in ([{}, {"VEC_LOADS": 1}] if not k.defines else [{}])]
-    return (flag_variants("flash_attn.comp", "K_Q8_0", "V_Q8_0") + [ShaderKey.make("flash_attn.comp", F16_LOADS=1)] + dec
-            + flag_variants("flash_attn_reduce.comp", "GATE"))
+    return (flag_variants("flash_attn.comp", "K_Q8_0", "V_Q8_0") + [ShaderKey.make("flash_attn.comp", F16_LOADS=1)]
+            + dec            + flag_variants("flash_attn_reduce.comp", "GATE"))
