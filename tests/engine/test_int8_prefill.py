@@ -43,6 +43,7 @@ def engine(device, path: str, tuning: TuningProfile, mtp: bool = False) -> Vulka
 
 
 def first_logits(eng: VulkanEngine) -> np.ndarray:
+    eng.gpu_sampling = False   # the logits come to the host (the host sampling path)
     seq = eng.submit(Request(PROMPT, SamplingParams(temperature=1.0, seed=0), max_tokens=1))
     while not seq.done:
         eng.step()
