@@ -25,9 +25,14 @@
 //                 part_o_off (O[t][h][s][HEAD_DIM]), part_ml_off ((M, L)[t][h][s]), rows_per_part (KV_PARTS)
 // Spec constants: 0 BLOCK_SIZE (workgroup size = KV positions per tile; >= GQA * Q_TILE), 1 HEAD_DIM
 //                 (multiple of 4), 2 GQA (query heads per KV head), 3 Q_TILE (tokens per workgroup)
-// Defines: K_Q8_0, V_Q8_0 (else f16 caches; Q8_0 needs HEAD_DIM % 64 == 0, see ops/kv_layout.py), KV_PARTS
+// Defines: K_Q8_0, V_Q8_0 (else f16 caches; Q8_0 needs HEAD_DIM % 64 == 0, see ops/kv_layout.py), KV_PARTS,
+//          F16_LOADS (the device enabled 16-bit storage: f16 caches of one part, k_off and v_off even, are read
+//          as f16vec4 and converted to f32 exactly -- the same values, hence the same bits, as unpackHalf2x16)
 // Dispatch: n_splits x n_head_kv x ceil(n_tok / Q_TILE).
 #extension GL_GOOGLE_include_directive : require
+#if defined(F16_LOADS) && !defined(KV_PARTS)
+#extension GL_EXT_shader_16bit_storage : require
+#endif
 
 layout(constant_id = 0) const uint BLOCK_SIZE = 64;
 layout(constant_id = 1) const uint HEAD_DIM = 256;
@@ -39,6 +44,10 @@ layout(std430, binding = 0) readonly buffer Tokens { uint tokens[]; };
 layout(std430, binding = 1) readonly buffer Q { float q_in[]; };
 layout(std430, binding = 2) readonly buffer K { uint k_data[]; };
 layout(std430, binding = 3) readonly buffer V { uint v_data[]; };
+#if defined(F16_LOADS) && !defined(KV_PARTS)
+layout(std430, binding = 2) readonly buffer K16 { f16vec4 k_f16[]; };
+layout(std430, binding = 3) readonly buffer V16 { f16vec4 v_f16[]; };
+#endif
 layout(std430, binding = 4) writeonly buffer Part { float part[]; };
 layout(push_constant) uniform Push {
     uint tok_off; uint n_tok; uint q_off; uint q_tok_stride; uint q_head_stride;
@@ -82,8 +91,13 @@ uint cache_word(bool is_v, uint i) {
 // Values 4 * quad .. 4 * quad + 3 of the head starting at word `base`.
 vec4 load_quad(bool is_v, bool is_q8, uint base, uint quad) {
     if (!is_q8) {
+#if defined(F16_LOADS) && !defined(KV_PARTS)
+        uint i = base / 2 + quad;              // base is even: k_off, v_off and head rows are
+        return vec4(is_v ? v_f16[i] : k_f16[i]);
+#else
         return vec4(unpackHalf2x16(cache_word(is_v, base + 2 * quad)),
                     unpackHalf2x16(cache_word(is_v, base + 2 * quad + 1)));
+#endif
     }
     uint blk = quad / 8;                       // 8 quads per 32-value block of 34 bytes
     uint d_byte = blk * 34;

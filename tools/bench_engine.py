@@ -16,13 +16,19 @@ With --temperature T (and --seed) every request samples with llama.cpp's default
 greedy; --host-sampling adds each configuration again with the host sampler (logits copied to the host and
 a second submission per speculative step: the path before shaders/sample.comp), for a before/after in one run.
 
+--prefill-paths: only prompt processing, on the two kernel paths in one run (rounds interleaved): the device
+created without optional features (VKMTP_FEATURES=none: the f32 prefill mat-mat) and with every feature it
+supports plus the int8 prefill mat-mat (Q8_1 activations, integer dot products; a tuning profile's matmul.int8).
+
 Usage: python tools/bench_engine.py -m MODEL.gguf [--tokens 64] [--prompt-tokens 128] [--text "..."]
        [--synthetic 0.8] [--rounds 5] [--paired] [--n-cpu-moe N] [--temperature 0.8 --seed 1 [--host-sampling]]
+       python tools/bench_engine.py -m MODEL.gguf --prefill-paths [--prompt-tokens 128 | --text "..."] [--rounds 3]
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 import time
@@ -34,11 +40,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_device import git_commit, read_bandwidth  # noqa: E402
 
 from vkmtp.device import Device  # noqa: E402
+from vkmtp.device.info import FEATURE_NAMES  # noqa: E402
 from vkmtp.engine.api import EngineConfig, Request  # noqa: E402
 from vkmtp.engine.vulkan import VulkanEngine  # noqa: E402
 from vkmtp.graph.tensor_overrides import n_cpu_moe_overrides  # noqa: E402
 from vkmtp.sampling import SamplingParams  # noqa: E402
 from vkmtp.spec import SpecConfig  # noqa: E402
+from vkmtp.tuning.profile import TuningProfile, load_profile  # noqa: E402
 
 
 def weight_bytes_per_token(engine: VulkanEngine) -> int:
@@ -126,6 +134,48 @@ def median_row(runs: list[dict]) -> dict:
     return row
 
 
+def prefill_paths(model: str, device_name: str | None, prompt: list[int], rounds: int) -> None:
+    """Prompt tok/s of the engine (no MTP, one chunk of up to 256 tokens) on the word-only path and on the
+    feature path with the int8 prefill mat-mat, interleaved over `rounds`; medians printed."""
+    ctx = len(prompt) + 16
+    spec = SpecConfig(enabled=False)
+    paths = {}
+    for name, features, int8 in (("none", [], False), ("features", list(FEATURE_NAMES), True)):
+        dev = Device(device_name, features=features)
+        base = load_profile(dev.info) or TuningProfile()
+        eng = VulkanEngine(model, EngineConfig(n_ctx=ctx, ubatch=min(256, len(prompt)), spec=spec), device=dev,
+                           tuning=dataclasses.replace(base, matmul_int8=int8))
+        greedy = SamplingParams.greedy_params()
+        for _ in eng.generate(Request(prompt, greedy, max_tokens=1, cache_prompt=False)):   # warm-up
+            pass
+        paths[name] = (dev, eng)
+    speeds = {name: [] for name in paths}
+    firsts = {}
+    for _ in range(max(1, rounds)):
+        for name, (_, eng) in paths.items():
+            row = run_config(eng, spec, prompt, 1)
+            speeds[name].append(row["prompt_tok_s"])
+            firsts[name] = row["output"][:1]
+    none_dev, none_eng = paths["none"]
+    feat_dev, feat_eng = paths["features"]
+    med = {name: float(np.median(v)) for name, v in speeds.items()}
+    print(f"model {model} on {feat_dev.info.name} ({feat_dev.info.driver_info}), commit {git_commit()}; "
+          f"{len(prompt)}-token prompt in chunks of {feat_eng.ubatch}, no MTP; medians of {max(1, rounds)} "
+          f"interleaved round(s)")
+    print(f"features enabled: {', '.join(sorted(feat_dev.info.enabled_features)) or 'none'}")
+    dot = "OpSDot" if feat_eng.ops.matmul.int_dot else "packed"
+    print(f"prefill VKMTP_FEATURES=none (f32 mat-mat)        : {med['none']:9.2f} tok/s  rounds "
+          f"{' '.join(f'{v:.2f}' for v in speeds['none'])}")
+    print(f"prefill features on (int8 mat-mat, Q8_1, {dot:6s}) : {med['features']:9.2f} tok/s  rounds "
+          f"{' '.join(f'{v:.2f}' for v in speeds['features'])}")
+    print(f"features / none: {med['features'] / med['none']:.3f}x; same first token: "
+          f"{'yes' if firsts['none'] == firsts['features'] else 'NO'}")
+    assert feat_eng.ops.matmul.int8 and not none_eng.ops.matmul.int8
+    for dev, eng in paths.values():
+        eng.close()
+        dev.destroy()
+
+
 def _mean_spec_step_ms(seq) -> float:
     """Wall ms per generation step that drafted (draft + verify in one submission; 0 when none did)."""
     st = seq.spec
@@ -158,8 +208,29 @@ def main() -> None:
                     help="also run every configuration with the host sampler (the path before GPU sampling)")
     ap.add_argument("--paired-depth", type=int, default=0,
                     help="with --paired: MTP at this fixed depth (--no-spec-adaptive) instead of the default")
+    ap.add_argument("--prefill-paths", action="store_true",
+                    help="only prompt tok/s with VKMTP_FEATURES=none (f32 mat-mat) vs every feature and the int8 "
+                    "prefill mat-mat, --rounds interleaved")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
+    if args.prefill_paths and (args.paired or args.json or args.synthetic is not None or args.draft_vocab
+                               or args.n_cpu_moe or args.temperature > 0 or args.host_sampling or args.paired_depth):
+        ap.error("--prefill-paths times greedy prompts only (--prompt-tokens or --text, --rounds, --device): not "
+                 "with --paired, --json, --synthetic, --draft-vocab, --n-cpu-moe, --temperature, --host-sampling "
+                 "or --paired-depth")
+    if args.prefill_paths:
+        from vkmtp.gguf import open_gguf
+        from vkmtp.model.config import ModelConfig
+
+        if args.text is not None:
+            from vkmtp.text.tokenizer import Tokenizer
+
+            prompt = Tokenizer.from_gguf(open_gguf(args.model)).encode(args.text, add_special=True)
+        else:
+            n_vocab = ModelConfig.from_gguf(open_gguf(args.model)).n_vocab
+            prompt = [int(t) for t in np.random.default_rng(0).integers(0, n_vocab, args.prompt_tokens)]
+        prefill_paths(args.model, args.device, prompt, args.rounds)
+        return
     global PARAMS
     if args.temperature > 0:
         PARAMS = SamplingParams(temperature=args.temperature, seed=args.seed)

@@ -11,7 +11,10 @@ Families: mat-vec per type at 1..8 columns (also time(k) / time(1): what verifyi
 decoding one), mat-mat per type for a prompt chunk, flash attention at a few context lengths, the GDN update,
 RMS norm and get_rows. With --prefill-model, only the prefill mat-mats of that GGUF's trunk (every 2-D
 `blk.*` weight, by type and shape, random rows of the same type): tokens/s of those products per prompt chunk on
-the f32 kernel and on the int8 kernel (Q8_1 activations; OpSDot where the device enabled integer dot products). "bytes" is what a kernel must at least read (weights, KV rows, states); GB/s over
+the f32 kernel and on the int8 kernel (Q8_1 activations; OpSDot where the device enabled integer dot products),
+then the prefill attention of its attention layers over that chunk with 32-bit word loads and with f16 loads
+(16-bit storage), and the sum of both per path: the VKMTP_FEATURES=none path and the feature path.
+"bytes" is what a kernel must at least read (weights, KV rows, states); GB/s over
 tools/bench_device.py's streaming-read bandwidth (vkmtp.tuning.timing.read_bandwidth) shows how far each kernel is
 from the memory bound, which decode speed is. Timing: GPU timestamps where trusted, else the host clock.
 Uses the tuning profile of the device when there is one (VKMTP_TUNING=off for the defaults).
@@ -178,6 +181,43 @@ def bench_prefill_paths(dev, path: str, n_tok: int, reps: int) -> None:
         print(f"prefill mat-mat {name:4s}: {n_tok / total:10.1f} tok/s ({1e3 * total:.1f} ms per chunk)"
               + (f" [{dot}]" if name == "int8" else ""))
     print(f"int8 / f32 speed: {totals['f32'] / totals['int8']:.2f}x")
+    attn = bench_prefill_attention(dev, path, n_tok, reps)
+    if attn is not None:
+        words, f16 = attn
+        print(f"prefill mat-mat + attention, VKMTP_FEATURES=none path (f32 mat-mat, word loads): "
+              f"{n_tok / (totals['f32'] + words):8.2f} tok/s")
+        print(f"prefill mat-mat + attention, features path (int8 mat-mat, f16 loads)        : "
+              f"{n_tok / (totals['int8'] + f16):8.2f} tok/s  ({(totals['f32'] + words) / (totals['int8'] + f16):.2f}x)")
+
+
+def bench_prefill_attention(dev, path: str, n_tok: int, reps: int) -> tuple[float, float] | None:
+    """Prefill attention of a GGUF's attention layers over a first chunk of n_tok tokens (causal, f16 KV):
+    seconds per chunk with 32-bit word loads and with f16 loads (16-bit storage); None without attention."""
+    from vkmtp.gguf import open_gguf
+    from vkmtp.model.config import ModelConfig
+
+    with open_gguf(path) as f:
+        cfg = ModelConfig.from_gguf(f)
+        n_attn = sum(1 for name in f.tensors if name.startswith("blk.") and name.endswith(".attn_q.weight")
+                     and not name.startswith(f"blk.{cfg.mtp_layer}."))
+    if not n_attn:
+        return None
+    h, h_kv, d = cfg.n_head, cfg.n_head_kv, cfg.head_dim
+    case = AttnCase(dev, h, h_kv, d, n_tok, n_tok=n_tok)
+    q_tile = min(4, FlashAttn.max_q_tile(dev, h, h_kv, d))   # the engine's prefill q_tile (vkmtp.graph.forward)
+    times = {}
+    for f16 in ([False, True] if dev.caps.f16_storage else [False]):
+        fa = FlashAttn(dev, h, case.layout, q_tile=q_tile, f16_loads=f16)
+        problem = case.check(fa)
+        if problem:
+            raise SystemExit(f"prefill attention (f16 loads {f16}) is wrong: {problem}")
+        times[f16] = n_attn * time_recorded(dev, case.recorder(fa), reps).seconds
+        print(f"prefill attention {h}/{h_kv} x {d}, {n_attn} layers, {'f16 loads ' if f16 else 'word loads'}: "
+              f"{1e3 * times[f16]:9.1f} ms per chunk")
+    case.ops.destroy()
+    if True not in times:
+        print("prefill attention: the device enabled no 16-bit storage (only word loads)")
+    return times[False], times.get(True, times[False])
 
 
 def bench_attn(dev, table, sizes, profile) -> None:

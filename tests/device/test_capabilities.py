@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from dataclasses import replace
 
 from vkmtp.device.capabilities import DRIVERS, DeviceCaps, MatVecTuning
 from vkmtp.device.info import DeviceInfo
@@ -34,6 +35,24 @@ def test_a_profile_replaces_only_what_it_measured():
     assert caps.tuned and caps.matvec_per_type == {12: MatVecTuning(128, 1, False)}
     assert (caps.gdn_lanes_per_column, caps.gdn_variant, caps.attn_n_splits, caps.attn_chunk) == (16, None, None, 256)
     assert caps.matvec == MatVecTuning(64, 2, True)
+
+
+def test_f16_loads_in_prefill_attention_need_the_feature_and_a_gpu_default():
+    f16 = frozenset({"storage_buffer_16bit"})
+    assert DeviceCaps.for_device(replace(GPU, enabled_features=f16)).attn_f16_loads
+    assert not DeviceCaps.for_device(GPU).attn_f16_loads                  # feature not enabled
+    cpu = DeviceCaps.for_device(replace(LAVAPIPE, enabled_features=f16))
+    assert cpu.f16_storage and not cpu.attn_f16_loads                      # slower on CPU drivers
+
+
+def test_the_int8_prefill_path_needs_integer_dot_products():
+    """A profile's matmul.int8 takes effect only where the device enabled integer dot products."""
+    with_dot = DeviceCaps.for_device(replace(GPU, enabled_features=frozenset({"integer_dot_product"})))
+    without = DeviceCaps.for_device(GPU)
+    assert not with_dot.matmul_int8 and with_dot.int_dot   # off by default (MATMUL_INT8_DEFAULT)
+    assert TuningProfile(matmul_int8=True).apply(with_dot).matmul_int8
+    assert not TuningProfile(matmul_int8=True).apply(without).matmul_int8
+    assert not TuningProfile(matmul_int8=False).apply(with_dot).matmul_int8
 
 
 def test_gdn_lanes_fall_back_where_the_tuned_value_does_not_fit_the_head():

@@ -67,6 +67,7 @@ class Case:
         fa.record(rec, bufs.view("tok"), q, k_cache, v_cache, out, n_tok, bufs.view("scratch"), gate=gate)
         rec.finish()
         rec.run()
+        self.labels = list(rec.labels)   # the variants dispatched
         out = bufs.read("out").reshape(n_tok, h, d)
         bufs.check_guards()
         bufs.destroy()
@@ -107,6 +108,24 @@ def test_verify_batch_is_bit_identical_to_single_tokens(device, kv_type):
         alone = case.run(device, sel=slice(t, t + 1), n_splits=4, chunk=128)
         assert np.array_equal(alone[0], together[t]), f"token {t} differs alone vs in the verify batch"
     assert_close(together, case.reference(), ATOL, RTOL)
+
+
+@pytest.mark.lanes
+@pytest.mark.parametrize("n_head,n_head_kv", [(8, 2), (16, 4), (24, 4)], ids=["0.8b", "9b", "27b"])
+def test_prefill_f16_loads_give_the_word_paths_bits(device, n_head, n_head_kv):
+    """Prefill over f16 caches at the real attention shapes (head_dim 256, the engine's q_tile): read through
+    16-bit storage (F16_LOADS, where the device enabled it) or as 32-bit words, the same bits."""
+    rng = np.random.default_rng(n_head)
+    pos = list(range(120, 133))                      # a 13-token prompt chunk after 120 cached positions
+    case = Case(rng, "f16", "f16", n_head, n_head_kv, 256, pos, [0] * len(pos), n_ctx=160)
+    q_tile = min(4, FlashAttn.max_q_tile(device, n_head, n_head_kv, 256))
+    words = case.run(device, q_tile=q_tile, f16_loads=False)
+    assert_close(words, case.reference(), ATOL, RTOL)
+    if not device.caps.f16_storage:
+        return                                       # VKMTP_FEATURES=none: only the word path exists
+    assert FlashAttn(device, n_head, case.k_layout, q_tile=q_tile).f16_loads == device.caps.attn_f16_loads
+    np.testing.assert_array_equal(case.run(device, q_tile=q_tile, f16_loads=True), words)
+    assert "flash_attn_f16_loads" in case.labels   # that variant ran
 
 
 def test_prefill_q_tile_agrees_with_decode_and_reference(device):
@@ -199,6 +218,9 @@ def test_bad_configurations_are_refused(device):
         FlashAttn(device, 4, layout, chunk=100)
     with pytest.raises(ValueError, match="shared memory|exceed block_size"):
         FlashAttn(device, 16, layout, q_tile=16)
+    if not device.caps.f16_storage:
+        with pytest.raises(ValueError, match="storage_buffer_16bit"):
+            FlashAttn(device, 4, layout, q_tile=2, f16_loads=True)
     with pytest.raises(ValueError, match="lanes 3 must be a power of 2"):
         FlashAttn(device, 4, layout, lanes=3)
     with pytest.raises(ValueError, match="differ in shape"):

@@ -14,7 +14,7 @@ import pytest
 
 from quant_testing import Workspace, assert_close, random_weight
 from vkmtp.gguf import GGMLType as T
-from vkmtp.ops.matmul import INT8_TYPES, MatMul
+from vkmtp.ops.matmul import CPU_INT8_TILES, GPU_INT8_TILES, INT8_TYPES, MatMul, usable_tiles
 from vkmtp.ref.ops.matmul import matmul as matmul_f64
 from vkmtp.ref.ops.matmul import matmul_error_bound, matmul_q8_1, quantize_q8_1
 
@@ -86,6 +86,28 @@ def test_int8_matmul_every_quant_type(ws, device, ggml_type):
 def test_int8_matmul_accumulates_and_spans_tiles(ws, mm, ggml_type):
     """Y += W X over several M and N tiles (130 tokens, 150 rows)."""
     run_case(ws, mm, ggml_type, 150, k_blocks(ggml_type, 2), 130, accumulate=True, seed=4)
+
+
+# Row widths K of the prefill projections of the real models (tools/make_synthetic_model.py presets): the
+# embedding width (every q/k/v/gate/up projection reads it) and the FFN width (ffn_down reads it). A band of
+# 67 rows (a partial row tile) and a 37-token chunk (a partial token tile): every K block of the real row.
+REAL_K = [("0.8b", 1024), ("0.8b", 3584), ("9b", 4096), ("9b", 12288), ("27b", 5120), ("27b", 17408)]
+
+
+@pytest.mark.parametrize("ggml_type", [T.Q8_0, T.Q4_K], ids=["q8_0", "q4_k"])
+@pytest.mark.parametrize("model,k", [pytest.param(m, k, marks=[pytest.mark.lanes] if m == "0.8b" else [])
+                                     for m, k in REAL_K], ids=[f"{m}-k{k}" for m, k in REAL_K])
+def test_int8_matmul_at_real_row_widths(ws, mm, ggml_type, model, k):
+    run_case(ws, mm, ggml_type, 67, k, 37, accumulate=ggml_type == T.Q4_K, seed=k)
+
+
+def test_int8_tile_shapes_give_the_same_bits(ws, mm):
+    """Each output is one chain over the K blocks whatever the tile: every int8 tile of the GPU and CPU tables
+    (their 16 x 16 and 8 x 8 register tiles, partial tiles in M and N) gives the same bits."""
+    outs = [run_case(ws, mm, T.Q4_K, 150, 512, 130, seed=9, tile=tile)[2]
+            for tile in usable_tiles(mm.device.info, GPU_INT8_TILES + CPU_INT8_TILES, int8=True)]
+    for got in outs[1:]:
+        np.testing.assert_array_equal(got, outs[0])
 
 
 def test_int8_token_alone_equals_token_in_batch(ws, mm):

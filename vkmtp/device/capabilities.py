@@ -51,6 +51,7 @@ class DriverDefaults:
     gdn_lanes_per_column: int    # lanes sharing one value column of the GDN state (capped at head_dim)
     compute_units: int           # workgroups the device runs at once when Vulkan does not say (GPUs)
     matmul_tiles: str            # tile set of vkmtp.ops.matmul.TILE_TABLE
+    attn_f16_loads: bool         # prefill attention reads f16 caches through 16-bit storage where enabled
 
     def matches(self, info: DeviceInfo) -> bool:
         return ((not self.kinds or info.kind in self.kinds)
@@ -63,20 +64,22 @@ class DriverDefaults:
 #   is what a second column costs there: 4 columns take 1.1-1.35x the time of 1 instead of 2.2-2.6x with
 #   32 threads x 4 rows, docs/PERFORMANCE.md), one lane per GDN column avoids slow cross-lane
 #   operations (2x faster on lavapipe), the compute units are the host's cores (0 here: os.cpu_count()), and
-#   the matmul uses its CPU tile set.
+#   the matmul uses its CPU tile set. Prefill attention keeps 32-bit word loads: lavapipe's 16-bit loads made it
+#   0.98-1.45x slower (docs/PERFORMANCE.md).
 # - GPUs: llama.cpp's defaults for NVIDIA / RDNA (2 mat-vec rows per workgroup, 8 lanes per GDN column from its
 #   sweep on gfx1150); core Vulkan does not report compute units, so 16 (a mid-size GPU: decode attention then
 #   runs 32 workgroups per token over the KV heads) until a tuning profile measures the split count.
 DRIVERS: tuple[DriverDefaults, ...] = (
     DriverDefaults("cpu", kinds=("cpu",), driver_names=(), matvec_block_size=0, matvec_rows_per_group=16,
-                   gdn_lanes_per_column=1, compute_units=0, matmul_tiles="cpu"),
+                   gdn_lanes_per_column=1, compute_units=0, matmul_tiles="cpu", attn_f16_loads=False),
     DriverDefaults("gpu", kinds=(), driver_names=(), matvec_block_size=32, matvec_rows_per_group=2,
-                   gdn_lanes_per_column=8, compute_units=16, matmul_tiles="gpu"),
+                   gdn_lanes_per_column=8, compute_units=16, matmul_tiles="gpu", attn_f16_loads=True),
 )
 
 # The int8 prefill matmul (Q8_1 activations) is off by default: on the engine's random fixture models it moves
 # first-token logits by 2-5 % of the logit scale (dense Q4_K/Q8_0, MoE Q8_0) and up to 30 % on MoE Q4_K, where
-# a flipped expert choice changes the greedy token (docs/PERFORMANCE.md). MatMul(int8=True) selects it.
+# a flipped expert choice changes the greedy token (docs/PERFORMANCE.md). MatMul(int8=True) selects it, and
+# a tuning profile's matmul.int8 selects it for the engine's prompt chunks (where integer_dot_product is enabled).
 MATMUL_INT8_DEFAULT = False
 
 # Mesa's lavapipe reports this driver name; its subgroup width follows LP_NATIVE_VECTOR_WIDTH (tests/ops).
@@ -110,6 +113,8 @@ class DeviceCaps:
     tuned: bool = False                 # a tuning profile was applied
     features: frozenset = frozenset()   # optional device features enabled (DeviceInfo.enabled_features)
     int_dot: bool = False               # OpSDot on packed int8 (shaderIntegerDotProduct): INT_DOT shader variants
+    f16_storage: bool = False           # 16-bit storage buffers enabled: F16_LOADS shader variants may run
+    attn_f16_loads: bool = False        # prefill attention reads f16 KV through it (f16_storage and driver default)
     matmul_int8: bool = False           # prefill matmul of quantized weights with Q8_1 activations and
                                         # integer dot products (vkmtp.ops.matmul); decode mat-vec is unaffected
     # longest queue submission (ms): a driver may reset a GPU whose one submission runs longer than its lockup
@@ -129,12 +134,14 @@ class DeviceCaps:
             compute_units=d.compute_units or os.cpu_count() or 1,
             matmul_tiles=d.matmul_tiles, features=frozenset(info.enabled_features),
             int_dot=info.has_feature("integer_dot_product"),
+            f16_storage=info.has_feature("storage_buffer_16bit"),
+            attn_f16_loads=d.attn_f16_loads and info.has_feature("storage_buffer_16bit"),
             matmul_int8=MATMUL_INT8_DEFAULT and info.has_feature("integer_dot_product"),
             max_submit_ms=2000.0 if info.kind == "discrete" and not info.uma else 500.0)
 
     def tuned_with(self, matvec_per_type: dict | None = None, gdn_lanes_per_column: int | None = None,
                    gdn_variant: str | None = None, attn_n_splits: int | None = None,
-                   attn_chunk: int | None = None) -> "DeviceCaps":
+                   attn_chunk: int | None = None, matmul_int8: bool | None = None) -> "DeviceCaps":
         """These caps with measured values in place of the defaults; None keeps a field as it is."""
         def pick(value, current):
             return current if value is None else value
@@ -143,7 +150,9 @@ class DeviceCaps:
                        gdn_lanes_per_column=pick(gdn_lanes_per_column, self.gdn_lanes_per_column),
                        gdn_variant=pick(gdn_variant, self.gdn_variant),
                        attn_n_splits=pick(attn_n_splits, self.attn_n_splits),
-                       attn_chunk=pick(attn_chunk, self.attn_chunk), tuned=True)
+                       attn_chunk=pick(attn_chunk, self.attn_chunk),
+                       # the int8 prefill path is a feature path: never on a device without integer dot products
+                       matmul_int8=pick(matmul_int8, self.matmul_int8) and self.int_dot, tuned=True)
 
     def gdn_lanes_for(self, head_dim: int) -> int:
         """Lanes per GDN column for this head size: the tuned/default value where it divides head_dim (a

@@ -43,7 +43,7 @@ from vkmtp.sampling import Sampler
 from vkmtp.spec.adaptive import AdaptiveDepth, SlotAcceptance
 from vkmtp.spec.step import keep_drafts
 from vkmtp.spec.verifier import verify
-from vkmtp.tuning.profile import load_profile
+from vkmtp.tuning.profile import TuningProfile, load_profile
 
 PREFILL_BUCKETS = (8, 32, 128)   # prompt chunks are padded (to the sink slot) up to one of these or ubatch
 
@@ -64,7 +64,9 @@ class _Slot(Slot):
 class VulkanEngine(SlotEngine):
     backend = "vulkan"
 
-    def __init__(self, model_path: str, config: EngineConfig, progress: bool = False, device: Device | None = None):
+    def __init__(self, model_path: str, config: EngineConfig, progress: bool = False, device: Device | None = None,
+                 tuning: TuningProfile | None = None):
+        """tuning: a profile to use instead of the device's saved one (benchmarks and tests of a kernel path)."""
         self.model_path = model_path
         self.gguf = open_gguf(model_path)
         self.cfg = ModelConfig.from_gguf(self.gguf)
@@ -72,7 +74,7 @@ class VulkanEngine(SlotEngine):
         self.device = device or Device(config.device)
         self._own_device = device is None
         # the device's tuning profile (vkmtp tune); None: built-in defaults (none saved, VKMTP_TUNING=off)
-        self.tuning = load_profile(self.device.info)
+        self.tuning = tuning if tuning is not None else load_profile(self.device.info)
         config = _with_profile(config, self.tuning, model_path)
         self.config = config
         spec = config.spec
