@@ -12,7 +12,7 @@ on the prompt's first chunk (graphs recorded, the adaptive policy's first measur
 have.
 
 Usage: python tools/bench_engine.py -m MODEL.gguf [--tokens 64] [--prompt-tokens 128] [--text "..."]
-       [--synthetic 0.8] [--rounds 5] [--paired]
+       [--synthetic 0.8] [--rounds 5] [--paired | --prefill]
 """
 
 from __future__ import annotations
@@ -106,6 +106,31 @@ def paired_decode(engines: list[VulkanEngine], prompt: list[int], n: int, rounds
     return [{"decode_tok_s": c / s, "output": o} for c, s, o in zip(counts, seconds, outputs)]
 
 
+def paired_prefill(engines: list[VulkanEngine], prompt: list[int], rounds: int) -> list[dict]:
+    """Prompt processing of several engines measured chunk against chunk: each round submits the prompt (one
+    token to generate) to every engine, then their steps -- one prompt chunk each, one queue submission or a
+    few (--max-submit-ms) -- run in turn, so every engine's chunks see the same load of a shared machine. An
+    untimed round first records every graph the prompt's chunks need. Per engine: prompt tok/s over the timed
+    rounds, and the first token of the last round."""
+    greedy = SamplingParams.greedy_params()
+    seconds, firsts = [0.0] * len(engines), [[] for _ in engines]
+    for r in range(1 + max(1, rounds)):
+        seqs = [e.submit(Request(prompt, greedy, max_tokens=1, cache_prompt=False)) for e in engines]
+        live = list(range(len(engines)))
+        while live:
+            for i in list(live):
+                t0 = time.perf_counter()
+                events = engines[i].step()
+                if r:
+                    seconds[i] += time.perf_counter() - t0
+                for ev in events:
+                    if ev.seq is seqs[i]:
+                        firsts[i] = list(ev.new_ids)
+                if seqs[i].done:
+                    live.remove(i)
+    return [{"prompt_tok_s": max(1, rounds) * len(prompt) / s, "first": f} for s, f in zip(seconds, firsts)]
+
+
 def median_row(runs: list[dict]) -> dict:
     """One configuration over several rounds: the run with the median decode speed, and the median prompt speed
     (the machine's load changes between rounds; interleaved rounds see the same load on average)."""
@@ -140,6 +165,9 @@ def main() -> None:
     ap.add_argument("--paired", action="store_true",
                     help="only no MTP vs the default: decode measured step against step (interleaved), --rounds "
                     "requests each")
+    ap.add_argument("--prefill", action="store_true",
+                    help="only no MTP vs the default: prompt processing measured chunk against chunk "
+                    "(interleaved), --rounds prompts each after an untimed one")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
     device = Device(args.device)
@@ -171,6 +199,20 @@ def main() -> None:
               f"{'yes' if on['output'] == off['output'] else 'NO'}; drafting choices of the default: "
               f"{sum(1 for d in depths if d.depth)} runs of depth > 0 over the warm-up and all rounds, "
               f"last (step, depth) {[(d.step, d.depth) for d in depths[-6:]]}")
+        device.destroy()
+        return
+    if args.prefill:
+        engines = [load_config(device, args.model, c, prompt, 1, ctx) for c in (SpecConfig(enabled=False), SpecConfig())]
+        off, on = paired_prefill(engines, prompt, args.rounds)
+        subs = [list(e.prefill_submissions) for e in engines]
+        for eng in engines:
+            eng.close()
+        print(f"model {args.model} on {device.info.name}, commit {git_commit()}; {len(prompt)}-token prompt x "
+              f"{max(1, args.rounds)} timed round(s), prompt chunks interleaved")
+        print(f"prefill no MTP {off['prompt_tok_s']:.2f} tok/s; default (MTP on) {on['prompt_tok_s']:.2f} tok/s; "
+              f"ratio {on['prompt_tok_s'] / off['prompt_tok_s']:.3f}; same first token: "
+              f"{'yes' if on['first'] == off['first'] else 'NO'}; submissions per chunk (no MTP / MTP): "
+              f"{subs[0]} / {subs[1]}")
         device.destroy()
         return
     configs = [SpecConfig(enabled=False), SpecConfig()] + [SpecConfig(n_max=k, adaptive=False) for k in args.n_max]

@@ -172,10 +172,12 @@ class VulkanEngine(SlotEngine):
         self.io.destroy()
         for b in getattr(self.weight_plan, "buffers", []):
             b.destroy()
-        # pipelines bound to this engine's buffers went with them (Device._release); others on a shared
-        # device belong to someone else
+        # bindings to this engine's buffers went with them (Device._release); the compiled pipelines stay with a
+        # shared device (a server's EngineFactory keeps it across sleeps), as do buffers of other engines on it
         if self._own_device:
             self.device.destroy()
+        else:
+            self.device.release_staging()
 
     # --- prefill ----------------------------------------------------------------------------------------------
     def _graph(self, key: tuple, make):
