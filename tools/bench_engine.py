@@ -109,20 +109,19 @@ def paired_decode(engines: list[VulkanEngine], prompt: list[int], n: int, rounds
 def paired_prefill(engines: list[VulkanEngine], prompt: list[int], rounds: int) -> list[dict]:
     """Prompt processing of several engines measured chunk against chunk: each round submits the prompt (one
     token to generate) to every engine, then their steps -- one prompt chunk each, one queue submission or a
-    few (--max-submit-ms) -- run in turn, so every engine's chunks see the same load of a shared machine. An
-    untimed round first records every graph the prompt's chunks need. Per engine: prompt tok/s over the timed
-    rounds, and the first token of the last round."""
+    few (--max-submit-ms) -- run in turn, so every engine's chunks see the same load of a shared machine. The
+    warm-up of load_config (the prompt's first chunk) has recorded the chunk graphs a longer prompt uses and
+    compiled their pipelines. Per engine: prompt tok/s over all rounds, and the first token of the last round."""
     greedy = SamplingParams.greedy_params()
     seconds, firsts = [0.0] * len(engines), [[] for _ in engines]
-    for r in range(1 + max(1, rounds)):
+    for _ in range(max(1, rounds)):
         seqs = [e.submit(Request(prompt, greedy, max_tokens=1, cache_prompt=False)) for e in engines]
         live = list(range(len(engines)))
         while live:
             for i in list(live):
                 t0 = time.perf_counter()
                 events = engines[i].step()
-                if r:
-                    seconds[i] += time.perf_counter() - t0
+                seconds[i] += time.perf_counter() - t0
                 for ev in events:
                     if ev.seq is seqs[i]:
                         firsts[i] = list(ev.new_ids)
@@ -167,7 +166,7 @@ def main() -> None:
                     "requests each")
     ap.add_argument("--prefill", action="store_true",
                     help="only no MTP vs the default: prompt processing measured chunk against chunk "
-                    "(interleaved), --rounds prompts each after an untimed one")
+                    "(interleaved), --rounds prompts each")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
     device = Device(args.device)
@@ -208,7 +207,7 @@ def main() -> None:
         for eng in engines:
             eng.close()
         print(f"model {args.model} on {device.info.name}, commit {git_commit()}; {len(prompt)}-token prompt x "
-              f"{max(1, args.rounds)} timed round(s), prompt chunks interleaved")
+              f"{max(1, args.rounds)} round(s), prompt chunks interleaved")
         print(f"prefill no MTP {off['prompt_tok_s']:.2f} tok/s; default (MTP on) {on['prompt_tok_s']:.2f} tok/s; "
               f"ratio {on['prompt_tok_s'] / off['prompt_tok_s']:.3f}; same first token: "
               f"{'yes' if on['first'] == off['first'] else 'NO'}; submissions per chunk (no MTP / MTP): "
