@@ -215,6 +215,10 @@ class Device:
             compiled.destroy()
         self._pipelines.clear()
 
+    @property
+    def has_staging(self) -> bool:
+        return self._staging is not None
+
     def release_staging(self) -> None:
         """Free the reused staging buffer when it is the only buffer left (it is made again when next needed):
         a device kept while its engine sleeps holds no buffer."""

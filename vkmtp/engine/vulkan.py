@@ -59,6 +59,7 @@ class VulkanEngine(SlotEngine):
         self.table = validate(self.gguf, self.cfg)
         self.device = device or Device(config.device)
         self._own_device = device is None
+        self._staging_before = self.device.has_staging   # a shared device's staging buffer is not ours to free
         # the device's tuning profile (vkmtp tune); None: built-in defaults (none saved, VKMTP_TUNING=off)
         self.tuning = load_profile(self.device.info)
         config = _with_profile(config, self.tuning, model_path)
@@ -176,7 +177,7 @@ class VulkanEngine(SlotEngine):
         # shared device (a server's EngineFactory keeps it across sleeps), as do buffers of other engines on it
         if self._own_device:
             self.device.destroy()
-        else:
+        elif not self._staging_before:
             self.device.release_staging()
 
     # --- prefill ----------------------------------------------------------------------------------------------
