@@ -9,10 +9,16 @@ Configurations: no MTP; the default (adaptive depth, capped at n-max 3); fixed d
 (--no-spec-adaptive) with the model's own drafts; and, with --synthetic RATE, fixed depths with synthetic
 acceptance (benchmark mode, llama.cpp's --spec-synth-*). Each engine first runs a 16-token warm-up request
 on the prompt's first chunk (graphs recorded, the adaptive policy's first measurements), as a server would
-have.
+have. --n-cpu-moe N puts the routed experts of the first N layers in host memory that the GPU reads over the bus
+(as `vkmtp --n-cpu-moe N`) in every configuration; the header gives their bytes.
+
+With --temperature T (and --seed) every request samples with llama.cpp's default chain at T instead of
+greedy; --host-sampling adds each configuration again with the host sampler (logits copied to the host and
+a second submission per speculative step: the path before shaders/sample.comp), for a before/after in one run.
 
 Usage: python tools/bench_engine.py -m MODEL.gguf [--tokens 64] [--prompt-tokens 128] [--text "..."]
-       [--synthetic 0.8] [--rounds 5] [--paired | --prefill]
+       [--synthetic 0.8] [--rounds 5] [--paired | --prefill] [--n-cpu-moe N]
+       [--temperature 0.8 --seed 1 [--host-sampling]]
 """
 
 from __future__ import annotations
@@ -31,6 +37,7 @@ from bench_device import git_commit, read_bandwidth  # noqa: E402
 from vkmtp.device import Device  # noqa: E402
 from vkmtp.engine.api import EngineConfig, Request  # noqa: E402
 from vkmtp.engine.vulkan import VulkanEngine  # noqa: E402
+from vkmtp.graph.tensor_overrides import n_cpu_moe_overrides  # noqa: E402
 from vkmtp.sampling import SamplingParams  # noqa: E402
 from vkmtp.spec import SpecConfig  # noqa: E402
 
@@ -48,27 +55,31 @@ def weight_bytes_per_token(engine: VulkanEngine) -> int:
     return total
 
 
-def load_config(device: Device, model: str, spec: SpecConfig, prompt: list[int], n: int, ctx: int) -> VulkanEngine:
-    eng = VulkanEngine(model, EngineConfig(n_ctx=ctx, ubatch=min(256, len(prompt)), spec=spec), device=device)
-    greedy = SamplingParams.greedy_params()
+PARAMS = SamplingParams.greedy_params()   # the requests' sampling (--temperature, --seed)
+
+
+def load_config(device: Device, model: str, spec: SpecConfig, prompt: list[int], n: int, ctx: int,
+                n_cpu_moe: int = 0, gpu_sampling: bool = True) -> VulkanEngine:
+    eng = VulkanEngine(model, EngineConfig(n_ctx=ctx, ubatch=min(256, len(prompt)), spec=spec,
+                                           tensor_overrides=n_cpu_moe_overrides(n_cpu_moe)), device=device)
+    eng.gpu_sampling = gpu_sampling
     # warm-up: records every graph this run needs (pipelines compile on first use)
-    for _ in eng.generate(Request(prompt[: eng.ubatch], greedy, max_tokens=min(n, 16), cache_prompt=False)):
+    for _ in eng.generate(Request(prompt[: eng.ubatch], PARAMS, max_tokens=min(n, 16), cache_prompt=False)):
         pass
     return eng
 
 
 def run_config(eng: VulkanEngine, spec: SpecConfig, prompt: list[int], n: int) -> dict:
-    greedy = SamplingParams.greedy_params()
     seq, tokens = None, []
     t0 = time.perf_counter()
-    for ev in eng.generate(Request(prompt, greedy, max_tokens=n, cache_prompt=False)):
+    for ev in eng.generate(Request(prompt, PARAMS, max_tokens=n, cache_prompt=False)):
         seq = ev.seq
         tokens += ev.new_ids
     wall = time.perf_counter() - t0
     t = seq.timings
     forwards = seq.spec.steps + (t.predicted_n - 1 - seq.spec.steps - seq.spec.draft_n_accepted)
     out = {"mtp": spec.enabled, "n_max": spec.n_max if spec.enabled else 0, "adaptive": spec.adaptive,
-           "draft_vocab": spec.draft_vocab, "spec_step_ms": _mean_spec_step_ms(seq),
+           "draft_vocab": spec.draft_vocab, "gpu_sampling": eng.gpu_sampling, "spec_step_ms": _mean_spec_step_ms(seq),
            "output": tokens, "gen_steps": seq.spec.gen_steps, "depths": seq.spec.depths,
            "synthetic": spec.synthetic_accept, "prompt_tok_s": 1e3 * t.prompt_n / t.prompt_ms,
            "decode_tok_s": 1e3 * (t.predicted_n - 1) / t.predicted_ms if t.predicted_n > 1 else 0.0,
@@ -84,10 +95,9 @@ def paired_decode(engines: list[VulkanEngine], prompt: list[int], n: int, rounds
     generation step each, so every engine's steps see the same load of a shared machine (sequential runs of ~10 s
     each see different load). Prompt processing is not timed. Per engine: tok/s over all rounds, the tokens of
     the last round, and the depths its policy chose."""
-    greedy = SamplingParams.greedy_params()
     seconds, counts, outputs = [0.0] * len(engines), [0] * len(engines), [[] for _ in engines]
     for _ in range(max(1, rounds)):
-        gens = [e.generate(Request(prompt, greedy, max_tokens=n, cache_prompt=False)) for e in engines]
+        gens = [e.generate(Request(prompt, PARAMS, max_tokens=n, cache_prompt=False)) for e in engines]
         outputs = [[] for _ in engines]
         for i, g in enumerate(gens):   # the prompt and the first token
             outputs[i] += next(g).new_ids
@@ -112,10 +122,9 @@ def paired_prefill(engines: list[VulkanEngine], prompt: list[int], rounds: int) 
     few (--max-submit-ms) -- run in turn, so every engine's chunks see the same load of a shared machine. The
     warm-up of load_config (the prompt's first chunk) has recorded the chunk graphs a longer prompt uses and
     compiled their pipelines. Per engine: prompt tok/s over all rounds, and the first token of the last round."""
-    greedy = SamplingParams.greedy_params()
     seconds, firsts = [0.0] * len(engines), [[] for _ in engines]
     for _ in range(max(1, rounds)):
-        seqs = [e.submit(Request(prompt, greedy, max_tokens=1, cache_prompt=False)) for e in engines]
+        seqs = [e.submit(Request(prompt, PARAMS, max_tokens=1, cache_prompt=False)) for e in engines]
         live = list(range(len(engines)))
         while live:
             for i in list(live):
@@ -167,8 +176,23 @@ def main() -> None:
     ap.add_argument("--prefill", action="store_true",
                     help="only no MTP vs the default: prompt processing measured chunk against chunk "
                     "(interleaved), --rounds prompts each")
+    ap.add_argument("--n-cpu-moe", type=int, default=0, metavar="N",
+                    help="routed experts of the first N layers in host memory, read by the GPU (default 0)")
+    ap.add_argument("--temperature", type=float, default=0.0,
+                    help="sample at this temperature with llama.cpp's default chain (0: greedy)")
+    ap.add_argument("--seed", type=int, default=0, help="the sampling seed (with --temperature)")
+    ap.add_argument("--host-sampling", action="store_true",
+                    help="also run every configuration with the host sampler (the path before GPU sampling)")
+    ap.add_argument("--paired-depth", type=int, default=0,
+                    help="with --paired: MTP at this fixed depth (--no-spec-adaptive) instead of the default")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
+    global PARAMS
+    if args.temperature > 0:
+        PARAMS = SamplingParams(temperature=args.temperature, seed=args.seed)
+    elif args.host_sampling:
+        ap.error("--host-sampling compares samplers: it needs --temperature > 0")
+    mode = "greedy" if PARAMS.greedy else f"temperature {PARAMS.temperature}, seed {PARAMS.seed}"
     device = Device(args.device)
     bw = read_bandwidth(device, min(device.info.max_storage_buffer_range, 256 << 20))["gb_per_s"] * 1e9
     rng = np.random.default_rng(0)
@@ -185,23 +209,37 @@ def main() -> None:
     args.prompt_tokens = len(prompt)
     ctx = args.prompt_tokens + args.tokens + 16
     if args.paired:
-        engines = [load_config(device, args.model, c, prompt, args.tokens, ctx)
-                   for c in (SpecConfig(enabled=False), SpecConfig())]
-        off, on = paired_decode(engines, prompt, args.tokens, args.rounds)
-        depths = engines[1].adaptive.history
+        samplers = (True, False) if args.host_sampling else (True,)
+        mtp = SpecConfig(n_max=args.paired_depth, adaptive=False) if args.paired_depth else SpecConfig()
+        engines = [load_config(device, args.model, c, prompt, args.tokens, ctx, args.n_cpu_moe, gpu)
+                   for gpu in samplers for c in (SpecConfig(enabled=False), mtp)]
+        host = engines[1].memory_plan.host_weights
+        results = paired_decode(engines, prompt, args.tokens, args.rounds)
+        off, on = results[:2]
+        depths = engines[1].adaptive.history if engines[1].adaptive else []
+        label = f"MTP n-max {args.paired_depth}" if args.paired_depth else "default (adaptive)"
         for eng in engines:
             eng.close()
         print(f"model {args.model} on {device.info.name}, commit {git_commit()}; {len(prompt)}-token prompt, "
-              f"{args.tokens} generated x {max(1, args.rounds)} request(s), greedy, steps interleaved")
-        print(f"no MTP {off['decode_tok_s']:.2f} tok/s; default (adaptive) {on['decode_tok_s']:.2f} tok/s; "
+              f"{args.tokens} generated x {max(1, args.rounds)} request(s), {mode}, steps interleaved; "
+              f"--n-cpu-moe {args.n_cpu_moe}: {host / 2**20:.1f} MiB of experts in host memory")
+        if args.host_sampling:
+            h_off, h_on = results[2:]
+            print(f"host sampling (before): no MTP {h_off['decode_tok_s']:.2f} tok/s; {label} "
+                  f"{h_on['decode_tok_s']:.2f} tok/s; ratio {h_on['decode_tok_s'] / h_off['decode_tok_s']:.3f}; "
+                  f"same tokens as GPU sampling: "
+                  f"{'yes' if h_off['output'] == off['output'] == h_on['output'] else 'NO'}")
+        print(f"{'GPU sampling (after): ' if args.host_sampling else ''}no MTP {off['decode_tok_s']:.2f} tok/s; "
+              f"{label} {on['decode_tok_s']:.2f} tok/s; "
               f"ratio {on['decode_tok_s'] / off['decode_tok_s']:.3f}; same tokens: "
-              f"{'yes' if on['output'] == off['output'] else 'NO'}; drafting choices of the default: "
-              f"{sum(1 for d in depths if d.depth)} runs of depth > 0 over the warm-up and all rounds, "
-              f"last (step, depth) {[(d.step, d.depth) for d in depths[-6:]]}")
+              f"{'yes' if on['output'] == off['output'] else 'NO'}" + ("" if args.paired_depth else
+              f"; drafting choices of the default: {sum(1 for d in depths if d.depth)} runs of depth > 0 over the "
+              f"warm-up and all rounds, last (step, depth) {[(d.step, d.depth) for d in depths[-6:]]}"))
         device.destroy()
         return
     if args.prefill:
-        engines = [load_config(device, args.model, c, prompt, 1, ctx) for c in (SpecConfig(enabled=False), SpecConfig())]
+        engines = [load_config(device, args.model, c, prompt, 1, ctx, args.n_cpu_moe)
+                   for c in (SpecConfig(enabled=False), SpecConfig())]
         off, on = paired_prefill(engines, prompt, args.rounds)
         subs = [list(e.prefill_submissions) for e in engines]
         for eng in engines:
@@ -218,7 +256,12 @@ def main() -> None:
     configs += [SpecConfig(n_max=1, adaptive=False, draft_vocab=n) for n in args.draft_vocab]
     if args.synthetic is not None:
         configs += [SpecConfig(n_max=k, adaptive=False, synthetic_accept=args.synthetic) for k in args.n_max]
-    engines = [load_config(device, args.model, c, prompt, args.tokens, ctx) for c in configs]
+    gpu = [True] * len(configs)
+    if args.host_sampling:
+        configs, gpu = configs + configs, gpu + [False] * len(configs)
+    engines = [load_config(device, args.model, c, prompt, args.tokens, ctx, args.n_cpu_moe, g)
+               for c, g in zip(configs, gpu)]
+    host = max(e.memory_plan.host_weights for e in engines)
     runs = [[] for _ in configs]
     for _ in range(max(1, args.rounds)):
         for i, (c, eng) in enumerate(zip(configs, engines)):
@@ -233,22 +276,24 @@ def main() -> None:
         r["bandwidth_fraction"] = r["forwards_per_s"] * r["weight_bytes"] / bw
         r["same_tokens"] = r["output"] == base["output"] and r["same_over_rounds"]
     meta = {"model": args.model, "device": device.info.name, "driver": device.info.driver_info,
-            "read_gb_s": bw / 1e9, "commit": git_commit()}
+            "read_gb_s": bw / 1e9, "commit": git_commit(), "n_cpu_moe": args.n_cpu_moe, "host_weight_bytes": host}
     device.destroy()
     if args.json:
         print(json.dumps({"meta": meta, "rows": rows}, indent=1))
         return
     print(f"model {meta['model']} on {meta['device']} ({meta['driver']}), read bandwidth {bw / 1e9:.2f} GB/s, "
-          f"commit {meta['commit']}; {args.prompt_tokens}-token prompt, {args.tokens} generated, greedy; medians "
-          f"of {max(1, args.rounds)} interleaved round(s)")
-    print(f"{'config':<24}{'prompt tok/s':>13}{'vs off':>8}{'decode tok/s':>14}{'vs off':>8}{'tok/step':>10}"
+          f"commit {meta['commit']}; {args.prompt_tokens}-token prompt, {args.tokens} generated, {mode}; medians "
+          f"of {max(1, args.rounds)} interleaved round(s); --n-cpu-moe {args.n_cpu_moe}: {host / 2**20:.1f} MiB "
+          f"of experts in host memory")
+    print(f"{'config':<30}{'prompt tok/s':>13}{'vs off':>8}{'decode tok/s':>14}{'vs off':>8}{'tok/step':>10}"
           f"{'accepted':>10}{'BW frac':>9}{'same':>6}{'spec step ms':>13}  depth@step")
     for r in rows:
-        name = "no MTP" if not r["mtp"] else ("default (adaptive)" if r["adaptive"] else f"MTP n-max {r['n_max']}") \
+        name = ("no MTP" if not r["mtp"] else ("default (adaptive)" if r["adaptive"] else f"MTP n-max {r['n_max']}")) \
             + (f" synth {r['synthetic']}" if r["synthetic"] is not None else "") \
-            + (f" vocab {r['draft_vocab']}" if r["draft_vocab"] else "")
+            + (f" vocab {r['draft_vocab']}" if r["draft_vocab"] else "") \
+            + ("" if r["gpu_sampling"] else " (host)")
         acc = f"{r['accepted']}/{r['draft_n']}" if r["mtp"] else "-"
-        print(f"{name:<24}{r['prompt_tok_s']:>13.1f}{r['prompt_vs_no_mtp']:>8.2f}{r['decode_tok_s']:>14.1f}"
+        print(f"{name:<30}{r['prompt_tok_s']:>13.1f}{r['prompt_vs_no_mtp']:>8.2f}{r['decode_tok_s']:>14.1f}"
               f"{r['decode_vs_no_mtp']:>8.2f}{r['tokens_per_step']:>10.2f}{acc:>10}{r['bandwidth_fraction']:>9.3f}"
               f"{'yes' if r['same_tokens'] else 'NO':>6}{r['spec_step_ms']:>13.1f}  {' '.join(f'{d}@{s}' for s, d in r['depths'][:8])}")
 

@@ -5,7 +5,8 @@ Host: vkmtp.sampling.Sampler.sample on a [n_vocab] f32 row (penalties -> top-k -
 temperature -> Gumbel-max), with the default chain (top-k 40: a selection of the 40 largest) and with top-k off
 (top-p over the whole row: a full sort). GPU: what runs on the device for a sampled MTP draft today -- Gumbel
 noise on the row (shaders/gumbel.comp) and the row's argmax (shaders/argmax.comp) -- one submission, timed
-from submit to completion. Medians over --reps.
+from submit to completion; and the whole chain of a verified or decoded row (shaders/sample.comp, one
+workgroup per row) for the same three settings. Medians over --reps.
 
 Usage: python tools/bench_sampling.py [--vocab 248320] [--reps 9] [--rows 1]
 """
@@ -25,6 +26,7 @@ from bench_device import git_commit  # noqa: E402
 from vkmtp.device import Device  # noqa: E402
 from vkmtp.ops.argmax import Argmax  # noqa: E402
 from vkmtp.ops.gumbel import GumbelNoise  # noqa: E402
+from vkmtp.ops.sample import PARAM_WORDS, Sample, row_params  # noqa: E402
 from vkmtp.ops.strided import Strided  # noqa: E402
 from vkmtp.sampling import Sampler, SamplingParams, seed_key  # noqa: E402
 
@@ -93,6 +95,29 @@ def main() -> None:
     gpu()
     write_ms = median_ms(lambda: x.words().__setitem__(slice(None), logits.ravel().view(np.uint32)), args.reps)
     rows.append(("GPU, Gumbel noise + argmax (one submission)", gpu))
+    step = device.buffer(4 * (R * PARAM_WORDS + R + 64 + 64), "host", "step")
+    hist0 = R * PARAM_WORDS + R + 64
+    step.words()[hist0: hist0 + 64] = history
+    chains = []
+    for name, sp, hist in (("GPU chain (sample.comp), default chain", default, 0),
+                           ("GPU chain, + penalties over 64 tokens", penalised, 64),
+                           ("GPU chain, top-k off (top-p over the row)", no_top_k, 0)):
+        pr = sp.params
+        rec = device.recorder()
+        Sample(device).record(rec, x.view(), V, V, R, step.view(0, 4 * R * PARAM_WORDS),
+                              step.view(4 * R * PARAM_WORDS, 4 * R), step.view(4 * (R * PARAM_WORDS + R), 4 * 64))
+        params = row_params(sp.key, 7, sp.inv_t, pr.top_k, pr.top_p, pr.min_p, pr.repeat_penalty,
+                            pr.frequency_penalty, pr.presence_penalty, hist=(hist0, hist))
+        chains.append((name, rec.finish(), params))
+
+    def chain(g, params):
+        def run() -> None:
+            step.words()[: R * PARAM_WORDS] = np.tile(params, R)
+            x.words()[:] = logits.ravel().view(np.uint32)
+            g.run()
+        return run
+
+    rows += [(name, chain(g, params)) for name, g, params in chains]
     print(f"{device.info.name}, commit {git_commit()}; vocabulary {V}, {R} row(s), medians of {args.reps}; "
           f"selection == full sort: {'yes' if same else 'NO'}")
     for name, fn in rows:
@@ -100,7 +125,9 @@ def main() -> None:
         if name.startswith("GPU"):
             ms -= write_ms
         print(f"{name:<48}{ms / R:>9.2f} ms per row")
-    for b in (x, prm, out):
+    for _, g, _ in chains:
+        g.destroy()
+    for b in (x, prm, out, step):
         b.destroy()
     device.destroy()
 

@@ -4,6 +4,7 @@ feature vkmtp lacks; LLAMA_ARG_* variables stand for flags; nothing is silently 
 from __future__ import annotations
 
 import os
+import re
 import shlex
 import subprocess
 import sys
@@ -11,7 +12,8 @@ import sys
 import pytest
 
 from tests.server.live_server import free_port, wait_until_serving
-from vkmtp.cli.llama_flags import FlagError, argv_with_env, check_llama_flags, device_selector, spec_enabled
+from vkmtp.cli.llama_flags import (FlagError, argv_with_env, check_llama_flags, device_list, device_selector,
+                                   logical_names, spec_enabled)
 from vkmtp.cli.main import _engine_config, _sampling_defaults, _thinking_kwargs, build_parser
 
 # From published MTP reports (the model path is replaced by the demo model). `expect`: None = the server
@@ -144,8 +146,10 @@ def test_sampling_flags_reach_the_defaults():
 
 def test_device_names_as_llama_cpp_prints_them():
     assert device_selector("Vulkan1") == 1 and device_selector("0") == 0 and device_selector(None) is None
-    with pytest.raises(FlagError, match="one device"):
-        device_selector("Vulkan0,Vulkan1")
+    with pytest.raises(FlagError, match="this command uses one device"):
+        device_selector("Vulkan0,Vulkan1")   # `vkmtp devices --device`, `vkmtp tune --device`
+    assert device_list("Vulkan0, 1,Vulkan0") == (0, 1, 0)
+    assert logical_names((0, 1, 0, 0)) == ["Vulkan0", "Vulkan1", "Vulkan0.1", "Vulkan0.2"]
     with pytest.raises(FlagError, match="--device CUDA0"):
         device_selector("CUDA0")
     assert parse("-dev Vulkan0")[0].device == "Vulkan0"
@@ -217,3 +221,94 @@ def test_first_run_shows_shader_compilation_progress(tmp_path):
     assert "compiling shaders (first run; cached afterwards)" in first.stderr
     again = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
     assert again.returncode == 0 and "compiling shaders" not in again.stderr
+
+
+def test_placement_flags_reach_the_engine_config_in_llama_cpp_order():
+    from vkmtp.graph.tensor_overrides import FFN_EXPS_REGEX
+
+    c = _engine_config(parse("--n-cpu-moe 2 -ot blk[.]3[.]ffn_up_exps=CPU,down=Vulkan0 --cpu-moe")[0])
+    got = [(o.pattern, o.buffer_type, o.flag) for o in c.tensor_overrides]
+    assert got == [("blk[.]3[.]ffn_up_exps", "CPU", "-ot"), ("down", "Vulkan0", "-ot"),
+                   (FFN_EXPS_REGEX, "CPU", "--cpu-moe"), (f"blk\\.0{FFN_EXPS_REGEX}", "CPU", "--n-cpu-moe 2"),
+                   (f"blk\\.1{FFN_EXPS_REGEX}", "CPU", "--n-cpu-moe 2")]
+    assert _engine_config(parse("-cmoe -ncmoe 1")[0]).tensor_overrides[0].flag == "--cpu-moe"
+    assert _engine_config(parse("")[0]).tensor_overrides == ()
+    with pytest.raises(FlagError, match="-ot 'exps': expected REGEX=BUFFER_TYPE"):
+        _engine_config(parse("-ot exps")[0])
+    with pytest.raises(FlagError, match="--n-cpu-moe -1"):
+        _engine_config(parse("--n-cpu-moe -1")[0])
+
+
+def device_choice(line: str, model: str | None = None):
+    from vkmtp.cli.main import _device_choice
+
+    return _device_choice(parse(line)[0], model)
+
+
+def test_one_device_of_several_with_split_mode_none():
+    # lavapipe is Vulkan0; `-dev 0,0` opens it twice as two logical devices (Vulkan0, Vulkan0.1)
+    assert device_choice("") is None and device_choice("-dev Vulkan0") == 0
+    assert device_choice("-dev 0,0 -sm none") == 0 and device_choice("-dev 0,0 -sm none -mg 1") == 0
+    assert device_choice("-mg 0") == 0 and device_choice("-sm layer") is None
+    assert _engine_config(parse("-dev Vulkan0,Vulkan0 --split-mode none --main-gpu 1")[0]).device == 0
+    with pytest.raises(FlagError, match=r"-mg/--main-gpu 2: an index into -dev/--device's 2 devices \(0..1\)"):
+        device_choice("-dev 0,0 -sm none -mg 2")
+    with pytest.raises(FlagError, match="-mg/--main-gpu 1: an index into `vkmtp devices`"):
+        device_choice("-mg 1")
+
+
+def test_bad_device_combinations_are_refused_naming_the_flag():
+    from vkmtp.demo_model import default_model_path
+
+    model = default_model_path()
+    cases = [("-dev 0,7", "-dev/--device 0,7: Vulkan7 does not exist; `vkmtp devices` lists Vulkan0"),
+             ("-dev none", "--device none: vkmtp runs the model on a Vulkan device; it has no CPU backend"),
+             ("-dev CUDA0,Vulkan0", "--device CUDA0,Vulkan0: expected device names"),
+             ("-ts 3,1", "-ts/--tensor-split 3,1: splits a model over several devices, but one is in use"),
+             ("-dev 0 -ts 3,1", "-ts/--tensor-split 3,1: splits a model over several devices, but one is in use"),
+             ("-dev 0,0 -ts 3,1,1", "-ts/--tensor-split 3,1,1: 3 proportions for 2 devices"),
+             ("-dev 0,0 -ts 1,0", "-ts/--tensor-split 1,0: proportions are > 0"),
+             ("-dev 0,0 -sm none -ts 1,1", "-ts/--tensor-split 1,1: splits layers between devices; --split-mode "
+                                           "none runs on one"),
+             ("-dev 0,0 -mg 1", "-mg/--main-gpu 1: picks the device of --split-mode none"),
+             ("-sm row", "-sm/--split-mode row: not supported: vkmtp splits a model over devices by layers only"),
+             ("-sm rows", "-sm/--split-mode rows: expected none, layer or row"),
+             ("-dev 0,0,0 -ts 10,0.01,1", "the layer split 10,0.01,1 leaves Vulkan0.1 without a trunk block")]
+    for line, message in cases:
+        with pytest.raises(FlagError, match=re.escape(message)):
+            device_choice(line, model)
+
+
+def test_a_valid_layer_split_is_checked_then_refused_showing_it():
+    from vkmtp.demo_model import default_model_path
+
+    model = default_model_path()   # 4 trunk blocks + the MTP block
+    for line, split in (("-dev Vulkan0,Vulkan0 -ts 1,1", "by -ts 1,1: Vulkan0: blocks 0-2; Vulkan0.1: block 3 + LM "
+                                                         "head and MTP head"),
+                        ("-dev 0,0 --split-mode layer --tensor-split 3/1",
+                         "by -ts 3/1: Vulkan0: blocks 0-3; Vulkan0.1: the LM head and MTP head only"),
+                        ("-dev 0,0", "by free memory: Vulkan0: blocks 0-2; Vulkan0.1: block 3")):
+        with pytest.raises(FlagError, match="not supported yet") as err:
+            device_choice(line, model)
+        assert split in str(err.value) and "--split-mode none" in str(err.value)
+
+
+def test_split_flags_from_llama_arg_variables(monkeypatch):
+    serve = build_parser().commands["serve"]
+    monkeypatch.setenv("LLAMA_ARG_DEVICE", "Vulkan0,Vulkan0")
+    monkeypatch.setenv("LLAMA_ARG_SPLIT_MODE", "none")
+    monkeypatch.setenv("LLAMA_ARG_MAIN_GPU", "1")
+    monkeypatch.setenv("LLAMA_ARG_TENSOR_SPLIT", "3,1")
+    argv = argv_with_env(["serve"], serve)
+    args = build_parser().parse_args(argv)
+    assert (args.device, args.split_mode, args.main_gpu, args.tensor_split) == ("Vulkan0,Vulkan0", "none", 1, "3,1")
+    with pytest.raises(FlagError, match="-ts/--tensor-split 3,1: splits layers between devices"):
+        _engine_config(args)
+
+
+def test_a_refused_split_stops_generate_before_loading(tmp_path):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LLAMA_ARG_")}
+    out = subprocess.run([sys.executable, "-m", "vkmtp.cli", "generate", "-p", "hi", "-n", "2", "-dev", "0,5"],
+                         capture_output=True, text=True, env=env, timeout=120)
+    assert out.returncode != 0 and "Traceback" not in out.stderr
+    assert "-dev/--device 0,5: Vulkan5 does not exist" in out.stderr

@@ -77,6 +77,26 @@ def test_json_schema_output_validates_and_mtp_keeps_the_tokens(demo, engines, pa
     jsonschema.validate(json.loads(tok.decode(first)), SCHEMA)
 
 
+@pytest.mark.parametrize("mtp", [False, True])
+def test_constrained_steps_read_no_logits(demo, engines, device, mtp):
+    """The grammar's mask is a step input of the GPU sampler: a decode step is one submission, a speculative
+    step two (drafts; the host cuts them and writes the rows' masks; verify, sample, accept, roll back), and
+    only token ids, counts and draft ids come back, never a row of logits."""
+    _, tok = demo
+    eng = engines("vulkan", mtp)
+    seq = eng.submit(_request(tok, G.from_json_schema(SCHEMA, "json_schema"), SEEDED))
+    while not seq.generated:
+        eng.step()
+    steps = 0
+    while not seq.done:
+        before, read = device.submits, eng.host_bytes_read
+        eng.step()
+        assert device.submits - before <= (2 if mtp else 1)
+        assert eng.host_bytes_read - read <= 128
+        steps += 1
+    assert steps > 0
+
+
 def test_gbnf_grammar_and_logit_bias(demo, engines):
     _, tok = demo
     grammar = G.from_gbnf('root ::= "answer: " ("yes" | "no") "."')

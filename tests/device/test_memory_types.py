@@ -156,3 +156,25 @@ def test_vkmtp_info_prints_the_type_and_heap_of_each_role(device):
         assert line.strip().startswith(ROLE_TITLES[role]), line
         place = device.memory[role]
         assert f"type {place.type_index} (" in line and f"heap {place.heap_index} (" in line
+
+
+@pytest.mark.parametrize("name,type_index,heap_index", [
+    ("geforce_rtx4090_rebar", 8, 1),     # NVIDIA discrete: system RAM, write-combined (not the BAR window)
+    ("nvidia_h100", 8, 1),
+    ("amd_rx7900xtx_rebar", 1, 1),       # AMD discrete: system RAM, uncached (not host-cached, not device-local)
+    ("amd_rx7900xtx_nobar", 1, 1),
+    ("amd_radeon_890m", 1, 1),           # AMD APU: the GTT heap, outside the device-local carve-out
+    ("amd_strix_halo_gfx1151", 1, 1),
+    ("intel_igpu_meteor_lake", 0, 0),    # one heap: weights in host memory are where everything is
+    ("lavapipe", 0, 0),
+])
+def test_weights_in_host_memory_get_a_host_heap_the_device_reads(name, type_index, heap_index):
+    """--cpu-moe / --n-cpu-moe / -ot exps=CPU: the expert stacks go to a host-visible, coherent type the GPU reads
+    directly (zero copy over PCIe on a discrete GPU), in a heap that is not device-local wherever one exists."""
+    _, kind, heaps, types = load(Path(__file__).parent / "fixtures" / f"{name}.json")
+    place = choose(kind, heaps, types)["host_weights"]
+    assert (place.type_index, place.heap_index) == (type_index, heap_index)
+    t = types[place.type_index]
+    assert t.has(0x2 | 0x4) and place.mapped and not place.staged and t.usable
+    if any(not h.device_local for h in heaps):
+        assert not heaps[place.heap_index].device_local and not t.has(DEVICE_LOCAL)

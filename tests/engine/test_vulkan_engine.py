@@ -72,11 +72,13 @@ def test_greedy_matches_reference_on_quantized_models(k256_models, engines, vari
 
 
 def test_logits_agree_with_reference(fixture_models, device):
-    """First-token logits of the F32 model (read through the sampling path) within 1e-4 of the logit scale."""
+    """First-token logits of the F32 model (read through the host sampling path) within 1e-4 of the logit
+    scale."""
     path = fixture_models("dense", "f32")
     ref = ReferenceModel.from_gguf(path)
     logits_ref, _ = ref.forward(PROMPT, ref.new_state())
     eng = VulkanEngine(path, EngineConfig(n_ctx=64, ubatch=32, spec=SpecConfig(enabled=False)), device=device)
+    eng.gpu_sampling = False   # the logits come to the host
     seq = eng.submit(Request(PROMPT, SamplingParams(temperature=1.0, seed=0), max_tokens=1))
     while not seq.done:   # the last prompt token is a chunk of its own (a prompt-cache checkpoint before it)
         eng.step()
@@ -133,6 +135,28 @@ def test_one_queue_submission_per_step_and_only_ids_cross(fixture_models, engine
         assert eng.host_bytes_read - read <= 64           # token ids, never logits
         steps += 1
     assert steps > 0
+
+
+@pytest.mark.parametrize("mtp", [False, True])
+def test_sampled_steps_are_one_submission_and_read_only_ids(fixture_models, engines, device, mtp):
+    """Temperature 0.8 with penalties: every decode / speculative step is one queue submission (sampling,
+    acceptance and rollback on the GPU) and reads back token ids and counts, never logits."""
+    eng = engines(fixture_models("aligned", "f32"), mtp=mtp, n_max=3)
+    params = SamplingParams(temperature=0.8, repeat_penalty=1.1, seed=4)
+    seq = eng.submit(Request(PROMPT[:6], params, max_tokens=40))
+    while not seq.generated:
+        eng.step()
+    steps = 0
+    while not seq.done:
+        before = device.submits
+        read = eng.host_bytes_read
+        eng.step()
+        assert device.submits - before == 1
+        assert eng.host_bytes_read - read <= 64
+        steps += 1
+    assert steps > 0
+    if mtp:
+        assert seq.spec.draft_n > 0
 
 
 def test_two_concurrent_sequences_match_each_alone(fixture_models, engines):
@@ -341,11 +365,18 @@ def reference_tokens(path: str, prompt: list[int], n: int, params: SamplingParam
 
 @pytest.mark.parametrize("params", [SamplingParams(temperature=0.9, seed=3),
                                     SamplingParams(temperature=1.2, top_k=0, top_p=1.0, min_p=0.0, seed=11),
-                                    SamplingParams(temperature=0.7, repeat_penalty=1.3, seed=5)],
-                         ids=["default-chain", "full-vocab", "penalties"])
+                                    SamplingParams(temperature=0.7, repeat_penalty=1.3, seed=5),
+                                    SamplingParams(temperature=0.8, top_k=1, seed=21),
+                                    SamplingParams(temperature=0.8, top_k=40, top_p=0.9, min_p=0.0, seed=22),
+                                    SamplingParams(temperature=0.8, top_k=0, top_p=1.0, min_p=0.05, seed=23),
+                                    SamplingParams(temperature=0.8, repeat_penalty=1.2, presence_penalty=0.5,
+                                                   frequency_penalty=0.3, repeat_last_n=16, seed=24)],
+                         ids=["default-chain", "full-vocab", "penalties", "top-k-1", "top-p-0.9", "min-p-0.05",
+                              "all-penalties"])
 def test_sampled_mtp_gives_the_reference_engines_tokens(fixture_models, engines, params):
-    """Temperature > 0 with MTP: the GPU engine verifies on the host with the reference engine's rule, so the
-    same seed gives the same tokens on both engines, and the same as sampling without MTP."""
+    """Temperature > 0 with MTP: the GPU engine samples and verifies on the GPU (shaders/sample.comp) in the
+    host sampler's arithmetic, so the same seed gives the same tokens on both engines, and the same as sampling
+    without MTP."""
     path = fixture_models("aligned", "f32")
     want = reference_tokens(path, PROMPT, 40, params, mtp=True)
     got, seq = run(engines(path, mtp=True, n_max=3), PROMPT, 40, params)

@@ -94,15 +94,34 @@ def test_gumbel_max_sampling_keeps_the_distribution():
         assert chi2 < 27.88, f"chi2={chi2:.1f}: counts {counts} vs expected {expected.round()}"
 
 
+def test_f32_gumbel_draw_keeps_the_distribution():
+    """The draw in the GPU's arithmetic (f32 scores, polynomial logs: vkmtp.sampling.gumbel_draw, what
+    shaders/sample.comp computes) ~ softmax(l / T) over seeds and over positions (chi-square, 1e-4)."""
+    from vkmtp.sampling import _log_f32, gumbel_draw, seed_key
+
+    x = np.linspace(1e-30, 40.0, 200001, dtype=np.float32)[1:]
+    np.testing.assert_allclose(_log_f32(x), np.log(x.astype(np.float64)), rtol=2e-7, atol=2e-7)
+    logits = np.random.default_rng(6).normal(size=8).astype(np.float32) * 1.5
+    target = np.exp(logits / 0.8) / np.exp(logits / 0.8).sum()
+    ids = np.arange(8)
+    inv_t = float(np.float32(1 / 0.8))
+    for draws in ([gumbel_draw(ids, logits, inv_t, seed_key(seed), 17) for seed in range(20000)],
+                  [gumbel_draw(ids, logits, inv_t, seed_key(3), pos) for pos in range(20000)]):
+        counts = np.bincount(draws, minlength=8)
+        expected = target * len(draws)
+        chi2 = float(((counts - expected) ** 2 / expected).sum())
+        assert chi2 < 27.88, f"chi2={chi2:.1f}: counts {counts} vs expected {expected.round()}"
+
+
 def test_gumbel_verifier_gives_plain_sampling_tokens_whatever_the_drafts():
     """Sample matching: the output is the token sampled at each position, whichever drafts were proposed."""
     from vkmtp.sampling import Sampler, SamplingParams
     from vkmtp.spec.verifier import verify_gumbel
 
     rng = np.random.default_rng(2)
-    rows = [(np.arange(16), p) for p in rng.dirichlet(np.ones(16), size=4)]
+    rows = [(np.arange(16), np.log(p).astype(np.float32)) for p in rng.dirichlet(np.ones(16), size=4)]
     sampler = Sampler(SamplingParams(temperature=1.0, seed=9))
-    plain = [sampler.sample_from(ids, p, j) for j, (ids, p) in enumerate(rows)]
+    plain = [sampler.sample_from(ids, x, j) for j, (ids, x) in enumerate(rows)]
     for drafts in ([0, 1, 2], plain[:3], plain[:1] + [(plain[1] + 1) % 16, 0], plain[:2] + [(plain[2] + 1) % 16]):
         out, m = verify_gumbel(drafts, rows, sampler)
         assert out == plain[: m + 1]

@@ -88,6 +88,9 @@ ENV_OF_OPTION: dict[str, str] = {
     "--cache-type-k": "LLAMA_ARG_CACHE_TYPE_K",
     "--cache-type-v": "LLAMA_ARG_CACHE_TYPE_V",
     "--device": "LLAMA_ARG_DEVICE",
+    "--split-mode": "LLAMA_ARG_SPLIT_MODE",
+    "--tensor-split": "LLAMA_ARG_TENSOR_SPLIT",
+    "--main-gpu": "LLAMA_ARG_MAIN_GPU",
     "--host": "LLAMA_ARG_HOST",
     "--port": "LLAMA_ARG_PORT",
     "--api-key": "LLAMA_ARG_API_KEY",
@@ -105,6 +108,8 @@ ENV_OF_OPTION: dict[str, str] = {
     "--reasoning-budget": "LLAMA_ARG_THINK_BUDGET",
     "--fit": "LLAMA_ARG_FIT",
     "--fit-target": "LLAMA_ARG_FIT_TARGET",
+    "--cpu-moe": "LLAMA_ARG_CPU_MOE",
+    "--n-cpu-moe": "LLAMA_ARG_N_CPU_MOE",
     "--cache-type-k-draft": "LLAMA_ARG_CACHE_TYPE_K_DRAFT",
     "--cache-type-v-draft": "LLAMA_ARG_CACHE_TYPE_V_DRAFT",
 }
@@ -171,18 +176,46 @@ def argv_with_env(argv: list[str], command: argparse.ArgumentParser) -> list[str
 
 
 def device_selector(value: str | None) -> int | str | None:
-    """`--device` as llama.cpp names devices (`Vulkan0`, `Vulkan1`, ...) or as an index."""
+    """One device as llama.cpp names devices (`Vulkan0`, `Vulkan1`, ...) or as an index (`vkmtp devices`,
+    `vkmtp tune`); -dev/--device of the model commands takes a list (device_list)."""
     if value is None:
         return None
-    text = value.strip()
+    if "," in value:
+        raise FlagError(f"--device {value}: this command uses one device; give one (e.g. Vulkan0)")
+    return _one_device(value.strip(), value)
+
+
+def _one_device(text: str, value: str) -> int:
     if text.lower().startswith("vulkan") and text[6:].isdigit():
         return int(text[6:])
     if text.isdigit():
         return int(text)
-    if "," in text:
-        raise FlagError(f"--device {value}: vkmtp runs on one device; give one (e.g. Vulkan0)")
-    raise FlagError(f"--device {value}: expected a device name as `vkmtp devices` lists them (Vulkan0, ...) "
-                    f"or an index")
+    if text.lower() == "none":
+        raise FlagError(f"--device {value}: vkmtp runs the model on a Vulkan device; it has no CPU backend "
+                        f"(`none`)")
+    raise FlagError(f"--device {value}: expected device names as `vkmtp devices` lists them (Vulkan0, ...) "
+                    f"or indices, comma-separated")
+
+
+def device_list(value: str | None) -> tuple[int, ...] | None:
+    """-dev/--device: one device or several, comma-separated (llama.cpp's names or indices), as physical device
+    indices in the order given. A device listed twice names two logical devices on one physical device
+    (logical_names): a layer split over lavapipe opened twice stands for one over two GPUs."""
+    if value is None:
+        return None
+    return tuple(_one_device(t.strip(), value) for t in value.split(","))
+
+
+def logical_names(physical: tuple[int, ...]) -> list[str]:
+    """The name of each logical device: `Vulkan<N>` as llama.cpp prints it, `Vulkan<N>.<k>` for the k-th
+    further opening of the same physical device (`-dev 0,0` -> Vulkan0, Vulkan0.1)."""
+    seen: dict[int, int] = {}
+    names = []
+    for p in physical:
+        k = seen.get(p, 0)
+        seen[p] = k + 1
+        names.append(f"Vulkan{p}" if k == 0 else f"Vulkan{p}.{k}")
+    return names
 
 
 def spec_enabled(spec_type: str | None, no_mtp: bool, multi_token_prediction: bool) -> bool:

@@ -11,7 +11,9 @@ from vkmtp.cli.llama_flags import (
     argv_with_env,
     chat_template_source,
     check_llama_flags,
+    device_list,
     device_selector,
+    logical_names,
     read_api_key,
     spec_enabled,
     template_kwargs,
@@ -50,6 +52,7 @@ def cmd_shaders(args: argparse.Namespace) -> int:
 def cmd_info(args: argparse.Namespace) -> int:
     from vkmtp.cli.info import describe_model
     from vkmtp.device import Device
+    from vkmtp.tuning.profile import load_profile
 
     device = Device()  # opened once: its tuning profile and its memory budget
     try:
@@ -58,7 +61,8 @@ def cmd_info(args: argparse.Namespace) -> int:
             n_max, source = _profile_n_max(args.model, device.info)
         print(describe_model(args.model, 4096 if args.ctx_size is None else args.ctx_size, args.parallel,
                              _cache_types(args), not args.no_mtp, n_max, args.ubatch_size, device=device,
-                             fit_margin_mib=args.fit_target))
+                             fit_margin_mib=args.fit_target, overrides=_tensor_overrides(args),
+                             fit=args.fit == "on", n_ckpt=args.ctx_checkpoints, tuning=load_profile(device.info)))
     finally:
         device.destroy()
     print(f"draft n-max   {n_max} ({source})")
@@ -125,6 +129,111 @@ def _cache_types(args: argparse.Namespace):
     return CacheTypes(args.cache_type_k, args.cache_type_v, args.cache_type_k_draft, args.cache_type_v_draft)
 
 
+def _tensor_overrides(args: argparse.Namespace) -> tuple:
+    """-ot, then --cpu-moe, then --n-cpu-moe, as llama.cpp orders its tensor buffer-type overrides."""
+    from vkmtp.graph.tensor_overrides import (PlacementError, cpu_moe_overrides, n_cpu_moe_overrides,
+                                              parse_override_tensor)
+
+    try:
+        out = parse_override_tensor(getattr(args, "override_tensor", None))
+        if getattr(args, "cpu_moe", False):
+            out += cpu_moe_overrides()
+        if getattr(args, "n_cpu_moe", None) is not None:
+            out += n_cpu_moe_overrides(args.n_cpu_moe)
+    except PlacementError as exc:
+        raise FlagError(str(exc)) from None
+    return out
+
+
+SPLIT_MODES = ("none", "layer", "row")
+
+
+def _device_choice(args: argparse.Namespace, model_path: str | None = None) -> int | None:
+    """The one physical device the engine runs on, from -dev/--device, -sm/--split-mode, -ts/--tensor-split and
+    -mg/--main-gpu in llama.cpp's meanings (None: the default device). Several devices in --device split the
+    model by layers unless --split-mode none; that split is checked (devices exist, -ts fits the list, every
+    device gets layers) and then refused: the engine runs on one device (docs/DESIGN.md, "Several devices")."""
+    devices = device_list(args.device)
+    mode = getattr(args, "split_mode", None)
+    ts, mg = getattr(args, "tensor_split", None), getattr(args, "main_gpu", None)
+    if mode is not None and mode.lower() not in SPLIT_MODES:
+        raise FlagError(f"-sm/--split-mode {mode}: expected none, layer or row")
+    mode = mode.lower() if mode else None
+    if mode == "row":
+        raise FlagError("-sm/--split-mode row: not supported: vkmtp splits a model over devices by layers only "
+                        "(--split-mode layer) or runs it on one (--split-mode none)")
+    several = devices is not None and len(devices) > 1
+    if ts is not None and mode == "none":
+        raise FlagError(f"-ts/--tensor-split {ts}: splits layers between devices; --split-mode none runs on one")
+    if several or mg is not None:
+        known = _device_names()
+        for p in devices or ():
+            if p >= len(known):
+                raise FlagError(f"-dev/--device {args.device}: Vulkan{p} does not exist; `vkmtp devices` lists "
+                                f"{', '.join(known) or 'none'}")
+    if not several or mode == "none":
+        if ts is not None:
+            from vkmtp.graph.layer_split import SplitError, parse_tensor_split
+
+            try:
+                parse_tensor_split(ts, 1)
+            except SplitError as exc:
+                raise FlagError(str(exc)) from None
+        if mode == "layer":
+            print("vkmtp: note: -sm/--split-mode layer: one device in use, every layer is on it", file=sys.stderr)
+        if mg is None:
+            return devices[0] if devices else None
+        pool = devices or tuple(range(len(known)))
+        where = "-dev/--device's" if devices else "`vkmtp devices`'"
+        if not 0 <= mg < len(pool):
+            raise FlagError(f"-mg/--main-gpu {mg}: an index into {where} {len(pool)} devices (0..{len(pool) - 1})")
+        return pool[mg]
+    if mg is not None:
+        raise FlagError(f"-mg/--main-gpu {mg}: picks the device of --split-mode none; a layer split puts the LM "
+                        f"head and the MTP head on the last device of -dev/--device")
+    raise FlagError(_layer_split_refusal(args.device, devices, ts, model_path, args.fit_target))
+
+
+def _device_names() -> list[str]:
+    from vkmtp.device import list_devices
+
+    return [f"Vulkan{d.index}" for d in list_devices()]
+
+
+def _layer_split_refusal(value: str, devices: tuple[int, ...], ts: str | None, model_path: str | None,
+                         margin_mib: int | None) -> str:
+    """The message refusing a valid layer split: the split that was asked for (checked), and what to run instead.
+    A split that cannot be made (a -ts that does not match the list, a device left without layers) raises."""
+    from vkmtp.graph.layer_split import SplitError, parse_tensor_split, proportions_from_free, split_layers
+
+    names = logical_names(devices)
+    try:
+        if ts is not None:
+            shares = parse_tensor_split(ts, len(devices))
+            source = f"-ts {ts}"
+        else:
+            from vkmtp.device import list_devices
+            from vkmtp.graph.memory_plan import fit_budget
+
+            infos = list_devices()
+            shares = proportions_from_free([fit_budget(infos[p], margin_mib) for p in devices], list(devices))
+            source = "free memory"
+        split = ""
+        if model_path is not None:
+            from vkmtp.gguf import open_gguf
+            from vkmtp.model.config import ModelConfig
+
+            cfg = ModelConfig.from_gguf(open_gguf(model_path))
+            ranges = split_layers(cfg.n_layer_all, cfg.n_layer, shares, names)
+            split = f" (by {source}: " + "; ".join(r.describe() for r in ranges) + ")"
+    except SplitError as exc:
+        raise FlagError(str(exc)) from None
+    return (f"-dev/--device {value} (--split-mode layer): not supported yet: vkmtp runs a model on one device; "
+            f"the layer split over {', '.join(names)}{split} is not implemented. Run on one of them with "
+            f"--split-mode none (--main-gpu N picks it), or put routed experts in host memory (--cpu-moe, "
+            f"--n-cpu-moe N)")
+
+
 def _engine_config(args: argparse.Namespace, model_path: str | None = None):
     """The engine's settings; with the Vulkan backend and a context not fixed by -c (or -c 0), the context
     --fit picks on the device, said in one line."""
@@ -144,15 +253,20 @@ def _engine_config(args: argparse.Namespace, model_path: str | None = None):
     config = EngineConfig(n_ctx=DEFAULT_CTX if args.ctx_size is None else args.ctx_size, n_slots=args.parallel,
                           ubatch=args.ubatch_size, kv_type=types.k, kv_type_v=types.v,
                           draft_kv_type_k=types.draft_k, draft_kv_type_v=types.draft_v,
-                          device=device_selector(args.device), spec=spec, fit=args.fit == "on",
+                          device=_device_choice(args, model_path), spec=spec, fit=args.fit == "on",
                           fit_margin_mib=args.fit_target, max_submit_ms=args.max_submit_ms,
                           ctx_checkpoints=args.ctx_checkpoints, slot_prompt_similarity=args.slot_prompt_similarity,
-                          ctx_fixed=args.ctx_size not in (None, 0) or args.fit == "off")
+                          ctx_fixed=args.ctx_size not in (None, 0) or args.fit == "off",
+                          tensor_overrides=_tensor_overrides(args))
+    if config.tensor_overrides and args.backend != "vulkan":
+        print(f"vkmtp: note: {', '.join(dict.fromkeys(str(o) for o in config.tensor_overrides))}: the "
+              f"{args.backend} backend keeps every weight in host memory", file=sys.stderr)
     if args.max_submit_ms is not None and args.backend != "vulkan":
         print(f"vkmtp: note: --max-submit-ms {args.max_submit_ms}: the {args.backend} backend submits nothing to "
               f"a GPU queue", file=sys.stderr)
-    if model_path is None or config.ctx_fixed:
-        return config
+    if model_path is None or (config.ctx_fixed and (not config.fit or config.tensor_overrides
+                                                    or args.backend != "vulkan")):
+        return config   # nothing for --fit to choose (a MoE model may still need experts in host memory)
     if args.backend != "vulkan":
         # the reference engine has no device budget: -c 0 is the model's trained context
         from dataclasses import replace
@@ -326,7 +440,8 @@ def _fit_target(value: str) -> int:
 
 
 def _add_memory_flags(p: argparse.ArgumentParser) -> None:
-    """Context, cache types and --fit (llama-server's names; ik_llama.cpp's --fit-margin)."""
+    """What the memory plan depends on: context, cache types, weight placement, prompt-cache checkpoints and
+    --fit (llama-server's names; ik_llama.cpp's --fit-margin)."""
     p.add_argument("-c", "--ctx-size", type=int, default=None,
                    help=f"context per slot (default {DEFAULT_CTX}, shrunk by --fit when it does not fit; "
                         f"0: the largest that fits, up to the model's trained context)")
@@ -342,6 +457,17 @@ def _add_memory_flags(p: argparse.ArgumentParser) -> None:
                         "given, pick the largest context that fits; off: -c as given")
     p.add_argument("-fitt", "--fit-target", "--fit-margin", dest="fit_target", type=_fit_target, default=None,
                    metavar="MiB", help="device memory --fit leaves free (default 256)")
+    p.add_argument("-ot", "--override-tensor", dest="override_tensor", action="append", default=None,
+                   metavar="REGEX=TYPE", help="weights whose name matches REGEX go to buffer type TYPE: CPU = host "
+                                              "memory the GPU reads over the bus (only routed experts, e.g. "
+                                              "'exps=CPU'), Vulkan<N> = the device; repeatable, comma-separated")
+    p.add_argument("-cmoe", "--cpu-moe", dest="cpu_moe", action="store_true",
+                   help="every routed expert stack in host memory, read by the GPU (= -ot exps=CPU)")
+    p.add_argument("-ncmoe", "--n-cpu-moe", dest="n_cpu_moe", type=int, default=None, metavar="N",
+                   help="the routed experts of the first N layers in host memory, read by the GPU")
+    p.add_argument("-ctxcp", "--ctx-checkpoints", "--swa-checkpoints", type=int, default=DEFAULT_CTX_CHECKPOINTS,
+                   metavar="N", help=f"recurrent-state checkpoints per slot for prompt reuse (default "
+                                     f"{DEFAULT_CTX_CHECKPOINTS}; 0: reuse only a slot's whole memory)")
 
 
 def _similarity(text: str) -> float:
@@ -358,15 +484,22 @@ def _add_model_flags(p: argparse.ArgumentParser, command: str) -> None:
     p.add_argument("--backend", default="vulkan", choices=["vulkan", "reference"],
                    help="vulkan (default) or the NumPy reference (slow; for tests and checks)")
     p.add_argument("-dev", "--device", default=None,
-                   help="Vulkan device: Vulkan0, Vulkan1, ... as `vkmtp devices` lists them, or an index")
+                   help="Vulkan device: Vulkan0, Vulkan1, ... as `vkmtp devices` lists them, or an index; several "
+                        "comma-separated for --split-mode (the same one twice: two logical devices)")
+    p.add_argument("-sm", "--split-mode", dest="split_mode", default=None, metavar="{none,layer,row}",
+                   help="with several devices in --device: none = run on one of them (--main-gpu picks it); "
+                        "layer (the default with several) = each holds a range of layers: checked, then refused "
+                        "(not implemented yet); row: refused")
+    p.add_argument("-ts", "--tensor-split", dest="tensor_split", default=None, metavar="N0,N1,...",
+                   help="layer split proportions, one per device in --device (default: their free memory)")
+    p.add_argument("-mg", "--main-gpu", dest="main_gpu", type=int, default=None, metavar="INDEX",
+                   help="with --split-mode none: the device to run on, an index into --device's list (into "
+                        "`vkmtp devices` without --device); default 0")
     p.add_argument("--list-devices", action="store_true", help="list the Vulkan devices and exit")
     _add_memory_flags(p)
     p.add_argument("--max-submit-ms", type=float, default=None,
                    help="longest queue submission in ms (default: the device's, 500 integrated/CPU, 2000 "
                         "discrete); long prefill chunks are split into several submissions")
-    p.add_argument("-ctxcp", "--ctx-checkpoints", "--swa-checkpoints", type=int, default=DEFAULT_CTX_CHECKPOINTS,
-                   metavar="N", help=f"recurrent-state checkpoints per slot for prompt reuse (default "
-                                     f"{DEFAULT_CTX_CHECKPOINTS}; 0: reuse only a slot's whole memory)")
     p.add_argument("-sps", "--slot-prompt-similarity", type=_similarity, default=0.1, metavar="F",
                    help="a request goes to the free slot whose cache reuses the most of its prompt when that is at "
                         "least this fraction of it, else to the least recently used slot (default 0.1; 0: always "

@@ -5,15 +5,15 @@ vocabulary of the model, and/or a logit bias (token id -> added value; -inf bans
 wraps the request's `Sampler` once its prompt is accepted: before the chain (penalties, top-k/p, min-p,
 temperature, the Gumbel-max draw) a row gets the bias added and the tokens the grammar forbids set to -inf. The
 grammar's matcher follows the generated tokens (`accept`). With MTP, `allowed_drafts` cuts a draft at the first
-token the grammar forbids, and `distributions` masks verified row j with the grammar state after drafts[:j]
+token the grammar forbids, and `rows` masks verified row j with the grammar state after drafts[:j]
 (the matcher consumes the drafts, computes the mask, and rolls back), so the verified tokens are the tokens
-plain constrained decoding gives. The sampler's parameters say `plain_argmax = False`, which sends both engines
-down their host-logits path for these sequences (the shaping happens on the host; docs/CONSTRAINED.md).
+plain constrained decoding gives. The sampler's parameters say `plain_argmax = False`: the reference engine shapes
+and samples on the host; the Vulkan engine uploads the bias pairs and each row's `allowed` mask and samples on the
+GPU (docs/CONSTRAINED.md).
 """
 
 from __future__ import annotations
 
-from collections import deque
 from dataclasses import dataclass
 
 import llguidance
@@ -109,16 +109,8 @@ class ShapedSampler(Sampler):
                 out[~allowed] = -np.inf
         return out
 
-    def distribution(self, logits: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        return super().distribution(self.shape(logits))
+    def candidates(self, logits: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        return super().candidates(self.shape(logits))
 
-    def distributions(self, logits: np.ndarray, drafts: list[int]) -> list[tuple[np.ndarray, np.ndarray]]:
-        saved = self.history
-        try:
-            out = []
-            for j, row in enumerate(logits):
-                self.history = deque(list(saved) + list(drafts[:j]), maxlen=saved.maxlen)
-                out.append(Sampler.distribution(self, self.shape(row, drafts[:j])))
-            return out
-        finally:
-            self.history = saved
+    def _row_candidates(self, row: np.ndarray, drafts: list[int]) -> tuple[np.ndarray, np.ndarray]:
+        return Sampler.candidates(self, self.shape(row, drafts))

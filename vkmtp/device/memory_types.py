@@ -10,7 +10,8 @@ chooses, once per device, a type for every buffer role and allocates from that i
   buffer in host-cached memory; host-resident weights (weights left in system RAM, read by the GPU directly) in
   host-visible memory that is not device-local.
 - UMA (integrated GPU or CPU device): every role in a host-visible coherent type -- the device-local one where
-  there is one -- mapped, nothing staged; outputs prefer a host-cached type.
+  there is one -- mapped, nothing staged; outputs prefer a host-cached type; host-resident weights go to a heap
+  that is not device-local where there is one (an AMD APU's GTT heap, outside the carve-out).
 
 Types the driver marks lazily-allocated, protected or AMD device-coherent/uncached are never chosen (they need
 features vkmtp does not enable). A mapped role always gets a HOST_COHERENT type: Kompute maps memory
@@ -147,8 +148,12 @@ def choose(kind: str, heaps, types) -> MemoryChoice:
     if uma:
         local = _pick(types, heaps, _MAPPED, prefer=(DEVICE_LOCAL,), shun=HOST_CACHED)
         readback = _pick(types, heaps, _MAPPED, prefer=(HOST_CACHED, DEVICE_LOCAL))
+        # weights placed in host memory: a heap that is not the device-local one where the driver has it (the
+        # GTT heap of an AMD APU, outside the carve-out the device budget counts), else the one memory there is
+        system = _pick(types, heaps, _MAPPED, avoid=DEVICE_LOCAL, shun=HOST_CACHED)
         for role in ROLES:
             picks[role] = readback if role in ("outputs", "staging") else local
+        picks["host_weights"] = local if system is None else system
     else:
         vram = _pick(types, heaps, DEVICE_LOCAL, shun=HOST_VISIBLE)
         bar = _pick(types, heaps, DEVICE_LOCAL | _MAPPED, shun=HOST_CACHED)

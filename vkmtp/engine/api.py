@@ -44,6 +44,9 @@ class EngineConfig:
     max_submit_ms: float | None = None   # --max-submit-ms: longest queue submission (None: the device's default)
     ctx_checkpoints: int = 8             # --ctx-checkpoints (DEFAULT_CTX_CHECKPOINTS)
     slot_prompt_similarity: float = 0.1  # --slot-prompt-similarity: reused fraction that picks a slot (0: LRU): recurrent-state checkpoints per slot (prompt reuse)
+    # -ot / --cpu-moe / --n-cpu-moe as vkmtp.graph.tensor_overrides.TensorOverride, in llama.cpp's order;
+    # empty: every weight on the device, unless --fit moves expert layers to host memory
+    tensor_overrides: tuple = ()
 
     @property
     def cache_types(self):

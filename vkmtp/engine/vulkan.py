@@ -4,8 +4,13 @@ Load: the memory plan is checked before any allocation; weights are uploaded onc
 layout. Admission, the step skeleton, stop rules and timings are vkmtp/engine/base.py's, shared with the
 reference engine. Step: prompt chunks (PrefillGraph), then per step all generating sequences together — a
 speculative step of vkmtp/spec/step.py (SpecGraph: drafts, verify, accept and rollback on the GPU, one
-submission) or a plain decode step. The host writes token records and reads only token ids (greedy) or, for
-temperature > 0, the logits it verifies with the reference engine's rule (`vkmtp.spec.verifier.verify`).
+submission) or a plain decode step. The host writes token records (and, for sampled sequences, each row's
+sampling inputs: `_write_sample_rows`) and reads only token ids: the argmax or the GPU's sample
+(shaders/sample.comp, the host sampler's chain in the same arithmetic). A grammar's mask of allowed tokens is
+a step input too; with MTP its speculative step is two submissions (drafts, then the host cuts them at the
+first forbidden token and writes each verified row's mask, then the rest). Only a sequence with more bias
+entries or a longer penalty window than the step buffer holds (`gpu_sampleable`) takes its logits to the
+host, where the reference engine's rule (`vkmtp.spec.verifier.verify`) decides.
 """
 
 from __future__ import annotations
@@ -21,14 +26,16 @@ from vkmtp.engine.base import Run, Slot, SlotEngine
 from vkmtp.engine.prompt_cache import Checkpoints, next_chunk, plan_reuse
 from vkmtp.graph.graph_counts import GraphCounts
 from vkmtp.graph.steps import CommitGraph, DecodeGraph, GraphContext, MtpLagGraph, PrefillGraph, SpecGraph
-from vkmtp.graph.step_io import StepIO
+from vkmtp.graph.step_io import MAX_BIAS, StepIO
 from vkmtp.gguf import open_gguf
 from vkmtp.model.config import ModelConfig
 from vkmtp.graph.device_state import DeviceState
 from vkmtp.graph.forward import Forward, Ops
-from vkmtp.graph.memory_plan import (MIN_CTX, EngineShape, MemoryPlan, engine_shape, fit_budget, fit_context,
-                                     plan_memory)
+from vkmtp.graph.memory_plan import (FIT_CTX, MIN_CTX, EngineShape, MemoryPlan, engine_shape, fit_budget,
+                                     fit_context, fit_expert_layers, plan_memory, weight_names)
+from vkmtp.graph.tensor_overrides import HOST, expert_blocks, n_cpu_moe_overrides
 from vkmtp.model.weights import validate
+from vkmtp.ops.sample import MAX_WINDOW, PARAM_WORDS, row_params
 from vkmtp.sampling import Sampler
 from vkmtp.spec.adaptive import AdaptiveDepth, SlotAcceptance
 from vkmtp.spec.step import keep_drafts
@@ -86,7 +93,7 @@ class VulkanEngine(SlotEngine):
         self.scratch = self.device.buffer(plan.size_of("scratch"), "device", "scratch", role="scratch")
         self.hidden = self.device.buffer(plan.size_of("hidden"), "device", "hidden", role="scratch")
         self.logits_host = self.device.buffer(plan.size_of("logits"), "host", "logits", role="outputs")
-        self.io = StepIO(self.device, shape.max_rows, S, self.K)
+        self.io = StepIO(self.device, shape.max_rows, S, self.K, self.cfg.n_vocab)
         self.ctx = GraphContext(self.device, self.fwd, self.io, self.scratch, self.hidden, self.logits_host,
                                 shape.max_rows)
         self._graphs: dict[tuple, object] = {}
@@ -110,6 +117,8 @@ class VulkanEngine(SlotEngine):
         self.last_counts: dict[str, GraphCounts] = {}
         self.spec_steps = 0
         self.spec_state_bytes = 0
+        self._bias_written: dict[int, _Run] = {}   # batch position -> the run whose bias pairs sample_bias holds
+        self.gpu_sampling = True   # False: every sampled sequence takes the host path (tools/bench_engine.py)
 
     # --- memory -----------------------------------------------------------------------------------------------
     def _plan_and_fit(self, config: EngineConfig) -> MemoryPlan:
@@ -197,13 +206,16 @@ class VulkanEngine(SlotEngine):
         chunk = run.pending[:n]
         T = next((b for b in PREFILL_BUCKETS if b >= n and b <= self.ubatch), self.ubatch)
         greedy = run.sampler.params.plain_argmax
+        sample = self.gpu_sampling and not greedy and gpu_sampleable(run.sampler, 0)
+        if sample:
+            self._write_sample_rows([run], 1, drafts=False)
         self._write_padded_records(chunk, len(slot.tokens), slot.index, T)
         self.io.write_pairs("pairs_out", [(n - 1, 0)])
         self.io.write_pairs("pairs_shift", [(slot.index, 0)])
         self.io.write_pairs("pairs_in", [(n - 1, slot.index)])
         split = self._prefill_split.get(T)
-        graph = self._graph(("prefill", T, greedy, self.use_mtp, split),
-                            lambda: PrefillGraph(self.ctx, T, greedy, self.use_mtp, split))
+        graph = self._graph(("prefill", T, greedy, self.use_mtp, split, sample),
+                            lambda: PrefillGraph(self.ctx, T, greedy, self.use_mtp, split, sample))
         t0 = time.perf_counter()
         graph.rec.run()
         self.last_counts["prefill"] = graph.counts
@@ -215,7 +227,7 @@ class VulkanEngine(SlotEngine):
             self._copy_checkpoint(slot, place, restore=False)
         if run.pending:
             return None
-        return int(self.io.array("ids")[0]) if greedy else run.sampler.sample(self._logits(0))
+        return int(self.io.array("ids")[0]) if greedy or sample else run.sampler.sample(self._logits(0))
 
     def _write_padded_records(self, tokens: list[int], pos0: int, slot: int, T: int) -> None:
         """Records of a T-row batch: `tokens` of `slot` at positions pos0.., then sink padding at positions
@@ -246,6 +258,7 @@ class VulkanEngine(SlotEngine):
         S = len(active)
         greedy = all(s.run.sampler.params.plain_argmax for s in active)
         K = self._depth(active)
+        sample = self.gpu_sampling and not greedy and all(gpu_sampleable(s.run.sampler, K) for s in active)
         # A sequence with no budget left for drafts still rides along in a batched speculative step (its drafts are
         # not counted); alone it takes the cheaper plain step. Both give the same tokens and statistics.
         spec = self.use_mtp and K > 0 and all(len(s.tokens) + K + 1 <= self.n_ctx for s in active) \
@@ -258,7 +271,7 @@ class VulkanEngine(SlotEngine):
         # the policy compares steady-state step costs: a catch-up is owed work of the plain steps before it
         # (a steady speculative step runs the head over its own position inside its submission)
         t_step = time.perf_counter()
-        outs = self._spec_step(active, greedy, K) if spec else self._decode_step(active, greedy)
+        outs = self._spec_step(active, greedy, K, sample) if spec else self._decode_step(active, greedy, sample)
         self._depths = [K if spec else 0] * S
         if self.adaptive:
             seconds = None if self._built else time.perf_counter() - t_step
@@ -289,7 +302,7 @@ class VulkanEngine(SlotEngine):
             block[:, 2] = slot.index
             block[:, 3] = 0
 
-    def _decode_step(self, active: list[_Slot], greedy: bool) -> list[list[int]]:
+    def _decode_step(self, active: list[_Slot], greedy: bool, sample: bool = False) -> list[list[int]]:
         """A plain step. With MTP loaded it lags: the MTP head's input is kept and the head runs only when it
         drafts again (or when a slot's lag ring is full)."""
         S = len(active)
@@ -300,17 +313,19 @@ class VulkanEngine(SlotEngine):
             rows = self.state.lag_rows
             self.io.write_pairs("pairs_lag", [(sl.index, sl.index * rows + sl.mtp_lag) for sl in active])
         self._write_records(active, 1)
+        if sample:
+            self._write_sample_rows([sl.run for sl in active], 1, drafts=False)
         self.io.write_pairs("pairs_in", [(s, sl.index) for s, sl in enumerate(active)])
         self.host_bytes_written += (2 if self.use_mtp else 1) * 8 * S
-        graph = self._graph(("decode", S, greedy, self.use_mtp),
-                            lambda: DecodeGraph(self.ctx, S, greedy, self.use_mtp))
+        graph = self._graph(("decode", S, greedy, self.use_mtp, sample),
+                            lambda: DecodeGraph(self.ctx, S, greedy, self.use_mtp, sample))
         graph.rec.run()
         self.last_counts["decode"] = graph.counts
         outs = []
         for s, slot in enumerate(active):
             slot.tokens.append(slot.run.id_last)
             slot.mtp_lag += self.use_mtp
-            token = int(self.io.array("ids")[s]) if greedy else slot.run.sampler.sample(self._logits(s))
+            token = int(self.io.array("ids")[s]) if greedy or sample else slot.run.sampler.sample(self._logits(s))
             self.host_bytes_read += 4
             outs.append([token])
         return outs
@@ -332,7 +347,7 @@ class VulkanEngine(SlotEngine):
         self.last_counts["mtp_catch_up"] = graph.counts
         slot.mtp_lag = 0
 
-    def _spec_step(self, active: list[_Slot], greedy: bool, K: int) -> list[list[int]]:
+    def _spec_step(self, active: list[_Slot], greedy: bool, K: int, sample: bool = False) -> list[list[int]]:
         S = len(active)
         V = K + 1
         # the step's cuts: the strictest p-min and n-min of its sequences (one recorded graph per setting)
@@ -358,18 +373,28 @@ class VulkanEngine(SlotEngine):
                 inv_t = np.float32(1.0 / sp.params.temperature if on else 1.0)
                 noise[s] = (sp.key, sp.pos, np.array([inv_t], np.float32).view(np.uint32)[0], int(on))
             self.host_bytes_written += 16 * S
+        split = sample and any(_grammar(sl.run.sampler) for sl in active)
+        if sample and not split:   # each verified row's chain at its own position, after the drafts before it
+            self._write_sample_rows([sl.run for sl in active], V, drafts=True)
         rate = spec_cfg.synthetic_accept or 0.0
         if rate > 0:
             self.io.array("uniforms", np.float32)[: S * K] = self._synth_rng.random(S * K)
             self.host_bytes_written += 4 * S * K
-        graph = self._graph(("spec", S, K, greedy, spec_cfg.p_min, rate, spec_cfg.n_min, spec_cfg.draft_vocab),
+        graph = self._graph(("spec", S, K, greedy, spec_cfg.p_min, rate, spec_cfg.n_min, spec_cfg.draft_vocab,
+                             sample, split),
                             lambda: SpecGraph(self.ctx, S, K, greedy, spec_cfg.p_min, rate, spec_cfg.n_min,
-                                              spec_cfg.draft_vocab))
-        graph.rec.run()
+                                              spec_cfg.draft_vocab, sample, split))
+        if split:
+            drafts_part, rest = graph.rec.recs
+            drafts_part.run()
+            self._write_sample_rows([sl.run for sl in active], V, drafts=True, cuts=self._cut_drafts(active, K))
+            rest.run()
+        else:
+            graph.rec.run()
         self.last_counts["speculative"] = graph.counts
         self.spec_steps += 1
         outs = []
-        if greedy:
+        if greedy or sample:   # accepted on the GPU: token ids and counts only
             accept = self.io.array("accept")
             # the conv rollback copies a state for each sequence that kept fewer than K drafts (snapshot m < K)
             self.spec_state_bytes += graph.counts.state_bytes_written(sum(int(accept[s]) < K for s in range(S)))
@@ -380,7 +405,8 @@ class VulkanEngine(SlotEngine):
                 self.host_bytes_read += 4 * (m + 3)
                 outs.append(self._advance(slot, s, m, [int(t) for t in out_ids[s, : m + 1]], int(n_valid[s]), K))
             return outs
-        # temperature > 0 (or penalties): the accept rule of the reference engine on the host, then the commit
+        # a chain the GPU cannot run (a grammar): the accept rule of the reference engine on the host, then the
+        # commit
         recs = self.io.records()
         valid = self.io.array("valid")[: S * K].reshape(S, K)
         select, hidden_select = [], []
@@ -416,6 +442,77 @@ class VulkanEngine(SlotEngine):
         self._count_drafts(slot.run, n_valid, m, budget)
         return out
 
+    # --- GPU sampling inputs (shaders/sample.comp) ------------------------------------------------------------
+    def _cut_drafts(self, active: list[_Slot], K: int) -> list[list[int]]:
+        """(a grammar's speculative step, between its two submissions) Each sequence's drafts up to the first one
+        its grammar forbids: the later ones lose their valid flag, so the GPU's accept stops there."""
+        V = K + 1
+        recs = self.io.records()
+        valid = self.io.array("valid")[: len(active) * K].reshape(len(active), K)
+        cuts = []
+        for s, slot in enumerate(active):
+            n_valid = int(valid[s].astype(bool).sum())
+            drafts = [int(t) for t in recs[s * V + 1: s * V + 1 + n_valid, 0]]
+            cut = slot.run.sampler.allowed_drafts(drafts)
+            valid[s, len(cut):] = 0
+            cuts.append(cut)
+            self.host_bytes_read += 4 * (K + n_valid)
+            self.host_bytes_written += 4 * K
+        return cuts
+
+    def _write_sample_rows(self, runs: list[_Run], rows: int, drafts: bool,
+                           cuts: list[list[int]] | None = None) -> None:
+        """Row parameters of `rows` rows per sequence (vkmtp.ops.sample.row_params): row j at position pos + j,
+        its penalty window the last repeat_last_n tokens of the sampler's history + drafts[:j] (the drafts are
+        the token records s*rows + 1.. the GPU writes during the step, when `drafts`), as Sampler.rows has it;
+        each sequence's history and bias pairs go to its part of sample_history / sample_bias. A sequence behind
+        a grammar gets the mask of row j after drafts[:j] for j <= len(cuts[s]) (row 0 only without cuts);
+        rows past its cut are never accepted."""
+        params = self.io.array("sample_params").reshape(-1, PARAM_WORDS)
+        masks = self.io.array("sample_mask")
+        mask0 = self.io.offsets["sample_mask"][0]
+        mask_words = -(-self.cfg.n_vocab // 32)
+        hist_words = self.io.array("sample_history")
+        bias_words = self.io.array("sample_bias")
+        hist0, bias0 = self.io.offsets["sample_history"][0], self.io.offsets["sample_bias"][0]
+        for s, run in enumerate(runs):
+            sp, p = run.sampler, run.sampler.params
+            penalised = (p.repeat_penalty, p.frequency_penalty, p.presence_penalty) != (1.0, 0.0, 0.0)
+            hist = list(sp.history) if penalised else []
+            hist_words[s * MAX_WINDOW: s * MAX_WINDOW + len(hist)] = hist
+            bias_ids = getattr(sp, "bias_ids", None)
+            n_bias = 0 if bias_ids is None else len(bias_ids)
+            if n_bias and self._bias_written.get(s) is not run:
+                pairs = bias_words[2 * MAX_BIAS * s: 2 * MAX_BIAS * s + 2 * n_bias].reshape(n_bias, 2)
+                pairs[:, 0] = bias_ids
+                pairs[:, 1] = np.asarray(sp.bias_values, np.float32).view(np.uint32)
+                self._bias_written[s] = run
+                self.host_bytes_written += 8 * n_bias
+            maxlen = sp.history.maxlen
+            grammar = _grammar(sp)
+            cut = cuts[s] if cuts is not None else []
+            for j in range(rows):
+                mask = None
+                if grammar and j <= len(cut):
+                    allowed = sp.allowed(cut[:j])
+                    if allowed.any():   # a stopped matcher allows nothing: the row stays as it is
+                        r = s * rows + j
+                        padded = np.zeros(32 * mask_words, bool)
+                        padded[: allowed.size] = allowed
+                        masks[r * mask_words: (r + 1) * mask_words] = np.packbits(padded, bitorder="little") \
+                            .view(np.uint32)
+                        mask = mask0 + r * mask_words
+                        self.host_bytes_written += 4 * mask_words
+                n_draft = j if penalised and drafts else 0
+                drop = max(0, len(hist) + n_draft - maxlen) if maxlen is not None else 0
+                h0 = min(drop, len(hist))
+                params[s * rows + j] = row_params(
+                    sp.key, sp.pos + j, sp.inv_t, p.top_k, p.top_p, p.min_p, p.repeat_penalty,
+                    p.frequency_penalty, p.presence_penalty, hist=(hist0 + s * MAX_WINDOW + h0, len(hist) - h0),
+                    drafts=(s * rows + 1 + drop - h0, n_draft - (drop - h0)),
+                    bias=(bias0 + 2 * MAX_BIAS * s, n_bias), mask=mask)
+            self.host_bytes_written += 4 * (rows * PARAM_WORDS + len(hist))
+
     def graph_report(self) -> dict:
         """Per kind of recorded step (decode, speculative, prefill chunk, and the sampling commit): dispatches,
         barriers and queue submissions of the last one replayed, counted by the recorder; with the mean
@@ -429,6 +526,25 @@ class VulkanEngine(SlotEngine):
         v = self.cfg.n_vocab
         self.host_bytes_read += 4 * v
         return self.logits_host.words()[row * v: (row + 1) * v].view(np.float32).copy()
+
+
+def _grammar(sampler: Sampler) -> bool:
+    return getattr(sampler, "matcher", None) is not None
+
+
+def gpu_sampleable(sampler: Sampler, ahead: int) -> bool:
+    """Whether shaders/sample.comp can run this sequence's chain for a step `ahead` drafts deep: at most
+    MAX_BIAS bias entries, a penalty window of at most MAX_WINDOW tokens (a grammar's mask is a step input)."""
+    bias = getattr(sampler, "bias_ids", None)
+    if bias is not None and len(bias) > MAX_BIAS:
+        return False
+    p = sampler.params
+    if (p.repeat_penalty, p.frequency_penalty, p.presence_penalty) != (1.0, 0.0, 0.0):
+        window = len(sampler.history) + ahead
+        if sampler.history.maxlen is not None:
+            window = min(window, sampler.history.maxlen)
+        return window <= MAX_WINDOW
+    return True
 
 
 @dataclass(eq=False)
@@ -447,47 +563,74 @@ def _n_checkpoints(config: EngineConfig) -> int:
 def fit_plan(gguf, cfg: ModelConfig, table, config: EngineConfig, device: Device, tuning, use_mtp: bool,
              K: int) -> tuple[MemoryPlan, str | None]:
     """The memory plan for `config`, checked against the device's budget before anything is allocated, and the
-    line saying which context --fit chose (None when the context was fixed and fits).
+    line saying what --fit chose (None when it chose nothing).
 
     A fixed context (-c N) must fit as it is. Otherwise (--fit on, -c not given or 0) the context is the largest
-    that fits, up to config.n_ctx (-c not given: the default) or the model's trained context (-c 0)."""
+    that fits, up to config.n_ctx (-c not given: the default) or the model's trained context (-c 0). With --fit
+    on, a MoE model and no placement flag (-ot, --cpu-moe, --n-cpu-moe), the routed experts of the fewest first
+    layers move to host memory when the plan would not fit otherwise at the fixed context, or at
+    min(target, FIT_CTX) (llama.cpp's --fit keeps 4096 tokens of context before it moves weights)."""
     info = device.info
     budget = fit_budget(info, config.fit_margin_mib)
+    overrides = tuple(config.tensor_overrides)
 
-    def plan_for(n_ctx: int) -> MemoryPlan:
+    def plan_for(n_ctx: int, n_cpu: int = 0) -> MemoryPlan:
         shape = engine_shape(n_ctx, config.n_slots, config.cache_types, use_mtp, K, config.ubatch,
                              _n_checkpoints(config))
-        return plan_memory(gguf, cfg, table, shape, device, tuning)
+        return plan_memory(gguf, cfg, table, shape, device, tuning, overrides or n_cpu_moe_overrides(n_cpu))
+
+    names = weight_names(table, use_mtp)
+    blocks = expert_blocks(names)
+    may_move = config.fit and not overrides and bool(blocks)
+    n_blocks = blocks[-1] + 1 if blocks else 0
+
+    def experts_for(n_ctx: int) -> int:
+        if not may_move:
+            return 0
+        n = fit_expert_layers(lambda n_cpu: plan_for(n_ctx, n_cpu), budget, n_blocks)
+        return n_blocks if n is None else n
 
     if config.ctx_fixed or not config.fit:
         if config.n_ctx < 16:
             raise ValueError(f"--ctx-size {config.n_ctx} is too small" + (" (-c 0 needs --fit on)"
                                                                           if config.n_ctx == 0 else ""))
-        plan = plan_for(config.n_ctx)
+        n_cpu = experts_for(config.n_ctx)
+        plan = plan_for(config.n_ctx, n_cpu)
         plan.check(budget, info.name)
-        return plan, None
+        return plan, _moved_message(plan, n_cpu, n_blocks, budget, info.name)
     trained = cfg.n_ctx_train or 4096
     target = config.n_ctx or trained
     smallest = min(MIN_CTX, target)
-    n_ctx = fit_context(plan_for, budget, target, n_ctx_min=smallest)
+    n_cpu = experts_for(min(target, FIT_CTX))
+    n_ctx = fit_context(lambda n: plan_for(n, n_cpu), budget, target, n_ctx_min=smallest)
     if n_ctx is None:
-        plan_for(smallest).check(budget, info.name)   # raises: not even the smallest context fits
-    plan = plan_for(n_ctx)
+        plan_for(smallest, n_cpu).check(budget, info.name)   # raises: not even the smallest context fits
+    plan = plan_for(n_ctx, n_cpu)
     plan.check(budget, info.name)
     why = "the model's trained context" if n_ctx == trained else \
         "the default" if n_ctx == target and config.n_ctx else "the largest that fits"
-    message = (f"context {n_ctx} tokens per slot ({why}; plan {plan.total / 2**20:.0f} MiB of "
+    message = (f"context {n_ctx} tokens per slot ({why}; plan {plan.device_total / 2**20:.0f} MiB of "
                f"{budget / 2**20:.0f} MiB on {info.name})")
-    return plan, message
+    moved = _moved_message(plan, n_cpu, n_blocks, budget, info.name)
+    return plan, message + ("; " + moved if moved else "")
+
+
+def _moved_message(plan: MemoryPlan, n_cpu: int, n_blocks: int, budget: int, device_name: str) -> str | None:
+    if not n_cpu:
+        return None
+    return (f"moved the routed experts of {n_cpu} of {n_blocks} layers to host memory (--n-cpu-moe {n_cpu}, "
+            f"{plan.host_weights / 2**20:.0f} MiB read by the GPU over the bus) so that "
+            f"{plan.device_total / 2**20:.0f} MiB fit the {budget / 2**20:.0f} MiB of {device_name}")
 
 
 def fit_config(model_path: str, config: EngineConfig) -> tuple[EngineConfig, str | None]:
-    """`config` with the context --fit picks on its device fixed (n_ctx > 0, ctx_fixed), and the line saying so;
-    opens the device for the plan only. What the CLI and the server do before building engines."""
-    if config.ctx_fixed:
-        return config, None
+    """`config` with what --fit picks on its device fixed: the context (n_ctx > 0, ctx_fixed) and, for a MoE
+    model without placement flags, the expert layers moved to host memory (as --n-cpu-moe overrides); and the
+    line saying so. Opens the device for the plan only. What the CLI and the server do before building engines."""
     gguf = open_gguf(model_path)
     cfg = ModelConfig.from_gguf(gguf)
+    if config.ctx_fixed and (not config.fit or config.tensor_overrides or not cfg.is_moe):
+        return config, None
     table = validate(gguf, cfg)
     device = Device(config.device)
     try:
@@ -497,7 +640,10 @@ def fit_config(model_path: str, config: EngineConfig) -> tuple[EngineConfig, str
         plan, message = fit_plan(gguf, cfg, table, config, device, tuning, use_mtp, spec.n_max if use_mtp else 0)
     finally:
         device.destroy()
-    return replace(config, n_ctx=plan.n_ctx, ctx_fixed=True), message
+    n_cpu = len(expert_blocks(n for n, loc in plan.weight_plan.locations.items() if loc == HOST)) \
+        if not config.tensor_overrides else 0
+    overrides = n_cpu_moe_overrides(n_cpu) if n_cpu else config.tensor_overrides
+    return replace(config, n_ctx=plan.n_ctx, ctx_fixed=True, tensor_overrides=overrides), message
 
 
 def _with_profile(config: EngineConfig, tuning, model_path: str) -> EngineConfig:

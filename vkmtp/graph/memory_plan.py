@@ -6,8 +6,10 @@ function the allocating code calls (`WeightPlan`, `DeviceState.buffer_sizes`, `s
 (tests/engine/test_memory_plan.py checks the two are equal). llama.cpp's `--fit` first ignored the MTP head
 and its context (OOM at the first decode, llama.cpp #23472); here the MTP weights, the MTP KV cache and the
 rollback snapshots are part of the one plan checked against the device's budget (VK_EXT_memory_budget where
-the driver has it, the device-local heaps otherwise). If it does not fit, the error says how much is needed,
-for what, and what to reduce; `fit_context` picks the largest context that fits.
+the driver has it, the device-local heaps otherwise). Weights placed in host memory (--cpu-moe, --n-cpu-moe,
+-ot; the `host_weights` row) are checked against the host's free memory instead. If it does not fit, the error
+says how much is needed, for what, and what to reduce; `fit_context` picks the largest context that fits and
+`fit_expert_layers` the fewest expert layers to move to host memory.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from dataclasses import dataclass, field
 from vkmtp.gguf import GGUFFile
 from vkmtp.model.config import ModelConfig
 from vkmtp.model.weights import ModelTensors, TensorSpec, fused_groups, walk_specs
+from vkmtp.graph.tensor_overrides import DEVICE, is_expert_stack, resolve
 from vkmtp.ops.kv_layout import KvLayout, kv_type as kv_type_of
 from vkmtp.ops.kv_parts import MAX_KV_PARTS
 
@@ -25,8 +28,8 @@ MiB = float(1 << 20)
 MIN_CTX = 256           # the smallest context `fit_context` offers (a usable prompt plus a reply)
 
 # plan rows, in the order `describe` prints them
-PARTS = ("weights", "mtp_weights", "kv", "mtp_kv", "recurrent", "snapshots", "checkpoints", "scratch", "hidden", "io",
-         "staging")
+PARTS = ("weights", "mtp_weights", "host_weights", "kv", "mtp_kv", "recurrent", "snapshots", "checkpoints", "scratch",
+         "hidden", "io", "staging")
 
 
 class DeviceMemoryError(MemoryError):
@@ -88,10 +91,11 @@ class MemoryPlan:
     n_ctx: int
     n_slots: int
     types: CacheTypes
-    mtp_weight_bytes: int = 0     # of the weight buffers' bytes, what only the MTP head reads
+    mtp_weight_bytes: int = 0     # of the device weight buffers' bytes, what only the MTP head reads
     weight_plan: object = field(default=None, compare=False, repr=False)
     layouts: KvLayouts | None = field(default=None, compare=False, repr=False)
     max_buffer: int = 0           # the device's maxStorageBufferRange the plan was made for
+    expert_bytes_on_device: int = 0   # routed expert stacks in device memory (what --cpu-moe would move)
 
     def part(self, name: str) -> int:
         return sum(b.nbytes for b in self.buffers if b.part == name)
@@ -101,7 +105,19 @@ class MemoryPlan:
 
     @property
     def weights(self) -> int:
+        """Weights in device memory, less the MTP head's own."""
         return self.part("weights") + self.part("mtp_weights") - self.mtp_weight_bytes
+
+    @property
+    def host_weights(self) -> int:
+        """Weights in host memory the device reads (routed experts under --cpu-moe / --n-cpu-moe / -ot)."""
+        return self.part("host_weights")
+
+    @property
+    def device_total(self) -> int:
+        """What the device's budget must hold: every buffer but the weights in host memory (the small host-side
+        step I/O and staging buffers are counted here too, as before placement existed)."""
+        return self.total - self.host_weights
 
     @property
     def mtp_weights(self) -> int:
@@ -143,12 +159,15 @@ class MemoryPlan:
         t = self.types
         mtp_types = t.mtp_k if t.mtp_k == t.mtp_v else f"K {t.mtp_k}, V {t.mtp_v}"
         rows = [("weights", self.weights), ("MTP head weights", self.mtp_weights),
+                ("routed experts in host memory (GPU reads)", self.host_weights),
                 (f"KV cache ({t.label()}, {self.n_slots} x {self.n_ctx} tokens)", self.kv),
                 (f"MTP KV cache ({mtp_types})", self.mtp_kv), ("recurrent state", self.recurrent),
                 ("rollback snapshots", self.snapshots),
                 ("prompt-cache checkpoints", self.part("checkpoints")), ("scratch", self.scratch),
                 ("hidden rows", self.part("hidden")), ("step I/O and logits (host)", self.part("io")),
-                ("staging (host)", self.part("staging")), ("total", self.total)]
+                ("staging (host)", self.part("staging")), ("total", self.total),
+                ("  checked against the device budget", self.device_total),
+                ("  checked against free host memory", self.host_weights)]
         return "\n".join(f"  {name:<44} {n / GiB:9.3f} GiB" for name, n in rows)
 
     def hints(self) -> list[str]:
@@ -161,11 +180,14 @@ class MemoryPlan:
             hints.append("fewer --parallel slots")
         if self.mtp_weights:
             hints.append("--no-mtp (saves the MTP head)")
+        if self.expert_bytes_on_device:
+            hints.append("--cpu-moe or --n-cpu-moe N (routed experts in host memory)")
         hints.append("a smaller quantization of the model")
         return hints
 
-    def problem(self, available: int, device_name: str = "device") -> str | None:
-        """Why this plan cannot run on the device (None: it can)."""
+    def problem(self, available: int, device_name: str = "device", host_available: int | None = None) -> str | None:
+        """Why this plan cannot run on the device (None: it can). host_available: free host memory for the weights
+        placed there (None: what /proc/meminfo says now)."""
         big = self.oversized()
         if big:
             b = max(big, key=lambda b: b.nbytes)
@@ -174,8 +196,17 @@ class MemoryPlan:
             return (f"one layer's buffer '{b.name}' ({b.part}) needs {b.nbytes / MiB:.1f} MiB but {device_name} "
                     f"binds at most {self.max_buffer / MiB:.1f} MiB per storage buffer (maxStorageBufferRange)"
                     + cut)
-        if self.total > available:
-            return (f"the model needs {_size(self.total)} on {device_name} but {_size(available)} is available")
+        if self.device_total > available:
+            return (f"the model needs {_size(self.device_total)} on {device_name} but {_size(available)} is "
+                    f"available")
+        if self.host_weights:
+            if host_available is None:
+                from vkmtp.device.info import host_available_bytes
+
+                host_available = host_available_bytes()
+            if self.host_weights > host_available:
+                return (f"the weights placed in host memory need {_size(self.host_weights)} but the host has "
+                        f"{_size(host_available)} free")
         return None
 
     def fits(self, available: int) -> bool:
@@ -269,8 +300,9 @@ def engine_shape(n_ctx: int, n_slots: int, types: CacheTypes, use_mtp: bool, n_m
 
 
 def plan_memory(gguf: GGUFFile, cfg: ModelConfig, table: ModelTensors, shape: EngineShape, device,
-                tuning=None) -> MemoryPlan:
-    """Every buffer the Vulkan engine allocates for `shape` on `device` (an opened vkmtp.device.Device)."""
+                tuning=None, overrides=()) -> MemoryPlan:
+    """Every buffer the Vulkan engine allocates for `shape` on `device` (an opened vkmtp.device.Device).
+    overrides: vkmtp.graph.tensor_overrides.TensorOverride in llama.cpp's order (-ot, --cpu-moe, --n-cpu-moe)."""
     from vkmtp.graph.device_state import DeviceState
     from vkmtp.graph.forward import Ops, hidden_bytes, scratch_bytes_for
     from vkmtp.graph.placement import WeightPlan
@@ -281,11 +313,15 @@ def plan_memory(gguf: GGUFFile, cfg: ModelConfig, table: ModelTensors, shape: En
     use_mtp = shape.use_mtp and table.mtp is not None
     names = weight_names(table, use_mtp)
     types = {n: gguf.tensors[n].ggml_type for n in names}
+    locations = resolve([s.name for s in table.specs()], overrides, f"Vulkan{info.index}")
     wplan = WeightPlan(gguf, names, weight_buffer_limit(info.max_storage_buffer_range),
-                       fused=fused_groups(table, types, set(names)))
-    buffers = [PlannedBuffer(f"weights{i}", "weights", n) for i, n in enumerate(wplan.buffer_sizes)]
-    mtp_bytes = sum(gguf.tensors[s.name].n_bytes for s in mtp_only_specs(table) if s.name in gguf.tensors) \
-        if use_mtp else 0
+                       fused=fused_groups(table, types, set(names)), locations=locations)
+    buffers = [PlannedBuffer(name, "weights" if loc == DEVICE else "host_weights", n,
+                             "device" if loc == DEVICE else "host") for name, loc, n in wplan.planned()]
+    mtp_bytes = sum(gguf.tensors[s.name].n_bytes for s in mtp_only_specs(table)
+                    if s.name in gguf.tensors and locations[s.name] == DEVICE) if use_mtp else 0
+    experts_on_device = sum(gguf.tensors[n].n_bytes for n in names
+                            if is_expert_stack(n) and locations[n] == DEVICE)
     layouts = KvLayouts.make(cfg, shape.n_ctx, shape.n_slots, shape.types, use_mtp, sink_rows=shape.sink_rows)
     for name, part, n in DeviceState.buffer_sizes(cfg, layouts, shape.n_slots, shape.n_snap,
                                                   info.max_storage_buffer_range, shape.n_ckpt):
@@ -295,12 +331,13 @@ def plan_memory(gguf: GGUFFile, cfg: ModelConfig, table: ModelTensors, shape: En
                                                                                  ops))))
     buffers.append(PlannedBuffer("hidden", "hidden", hidden_bytes(cfg, shape.max_rows)))
     buffers.append(PlannedBuffer("logits", "io", logits_host_bytes(cfg, shape), "host"))
-    buffers.append(PlannedBuffer("step", "io", 4 * StepIO.total_words(shape.max_rows, shape.n_slots, shape.K),
+    buffers.append(PlannedBuffer("step", "io", 4 * StepIO.total_words(shape.max_rows, shape.n_slots, shape.K,
+                                                                 cfg.n_vocab),
                                  "host"))
     if not info.uma:
         buffers.append(PlannedBuffer("staging", "staging", staging_bytes(info.max_storage_buffer_range), "host"))
     return MemoryPlan(tuple(buffers), shape.n_ctx, shape.n_slots, shape.types, mtp_bytes, wplan, layouts,
-                      info.max_storage_buffer_range)
+                      info.max_storage_buffer_range, experts_on_device)
 
 
 def _words(n: int) -> int:
@@ -341,3 +378,24 @@ def fit_context(make_plan, available: int, n_ctx_max: int, n_ctx_min: int = MIN_
         else:
             hi = mid
     return lo * step
+
+
+FIT_CTX = 4096   # llama.cpp's --fit-ctx default: the context --fit keeps before it moves experts to host memory
+
+
+def fit_expert_layers(make_plan, available: int, n_blocks: int) -> int | None:
+    """The fewest N in 0..n_blocks whose plan fits `available` device bytes, where `make_plan(N)` -> MemoryPlan
+    puts the routed experts of blocks 0..N-1 in host memory (--n-cpu-moe N); None when not even N = n_blocks
+    fits. Device memory falls as N grows, so a binary search finds it."""
+    if make_plan(0).fits(available):
+        return 0
+    if not make_plan(n_blocks).fits(available):
+        return None
+    lo, hi = 0, n_blocks        # lo does not fit, hi fits
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        if make_plan(mid).fits(available):
+            hi = mid
+        else:
+            lo = mid
+    return hi

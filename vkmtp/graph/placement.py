@@ -1,12 +1,14 @@
-"""Where each weight lives on the device: raw GGUF blocks packed into a few large buffers.
+"""Where each weight lives: raw GGUF blocks packed into a few large buffers, in device or host memory.
 
 Weights keep their quantized GGUF layout (no dequantized copies). Tensors are packed in file order into buffers
 of at most `max_buffer_bytes` (the device's maxStorageBufferRange, capped at 1 GiB so the first upload starts
 early); a tensor larger than that is split by rows into parts, and every kernel that reads weights takes a
 list of parts. Projections that read the same input with the same quant type (vkmtp.model.weights.fused_groups)
 are stored as one tensor, their rows one after another, so one mat-vec covers them; each member keeps its own
-WeightRef (a row range of the group's). The plan is made before anything is allocated, so the memory check can
-run first; one plan per device keeps the door open for layer split over several GPUs.
+WeightRef (a row range of the group's). Each tensor has a location (vkmtp.graph.tensor_overrides): "device"
+tensors go to `weights{i}` buffers in device-local memory, "host" tensors (routed experts under --cpu-moe,
+--n-cpu-moe, -ot exps=CPU) to `host_weights{i}` buffers in the host memory the device reads directly; kernels
+bind either alike. The plan is made before anything is allocated, so the memory check can run first.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from dataclasses import dataclass, field
 
 from vkmtp.device import Device, View
 from vkmtp.gguf import GGUFFile, row_bytes
+from vkmtp.graph.tensor_overrides import DEVICE, LOCATIONS
 
 ALIGN = 256
 
@@ -78,14 +81,18 @@ class WeightPlan:
     """Packing of named tensors into buffers; `bytes_total` is known before any allocation.
 
     `fused`: groups of tensor names (same type, same row length) stored as one tensor of concatenated rows,
-    under `fused_name(group)`, placed where the group's first member would be."""
+    under `fused_name(group)`, placed where the group's first member would be.
+    `locations`: tensor name -> "device" | "host" (missing: "device"); each location packs its own buffers."""
 
     def __init__(self, gguf: GGUFFile, names: list[str], max_buffer_bytes: int,
-                 fused: list[tuple[str, ...]] = ()):
+                 fused: list[tuple[str, ...]] = (), locations: dict[str, str] | None = None):
         self.gguf = gguf
         self.names = list(names)
         self.max_buffer_bytes = max(ALIGN, max_buffer_bytes - max_buffer_bytes % ALIGN)
         self.buffer_sizes: list[int] = []
+        self.buffer_locations: list[str] = []
+        self.locations: dict[str, str] = {}
+        locations = locations or {}
         self.slots: dict[str, list[_Slot]] = {}
         # placed items: a plain tensor is a group of one
         self.members: dict[str, tuple[str, ...]] = {}
@@ -101,7 +108,15 @@ class WeightPlan:
             group = in_group.get(name, (name,))
             if group[0] == name:
                 self.members[fused_name(group)] = group
+        last: dict[str, int] = {}   # location -> index of its buffer being filled
         for item, group in self.members.items():
+            where = {locations.get(m, DEVICE) for m in group}
+            if len(where) != 1 or not where <= set(LOCATIONS):
+                raise ValueError(f"{item}: members of one stored tensor need one location, got {sorted(where)}")
+            loc = where.pop()
+            for m in group:
+                self.locations[m] = loc
+            self.locations[item] = loc
             info = gguf.tensors[group[0]]
             rb = row_bytes(info.ggml_type, info.shape[-1])
             n_rows = sum(gguf.tensors[m].n_elements // info.shape[-1] for m in group)
@@ -117,23 +132,40 @@ class WeightPlan:
             parts = []
             for row in range(0, n_rows, rows_per_part):
                 n = min(rows_per_part, n_rows - row)
-                start = -(-self.buffer_sizes[-1] // ALIGN) * ALIGN if self.buffer_sizes else 0
-                if not self.buffer_sizes or start + n * rb > self.max_buffer_bytes:
+                b = last.get(loc)
+                start = -(-self.buffer_sizes[b] // ALIGN) * ALIGN if b is not None else 0
+                if b is None or start + n * rb > self.max_buffer_bytes:
                     self.buffer_sizes.append(0)
+                    self.buffer_locations.append(loc)
+                    b = last[loc] = len(self.buffer_sizes) - 1
                     start = 0
-                parts.append(_Slot(name, len(self.buffer_sizes) - 1, start, row, n))
-                self.buffer_sizes[-1] = start + n * rb
+                parts.append(_Slot(name, b, start, row, n))
+                self.buffer_sizes[b] = start + n * rb
             self.slots[name] = parts
+        self.buffer_names = []
+        count = dict.fromkeys(LOCATIONS, 0)
+        for loc in self.buffer_locations:
+            self.buffer_names.append(f"{'weights' if loc == DEVICE else 'host_weights'}{count[loc]}")
+            count[loc] += 1
 
     @property
     def bytes_total(self) -> int:
         return sum(self.buffer_sizes)
 
+    def bytes_at(self, location: str) -> int:
+        """Bytes of the buffers in one location ("device" or "host")."""
+        return sum(n for n, loc in zip(self.buffer_sizes, self.buffer_locations) if loc == location)
+
+    def planned(self) -> list[tuple[str, str, int]]:
+        """(buffer name, location, bytes) of every weight buffer, in allocation order."""
+        return list(zip(self.buffer_names, self.buffer_locations, self.buffer_sizes))
+
     def allocate(self, device: Device, progress=None) -> dict[str, WeightRef]:
         """Allocate the buffers and upload every tensor (from the memory-mapped file, no float copies).
         Returns a WeightRef per tensor name, and per fused group (its name from `fused_name`)."""
-        buffers = [device.buffer(size, "device", f"weights{i}", role="weights")
-                   for i, size in enumerate(self.buffer_sizes)]
+        buffers = [device.buffer(size, "device", name, role="weights") if loc == DEVICE
+                   else device.buffer(size, "host", name, role="host_weights")
+                   for name, loc, size in self.planned()]
         refs: dict[str, WeightRef] = {}
         for item, group in self.members.items():
             info = self.gguf.tensors[group[0]]

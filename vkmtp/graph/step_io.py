@@ -11,16 +11,20 @@ from __future__ import annotations
 import numpy as np
 
 from vkmtp.device import Device, View
+from vkmtp.ops.sample import MAX_WINDOW, PARAM_WORDS
 from vkmtp.ops.spec import RECORD_WORDS
 from vkmtp.spec.config import DRAFT_TOP_K
+
+MAX_BIAS = 1024   # logit-bias entries a request may have on the GPU sampling path (more: the host samples)
 
 
 class StepIO:
     """Named regions of one host-visible uint32 buffer, sized for the largest step of this engine."""
 
     @staticmethod
-    def regions(max_tokens: int, n_seq: int, K: int) -> dict[str, int]:
-        """Words of each named region; max_tokens: rows of the largest step (EngineShape.max_rows)."""
+    def regions(max_tokens: int, n_seq: int, K: int, n_vocab: int = 0) -> dict[str, int]:
+        """Words of each named region; max_tokens: rows of the largest step (EngineShape.max_rows); n_vocab:
+        the width of the grammar masks (0: none)."""
         V = K + 1
         return {
             "records": RECORD_WORDS * max(max_tokens, n_seq * V),
@@ -41,17 +45,23 @@ class StepIO:
             "pairs_lag": 2 * max(n_seq, max_tokens),
             "uniforms": max(K, 1) * n_seq,
             "draft_noise": 4 * n_seq,   # per sequence {seed key, position, 1/T bits, on} (shaders/gumbel.comp)
+            # GPU sampling (shaders/sample.comp): per sampled row its parameters; per slot its penalty window's
+            # history tokens and its logit-bias pairs {id, bias}
+            "sample_params": PARAM_WORDS * max(n_seq * V, 1),
+            "sample_history": MAX_WINDOW * n_seq,
+            "sample_bias": 2 * MAX_BIAS * n_seq,
+            "sample_mask": -(-n_vocab // 32) * n_seq * V,   # a grammar's allowed tokens per verified row
         }
 
     @staticmethod
-    def total_words(max_tokens: int, n_seq: int, K: int) -> int:
+    def total_words(max_tokens: int, n_seq: int, K: int, n_vocab: int = 0) -> int:
         """Words of the step buffer (regions rounded up to 4 words): what __init__ allocates."""
-        return sum(-(-n // 4) * 4 for n in StepIO.regions(max_tokens, n_seq, K).values())
+        return sum(-(-n // 4) * 4 for n in StepIO.regions(max_tokens, n_seq, K, n_vocab).values())
 
-    def __init__(self, device: Device, max_tokens: int, n_seq: int, K: int):
+    def __init__(self, device: Device, max_tokens: int, n_seq: int, K: int, n_vocab: int = 0):
         self.offsets: dict[str, tuple[int, int]] = {}
         total = 0
-        for name, n in StepIO.regions(max_tokens, n_seq, K).items():
+        for name, n in StepIO.regions(max_tokens, n_seq, K, n_vocab).items():
             self.offsets[name] = (total, n)
             total += -(-n // 4) * 4
         self.buffer = device.buffer(4 * total, "host", "step", role="step_inputs")

@@ -5,11 +5,14 @@ PrefillGraph(T)     a prompt chunk of T tokens of one sequence (padding tokens g
 DecodeGraph(S)      one token for each of S sequences: trunk, logits, and the MTP head's input kept for later.
 MtpLagGraph(T)      the MTP head's KV over up to T positions of one sequence that lagging decode steps skipped.
 SpecGraph(S, K)     a speculative step for S sequences: K chained MTP drafts (LM head over the draft vocabulary), one verify forward of the
-                    S*(K+1) tokens, and (greedy) the accept decision, state rollback and MTP catch-up on the GPU.
-CommitGraph(S, K)   (sampling) rollback and pending hidden for accept counts decided on the host.
+                    S*(K+1) tokens, and (greedy or GPU-sampled) the accept decision, state rollback and MTP catch-up on the GPU.
+CommitGraph(S, K)   (host sampling) rollback and pending hidden for accept counts decided on the host.
 
-Outputs are token ids (argmax on the GPU) in the step buffer, or logits in a host-visible buffer when a
-sequence samples with temperature > 0.
+Outputs are token ids in the step buffer: the argmax (plain greedy steps), or with `sample` the sampler chain
+of every row on the GPU (shaders/sample.comp, its inputs written by the host into the step buffer:
+`record_sample_rows`), so a sampled speculative step also decides, accepts and rolls back in its one
+submission. Only a step whose rows need the host (a grammar) takes logits into a host-visible buffer and a
+CommitGraph after the host's decision.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from vkmtp.graph.forward import Activations, Forward
 from vkmtp.graph.graph_counts import GraphCounts, conv_bytes_per_seq, step_state_bytes
 from vkmtp.ops.gumbel import GumbelNoise
 from vkmtp.ops.matvec import MAX_COLS
+from vkmtp.ops.sample import PARAM_WORDS, Sample
 from vkmtp.ops.spec import SpecOps
 from vkmtp.ops.gdn_replay import GdnReplay
 from vkmtp.ops.state_select import StateSelect
@@ -60,6 +64,7 @@ class GraphContext:
         self.select = StateSelect(device)
         self.replay = GdnReplay(device, self.cfg.ssm_d_state) if self.cfg.recurrent_layers else None
         self.gumbel = GumbelNoise(device)
+        self.sampler = Sample(device)
         e = self.cfg.n_embd
         row = 4 * e
         # hidden rows kept outside the per-pass activations: post-norm trunk hidden, shifted MTP input, MTP out
@@ -71,14 +76,27 @@ class GraphContext:
     def act(self, n: int, n_out: int, prefill: bool = False) -> Activations:
         return Activations.carve(self.scratch, self.cfg, n, n_out, self.fwd.ops, prefill)
 
-    def head(self, rec: Recorder, h: View, n_out: int, act: Activations, greedy: bool, ids: View) -> None:
-        """LM head on n_out rows of h, then argmax ids (greedy) or logits into the host-visible buffer."""
+    def head(self, rec: Recorder, h: View, n_out: int, act: Activations, greedy: bool, ids: View,
+             sample: bool = False) -> None:
+        """LM head on n_out rows of h, then argmax ids (greedy), sampled ids (sample: record_sample_rows) or
+        logits into the host-visible buffer."""
         v = self.cfg.n_vocab
-        logits = act.logits if greedy else self.logits_host.view(0, 4 * n_out * v)
+        logits = act.logits if greedy or sample else self.logits_host.view(0, 4 * n_out * v)
         self.fwd.record_lm_head(rec, h, n_out, logits)
         if greedy:
             self.fwd.ops.argmax.record(rec, Strided.rows(logits.sub(0, 4 * n_out * v), v), ids, n_out, v,
                                        act.argmax_scratch)
+        elif sample:
+            self.record_sample_rows(rec, logits, n_out, ids)
+
+    def record_sample_rows(self, rec: Recorder, logits: View, n_out: int, ids: View) -> None:
+        """The sampler chain of each of n_out logits rows on the GPU -> ids. Row r's parameters are
+        sample_params[r] (vkmtp.ops.sample.row_params: seed key, position, chain settings, its penalty window in
+        sample_history and the records' drafts, its bias pairs in sample_bias), written by the host."""
+        v = self.cfg.n_vocab
+        io = self.io
+        self.sampler.record(rec, logits.sub(0, 4 * n_out * v), v, v, n_out,
+                            io.view("sample_params", 0, PARAM_WORDS * n_out), ids, io.view("records"))
 
     def rollback(self, rec: Recorder, select: View, n_seq: int, n_rows: int) -> None:
         """Bring each selected slot's recurrent states to its accepted row ({slot, row m} pairs in `select`)
@@ -145,7 +163,14 @@ class PrefillGraph:
     are the bits the whole block writes (the same kernels on the same inputs; tests/engine)."""
 
     def __init__(self, ctx: GraphContext, T: int, greedy: bool, mtp: bool, layers_per_submit: int | None = None,
-                 mtp_kv_only: bool = True):
+    the same either way, so the tokens are too. The activations live in the scratch buffer between submissions.
+    With MTP the chunk also writes the MTP head's KV rows of its tokens, and only those (`mtp_kv_only`): no draft
+    starts from a prompt position (the next speculative step runs the head over its own position), so the
+    block's query, attention over the prompt, FFN and output rows would be computed for nothing. The KV rows
+    are the bits the whole block writes (the same kernels on the same inputs; tests/engine)."""
+
+    def __init__(self, ctx: GraphContext, T: int, greedy: bool, mtp: bool, layers_per_submit: int | None = None,
+                 sample: bool = False, mtp_kv_only: bool = True):
         self.T = T
         io, fwd = ctx.io, ctx.fwd
         e4 = 4 * ctx.cfg.n_embd
@@ -165,7 +190,7 @@ class PrefillGraph:
         fwd.record_output_norm(rec, act, T, ctx.hn.sub(0, T * e4))
         # pairs_out[0] = {last real row, 0}: the last real token's hidden -> head input
         ctx.copy_rows(rec, io.view("pairs_out", 0, 2), 1, ctx.hn.sub(0, T * e4), act.head_h, T, 1)
-        ctx.head(rec, act.head_h, 1, act, greedy, io.view("ids", 0, 1))
+        ctx.head(rec, act.head_h, 1, act, greedy, io.view("ids", 0, 1), sample)
         if mtp:
             # pairs_shift[0] = {slot, 0}; the chunk's rows 1.. take hn[0..T-2]
             ctx.mtp_catch_up(rec, records, T, io.view("pairs_shift", 0, 2), 1, T, prefill=True, kv_only=mtp_kv_only)
@@ -183,7 +208,7 @@ class DecodeGraph:
     head runs later, in a MtpLagGraph, only when it drafts again (the adaptive policy chose depth 0 because
     drafting does not pay): a plain step then costs what it costs without MTP."""
 
-    def __init__(self, ctx: GraphContext, S: int, greedy: bool, mtp: bool):
+    def __init__(self, ctx: GraphContext, S: int, greedy: bool, mtp: bool, sample: bool = False):
         io, fwd = ctx.io, ctx.fwd
         e4 = 4 * ctx.cfg.n_embd
         rec = ctx.device.recorder()
@@ -191,7 +216,7 @@ class DecodeGraph:
         act = ctx.act(S, S)
         fwd.record_trunk(rec, records, act, S)
         fwd.record_output_norm(rec, act, S, ctx.hn.sub(0, S * e4))
-        ctx.head(rec, ctx.hn.sub(0, S * e4), S, act, greedy, io.view("ids", 0, S))
+        ctx.head(rec, ctx.hn.sub(0, S * e4), S, act, greedy, io.view("ids", 0, S), sample)
         if mtp:
             st = ctx.state
             ctx.copy_rows(rec, io.view("pairs_lag", 0, 2 * S), S, st.pending_h, st.mtp_lag, st.n_slots_total,
@@ -228,6 +253,9 @@ class MtpLagGraph:
 class SpecGraph:
     """A speculative step: K drafts per sequence, one verify of S*(K+1) tokens, accept + rollback on the GPU.
 
+    `split` (a sequence behind a grammar): two submissions, drafts then the rest, so the host can cut the drafts
+    at the first token the grammar forbids and write each verified row's mask in between (no logits cross).
+
     Step buffer (host writes): draft_records[i][s] = {id_last (i=0), n_past+i, slot}; records[s*V+j] =
     {id_last (j=0), n_past+j, slot}; pairs_in[s] = {slot, s} (pending hidden -> first draft input);
     pairs_shift[s] = {slot, s*V} (pending hidden -> catch-up row 0). GPU writes: draft tokens into both record
@@ -235,7 +263,7 @@ class SpecGraph:
     """
 
     def __init__(self, ctx: GraphContext, S: int, K: int, greedy: bool, p_min: float, synthetic_rate: float,
-                 n_min: int = 0, draft_vocab: int = 0):
+                 n_min: int = 0, draft_vocab: int = 0, sample: bool = False, split: bool = False):
         io, fwd, ops = ctx.io, ctx.fwd, ctx.fwd.ops
         cfg = ctx.cfg
         e4 = 4 * cfg.n_embd
@@ -267,25 +295,31 @@ class SpecGraph:
                                             top_values=io.view("top_values") if p_min > 0 else None,
                                             n_top=DRAFT_TOP_K if p_min > 0 else 0, p_min=p_min)
             h_in = h_out
+        parts = []
+        if split:   # a grammar: the host reads the drafts, cuts them and writes the rows' masks in between
+            parts.append(rec.finish())
+            rec = ctx.device.recorder()
         # --- verify: the target over last token + drafts; conv snapshots after rows 0..K-1, the GDN step log of
         # every row (GraphContext.rollback) ----------------------------------------------------------------
         records = io.record_view("records", 0, R)
         act = ctx.act(R, R)
         fwd.record_trunk(rec, records, act, R, n_snap=K)
         fwd.record_output_norm(rec, act, R, ctx.hn.sub(0, R * e4))
-        ctx.head(rec, ctx.hn.sub(0, R * e4), R, act, greedy, io.view("ids", 0, R))
+        ctx.head(rec, ctx.hn.sub(0, R * e4), R, act, greedy, io.view("ids", 0, R), sample)
         # --- MTP catch-up with the true hidden states (independent of the accept count) -------------------------
         ctx.mtp_catch_up(rec, records, R, io.view("pairs_shift", 0, 2 * S), S, V)
-        if greedy:
+        on_gpu = greedy or sample   # the accept decision, rollback and pending hidden in this submission
+        if on_gpu:
             ctx.spec_ops.record_accept(rec, io.view("ids", 0, R), io.view("valid"), records, io.view("out_ids"),
                                        io.view("accept"), io.view("n_valid"), io.view("select"),
                                        io.view("hidden_select"), S, K,
                                        uniforms=io.view("uniforms") if synthetic_rate > 0 else None,
                                        synthetic_rate=synthetic_rate, n_min=n_min)
             record_commit(ctx, rec, S, V)
-        self.rec = rec.finish()
-        self.counts = GraphCounts.of([rec], step_state_bytes(cfg, S, K) - (0 if greedy else replay_bytes(cfg, S)),
-                                     conv_bytes_per_seq(cfg) if greedy else 0)
+        parts.append(rec.finish())
+        self.rec = Submissions(parts) if split else parts[0]
+        self.counts = GraphCounts.of(parts, step_state_bytes(cfg, S, K) - (0 if on_gpu else replay_bytes(cfg, S)),
+                                     conv_bytes_per_seq(cfg) if on_gpu else 0)
 
 
 def record_commit(ctx: GraphContext, rec: Recorder, S: int, V: int) -> None:

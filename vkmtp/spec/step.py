@@ -16,8 +16,10 @@ One step of a sequence whose memory holds n_past tokens, with `id_last` sampled 
 
 The reference engine runs these steps one after another (vkmtp/ref/generate.py `speculative_step`). The
 Vulkan engine records steps 1-4 for all sequences in one submission (vkmtp/graph/steps.py SpecGraph): the
-p-min cut and the greedy accept run in shaders/spec.comp (oracle: vkmtp/ref/ops/spec.py); for sampling it
-reads the verify logits back and calls the same `verify` on the host.
+p-min cut and the accept run in shaders/spec.comp (oracle: vkmtp/ref/ops/spec.py), each verified row's token
+being its argmax (plain greedy) or its sample from shaders/sample.comp, which computes `verify_gumbel`'s draws
+in the host sampler's arithmetic (only a sequence the GPU sampler cannot take reads its logits back and calls
+the same `verify` on the host).
 """
 
 from __future__ import annotations

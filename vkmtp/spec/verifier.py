@@ -78,12 +78,13 @@ def verify_sampled(draft_ids: np.ndarray, target_probs, rng: np.random.Generator
     return out, k
 
 
-def verify_gumbel(draft_ids: list[int], target_probs, sampler: Sampler) -> tuple[list[int], int]:
-    """Sample matching: target_probs are the k+1 rows' chain distributions ((ids, probabilities) pairs, row j
-    after drafts[:j]); row j is sampled at position sampler.pos + j. Returns (output tokens, accepted drafts)."""
+def verify_gumbel(draft_ids: list[int], rows, sampler: Sampler) -> tuple[list[int], int]:
+    """Sample matching: rows are the k+1 verified rows' chain candidates ((ids, penalised logits) pairs as
+    `Sampler.rows` gives them, row j after drafts[:j]); row j is sampled at position sampler.pos + j.
+    Returns (output tokens, accepted drafts)."""
     out: list[int] = []
-    for j, (ids, p) in enumerate(_candidates(row) for row in target_probs[: len(draft_ids) + 1]):
-        token = sampler.sample_from(ids, p, j)
+    for j, (ids, cand) in enumerate(rows[: len(draft_ids) + 1]):
+        token = sampler.sample_from(ids, cand, j)
         out.append(token)
         if j == len(draft_ids) or token != int(draft_ids[j]):
             return out, j
@@ -98,7 +99,7 @@ def verify(draft_ids: list[int], logits: np.ndarray, sampler: Sampler) -> tuple[
     Returns (output tokens, number of accepted drafts); the caller accepts the tokens into the sampler."""
     if sampler.params.plain_argmax:
         return verify_greedy(np.asarray(draft_ids), np.argmax(logits, axis=-1))
-    return verify_gumbel(draft_ids, sampler.distributions(logits, draft_ids), sampler)
+    return verify_gumbel(draft_ids, sampler.rows(logits, draft_ids), sampler)
 
 
 def _candidates(row) -> tuple[np.ndarray, np.ndarray]:
