@@ -163,13 +163,6 @@ class PrefillGraph:
     are the bits the whole block writes (the same kernels on the same inputs; tests/engine)."""
 
     def __init__(self, ctx: GraphContext, T: int, greedy: bool, mtp: bool, layers_per_submit: int | None = None,
-    the same either way, so the tokens are too. The activations live in the scratch buffer between submissions.
-    With MTP the chunk also writes the MTP head's KV rows of its tokens, and only those (`mtp_kv_only`): no draft
-    starts from a prompt position (the next speculative step runs the head over its own position), so the
-    block's query, attention over the prompt, FFN and output rows would be computed for nothing. The KV rows
-    are the bits the whole block writes (the same kernels on the same inputs; tests/engine)."""
-
-    def __init__(self, ctx: GraphContext, T: int, greedy: bool, mtp: bool, layers_per_submit: int | None = None,
                  sample: bool = False, mtp_kv_only: bool = True):
         self.T = T
         io, fwd = ctx.io, ctx.fwd
