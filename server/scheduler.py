@@ -6,8 +6,9 @@ cancelled in the same step and its slot is free at once) and hand the pieces to 
 the event loop's thread. Waiting jobs are bounded; a full queue is a 503. An exception inside the engine fails the
 affected requests with a 500 and the loop goes on: the worker never dies.
 
-Sleep: with `sleep_idle_seconds`, an idle engine is closed (device memory and pipelines freed) and rebuilt by
-the factory when the next job arrives. Monitoring endpoints read only this object, so they never wake it.
+Sleep: with `sleep_idle_seconds`, an idle engine is closed (its device memory freed) and rebuilt by the factory
+when the next job arrives; an EngineFactory keeps the Vulkan device and its compiled pipelines across sleeps
+(vkmtp/engine/factory.py). Monitoring endpoints read only this object, so they never wake it.
 
 Engine calls (`call`): work on the engine that is not a generation (slot save/restore/erase) runs in the same
 thread, between steps, and its result comes back as an awaitable.
@@ -480,3 +481,6 @@ class Scheduler:
             self._fail_active(error)
             self._engine.close()
             self._engine = None
+        close_factory = getattr(self.factory, "close", None)   # an EngineFactory's kept device
+        if close_factory is not None:
+            close_factory()

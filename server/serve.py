@@ -10,7 +10,7 @@ from vkmtp.server import logs
 from vkmtp.server.app import create_app
 from vkmtp.server.config import ServerConfig
 from vkmtp.server.model_info import ModelInfo
-from vkmtp.engine.factory import load_engine
+from vkmtp.engine.factory import EngineFactory
 
 
 def serve(
@@ -41,7 +41,7 @@ def serve(
         load_errors.append(message)
         server.should_exit = True
 
-    app = create_app(config, info, lambda: load_engine(model_path, config.engine, backend), on_load_error)
+    app = create_app(config, info, EngineFactory(model_path, config.engine, backend), on_load_error)
     server = uvicorn.Server(
         uvicorn.Config(
             app, host=config.host, port=config.port, log_level=log_level, timeout_graceful_shutdown=5,

@@ -21,7 +21,8 @@ created without optional features (VKMTP_FEATURES=none: the f32 prefill mat-mat)
 supports plus the int8 prefill mat-mat (Q8_1 activations, integer dot products; a tuning profile's matmul.int8).
 
 Usage: python tools/bench_engine.py -m MODEL.gguf [--tokens 64] [--prompt-tokens 128] [--text "..."]
-       [--synthetic 0.8] [--rounds 5] [--paired] [--n-cpu-moe N] [--temperature 0.8 --seed 1 [--host-sampling]]
+       [--synthetic 0.8] [--rounds 5] [--paired | --prefill] [--n-cpu-moe N]
+       [--temperature 0.8 --seed 1 [--host-sampling]]
        python tools/bench_engine.py -m MODEL.gguf --prefill-paths [--prompt-tokens 128 | --text "..."] [--rounds 3]
 """
 
@@ -123,6 +124,29 @@ def paired_decode(engines: list[VulkanEngine], prompt: list[int], n: int, rounds
     return [{"decode_tok_s": c / s, "output": o} for c, s, o in zip(counts, seconds, outputs)]
 
 
+def paired_prefill(engines: list[VulkanEngine], prompt: list[int], rounds: int) -> list[dict]:
+    """Prompt processing of several engines measured chunk against chunk: each round submits the prompt (one
+    token to generate) to every engine, then their steps -- one prompt chunk each, one queue submission or a
+    few (--max-submit-ms) -- run in turn, so every engine's chunks see the same load of a shared machine. The
+    warm-up of load_config (the prompt's first chunk) has recorded the chunk graphs a longer prompt uses and
+    compiled their pipelines. Per engine: prompt tok/s over all rounds, and the first token of the last round."""
+    seconds, firsts = [0.0] * len(engines), [[] for _ in engines]
+    for _ in range(max(1, rounds)):
+        seqs = [e.submit(Request(prompt, PARAMS, max_tokens=1, cache_prompt=False)) for e in engines]
+        live = list(range(len(engines)))
+        while live:
+            for i in list(live):
+                t0 = time.perf_counter()
+                events = engines[i].step()
+                seconds[i] += time.perf_counter() - t0
+                for ev in events:
+                    if ev.seq is seqs[i]:
+                        firsts[i] = list(ev.new_ids)
+                if seqs[i].done:
+                    live.remove(i)
+    return [{"prompt_tok_s": max(1, rounds) * len(prompt) / s, "first": f} for s, f in zip(seconds, firsts)]
+
+
 def median_row(runs: list[dict]) -> dict:
     """One configuration over several rounds: the run with the median decode speed, and the median prompt speed
     (the machine's load changes between rounds; interleaved rounds see the same load on average)."""
@@ -199,6 +223,9 @@ def main() -> None:
     ap.add_argument("--paired", action="store_true",
                     help="only no MTP vs the default: decode measured step against step (interleaved), --rounds "
                     "requests each")
+    ap.add_argument("--prefill", action="store_true",
+                    help="only no MTP vs the default: prompt processing measured chunk against chunk "
+                    "(interleaved), --rounds prompts each")
     ap.add_argument("--n-cpu-moe", type=int, default=0, metavar="N",
                     help="routed experts of the first N layers in host memory, read by the GPU (default 0)")
     ap.add_argument("--temperature", type=float, default=0.0,
@@ -279,6 +306,21 @@ def main() -> None:
               f"{'yes' if on['output'] == off['output'] else 'NO'}" + ("" if args.paired_depth else
               f"; drafting choices of the default: {sum(1 for d in depths if d.depth)} runs of depth > 0 over the "
               f"warm-up and all rounds, last (step, depth) {[(d.step, d.depth) for d in depths[-6:]]}"))
+        device.destroy()
+        return
+    if args.prefill:
+        engines = [load_config(device, args.model, c, prompt, 1, ctx, args.n_cpu_moe)
+                   for c in (SpecConfig(enabled=False), SpecConfig())]
+        off, on = paired_prefill(engines, prompt, args.rounds)
+        subs = [list(e.prefill_submissions) for e in engines]
+        for eng in engines:
+            eng.close()
+        print(f"model {args.model} on {device.info.name}, commit {git_commit()}; {len(prompt)}-token prompt x "
+              f"{max(1, args.rounds)} round(s), prompt chunks interleaved")
+        print(f"prefill no MTP {off['prompt_tok_s']:.2f} tok/s; default (MTP on) {on['prompt_tok_s']:.2f} tok/s; "
+              f"ratio {on['prompt_tok_s'] / off['prompt_tok_s']:.3f}; same first token: "
+              f"{'yes' if on['first'] == off['first'] else 'NO'}; submissions per chunk (no MTP / MTP): "
+              f"{subs[0]} / {subs[1]}")
         device.destroy()
         return
     configs = [SpecConfig(enabled=False), SpecConfig()] + [SpecConfig(n_max=k, adaptive=False) for k in args.n_max]

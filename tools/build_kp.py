@@ -82,6 +82,15 @@ def patch_sources(root: Path, local_version: str) -> None:
         "Manager.cpp createDevice")
     manager_cpp.write_text(src)
 
+    # Compiled pipelines apart from their buffers (vkmtp_ext.hpp's Pipeline/Binding) need the manager's VkDevice.
+    manager_hpp = root / "src" / "include" / "kompute" / "Manager.hpp"
+    src = replace_once(
+        manager_hpp.read_text(), "    std::shared_ptr<vk::Instance> getVkInstance() const;\n",
+        "    std::shared_ptr<vk::Instance> getVkInstance() const;\n\n"
+        "    std::shared_ptr<vk::Device> vkmtpDevice() const { return this->mDevice; }\n",
+        "Manager.hpp device accessor")
+    manager_hpp.write_text(src)
+
     tensor_cpp = root / "src" / "Tensor.cpp"
     src = tensor_cpp.read_text()
     src = replace_once(

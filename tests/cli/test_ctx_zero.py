@@ -73,3 +73,13 @@ def test_ctx_zero_on_the_0_8b_real_shape_model(tmp_path, capsys):
     assert 4096 <= n_ctx <= 262144
     assert ("the model's trained context" in err) if n_ctx == 262144 else \
         (n_ctx % 256 == 0 and "the largest that fits" in err), err
+
+
+def test_info_plans_the_slots_asked_for(capsys):
+    """`vkmtp info -np 4` plans four slots (KV, states and MTP KV of each), not one."""
+    from vkmtp.demo_model import default_model_path
+
+    assert main(["info", default_model_path(), "-c", "4096", "-np", "4"]) == 0
+    out = capsys.readouterr()
+    assert "ctx 4096, 4 slot(s)" in out.out and "KV cache (f16, 4 x 4096 tokens)" in out.out
+    assert "-np 4" not in out.err

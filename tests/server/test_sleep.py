@@ -34,11 +34,12 @@ def wait_for(predicate, timeout: float = 10.0, what: str = "condition") -> None:
         time.sleep(0.01)
 
 
-# On lavapipe a Vulkan cycle takes ~1.5 s (75 s for the test), so that run waits for a real GPU (-m gpu).
-@pytest.mark.parametrize(
-    "backend", ["reference", pytest.param("vulkan", marks=[pytest.mark.gpu, pytest.mark.slow])]
-)
+# ~75 s with the Vulkan engine on lavapipe (each wake uploads the weights; pipelines compile at the first load only)
+@pytest.mark.parametrize("backend", ["reference", pytest.param("vulkan", marks=pytest.mark.slow)])
 def test_fifty_sleep_wake_cycles_keep_memory_flat(tiny_model, tmp_path, backend):
+    """`vkmtp serve --sleep-idle-seconds`: 50 request + sleep cycles. Asleep the engine holds nothing, monitoring
+    does not wake it, every wake gives the same tokens, and the server's RSS asleep after cycle 50 is within
+    1 MiB of after cycle 5 (Vulkan: the kept device's compiled pipelines are reused, vkmtp/engine/factory.py)."""
     port = free_port()
     log = open(tmp_path / "server.log", "w")
     root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -96,9 +97,8 @@ def test_fifty_sleep_wake_cycles_keep_memory_flat(tiny_model, tmp_path, backend)
             r = http.post("/completion", json=body)
             assert r.status_code == 200 and r.json()["tokens"] == first
             peak_bytes.append(metric(http, "vkmtp:engine_peak_bytes"))
-        growth = rss[-1] - rss[9]
-        print(f"RSS asleep at cycle 10: {rss[9] / MiB:.1f} MiB, at cycle {CYCLES}: {rss[-1] / MiB:.1f} MiB")
-        assert growth < 8 * MiB, f"RSS grew {growth / MiB:.1f} MiB over {CYCLES - 10} cycles: {rss}"
+        print(f"RSS asleep at cycle 5 / {CYCLES}: {rss[4] / MiB:.2f} / {rss[-1] / MiB:.2f} MiB")
+        assert abs(rss[-1] - rss[4]) < MiB, [round(x / MiB, 2) for x in rss]
         # each rebuilt engine held the same at its peak (a gauge kept while sleeping, so reading it does not
         # race the engine falling asleep again)
         assert peak_bytes[0] > 0 and set(peak_bytes) == {peak_bytes[0]}, peak_bytes
@@ -112,39 +112,60 @@ def test_fifty_sleep_wake_cycles_keep_memory_flat(tiny_model, tmp_path, backend)
 ENGINE_CYCLES = 50
 
 
-@pytest.mark.slow   # ~40 s on lavapipe: 50 engine builds, each compiling its pipelines
+def _heap_usage(device) -> int | None:
+    """The device's own count of its heaps' usage (VK_EXT_memory_budget), None where the driver has no budget."""
+    import kp
+
+    if not device.info.memory_budget:
+        return None
+    return sum(h["usage"] for h in kp.device_infos(device.manager)[device.info.index]["memory_heaps"])
+
+
+@pytest.mark.slow   # ~20 s on lavapipe: 50 engine builds (weights uploaded, graphs recorded; pipelines compiled once)
 def test_vulkan_engine_sleep_wake_cycles_keep_memory_flat(tiny_model):
-    """The scheduler's sleep and wake, driven directly on the Vulkan engine (lavapipe): a request, then the engine
-    closed (its own Vulkan device destroyed) and the process's free heap released, 50 times. After cycle 50 the
-    device holds nothing, and Python objects and the C heap's live bytes are where they were after cycle 5 (within
-    1 MiB): nothing vkmtp, kp or the driver allocates for an engine outlives it."""
+    """The server's sleep and wake on the Vulkan engine (lavapipe), driven directly: the server's EngineFactory
+    builds the engine, a request runs, the engine is closed and the process's free heap released (what
+    Scheduler._sleep does), 50 times. Asleep, the kept device holds no buffer; after cycle 50 the RSS, the C
+    heap's live bytes, Python objects and (where the driver reports a memory budget) the device's heap usage
+    are within 1 MiB (100 objects) of after cycle 5, and no pipeline was compiled after the first wake."""
     import gc
 
     from vkmtp.engine.api import EngineConfig, Request
+    from vkmtp.engine.factory import EngineFactory
     from vkmtp.engine.probes import heap_in_use_bytes, release_free_heap
-    from vkmtp.engine.vulkan import VulkanEngine
     from vkmtp.sampling import SamplingParams
     from vkmtp.spec import SpecConfig
 
     if heap_in_use_bytes() is None:
         pytest.skip("the C allocator does not report its live bytes (glibc >= 2.33 does)")
-    config = EngineConfig(n_ctx=128, n_slots=1, spec=SpecConfig(enabled=True))
-    first, live, objects, rss = None, [], [], []
-    for _ in range(ENGINE_CYCLES):
-        engine = VulkanEngine(tiny_model, config)
-        tokens = [t for ev in engine.generate(Request([5, 17, 99, 3, 250], SamplingParams.greedy_params(),
-                                                      max_tokens=4)) for t in ev.new_ids]
-        first = first or tokens
-        assert tokens == first and engine.device.allocated_bytes > 0
-        engine.close()
-        assert engine.device.allocated_bytes == 0 and engine.device.live_buffers() == []
-        del engine
-        gc.collect()
-        release_free_heap()
-        live.append(heap_in_use_bytes())
-        objects.append(len(gc.get_objects()))
-        rss.append(process_rss_bytes())
-    print(f"after cycle 5 / {ENGINE_CYCLES}: C heap live {live[4] / MiB:.2f} / {live[-1] / MiB:.2f} MiB, "
-          f"Python objects {objects[4]} / {objects[-1]}, RSS {rss[4] / MiB:.1f} / {rss[-1] / MiB:.1f} MiB")
+    factory = EngineFactory(tiny_model, EngineConfig(n_ctx=128, n_slots=1, spec=SpecConfig(enabled=True)))
+    first, live, objects, rss, usage, compiled = None, [], [], [], [], []
+    try:
+        for _ in range(ENGINE_CYCLES):
+            engine = factory()
+            tokens = [t for ev in engine.generate(Request([5, 17, 99, 3, 250], SamplingParams.greedy_params(),
+                                                          max_tokens=4)) for t in ev.new_ids]
+            first = first or tokens
+            assert tokens == first and engine.device.allocated_bytes > 0
+            engine.close()
+            del engine
+            gc.collect()
+            release_free_heap()
+            device = factory.device
+            assert device.allocated_bytes == 0 and device.live_buffers() == [] and device.n_bindings == 0
+            compiled.append(device.n_pipelines)
+            live.append(heap_in_use_bytes())
+            objects.append(len(gc.get_objects()))
+            rss.append(process_rss_bytes())
+            usage.append(_heap_usage(device))
+    finally:
+        factory.close()
+    print(f"after cycle 5 / {ENGINE_CYCLES}: RSS {rss[4] / MiB:.2f} / {rss[-1] / MiB:.2f} MiB, C heap live "
+          f"{live[4] / MiB:.2f} / {live[-1] / MiB:.2f} MiB, Python objects {objects[4]} / {objects[-1]}, "
+          f"pipelines {compiled[0]} / {compiled[-1]}, device heap usage {usage[4]} / {usage[-1]}")
+    assert compiled[0] > 0 and set(compiled) == {compiled[0]}, compiled
+    assert abs(rss[-1] - rss[4]) < MiB, [round(x / MiB, 2) for x in rss]
     assert abs(live[-1] - live[4]) < MiB, [round(x / MiB, 2) for x in live]
     assert abs(objects[-1] - objects[4]) < 100, objects
+    if usage[0] is not None:
+        assert abs(usage[-1] - usage[4]) < MiB, usage

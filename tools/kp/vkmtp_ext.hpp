@@ -489,6 +489,189 @@ deviceInfo(const vk::PhysicalDevice& dev)
       "extensions"_a = extNames);
 }
 
+// --- begin s6-memory: compiled pipelines kept apart from the buffers they are bound to ---------------------
+// Why: a kp::Algorithm is a pipeline AND a descriptor set bound to its tensors, so freeing the tensors (an
+// engine closed while the server sleeps) forces a recompile of the pipeline at the next wake. On lavapipe
+// every compile runs LLVM, whose churn through the C heap leaves a little more of the heap resident each time
+// (~0.1 MiB per wake). Pipeline is the compiled part (shader module, descriptor set layout, pipeline layout,
+// pipeline) keyed by shader, specialization constants, binding count and push-constant size; Binding is one
+// descriptor set (its own pool) of a Pipeline over given tensors, cheap to create and destroy with them.
+// OpDispatchBinding records one. kp::Manager does not track these; each holds the manager (so it is never
+// destructed first) and destroy() does nothing once the manager has destroyed its device.
+// vkmtp/device/context.py destroys them before the manager.
+class Pipeline
+{
+  public:
+    Pipeline(std::shared_ptr<kp::Manager> mgr,
+             const std::vector<uint32_t>& spirv,
+             uint32_t nBindings,
+             const std::vector<uint32_t>& specConsts,
+             uint32_t nPush)
+      : mManager(mgr), mDevice(mgr->vkmtpDevice()), mBindings(nBindings),
+        mPushBytes(nPush * (uint32_t)sizeof(uint32_t))
+    {
+        if (!mDevice) {
+            throw std::runtime_error("Pipeline: the manager has no device");
+        }
+        vk::ShaderModuleCreateInfo moduleInfo(
+          vk::ShaderModuleCreateFlags(), sizeof(uint32_t) * spirv.size(), spirv.data());
+        mModule = mDevice->createShaderModule(moduleInfo);
+        std::vector<vk::DescriptorSetLayoutBinding> bindings;
+        for (uint32_t i = 0; i < nBindings; i++) {
+            bindings.emplace_back(i, vk::DescriptorType::eStorageBuffer, 1, vk::ShaderStageFlagBits::eCompute);
+        }
+        mSetLayout = mDevice->createDescriptorSetLayout(vk::DescriptorSetLayoutCreateInfo(
+          vk::DescriptorSetLayoutCreateFlags(), (uint32_t)bindings.size(), bindings.data()));
+        vk::PipelineLayoutCreateInfo layoutInfo(vk::PipelineLayoutCreateFlags(), 1, &mSetLayout);
+        vk::PushConstantRange pushRange(vk::ShaderStageFlagBits::eCompute, 0, mPushBytes);
+        if (mPushBytes) {
+            layoutInfo.setPushConstantRangeCount(1);
+            layoutInfo.setPPushConstantRanges(&pushRange);
+        }
+        mLayout = mDevice->createPipelineLayout(layoutInfo);
+        std::vector<vk::SpecializationMapEntry> entries;
+        for (uint32_t i = 0; i < (uint32_t)specConsts.size(); i++) {
+            entries.emplace_back(i, (uint32_t)(i * sizeof(uint32_t)), sizeof(uint32_t));
+        }
+        vk::SpecializationInfo specInfo((uint32_t)entries.size(), entries.data(),
+                                        specConsts.size() * sizeof(uint32_t), specConsts.data());
+        vk::PipelineShaderStageCreateInfo stage(
+          vk::PipelineShaderStageCreateFlags(), vk::ShaderStageFlagBits::eCompute, mModule, "main", &specInfo);
+        vk::ComputePipelineCreateInfo info(vk::PipelineCreateFlags(), stage, mLayout);
+        auto made = mDevice->createComputePipeline(vk::PipelineCache(), info);
+        if (made.result != vk::Result::eSuccess) {
+            throw std::runtime_error("Pipeline: vkCreateComputePipelines failed: " + vk::to_string(made.result));
+        }
+        mPipeline = made.value;
+    }
+    ~Pipeline() { destroy(); }
+    void destroy()
+    {
+        if (mPipeline && deviceAlive()) {
+            mDevice->destroy(mPipeline);
+            mDevice->destroy(mLayout);
+            mDevice->destroy(mSetLayout);
+            mDevice->destroy(mModule);
+        }
+        mPipeline = vk::Pipeline();
+    }
+    bool deviceAlive() const { return mManager->vkmtpDevice() == mDevice; }
+    bool alive() const { return (bool)mPipeline && deviceAlive(); }
+
+    std::shared_ptr<kp::Manager> mManager;
+    std::shared_ptr<vk::Device> mDevice;
+    uint32_t mBindings, mPushBytes;
+    vk::ShaderModule mModule;
+    vk::DescriptorSetLayout mSetLayout;
+    vk::PipelineLayout mLayout;
+    vk::Pipeline mPipeline;
+};
+
+class Binding
+{
+  public:
+    Binding(std::shared_ptr<Pipeline> pipeline, const std::vector<std::shared_ptr<kp::Tensor>>& tensors)
+      : mPipeline(pipeline), mTensors(tensors)
+    {
+        if (!pipeline->alive()) {
+            throw std::runtime_error("Binding: the pipeline was destroyed");
+        }
+        if (tensors.size() != pipeline->mBindings) {
+            throw std::runtime_error("Binding: " + std::to_string(tensors.size()) + " tensors for a pipeline of " +
+                                     std::to_string(pipeline->mBindings) + " bindings");
+        }
+        const auto& dev = pipeline->mDevice;
+        vk::DescriptorPoolSize size(vk::DescriptorType::eStorageBuffer, pipeline->mBindings ? pipeline->mBindings : 1);
+        mPool = dev->createDescriptorPool(vk::DescriptorPoolCreateInfo(vk::DescriptorPoolCreateFlags(), 1, 1, &size));
+        vk::DescriptorSetAllocateInfo alloc(mPool, 1, &pipeline->mSetLayout);
+        mSet = dev->allocateDescriptorSets(alloc)[0];
+        std::vector<vk::DescriptorBufferInfo> infos;
+        infos.reserve(tensors.size());
+        for (const auto& t : tensors) {
+            infos.push_back(t->constructDescriptorBufferInfo());
+        }
+        std::vector<vk::WriteDescriptorSet> writes;
+        for (uint32_t i = 0; i < (uint32_t)infos.size(); i++) {
+            writes.emplace_back(mSet, i, 0, 1, vk::DescriptorType::eStorageBuffer, nullptr, &infos[i]);
+        }
+        dev->updateDescriptorSets(writes, nullptr);
+    }
+    ~Binding() { destroy(); }
+    void destroy()
+    {
+        if (mPool && mPipeline->deviceAlive()) {
+            mPipeline->mDevice->destroy(mPool);   // frees its descriptor set
+        }
+        mPool = vk::DescriptorPool();
+        mTensors.clear();
+    }
+    void record(const vk::CommandBuffer& cb, const std::vector<uint32_t>& push) const
+    {
+        if (!mPool || !mPipeline->alive()) {
+            throw std::runtime_error("Binding: recorded after it (or its pipeline) was destroyed");
+        }
+        cb.bindPipeline(vk::PipelineBindPoint::eCompute, mPipeline->mPipeline);
+        cb.bindDescriptorSets(vk::PipelineBindPoint::eCompute, mPipeline->mLayout, 0, mSet, nullptr);
+        if (!push.empty()) {
+            if (push.size() * sizeof(uint32_t) != mPipeline->mPushBytes) {
+                throw std::runtime_error("Binding: push constants of the wrong size");
+            }
+            cb.pushConstants(mPipeline->mLayout, vk::ShaderStageFlagBits::eCompute, 0,
+                             (uint32_t)(push.size() * sizeof(uint32_t)), push.data());
+        }
+    }
+
+    std::shared_ptr<Pipeline> mPipeline;
+    std::vector<std::shared_ptr<kp::Tensor>> mTensors;   // kept alive while bound
+    vk::DescriptorPool mPool;
+    vk::DescriptorSet mSet;
+};
+
+class OpDispatchBinding : public kp::OpBase
+{
+  public:
+    OpDispatchBinding(std::shared_ptr<Binding> binding, std::vector<uint32_t> push, uint32_t x, uint32_t y, uint32_t z)
+      : mBinding(binding), mPush(std::move(push)), mX(x), mY(y), mZ(z)
+    {
+    }
+    void record(const vk::CommandBuffer& commandBuffer) override
+    {
+        mBinding->record(commandBuffer, mPush);
+        commandBuffer.dispatch(mX, mY, mZ);
+    }
+    void preEval(const vk::CommandBuffer&) override {}
+    void postEval(const vk::CommandBuffer&) override {}
+
+  private:
+    std::shared_ptr<Binding> mBinding;
+    std::vector<uint32_t> mPush;
+    uint32_t mX, mY, mZ;
+};
+
+static void
+registerPipelines(py::module_& m)
+{
+    py::class_<Pipeline, std::shared_ptr<Pipeline>>(
+      m, "Pipeline", "A compiled compute pipeline, independent of any buffer (vkmtp).")
+      .def(py::init([](std::shared_ptr<kp::Manager> mgr, const std::vector<uint32_t>& spirv, uint32_t nBindings,
+                       const std::vector<uint32_t>& spec, uint32_t nPush) {
+               return std::make_shared<Pipeline>(mgr, spirv, nBindings, spec, nPush);
+           }),
+           py::arg("manager"), py::arg("spirv"), py::arg("n_bindings"), py::arg("spec_consts"), py::arg("n_push"))
+      .def("destroy", &Pipeline::destroy)
+      .def("is_init", &Pipeline::alive);
+    py::class_<Binding, std::shared_ptr<Binding>>(
+      m, "Binding", "A descriptor set binding tensors to a Pipeline (vkmtp).")
+      .def(py::init<std::shared_ptr<Pipeline>, const std::vector<std::shared_ptr<kp::Tensor>>&>(),
+           py::arg("pipeline"), py::arg("tensors"))
+      .def("destroy", &Binding::destroy);
+    py::class_<OpDispatchBinding, kp::OpBase, std::shared_ptr<OpDispatchBinding>>(
+      m, "OpDispatchBinding", "Dispatch a Binding's pipeline with push constants (uint32) and group counts (vkmtp).")
+      .def(py::init<std::shared_ptr<Binding>, std::vector<uint32_t>, uint32_t, uint32_t, uint32_t>(),
+           py::arg("binding"), py::arg("push_consts"), py::arg("x"), py::arg("y") = 1, py::arg("z") = 1);
+}
+// --- end s6-memory ---------------------------------------------------------------------------------------
+
 static void
 registerExtensions(py::module_& m)
 {
@@ -541,6 +724,7 @@ registerExtensions(py::module_& m)
       py::arg("index"),
       "Memory type index the next tensor created on this thread is allocated from; None: Kompute's choice "
       "(vkmtp).");
+    registerPipelines(m);   // s6-memory
     kp::vkmtpDeviceCreateHook = &deviceCreateHook;
     m.attr("vkmtp_ext_version") = 4;
 }

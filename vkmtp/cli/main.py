@@ -692,7 +692,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     for note in notes:
         print(f"vkmtp: note: {note}", file=sys.stderr)
-    if getattr(args, "parallel", 1) != 1 and args.command != "serve":
+    if getattr(args, "parallel", 1) != 1 and args.command not in ("serve", "info"):   # info plans -np slots
         print(f"vkmtp: note: -np {args.parallel}: {args.command} runs one sequence in one slot", file=sys.stderr)
         args.parallel = 1
     if getattr(args, "list_devices", False):

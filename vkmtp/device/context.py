@@ -64,7 +64,8 @@ class Device:
         self.allocated = {"device": 0, "host": 0}
         self.n_buffers = 0
         self.submits = 0
-        self._pipelines: dict[tuple, object] = {}
+        self._pipelines: dict[tuple, object] = {}   # compiled: (shader, spec, bindings, push) -> kp.Pipeline
+        self._bindings: dict[tuple, object] = {}    # (shader, spec, buffers, push) -> kp.Binding
         self._staging: Buffer | None = None
         self._live: dict[int, Buffer] = {}   # buffers allocated and not yet destroyed
         self.peak_allocated = 0
@@ -112,8 +113,8 @@ class Device:
         self.allocated[getattr(buf, "_accounted", buf.kind)] -= buf.nbytes
         self.n_buffers -= 1
         self._live.pop(id(buf), None)
-        for k in [k for k in self._pipelines if buf in k[2]]:
-            self._pipelines.pop(k).destroy()
+        for k in [k for k in self._bindings if buf in k[2]]:
+            self._bindings.pop(k).destroy()
 
     @property
     def allocated_bytes(self) -> int:
@@ -171,28 +172,59 @@ class Device:
 
     # --- pipelines --------------------------------------------------------------------------------------------
     def pipeline(self, key: ShaderKey, buffers: Seq[Buffer], spec: Seq[int] = (), n_push: int = 0):
-        """A kp.Algorithm for this shader variant bound to `buffers` (binding i = buffers[i]); cached."""
-        ck = (key, tuple(int(s) for s in spec), tuple(buffers), int(n_push))
-        algo = self._pipelines.get(ck)
-        if algo is None:
-            spirv = self.compiler.spirv(key)
-            algo = self.manager.algorithm(
-                [b.tensor for b in buffers], spirv, [1, 1, 1],
-                np.asarray(spec, dtype=np.uint32), np.zeros(n_push, dtype=np.uint32))
-            self._pipelines[ck] = algo
-        return algo
+        """A kp.Binding of this shader variant to `buffers` (binding i = buffers[i]); cached.
+
+        The compiled pipeline behind it is cached apart from the buffers and lives as long as the device: when
+        the buffers are destroyed (an engine closed, e.g. a server falling asleep) only the binding goes, and
+        an engine built again on this device binds its new buffers to the same compiled pipelines. Recompiling
+        at every wake costs time and, on lavapipe, leaves ~0.1 MiB more of the C heap resident per wake
+        (LLVM's allocations fragment it; see docs/PERFORMANCE.md, sleep/wake)."""
+        spec = tuple(int(s) for s in spec)
+        ck = (key, spec, tuple(buffers), int(n_push))
+        binding = self._bindings.get(ck)
+        if binding is None:
+            pk = (key, spec, len(buffers), int(n_push))
+            compiled = self._pipelines.get(pk)
+            if compiled is None:
+                spirv = np.frombuffer(self.compiler.spirv(key), dtype=np.uint32).tolist()
+                compiled = self._kp.Pipeline(self.manager, spirv, len(buffers), list(spec), int(n_push))
+                self._pipelines[pk] = compiled
+            binding = self._kp.Binding(compiled, [b.tensor for b in buffers])
+            self._bindings[ck] = binding
+        return binding
 
     @property
     def n_pipelines(self) -> int:
+        """Compiled pipelines held (they outlive the buffers they were bound to)."""
         return len(self._pipelines)
+
+    @property
+    def n_bindings(self) -> int:
+        """Pipeline-to-buffer bindings held (each goes with the first of its buffers destroyed)."""
+        return len(self._bindings)
 
     def recorder(self, timestamps: int = 0) -> "Recorder":
         return Recorder(self, timestamps)
 
     def release_pipelines(self) -> None:
-        for algo in self._pipelines.values():
-            algo.destroy()
+        """Destroy every binding and compiled pipeline (before the kp.Manager, which does not track them)."""
+        for binding in self._bindings.values():
+            binding.destroy()
+        self._bindings.clear()
+        for compiled in self._pipelines.values():
+            compiled.destroy()
         self._pipelines.clear()
+
+    @property
+    def has_staging(self) -> bool:
+        return self._staging is not None
+
+    def release_staging(self) -> None:
+        """Free the reused staging buffer when it is the only buffer left (it is made again when next needed):
+        a device kept while its engine sleeps holds no buffer."""
+        if self._staging is not None and len(self._live) == 1:
+            self._staging.destroy()
+            self._staging = None
 
     def destroy(self) -> None:
         self.release_pipelines()
@@ -265,7 +297,7 @@ class Recorder:
             raise ValueError(f"{key.name}: group count {groups} outside 1..{limit}")
         algo = self.device.pipeline(key, buffers, spec, len(push_words))
         self._order(reads, writes)
-        op = self._kp.OpDispatch(algo, push_words, int(groups[0]), int(groups[1]), int(groups[2]))
+        op = self._kp.OpDispatchBinding(algo, push_words, int(groups[0]), int(groups[1]), int(groups[2]))
         self.seq.record(op)
         self._keep.append(op)
         self.n_dispatches += 1

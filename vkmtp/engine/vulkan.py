@@ -73,6 +73,7 @@ class VulkanEngine(SlotEngine):
         self.table = validate(self.gguf, self.cfg)
         self.device = device or Device(config.device)
         self._own_device = device is None
+        self._staging_before = self.device.has_staging   # a shared device's staging buffer is not ours to free
         # the device's tuning profile (vkmtp tune); None: built-in defaults (none saved, VKMTP_TUNING=off)
         self.tuning = tuning if tuning is not None else load_profile(self.device.info)
         config = _with_profile(config, self.tuning, model_path)
@@ -239,10 +240,12 @@ class VulkanEngine(SlotEngine):
         self.io.destroy()
         for b in getattr(self.weight_plan, "buffers", []):
             b.destroy()
-        # pipelines bound to this engine's buffers went with them (Device._release); others on a shared
-        # device belong to someone else
+        # bindings to this engine's buffers went with them (Device._release); the compiled pipelines stay with a
+        # shared device (a server's EngineFactory keeps it across sleeps), as do buffers of other engines on it
         if self._own_device:
             self.device.destroy()
+        elif not self._staging_before:
+            self.device.release_staging()
 
     # --- prefill ----------------------------------------------------------------------------------------------
     def _graph(self, key: tuple, make):

@@ -137,9 +137,10 @@ class GraphContext:
         self.spec_ops.record_copy_rows(rec, pairs, n, src, dst, self.cfg.n_embd, src_rows, dst_rows)
 
     def mtp_catch_up(self, rec: Recorder, records: View, n: int, pairs_first: View, n_seq: int, rows_per_seq: int,
-                     prefill: bool = False) -> None:
+                     prefill: bool = False, kv_only: bool = False) -> None:
         """MTP KV entries for n verified/prefilled tokens from the TRUE target hidden states: row r's input
-        hidden is hn[r-1] within its sequence, the first row of each sequence takes its slot's pending hidden."""
+        hidden is hn[r-1] within its sequence, the first row of each sequence takes its slot's pending hidden.
+        kv_only: only the KV rows (Forward.record_mtp_kv), not the block's output rows in h_mtp[0]."""
         e4 = 4 * self.cfg.n_embd
         for s in range(n_seq):
             first = s * rows_per_seq
@@ -148,7 +149,10 @@ class GraphContext:
                          self.h_shift.sub((first + 1) * e4, (rows_per_seq - 1) * e4))
         self.copy_rows(rec, pairs_first, n_seq, self.state.pending_h, self.h_shift, self.state.n_slots_total, n)
         act = self.act(n, 0, prefill)
-        self.fwd.record_mtp(rec, records, self.h_shift.sub(0, n * e4), act, n, self.h_mtp[0].sub(0, n * e4))
+        if kv_only:
+            self.fwd.record_mtp_kv(rec, records, self.h_shift.sub(0, n * e4), act, n)
+        else:
+            self.fwd.record_mtp(rec, records, self.h_shift.sub(0, n * e4), act, n, self.h_mtp[0].sub(0, n * e4))
 
 
 class Submissions:
@@ -173,10 +177,14 @@ class PrefillGraph:
     """One prompt chunk of `T` token slots (the real ones first, then sink padding).
 
     `layers_per_submit`: trunk blocks per queue submission (None: the whole chunk in one); the dispatches are
-    the same either way, so the tokens are too. The activations live in the scratch buffer between submissions."""
+    the same either way, so the tokens are too. The activations live in the scratch buffer between submissions.
+    With MTP the chunk also writes the MTP head's KV rows of its tokens, and only those (`mtp_kv_only`): no draft
+    starts from a prompt position (the next speculative step runs the head over its own position), so the
+    block's query, attention over the prompt, FFN and output rows would be computed for nothing. The KV rows
+    are the bits the whole block writes (the same kernels on the same inputs; tests/engine)."""
 
     def __init__(self, ctx: GraphContext, T: int, greedy: bool, mtp: bool, layers_per_submit: int | None = None,
-                 sample: bool = False, probs: bool = False, checkpoint: bool = False):
+                 sample: bool = False, probs: bool = False, checkpoint: bool = False, mtp_kv_only: bool = True):
         self.T = T
         io, fwd = ctx.io, ctx.fwd
         e4 = 4 * ctx.cfg.n_embd
@@ -199,7 +207,7 @@ class PrefillGraph:
         ctx.head(rec, act.head_h, 1, act, greedy, io.view("ids", 0, 1), sample, probs)
         if mtp:
             # pairs_shift[0] = {slot, 0}; the chunk's rows 1.. take hn[0..T-2]
-            ctx.mtp_catch_up(rec, records, T, io.view("pairs_shift", 0, 2), 1, T, prefill=True)
+            ctx.mtp_catch_up(rec, records, T, io.view("pairs_shift", 0, 2), 1, T, prefill=True, kv_only=mtp_kv_only)
             # pairs_in[0] = {last real row, slot}: the slot's pending hidden for its next MTP step
             ctx.copy_rows(rec, io.view("pairs_in", 0, 2), 1, ctx.hn.sub(0, T * e4), ctx.state.pending_h, T,
                           ctx.state.n_slots_total)
