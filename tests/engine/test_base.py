@@ -7,6 +7,7 @@ import pytest
 
 from vkmtp.engine.api import EngineConfig, NoFreeSlotError, PromptTooLongError, Request
 from vkmtp.engine.base import Run, Slot, SlotEngine
+from vkmtp.engine.host_cache import HostPromptCache, SlotImage, cache_ram_bytes
 from vkmtp.engine.reference import ReferenceEngine
 from vkmtp.engine.vulkan import VulkanEngine
 from vkmtp.ref import ReferenceModel
@@ -27,6 +28,7 @@ class CountingEngine(SlotEngine):
         self.memory = {i: [] for i in range(n_slots)}
         self.per_step = per_step
         self.released = []
+        self.host_cache = HostPromptCache(cache_ram_bytes(0))   # --cache-ram 0: the slots' own memory only
 
     @property
     def n_vocab(self) -> int:
@@ -54,6 +56,19 @@ class CountingEngine(SlotEngine):
 
     def _release(self, slot, run, reason):
         self.released.append((slot.index, reason))
+
+    # the host-RAM prompt cache's hooks: the toy's memory is its token list
+    def _held(self, slot):
+        return len(self.memory[slot.index])
+
+    def _take_image(self, slot):
+        return SlotImage(list(self.memory[slot.index]), [], [])
+
+    def _load_image(self, slot, image):
+        self.memory[slot.index] = list(image.tokens)
+
+    def _erase(self, slot):
+        self.memory[slot.index] = []
 
 
 def drive(eng, *requests):
