@@ -22,16 +22,20 @@ ROOT = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.slow
 
 
-def _wheelhouse() -> Path:
+def _wheelhouse() -> tuple[Path, str]:
+    """The set-up's wheel cache and the kp requirement of THIS checkout's patch (the cache keeps the wheels of
+    earlier patches too, and pip would pick the highest local version label, not the current one)."""
     sys.path.insert(0, str(ROOT / "tools"))
     try:
         import build_kp
     finally:
         sys.path.pop(0)
     house = build_kp.default_cache()
-    if not any(house.glob("kp-*.whl")) or not any(house.glob(".deps-*")):
-        pytest.fail(f"{house} lacks the kp wheel or the dependency wheels: run tools/setup.sh")
-    return house
+    kp = f"kp=={build_kp.KP_VERSION}+vkmtp{build_kp.ext_tag()}"
+    if not any(house.glob(f"kp-{build_kp.KP_VERSION}+vkmtp{build_kp.ext_tag()}-*.whl")) \
+            or not any(house.glob(".deps-*")):
+        pytest.fail(f"{house} lacks the kp wheel ({kp}) or the dependency wheels: run tools/setup.sh")
+    return house, kp
 
 
 def _run(cmd: list[str], cwd: Path, timeout: float = 600, **kw) -> subprocess.CompletedProcess:
@@ -56,7 +60,7 @@ def test_pyproject_lists_every_package():
 def installed(tmp_path_factory) -> Path:
     """A fresh venv holding only the built wheel and its dependencies; returns its bin/ folder."""
     tmp = tmp_path_factory.mktemp("wheel")
-    house = _wheelhouse()
+    house, kp = _wheelhouse()
     offline = ["--no-index", "--find-links", str(house), "--disable-pip-version-check", "-q"]
     source = tmp / "source"  # a copy of the checkout without build leftovers (stale build/lib would ship)
     shutil.copytree(ROOT, source, ignore=shutil.ignore_patterns(
@@ -70,7 +74,7 @@ def installed(tmp_path_factory) -> Path:
     assert not [n for n in names if n.split("/")[0] not in ("vkmtp",) and ".dist-info/" not in n]
     _run([sys.executable, "-m", "venv", "--without-pip", str(tmp / "venv")], tmp)
     bin_dir = tmp / "venv" / "bin"
-    _run([sys.executable, "-m", "pip", "--python", str(bin_dir / "python"), "install", *offline, str(wheel)], tmp)
+    _run([sys.executable, "-m", "pip", "--python", str(bin_dir / "python"), "install", *offline, str(wheel), kp], tmp)
     return bin_dir
 
 
