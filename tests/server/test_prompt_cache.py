@@ -21,9 +21,8 @@ def _servers():
     return [("reference", False), ("reference", True), ("vulkan", True)]
 
 
-@pytest.fixture(params=_servers(), ids=lambda p: f"{p[0]}-{'mtp' if p[1] else 'nomtp'}")
-def server(request):
-    backend, mtp = request.param
+def _one_slot_server(backend: str, mtp: bool) -> LiveServer:
+    """A started 1-slot server on the demo model with the server's defaults (--cache-ram 8192 among them)."""
     if backend == "vulkan":
         from vkmtp.device import list_devices
 
@@ -31,7 +30,12 @@ def server(request):
             pytest.skip("no Vulkan device")
     path = default_model_path()
     config = server_config(n_slots=1, mtp=mtp)
-    srv = LiveServer(config, path, factory=lambda: load_engine(path, config.engine, backend)).start()
+    return LiveServer(config, path, factory=lambda: load_engine(path, config.engine, backend)).start()
+
+
+@pytest.fixture(params=_servers(), ids=lambda p: f"{p[0]}-{'mtp' if p[1] else 'nomtp'}")
+def server(request):
+    srv = _one_slot_server(*request.param)
     yield srv
     srv.stop()
 
@@ -43,11 +47,11 @@ def _chat(srv, messages, cache_prompt=True):
     return r.json()
 
 
-def _cached_metric(srv) -> float:
+def _metric(srv, name: str) -> float:
     for line in srv.http.get("/metrics").text.splitlines():
-        if line.startswith("vkmtp:prompt_tokens_cached_total "):
+        if line.startswith(name + " "):
             return float(line.split()[1])
-    raise AssertionError("no vkmtp:prompt_tokens_cached_total in /metrics")
+    raise AssertionError(f"no {name} in /metrics")
 
 
 def test_turns_reuse_the_previous_prompt_and_answer_as_cold_runs(server):
@@ -73,31 +77,18 @@ def test_turns_reuse_the_previous_prompt_and_answer_as_cold_runs(server):
     assert again["choices"][0]["message"]["content"] == final
     cold = _chat(server, messages[:-1], cache_prompt=False)
     assert cold["timings"]["cache_n"] == 0 and cold["choices"][0]["message"]["content"] == final
-    assert _cached_metric(server) == reused + n_prev - 1
-
-
-def _metric(srv, name: str) -> float:
-    for line in srv.http.get("/metrics").text.splitlines():
-        if line.startswith(name + " "):
-            return float(line.split()[1])
-    raise AssertionError(f"no {name} in /metrics")
+    assert _metric(server, "vkmtp:prompt_tokens_cached_total") == reused + n_prev - 1
 
 
 @pytest.fixture(params=[("reference", False), ("reference", True), ("vulkan", False), ("vulkan", True)],
                 ids=lambda p: f"{p[0]}-{'mtp' if p[1] else 'nomtp'}")
 def one_slot_server(request):
-    backend, mtp = request.param
-    if backend == "vulkan":
-        from vkmtp.device import list_devices
-
-        if not list_devices():
-            pytest.skip("no Vulkan device")
-    path = default_model_path()
-    config = server_config(n_slots=1, mtp=mtp)
-    assert config.engine.cache_ram_mib == 8192   # llama.cpp's default --cache-ram
-    srv = LiveServer(config, path, factory=lambda: load_engine(path, config.engine, backend)).start()
-    yield srv
-    srv.stop()
+    srv = _one_slot_server(*request.param)
+    try:
+        assert srv.config.engine.cache_ram_mib == 8192   # llama.cpp's default --cache-ram
+        yield srv
+    finally:
+        srv.stop()
 
 
 def test_two_conversations_alternate_through_host_ram(one_slot_server):
