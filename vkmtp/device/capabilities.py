@@ -52,6 +52,7 @@ class DriverDefaults:
     compute_units: int           # workgroups the device runs at once when Vulkan does not say (GPUs)
     matmul_tiles: str            # tile set of vkmtp.ops.matmul.TILE_TABLE
     attn_f16_loads: bool         # prefill attention reads f16 caches through 16-bit storage where enabled
+    loop_iterations: int         # loop iterations one invocation may run before the driver ends its loops (0: none)
 
     def matches(self, info: DeviceInfo) -> bool:
         return ((not self.kinds or info.kind in self.kinds)
@@ -65,15 +66,20 @@ class DriverDefaults:
 #   32 threads x 4 rows, docs/PERFORMANCE.md), one lane per GDN column avoids slow cross-lane
 #   operations (2x faster on lavapipe), the compute units are the host's cores (0 here: os.cpu_count()), and
 #   the matmul uses its CPU tile set. Prefill attention keeps 32-bit word loads: lavapipe's 16-bit loads made it
-#   0.98-1.45x slower (docs/PERFORMANCE.md).
+#   0.98-1.45x slower (docs/PERFORMANCE.md). lavapipe's shader compiler (gallivm) counts every loop iteration of
+#   an invocation, all loops together, and ends all its loops after 65535 (a guard against endless loops): a
+#   kernel that loops longer silently skips the rest, so decode attention sizes its splits by this budget
+#   (vkmtp.ops.flash_attn; SwiftShader gets the same bound).
 # - GPUs: llama.cpp's defaults for NVIDIA / RDNA (2 mat-vec rows per workgroup, 8 lanes per GDN column from its
 #   sweep on gfx1150); core Vulkan does not report compute units, so 16 (a mid-size GPU: decode attention then
 #   runs 32 workgroups per token over the KV heads) until a tuning profile measures the split count.
 DRIVERS: tuple[DriverDefaults, ...] = (
     DriverDefaults("cpu", kinds=("cpu",), driver_names=(), matvec_block_size=0, matvec_rows_per_group=16,
-                   gdn_lanes_per_column=1, compute_units=0, matmul_tiles="cpu", attn_f16_loads=False),
+                   gdn_lanes_per_column=1, compute_units=0, matmul_tiles="cpu", attn_f16_loads=False,
+                   loop_iterations=65535),
     DriverDefaults("gpu", kinds=(), driver_names=(), matvec_block_size=32, matvec_rows_per_group=2,
-                   gdn_lanes_per_column=8, compute_units=16, matmul_tiles="gpu", attn_f16_loads=True),
+                   gdn_lanes_per_column=8, compute_units=16, matmul_tiles="gpu", attn_f16_loads=True,
+                   loop_iterations=0),
 )
 
 # The int8 prefill matmul (Q8_1 activations) is off by default: on the engine's random fixture models it moves
@@ -109,6 +115,8 @@ class DeviceCaps:
     attn_n_splits: int | None = None   # decode attention splits (None: from compute_units and the context)
     attn_chunk: int | None = None
     compute_units: int = 16             # workgroups the device runs at once (decode attention's split count)
+    loop_iterations: int | None = None  # loop iterations an invocation may run in all (None: no limit); decode
+                                        # attention takes enough splits to stay within it
     matmul_tiles: str = "gpu"
     tuned: bool = False                 # a tuning profile was applied
     features: frozenset = frozenset()   # optional device features enabled (DeviceInfo.enabled_features)
@@ -131,7 +139,7 @@ class DeviceCaps:
             matvec=MatVecTuning(max(d.matvec_block_size, info.subgroup_size), d.matvec_rows_per_group,
                                 info.has_subgroup_arithmetic),
             gdn_lanes_per_column=d.gdn_lanes_per_column,
-            compute_units=d.compute_units or os.cpu_count() or 1,
+            compute_units=d.compute_units or os.cpu_count() or 1, loop_iterations=d.loop_iterations or None,
             matmul_tiles=d.matmul_tiles, features=frozenset(info.enabled_features),
             int_dot=info.has_feature("integer_dot_product"),
             f16_storage=info.has_feature("storage_buffer_16bit"),
