@@ -6,6 +6,8 @@
     PYTHONPATH=. python tools/bench_kernels.py --prefill-model syn-0.8b.gguf --prefill-tokens 512   # both paths
     PYTHONPATH=. python tools/bench_kernels.py --matvec-27b --lm-rows 8192   # mat-vec at 27B shapes only
     PYTHONPATH=. python tools/bench_kernels.py --matvec-27b --before ../main  # ... that checkout, then this one
+    PYTHONPATH=. python tools/bench_kernels.py --attn-long --before ../main --cpu-clock  # decode attention 4k-128k,
+                                                   # each output checked against a reference
 
 Families: mat-vec per type at 1..8 columns (also time(k) / time(1): what verifying k MTP tokens costs over
 decoding one), mat-mat per type for a prompt chunk, flash attention at a few context lengths, the GDN update,
@@ -234,18 +236,42 @@ LONG_CONTEXTS = (4096, 32768, 131072)
 LONG_COLUMNS = (1, 4)
 
 
-def bench_attn_long(dev, table, reps: int, heads=(24, 4, 256)) -> None:
+def repeated_block_attention(q: np.ndarray, gate: np.ndarray, k_block: np.ndarray, v_block: np.ndarray,
+                             lens) -> np.ndarray:
+    """Reference output [n_tok, H, D] of gated attention over a cache whose rows repeat `k_block` / `v_block`
+    ([B, H_kv, D] f32): row r holds block row r % B, so a token of causal length n sees block row i
+    n // B + (i < n % B) times, and softmax over the cache is softmax over the block weighted by those counts
+    (float64; no cache-sized arrays)."""
+    n_tok, h, d = q.shape
+    b, h_kv = k_block.shape[:2]
+    group = h // h_kv
+    k = np.repeat(k_block.astype(np.float64), group, axis=1)
+    v = np.repeat(v_block.astype(np.float64), group, axis=1)
+    out = np.empty((n_tok, h, d))
+    for t, n in enumerate(lens):
+        counts = n // b + (np.arange(b) < n % b)
+        s = np.einsum("hd,bhd->hb", q[t].astype(np.float64), k) / np.sqrt(d)
+        w = counts * np.exp(s - s.max(axis=1, keepdims=True))
+        out[t] = np.einsum("hb,bhd->hd", w / w.sum(axis=1, keepdims=True), v)
+    return out / (1.0 + np.exp(-gate.astype(np.float64)))
+
+
+def bench_attn_long(dev, table, reps: int, heads=(24, 4, 256), cpu_clock: bool = False) -> None:
     """Decode / verify attention at long context (Qwen3.6-27B's 24/4 heads of 256, f16 KV): 1 and 4 query
     columns ending at the last position. K and V are cut into parts of at most maxStorageBufferRange (as the
     engine's caches are) and filled with a repeated block of random rows (the kernel's cost does not depend on
-    the values). Only the API of FlashAttn(..., n_splits=None) is used, so an older tree runs it too (--before)."""
+    the values); every output is checked against repeated_block_attention, so a kernel that skips part of the
+    context shows as WRONG instead of fast. Only the API of FlashAttn(..., n_splits=None) is used, so an older
+    tree runs it too (--before). cpu_clock: time by cpu_time_recorded."""
     from vkmtp.ops.kv_layout import KvLayout
-    from vkmtp.ref.ops.set_rows import encode_rows
+    from vkmtp.ref.ops.set_rows import decode_rows, encode_rows
     from vkmtp.tuning.kernel_cases import token_records
 
+    timer = cpu_time_recorded if cpu_clock else time_recorded
     h, h_kv, d = heads
     rng = np.random.default_rng(0)
     block = encode_rows(rng.standard_normal((4096, h_kv * d)).astype(np.float32), "f16")
+    rows_f32 = decode_rows(block, "f16", h_kv * d).reshape(len(block), h_kv, d)
     for ctx in LONG_CONTEXTS:
         layout = KvLayout("f16", h_kv, d, ctx)
         rows = min(ctx, dev.info.max_storage_buffer_range // layout.row_bytes)
@@ -262,8 +288,8 @@ def bench_attn_long(dev, table, reps: int, heads=(24, 4, 256)) -> None:
             caches.append(parts)
         for n_tok in LONG_COLUMNS:
             fa = FlashAttn(dev, h, layout)
-            ops = Operands(dev, {"rec": token_records(range(ctx - n_tok, ctx), [0] * n_tok),
-                                 "qg": rng.standard_normal((n_tok, h, 2, d)).astype(np.float32),
+            qg = rng.standard_normal((n_tok, h, 2, d)).astype(np.float32)
+            ops = Operands(dev, {"rec": token_records(range(ctx - n_tok, ctx), [0] * n_tok), "qg": qg,
                                  "out": n_tok * h * d * 4, "scratch": fa.scratch_bytes(n_tok)})
             qv = ops.view("qg")
             q = Strided(qv, h * 2 * d, 2 * d)
@@ -274,7 +300,13 @@ def bench_attn_long(dev, table, reps: int, heads=(24, 4, 256)) -> None:
                 fa.record(rec, ops.view("rec"), q, k, v, Strided.heads(ops.view("out"), h, d), n_tok,
                           ops.view("scratch"), gate=gate)
             table.add(f"flash_attn {h}/{h_kv}x{d} ctx={ctx} cols={n_tok} s={fa.n_splits}",
-                      time_recorded(dev, record, reps), 2 * ctx * layout.row_bytes)
+                      timer(dev, record, reps), 2 * ctx * layout.row_bytes)
+            got = ops.read("out").reshape(n_tok, h, d)
+            want = repeated_block_attention(qg[:, :, 0], qg[:, :, 1], rows_f32, rows_f32,
+                                            range(ctx - n_tok + 1, ctx + 1))
+            err = float(np.max(np.abs(got - want)))
+            print(f"  check ctx={ctx} cols={n_tok}: max |out - reference| {err:.2e} "
+                  f"({'ok' if err < 1e-4 else 'WRONG'})", flush=True)
             ops.destroy()
         for buf in (b for parts in caches for b in parts):
             buf.destroy()
@@ -304,7 +336,8 @@ def run_before(args, flags: list[str]) -> int:
 def bench_attn_before_after(args) -> int:
     """--attn-long: bench_attn_long on `--before TREE` (this script in a subprocess of that tree's venv, so its
     vkmtp) and then on this tree, back to back on one device."""
-    rc = run_before(args, ["--attn-long", "--reps", str(args.reps), "--mib", str(args.mib)])
+    rc = run_before(args, ["--attn-long", "--reps", str(args.reps), "--mib", str(args.mib)]
+                    + (["--cpu-clock"] if args.cpu_clock else []))
     if rc:
         return rc
     import vkmtp
@@ -313,7 +346,7 @@ def bench_attn_before_after(args) -> int:
     read = read_bandwidth(dev, min(dev.info.max_storage_buffer_range, args.mib << 20))
     print(f"device {dev.info.name}; streaming read {read['gb_per_s']:.2f} GB/s")
     table = Table(read["gb_per_s"])
-    bench_attn_long(dev, table, args.reps)
+    bench_attn_long(dev, table, args.reps, cpu_clock=args.cpu_clock)
     dev.destroy()
     return 0
 
@@ -388,7 +421,8 @@ def main(argv=None) -> int:
     ap.add_argument("--lm-rows", type=int, default=248320, help="rows of the LM-head shape timed (a slice)")
     ap.add_argument("--cols", default="1,4", help="columns for --matvec-27b")
     ap.add_argument("--cpu-clock", action="store_true",
-                    help="with --matvec-27b: time by this process's CPU time (a CPU driver on a shared machine)")
+                    help="with --matvec-27b or --attn-long: time by this process's CPU time (a CPU driver on a "
+                         "shared machine)")
     ap.add_argument("--prefill-model", default=None, metavar="GGUF",
                     help="only time the trunk's prefill mat-mats of this GGUF on both paths (f32 and int8)")
     ap.add_argument("--prefill-tokens", type=int, default=512, help="prompt chunk for --prefill-model")

@@ -129,19 +129,27 @@ def test_prefill_f16_loads_give_the_word_paths_bits(device, n_head, n_head_kv):
     assert "flash_attn_f16_loads" in case.labels   # that variant ran
 
 
-def test_prefill_q_tile_agrees_with_decode_and_reference(device):
-    """Prefill (flash_attn.comp, q_tile tokens per workgroup) and decode (flash_attn_dec.comp) are different
-    kernels: the same results to rounding."""
+@pytest.mark.parametrize("n_head,n_head_kv,k_type", [
+    (8, 2, "f16"),      # Qwen3.5-0.8B
+    (16, 4, "q8_0"),    # Qwen3.5-9B
+    (24, 4, "f16"),     # Qwen3.6-27B
+    (16, 2, "q8_0"),    # Qwen3.6-35B-A3B
+])
+def test_prefill_q_tile_agrees_with_decode_and_reference(device, n_head, n_head_kv, k_type):
+    """Prefill (flash_attn.comp, q_tile tokens per workgroup, as the engine builds it) and decode
+    (flash_attn_dec.comp with the device's split count) are different kernels: the same results to rounding,
+    at the attention shapes of the real models (head_dim 256), over several chunks of the context."""
     rng = np.random.default_rng(3)
-    pos = list(range(90, 110))
-    case = Case(rng, "q8_0", "f16", 16, 2, 256, pos, [0] * len(pos), n_ctx=128)
-    q_tile = FlashAttn.max_q_tile(device, 16, 2, 256)
+    pos = list(range(290, 300))
+    case = Case(rng, k_type, "f16", n_head, n_head_kv, 256, pos, [0] * len(pos), n_ctx=320)
+    q_tile = min(4, FlashAttn.max_q_tile(device, n_head, n_head_kv, 256))
     assert q_tile >= 2
-    tiled = case.run(device, n_splits=1, q_tile=q_tile)
-    single = case.run(device, n_splits=1, q_tile=1)
+    tiled = case.run(device, q_tile=q_tile)
+    single = case.run(device, q_tile=1)
     want = case.reference()
     assert_close(tiled, want, ATOL, RTOL)
     assert_close(single, want, ATOL, RTOL)
+    assert_close(tiled, single, ATOL, RTOL)
 
 
 @pytest.mark.lanes
