@@ -25,6 +25,7 @@ def test_defaults_follow_the_device_type():
     assert (gpu.gdn_lanes_per_column, gpu.compute_units, gpu.matmul_tiles) == (8, 16, "gpu")
     assert (cpu.gdn_lanes_per_column, cpu.compute_units, cpu.matmul_tiles) == (1, os.cpu_count(), "cpu")
     assert gpu.attn_n_splits is None and cpu.attn_n_splits is None   # decode attention derives its splits
+    assert gpu.loop_iterations is None and cpu.loop_iterations == 65535   # lavapipe ends loops there
     assert gpu.workgroup_size == 64 and cpu.workgroup_size == 64
     assert not gpu.tuned and DRIVERS[-1].matches(GPU)   # the last entry takes any device
 
