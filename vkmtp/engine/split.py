@@ -234,6 +234,13 @@ class StagedStep:
             per_stage.append(_counts_of(parts))
         lc = last.counts
         per_stage.append(lc)
+        # the step's state bytes (the whole model's, as the last stage's graph counts them) by each stage's share
+        # of the GDN layers
+        n_gdn = [len(st.state.gdn_index) for st in engine.stages]
+        total = max(sum(n_gdn), 1)
+        per_stage = [replace(c, state_bytes=lc.state_bytes * g // total,
+                             rollback_bytes_per_seq=lc.rollback_bytes_per_seq * g // total)
+                     for c, g in zip(per_stage, n_gdn)]
         self.counts = SplitCounts(sum(c.dispatches for c in per_stage), sum(c.barriers for c in per_stage),
                                   sum(c.submissions for c in per_stage), lc.state_bytes, lc.rollback_bytes_per_seq,
                                   sum(c.host_barriers for c in per_stage), tuple(per_stage))
