@@ -57,15 +57,20 @@ def cmd_info(args: argparse.Namespace) -> int:
     from vkmtp.device import Device
     from vkmtp.tuning.profile import load_profile
 
-    device = Device()  # opened once: its tuning profile and its memory budget
+    choice = _device_choice(args, args.model)
+    split = choice if isinstance(choice, LayerSplitChoice) else None
+    # opened once: its tuning profile and its memory budget (a split's last device: the heads' profile)
+    device = Device(split.devices[-1] if split else choice)
     try:
         n_max, source = args.spec_draft_n_max, "--spec-draft-n-max"
         if n_max is None:
             n_max, source = _profile_n_max(args.model, device.info)
         print(describe_model(args.model, 4096 if args.ctx_size is None else args.ctx_size, args.parallel,
-                             _cache_types(args), not args.no_mtp, n_max, args.ubatch_size, device=device,
-                             fit_margin_mib=args.fit_target, overrides=_tensor_overrides(args),
-                             fit=args.fit == "on", n_ckpt=args.ctx_checkpoints, tuning=load_profile(device.info)))
+                             _cache_types(args), not args.no_mtp, n_max, args.ubatch_size,
+                             device=None if split else device, fit_margin_mib=args.fit_target,
+                             overrides=_tensor_overrides(args), fit=args.fit == "on", n_ckpt=args.ctx_checkpoints,
+                             tuning=load_profile(device.info),
+                             split=(split.devices, split.shares) if split else None))
     finally:
         device.destroy()
     print(f"draft n-max   {n_max} ({source})")
@@ -471,6 +476,22 @@ def _fit_target(value: str) -> int:
     return n
 
 
+def _add_device_flags(p: argparse.ArgumentParser) -> None:
+    """-dev, -sm, -ts, -mg: which device(s) the model runs on (llama.cpp's meanings; docs/DESIGN.md)."""
+    p.add_argument("-dev", "--device", default=None,
+                   help="Vulkan device: Vulkan0, Vulkan1, ... as `vkmtp devices` lists them, or an index; several "
+                        "comma-separated for --split-mode (the same one twice: two logical devices)")
+    p.add_argument("-sm", "--split-mode", dest="split_mode", default=None, metavar="{none,layer,row}",
+                   help="with several devices in --device: none = run on one of them (--main-gpu picks it); "
+                        "layer (the default with several) = each holds a range of layers, the heads on the last; "
+                        "row: refused")
+    p.add_argument("-ts", "--tensor-split", dest="tensor_split", default=None, metavar="N0,N1,...",
+                   help="layer split proportions, one per device in --device (default: their free memory)")
+    p.add_argument("-mg", "--main-gpu", dest="main_gpu", type=int, default=None, metavar="INDEX",
+                   help="with --split-mode none: the device to run on, an index into --device's list (into "
+                        "`vkmtp devices` without --device); default 0")
+
+
 def _add_memory_flags(p: argparse.ArgumentParser) -> None:
     """What the memory plan depends on: context, cache types, weight placement, prompt-cache checkpoints and
     --fit (llama-server's names; ik_llama.cpp's --fit-margin)."""
@@ -527,18 +548,7 @@ def _add_model_flags(p: argparse.ArgumentParser, command: str) -> None:
     p.add_argument("-m", "--model", default=None, help="GGUF file (default: the demo model in models/)")
     p.add_argument("--backend", default="vulkan", choices=["vulkan", "reference"],
                    help="vulkan (default) or the NumPy reference (slow; for tests and checks)")
-    p.add_argument("-dev", "--device", default=None,
-                   help="Vulkan device: Vulkan0, Vulkan1, ... as `vkmtp devices` lists them, or an index; several "
-                        "comma-separated for --split-mode (the same one twice: two logical devices)")
-    p.add_argument("-sm", "--split-mode", dest="split_mode", default=None, metavar="{none,layer,row}",
-                   help="with several devices in --device: none = run on one of them (--main-gpu picks it); "
-                        "layer (the default with several) = each holds a range of layers: checked, then refused "
-                        "(not implemented yet); row: refused")
-    p.add_argument("-ts", "--tensor-split", dest="tensor_split", default=None, metavar="N0,N1,...",
-                   help="layer split proportions, one per device in --device (default: their free memory)")
-    p.add_argument("-mg", "--main-gpu", dest="main_gpu", type=int, default=None, metavar="INDEX",
-                   help="with --split-mode none: the device to run on, an index into --device's list (into "
-                        "`vkmtp devices` without --device); default 0")
+    _add_device_flags(p)
     p.add_argument("--list-devices", action="store_true", help="list the Vulkan devices and exit")
     _add_memory_flags(p)
     p.add_argument("--max-submit-ms", type=float, default=None,
@@ -638,6 +648,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("info", help="architecture, sizes, quant mix, MTP and the memory plan of a GGUF")
     p.add_argument("model", help="path to a .gguf file")
+    _add_device_flags(p)
     _add_memory_flags(p)
     p.add_argument("-np", "--parallel", type=int, default=1)
     p.add_argument("--spec-draft-n-max", type=int, default=None,

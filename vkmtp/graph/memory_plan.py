@@ -342,7 +342,7 @@ def plan_memory(gguf: GGUFFile, cfg: ModelConfig, table: ModelTensors, shape: En
     buffers = [PlannedBuffer(name, "weights" if loc == DEVICE else "host_weights", n,
                              "device" if loc == DEVICE else "host") for name, loc, n in wplan.planned()]
     mtp_bytes = sum(gguf.tensors[s.name].n_bytes for s in mtp_only_specs(table)
-                    if s.name in gguf.tensors and locations[s.name] == DEVICE) if use_mtp else 0
+                    if s.name in gguf.tensors and locations[s.name] == DEVICE) if use_mtp and heads else 0
     experts_on_device = sum(gguf.tensors[n].n_bytes for n in names
                             if is_expert_stack(n) and locations[n] == DEVICE)
     layouts = KvLayouts.make(cfg, shape.n_ctx, shape.n_slots, shape.types, use_mtp and heads,

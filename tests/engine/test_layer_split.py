@@ -1,0 +1,141 @@
+"""A model split by layers over two devices (`-dev 0,0`: lavapipe opened twice, two kp managers) gives the tokens of
+one device -- dense and MoE, `-ts 1,1` (blocks 0-2 | block 3 + heads) and `-ts 3,1` (blocks 0-3 | heads only), MTP
+on and off -- each stage allocates exactly its plan, and each stage records and replays its own graphs."""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+
+import pytest
+
+from vkmtp.engine.api import EngineConfig, Request
+from vkmtp.engine.split import SplitEngine
+from vkmtp.engine.vulkan import VulkanEngine
+from vkmtp.graph.memory_plan import DeviceMemoryError
+from vkmtp.sampling import SamplingParams
+from vkmtp.spec import SpecConfig
+
+PROMPT = [5, 17, 99, 3, 250, 11, 42, 7, 8, 9, 10]
+N_TOKENS = 10
+
+
+def _config(mtp: bool, **changes) -> EngineConfig:
+    # a fixed depth: every step with MTP on is a speculative step (drafts, verify across stages, rollback)
+    return EngineConfig(n_ctx=256, ubatch=32, spec=SpecConfig(enabled=mtp, n_max=3, adaptive=False), **changes)
+
+
+def _split(mtp: bool, ts: tuple[float, ...], **changes) -> EngineConfig:
+    return _config(mtp, split_devices=(0, 0), tensor_split=ts, **changes)
+
+
+def _generate(eng, params: SamplingParams | None = None, prompt=PROMPT) -> list[int]:
+    out = []
+    for ev in eng.generate(Request(list(prompt), params or SamplingParams.greedy_params(), max_tokens=N_TOKENS)):
+        out += ev.new_ids
+    return out
+
+
+@pytest.fixture(scope="module")
+def one_device(device, fixture_models):
+    """Greedy tokens of the single-device engine, per (variant, MTP on)."""
+    cache = {}
+
+    def tokens(variant: str, mtp: bool) -> list[int]:
+        if (variant, mtp) not in cache:
+            eng = VulkanEngine(fixture_models(variant, "f32"), _config(mtp), device=device)
+            try:
+                cache[variant, mtp] = _generate(eng)
+            finally:
+                eng.close()
+        return cache[variant, mtp]
+
+    return tokens
+
+
+CASES = list(itertools.product(["dense", "moe"], [(1.0, 1.0), (3.0, 1.0)], [True, False]))
+
+
+@pytest.mark.parametrize("variant,ts,mtp", CASES,
+                         ids=[f"{v}-ts{int(t[0])}{int(t[1])}-{'mtp' if m else 'nomtp'}" for v, t, m in CASES])
+def test_split_tokens_equal_one_device(fixture_models, one_device, variant, ts, mtp):
+    eng = SplitEngine(fixture_models(variant, "f32"), _split(mtp, ts))
+    try:
+        assert [st.layers.blocks for st in eng.stages] == ([range(0, 3), range(3, 4)] if ts == (1.0, 1.0)
+                                                           else [range(0, 4), range(4, 4)])
+        got = _generate(eng)
+        report = eng.graph_report()
+        names = [st.name for st in eng.stages]
+        # each stage's plan is what it allocated, to the byte (each stage is its own kp manager)
+        for st in eng.stages:
+            assert sorted((b.name, b.nbytes) for b in st.device.live_buffers()) == \
+                sorted((b.name, b.nbytes) for b in st.plan.buffers)
+        first, last = eng.stages
+        assert first.device is not last.device
+        # the attention layer (block 3) has its KV cache where it runs; the heads' buffers are on the last
+        assert (first.plan.kv > 0, last.plan.kv > 0) == ((True, False) if ts == (3.0, 1.0) else (False, True))
+        assert first.plan.part("hidden") == 0 and first.plan.mtp_kv == 0 and last.plan.part("hidden") > 0
+        assert (last.plan.mtp_kv > 0) == mtp and first.plan.recurrent > 0 and last.plan.recurrent == 0
+        assert eng.boundary_bytes > 0
+    finally:
+        eng.close()
+    assert got == one_device(variant, mtp)
+    assert got == one_device(variant, not mtp)   # MTP on == off, over the split too
+    # one recorded graph per stage per step: prefill and decode one submission on each device; a speculative step
+    # drafts and verifies (last), verifies and rolls back (first: it holds the GDN layers 0-2)
+    assert report["prefill"]["submissions"] == 2
+    assert [report["prefill"]["stages"][n]["submissions"] for n in names] == [1, 1]
+    if mtp:
+        spec = report["speculative"]["stages"]
+        assert [spec[n]["submissions"] for n in names] == [2, 2] and report["speculative"]["submissions"] == 4
+    # plain steps (MTP off; with MTP the last token, which has no draft budget left)
+    assert [report["decode"]["stages"][n]["submissions"] for n in names] == [1, 1]
+    assert report["decode"]["dispatches"] == sum(report["decode"]["stages"][n]["dispatches"] for n in names)
+
+
+def test_split_sampled_tokens_equal_one_device(device, fixture_models):
+    """Temperature > 0 with MTP: the GPU sampler (one verify across the stages, accept on the last, rollback on
+    both) and the host's verifier (logits to the host, then a commit on every stage) give one device's tokens."""
+    path = fixture_models("moe", "f32")
+    params = SamplingParams(temperature=0.9, seed=7)
+    for gpu_sampling in (True, False):
+        single = VulkanEngine(path, _config(True), device=device)
+        try:
+            single.gpu_sampling = gpu_sampling
+            want = _generate(single, params)
+        finally:
+            single.close()
+        eng = SplitEngine(path, _split(True, (1.0, 1.0)))
+        try:
+            eng.gpu_sampling = gpu_sampling
+            assert _generate(eng, params) == want
+            report = eng.graph_report()
+            if not gpu_sampling:   # the host decided: the commit ran on both stages
+                assert [report["commit"]["stages"][st.name]["submissions"] for st in eng.stages] == [1, 1]
+        finally:
+            eng.close()
+
+
+def test_logical_devices_on_one_physical_device_share_its_budget(fixture_models, monkeypatch):
+    """Each stage's plan fits the budget alone, but the two stages opened on the same lavapipe do not together:
+    refused before anything is allocated, naming both; --fit (no -c) picks one context both fit."""
+    import vkmtp.engine.split as split_mod
+
+    path = fixture_models("dense", "f32")
+    eng = SplitEngine(path, _split(True, (1.0, 1.0)))
+    sizes = [st.plan.device_total for st in eng.stages]
+    eng.close()
+    monkeypatch.setattr(split_mod, "fit_budget", lambda info, margin=None: max(sizes) + 4096)
+    with pytest.raises(DeviceMemoryError, match="the stages on Vulkan0 .* need") as err:
+        SplitEngine(path, _split(True, (1.0, 1.0)))
+    assert "Vulkan0.1" in str(err.value) and "reduce with" in str(err.value)
+    # --fit: the largest context (of a 1M-token target) whose two plans fit the budget together
+    monkeypatch.setattr(split_mod, "fit_budget", lambda info, margin=None: sum(sizes) + (8 << 20))
+    eng = SplitEngine(path, dataclasses.replace(_split(True, (1.0, 1.0)), n_ctx=1 << 20, ctx_fixed=False))
+    try:
+        assert 256 <= eng.n_ctx < 1 << 20 and "context" in eng.fit_message
+        assert sum(st.plan.device_total for st in eng.stages) <= sum(sizes) + (8 << 20)
+        assert len({st.plan.n_ctx for st in eng.stages}) == 1
+        assert len(_generate(eng)) == N_TOKENS
+    finally:
+        eng.close()
