@@ -139,3 +139,36 @@ def test_logical_devices_on_one_physical_device_share_its_budget(fixture_models,
         assert len(_generate(eng)) == N_TOKENS
     finally:
         eng.close()
+
+
+def _conversation(eng) -> list[list[int]]:
+    """Prompt-cache traffic: a prompt, its continuation (live memory reused), a prompt that leaves it before its
+    end (a checkpoint restored on every stage), a slot image saved, erased and restored (every stage's states)."""
+    a = _generate(eng)
+    b = _generate(eng, prompt=PROMPT + a + [31, 32])
+    c = _generate(eng, prompt=PROMPT + a[:3] + [77])   # leaves the live memory after PROMPT + 3 tokens
+    assert any(key[0] == "checkpoint" for key in eng._graphs)
+    image = eng.save_slot(0)
+    eng.erase_slot(0)
+    assert eng.restore_slot(0, image) == image.n_tokens
+    d = _generate(eng, prompt=PROMPT + a[:3] + [77] + c + [5])
+    return [a, b, c, d]
+
+
+def test_split_prompt_cache_and_bounded_submissions_equal_one_device(device, fixture_models):
+    """Reused prefixes, checkpoints and slot images over the split, with --max-submit-ms so small that every prompt
+    chunk runs one block per submission on each stage: the tokens of one device doing the same."""
+    path = fixture_models("dense", "f32")
+    single = VulkanEngine(path, _config(True, max_submit_ms=1e-6), device=device)
+    try:
+        want = _conversation(single)
+    finally:
+        single.close()
+    eng = SplitEngine(path, _split(True, (1.0, 1.0), max_submit_ms=1e-6))
+    try:
+        got = _conversation(eng)
+        assert max(eng.prefill_submissions) > 2   # chunks split by blocks on the stages
+        assert eng.host_cache.enabled
+    finally:
+        eng.close()
+    assert got == want
