@@ -172,3 +172,41 @@ def test_split_prompt_cache_and_bounded_submissions_equal_one_device(device, fix
     finally:
         eng.close()
     assert got == want
+
+
+def test_split_grammar_step_equals_one_device(device):
+    """A JSON schema with MTP, seeded: the speculative step's drafts are cut at the grammar between the last
+    stage's draft and verify submissions, as on one device; the same tokens, and valid JSON."""
+    import json
+
+    from vkmtp.constrain import grammar as G
+    from vkmtp.constrain.sampler import LogitShape
+    from vkmtp.constrain.vocab import ll_tokenizer
+    from vkmtp.demo_model import default_model_path
+    from vkmtp.gguf import open_gguf
+    from vkmtp.text.tokenizer import Tokenizer
+
+    path = default_model_path()
+    tok = Tokenizer.from_gguf(open_gguf(path))
+    schema = {"type": "object", "properties": {"name": {"type": "string", "maxLength": 8}, "ok": {"type": "boolean"}},
+              "required": ["name", "ok"], "additionalProperties": False}
+    prompt = tok.encode("<|im_start|>user\nA person as JSON.<|im_end|>\n<|im_start|>assistant\n", parse_special=True)
+
+    def run(eng) -> list[int]:
+        shape = LogitShape(G.from_json_schema(schema, "json_schema"), ll_tokenizer(tok, len(tok.tokens), tok.eog_ids))
+        req = Request(prompt, SamplingParams(temperature=0.9, seed=7), max_tokens=40, stop_ids=tok.eog_ids,
+                      shape=shape)
+        return [t for ev in eng.generate(req) for t in ev.new_ids]
+
+    single = VulkanEngine(path, _config(True), device=device)
+    try:
+        want = run(single)
+    finally:
+        single.close()
+    eng = SplitEngine(path, _split(True, (1.0, 1.0)))
+    try:
+        got = run(eng)
+    finally:
+        eng.close()
+    assert got == want
+    json.loads(tok.decode(got))
