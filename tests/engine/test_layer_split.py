@@ -210,3 +210,30 @@ def test_split_grammar_step_equals_one_device(device):
         eng.close()
     assert got == want
     json.loads(tok.decode(got))
+
+
+def test_split_mtp_catch_up_after_plain_steps_equals_one_device(device, fixture_models):
+    """The adaptive policy's depth 0 (plain steps: the MTP head's inputs wait in the lag ring on the last stage),
+    then depth 2 (the head catches up in one MtpLagGraph on the last stage, then drafts): one device's tokens."""
+    path = fixture_models("moe", "f32")
+    config = EngineConfig(n_ctx=256, ubatch=32, spec=SpecConfig(enabled=True, n_max=3, n_min=1))
+
+    def run(eng) -> list[int]:
+        depths = iter([0] * 5 + [2] * 100)
+        eng.adaptive.choose = lambda acceptances: next(depths)
+        out = _generate(eng)
+        assert {"decode", "mtp_catch_up", "speculative"} <= set(eng.graph_report())
+        return out
+
+    single = VulkanEngine(path, config, device=device)
+    try:
+        want = run(single)
+    finally:
+        single.close()
+    eng = SplitEngine(path, dataclasses.replace(config, split_devices=(0, 0), tensor_split=(1.0, 1.0)))
+    try:
+        got = run(eng)
+        assert [eng.graph_report()["mtp_catch_up"]["stages"][st.name]["submissions"] for st in eng.stages] == [0, 1]
+    finally:
+        eng.close()
+    assert got == want
