@@ -126,16 +126,8 @@ def _split_plans(path: str, n_ctx: int, n_slots: int, types: CacheTypes, mtp: bo
         try:
             plans, message = fit_split(gguf, cfg, table, config, devices, tunings, stages, use_mtp,
                                        n_max if use_mtp else 0)
-            why = None
-        except MemoryError as exc:   # the plan of the fixed context, with why it does not fit
-            from vkmtp.graph.memory_plan import engine_shape, plan_memory
-            from vkmtp.engine.split import SplitPlan
-
-            shape = engine_shape(n_ctx or MIN_CTX, n_slots, types, use_mtp, n_max, ubatch, n_ckpt)
-            plans = SplitPlan([plan_memory(gguf, cfg, table, shape, d, t, tuple(overrides), stage=st)
-                               for d, t, st in zip(devices, tunings, stages)], stages, devices, plans_budgets(
-                                   devices, fit_margin_mib))
-            message, why = None, str(exc).split(":\n")[0]
+        except MemoryError as exc:   # the message holds each device's plan and what to reduce
+            return lines + [f"does not fit: {exc}"]
         if message:
             lines.append(f"fit           {message}")
         for st, dev, plan in zip(stages, devices, plans.plans):
@@ -151,13 +143,9 @@ def _split_plans(path: str, n_ctx: int, n_slots: int, types: CacheTypes, mtp: bo
                          f"{budget / GiB:.2f} GiB budget")
         lines.append(f"memory types  per buffer role on {devices[-1].info.name}")
         lines += ["  " + line for line in format_memory(devices[-1].info)]
-        lines.append("fits on every device" if why is None else f"does not fit: {why}")
+        lines.append("fits on every device")
         return lines
     finally:
         for d in devices:
             d.destroy()
 
-
-def plans_budgets(devices, margin_mib) -> dict[int, int]:
-    """Each physical device's budget (the stages opened on it share it)."""
-    return {d.info.index: fit_budget(d.info, margin_mib) for d in devices}

@@ -63,11 +63,13 @@ class SplitPlan:
             mine = [(plan, st, dev) for plan, st, dev in zip(self.plans, self.stages, self.devices)
                     if dev.info.index == p]
             for plan, st, dev in mine:
-                why = plan.problem(max(budget, plan.device_total) if len(mine) > 1 else budget,
-                                   f"{st.name} ({dev.info.name})")
+                # each plan alone: oversized buffers, host memory; the device budget below, for all of them
+                why = plan.problem(max(budget, plan.device_total), f"{st.name} ({dev.info.name})")
                 if why is not None:
                     return why
             total = sum(plan.device_total for plan, _, _ in mine)
+            if total > budget and len(mine) == 1:
+                return mine[0][0].problem(budget, f"{mine[0][1].name} ({mine[0][2].info.name})")
             if total > budget:
                 names = " + ".join(f"{st.name} {plan.device_total / 2**20:.1f} MiB" for plan, st, _ in mine)
                 return (f"the stages on Vulkan{p} ({mine[0][2].info.name}) need {total / 2**20:.1f} MiB "
@@ -417,8 +419,7 @@ class SplitEngine(VulkanEngine):
         names = [st.name for st in self.stages]
         for kind, c in self.last_counts.items():
             if isinstance(c, SplitCounts):
-                out[kind]["stages"] = {n: {k: v for k, v in s.to_dict().items()}
-                                       for n, s in zip(names, c.stages)}
+                out[kind]["stages"] = {n: s.to_dict() for n, s in zip(names, c.stages)}
         return out
 
     def close(self) -> None:
