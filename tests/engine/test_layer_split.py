@@ -237,3 +237,19 @@ def test_split_mtp_catch_up_after_plain_steps_equals_one_device(device, fixture_
     finally:
         eng.close()
     assert got == want
+
+
+def test_three_devices_equal_one_device(fixture_models, one_device):
+    """-dev 0,0,0 -ts 1,1,1: a middle stage takes the residual stream in and passes it on (blocks 0-1 | 2-3 |
+    heads); greedy with MTP, one device's tokens."""
+    eng = SplitEngine(fixture_models("dense", "f32"), _config(True, split_devices=(0, 0, 0),
+                                                                tensor_split=(1.0, 1.0, 1.0)))
+    try:
+        assert [st.layers.blocks for st in eng.stages] == [range(0, 2), range(2, 4), range(4, 4)]
+        assert [st.boundary_in is not None for st in eng.stages] == [False, True, True]
+        got = _generate(eng)
+        spec = eng.graph_report()["speculative"]["stages"]
+        assert [spec[st.name]["submissions"] for st in eng.stages] == [2, 2, 2]
+    finally:
+        eng.close()
+    assert got == one_device("dense", True)
