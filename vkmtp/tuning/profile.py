@@ -110,18 +110,22 @@ class TuningProfile:
             lines.append(f"mtp    {model}: --spec-draft-n-max {m.n_max} --spec-draft-p-min {m.p_min:g}")
         return "\n".join(lines)
 
-
     def _describe_matmul(self) -> list[str]:
         """The prefill mat-mat path per quant type, with the int8 / f32 speed `vkmtp tune` measured."""
         if not isinstance(self.matmul_int8, dict):
             return [f"matmul int8 (prefill, every quant type) {_or_default(self.matmul_int8)}"]
-        measured = self.measurements.get("matmul", {}).get("types", {})
+        measured = _mapping(_mapping(self.measurements.get("matmul")).get("types"))
         lines = []
         for name, on in sorted(self.matmul_int8.items()):
-            speed = measured.get(name, {}).get("int8_speedup")
+            speed = _mapping(measured.get(name)).get("int8_speedup")
             note = f"  (int8 {speed:.2f}x the f32 speed)" if isinstance(speed, (int, float)) else ""
             lines.append(f"matmul {name:7} prefill {'int8 (Q8_1 activations)' if on else 'f32'}{note}")
         return lines
+
+
+def _mapping(value) -> dict:
+    """`value` if it is a dict, else {} (measurements are informative: a hand-edited entry must not break --show)."""
+    return value if isinstance(value, dict) else {}
 
 
 def _or_default(value) -> str:
