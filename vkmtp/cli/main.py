@@ -696,8 +696,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default=None, help="Vulkan device index (default: best found)")
     p.add_argument("-m", "--model", default=None, help="also tune MTP n-max / p-min for this GGUF")
     p.add_argument("--quick", action="store_true", help="a small sweep (minutes on a CPU driver)")
-    p.add_argument("--types", default=None, help="mat-vec quant types, e.g. Q4_K,Q6_K, or 'all'")
-    p.add_argument("--skip", action="append", default=[], choices=["matvec", "gdn", "attn"],
+    p.add_argument("--types", default=None, help="quant types of the mat-vec and prefill mat-mat sweeps, e.g. "
+                   "Q4_K,Q6_K, or 'all' (with -m the mat-mat takes the model's own types, restricted to these)")
+    p.add_argument("--skip", action="append", default=[], choices=["matvec", "gdn", "attn", "matmul"],
                    help="leave out a sweep (repeatable)")
     p.add_argument("--show", action="store_true", help="print the saved profile and exit")
     p.add_argument("--plot", default=None, metavar="PNG", help="draw mat-vec time vs columns (matplotlib)")

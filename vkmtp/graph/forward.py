@@ -63,7 +63,7 @@ class Ops:
         self.device = device
         caps = (tuning or TuningProfile()).apply(device.caps)
         self.matvec = MatVec(device, caps=caps)
-        self.matmul = MatMul(device, int8=caps.matmul_int8)
+        self.matmul = MatMul(device, caps=caps)
         self.get_rows = GetRows(device)
         self.norm = RmsNorm(device, eps=cfg.rms_eps)
         self.rope = Rope(device, cfg.head_dim, cfg.n_rot, cfg.rope_freq_base, eps=cfg.rms_eps)
