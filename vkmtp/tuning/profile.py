@@ -4,7 +4,8 @@ A profile is JSON in the user's config dir, `$XDG_CONFIG_HOME/vkmtp/tuning/<devi
 (~/.config when XDG_CONFIG_HOME is unset), keyed inside by `DeviceInfo.cache_tag`. It holds
   matvec         per quant type name ('Q4_K'): block_size, rows_per_group, use_subgroup
   gdn            lanes_per_column and reduction variant of the recurrent update
-  flash_attn     n_splits and chunk of decode / verify attention
+  flash_attn     n_splits and chunk of decode / verify attention; f16: prefill attention in float16 math (f16
+                 products, f32 softmax statistics) rather than f32; honoured only where shader_float16 is enabled
   matmul         int8: prompt chunks through the int8 mat-mat (Q8_1 activations, integer dot products) rather
                  than the f32 one; honoured only where the device enabled integer_dot_product
   mtp            per model file name: the draft n_max and p_min that gave the most tokens per second
@@ -52,6 +53,7 @@ class TuningProfile:
     gdn_variant: str | None = None
     attn_n_splits: int | None = None
     attn_chunk: int | None = None
+    attn_f16_math: bool | None = None                             # prefill attention math (DeviceCaps.attn_f16_math)
     matmul_int8: bool | None = None                               # prefill mat-mat path (DeviceCaps.matmul_int8)
     mtp: dict[str, MtpTuning] = field(default_factory=dict)       # model file name -> draft settings
     measurements: dict[str, Any] = field(default_factory=dict)    # what tune measured (for --show, docs)
@@ -65,7 +67,8 @@ class TuningProfile:
         """The device's kernel defaults with this profile's measured values in their place."""
         return caps.tuned_with(matvec_per_type=self.matvec_by_type(), gdn_lanes_per_column=self.gdn_lanes_per_column,
                                gdn_variant=self.gdn_variant, attn_n_splits=self.attn_n_splits,
-                               attn_chunk=self.attn_chunk, matmul_int8=self.matmul_int8)
+                               attn_chunk=self.attn_chunk, matmul_int8=self.matmul_int8,
+                               attn_f16_math=self.attn_f16_math)
 
     def mtp_for(self, model_path: str) -> MtpTuning | None:
         return self.mtp.get(os.path.basename(model_path))
@@ -75,7 +78,7 @@ class TuningProfile:
             "version": FORMAT_VERSION, "device": self.device,
             "matvec": {k: asdict(v) for k, v in sorted(self.matvec.items())},
             "gdn": {"lanes_per_column": self.gdn_lanes_per_column, "variant": self.gdn_variant},
-            "flash_attn": {"n_splits": self.attn_n_splits, "chunk": self.attn_chunk},
+            "flash_attn": {"n_splits": self.attn_n_splits, "chunk": self.attn_chunk, "f16": self.attn_f16_math},
             "matmul": {"int8": self.matmul_int8},
             "mtp": {k: asdict(v) for k, v in sorted(self.mtp.items())},
             "measurements": self.measurements,
@@ -90,7 +93,7 @@ class TuningProfile:
         lines.append(f"gdn    lanes_per_column {_or_default(self.gdn_lanes_per_column)}  "
                      f"variant {_or_default(self.gdn_variant)}")
         lines.append(f"attn   n_splits {_or_default(self.attn_n_splits)}  "
-                     f"chunk {_or_default(self.attn_chunk)}")
+                     f"chunk {_or_default(self.attn_chunk)}  f16 math (prefill) {_or_default(self.attn_f16_math)}")
         lines.append(f"matmul int8 (prefill) {_or_default(self.matmul_int8)}")
         for model, m in sorted(self.mtp.items()):
             lines.append(f"mtp    {model}: --spec-draft-n-max {m.n_max} --spec-draft-p-min {m.p_min:g}")
@@ -161,6 +164,8 @@ def parse_profile(data: Any, info: DeviceInfo, source: str) -> TuningProfile:
         profile.attn_chunk = _int(attn["chunk"], "flash_attn.chunk", fail, hi=1 << 16)
         if profile.attn_chunk % 64:
             raise fail(f"flash_attn.chunk {profile.attn_chunk} is not a multiple of 64 (the block size)")
+    if attn.get("f16") is not None:
+        profile.attn_f16_math = _bool(attn["f16"], "flash_attn.f16", fail)
     int8 = _section(data, "matmul", fail).get("int8")
     if int8 is not None:
         profile.matmul_int8 = _bool(int8, "matmul.int8", fail)
