@@ -66,7 +66,7 @@ class DriverDefaults:
 #   32 threads x 4 rows, docs/PERFORMANCE.md), one lane per GDN column avoids slow cross-lane
 #   operations (2x faster on lavapipe), the compute units are the host's cores (0 here: os.cpu_count()), and
 #   the matmul uses its CPU tile set. Prefill attention keeps 32-bit word loads: lavapipe's 16-bit loads made it
-#   0.98-1.45x slower (docs/PERFORMANCE.md), and f32 math: its float16 math (F16_MATH) ran 0.85x the speed
+#   0.98-1.45x slower (docs/PERFORMANCE.md), and f32 math: its float16 math (F16_MATH) ran 0.79-0.93x the speed
 #   of f32 (tools/bench_kernels.py --prefill-attn, docs/PERFORMANCE.md).
 # - GPUs: llama.cpp's defaults for NVIDIA / RDNA (2 mat-vec rows per workgroup, 8 lanes per GDN column from its
 #   sweep on gfx1150); core Vulkan does not report compute units, so 16 (a mid-size GPU: decode attention then

@@ -54,8 +54,8 @@ class Ops:
     """One instance of every op wrapper for a device and model (pipelines are shared through the Device).
 
     `tuning` (vkmtp.tuning.profile, measured by `vkmtp tune`) sets mat-vec shapes per quant type, the GDN lane
-    count and variant, the decode attention's split and the prefill attention's f16 math, over the device's defaults (`device.caps`); None or an
-    absent field keeps the default.
+    count and variant, the decode attention's split and the prefill attention's f16 math, over the device's
+    defaults (`device.caps`); None or an absent field keeps the default.
     """
 
     def __init__(self, device: Device, cfg: ModelConfig, layouts: KvLayouts,

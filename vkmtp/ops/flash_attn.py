@@ -66,8 +66,7 @@ class FlashAttn:
             device feature storage_buffer_16bit.
         f16_math: prefill runs its Q.K and P.V products in float16 with f32 softmax statistics and sums
             (F16_MATH; None: caps.attn_f16_math); needs the device feature shader_float16. Decode / verify
-            always run f32 (flash_attn_dec.comp): it would not change their batch invariance, but their bits
-            are what MTP on = off and the reference tests pin.
+            (flash_attn_dec.comp) have no f16-math variant: they always run f32.
     """
 
     def __init__(self, device, n_head: int, k_layout: KvLayout, v_layout: KvLayout | None = None,
