@@ -210,12 +210,14 @@ def bench_prefill_attention(dev, path: str, n_tok: int, reps: int) -> tuple[floa
     q_tile = min(4, FlashAttn.max_q_tile(dev, h, h_kv, d))   # the engine's prefill q_tile (vkmtp.graph.forward)
     times = {}
     for f16 in ([False, True] if dev.caps.f16_storage else [False]):
-        fa = FlashAttn(dev, h, case.layout, q_tile=q_tile, f16_loads=f16)
+        # the feature path also takes the device's prefill attention math (f16 where DeviceCaps.attn_f16_math)
+        fa = FlashAttn(dev, h, case.layout, q_tile=q_tile, f16_loads=f16, f16_math=f16 and dev.caps.attn_f16_math)
         problem = case.check(fa)
         if problem:
             raise SystemExit(f"prefill attention (f16 loads {f16}) is wrong: {problem}")
         times[f16] = n_attn * time_recorded(dev, case.recorder(fa), reps).seconds
-        print(f"prefill attention {h}/{h_kv} x {d}, {n_attn} layers, {'f16 loads ' if f16 else 'word loads'}: "
+        print(f"prefill attention {h}/{h_kv} x {d}, {n_attn} layers, {'f16 loads ' if f16 else 'word loads'}"
+              f"{', f16 math' if fa.f16_math else ''}: "
               f"{1e3 * times[f16]:9.1f} ms per chunk")
     case.ops.destroy()
     if True not in times:

@@ -2,10 +2,10 @@
 (vkmtp.ref.ops.flash_attn.flash_attn_f16) and the float64 reference, at the attention shapes of Qwen3.5/3.6
 0.8B / 9B / 27B / 35B-A3B (head_dim 256), on the feature path and (VKMTP_FEATURES=none) without it.
 
-Measured on lavapipe (Mesa 22.3, 8 lanes) with these cases (outputs O(1), max |out| 2.4-2.8): the f32 kernel is
-4-6e-6 from float64, the f16 kernel 2.9-5.1e-3, the rounding model 2.9-5.1e-3, and the f16 kernel 3.1-3.7e-4 from
-the model (it takes its probabilities against the running max of its tiles, and the device may fuse the dot's
-multiply-adds). The bounds below are about 2x (kernel vs float64) and 3x (kernel vs model) those measurements.
+Measured on lavapipe (Mesa 22.3; 4, 8 and 16 lanes alike) with these cases (outputs O(1), max |out| 2.4-2.8): the
+f32 kernel is 4.5-7.3e-6 from float64, the f16 kernel 3.3-5.8e-3, and the f16 kernel 3.1-5.3e-4 from the rounding
+model (it takes its probabilities against the running max of its tiles, and the device may fuse the dot's
+multiply-adds). The bounds below are about 2x those measurements.
 """
 
 import dataclasses

@@ -192,7 +192,8 @@ class AttnCase:
         got = self.device.read(self._out(0).view).reshape(self.n_tok, self.n_head, self.head_dim)
         want = flash_attn_ref(self.records, self.qg[:, :, 0], self.k, self.v, self.layout.n_ctx,
                               gate=self.qg[:, :, 1])
-        return compare("flash_attn", got, want.astype(np.float64), ATTN_ATOL, ATTN_RTOL)
+        atol, rtol = (ATTN_F16_ATOL, 0.0) if fa.f16_math else (ATTN_ATOL, ATTN_RTOL)
+        return compare("flash_attn", got, want.astype(np.float64), atol, rtol)
 
     def destroy(self) -> None:
         self.ops.destroy()
