@@ -54,8 +54,8 @@ class Ops:
     """One instance of every op wrapper for a device and model (pipelines are shared through the Device).
 
     `tuning` (vkmtp.tuning.profile, measured by `vkmtp tune`) sets mat-vec shapes per quant type, the GDN lane
-    count and variant, and the decode attention's split, over the device's defaults (`device.caps`); None or an
-    absent field keeps the default.
+    count and variant, the decode attention's split and the prefill attention's f16 math, over the device's
+    defaults (`device.caps`); None or an absent field keeps the default.
     """
 
     def __init__(self, device: Device, cfg: ModelConfig, layouts: KvLayouts,
@@ -71,13 +71,13 @@ class Ops:
         self.set_rows = SetRows(device, layouts.v)
         self.attn = FlashAttn(device, cfg.n_head, layouts.k, layouts.v, caps=caps)
         q_tile = FlashAttn.max_q_tile(device, cfg.n_head, cfg.n_head_kv, cfg.head_dim)
-        self.attn_prefill = FlashAttn(device, cfg.n_head, layouts.k, layouts.v, q_tile=min(4, q_tile))
+        self.attn_prefill = FlashAttn(device, cfg.n_head, layouts.k, layouts.v, q_tile=min(4, q_tile), caps=caps)
         self.set_rows_mtp = self.attn_mtp = self.attn_mtp_prefill = None
         if layouts.mtp_k is not None:
             self.set_rows_mtp = SetRows(device, layouts.mtp_v)
             self.attn_mtp = FlashAttn(device, cfg.n_head, layouts.mtp_k, layouts.mtp_v, caps=caps)
             self.attn_mtp_prefill = FlashAttn(device, cfg.n_head, layouts.mtp_k, layouts.mtp_v,
-                                              q_tile=min(4, q_tile))
+                                              q_tile=min(4, q_tile), caps=caps)
         self.conv = CausalConv1d(device, cfg.ssm_conv_kernel) if cfg.recurrent_layers else None
         self.gdn = GatedDeltaNet(device, cfg.ssm_d_state, caps=caps) if cfg.recurrent_layers else None
         self.swiglu = SwiGlu(device)
