@@ -31,8 +31,9 @@
 //                 n_head, n_splits, chunk, scale bits, part_o_off, part_ml_off, rows_per_part)
 // Spec constants: 0 BLOCK_SIZE (workgroup size; a multiple of the subgroup size and of LANES), 1 HEAD_DIM
 //                 (multiple of 8), 2 GQA
-// Defines: LANES (lanes per KV row, power of 2; > 1 needs subgroup shuffles), VEC_LOADS (f16 caches read as
-//          uvec4: cache offsets and head rows 16-byte aligned), K_Q8_0, V_Q8_0, KV_PARTS
+// Defines: LANES (lanes per KV row, power of 2, at most 64; > 1 needs subgroup shuffles), VEC_LOADS (f16
+//          caches read as uvec4 (K) and uvec2 (V): cache offsets and head rows 16-byte aligned), K_Q8_0, V_Q8_0,
+//          KV_PARTS
 // Dispatch: n_splits x n_head_kv x n_tok.
 #extension GL_GOOGLE_include_directive : require
 #extension GL_EXT_control_flow_attributes : require
