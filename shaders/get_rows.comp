@@ -58,7 +58,7 @@ void main() {
     if (n_here == 8u) {
         vec4 v0;
         vec4 v1;
-        dequant8_row(row, e, v0, v1);
+        dequant8_row(row, p.row_bytes, e, v0, v1);
         for (uint j = 0u; j < 4u; j++) {
             data_d[d + j] = v0[j];
             data_d[d + 4u + j] = v1[j];

@@ -106,13 +106,29 @@ def cpu_time_recorded(dev, record, reps: int, runs: int = 3):
     return Timing(best, "cpu")
 
 
+def spirv_per_weight():
+    """vkmtp.tuning.spirv_count.per_weight; from this script's own tree when the vkmtp imported (an older
+    --before tree) has no such module: it only compiles the shaders the device's compiler points at."""
+    try:
+        from vkmtp.tuning.spirv_count import per_weight
+    except ImportError:
+        import importlib.util
+        from pathlib import Path
+        path = Path(__file__).resolve().parent.parent / "vkmtp" / "tuning" / "spirv_count.py"
+        spec = importlib.util.spec_from_file_location("_spirv_count_here", path)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        per_weight = module.per_weight
+    return per_weight
+
+
 def bench_matvec_27b(dev, table, types, profile, lm_rows: int, cols: tuple[int, ...], reps: int,
                      cpu_clock: bool = False) -> None:
     """Mat-vec at the 27B FFN and LM-head shapes (LM head: its first lm_rows rows), plus the SPIR-V instructions
     per weight of each variant's inner loop (vkmtp.tuning.spirv_count). cpu_clock: time by cpu_time_recorded."""
     timer = cpu_time_recorded if cpu_clock else time_recorded
     from vkmtp.ops.matvec import variant_key
-    from vkmtp.tuning.spirv_count import per_weight
+    per_weight = spirv_per_weight()
 
     mv = MatVec(dev, per_type=profile.matvec_by_type())
     for name in types:
