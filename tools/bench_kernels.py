@@ -127,6 +127,9 @@ def bench_matvec_27b(dev, table, types, profile, lm_rows: int, cols: tuple[int, 
     """Mat-vec at the 27B FFN and LM-head shapes (LM head: its first lm_rows rows), plus the SPIR-V instructions
     per weight of each variant's inner loop (vkmtp.tuning.spirv_count). cpu_clock: time by cpu_time_recorded."""
     timer = cpu_time_recorded if cpu_clock else time_recorded
+    from inspect import signature
+
+    from vkmtp.ops import quant_types
     from vkmtp.ops.matvec import variant_key
     per_weight = spirv_per_weight()
 
@@ -134,10 +137,15 @@ def bench_matvec_27b(dev, table, types, profile, lm_rows: int, cols: tuple[int, 
     for name in types:
         t = mv.tuning_for(TYPE_IDS[name])
         for n in cols:
-            key = variant_key("matvec.comp", TYPE_IDS[name], t, False)
-            ipw = per_weight(dev.compiler, key, t.block_size, t.rows_per_group, n, dev.info.subgroup_size)
+            # the variant the 27B shapes use: rows of these shapes are 16-byte multiples (A_ALIGN8 where the
+            # tree has the split layout)
+            aligned = {"a_aligned8": True} if "a_aligned8" in signature(variant_key).parameters \
+                and TYPE_IDS[name] in getattr(quant_types, "SPLIT_TYPES", {}) else {}
+            key = variant_key("matvec.comp", TYPE_IDS[name], t, False, **aligned)
+            rows = t.rows_for(n) if hasattr(t, "rows_for") else t.rows_per_group
+            ipw = per_weight(dev.compiler, key, t.block_size, rows, n, dev.info.subgroup_size)
             print(f"spirv matvec {name} n={n}: {ipw:.2f} inner-loop instructions per weight "
-                  f"(block {t.block_size}, {t.rows_per_group} rows/group)", flush=True)
+                  f"(block {t.block_size}, {rows} rows/group)", flush=True)
         for label, rows, k in MV_27B_SHAPES:
             rows = min(rows, lm_rows) if label == "lm_head" else rows
             case = MatVecCase(dev, TYPE_IDS[name], rows, k)

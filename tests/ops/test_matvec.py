@@ -80,7 +80,8 @@ def test_matvec_matches_reference(device, ws, t, variant):
 INVARIANCE_CASES = [(GGMLType.Q4_K, "shared"), (GGMLType.Q4_K, "subgroup"), (GGMLType.Q6_K, "subgroup"),
                     (GGMLType.Q8_0, "shared"), (GGMLType.Q5_0, "subgroup"), (GGMLType.F16, "shared"),
                     (GGMLType.IQ4_XS, "subgroup"), (GGMLType.Q4_K, "default"), (GGMLType.Q8_0, "default"),
-                    (GGMLType.Q6_K, "default"), (GGMLType.IQ4_XS, "default")]
+                    (GGMLType.Q6_K, "default"), (GGMLType.IQ4_XS, "default"), (GGMLType.Q4_0, "default"),
+                    (GGMLType.IQ4_NL, "subgroup")]
 
 
 @pytest.mark.lanes
@@ -108,6 +109,23 @@ def test_matvec_rows_per_group_does_not_change_results(device, ws):
     for r in (1, 4, 16):
         got = run_matvec(ws, rows, t, n_rows, n_k, x, MatVecTuning(32, r, False))
         np.testing.assert_array_equal(got, base)
+
+
+@pytest.mark.parametrize("t", [GGMLType.Q8_0, GGMLType.Q4_K], ids=["q8_0", "q4_k"])
+def test_matvec_one_column_rows_do_not_change_results(device, ws, t):
+    """rows_one_col (a one-column dispatch's rows per workgroup) gives the same bits as the multi-column rows,
+    and multi-column dispatches ignore it."""
+    n_rows, n_k = 23, row_length(t, wide=True)
+    rows = random_weight(t, n_rows, n_k, seed=18)
+    x = np.random.default_rng(19).standard_normal((3, n_k)).astype(np.float32)
+    base = MatVecTuning(32, 16, False)
+    one = run_matvec(ws, rows, t, n_rows, n_k, x[:1], base)
+    three = run_matvec(ws, rows, t, n_rows, n_k, x, base)
+    for r in (1, 4):
+        tuned = MatVecTuning(32, 16, False, rows_one_col=r)
+        assert tuned.rows_for(1) == r and tuned.rows_for(3) == 16
+        np.testing.assert_array_equal(run_matvec(ws, rows, t, n_rows, n_k, x[:1], tuned), one)
+        np.testing.assert_array_equal(run_matvec(ws, rows, t, n_rows, n_k, x, tuned), three)
 
 
 @pytest.mark.lanes
