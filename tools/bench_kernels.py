@@ -142,10 +142,9 @@ def bench_matvec_27b(dev, table, types, profile, lm_rows: int, cols: tuple[int, 
             aligned = {"a_aligned8": True} if "a_aligned8" in signature(variant_key).parameters \
                 and TYPE_IDS[name] in getattr(quant_types, "SPLIT_TYPES", {}) else {}
             key = variant_key("matvec.comp", TYPE_IDS[name], t, False, **aligned)
-            rows = t.rows_for(n) if hasattr(t, "rows_for") else t.rows_per_group
-            ipw = per_weight(dev.compiler, key, t.block_size, rows, n, dev.info.subgroup_size)
+            ipw = per_weight(dev.compiler, key, t.block_size, t.rows_per_group, n, dev.info.subgroup_size)
             print(f"spirv matvec {name} n={n}: {ipw:.2f} inner-loop instructions per weight "
-                  f"(block {t.block_size}, {rows} rows/group)", flush=True)
+                  f"(block {t.block_size}, {t.rows_per_group} rows/group)", flush=True)
         for label, rows, k in MV_27B_SHAPES:
             rows = min(rows, lm_rows) if label == "lm_head" else rows
             case = MatVecCase(dev, TYPE_IDS[name], rows, k)

@@ -21,8 +21,7 @@ def test_defaults_follow_the_device_type():
     gpu, cpu = DeviceCaps.for_device(GPU), DeviceCaps.for_device(LAVAPIPE)
     assert (gpu.driver, gpu.cpu_driver, gpu.lavapipe) == ("gpu", False, False)
     assert (cpu.driver, cpu.cpu_driver, cpu.lavapipe) == ("cpu", True, True)
-    assert gpu.matvec == MatVecTuning(64, 2, True) and cpu.matvec == MatVecTuning(8, 16, True, rows_one_col=4)
-    assert cpu.matvec.rows_for(1) == 4 and cpu.matvec.rows_for(2) == 16 and gpu.matvec.rows_for(1) == 2
+    assert gpu.matvec == MatVecTuning(64, 2, True) and cpu.matvec == MatVecTuning(8, 16, True)
     assert (gpu.gdn_lanes_per_column, gpu.compute_units, gpu.matmul_tiles) == (8, 16, "gpu")
     assert (cpu.gdn_lanes_per_column, cpu.compute_units, cpu.matmul_tiles) == (1, os.cpu_count(), "cpu")
     assert gpu.attn_n_splits is None and cpu.attn_n_splits is None   # decode attention derives its splits

@@ -111,23 +111,6 @@ def test_matvec_rows_per_group_does_not_change_results(device, ws):
         np.testing.assert_array_equal(got, base)
 
 
-@pytest.mark.parametrize("t", [GGMLType.Q8_0, GGMLType.Q4_K], ids=["q8_0", "q4_k"])
-def test_matvec_one_column_rows_do_not_change_results(device, ws, t):
-    """rows_one_col (a one-column dispatch's rows per workgroup) gives the same bits as the multi-column rows,
-    and multi-column dispatches ignore it."""
-    n_rows, n_k = 23, row_length(t, wide=True)
-    rows = random_weight(t, n_rows, n_k, seed=18)
-    x = np.random.default_rng(19).standard_normal((3, n_k)).astype(np.float32)
-    base = MatVecTuning(32, 16, False)
-    one = run_matvec(ws, rows, t, n_rows, n_k, x[:1], base)
-    three = run_matvec(ws, rows, t, n_rows, n_k, x, base)
-    for r in (1, 4):
-        tuned = MatVecTuning(32, 16, False, rows_one_col=r)
-        assert tuned.rows_for(1) == r and tuned.rows_for(3) == 16
-        np.testing.assert_array_equal(run_matvec(ws, rows, t, n_rows, n_k, x[:1], tuned), one)
-        np.testing.assert_array_equal(run_matvec(ws, rows, t, n_rows, n_k, x, tuned), three)
-
-
 @pytest.mark.lanes
 @pytest.mark.parametrize("variant", variants())
 def test_matvec_accumulates_into_output(device, ws, variant):

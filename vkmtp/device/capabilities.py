@@ -29,19 +29,11 @@ from vkmtp.device.info import DeviceInfo
 @dataclass(frozen=True)
 class MatVecTuning:
     """Mat-vec workgroup shape: block_size threads (power of 2) share each row; rows_per_group rows per
-    workgroup; use_subgroup picks the subgroupAdd reduction over the shared-memory tree.
-    rows_one_col: rows per workgroup of a one-column dispatch (decode without drafts), 0: rows_per_group. The
-    rows of a workgroup only share activation loads: a row's arithmetic and reduction depend on block_size and
-    use_subgroup alone, so results stay bit-identical whatever the column count (batch invariance)."""
+    workgroup; use_subgroup picks the subgroupAdd reduction over the shared-memory tree."""
 
     block_size: int
     rows_per_group: int
     use_subgroup: bool
-    rows_one_col: int = 0
-
-    def rows_for(self, n_cols: int) -> int:
-        """Rows per workgroup of a dispatch with n_cols columns."""
-        return self.rows_one_col if n_cols == 1 and self.rows_one_col else self.rows_per_group
 
 
 @dataclass(frozen=True)
@@ -56,7 +48,6 @@ class DriverDefaults:
     driver_names: tuple[str, ...]
     matvec_block_size: int       # mat-vec threads per workgroup (raised to the subgroup size; 0: one subgroup)
     matvec_rows_per_group: int   # weight rows per mat-vec workgroup
-    matvec_rows_one_col: int     # ... of a one-column dispatch (0: the same)
     gdn_lanes_per_column: int    # lanes sharing one value column of the GDN state (capped at head_dim)
     compute_units: int           # workgroups the device runs at once when Vulkan does not say (GPUs)
     matmul_tiles: str            # tile set of vkmtp.ops.matmul.TILE_TABLE
@@ -71,9 +62,7 @@ class DriverDefaults:
 # - CPU drivers (VK_PHYSICAL_DEVICE_TYPE_CPU: Mesa's lavapipe, SwiftShader) run a workgroup on one CPU thread:
 #   one subgroup of threads and 16 rows per mat-vec workgroup (every activation load then feeds 16 rows, which
 #   is what a second column costs there: 4 columns take 1.1-1.35x the time of 1 instead of 2.2-2.6x with
-#   32 threads x 4 rows, docs/PERFORMANCE.md) but a one-column dispatch 4 rows (1.4-1.5x faster at one column
-#   for Q8_0 and Q4_K than 16 rows: with one column there is no load to share, and 16 rows' quants do not
-#   fit the registers), one lane per GDN column avoids slow cross-lane
+#   32 threads x 4 rows, docs/PERFORMANCE.md), one lane per GDN column avoids slow cross-lane
 #   operations (2x faster on lavapipe), the compute units are the host's cores (0 here: os.cpu_count()), and
 #   the matmul uses its CPU tile set. Prefill attention keeps 32-bit word loads: lavapipe's 16-bit loads made it
 #   0.98-1.45x slower (docs/PERFORMANCE.md).
@@ -82,9 +71,9 @@ class DriverDefaults:
 #   runs 32 workgroups per token over the KV heads) until a tuning profile measures the split count.
 DRIVERS: tuple[DriverDefaults, ...] = (
     DriverDefaults("cpu", kinds=("cpu",), driver_names=(), matvec_block_size=0, matvec_rows_per_group=16,
-                   matvec_rows_one_col=4, gdn_lanes_per_column=1, compute_units=0, matmul_tiles="cpu", attn_f16_loads=False),
+                   gdn_lanes_per_column=1, compute_units=0, matmul_tiles="cpu", attn_f16_loads=False),
     DriverDefaults("gpu", kinds=(), driver_names=(), matvec_block_size=32, matvec_rows_per_group=2,
-                   matvec_rows_one_col=0, gdn_lanes_per_column=8, compute_units=16, matmul_tiles="gpu", attn_f16_loads=True),
+                   gdn_lanes_per_column=8, compute_units=16, matmul_tiles="gpu", attn_f16_loads=True),
 )
 
 # The int8 prefill matmul (Q8_1 activations) is off by default: on the engine's random fixture models it moves
@@ -140,7 +129,7 @@ class DeviceCaps:
             driver=d.name, cpu_driver=info.kind == "cpu", lavapipe=info.driver_name == LAVAPIPE_DRIVER,
             workgroup_size=max(64, info.subgroup_size),
             matvec=MatVecTuning(max(d.matvec_block_size, info.subgroup_size), d.matvec_rows_per_group,
-                                info.has_subgroup_arithmetic, d.matvec_rows_one_col),
+                                info.has_subgroup_arithmetic),
             gdn_lanes_per_column=d.gdn_lanes_per_column,
             compute_units=d.compute_units or os.cpu_count() or 1,
             matmul_tiles=d.matmul_tiles, features=frozenset(info.enabled_features),

@@ -74,13 +74,10 @@ def check_tuning(info: DeviceInfo, tuning: MatVecTuning, n_cols: int = MAX_COLS)
         if b % sg:
             raise ValueError(f"matvec block_size {b} is not a multiple of the subgroup size {sg}")
     slots = b // sg if tuning.use_subgroup else b
-    if tuning.rows_one_col < 0:
-        raise ValueError(f"matvec rows_one_col {tuning.rows_one_col} must be >= 0 (0: rows_per_group)")
-    for rows, cols in ((tuning.rows_per_group, n_cols), (tuning.rows_for(1), 1)):
-        shared = rows * cols * slots * 4
-        if rows < 1 or shared > info.max_shared_memory:
-            raise ValueError(f"matvec {rows} rows x {cols} columns x {slots} partial sums "
-                             f"need {shared} B of shared memory, the device has {info.max_shared_memory} B")
+    shared = tuning.rows_per_group * n_cols * slots * 4
+    if tuning.rows_per_group < 1 or shared > info.max_shared_memory:
+        raise ValueError(f"matvec {tuning.rows_per_group} rows x {n_cols} columns x {slots} partial sums "
+                         f"need {shared} B of shared memory, the device has {info.max_shared_memory} B")
 
 
 def variant_key(source: str, ggml_type: int, tuning: MatVecTuning, accumulate: bool,
@@ -108,8 +105,7 @@ class MatVec:
 
     `tuning` applies to every type; `per_type` (ggml type id -> tuning, from a tuning profile) overrides it
     for some. Both default to `caps` (default: the device's, vkmtp.device.capabilities). A weight's tuning
-    depends only on its type; only its rows per workgroup may depend on the column count
-    (MatVecTuning.rows_for), which changes no result bit (batch invariance).
+    depends only on its type, never on the column count (batch invariance).
     """
 
     def __init__(self, device: Device, tuning: MatVecTuning | None = None,
@@ -176,10 +172,10 @@ class MatVec:
                                   x_aligned=aligned and (prep is None or prep.aligned()), prep=prep,
                                   out_gate=out_gate is not None,
                                   a_aligned8=aligned8(ggml_type, part.view.offset, row_bytes))
-                groups = fold(-(-part.n_rows // t.rows_for(n_cols)), limit)
+                groups = fold(-(-part.n_rows // t.rows_per_group), limit)
                 push = [part.view.offset, row_bytes, n_k, part.n_rows, xc.word_offset, x_stride,
                         yc.word_offset + part.row_start, y_stride, *extra,
                         prep.side_stride if prep is not None else 0, *gate_push]
                 rec.dispatch(key, [part.view.buffer, x.buffer, y.buffer, *buffers], (*groups, 1), push=push,
-                             spec=[t.block_size, t.rows_for(n_cols), n_cols, self.device.info.subgroup_size],
+                             spec=[t.block_size, t.rows_per_group, n_cols, self.device.info.subgroup_size],
                              reads=[part.view, *reads], writes=[yc])

@@ -105,9 +105,8 @@ class MatVecId:
         x_used = x.sub(0, x_words * 4)
         y_used = y.sub(0, n * n_rows * 4)
         t = self.tuning
-        rows = t.rows_for(group_capacity(n_tok))
-        spec = [t.block_size, rows, group_capacity(n_tok), self.device.info.subgroup_size]
-        gx = -(-n_rows // rows)
+        spec = [t.block_size, t.rows_per_group, group_capacity(n_tok), self.device.info.subgroup_size]
+        gx = -(-n_rows // t.rows_per_group)
         if gx > self.device.info.max_workgroup_count[0] or n > self.device.info.max_workgroup_count[1]:
             raise ValueError(f"matvec_id: grid {gx} x {n} exceeds the device's workgroup count limits")
         for part in parts:

@@ -2,7 +2,7 @@
 
 A profile is JSON in the user's config dir, `$XDG_CONFIG_HOME/vkmtp/tuning/<device and driver>.json`
 (~/.config when XDG_CONFIG_HOME is unset), keyed inside by `DeviceInfo.cache_tag`. It holds
-  matvec         per quant type name ('Q4_K'): block_size, rows_per_group, use_subgroup, optional rows_one_col
+  matvec         per quant type name ('Q4_K'): block_size, rows_per_group, use_subgroup
   gdn            lanes_per_column and reduction variant of the recurrent update
   flash_attn     n_splits and chunk of decode / verify attention
   matmul         int8: prompt chunks through the int8 mat-mat (Q8_1 activations, integer dot products) rather
@@ -127,15 +127,11 @@ def parse_profile(data: Any, info: DeviceInfo, source: str) -> TuningProfile:
     for name, t in _section(data, "matvec", fail).items():
         if name not in SUPPORTED_TYPES.values():
             raise fail(f"matvec: unknown quant type {name!r}")
-        if not isinstance(t, dict) or not {"block_size", "rows_per_group", "use_subgroup"} <= set(t) \
-                or not set(t) <= {"block_size", "rows_per_group", "use_subgroup", "rows_one_col"}:
-            raise fail(f"matvec.{name}: needs exactly block_size, rows_per_group, use_subgroup (and optionally "
-                       f"rows_one_col)")
+        if not isinstance(t, dict) or set(t) != {"block_size", "rows_per_group", "use_subgroup"}:
+            raise fail(f"matvec.{name}: needs exactly block_size, rows_per_group, use_subgroup")
         tuning = MatVecTuning(_int(t["block_size"], f"matvec.{name}.block_size", fail),
                               _int(t["rows_per_group"], f"matvec.{name}.rows_per_group", fail),
-                              _bool(t["use_subgroup"], f"matvec.{name}.use_subgroup", fail),
-                              _int(t["rows_one_col"], f"matvec.{name}.rows_one_col", fail)
-                              if t.get("rows_one_col", 0) != 0 else 0)
+                              _bool(t["use_subgroup"], f"matvec.{name}.use_subgroup", fail))
         try:
             check_tuning(info, tuning)
         except ValueError as exc:

@@ -81,8 +81,7 @@ def matvec_candidates(device: Device, sweep: Sweep) -> list[MatVecTuning]:
     for block in blocks:
         for rows in sweep.matvec_rows:
             for sub in ((False, True) if info.has_subgroup_arithmetic else (False,)):
-                # the one-column rows stay the device default's (this sweep times the multi-column shape)
-                t = MatVecTuning(block, rows, sub, device.caps.matvec.rows_one_col)
+                t = MatVecTuning(block, rows, sub)
                 try:
                     check_tuning(info, t)
                 except ValueError:
@@ -93,8 +92,7 @@ def matvec_candidates(device: Device, sweep: Sweep) -> list[MatVecTuning]:
 
 
 def label(t: MatVecTuning) -> str:
-    one = f"/r1:{t.rows_one_col}" if t.rows_one_col else ""
-    return f"b{t.block_size}/r{t.rows_per_group}{one}/{'sg' if t.use_subgroup else 'sh'}"
+    return f"b{t.block_size}/r{t.rows_per_group}/{'sg' if t.use_subgroup else 'sh'}"
 
 
 def sweep_matvec(device: Device, type_names: list[str], sweep: Sweep) -> tuple[dict, dict]:
