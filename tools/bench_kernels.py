@@ -137,10 +137,10 @@ def bench_matvec_27b(dev, table, types, profile, lm_rows: int, cols: tuple[int, 
     for name in types:
         t = mv.tuning_for(TYPE_IDS[name])
         for n in cols:
-            # the variant the 27B shapes use: rows of these shapes are 16-byte multiples (A_ALIGN8 where the
-            # tree has the split layout)
+            # the variant the 27B shapes use: their rows are 16-byte multiples (A_ALIGN8 where the tree has it
+            # and the type takes it)
             aligned = {"a_aligned8": True} if "a_aligned8" in signature(variant_key).parameters \
-                and TYPE_IDS[name] in getattr(quant_types, "SPLIT_TYPES", {}) else {}
+                and quant_types.aligned8(TYPE_IDS[name], 0, row_bytes(TYPE_IDS[name], 5120)) else {}
             key = variant_key("matvec.comp", TYPE_IDS[name], t, False, **aligned)
             ipw = per_weight(dev.compiler, key, t.block_size, t.rows_per_group, n, dev.info.subgroup_size)
             print(f"spirv matvec {name} n={n}: {ipw:.2f} inner-loop instructions per weight "

@@ -14,7 +14,7 @@
 // multiple of 16 bytes after the row start instead of at 2 bytes into a 34/18-byte block: with 8-byte-aligned
 // rows (A_ALIGN8, a define the mat-vec wrappers set when the weight's offset and row_bytes allow it) 8 quants
 // are one 8-byte load of the uvec2 alias data_a2 the including shader declares; otherwise they are joined
-// from words as before (any alignment).
+// from words as before (any alignment). Q4_K, Q5_K and IQ4_XS take the same 8-byte loads under A_ALIGN8.
 // A block is addressed by a handle DQ_BLK = dq_block(row, row_bytes, b) for block b of a row: the block's byte
 // (uint) for the GGUF-layout types, (byte of its quants, byte of its scale) (uvec2) for the A_SPLIT types.
 //
@@ -67,10 +67,15 @@ uvec2 dq_u64_at(uint b) {  // 8 bytes from any b
 
 uvec2 dq_u64(uint b) { return uvec2(DQ_LOAD(b >> 2u), DQ_LOAD((b >> 2u) + 1u)); }  // b % 4 == 0
 
+// 8 bytes at b where the block layout puts them on 8 bytes when the row does (A_SPLIT quants; Q4_K, Q5_K and
+// IQ4_XS quants, whose 144-, 176- and 136-byte blocks keep an 8-byte-aligned row's blocks aligned): one 8-byte
+// load with A_ALIGN8, else words (dq_qs8: any alignment; dq_u64_8: b % 4 == 0)
 #ifdef A_ALIGN8
-uvec2 dq_qs8(uint b) { return data_a2[b >> 3u]; }  // 8 quant bytes of an A_SPLIT row; b % 8 == 0
+uvec2 dq_qs8(uint b) { return data_a2[b >> 3u]; }
+uvec2 dq_u64_8(uint b) { return data_a2[b >> 3u]; }
 #else
 uvec2 dq_qs8(uint b) { return dq_u64_at(b); }
+uvec2 dq_u64_8(uint b) { return dq_u64(b); }
 #endif
 
 uint dq_u8(uint b) { return byte_of(DQ_LOAD(b >> 2u), b & 3u); }
@@ -236,12 +241,12 @@ vec2 dq_scale_min(uint blk, uint i) {
 }
 void dq_quants8(uint blk, uint i, out vec4 q0, out vec4 q1) {
     uint l = i & 31u;
-    uvec2 u = dq_u64(blk + QK_QS + 32u * (i >> 6u) + l);
+    uvec2 u = dq_u64_8(blk + QK_QS + 32u * (i >> 6u) + l);
     uint sh = ((i >> 5u) & 1u) * 4u;
     q0 = nibbles4(u.x, sh);
     q1 = nibbles4(u.y, sh);
 #if defined(DATA_A_Q5_K)
-    uvec2 h = dq_u64(blk + 16u + l);  // bit b of qh[l] is the 5th bit of element 32b + l
+    uvec2 h = dq_u64_8(blk + 16u + l);  // bit b of qh[l] is the 5th bit of element 32b + l
     uint b = i >> 5u;
     q0 += 16.0 * ubytes4((h.x >> b) & 0x01010101u);
     q1 += 16.0 * ubytes4((h.y >> b) & 0x01010101u);
@@ -279,7 +284,7 @@ vec2 dq_scale_min(uint blk, uint i) {
     return vec2(f16_lo(w0) * float(int(ls) - 32), 0.0);
 }
 void dq_quants8(uint blk, uint i, out vec4 q0, out vec4 q1) {
-    uvec2 u = dq_u64(blk + 8u + 16u * (i >> 5u) + (i & 15u));
+    uvec2 u = dq_u64_8(blk + 8u + 16u * (i >> 5u) + (i & 15u));
     uint sh = ((i >> 4u) & 1u) * 4u;
     q0 = iq4_values4(u.x, sh);
     q1 = iq4_values4(u.y, sh);

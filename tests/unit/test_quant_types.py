@@ -120,4 +120,27 @@ def test_upload_weight_repacks_chunk_by_chunk(monkeypatch):
     assert dev.uploads == 4
     np.testing.assert_array_equal(dev.memory, to_device_layout(t, n_k, rows))
     assert aligned8(t, 256, 272) and not aligned8(t, 256, 102) and not aligned8(t, 260, 272)
-    assert not aligned8(GGMLType.Q4_K, 0, 144)
+    assert aligned8(GGMLType.Q4_K, 0, 144) and not aligned8(GGMLType.Q4_K, 4, 144)
+    assert not aligned8(GGMLType.Q6_K, 0, 420) and not aligned8(GGMLType.Q4_1, 0, 40)
+
+
+def test_iq4_code_book_is_the_rounded_quartic_of_types_glsl():
+    """shaders/common/types.glsl decodes IQ4_NL / IQ4_XS nibbles as roundEven of a quartic: with its f32
+    constants, evaluated in f32 with or without fused multiply-adds, it must give the 16 levels exactly."""
+    import re
+
+    from vkmtp.device.compiler import SHADER_DIR
+    from vkmtp.gguf.dequant_iq import IQ4_LEVELS
+
+    text = (SHADER_DIR / "common" / "types.glsl").read_text()
+    c4, c3, c2, c1 = (np.float32(v) for v in
+                      re.search(r"IQ4_POLY = vec4\(([^)]*)\)", text).group(1).split(","))
+    c0 = np.float32(re.search(r"IQ4_POLY0 = ([-0-9.e]+);", text).group(1))
+    n = np.arange(16, dtype=np.float32)
+    fused = ((((c4.astype(np.float64) * n + c3) * n + c2) * n + c1) * n + c0)   # exact products, one rounding
+    p = c4
+    for c in (c3, c2, c1, c0):
+        p = (p * n).astype(np.float32) + c                                        # f32 rounding at every step
+    for value in (fused, p.astype(np.float64)):
+        assert np.abs(value - IQ4_LEVELS).max() < 0.45
+        np.testing.assert_array_equal(np.round(value), IQ4_LEVELS)

@@ -92,9 +92,14 @@ def upload_weight(device, view: View, ggml_type: int, n_k: int, data) -> None:
         device.upload(view.sub(start, chunk.nbytes), to_device_layout(ggml_type, n_k, chunk))
 
 
+# Types whose quants are read with 8-byte loads when every row starts on 8 bytes (dequant.glsl A_ALIGN8): the
+# split types, and Q4_K / Q5_K / IQ4_XS (blocks of 144 / 176 / 136 bytes: an aligned row's blocks stay aligned).
+ALIGN8_TYPES = set(SPLIT_TYPES) | {int(GGMLType.Q4_K), int(GGMLType.Q5_K), int(GGMLType.IQ4_XS)}
+
+
 def aligned8(ggml_type: int, byte_offset: int, row_bytes: int) -> bool:
-    """A split-layout weight whose rows all start on 8 bytes: its quants take the 8-byte loads (A_ALIGN8)."""
-    return int(ggml_type) in SPLIT_TYPES and byte_offset % 8 == 0 and row_bytes % 8 == 0
+    """A weight whose quants take the 8-byte loads (A_ALIGN8): a type of ALIGN8_TYPES, every row on 8 bytes."""
+    return int(ggml_type) in ALIGN8_TYPES and byte_offset % 8 == 0 and row_bytes % 8 == 0
 
 
 def type_name(ggml_type: int) -> str:
