@@ -3,7 +3,7 @@
 //   d[c][row] = sum_k W[row][k] * b[c][k]    (ACCUMULATE: d[c][row] += ...)
 // for rows 0..n_rows-1 of one weight part and columns c < NUM_COLS. Batch invariant: column c's result is
 // bit-identical for every NUM_COLS (see matvec_core.glsl for the work split and why).
-// Bindings: 0 data_a (uint words: raw GGUF rows; row r at byte a_off + r * row_bytes)
+// Bindings: 0 data_a (uint words: GGUF rows in the device layout of dequant.glsl; row r at byte a_off + r * row_bytes)
 //           1 data_b (f32 activations; also aliased as vec4 data_b4)
 //           2 data_d (f32 output; may be the same buffer as binding 1 at another range)
 //           3 data_aux (f32 norm weight; only with X_NORM / X_HEAD_NORM)

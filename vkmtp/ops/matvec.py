@@ -127,7 +127,8 @@ class MatVec:
         """Record ceil(n_tok / 8) dispatches per weight part.
 
         Args:
-            weight: raw GGUF rows [n_rows, row_bytes] u8 in one View, or RowParts (one dispatch each)
+            weight: GGUF rows [n_rows, row_bytes] u8 in the device layout (quant_types.to_device_layout) in one
+                View, or RowParts (one dispatch each)
             x: [n_tok, x_stride] f32 activations (x_stride defaults to n_k)
             y: [n_tok, y_stride] f32 output, rows 0..n_rows-1 of each column (y_stride defaults to n_rows)
             accumulate: add to y (residual add) instead of overwriting it

@@ -68,7 +68,7 @@ class MatVecId:
         """Record one dispatch per expert part.
 
         Args:
-            experts: raw GGUF expert stack [n_expert, n_rows, row_bytes] u8 (or ExpertParts of it)
+            experts: GGUF expert stack [n_expert, n_rows, row_bytes] u8 in the device layout (or ExpertParts)
             x: [n_tok, n_k] f32 (gate/up), or with x_per_slot [n_tok * n_used, n_k] f32 (down)
             y: [n_tok * n_used, n_rows] f32, row t * n_used + j for token t's j-th expert
             routes: written by record_routes for the same n_tok, n_used
