@@ -36,7 +36,7 @@ from vkmtp.ops.gdn import GatedDeltaNet
 from vkmtp.ops.get_rows import GetRows
 from vkmtp.ops.matmul import MatMul
 from vkmtp.ops.matvec import MAX_COLS, MatVec
-from vkmtp.ops.quant_types import SUPPORTED_TYPES
+from vkmtp.ops.quant_types import SUPPORTED_TYPES, to_device_layout
 from vkmtp.ops.rms_norm import RmsNorm
 from vkmtp.ops.strided import Strided
 from vkmtp.ref.random_quant import random_rows
@@ -161,7 +161,8 @@ def bench_matmul(dev, table, sizes, types) -> None:
     for name in types:
         t = TYPE_IDS[name]
         w = random_rows(t, sizes.rows, sizes.k, rng)
-        ops = Operands(dev, {"w": w, "x": rng.standard_normal((n, sizes.k)).astype(np.float32),
+        ops = Operands(dev, {"w": to_device_layout(t, sizes.k, w),
+                             "x": rng.standard_normal((n, sizes.k)).astype(np.float32),
                              "y": n * sizes.rows * 4})
 
         def record(rec, _):
@@ -188,7 +189,7 @@ def bench_prefill_paths(dev, path: str, n_tok: int, reps: int) -> None:
     totals = {name: 0.0 for name in paths}
     print(f"prefill mat-mats of {path}: {sum(shapes.values())} weights, {len(shapes)} shapes, chunk of {n_tok}")
     for (t, rows, k), count in sorted(shapes.items()):
-        ops = Operands(dev, {"w": random_rows(t, rows, k, rng),
+        ops = Operands(dev, {"w": to_device_layout(t, k, random_rows(t, rows, k, rng)),
                              "x": rng.standard_normal((n_tok, k)).astype(np.float32), "y": n_tok * rows * 4})
         line = f"  {SUPPORTED_TYPES[t]:6s} {rows:6d} x {k:6d} x{count:3d}"
         for name, mm in paths.items():
@@ -366,7 +367,8 @@ def bench_small_ops(dev, table, sizes) -> None:
     t = TYPE_IDS["Q8_0"]
     records = np.zeros((n, 4), np.uint32)
     records[:, 0] = rng.integers(0, sizes.vocab, n)
-    ops = Operands(dev, {"table": random_rows(t, sizes.vocab, width, rng), "rec": records,
+    ops = Operands(dev, {"table": to_device_layout(t, width, random_rows(t, sizes.vocab, width, rng)),
+                         "rec": records,
                          "out": n * width * 4})
     rows = GetRows(dev)
 
