@@ -41,7 +41,7 @@ from vkmtp.ops.gdn import GatedDeltaNet
 from vkmtp.ops.get_rows import GetRows
 from vkmtp.ops.matmul import MatMul
 from vkmtp.ops.matvec import MAX_COLS, MatVec
-from vkmtp.ops.quant_types import SUPPORTED_TYPES
+from vkmtp.ops.quant_types import SUPPORTED_TYPES, to_device_layout
 from vkmtp.ops.rms_norm import RmsNorm
 from vkmtp.ops.strided import Strided
 from vkmtp.ref.random_quant import random_rows
@@ -111,19 +111,42 @@ def cpu_time_recorded(dev, record, reps: int, runs: int = 3):
     return Timing(best, "cpu")
 
 
+def spirv_per_weight():
+    """vkmtp.tuning.spirv_count.per_weight; from this script's own tree when the vkmtp imported (an older
+    --before tree) has no such module: it only compiles the shaders the device's compiler points at."""
+    try:
+        from vkmtp.tuning.spirv_count import per_weight
+    except ImportError:
+        import importlib.util
+        from pathlib import Path
+        path = Path(__file__).resolve().parent.parent / "vkmtp" / "tuning" / "spirv_count.py"
+        spec = importlib.util.spec_from_file_location("_spirv_count_here", path)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        per_weight = module.per_weight
+    return per_weight
+
+
 def bench_matvec_27b(dev, table, types, profile, lm_rows: int, cols: tuple[int, ...], reps: int,
                      cpu_clock: bool = False) -> None:
     """Mat-vec at the 27B FFN and LM-head shapes (LM head: its first lm_rows rows), plus the SPIR-V instructions
     per weight of each variant's inner loop (vkmtp.tuning.spirv_count). cpu_clock: time by cpu_time_recorded."""
     timer = cpu_time_recorded if cpu_clock else time_recorded
+    from inspect import signature
+
+    from vkmtp.ops import quant_types
     from vkmtp.ops.matvec import variant_key
-    from vkmtp.tuning.spirv_count import per_weight
+    per_weight = spirv_per_weight()
 
     mv = MatVec(dev, per_type=profile.matvec_by_type())
     for name in types:
         t = mv.tuning_for(TYPE_IDS[name])
         for n in cols:
-            key = variant_key("matvec.comp", TYPE_IDS[name], t, False)
+            # the variant the 27B shapes use: their rows are 16-byte multiples (A_ALIGN8 where the tree has it
+            # and the type takes it)
+            aligned = {"a_aligned8": True} if "a_aligned8" in signature(variant_key).parameters \
+                and quant_types.aligned8(TYPE_IDS[name], 0, row_bytes(TYPE_IDS[name], 5120)) else {}
+            key = variant_key("matvec.comp", TYPE_IDS[name], t, False, **aligned)
             ipw = per_weight(dev.compiler, key, t.block_size, t.rows_per_group, n, dev.info.subgroup_size)
             print(f"spirv matvec {name} n={n}: {ipw:.2f} inner-loop instructions per weight "
                   f"(block {t.block_size}, {t.rows_per_group} rows/group)", flush=True)
@@ -143,7 +166,8 @@ def bench_matmul(dev, table, sizes, types) -> None:
     for name in types:
         t = TYPE_IDS[name]
         w = random_rows(t, sizes.rows, sizes.k, rng)
-        ops = Operands(dev, {"w": w, "x": rng.standard_normal((n, sizes.k)).astype(np.float32),
+        ops = Operands(dev, {"w": to_device_layout(t, sizes.k, w),
+                             "x": rng.standard_normal((n, sizes.k)).astype(np.float32),
                              "y": n * sizes.rows * 4})
 
         def record(rec, _):
@@ -170,7 +194,7 @@ def bench_prefill_paths(dev, path: str, n_tok: int, reps: int) -> None:
     totals = {name: 0.0 for name in paths}
     print(f"prefill mat-mats of {path}: {sum(shapes.values())} weights, {len(shapes)} shapes, chunk of {n_tok}")
     for (t, rows, k), count in sorted(shapes.items()):
-        ops = Operands(dev, {"w": random_rows(t, rows, k, rng),
+        ops = Operands(dev, {"w": to_device_layout(t, k, random_rows(t, rows, k, rng)),
                              "x": rng.standard_normal((n_tok, k)).astype(np.float32), "y": n_tok * rows * 4})
         line = f"  {SUPPORTED_TYPES[t]:6s} {rows:6d} x {k:6d} x{count:3d}"
         for name, mm in paths.items():
@@ -430,7 +454,8 @@ def bench_small_ops(dev, table, sizes) -> None:
     t = TYPE_IDS["Q8_0"]
     records = np.zeros((n, 4), np.uint32)
     records[:, 0] = rng.integers(0, sizes.vocab, n)
-    ops = Operands(dev, {"table": random_rows(t, sizes.vocab, width, rng), "rec": records,
+    ops = Operands(dev, {"table": to_device_layout(t, width, random_rows(t, sizes.vocab, width, rng)),
+                         "rec": records,
                          "out": n * width * 4})
     rows = GetRows(dev)
 

@@ -17,6 +17,7 @@ from vkmtp.ops.gdn import GatedDeltaNet
 from vkmtp.ops.kv_layout import KvLayout
 from vkmtp.ops.matmul import INT8_TYPES, MatMul
 from vkmtp.ops.matvec import MAX_COLS, MatVec
+from vkmtp.ops.quant_types import to_device_layout
 from vkmtp.ops.strided import Strided
 from vkmtp.ref.ops.flash_attn import flash_attn as flash_attn_ref
 from vkmtp.ref.ops.gdn import gated_delta_net
@@ -62,7 +63,8 @@ class MatVecCase:
         self.device, self.type, self.n_rows, self.n_k = device, ggml_type, n_rows, n_k
         self.weight = random_rows(ggml_type, n_rows, n_k, rng)            # [n_rows, row_bytes] u8
         self.x = rng.standard_normal((MAX_COLS, n_k)).astype(np.float32)  # [8, n_k]
-        self.ops = Operands(device, {"w": self.weight, "x": self.x, "y": REPS_SLOTS * MAX_COLS * n_rows * 4})
+        self.ops = Operands(device, {"w": to_device_layout(ggml_type, n_k, self.weight), "x": self.x,
+                                     "y": REPS_SLOTS * MAX_COLS * n_rows * 4})
         self.bytes_read = n_rows * row_bytes(ggml_type, n_k)
 
     def _y(self, slot: int, n: int):
@@ -135,7 +137,8 @@ class MatMulCase:
         self.device, self.type, self.n_rows, self.n_k, self.n_tok = device, ggml_type, n_rows, n_k, n_tok
         self.weight = random_rows(ggml_type, n_rows, n_k, rng)                  # [n_rows, row_bytes] u8
         self.x = rng.standard_normal((n_tok, n_k)).astype(np.float32)          # [n_tok, n_k]
-        self.ops = Operands(device, {"w": self.weight, "x": self.x, "y": REPS_SLOTS * n_tok * n_rows * 4})
+        self.ops = Operands(device, {"w": to_device_layout(ggml_type, n_k, self.weight), "x": self.x,
+                                     "y": REPS_SLOTS * n_tok * n_rows * 4})
         self.bytes_read = n_rows * row_bytes(ggml_type, n_k) + self.x.nbytes
 
     def _y(self, slot: int):
