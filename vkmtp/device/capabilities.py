@@ -52,6 +52,7 @@ class DriverDefaults:
     compute_units: int           # workgroups the device runs at once when Vulkan does not say (GPUs)
     matmul_tiles: str            # tile set of vkmtp.ops.matmul.TILE_TABLE
     attn_f16_loads: bool         # prefill attention reads f16 caches through 16-bit storage where enabled
+    gdn_chunked: bool = False    # prompt chunks' GDN update by the chunked kernel (vkmtp.ops.gdn_chunked)
 
     def matches(self, info: DeviceInfo) -> bool:
         return ((not self.kinds or info.kind in self.kinds)
@@ -71,10 +72,16 @@ class DriverDefaults:
 #   runs 32 workgroups per token over the KV heads) until a tuning profile measures the split count.
 DRIVERS: tuple[DriverDefaults, ...] = (
     DriverDefaults("cpu", kinds=("cpu",), driver_names=(), matvec_block_size=0, matvec_rows_per_group=16,
-                   gdn_lanes_per_column=1, compute_units=0, matmul_tiles="cpu", attn_f16_loads=False),
+                   gdn_lanes_per_column=1, compute_units=0, matmul_tiles="cpu", attn_f16_loads=False,
+                   gdn_chunked=False),
     DriverDefaults("gpu", kinds=(), driver_names=(), matvec_block_size=32, matvec_rows_per_group=2,
-                   gdn_lanes_per_column=8, compute_units=16, matmul_tiles="gpu", attn_f16_loads=True),
+                   gdn_lanes_per_column=8, compute_units=16, matmul_tiles="gpu", attn_f16_loads=True,
+                   gdn_chunked=False),
 )
+
+# The chunked GDN prefill kernel (shaders/gdn_chunked.comp) is selectable on every device (tuning profile
+# `gdn.chunked`, measured by `vkmtp tune`) and the default on none: on lavapipe the recurrent gdn.comp is faster
+# (docs/PERFORMANCE.md), and no GPU run has measured it yet. A GPU entry above turns it on once one does.
 
 # The int8 prefill matmul (Q8_1 activations) is off by default: on the engine's random fixture models it moves
 # first-token logits by 2-5 % of the logit scale (dense Q4_K/Q8_0, MoE Q8_0) and up to 30 % on MoE Q4_K, where
@@ -115,6 +122,8 @@ class DeviceCaps:
     int_dot: bool = False               # OpSDot on packed int8 (shaderIntegerDotProduct): INT_DOT shader variants
     f16_storage: bool = False           # 16-bit storage buffers enabled: F16_LOADS shader variants may run
     attn_f16_loads: bool = False        # prefill attention reads f16 KV through it (f16_storage and driver default)
+    gdn_chunked: bool = False           # prompt chunks run the chunked GDN kernel (not bit-identical to gdn.comp)
+    gdn_chunk_columns: int | None = None  # its value columns per workgroup (None: head_dim)
     matmul_int8: bool = False           # prefill matmul of quantized weights with Q8_1 activations and
                                         # integer dot products (vkmtp.ops.matmul); decode mat-vec is unaffected
     # longest queue submission (ms): a driver may reset a GPU whose one submission runs longer than its lockup
@@ -130,7 +139,7 @@ class DeviceCaps:
             workgroup_size=max(64, info.subgroup_size),
             matvec=MatVecTuning(max(d.matvec_block_size, info.subgroup_size), d.matvec_rows_per_group,
                                 info.has_subgroup_arithmetic),
-            gdn_lanes_per_column=d.gdn_lanes_per_column,
+            gdn_lanes_per_column=d.gdn_lanes_per_column, gdn_chunked=d.gdn_chunked,
             compute_units=d.compute_units or os.cpu_count() or 1,
             matmul_tiles=d.matmul_tiles, features=frozenset(info.enabled_features),
             int_dot=info.has_feature("integer_dot_product"),
@@ -141,7 +150,8 @@ class DeviceCaps:
 
     def tuned_with(self, matvec_per_type: dict | None = None, gdn_lanes_per_column: int | None = None,
                    gdn_variant: str | None = None, attn_n_splits: int | None = None,
-                   attn_chunk: int | None = None, matmul_int8: bool | None = None) -> "DeviceCaps":
+                   attn_chunk: int | None = None, matmul_int8: bool | None = None,
+                   gdn_chunked: bool | None = None, gdn_chunk_columns: int | None = None) -> "DeviceCaps":
         """These caps with measured values in place of the defaults; None keeps a field as it is."""
         def pick(value, current):
             return current if value is None else value
@@ -151,6 +161,8 @@ class DeviceCaps:
                        gdn_variant=pick(gdn_variant, self.gdn_variant),
                        attn_n_splits=pick(attn_n_splits, self.attn_n_splits),
                        attn_chunk=pick(attn_chunk, self.attn_chunk),
+                       gdn_chunked=pick(gdn_chunked, self.gdn_chunked),
+                       gdn_chunk_columns=pick(gdn_chunk_columns, self.gdn_chunk_columns),
                        # the int8 prefill path is a feature path: never on a device without integer dot products
                        matmul_int8=pick(matmul_int8, self.matmul_int8) and self.int_dot, tuned=True)
 

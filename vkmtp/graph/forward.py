@@ -34,6 +34,7 @@ from vkmtp.ops.conv1d import CausalConv1d
 from vkmtp.ops.elementwise import SigmoidScaleAdd, SwiGlu
 from vkmtp.ops.flash_attn import FlashAttn
 from vkmtp.ops.gdn import GatedDeltaNet
+from vkmtp.ops.gdn_chunked import ChunkedGatedDeltaNet
 from vkmtp.ops.get_rows import GetRows
 from vkmtp.ops.matmul import MatMul
 from vkmtp.ops.matvec import MAX_IN_HEADS, InputPrep, MatVec
@@ -80,6 +81,10 @@ class Ops:
                                               q_tile=min(4, q_tile))
         self.conv = CausalConv1d(device, cfg.ssm_conv_kernel) if cfg.recurrent_layers else None
         self.gdn = GatedDeltaNet(device, cfg.ssm_d_state, caps=caps) if cfg.recurrent_layers else None
+        # prompt chunks' GDN update: the chunked kernel where the capability record / profile choose it (not
+        # bit-identical to gdn.comp: never for decode or verify), else the recurrent one
+        self.gdn_prefill = (ChunkedGatedDeltaNet(device, cfg.ssm_d_state, caps=caps)
+                            if cfg.recurrent_layers and caps.gdn_chunked else None)
         self.swiglu = SwiGlu(device)
         self.sigmoid_scale_add = SigmoidScaleAdd(device)
         self.router = MoeRouter(device, cfg.n_expert, cfg.n_expert_used) if cfg.is_moe else None
@@ -301,10 +306,14 @@ class Forward:
                         conv_dim, snapshots=conv_snap if n_snap else None, n_snap=n_snap)
         kd = cfg.ssm_key_dim
         o = act.o.sub(0, 4 * n * d_inner)
-        ops.gdn.record(rec, records, n, c, c.sub(4 * kd, c.nbytes - 4 * kd),
-                       c.sub(8 * kd, c.nbytes - 8 * kd), conv_dim, b, a, w, self._vec(t.a.name), self._vec(t.dt_bias.name), ssm_state, o, d_inner,
-                       cfg.ssm_n_group, hv, cfg.rms_eps, snapshots=ssm_log if n_snap else None,
-                       n_snap=n_snap + 1 if n_snap else 0, n_seqs=n, log_steps=n_snap > 0)
+        gdn_args = (rec, records, n, c, c.sub(4 * kd, c.nbytes - 4 * kd), c.sub(8 * kd, c.nbytes - 8 * kd),
+                    conv_dim, b, a, w, self._vec(t.a.name), self._vec(t.dt_bias.name), ssm_state, o, d_inner,
+                    cfg.ssm_n_group, hv, cfg.rms_eps)
+        if act.prefill and ops.gdn_prefill is not None and not n_snap:
+            ops.gdn_prefill.record(*gdn_args, n_seqs=n)   # the final state lands where gdn.comp writes it
+        else:
+            ops.gdn.record(*gdn_args, snapshots=ssm_log if n_snap else None, n_snap=n_snap + 1 if n_snap else 0,
+                           n_seqs=n, log_steps=n_snap > 0)
         # y_h = RMSNorm(o_h; ssm_norm) * silu(z_h), per value head: folded into the output projection's input
         # (decode / verify), or in place in o (prompt chunks)
         if act.prefill or hv > MAX_IN_HEADS or d % 8:   # fused: up to 64 heads, head_dim a multiple of 8

@@ -3,7 +3,8 @@
 A profile is JSON in the user's config dir, `$XDG_CONFIG_HOME/vkmtp/tuning/<device and driver>.json`
 (~/.config when XDG_CONFIG_HOME is unset), keyed inside by `DeviceInfo.cache_tag`. It holds
   matvec         per quant type name ('Q4_K'): block_size, rows_per_group, use_subgroup
-  gdn            lanes_per_column and reduction variant of the recurrent update
+  gdn            lanes_per_column and reduction variant of the recurrent update; chunked: prompt chunks through
+                 the chunked (WY) kernel, chunk_columns its value columns per workgroup
   flash_attn     n_splits and chunk of decode / verify attention
   matmul         int8: prompt chunks through the int8 mat-mat (Q8_1 activations, integer dot products) rather
                  than the f32 one; honoured only where the device enabled integer_dot_product
@@ -50,6 +51,8 @@ class TuningProfile:
     matvec: dict[str, MatVecTuning] = field(default_factory=dict)  # 'Q4_K' -> tuning
     gdn_lanes_per_column: int | None = None
     gdn_variant: str | None = None
+    gdn_chunked: bool | None = None                               # prompt chunks' GDN kernel (DeviceCaps)
+    gdn_chunk_columns: int | None = None
     attn_n_splits: int | None = None
     attn_chunk: int | None = None
     matmul_int8: bool | None = None                               # prefill mat-mat path (DeviceCaps.matmul_int8)
@@ -65,7 +68,8 @@ class TuningProfile:
         """The device's kernel defaults with this profile's measured values in their place."""
         return caps.tuned_with(matvec_per_type=self.matvec_by_type(), gdn_lanes_per_column=self.gdn_lanes_per_column,
                                gdn_variant=self.gdn_variant, attn_n_splits=self.attn_n_splits,
-                               attn_chunk=self.attn_chunk, matmul_int8=self.matmul_int8)
+                               attn_chunk=self.attn_chunk, matmul_int8=self.matmul_int8,
+                               gdn_chunked=self.gdn_chunked, gdn_chunk_columns=self.gdn_chunk_columns)
 
     def mtp_for(self, model_path: str) -> MtpTuning | None:
         return self.mtp.get(os.path.basename(model_path))
@@ -74,7 +78,8 @@ class TuningProfile:
         return {
             "version": FORMAT_VERSION, "device": self.device,
             "matvec": {k: asdict(v) for k, v in sorted(self.matvec.items())},
-            "gdn": {"lanes_per_column": self.gdn_lanes_per_column, "variant": self.gdn_variant},
+            "gdn": {"lanes_per_column": self.gdn_lanes_per_column, "variant": self.gdn_variant,
+                    "chunked": self.gdn_chunked, "chunk_columns": self.gdn_chunk_columns},
             "flash_attn": {"n_splits": self.attn_n_splits, "chunk": self.attn_chunk},
             "matmul": {"int8": self.matmul_int8},
             "mtp": {k: asdict(v) for k, v in sorted(self.mtp.items())},
@@ -89,6 +94,8 @@ class TuningProfile:
             lines.append(f"matvec {name:7} block_size {t.block_size:4}  rows/group {t.rows_per_group}  {red}")
         lines.append(f"gdn    lanes_per_column {_or_default(self.gdn_lanes_per_column)}  "
                      f"variant {_or_default(self.gdn_variant)}")
+        lines.append(f"gdn    chunked (prefill) {_or_default(self.gdn_chunked)}  "
+                     f"chunk_columns {_or_default(self.gdn_chunk_columns)}")
         lines.append(f"attn   n_splits {_or_default(self.attn_n_splits)}  "
                      f"chunk {_or_default(self.attn_chunk)}")
         lines.append(f"matmul int8 (prefill) {_or_default(self.matmul_int8)}")
@@ -154,6 +161,13 @@ def parse_profile(data: Any, info: DeviceInfo, source: str) -> TuningProfile:
         if not needs.get(variant, True):
             raise fail(f"gdn.variant {variant!r} needs subgroup operations this device lacks")
         profile.gdn_variant = variant
+    if gdn.get("chunked") is not None:
+        profile.gdn_chunked = _bool(gdn["chunked"], "gdn.chunked", fail)
+    if gdn.get("chunk_columns") is not None:
+        cols = _int(gdn["chunk_columns"], "gdn.chunk_columns", fail, hi=1 << 10)
+        if cols & (cols - 1):
+            raise fail(f"gdn.chunk_columns {cols} is not a power of two")
+        profile.gdn_chunk_columns = cols
     attn = _section(data, "flash_attn", fail)
     if attn.get("n_splits") is not None:
         profile.attn_n_splits = _int(attn["n_splits"], "flash_attn.n_splits", fail, hi=64)
