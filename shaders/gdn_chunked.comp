@@ -5,38 +5,39 @@
 // decode or verify step (batch invariance). NumPy oracle of the same evaluation: vkmtp/ref/ops/gdn_chunked.py.
 // Per value head h (key head h mod n_head_k), per chunk of n_c tokens with S0 the state before the chunk,
 // k^, q^ L2-normalised, beta_t = sigmoid(b_t), g_t = ssm_a * softplus(alpha_t + dt_bias),
-// G_t = sum_{s<=t} g_s:
-//   r_t     = beta_t (v_t - e^{G_t} S0^T k^_t)
-//   delta_t = r_t - sum_{s<t} beta_t e^{G_t - G_s} (k^_t . k^_s) delta_s        (forward substitution)
-//   o_t     = scale (e^{G_t} S0^T q^_t + sum_{s<=t} e^{G_t - G_s} (q^_t . k^_s) delta_s)
-//   S       = e^{G_last} S0 + sum_s e^{G_last - G_s} k^_s delta_s^T
-// Every value column is independent given the chunk's C x C matrices, which depend on k, q, beta and g only.
-// A workgroup owns COLS columns of one head; COLS = D (the default) computes the C x C matrices once per head
-// and chunk, a smaller COLS gives a GPU more workgroups at the price of recomputing them per column block.
-// The chunk's normed keys k^ are staged in shared memory once (they feed A, B, S0^T k^ and the state update);
-// q is read from the buffer where it is used (B and S0^T q^).
+// G_t = sum_{s<=t} g_s (within the chunk):
+//   delta_t = beta_t (v_t - e^{G_t} S0^T k^_t) - sum_{s<t} A[t][s] delta_s,  A[t][s] = beta_t e^{G_t-G_s} k^_t.k^_s
+//   o_t     = scale (e^{G_t} S0^T q^_t + sum_{s<=t} B[t][s] delta_s),        B[t][s] = e^{G_t-G_s} q^_t.k^_s
+//   S       = e^{G_last} S0 + sum_s k^_s (e^{G_last - G_s} delta_s)^T
+// Only A and B (C x C, from k, q, beta and g) couple the value columns. The workgroup stages the chunk's normed
+// keys and queries in shared memory and builds A and B together; then each invocation owns one value column j
+// (as gdn.comp with one lane per column): its state column S[.][j] stays in registers for the whole sequence
+// (loaded once, stored once), and per chunk it forms its deltas by forward substitution, its outputs and its
+// state update with no further barrier. Work per token and column: 3 D + C multiply-adds (the recurrence: 4 D).
+// Tokens past the end of a short last chunk enter as neutral (beta 0, g 0, k q v 0), so every loop over the
+// chunk runs CHUNK times (a constant: the per-column deltas stay in registers).
 //
 // Bindings and push constants: as gdn.comp (0 records, 1 qkv, 2 gates, 3 head_params, 4 state, 5 unused,
 //   6 out); n_snap must be 0 (no snapshots from prefill). The live state ends as the state after the
-//   sequence's last token, written to the same place gdn.comp writes it.
-// Spec constants: 0 WG_SIZE (local_size_x), 1 HEAD_DIM (D), 2 CHUNK (tokens per chunk), 3 COLS (value columns
-//   per workgroup). Shared memory: (CHUNK * CHUNK + CHUNK * COLS + CHUNK * HEAD_DIM + 4 * CHUNK) floats
-//   (vkmtp.ops.gdn_chunked.shared_bytes).
-// Dispatch: (ceil(D / COLS), n_head_v, Z); workgroup z handles the sequence runs r with r % Z == z.
+//   sequence's last token, written where gdn.comp writes it.
+// Spec constants: 0 WG_SIZE (local_size_x) = COLS, the value columns of a workgroup (a divisor of D), 1 HEAD_DIM
+//   (D), 2 CHUNK (tokens per chunk). Shared memory: (2 * CHUNK * HEAD_DIM + 2 * CHUNK * CHUNK + 4 * CHUNK)
+//   floats (vkmtp.ops.gdn_chunked.shared_bytes).
+// Dispatch: (D / COLS, n_head_v, Z); workgroup z handles the sequence runs r with r % Z == z. Tokens whose
+//   seq >= n_slots are skipped (nothing written).
 #extension GL_GOOGLE_include_directive : require
 #include "tokens.glsl"
 
 layout(local_size_x_id = 0) in;
-layout(constant_id = 0) const uint WG_SIZE = 256;
+layout(constant_id = 0) const uint WG_SIZE = 128;
 layout(constant_id = 1) const uint HEAD_DIM = 128;
-layout(constant_id = 2) const uint CHUNK = 32;
-layout(constant_id = 3) const uint COLS = 128;
+layout(constant_id = 2) const uint CHUNK = 16;
 
 layout(std430, binding = 0) readonly buffer Records { uint records[]; };
 layout(std430, binding = 1) readonly buffer Qkv { float qkv[]; };
 layout(std430, binding = 2) readonly buffer Gates { float gates[]; };
 layout(std430, binding = 3) readonly buffer HeadParams { float head_params[]; };
-layout(std430, binding = 4) coherent buffer State { float state[]; };
+layout(std430, binding = 4) buffer State { float state[]; };
 layout(std430, binding = 6) writeonly buffer Out { float out_o[]; };
 
 layout(push_constant) uniform Push {
@@ -50,11 +51,12 @@ layout(push_constant) uniform Push {
     uint eps_bits; uint scale_bits;
 } p;
 
-shared float mat[CHUNK * CHUNK];      // A = beta e^{G_t - G_s} k^k^ (then B = e^{G_t - G_s} q^k^), [t][s]
-shared float delta[CHUNK * COLS];     // r, turned into delta in place, [t][column]
-shared float keys[CHUNK * HEAD_DIM];  // the chunk's normed keys k^, [t][i]
+shared float keys[CHUNK * HEAD_DIM];   // k^ of the chunk's tokens, [t][i]
+shared float queries[CHUNK * HEAD_DIM];   // q^, [t][i]
+shared float mat_a[CHUNK * CHUNK];     // A[t][s] (s < t, else 0)
+shared float mat_b[CHUNK * CHUNK];     // B[t][s] (s <= t, else 0)
 shared float sh_beta[CHUNK];
-shared float sh_g[CHUNK];             // cumulative log-decay G_t
+shared float sh_g[CHUNK];              // g_t, then the cumulative G_t
 shared float sh_inv_k[CHUNK];
 shared float sh_inv_q[CHUNK];
 
@@ -72,146 +74,24 @@ float softplus(float x) {
     return x > 20.0 ? x : log1p_accurate(exp(x));
 }
 
-void sync() {
+void sync_shared() {
     memoryBarrierShared();
-    memoryBarrierBuffer();
     barrier();
 }
 
-// One chunk of tokens [t0, t0 + n_c) of a sequence whose state starts at word `sbase` (column 0, row 0).
-void process_chunk(uint t0, uint n_c, uint sbase, uint h, uint hk, uint j0) {
-    const uint tid = gl_LocalInvocationIndex;
-    const float eps = uintBitsToFloat(p.eps_bits);
-    const uint kq_col = hk * HEAD_DIM;
-    // per-token scalars
-    for (uint t = tid; t < n_c; t += WG_SIZE) {
-        const uint row = (t0 + t) * p.qkv_stride + kq_col;
-        float kk = 0.0;
-        float qq = 0.0;
-        for (uint i = 0; i < HEAD_DIM; ++i) {
-            const float kv = qkv[p.k_off + row + i];
-            const float qv = qkv[p.q_off + row + i];
-            kk += kv * kv;
-            qq += qv * qv;
-        }
-        sh_inv_k[t] = 1.0 / max(sqrt(kk), eps);
-        sh_inv_q[t] = 1.0 / max(sqrt(qq), eps);
-        sh_beta[t] = sigmoid(gates[p.b_off + (t0 + t) * p.gate_stride + h]);
-        const float alpha = gates[p.alpha_off + (t0 + t) * p.gate_stride + h];
-        sh_g[t] = head_params[p.ssm_a_off + h] * softplus(alpha + head_params[p.dt_bias_off + h]);
-    }
-    sync();
-    if (tid == 0) {
-        for (uint t = 1; t < n_c; ++t) {
-            sh_g[t] += sh_g[t - 1];
-        }
-    }
-    // normed keys, once per chunk
-    for (uint idx = tid; idx < n_c * HEAD_DIM; idx += WG_SIZE) {
-        const uint t = idx / HEAD_DIM;
-        const uint i = idx % HEAD_DIM;
-        keys[idx] = qkv[p.k_off + (t0 + t) * p.qkv_stride + kq_col + i] * sh_inv_k[t];
-    }
-    sync();
-    // A[t][s] = beta_t e^{G_t - G_s} (k^_t . k^_s), s < t
-    for (uint idx = tid; idx < n_c * n_c; idx += WG_SIZE) {
-        const uint t = idx / n_c;
-        const uint s = idx % n_c;
-        if (s < t) {
-            float dot = 0.0;
-            for (uint i = 0; i < HEAD_DIM; ++i) {
-                dot += keys[t * HEAD_DIM + i] * keys[s * HEAD_DIM + i];
-            }
-            mat[t * CHUNK + s] = sh_beta[t] * exp(sh_g[t] - sh_g[s]) * dot;
-        }
-    }
-    // r_t = beta_t (v_t - e^{G_t} S0^T k^_t) for this workgroup's columns
-    for (uint idx = tid; idx < n_c * COLS; idx += WG_SIZE) {
-        const uint t = idx / COLS;
-        const uint c = idx % COLS;
-        const uint j = j0 + c;
-        if (j < HEAD_DIM) {
-            float dot = 0.0;
-            for (uint i = 0; i < HEAD_DIM; ++i) {
-                dot += state[sbase + j * HEAD_DIM + i] * keys[t * HEAD_DIM + i];
-            }
-            const float v = qkv[p.v_off + (t0 + t) * p.qkv_stride + h * HEAD_DIM + j];
-            delta[t * COLS + c] = sh_beta[t] * (v - exp(sh_g[t]) * dot);
-        }
-    }
-    sync();
-    // forward substitution: delta_t = r_t - sum_{s<t} A[t][s] delta_s
-    for (uint t = 1; t < n_c; ++t) {
-        for (uint c = tid; c < COLS; c += WG_SIZE) {
-            float acc = delta[t * COLS + c];
-            for (uint s = 0; s < t; ++s) {
-                acc -= mat[t * CHUNK + s] * delta[s * COLS + c];
-            }
-            delta[t * COLS + c] = acc;
-        }
-        sync();
-    }
-    // B[t][s] = e^{G_t - G_s} (q^_t . k^_s), s <= t
-    for (uint idx = tid; idx < n_c * n_c; idx += WG_SIZE) {
-        const uint t = idx / n_c;
-        const uint s = idx % n_c;
-        if (s <= t) {
-            const uint rq = p.q_off + (t0 + t) * p.qkv_stride + kq_col;
-            float dot = 0.0;
-            for (uint i = 0; i < HEAD_DIM; ++i) {
-                dot += qkv[rq + i] * keys[s * HEAD_DIM + i];
-            }
-            mat[t * CHUNK + s] = exp(sh_g[t] - sh_g[s]) * (dot * sh_inv_q[t]);
-        }
-    }
-    sync();
-    // o_t = scale (e^{G_t} S0^T q^_t + sum_{s<=t} B[t][s] delta_s)
-    const float scale = uintBitsToFloat(p.scale_bits);
-    for (uint idx = tid; idx < n_c * COLS; idx += WG_SIZE) {
-        const uint t = idx / COLS;
-        const uint c = idx % COLS;
-        const uint j = j0 + c;
-        if (j < HEAD_DIM) {
-            const uint rq = p.q_off + (t0 + t) * p.qkv_stride + kq_col;
-            float dot = 0.0;
-            for (uint i = 0; i < HEAD_DIM; ++i) {
-                dot += state[sbase + j * HEAD_DIM + i] * qkv[rq + i];
-            }
-            float acc = exp(sh_g[t]) * (dot * sh_inv_q[t]);
-            for (uint s = 0; s <= t; ++s) {
-                acc += mat[t * CHUNK + s] * delta[s * COLS + c];
-            }
-            out_o[p.out_off + (t0 + t) * p.out_stride + h * HEAD_DIM + j] = acc * scale;
-        }
-    }
-    sync();   // every read of S0 and of delta above happens before the changes below
-    // S = e^{G_last} S0 + sum_s k^_s (e^{G_last - G_s} delta_s)^T: delta scaled in place first (one exp per
-    // token and column instead of one per state element and token)
-    const float g_last = sh_g[n_c - 1];
-    for (uint idx = tid; idx < n_c * COLS; idx += WG_SIZE) {
-        delta[idx] *= exp(g_last - sh_g[idx / COLS]);
-    }
-    sync();
-    for (uint idx = tid; idx < HEAD_DIM * COLS; idx += WG_SIZE) {
-        const uint i = idx % HEAD_DIM;
-        const uint c = idx / HEAD_DIM;
-        const uint j = j0 + c;
-        if (j < HEAD_DIM) {
-            const uint at = sbase + j * HEAD_DIM + i;
-            float acc = exp(g_last) * state[at];
-            for (uint s = 0; s < n_c; ++s) {
-                acc += keys[s * HEAD_DIM + i] * delta[s * COLS + c];
-            }
-            state[at] = acc;
-        }
-    }
-    sync();
-}
-
 void main() {
+    const uint tid = gl_LocalInvocationIndex;
     const uint h = gl_WorkGroupID.y;
     const uint hk = h % p.n_head_k;
-    const uint j0 = gl_WorkGroupID.x * COLS;
+    const uint j = gl_WorkGroupID.x * WG_SIZE + tid;   // this invocation's value column (< D: COLS divides D)
+    const uint kq_col = hk * HEAD_DIM;
+    const float eps = uintBitsToFloat(p.eps_bits);
+    const float scale = uintBitsToFloat(p.scale_bits);
+    const float ssm_a = head_params[p.ssm_a_off + h];
+    const float dt_bias = head_params[p.dt_bias_off + h];
+
+    float s[HEAD_DIM];    // S[i][j] for i < D: this column of the state
+    float dl[CHUNK];      // delta_t of this column
     uint run = 0;
     uint t = 0;
     while (t < p.n_tok) {
@@ -221,9 +101,103 @@ void main() {
             end++;
         }
         if (run % gl_NumWorkGroups.z == gl_WorkGroupID.z && seq < p.n_slots) {
-            const uint sbase = p.state_off + (seq * p.n_head_v + h) * HEAD_DIM * HEAD_DIM;
+            const uint base = p.state_off + ((seq * p.n_head_v + h) * HEAD_DIM + j) * HEAD_DIM;
+            for (uint i = 0; i < HEAD_DIM; ++i) {
+                s[i] = state[base + i];
+            }
             for (uint t0 = t; t0 < end; t0 += CHUNK) {
-                process_chunk(t0, min(CHUNK, end - t0), sbase, h, hk, j0);
+                const uint n_c = min(CHUNK, end - t0);
+                // stage the raw keys and queries (zero past n_c)
+                for (uint idx = tid; idx < CHUNK * HEAD_DIM; idx += WG_SIZE) {
+                    const uint c = idx / HEAD_DIM;   // rows past the chunk read its last token's (in bounds)
+                    const uint row = min(t0 + c, end - 1) * p.qkv_stride + kq_col + idx % HEAD_DIM;
+                    keys[idx] = c < n_c ? qkv[p.k_off + row] : 0.0;
+                    queries[idx] = c < n_c ? qkv[p.q_off + row] : 0.0;
+                }
+                sync_shared();
+                // per-token scalars
+                for (uint c = tid; c < CHUNK; c += WG_SIZE) {
+                    float kk = 0.0;
+                    float qq = 0.0;
+                    for (uint i = 0; i < HEAD_DIM; ++i) {
+                        kk += keys[c * HEAD_DIM + i] * keys[c * HEAD_DIM + i];
+                        qq += queries[c * HEAD_DIM + i] * queries[c * HEAD_DIM + i];
+                    }
+                    sh_inv_k[c] = 1.0 / max(sqrt(kk), eps);
+                    sh_inv_q[c] = 1.0 / max(sqrt(qq), eps);
+                    const uint gate_row = min(t0 + c, end - 1) * p.gate_stride + h;
+                    sh_beta[c] = c < n_c ? sigmoid(gates[p.b_off + gate_row]) : 0.0;
+                    sh_g[c] = c < n_c ? ssm_a * softplus(gates[p.alpha_off + gate_row] + dt_bias) : 0.0;
+                }
+                sync_shared();
+                if (tid == 0) {
+                    for (uint c = 1; c < CHUNK; ++c) {
+                        sh_g[c] += sh_g[c - 1];
+                    }
+                }
+                for (uint idx = tid; idx < CHUNK * HEAD_DIM; idx += WG_SIZE) {
+                    keys[idx] *= sh_inv_k[idx / HEAD_DIM];
+                    queries[idx] *= sh_inv_q[idx / HEAD_DIM];
+                }
+                sync_shared();
+                // A and B, the only values shared between columns
+                for (uint idx = tid; idx < CHUNK * CHUNK; idx += WG_SIZE) {
+                    const uint tt = idx / CHUNK;
+                    const uint ss = idx % CHUNK;
+                    float kk = 0.0;
+                    float qk = 0.0;
+                    if (ss <= tt) {
+                        for (uint i = 0; i < HEAD_DIM; ++i) {
+                            kk += keys[tt * HEAD_DIM + i] * keys[ss * HEAD_DIM + i];
+                            qk += queries[tt * HEAD_DIM + i] * keys[ss * HEAD_DIM + i];
+                        }
+                    }
+                    const float decay = ss <= tt ? exp(sh_g[tt] - sh_g[ss]) : 0.0;
+                    mat_a[idx] = ss < tt ? sh_beta[tt] * decay * kk : 0.0;
+                    mat_b[idx] = decay * qk;
+                }
+                sync_shared();
+                // this column: deltas by forward substitution, outputs
+                for (uint c = 0; c < CHUNK; ++c) {
+                    float sk = 0.0;
+                    float sq = 0.0;
+                    for (uint i = 0; i < HEAD_DIM; ++i) {
+                        sk += s[i] * keys[c * HEAD_DIM + i];
+                        sq += s[i] * queries[c * HEAD_DIM + i];
+                    }
+                    const float eg = exp(sh_g[c]);
+                    const uint v_row = min(t0 + c, end - 1) * p.qkv_stride;
+                    const float v = c < n_c ? qkv[p.v_off + v_row + h * HEAD_DIM + j] : 0.0;
+                    float r = sh_beta[c] * (v - eg * sk);
+                    for (uint u = 0; u < CHUNK; ++u) {   // A[c][u] = 0 for u >= c
+                        r -= mat_a[c * CHUNK + u] * (u < c ? dl[u] : 0.0);
+                    }
+                    dl[c] = r;
+                    float o = eg * sq;
+                    for (uint u = 0; u < CHUNK; ++u) {   // B[c][u] = 0 for u > c
+                        o += mat_b[c * CHUNK + u] * (u <= c ? dl[u] : 0.0);
+                    }
+                    if (c < n_c) {
+                        out_o[p.out_off + (t0 + c) * p.out_stride + h * HEAD_DIM + j] = o * scale;
+                    }
+                }
+                // S <- e^{G_last} S + sum_c k^_c (e^{G_last - G_c} delta_c)
+                const float g_last = sh_g[CHUNK - 1];
+                for (uint c = 0; c < CHUNK; ++c) {
+                    dl[c] *= exp(g_last - sh_g[c]);
+                }
+                const float e_last = exp(g_last);
+                for (uint i = 0; i < HEAD_DIM; ++i) {
+                    float acc = e_last * s[i];
+                    for (uint c = 0; c < CHUNK; ++c) {
+                        acc += keys[c * HEAD_DIM + i] * dl[c];
+                    }
+                    s[i] = acc;
+                }
+                sync_shared();   // every invocation is done with this chunk's shared values
+            }
+            for (uint i = 0; i < HEAD_DIM; ++i) {
+                state[base + i] = s[i];
             }
         }
         run++;

@@ -13,14 +13,13 @@ from vkmtp.device import Device, DeviceCaps, Recorder, ShaderKey, View
 from vkmtp.ops.gdn import gdn_operands
 
 KEY = ShaderKey.make("gdn_chunked.comp")
-CHUNK_SIZES = (64, 32, 16)
-DEFAULT_WORKGROUP = 256
+CHUNK_SIZES = (32, 16, 8)   # the default: the largest whose shared memory fits
 
 
-def shared_bytes(chunk: int, columns: int, head_dim: int) -> int:
-    """Shared memory of one workgroup: the C x C matrix, delta [C][columns], the normed keys [C][D], 4 per-token
-    scalars."""
-    return 4 * (chunk * chunk + chunk * columns + chunk * head_dim + 4 * chunk)
+def shared_bytes(chunk: int, head_dim: int) -> int:
+    """Shared memory of one workgroup: the chunk's normed keys and queries [C][D], A and B [C][C], four
+    per-token scalars."""
+    return 4 * (2 * chunk * head_dim + 2 * chunk * chunk + 4 * chunk)
 
 
 class ChunkedGatedDeltaNet:
@@ -29,16 +28,15 @@ class ChunkedGatedDeltaNet:
     Args:
         device: the Device.
         head_dim: D (= d_k = d_v).
-        chunk: tokens per chunk; default the largest of 64, 32, 16 whose shared memory fits the device.
-        columns: value columns per workgroup, a divisor of head_dim; default `caps.gdn_chunk_columns`, else
-            head_dim (one workgroup per head: the chunk's C x C matrices computed once). Workgroups per head =
-            head_dim / columns.
-        workgroup_size: invocations per workgroup (default 256, capped at the device limit).
+        chunk: tokens per chunk; default the largest of 32, 16, 8 whose shared memory fits the device.
+        columns: value columns (= invocations) per workgroup, a divisor of head_dim; default
+            `caps.gdn_chunk_columns` where it divides head_dim, else head_dim (one workgroup per head: the
+            chunk's C x C matrices computed once). Workgroups per head = head_dim / columns.
         caps: the kernel defaults to use (None: the device's).
     """
 
     def __init__(self, device: Device, head_dim: int = 128, chunk: int | None = None, columns: int | None = None,
-                 workgroup_size: int | None = None, caps: DeviceCaps | None = None):
+                 caps: DeviceCaps | None = None):
         info = device.info
         caps = caps or device.caps
         if columns is None:   # a profile's value may come from another head size: it must divide this one
@@ -47,26 +45,24 @@ class ChunkedGatedDeltaNet:
         columns = int(columns)
         if columns < 1 or columns > head_dim or head_dim % columns:
             raise ValueError(f"gdn_chunked: columns {columns} must divide head_dim {head_dim}")
+        if columns > info.max_workgroup_invocations:
+            raise ValueError(f"gdn_chunked: columns {columns} (invocations per workgroup) exceed the device "
+                             f"limit {info.max_workgroup_invocations}")
         if chunk is None:
-            fitting = [c for c in CHUNK_SIZES if shared_bytes(c, columns, head_dim) <= info.max_shared_memory]
+            fitting = [c for c in CHUNK_SIZES if shared_bytes(c, head_dim) <= info.max_shared_memory]
             if not fitting:
                 raise ValueError(f"gdn_chunked: no chunk size fits {info.max_shared_memory} B of shared "
-                                 f"memory at head_dim {head_dim}, columns {columns}")
+                                 f"memory at head_dim {head_dim}")
             chunk = fitting[0]
-        need = shared_bytes(chunk, columns, head_dim)
+        need = shared_bytes(chunk, head_dim)
         if chunk < 1 or need > info.max_shared_memory:
-            raise ValueError(f"gdn_chunked: chunk {chunk} x columns {columns} needs {need} B of shared memory, "
-                             f"the device has {info.max_shared_memory} B")
-        workgroup_size = int(workgroup_size or min(DEFAULT_WORKGROUP, info.max_workgroup_invocations))
-        if workgroup_size < 1 or workgroup_size > info.max_workgroup_invocations:
-            raise ValueError(f"gdn_chunked: workgroup_size {workgroup_size} is not in 1.."
-                             f"{info.max_workgroup_invocations}")
+            raise ValueError(f"gdn_chunked: chunk {chunk} at head_dim {head_dim} needs {need} B of shared "
+                             f"memory, the device has {info.max_shared_memory} B")
         self.device = device
         self.head_dim = head_dim
         self.chunk = chunk
         self.columns = columns
-        self.workgroup_size = workgroup_size
-        self.spec = [workgroup_size, head_dim, chunk, columns]
+        self.spec = [columns, head_dim, chunk]
 
     def record(self, rec: Recorder, records: View, n_tokens: int, q: View, k: View, v: View, qkv_stride: int,
                b: View, alpha: View, gate_stride: int, ssm_a: View, dt_bias: View, state: View, out: View,
