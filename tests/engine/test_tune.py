@@ -47,6 +47,10 @@ def test_tune_quick_writes_a_profile_the_engine_loads(device, fixture_models, tm
     assert data["gdn"]["lanes_per_column"] >= 1 and data["flash_attn"]["n_splits"] >= 1
     assert data["mtp"][os.path.basename(path)]["n_max"] in (1, 2)
     assert data["measurements"]["matvec"]["Q8_0"]["cols"] == [1, 4, 8]
+    # the prompt chunks' GDN kernel: recurrent vs chunked timed at the model's GDN heads, one picked
+    prefill = data["measurements"]["gdn_prefill"]
+    assert data["gdn"]["chunked"] in (True, False) and "recurrent" in prefill["candidates"]
+    assert any(k.startswith("chunked/") for k in prefill["candidates"])
 
     engine = VulkanEngine(path, config, device=device)
     try:
@@ -58,6 +62,10 @@ def test_tune_quick_writes_a_profile_the_engine_loads(device, fixture_models, tm
         if engine.cfg.ssm_d_state % t.gdn_lanes_per_column == 0:
             assert engine.ops.gdn.lanes_per_column == t.gdn_lanes_per_column
         assert engine.ops.gdn.variant == t.gdn_variant
+        assert (engine.ops.gdn_prefill is not None) == t.gdn_chunked
+        if t.gdn_chunked:
+            assert (engine.ops.gdn_prefill.chunk, engine.ops.gdn_prefill.columns) == (t.gdn_chunk_tokens,
+                                                                                  t.gdn_chunk_columns)
         assert greedy(engine) == want
     finally:
         engine.close()

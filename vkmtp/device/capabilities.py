@@ -124,6 +124,7 @@ class DeviceCaps:
     attn_f16_loads: bool = False        # prefill attention reads f16 KV through it (f16_storage and driver default)
     gdn_chunked: bool = False           # prompt chunks run the chunked GDN kernel (not bit-identical to gdn.comp)
     gdn_chunk_columns: int | None = None  # its value columns per workgroup (None: head_dim)
+    gdn_chunk_tokens: int | None = None   # its tokens per chunk (None: the largest that fits shared memory)
     matmul_int8: bool = False           # prefill matmul of quantized weights with Q8_1 activations and
                                         # integer dot products (vkmtp.ops.matmul); decode mat-vec is unaffected
     # longest queue submission (ms): a driver may reset a GPU whose one submission runs longer than its lockup
@@ -151,7 +152,8 @@ class DeviceCaps:
     def tuned_with(self, matvec_per_type: dict | None = None, gdn_lanes_per_column: int | None = None,
                    gdn_variant: str | None = None, attn_n_splits: int | None = None,
                    attn_chunk: int | None = None, matmul_int8: bool | None = None,
-                   gdn_chunked: bool | None = None, gdn_chunk_columns: int | None = None) -> "DeviceCaps":
+                   gdn_chunked: bool | None = None, gdn_chunk_columns: int | None = None,
+                   gdn_chunk_tokens: int | None = None) -> "DeviceCaps":
         """These caps with measured values in place of the defaults; None keeps a field as it is."""
         def pick(value, current):
             return current if value is None else value
@@ -163,6 +165,7 @@ class DeviceCaps:
                        attn_chunk=pick(attn_chunk, self.attn_chunk),
                        gdn_chunked=pick(gdn_chunked, self.gdn_chunked),
                        gdn_chunk_columns=pick(gdn_chunk_columns, self.gdn_chunk_columns),
+                       gdn_chunk_tokens=pick(gdn_chunk_tokens, self.gdn_chunk_tokens),
                        # the int8 prefill path is a feature path: never on a device without integer dot products
                        matmul_int8=pick(matmul_int8, self.matmul_int8) and self.int_dot, tuned=True)
 

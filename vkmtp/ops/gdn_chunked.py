@@ -13,7 +13,7 @@ from vkmtp.device import Device, DeviceCaps, Recorder, ShaderKey, View
 from vkmtp.ops.gdn import gdn_operands
 
 KEY = ShaderKey.make("gdn_chunked.comp")
-CHUNK_SIZES = (32, 16, 8)   # the default: the largest whose shared memory fits
+CHUNK_SIZES = (16, 8)   # the default: the largest whose shared memory fits (each token costs registers)
 
 
 def shared_bytes(chunk: int, head_dim: int) -> int:
@@ -28,7 +28,8 @@ class ChunkedGatedDeltaNet:
     Args:
         device: the Device.
         head_dim: D (= d_k = d_v).
-        chunk: tokens per chunk; default the largest of 32, 16, 8 whose shared memory fits the device.
+        chunk: tokens per chunk; default `caps.gdn_chunk_tokens` where it fits, else the largest of 16, 8 whose
+            shared memory fits the device.
         columns: value columns (= invocations) per workgroup, a divisor of head_dim; default
             `caps.gdn_chunk_columns` where it divides head_dim, else head_dim (one workgroup per head: the
             chunk's C x C matrices computed once). Workgroups per head = head_dim / columns.
@@ -48,6 +49,9 @@ class ChunkedGatedDeltaNet:
         if columns > info.max_workgroup_invocations:
             raise ValueError(f"gdn_chunked: columns {columns} (invocations per workgroup) exceed the device "
                              f"limit {info.max_workgroup_invocations}")
+        if chunk is None and caps.gdn_chunk_tokens and \
+                shared_bytes(caps.gdn_chunk_tokens, head_dim) <= info.max_shared_memory:
+            chunk = caps.gdn_chunk_tokens
         if chunk is None:
             fitting = [c for c in CHUNK_SIZES if shared_bytes(c, head_dim) <= info.max_shared_memory]
             if not fitting:

@@ -25,6 +25,7 @@ from vkmtp.ref.random_quant import random_rows
 
 MATVEC_REL = 2e-6                  # f32 dot of K terms: |err| <= REL * sum |w x| (tests/ops/test_matvec.py)
 GDN_ATOL, GDN_RTOL = 5e-7, 1e-5    # tests/ops/test_gdn.py
+GDN_CHUNKED_TOL = dict(atol=3e-6, state_atol=3e-5, rtol=1e-4)   # the chunked kernel (tests/ops/test_gdn_chunked.py)
 ATTN_ATOL, ATTN_RTOL = 3e-5, 1e-4  # tests/ops/test_flash_attn.py
 EPS = 1e-6
 REPS_SLOTS = 4                     # distinct outputs cycled through by timed repetitions
@@ -123,7 +124,10 @@ class GdnCase:
                       EPS)
         return record
 
-    def check(self, op: GatedDeltaNet) -> str | None:
+    def check(self, op: GatedDeltaNet, atol: float = GDN_ATOL, rtol: float = GDN_RTOL,
+              state_atol: float = 4 * GDN_ATOL) -> str | None:
+        """op (GatedDeltaNet or ChunkedGatedDeltaNet, with its tolerance) against the recurrence oracle; the
+        state is put back afterwards."""
         self.ops.upload("state", self.state)
         rec = self.device.recorder()
         self.recorder(op)(rec, 0)
@@ -140,8 +144,8 @@ class GdnCase:
         got_out = self.ops.read("out")[: n * hv * d].reshape(n, hv, d)
         got_state = self.ops.read("state")[: self.state.size].reshape(self.state.shape)
         self.ops.upload("state", self.state)
-        return (compare("gdn out", got_out, want_out, GDN_ATOL, GDN_RTOL)
-                or compare("gdn state", got_state, want_state, 4 * GDN_ATOL, GDN_RTOL))
+        return (compare("gdn out", got_out, want_out, atol, rtol)
+                or compare("gdn state", got_state, want_state, state_atol, rtol))
 
     def destroy(self) -> None:
         self.ops.destroy()

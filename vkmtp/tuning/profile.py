@@ -4,7 +4,8 @@ A profile is JSON in the user's config dir, `$XDG_CONFIG_HOME/vkmtp/tuning/<devi
 (~/.config when XDG_CONFIG_HOME is unset), keyed inside by `DeviceInfo.cache_tag`. It holds
   matvec         per quant type name ('Q4_K'): block_size, rows_per_group, use_subgroup
   gdn            lanes_per_column and reduction variant of the recurrent update; chunked: prompt chunks through
-                 the chunked (WY) kernel, chunk_columns its value columns per workgroup
+                 the chunked (WY) kernel, chunk_tokens / chunk_columns its tokens per chunk and columns per
+                 workgroup
   flash_attn     n_splits and chunk of decode / verify attention
   matmul         int8: prompt chunks through the int8 mat-mat (Q8_1 activations, integer dot products) rather
                  than the f32 one; honoured only where the device enabled integer_dot_product
@@ -53,6 +54,7 @@ class TuningProfile:
     gdn_variant: str | None = None
     gdn_chunked: bool | None = None                               # prompt chunks' GDN kernel (DeviceCaps)
     gdn_chunk_columns: int | None = None
+    gdn_chunk_tokens: int | None = None
     attn_n_splits: int | None = None
     attn_chunk: int | None = None
     matmul_int8: bool | None = None                               # prefill mat-mat path (DeviceCaps.matmul_int8)
@@ -69,7 +71,8 @@ class TuningProfile:
         return caps.tuned_with(matvec_per_type=self.matvec_by_type(), gdn_lanes_per_column=self.gdn_lanes_per_column,
                                gdn_variant=self.gdn_variant, attn_n_splits=self.attn_n_splits,
                                attn_chunk=self.attn_chunk, matmul_int8=self.matmul_int8,
-                               gdn_chunked=self.gdn_chunked, gdn_chunk_columns=self.gdn_chunk_columns)
+                               gdn_chunked=self.gdn_chunked, gdn_chunk_columns=self.gdn_chunk_columns,
+                               gdn_chunk_tokens=self.gdn_chunk_tokens)
 
     def mtp_for(self, model_path: str) -> MtpTuning | None:
         return self.mtp.get(os.path.basename(model_path))
@@ -79,7 +82,8 @@ class TuningProfile:
             "version": FORMAT_VERSION, "device": self.device,
             "matvec": {k: asdict(v) for k, v in sorted(self.matvec.items())},
             "gdn": {"lanes_per_column": self.gdn_lanes_per_column, "variant": self.gdn_variant,
-                    "chunked": self.gdn_chunked, "chunk_columns": self.gdn_chunk_columns},
+                    "chunked": self.gdn_chunked, "chunk_tokens": self.gdn_chunk_tokens,
+                    "chunk_columns": self.gdn_chunk_columns},
             "flash_attn": {"n_splits": self.attn_n_splits, "chunk": self.attn_chunk},
             "matmul": {"int8": self.matmul_int8},
             "mtp": {k: asdict(v) for k, v in sorted(self.mtp.items())},
@@ -95,6 +99,7 @@ class TuningProfile:
         lines.append(f"gdn    lanes_per_column {_or_default(self.gdn_lanes_per_column)}  "
                      f"variant {_or_default(self.gdn_variant)}")
         lines.append(f"gdn    chunked (prefill) {_or_default(self.gdn_chunked)}  "
+                     f"chunk_tokens {_or_default(self.gdn_chunk_tokens)}  "
                      f"chunk_columns {_or_default(self.gdn_chunk_columns)}")
         lines.append(f"attn   n_splits {_or_default(self.attn_n_splits)}  "
                      f"chunk {_or_default(self.attn_chunk)}")
@@ -163,11 +168,12 @@ def parse_profile(data: Any, info: DeviceInfo, source: str) -> TuningProfile:
         profile.gdn_variant = variant
     if gdn.get("chunked") is not None:
         profile.gdn_chunked = _bool(gdn["chunked"], "gdn.chunked", fail)
-    if gdn.get("chunk_columns") is not None:
-        cols = _int(gdn["chunk_columns"], "gdn.chunk_columns", fail, hi=1 << 10)
-        if cols & (cols - 1):
-            raise fail(f"gdn.chunk_columns {cols} is not a power of two")
-        profile.gdn_chunk_columns = cols
+    for key in ("chunk_tokens", "chunk_columns"):
+        if gdn.get(key) is not None:
+            value = _int(gdn[key], f"gdn.{key}", fail, hi=1 << 10)
+            if value & (value - 1):
+                raise fail(f"gdn.{key} {value} is not a power of two")
+            setattr(profile, f"gdn_{key}", value)
     attn = _section(data, "flash_attn", fail)
     if attn.get("n_splits") is not None:
         profile.attn_n_splits = _int(attn["n_splits"], "flash_attn.n_splits", fail, hi=64)
