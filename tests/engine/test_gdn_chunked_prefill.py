@@ -10,6 +10,8 @@ models, with 8- and 32-token prompt chunks (one GDN chunk, and several per promp
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
 from vkmtp.engine.api import EngineConfig, Request
@@ -110,3 +112,26 @@ def test_chunked_prefill_prompt_cache_hits_and_continues_like_a_cold_run(fixture
     cold = generate(ReferenceModel.from_gguf(path), turn, 6, GREEDY).tokens
     assert second == again == list(cold)
     assert first == list(generate(ReferenceModel.from_gguf(path), prompt, 6, GREEDY).tokens)
+
+
+@pytest.mark.parametrize("tuning", [TuningProfile(), CHUNKED], ids=["recurrent", "chunked"])
+def test_prompt_chunks_split_below_the_drivers_loop_limit(fixture_models, device, monkeypatch, tuning):
+    """A driver that ends long loops (lavapipe: DeviceCaps.loop_iteration_limit) gets each layer's GDN update of a
+    prompt chunk in several dispatches, each continuing from the state the previous one stored; with a limit
+    small enough to split the fixture's 32-token chunks, greedy tokens still equal the reference's."""
+    monkeypatch.setattr(device, "caps", dataclasses.replace(device.caps, loop_iteration_limit=720))
+    path = fixture_models("dense", "f32")
+    want = generate(ReferenceModel.from_gguf(path), LONG, 12, GREEDY).tokens
+    eng = engine(device, path, tuning, ubatch=32)
+    try:
+        op = eng.ops.gdn_prefill or eng.ops.gdn
+        assert op.max_tokens_per_dispatch(720) < 32
+        got, _ = run(eng, LONG, 12)
+        kernel = op.key.name if hasattr(op, "key") else "gdn_chunked"   # the recurrent variant's shader name
+        per_graph = [sum(label.split("[")[0] == kernel for rec in getattr(g.rec, "recs", [g.rec])
+                         for label in rec.labels)
+                     for key, g in eng._graphs.items() if key[0] == "prefill" and key[1] == 32]
+        assert per_graph and per_graph[0] > len(eng.cfg.recurrent_layers)
+    finally:
+        eng.close()
+    assert got == list(want)

@@ -91,6 +91,12 @@ MATMUL_INT8_DEFAULT = False
 
 # Mesa's lavapipe reports this driver name; its subgroup width follows LP_NATIVE_VECTOR_WIDTH (tests/ops).
 LAVAPIPE_DRIVER = "llvmpipe"
+# Mesa's gallivm (llvmpipe, lavapipe) ends every loop of an invocation once the invocation has run this many loop
+# iterations in all (its guard against endless loops), silently: a kernel that loops over a whole prompt chunk
+# inside one invocation stops part way and skips what follows the loop. Measured on Mesa 22.3: gdn.comp (one lane
+# per column, D = 128) stops after token 250 of a dispatch and never stores the state; gdn_chunked.comp after
+# 360-400 tokens. Kernels with such loops split their work into dispatches below it (vkmtp.graph.forward).
+GALLIVM_LOOP_ITERATIONS = 65535
 
 
 def driver_defaults(info: DeviceInfo) -> DriverDefaults:
@@ -131,6 +137,8 @@ class DeviceCaps:
     # timeout (2 s is common on discrete GPUs); integrated / UMA GPUs share the desktop and CPU drivers the
     # host's cores, so they get a quarter of it
     max_submit_ms: float = 2000.0
+    # total loop iterations the driver lets one invocation run before it ends its loops (0: no such limit)
+    loop_iteration_limit: int = 0
 
     @staticmethod
     def for_device(info: DeviceInfo) -> "DeviceCaps":
@@ -147,7 +155,8 @@ class DeviceCaps:
             f16_storage=info.has_feature("storage_buffer_16bit"),
             attn_f16_loads=d.attn_f16_loads and info.has_feature("storage_buffer_16bit"),
             matmul_int8=MATMUL_INT8_DEFAULT and info.has_feature("integer_dot_product"),
-            max_submit_ms=2000.0 if info.kind == "discrete" and not info.uma else 500.0)
+            max_submit_ms=2000.0 if info.kind == "discrete" and not info.uma else 500.0,
+            loop_iteration_limit=GALLIVM_LOOP_ITERATIONS if info.driver_name == LAVAPIPE_DRIVER else 0)
 
     def tuned_with(self, matvec_per_type: dict | None = None, gdn_lanes_per_column: int | None = None,
                    gdn_variant: str | None = None, attn_n_splits: int | None = None,

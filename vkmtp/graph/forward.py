@@ -306,13 +306,25 @@ class Forward:
                         conv_dim, snapshots=conv_snap if n_snap else None, n_snap=n_snap)
         kd = cfg.ssm_key_dim
         o = act.o.sub(0, 4 * n * d_inner)
-        gdn_args = (rec, records, n, c, c.sub(4 * kd, c.nbytes - 4 * kd), c.sub(8 * kd, c.nbytes - 8 * kd),
-                    conv_dim, b, a, w, self._vec(t.a.name), self._vec(t.dt_bias.name), ssm_state, o, d_inner,
-                    cfg.ssm_n_group, hv, cfg.rms_eps)
-        if act.prefill and ops.gdn_prefill is not None and not n_snap:
-            ops.gdn_prefill.record(*gdn_args, n_seqs=n)   # the final state lands where gdn.comp writes it
+        q, k, v = c, c.sub(4 * kd, c.nbytes - 4 * kd), c.sub(8 * kd, c.nbytes - 8 * kd)
+        params = (self._vec(t.a.name), self._vec(t.dt_bias.name), ssm_state)
+        if act.prefill and not n_snap:
+            # prompt chunk: the chunked kernel where chosen (not bit-identical to gdn.comp), else the recurrent one;
+            # in dispatches of at most max_tokens_per_dispatch tokens where the driver ends long loops
+            # (DeviceCaps.loop_iteration_limit): each slice continues from the state the previous one stored,
+            # the same bits as one dispatch
+            op = ops.gdn_prefill or ops.gdn
+            step = op.max_tokens_per_dispatch(self.device.caps.loop_iteration_limit)
+            for first in range(0, n, step):
+                m = min(step, n - first)
+                def rows(view: View, stride: int, f=first) -> View:
+                    return view.sub(4 * f * stride, view.nbytes - 4 * f * stride)
+                op.record(rec, records.sub(16 * first, 16 * m), m, rows(q, conv_dim), rows(k, conv_dim),
+                          rows(v, conv_dim), conv_dim, rows(b, w), rows(a, w), w, *params, rows(o, d_inner), d_inner,
+                          cfg.ssm_n_group, hv, cfg.rms_eps, n_seqs=m)
         else:
-            ops.gdn.record(*gdn_args, snapshots=ssm_log if n_snap else None, n_snap=n_snap + 1 if n_snap else 0,
+            ops.gdn.record(rec, records, n, q, k, v, conv_dim, b, a, w, *params, o, d_inner, cfg.ssm_n_group, hv,
+                           cfg.rms_eps, snapshots=ssm_log if n_snap else None, n_snap=n_snap + 1 if n_snap else 0,
                            n_seqs=n, log_steps=n_snap > 0)
         # y_h = RMSNorm(o_h; ssm_norm) * silu(z_h), per value head: folded into the output projection's input
         # (decode / verify), or in place in o (prompt chunks)
