@@ -216,8 +216,9 @@ def gdn_paths(model: str, device_name: str | None, prompt: list[int], rounds: in
         eng = VulkanEngine(model, EngineConfig(n_ctx=ctx, ubatch=min(256, len(prompt)), spec=spec), device=dev,
                            tuning=dataclasses.replace(base, gdn_chunked=chunked))
         assert (eng.ops.gdn_prefill is not None) == chunked
-        for _ in eng.generate(Request(prompt, SamplingParams.greedy_params(), max_tokens=1, cache_prompt=False)):
-            pass   # warm-up: graphs recorded, pipelines compiled
+        warm = prompt[: eng.ubatch + 1]   # one full chunk and the last token's: the pipelines compile here
+        for _ in eng.generate(Request(warm, SamplingParams.greedy_params(), max_tokens=1, cache_prompt=False)):
+            pass
         paths[name] = eng
     speeds = {name: [] for name in paths}
     firsts = {}
