@@ -113,15 +113,23 @@ class GdnCase:
         self.bytes_read = 2 * self.state.nbytes + self.qkv.nbytes   # state read and written once
 
     def recorder(self, op: GatedDeltaNet):
+        """Records the step as the engine records a prompt chunk: in dispatches of at most
+        op.max_tokens_per_dispatch tokens where the driver ends long loops (DeviceCaps.loop_iteration_limit)."""
         o, n, hk_d, hv = self.ops, self.n_tok, self.h_k * self.d, self.h_v
         qkv, gates, params = o.view("qkv"), o.view("gates"), o.view("params")
+        step = op.max_tokens_per_dispatch(self.device.caps.loop_iteration_limit)
+
+        def rows(view, first: int, stride: int, skip: int = 0):
+            return view.sub(4 * (first * stride + skip), view.nbytes - 4 * (first * stride + skip))
 
         def record(rec, _: int) -> None:
-            op.record(rec, o.view("rec"), n, qkv, qkv.sub(hk_d * 4, qkv.nbytes - hk_d * 4),
-                      qkv.sub(2 * hk_d * 4, qkv.nbytes - 2 * hk_d * 4), self.width, gates,
-                      gates.sub(hv * 4, gates.nbytes - hv * 4), 2 * hv, params.sub(0, hv * 4),
-                      params.sub(hv * 4, hv * 4), o.view("state"), o.view("out"), hv * self.d, self.h_k, hv,
-                      EPS)
+            for f in range(0, n, step):
+                m = min(step, n - f)
+                op.record(rec, o.view("rec").sub(16 * f, 16 * m), m, rows(qkv, f, self.width),
+                          rows(qkv, f, self.width, hk_d), rows(qkv, f, self.width, 2 * hk_d), self.width,
+                          rows(gates, f, 2 * hv), rows(gates, f, 2 * hv, hv), 2 * hv, params.sub(0, hv * 4),
+                          params.sub(hv * 4, hv * 4), o.view("state"), rows(o.view("out"), f, hv * self.d),
+                          hv * self.d, self.h_k, hv, EPS)
         return record
 
     def check(self, op: GatedDeltaNet, atol: float = GDN_ATOL, rtol: float = GDN_RTOL,
