@@ -55,8 +55,8 @@ class Ops:
     """One instance of every op wrapper for a device and model (pipelines are shared through the Device).
 
     `tuning` (vkmtp.tuning.profile, measured by `vkmtp tune`) sets mat-vec shapes per quant type, the GDN lane
-    count and variant, and the decode attention's split, over the device's defaults (`device.caps`); None or an
-    absent field keeps the default.
+    count and variant, the prompt chunks' GDN kernel (`gdn.chunked`: vkmtp.ops.gdn_chunked) and the decode
+    attention's split, over the device's defaults (`device.caps`); None or an absent field keeps the default.
     """
 
     def __init__(self, device: Device, cfg: ModelConfig, layouts: KvLayouts,
