@@ -11,7 +11,7 @@ pass one. It is built in two steps:
 
 Optional device features (vkmtp.device.info.FEATURE_NAMES) enter the record as `features` (those enabled on
 the device: none with VKMTP_FEATURES=none) and as the kernel choices made from them (`int_dot`,
-`matmul_int8`); op wrappers turn these into shader defines.
+`matmul_int8` and its per-type overrides `matmul_int8_per_type`); op wrappers turn these into shader defines.
 
 A new driver that needs other defaults is one more `DriverDefaults` entry in `DRIVERS`, matched by device type
 and, where that is not enough, by driver name; nothing in vkmtp/ops tests a driver by name.
@@ -86,7 +86,8 @@ DRIVERS: tuple[DriverDefaults, ...] = (
 # The int8 prefill matmul (Q8_1 activations) is off by default: on the engine's random fixture models it moves
 # first-token logits by 2-5 % of the logit scale (dense Q4_K/Q8_0, MoE Q8_0) and up to 30 % on MoE Q4_K, where
 # a flipped expert choice changes the greedy token (docs/PERFORMANCE.md). MatMul(int8=True) selects it, and
-# a tuning profile's matmul.int8 selects it for the engine's prompt chunks (where integer_dot_product is enabled).
+# a tuning profile's matmul.int8 (one switch, or one per quant type as `vkmtp tune` measures it) selects it for
+# the engine's prompt chunks (where integer_dot_product is enabled).
 MATMUL_INT8_DEFAULT = False
 
 # Mesa's lavapipe reports this driver name; its subgroup width follows LP_NATIVE_VECTOR_WIDTH (tests/ops).
@@ -133,6 +134,8 @@ class DeviceCaps:
     gdn_chunk_tokens: int | None = None   # its tokens per chunk (None: the largest that fits shared memory)
     matmul_int8: bool = False           # prefill matmul of quantized weights with Q8_1 activations and
                                         # integer dot products (vkmtp.ops.matmul); decode mat-vec is unaffected
+    matmul_int8_per_type: dict = field(default_factory=dict, hash=False)   # ggml type id -> bool (tuned),
+                                        # over matmul_int8 for that weight type
     # longest queue submission (ms): a driver may reset a GPU whose one submission runs longer than its lockup
     # timeout (2 s is common on discrete GPUs); integrated / UMA GPUs share the desktop and CPU drivers the
     # host's cores, so they get a quarter of it
@@ -161,8 +164,8 @@ class DeviceCaps:
     def tuned_with(self, matvec_per_type: dict | None = None, gdn_lanes_per_column: int | None = None,
                    gdn_variant: str | None = None, attn_n_splits: int | None = None,
                    attn_chunk: int | None = None, matmul_int8: bool | None = None,
-                   gdn_chunked: bool | None = None, gdn_chunk_columns: int | None = None,
-                   gdn_chunk_tokens: int | None = None) -> "DeviceCaps":
+                   matmul_int8_per_type: dict | None = None, gdn_chunked: bool | None = None,
+                   gdn_chunk_columns: int | None = None, gdn_chunk_tokens: int | None = None) -> "DeviceCaps":
         """These caps with measured values in place of the defaults; None keeps a field as it is."""
         def pick(value, current):
             return current if value is None else value
@@ -176,7 +179,16 @@ class DeviceCaps:
                        gdn_chunk_columns=pick(gdn_chunk_columns, self.gdn_chunk_columns),
                        gdn_chunk_tokens=pick(gdn_chunk_tokens, self.gdn_chunk_tokens),
                        # the int8 prefill path is a feature path: never on a device without integer dot products
-                       matmul_int8=pick(matmul_int8, self.matmul_int8) and self.int_dot, tuned=True)
+                       matmul_int8=pick(matmul_int8, self.matmul_int8) and self.int_dot,
+                       matmul_int8_per_type={**self.matmul_int8_per_type,
+                                             **{int(t): bool(on) and self.int_dot
+                                                for t, on in (matmul_int8_per_type or {}).items()}},
+                       tuned=True)
+
+    def int8_for(self, ggml_type: int) -> bool:
+        """Whether prompt chunks of this (quantized) weight type take the int8 mat-mat: its tuned choice, else
+        the device-wide one."""
+        return self.matmul_int8_per_type.get(int(ggml_type), self.matmul_int8)
 
     def gdn_lanes_for(self, head_dim: int) -> int:
         """Lanes per GDN column for this head size: the tuned/default value where it divides head_dim (a

@@ -15,15 +15,19 @@ from vkmtp.gguf import row_bytes
 from vkmtp.ops.flash_attn import FlashAttn
 from vkmtp.ops.gdn import GatedDeltaNet
 from vkmtp.ops.kv_layout import KvLayout
+from vkmtp.ops.matmul import INT8_TYPES, MatMul
 from vkmtp.ops.matvec import MAX_COLS, MatVec
 from vkmtp.ops.strided import Strided
 from vkmtp.ref.ops.flash_attn import flash_attn as flash_attn_ref
 from vkmtp.ref.ops.gdn import gated_delta_net
+from vkmtp.ref.ops.matmul import dequantize_q8_1, matmul_error_bound, matmul_q8_1, quantize_q8_1
+from vkmtp.ref.ops.matmul import matmul as matmul_ref
 from vkmtp.ref.ops.matvec import matvec as matvec_ref, matvec_error_bound
 from vkmtp.ref.ops.set_rows import decode_rows, encode_rows
 from vkmtp.ref.random_quant import random_rows
 
 MATVEC_REL = 2e-6                  # f32 dot of K terms: |err| <= REL * sum |w x| (tests/ops/test_matvec.py)
+MATMUL_REL = 1e-5                  # tests/ops/test_matmul.py and test_matmul_q8.py (f32 accumulation order)
 GDN_ATOL, GDN_RTOL = 5e-7, 1e-5    # tests/ops/test_gdn.py
 GDN_CHUNKED_TOL = dict(atol=3e-6, state_atol=3e-5, rtol=1e-4)   # the chunked kernel (tests/ops/test_gdn_chunked.py)
 ATTN_ATOL, ATTN_RTOL = 3e-5, 1e-4  # tests/ops/test_flash_attn.py
@@ -90,6 +94,78 @@ class MatVecCase:
         if problem is None and not np.array_equal(self.run(mv, 1)[0], batch[0]):
             problem = "matvec: column 0 alone differs from column 0 in a batch of 8 (batch invariance)"
         return problem
+
+    def destroy(self) -> None:
+        self.ops.destroy()
+
+
+# Prefill mat-mat weights [rows, K] of one trunk layer's FFN at real widths (gate and up [F, E], down [E, F]),
+# with their count per layer: the bulk of a prompt chunk's multiply-adds, timed by `vkmtp tune` when no model is
+# given (tools/make_synthetic_model.py presets: 0.8B E 1024, F 3584; 27B E 5120, F 17408).
+PREFILL_FFN_SHAPES = {"0.8b": ((3584, 1024, 2), (1024, 3584, 1)), "27b": ((17408, 5120, 2), (5120, 17408, 1))}
+
+
+def model_prefill_shapes(path: str) -> dict[int, list[tuple[int, int, int]]]:
+    """{ggml type id: [(rows, K, count)]} of a GGUF's 2-D block weights that prompt chunks multiply with the
+    mat-mat and that the int8 kernel takes (quantized types). MoE expert stacks are 3-D and run on the expert
+    mat-vec (vkmtp.ops.matvec_id) in prompt chunks too, so they are not listed; the conv kernel is no mat-mat."""
+    from collections import Counter
+
+    from vkmtp.gguf import open_gguf
+
+    with open_gguf(path) as f:
+        shapes = Counter((int(info.ggml_type), int(info.shape[0]), int(info.shape[1]))
+                         for name, info in f.tensors.items()
+                         if name.startswith("blk.") and len(info.shape) == 2 and "conv1d" not in name
+                         and int(info.ggml_type) in INT8_TYPES)
+    out: dict[int, list[tuple[int, int, int]]] = {}
+    for (t, rows, k), count in sorted(shapes.items()):
+        out.setdefault(t, []).append((rows, k, count))
+    return out
+
+
+class MatMulCase:
+    """A prompt chunk's product: a [n_rows, n_k] weight of one type times n_tok activation rows, REPS_SLOTS
+    output slots. `check` runs the timed shape itself (so the tile that is timed is the tile checked) and
+    compares a corner of it, the first and last 64 rows of the first and last 2 tokens (partial tiles
+    included), with the reference: computing all of a 27B-sized product in NumPy would take minutes."""
+
+    def __init__(self, device: Device, ggml_type: int, n_rows: int, n_k: int, n_tok: int, seed: int = 0):
+        rng = np.random.default_rng(seed)
+        self.device, self.type, self.n_rows, self.n_k, self.n_tok = device, ggml_type, n_rows, n_k, n_tok
+        self.weight = random_rows(ggml_type, n_rows, n_k, rng)                  # [n_rows, row_bytes] u8
+        self.x = rng.standard_normal((n_tok, n_k)).astype(np.float32)          # [n_tok, n_k]
+        self.ops = Operands(device, {"w": self.weight, "x": self.x, "y": REPS_SLOTS * n_tok * n_rows * 4})
+        self.bytes_read = n_rows * row_bytes(ggml_type, n_k) + self.x.nbytes
+
+    def _y(self, slot: int):
+        size = self.n_tok * self.n_rows * 4
+        return self.ops.view("y").sub(slot * size, size)
+
+    def recorder(self, mm: MatMul):
+        def record(rec, i: int) -> None:
+            mm.record(rec, self.ops.view("w"), self.type, self.n_rows, self.n_k, self.ops.view("x"),
+                      self._y(i % REPS_SLOTS), self.n_tok)
+        return record
+
+    def check(self, mm: MatMul) -> str | None:
+        rec = self.device.recorder()
+        self.recorder(mm)(rec, 0)
+        rec.finish()
+        rec.run()
+        rec.destroy()
+        got = self.device.read(self._y(0)).reshape(self.n_tok, self.n_rows)
+        rows = np.unique(np.r_[0:min(64, self.n_rows), max(0, self.n_rows - 64):self.n_rows])
+        toks = np.unique([0, min(1, self.n_tok - 1), max(0, self.n_tok - 2), self.n_tok - 1])
+        w, x = self.weight[rows], self.x[toks]
+        if mm.uses_int8(self.type):
+            want = matmul_q8_1(w, self.type, len(rows), self.n_k, x, None, len(toks))
+            q, d = quantize_q8_1(x, self.n_k)
+            x = dequantize_q8_1(q, d, self.n_k).astype(np.float32)
+        else:
+            want = matmul_ref(w, self.type, len(rows), self.n_k, x, None, len(toks))
+        tol = matmul_error_bound(w, self.type, len(rows), self.n_k, x, len(toks), MATMUL_REL) + 1e-30
+        return compare("matmul_q8" if mm.uses_int8(self.type) else "matmul", got[np.ix_(toks, rows)], want, tol)
 
     def destroy(self) -> None:
         self.ops.destroy()
