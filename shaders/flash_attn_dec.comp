@@ -7,18 +7,23 @@
 // Work split, per tile of TILE = 64 positions (chunks are multiples of it; split s takes chunks s, s + n_splits,
 // ... in ascending order, as flash_attn.comp):
 //  (1) scores: LANES lanes share one KV row; lane l reads the row's 8-value groups l, l + LANES, ... (f16: one
-//      16-byte load each, neighbouring lanes read neighbouring bytes) and the LANES partial dot products are
-//      summed by a butterfly of subgroup shuffles (xor 1, 2, ..., LANES / 2; a + b == b + a, so every lane holds
-//      the same bits). The lane groups are carved out of subgroups (gl_SubgroupInvocationID / LANES), LANES is
-//      at most the device's smallest subgroup size (ops/flash_attn.py); without subgroup shuffles LANES is 1
-//      and each invocation reads whole rows.
+//      16-byte load each, neighbouring lanes read neighbouring bytes) against its own q values (held in
+//      registers), and the LANES partial dot products are summed by a butterfly of subgroup shuffles (xor 1,
+//      2, ..., LANES / 2; a + b == b + a, so every lane holds the same bits). The lane groups are carved out of
+//      subgroups (gl_SubgroupInvocationID / LANES), LANES is at most the device's smallest subgroup size
+//      (ops/flash_attn.py); without subgroup shuffles LANES is 1 and each invocation reads whole rows.
 //  (2) softmax of the tile per query head: the lanes of one group take the max and the sum of exp over the
 //      tile's valid positions (lane-strided, then the same butterfly).
-//  (3) V: sub-tiles of VT rows are staged in shared memory as f32 by all invocations with coalesced loads, then
-//      each invocation accumulates its (query head, 4 dims) items over the staged rows in position order.
+//  (3) O = O * alpha + P V: each invocation reads, row by row, the V values of its (query head, 4 dims) items
+//      straight from the cache. Where BLOCK_SIZE divides HEAD_DIM / 4 (head_dim 256) every V value is read by
+//      exactly one invocation (neighbouring invocations read neighbouring 8 bytes) and serves all GQA heads,
+//      and the P values read are the same for the whole workgroup: no staging in shared memory is needed.
 // Every row's arithmetic depends only on its own causal length and (n_splits, chunk, BLOCK_SIZE, LANES): a token
 // gives the same bits alone or in a verify batch of any size. Positions at or beyond the causal length are never
 // read (stale rows may hold NaN).
+// Loop iterations: a CPU driver may end an invocation's loops after a fixed number of iterations in all
+// (lavapipe: 65535); ops/flash_attn.py `dec_loop_iterations` counts every loop below per tile, and the splits
+// keep each workgroup within the device's budget. Keep the two in step.
 //
 // Bindings: 0 tokens, 1 q (float), 2 k_data, 3 v_data (uint cache words), 4 part (float, written); with
 //           KV_PARTS, K and V parts 1.. at bindings 5, 6, ... (common/kv_parts.glsl)
@@ -26,10 +31,12 @@
 //                 n_head, n_splits, chunk, scale bits, part_o_off, part_ml_off, rows_per_part)
 // Spec constants: 0 BLOCK_SIZE (workgroup size; a multiple of the subgroup size and of LANES), 1 HEAD_DIM
 //                 (multiple of 8), 2 GQA
-// Defines: LANES (lanes per KV row, power of 2; > 1 needs subgroup shuffles), VEC_LOADS (f16 caches read as
-//          uvec4: cache offsets and head rows 16-byte aligned), K_Q8_0, V_Q8_0, KV_PARTS
+// Defines: LANES (lanes per KV row, power of 2, at most 64; > 1 needs subgroup shuffles), VEC_LOADS (f16
+//          caches read as uvec4 (K) and uvec2 (V): cache offsets and head rows 16-byte aligned), K_Q8_0, V_Q8_0,
+//          KV_PARTS
 // Dispatch: n_splits x n_head_kv x n_tok.
 #extension GL_GOOGLE_include_directive : require
+#extension GL_EXT_control_flow_attributes : require
 #if LANES > 1
 #extension GL_KHR_shader_subgroup_basic : require
 #extension GL_KHR_shader_subgroup_shuffle : require
@@ -46,7 +53,7 @@ layout(std430, binding = 2) readonly buffer K { uint k_data[]; };
 layout(std430, binding = 3) readonly buffer V { uint v_data[]; };
 #if defined(VEC_LOADS) && !defined(KV_PARTS)
 layout(std430, binding = 2) readonly buffer K4 { uvec4 k_vec[]; };
-layout(std430, binding = 3) readonly buffer V4 { uvec4 v_vec[]; };
+layout(std430, binding = 3) readonly buffer V2 { uvec2 v_vec[]; };
 #endif
 layout(std430, binding = 4) writeonly buffer Part { float part[]; };
 layout(push_constant) uniform Push {
@@ -60,12 +67,17 @@ layout(push_constant) uniform Push {
 #include "kv_parts.glsl"
 
 const uint TILE = 64;
-const uint VT = 16;                                   // V rows staged at a time
 const uint QUADS = HEAD_DIM / 4;
 const uint OCTS = HEAD_DIM / 8;                       // 8-value groups per head
 const uint OCTS_PER_LANE = OCTS / LANES;
 const uint GROUPS = BLOCK_SIZE / LANES;               // KV rows in flight
 const uint ITEMS = (GQA * QUADS + BLOCK_SIZE - 1) / BLOCK_SIZE;  // (query head, quad) items per invocation
+// Where BLOCK_SIZE divides QUADS (head_dim 256 at 64 invocations), item k of every invocation belongs to the
+// same query head k / QPH: its P reads are uniform (one load for the workgroup on a CPU driver, a broadcast on
+// a GPU). Otherwise item k is entry tid + k * BLOCK_SIZE of the (query head, quad) list. Same arithmetic per
+// output value either way.
+const bool HEAD_UNIFORM = QUADS % BLOCK_SIZE == 0;
+const uint QPH = (QUADS + BLOCK_SIZE - 1) / BLOCK_SIZE;  // quads per query head per invocation (HEAD_UNIFORM)
 #ifdef K_Q8_0
 const bool K_IS_Q8 = true;
 const uint K_HEAD_WORDS = HEAD_DIM / 64 * 17;
@@ -86,7 +98,6 @@ shared float sh_p[GQA * TILE];       // scores, then probabilities of the tile
 shared float sh_m[GQA];              // running max
 shared float sh_l[GQA];              // running sum of exp
 shared float sh_alpha[GQA];          // exp(M_old - M_new) of this tile
-shared vec4 sh_v[VT * QUADS];        // staged V rows (f32)
 
 uint cache_word(bool is_v, uint i) {
     return kv_read(is_v, i, (p.n_head / GQA) * (is_v ? V_HEAD_WORDS : K_HEAD_WORDS));
@@ -106,33 +117,65 @@ vec4 load_quad_q8(bool is_v, uint base, uint quad) {
                 bitfieldExtract(int(qs), 16, 8), bitfieldExtract(int(qs), 24, 8)) * d;
 }
 
-// Values 8 * oct .. 8 * oct + 7 of the head starting at word `base`, as two vec4.
-void load_oct(bool is_v, bool is_q8, uint base, uint oct, out vec4 lo, out vec4 hi) {
-    if (is_q8) {
-        lo = load_quad_q8(is_v, base, 2 * oct);
-        hi = load_quad_q8(is_v, base, 2 * oct + 1);
+// Values 4 * quad .. 4 * quad + 3 of the V head starting at word `base`.
+vec4 load_v_quad(uint base, uint quad) {
+    if (V_IS_Q8) return load_quad_q8(true, base, quad);
+    uint w = base + 2 * quad;
+#if defined(VEC_LOADS) && !defined(KV_PARTS)
+    uvec2 u = v_vec[w / 2];
+#else
+    uvec2 u = uvec2(cache_word(true, w), cache_word(true, w + 1));
+#endif
+    return vec4(unpackHalf2x16(u.x), unpackHalf2x16(u.y));
+}
+
+// Values 8 * oct .. 8 * oct + 7 of the K head starting at word `base`, as two vec4.
+void load_k_oct(uint base, uint oct, out vec4 lo, out vec4 hi) {
+    if (K_IS_Q8) {
+        lo = load_quad_q8(false, base, 2 * oct);
+        hi = load_quad_q8(false, base, 2 * oct + 1);
         return;
     }
     uint w = base + 4 * oct;
 #if defined(VEC_LOADS) && !defined(KV_PARTS)
-    uvec4 u = is_v ? v_vec[w / 4] : k_vec[w / 4];
+    uvec4 u = k_vec[w / 4];
 #else
-    uvec4 u = uvec4(cache_word(is_v, w), cache_word(is_v, w + 1), cache_word(is_v, w + 2), cache_word(is_v, w + 3));
+    uvec4 u = uvec4(cache_word(false, w), cache_word(false, w + 1), cache_word(false, w + 2),
+                    cache_word(false, w + 3));
 #endif
     lo = vec4(unpackHalf2x16(u.x), unpackHalf2x16(u.y));
     hi = vec4(unpackHalf2x16(u.z), unpackHalf2x16(u.w));
 }
 
+uint item_head(uint k, uint tid) { return HEAD_UNIFORM ? k / QPH : (tid + k * BLOCK_SIZE) / QUADS; }
+uint item_quad(uint k, uint tid) {
+    return HEAD_UNIFORM ? tid + (k % QPH) * BLOCK_SIZE : (tid + k * BLOCK_SIZE) % QUADS;
+}
+bool item_valid(uint k, uint tid) { return HEAD_UNIFORM || tid + k * BLOCK_SIZE < GQA * QUADS; }
+
+// Butterflies over the LANES lanes of a row (written out: no loop iterations counted)
+#if LANES > 64
+#error "at most 64 lanes per KV row"
+#endif
+#define BUTTERFLY(x, OP) \
+    if (LANES > 1) x = OP(x, subgroupShuffleXor(x, 1)); \
+    if (LANES > 2) x = OP(x, subgroupShuffleXor(x, 2)); \
+    if (LANES > 4) x = OP(x, subgroupShuffleXor(x, 4)); \
+    if (LANES > 8) x = OP(x, subgroupShuffleXor(x, 8)); \
+    if (LANES > 16) x = OP(x, subgroupShuffleXor(x, 16)); \
+    if (LANES > 32) x = OP(x, subgroupShuffleXor(x, 32));
+float add(float a, float b) { return a + b; }
+
 float lanes_sum(float x) {
 #if LANES > 1
-    for (uint m = 1; m < LANES; m *= 2) x += subgroupShuffleXor(x, m);
+    BUTTERFLY(x, add)
 #endif
     return x;
 }
 
 float lanes_max(float x) {
 #if LANES > 1
-    for (uint m = 1; m < LANES; m *= 2) x = max(x, subgroupShuffleXor(x, m));
+    BUTTERFLY(x, max)
 #endif
     return x;
 }
@@ -166,95 +209,106 @@ void main() {
         sh_m[tid] = neg_inf;
         sh_l[tid] = 0.0;
     }
-    vec4 acc[ITEMS];
-    for (uint k = 0; k < ITEMS; ++k) acc[k] = vec4(0.0);
     barrier();
+    // this lane's q values (its 8-value groups lane, lane + LANES, ... of each query head)
+    vec4 qr[GQA * OCTS_PER_LANE * 2];
+    [[unroll]] for (uint g = 0; g < GQA; ++g) {
+        [[unroll]] for (uint o = 0; o < OCTS_PER_LANE; ++o) {
+            uint oct = lane + o * LANES;
+            qr[(g * OCTS_PER_LANE + o) * 2] = sh_q[g * QUADS + 2 * oct];
+            qr[(g * OCTS_PER_LANE + o) * 2 + 1] = sh_q[g * QUADS + 2 * oct + 1];
+        }
+    }
+    vec4 acc[ITEMS];
+    [[unroll]] for (uint k = 0; k < ITEMS; ++k) acc[k] = vec4(0.0);
 
     for (uint c = split; c * p.chunk < len; c += p.n_splits) {
         uint c_end = min(c * p.chunk + p.chunk, len);
         for (uint tile = c * p.chunk; tile < c_end; tile += TILE) {
             uint nv = min(len - tile, TILE);
-            // (1) scores: group grp takes rows tile + grp, tile + grp + GROUPS, ...
-            for (uint j = grp; j < TILE; j += GROUPS) {
+            // (1) scores: group grp takes rows grp, grp + GROUPS, ... of the tile
+            [[unroll]] for (uint r = 0; r < TILE / GROUPS; ++r) {
+                uint j = grp + r * GROUPS;
                 bool valid = j < nv;
                 uint base = p.k_off + (row0 + tile + j) * k_row_words + kvh * K_HEAD_WORDS;
                 float dots[GQA];
-                for (uint g = 0; g < GQA; ++g) dots[g] = 0.0;
+                [[unroll]] for (uint g = 0; g < GQA; ++g) dots[g] = 0.0;
                 if (valid) {
-                    for (uint o = 0; o < OCTS_PER_LANE; ++o) {
-                        uint oct = lane + o * LANES;
+                    [[unroll]] for (uint o = 0; o < OCTS_PER_LANE; ++o) {
                         vec4 lo, hi;
-                        load_oct(false, K_IS_Q8, base, oct, lo, hi);
-                        for (uint g = 0; g < GQA; ++g) {
-                            dots[g] += dot(sh_q[g * QUADS + 2 * oct], lo) + dot(sh_q[g * QUADS + 2 * oct + 1], hi);
+                        load_k_oct(base, lane + o * LANES, lo, hi);
+                        [[unroll]] for (uint g = 0; g < GQA; ++g) {
+                            dots[g] += dot(qr[(g * OCTS_PER_LANE + o) * 2], lo)
+                                     + dot(qr[(g * OCTS_PER_LANE + o) * 2 + 1], hi);
                         }
                     }
                 }
-                for (uint g = 0; g < GQA; ++g) {
+                [[unroll]] for (uint g = 0; g < GQA; ++g) {
                     float s = lanes_sum(dots[g]);
                     if (valid && lane == 0) sh_p[g * TILE + j] = s;
                 }
             }
             barrier();
             // (2) softmax state per query head, by lane group g % GROUPS
-            for (uint g = grp; g < GQA; g += GROUPS) {
-                float mt = neg_inf;
-                for (uint j = lane; j < nv; j += LANES) mt = max(mt, sh_p[g * TILE + j]);
-                mt = lanes_max(mt);
-                float m_old = sh_m[g];
-                float m_new = max(m_old, mt);
-                float ts = 0.0;
-                for (uint j = lane; j < nv; j += LANES) {
-                    float e = exp(sh_p[g * TILE + j] - m_new);
-                    sh_p[g * TILE + j] = e;
-                    ts += e;
-                }
-                ts = lanes_sum(ts);
-                if (lane == 0) {
-                    float alpha = m_new == m_old ? 1.0 : exp(m_old - m_new);  // exp(-inf) never computed
-                    sh_alpha[g] = alpha;
-                    sh_l[g] = sh_l[g] * alpha + ts;
-                    sh_m[g] = m_new;
+            [[unroll]] for (uint r = 0; r < (GQA + GROUPS - 1) / GROUPS; ++r) {
+                uint g = grp + r * GROUPS;
+                if (g < GQA) {
+                    float mt = neg_inf;
+                    [[unroll]] for (uint i = 0; i < TILE / LANES; ++i) {
+                        uint j = lane + i * LANES;
+                        if (j < nv) mt = max(mt, sh_p[g * TILE + j]);
+                    }
+                    mt = lanes_max(mt);
+                    float m_old = sh_m[g];
+                    float m_new = max(m_old, mt);
+                    float ts = 0.0;
+                    [[unroll]] for (uint i = 0; i < TILE / LANES; ++i) {
+                        uint j = lane + i * LANES;
+                        if (j < nv) {
+                            float e = exp(sh_p[g * TILE + j] - m_new);
+                            sh_p[g * TILE + j] = e;
+                            ts += e;
+                        }
+                    }
+                    ts = lanes_sum(ts);
+                    if (lane == 0) {
+                        float alpha = m_new == m_old ? 1.0 : exp(m_old - m_new);  // exp(-inf) never computed
+                        sh_alpha[g] = alpha;
+                        sh_l[g] = sh_l[g] * alpha + ts;
+                        sh_m[g] = m_new;
+                    }
                 }
             }
             barrier();
-            // (3) O = O * alpha + P V, V staged VT rows at a time
-            for (uint k = 0; k < ITEMS; ++k) {
-                uint item = tid + k * BLOCK_SIZE;
-                if (item < GQA * QUADS) acc[k] *= sh_alpha[item / QUADS];
+            // (3) O = O * alpha + P V, row by row in position order, V read straight from the cache
+            [[unroll]] for (uint k = 0; k < ITEMS; ++k) {
+                if (item_valid(k, tid)) acc[k] *= sh_alpha[item_head(k, tid)];
             }
-            for (uint v0 = 0; v0 < nv; v0 += VT) {
-                uint vn = min(nv - v0, VT);
-                for (uint idx = tid; idx < vn * OCTS; idx += BLOCK_SIZE) {
-                    uint jj = idx / OCTS;
-                    uint oct = idx - jj * OCTS;
-                    uint base = p.v_off + (row0 + tile + v0 + jj) * v_row_words + kvh * V_HEAD_WORDS;
-                    vec4 lo, hi;
-                    load_oct(true, V_IS_Q8, base, oct, lo, hi);
-                    sh_v[jj * QUADS + 2 * oct] = lo;
-                    sh_v[jj * QUADS + 2 * oct + 1] = hi;
-                }
-                barrier();
-                for (uint k = 0; k < ITEMS; ++k) {
-                    uint item = tid + k * BLOCK_SIZE;
-                    if (item < GQA * QUADS) {
-                        uint g = item / QUADS;
-                        uint quad = item - g * QUADS;
-                        for (uint jj = 0; jj < vn; ++jj) acc[k] += sh_p[g * TILE + v0 + jj] * sh_v[jj * QUADS + quad];
+            for (uint j = 0; j < nv; ++j) {
+                uint base = p.v_off + (row0 + tile + j) * v_row_words + kvh * V_HEAD_WORDS;
+                if (HEAD_UNIFORM) {
+                    [[unroll]] for (uint qi = 0; qi < QPH; ++qi) {
+                        vec4 v = load_v_quad(base, tid + qi * BLOCK_SIZE);
+                        [[unroll]] for (uint g = 0; g < GQA; ++g) acc[g * QPH + qi] += sh_p[g * TILE + j] * v;
+                    }
+                } else {
+                    [[unroll]] for (uint k = 0; k < ITEMS; ++k) {
+                        if (item_valid(k, tid)) {
+                            acc[k] += sh_p[item_head(k, tid) * TILE + j] * load_v_quad(base, item_quad(k, tid));
+                        }
                     }
                 }
-                barrier();
             }
+            barrier();   // the next tile rewrites sh_p
         }
     }
 
     // partials of every query head, also when this split saw no position (L = 0: the reduce skips it)
-    for (uint k = 0; k < ITEMS; ++k) {
-        uint item = tid + k * BLOCK_SIZE;
-        if (item < GQA * QUADS) {
-            uint g = item / QUADS;
+    [[unroll]] for (uint k = 0; k < ITEMS; ++k) {
+        if (item_valid(k, tid)) {
+            uint g = item_head(k, tid);
             uint o = p.part_o_off + ((t * p.n_head + kvh * GQA + g) * p.n_splits + split) * HEAD_DIM
-                   + 4 * (item - g * QUADS);
+                   + 4 * item_quad(k, tid);
             part[o] = acc[k].x;
             part[o + 1] = acc[k].y;
             part[o + 2] = acc[k].z;

@@ -3,7 +3,8 @@
 // A table split by rows into parts gets one dispatch per part; each writes the tokens whose id falls in its
 // rows [row_start, row_start + n_rows). The part with row_start == 0 writes NaN rows for ids >= n_total, so a
 // bad token id shows up instead of leaving stale data.
-// Bindings: 0 data_a (uint words: raw GGUF rows of this part; row r at byte a_off + r * row_bytes)
+// Bindings: 0 data_a (uint words: GGUF rows of this part in the device layout of dequant.glsl; row r at byte
+//                     a_off + r * row_bytes)
 //           1 ids    (uint words: id of token t at ids[ids_off + t * ids_stride]; ids_stride 4 reads the
 //                     token_id field of the per-token records of tokens.glsl, 1 a plain array)
 //           2 data_d (f32 output, row of token t at d_off + t * d_stride)
@@ -58,7 +59,7 @@ void main() {
     if (n_here == 8u) {
         vec4 v0;
         vec4 v1;
-        dequant8_row(row, e, v0, v1);
+        dequant8_row(row, p.row_bytes, e, v0, v1);
         for (uint j = 0u; j < 4u; j++) {
             data_d[d + j] = v0[j];
             data_d[d + 4u + j] = v1[j];

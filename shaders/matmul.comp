@@ -73,10 +73,10 @@ void stage_a(uint r, uint row, uint k0, uint g) {
     vec4 v1;
     const uint row_byte = p.a_off + row * p.row_bytes;
 #ifdef ALIGNED
-    dequant8_row(row_byte, k0, v0, v1);
+    dequant8_row(row_byte, p.row_bytes, k0, v0, v1);
 #else
     if (k0 + 8 <= p.k) {
-        dequant8_row(row_byte, k0, v0, v1);
+        dequant8_row(row_byte, p.row_bytes, k0, v0, v1);
     } else {
         // Quantized rows hold whole groups of 8, so only float rows end inside a group.
         vec4 t[2] = vec4[2](vec4(0.0), vec4(0.0));

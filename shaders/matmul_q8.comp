@@ -93,7 +93,7 @@ void main() {
             const uint row_byte = p.a_off + min(m0 + r, p.m - 1u) * p.row_bytes;
             const uint e = k_tile + g * 8u;
             const uint blk = e / A_BLOCK_K;
-            const uint base = row_byte + blk * A_BLOCK_BYTES;
+            const DQ_BLK base = dq_block(row_byte, p.row_bytes, blk);
             const uint i = e - blk * A_BLOCK_K;
             vec4 q0;
             vec4 q1;

@@ -3,7 +3,7 @@
 //   d[c][row] = sum_k W[row][k] * b[c][k]    (ACCUMULATE: d[c][row] += ...)
 // for rows 0..n_rows-1 of one weight part and columns c < NUM_COLS. Batch invariant: column c's result is
 // bit-identical for every NUM_COLS (see matvec_core.glsl for the work split and why).
-// Bindings: 0 data_a (uint words: raw GGUF rows; row r at byte a_off + r * row_bytes)
+// Bindings: 0 data_a (uint words: GGUF rows in the device layout of dequant.glsl; row r at byte a_off + r * row_bytes)
 //           1 data_b (f32 activations; also aliased as vec4 data_b4)
 //           2 data_d (f32 output; may be the same buffer as binding 1 at another range)
 //           3 data_aux (f32 norm weight; only with X_NORM / X_HEAD_NORM)
@@ -15,7 +15,8 @@
 //   d_off / d_stride.
 // Spec constants: 0 BLOCK_SIZE (local_size_x; a power of 2, a multiple of the subgroup size),
 //                 1 NUM_ROWS (rows per workgroup), 2 NUM_COLS (columns), 3 SUBGROUP_SIZE (device's)
-// Defines: DATA_A_<TYPE>, USE_SUBGROUP_ADD, ACCUMULATE, B_SCALAR (b_off or b_stride not a multiple of 4),
+// Defines: DATA_A_<TYPE>, A_ALIGN8 (an A_SPLIT type whose a_off and row_bytes are multiples of 8: dequant.glsl),
+//          USE_SUBGROUP_ADD, ACCUMULATE, B_SCALAR (b_off or b_stride not a multiple of 4),
 //          X_NORM | X_HEAD_NORM | X_SWIGLU, D_SIGMOID_ADD (common/matvec_io.glsl)
 // Dispatch: ceil(n_rows / NUM_ROWS) workgroups folded over x and y (workgroup w = x + y * num_x)
 #extension GL_GOOGLE_include_directive : require
@@ -27,6 +28,9 @@ layout(constant_id = 3) const uint SUBGROUP_SIZE = 32;
 layout(local_size_x_id = 0) in;
 
 layout(std430, binding = 0) readonly buffer A { uint data_a[]; };
+#ifdef A_ALIGN8
+layout(std430, binding = 0) readonly buffer A2 { uvec2 data_a2[]; };  // 8-byte quant loads (dequant.glsl)
+#endif
 layout(std430, binding = 1) readonly buffer B { float data_b[]; };
 layout(std430, binding = 1) readonly buffer B4 { vec4 data_b4[]; };
 #if defined(ACCUMULATE) || defined(D_SIGMOID_ADD)

@@ -21,7 +21,8 @@
 //                 head_dim, side_off (X_SWIGLU: an input's up half at side_off words after its gate half)
 //           4 data_aux (f32 norm weight; only with X_NORM / X_HEAD_NORM)
 // Spec constants: 0 BLOCK_SIZE, 1 NUM_ROWS, 2 NUM_COLS (group capacity: min(n_tok, 8)), 3 SUBGROUP_SIZE
-// Defines: DATA_A_<TYPE>, USE_SUBGROUP_ADD, B_SCALAR (see matvec_core.glsl), X_NORM | X_SWIGLU
+// Defines: DATA_A_<TYPE>, A_ALIGN8 (A_SPLIT type, a_off and each expert's rows 8-byte aligned: dequant.glsl),
+//          USE_SUBGROUP_ADD, B_SCALAR (see matvec_core.glsl), X_NORM | X_SWIGLU
 //          (common/matvec_io.glsl)
 // Dispatch: x = ceil(n_rows / NUM_ROWS), y = n_entries (an upper bound on the number of groups)
 #extension GL_GOOGLE_include_directive : require
@@ -33,6 +34,9 @@ layout(constant_id = 3) const uint SUBGROUP_SIZE = 32;
 layout(local_size_x_id = 0) in;
 
 layout(std430, binding = 0) readonly buffer A { uint data_a[]; };
+#ifdef A_ALIGN8
+layout(std430, binding = 0) readonly buffer A2 { uvec2 data_a2[]; };  // 8-byte quant loads (dequant.glsl)
+#endif
 layout(std430, binding = 1) readonly buffer B { float data_b[]; };
 layout(std430, binding = 1) readonly buffer B4 { vec4 data_b4[]; };
 layout(std430, binding = 2) writeonly buffer D { float data_d[]; };

@@ -6,6 +6,9 @@
     PYTHONPATH=. python tools/bench_kernels.py --prefill-model syn-0.8b.gguf --prefill-tokens 512   # both paths
     PYTHONPATH=. python tools/bench_kernels.py --matvec-27b --lm-rows 8192   # mat-vec at 27B shapes only
     PYTHONPATH=. python tools/bench_kernels.py --matvec-27b --before ../main  # ... that checkout, then this one
+    PYTHONPATH=. python tools/bench_kernels.py --prefill-attn 0.8b,27b --prefill-tokens 512,2048  # f32 vs f16 math
+    PYTHONPATH=. python tools/bench_kernels.py --attn-long --before ../main --cpu-clock  # decode attention 4k-128k,
+                                                   # each output checked against a reference
 
 Families: mat-vec per type at 1..8 columns (also time(k) / time(1): what verifying k MTP tokens costs over
 decoding one), mat-mat per type for a prompt chunk, flash attention at a few context lengths, the GDN update,
@@ -14,6 +17,8 @@ RMS norm and get_rows. With --prefill-model, only the prefill mat-mats of that G
 the f32 kernel and on the int8 kernel (Q8_1 activations; OpSDot where the device enabled integer dot products),
 then the prefill attention of its attention layers over that chunk with 32-bit word loads and with f16 loads
 (16-bit storage), and the sum of both per path: the VKMTP_FEATURES=none path and the feature path.
+With --prefill-attn, only the prefill attention of a first prompt chunk at the named models' attention shapes,
+with f32 math and with f16 math (shaderFloat16), in interleaved rounds (each configuration checked first).
 "bytes" is what a kernel must at least read (weights, KV rows, states); GB/s over
 tools/bench_device.py's streaming-read bandwidth (vkmtp.tuning.timing.read_bandwidth) shows how far each kernel is
 from the memory bound, which decode speed is. Timing: GPU timestamps where trusted, else the host clock.
@@ -36,7 +41,7 @@ from vkmtp.ops.gdn import GatedDeltaNet
 from vkmtp.ops.get_rows import GetRows
 from vkmtp.ops.matmul import MatMul
 from vkmtp.ops.matvec import MAX_COLS, MatVec
-from vkmtp.ops.quant_types import SUPPORTED_TYPES
+from vkmtp.ops.quant_types import SUPPORTED_TYPES, to_device_layout
 from vkmtp.ops.rms_norm import RmsNorm
 from vkmtp.ops.strided import Strided
 from vkmtp.ref.random_quant import random_rows
@@ -106,19 +111,42 @@ def cpu_time_recorded(dev, record, reps: int, runs: int = 3):
     return Timing(best, "cpu")
 
 
+def spirv_per_weight():
+    """vkmtp.tuning.spirv_count.per_weight; from this script's own tree when the vkmtp imported (an older
+    --before tree) has no such module: it only compiles the shaders the device's compiler points at."""
+    try:
+        from vkmtp.tuning.spirv_count import per_weight
+    except ImportError:
+        import importlib.util
+        from pathlib import Path
+        path = Path(__file__).resolve().parent.parent / "vkmtp" / "tuning" / "spirv_count.py"
+        spec = importlib.util.spec_from_file_location("_spirv_count_here", path)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        per_weight = module.per_weight
+    return per_weight
+
+
 def bench_matvec_27b(dev, table, types, profile, lm_rows: int, cols: tuple[int, ...], reps: int,
                      cpu_clock: bool = False) -> None:
     """Mat-vec at the 27B FFN and LM-head shapes (LM head: its first lm_rows rows), plus the SPIR-V instructions
     per weight of each variant's inner loop (vkmtp.tuning.spirv_count). cpu_clock: time by cpu_time_recorded."""
     timer = cpu_time_recorded if cpu_clock else time_recorded
+    from inspect import signature
+
+    from vkmtp.ops import quant_types
     from vkmtp.ops.matvec import variant_key
-    from vkmtp.tuning.spirv_count import per_weight
+    per_weight = spirv_per_weight()
 
     mv = MatVec(dev, per_type=profile.matvec_by_type())
     for name in types:
         t = mv.tuning_for(TYPE_IDS[name])
         for n in cols:
-            key = variant_key("matvec.comp", TYPE_IDS[name], t, False)
+            # the variant the 27B shapes use: their rows are 16-byte multiples (A_ALIGN8 where the tree has it
+            # and the type takes it)
+            aligned = {"a_aligned8": True} if "a_aligned8" in signature(variant_key).parameters \
+                and quant_types.aligned8(TYPE_IDS[name], 0, row_bytes(TYPE_IDS[name], 5120)) else {}
+            key = variant_key("matvec.comp", TYPE_IDS[name], t, False, **aligned)
             ipw = per_weight(dev.compiler, key, t.block_size, t.rows_per_group, n, dev.info.subgroup_size)
             print(f"spirv matvec {name} n={n}: {ipw:.2f} inner-loop instructions per weight "
                   f"(block {t.block_size}, {t.rows_per_group} rows/group)", flush=True)
@@ -138,7 +166,8 @@ def bench_matmul(dev, table, sizes, types) -> None:
     for name in types:
         t = TYPE_IDS[name]
         w = random_rows(t, sizes.rows, sizes.k, rng)
-        ops = Operands(dev, {"w": w, "x": rng.standard_normal((n, sizes.k)).astype(np.float32),
+        ops = Operands(dev, {"w": to_device_layout(t, sizes.k, w),
+                             "x": rng.standard_normal((n, sizes.k)).astype(np.float32),
                              "y": n * sizes.rows * 4})
 
         def record(rec, _):
@@ -165,7 +194,7 @@ def bench_prefill_paths(dev, path: str, n_tok: int, reps: int) -> None:
     totals = {name: 0.0 for name in paths}
     print(f"prefill mat-mats of {path}: {sum(shapes.values())} weights, {len(shapes)} shapes, chunk of {n_tok}")
     for (t, rows, k), count in sorted(shapes.items()):
-        ops = Operands(dev, {"w": random_rows(t, rows, k, rng),
+        ops = Operands(dev, {"w": to_device_layout(t, k, random_rows(t, rows, k, rng)),
                              "x": rng.standard_normal((n_tok, k)).astype(np.float32), "y": n_tok * rows * 4})
         line = f"  {SUPPORTED_TYPES[t]:6s} {rows:6d} x {k:6d} x{count:3d}"
         for name, mm in paths.items():
@@ -207,17 +236,68 @@ def bench_prefill_attention(dev, path: str, n_tok: int, reps: int) -> tuple[floa
     q_tile = min(4, FlashAttn.max_q_tile(dev, h, h_kv, d))   # the engine's prefill q_tile (vkmtp.graph.forward)
     times = {}
     for f16 in ([False, True] if dev.caps.f16_storage else [False]):
-        fa = FlashAttn(dev, h, case.layout, q_tile=q_tile, f16_loads=f16)
+        # the feature path also takes the device's prefill attention math (f16 where DeviceCaps.attn_f16_math)
+        fa = FlashAttn(dev, h, case.layout, q_tile=q_tile, f16_loads=f16, f16_math=f16 and dev.caps.attn_f16_math)
         problem = case.check(fa)
         if problem:
             raise SystemExit(f"prefill attention (f16 loads {f16}) is wrong: {problem}")
         times[f16] = n_attn * time_recorded(dev, case.recorder(fa), reps).seconds
-        print(f"prefill attention {h}/{h_kv} x {d}, {n_attn} layers, {'f16 loads ' if f16 else 'word loads'}: "
+        print(f"prefill attention {h}/{h_kv} x {d}, {n_attn} layers, {'f16 loads ' if f16 else 'word loads'}"
+              f"{', f16 math' if fa.f16_math else ''}: "
               f"{1e3 * times[f16]:9.1f} ms per chunk")
     case.ops.destroy()
     if True not in times:
         print("prefill attention: the device enabled no 16-bit storage (only word loads)")
     return times[False], times.get(True, times[False])
+
+
+ATTN_SHAPES = {"0.8b": (8, 2, 256), "9b": (16, 4, 256), "27b": (24, 4, 256), "35b-a3b": (16, 2, 256)}
+
+
+def bench_prefill_attn_math(dev, shapes: list[str], token_counts: list[int], rounds: int) -> None:
+    """Prefill attention (one layer, a first chunk of n tokens, the engine's q_tile and f16 loads setting)
+    with f32 math and with f16 math: the fastest of `rounds` interleaved runs of each, and their ratio, by the
+    wall clock and by this process's CPU time (a CPU driver runs its work on this process's threads: CPU time is
+    what a loaded shared machine disturbs least)."""
+    import time
+
+    from vkmtp.tuning.kernel_cases import PrefillAttnCase
+
+    maths = [False, True] if dev.caps.f16_math else [False]
+    if not dev.caps.f16_math:
+        print("prefill attention: the device enabled no shaderFloat16 (only f32 math)")
+    for name in shapes:
+        h, h_kv, d = ATTN_SHAPES[name]
+        q_tile = min(4, FlashAttn.max_q_tile(dev, h, h_kv, d))   # the engine's prefill q_tile
+        for n_tok in token_counts:
+            case = PrefillAttnCase(dev, h, h_kv, d, n_tok)
+            recs = {}
+            for f16 in maths:
+                fa = FlashAttn(dev, h, case.layout, q_tile=q_tile, f16_math=f16)
+                problem = case.check(fa)
+                if problem:
+                    raise SystemExit(f"prefill attention (f16 math {f16}) is wrong: {problem}")
+                rec = dev.recorder()
+                case.recorder(fa)(rec, 0)
+                rec.finish()
+                recs[f16] = rec
+            best = {f16: float("inf") for f16 in maths}
+            cpu = {f16: float("inf") for f16 in maths}
+            for _ in range(rounds):
+                for f16, rec in recs.items():
+                    t0, c0 = time.perf_counter(), time.process_time()
+                    rec.run()
+                    best[f16] = min(best[f16], time.perf_counter() - t0)
+                    cpu[f16] = min(cpu[f16], time.process_time() - c0)
+            for rec in recs.values():
+                rec.destroy()
+            case.destroy()
+            line = f"prefill attention {name:7s} {h}/{h_kv} x {d}, {n_tok:5d} tokens, q_tile {q_tile}: " \
+                   f"f32 math {1e3 * best[False]:9.1f} ms (CPU {1e3 * cpu[False]:9.1f} ms)"
+            if True in best:
+                line += f", f16 math {1e3 * best[True]:9.1f} ms (CPU {1e3 * cpu[True]:9.1f} ms), " \
+                        f"f16 speed {best[False] / best[True]:.2f}x (CPU time {cpu[False] / cpu[True]:.2f}x)"
+            print(line, flush=True)
 
 
 def bench_attn(dev, table, sizes, profile) -> None:
@@ -234,18 +314,42 @@ LONG_CONTEXTS = (4096, 32768, 131072)
 LONG_COLUMNS = (1, 4)
 
 
-def bench_attn_long(dev, table, reps: int, heads=(24, 4, 256)) -> None:
+def repeated_block_attention(q: np.ndarray, gate: np.ndarray, k_block: np.ndarray, v_block: np.ndarray,
+                             lens) -> np.ndarray:
+    """Reference output [n_tok, H, D] of gated attention over a cache whose rows repeat `k_block` / `v_block`
+    ([B, H_kv, D] f32): row r holds block row r % B, so a token of causal length n sees block row i
+    n // B + (i < n % B) times, and softmax over the cache is softmax over the block weighted by those counts
+    (float64; no cache-sized arrays)."""
+    n_tok, h, d = q.shape
+    b, h_kv = k_block.shape[:2]
+    group = h // h_kv
+    k = np.repeat(k_block.astype(np.float64), group, axis=1)
+    v = np.repeat(v_block.astype(np.float64), group, axis=1)
+    out = np.empty((n_tok, h, d))
+    for t, n in enumerate(lens):
+        counts = n // b + (np.arange(b) < n % b)
+        s = np.einsum("hd,bhd->hb", q[t].astype(np.float64), k) / np.sqrt(d)
+        w = counts * np.exp(s - s.max(axis=1, keepdims=True))
+        out[t] = np.einsum("hb,bhd->hd", w / w.sum(axis=1, keepdims=True), v)
+    return out / (1.0 + np.exp(-gate.astype(np.float64)))
+
+
+def bench_attn_long(dev, table, reps: int, heads=(24, 4, 256), cpu_clock: bool = False) -> None:
     """Decode / verify attention at long context (Qwen3.6-27B's 24/4 heads of 256, f16 KV): 1 and 4 query
     columns ending at the last position. K and V are cut into parts of at most maxStorageBufferRange (as the
     engine's caches are) and filled with a repeated block of random rows (the kernel's cost does not depend on
-    the values). Only the API of FlashAttn(..., n_splits=None) is used, so an older tree runs it too (--before)."""
+    the values); every output is checked against repeated_block_attention, so a kernel that skips part of the
+    context shows as WRONG instead of fast. Only the API of FlashAttn(..., n_splits=None) is used, so an older
+    tree runs it too (--before). cpu_clock: time by cpu_time_recorded."""
     from vkmtp.ops.kv_layout import KvLayout
-    from vkmtp.ref.ops.set_rows import encode_rows
+    from vkmtp.ref.ops.set_rows import decode_rows, encode_rows
     from vkmtp.tuning.kernel_cases import token_records
 
+    timer = cpu_time_recorded if cpu_clock else time_recorded
     h, h_kv, d = heads
     rng = np.random.default_rng(0)
     block = encode_rows(rng.standard_normal((4096, h_kv * d)).astype(np.float32), "f16")
+    rows_f32 = decode_rows(block, "f16", h_kv * d).reshape(len(block), h_kv, d)
     for ctx in LONG_CONTEXTS:
         layout = KvLayout("f16", h_kv, d, ctx)
         rows = min(ctx, dev.info.max_storage_buffer_range // layout.row_bytes)
@@ -262,8 +366,8 @@ def bench_attn_long(dev, table, reps: int, heads=(24, 4, 256)) -> None:
             caches.append(parts)
         for n_tok in LONG_COLUMNS:
             fa = FlashAttn(dev, h, layout)
-            ops = Operands(dev, {"rec": token_records(range(ctx - n_tok, ctx), [0] * n_tok),
-                                 "qg": rng.standard_normal((n_tok, h, 2, d)).astype(np.float32),
+            qg = rng.standard_normal((n_tok, h, 2, d)).astype(np.float32)
+            ops = Operands(dev, {"rec": token_records(range(ctx - n_tok, ctx), [0] * n_tok), "qg": qg,
                                  "out": n_tok * h * d * 4, "scratch": fa.scratch_bytes(n_tok)})
             qv = ops.view("qg")
             q = Strided(qv, h * 2 * d, 2 * d)
@@ -274,7 +378,13 @@ def bench_attn_long(dev, table, reps: int, heads=(24, 4, 256)) -> None:
                 fa.record(rec, ops.view("rec"), q, k, v, Strided.heads(ops.view("out"), h, d), n_tok,
                           ops.view("scratch"), gate=gate)
             table.add(f"flash_attn {h}/{h_kv}x{d} ctx={ctx} cols={n_tok} s={fa.n_splits}",
-                      time_recorded(dev, record, reps), 2 * ctx * layout.row_bytes)
+                      timer(dev, record, reps), 2 * ctx * layout.row_bytes)
+            got = ops.read("out").reshape(n_tok, h, d)
+            want = repeated_block_attention(qg[:, :, 0], qg[:, :, 1], rows_f32, rows_f32,
+                                            range(ctx - n_tok + 1, ctx + 1))
+            err = float(np.max(np.abs(got - want)))
+            print(f"  check ctx={ctx} cols={n_tok}: max |out - reference| {err:.2e} "
+                  f"({'ok' if err < 1e-4 else 'WRONG'})", flush=True)
             ops.destroy()
         for buf in (b for parts in caches for b in parts):
             buf.destroy()
@@ -304,7 +414,8 @@ def run_before(args, flags: list[str]) -> int:
 def bench_attn_before_after(args) -> int:
     """--attn-long: bench_attn_long on `--before TREE` (this script in a subprocess of that tree's venv, so its
     vkmtp) and then on this tree, back to back on one device."""
-    rc = run_before(args, ["--attn-long", "--reps", str(args.reps), "--mib", str(args.mib)])
+    rc = run_before(args, ["--attn-long", "--reps", str(args.reps), "--mib", str(args.mib)]
+                    + (["--cpu-clock"] if args.cpu_clock else []))
     if rc:
         return rc
     import vkmtp
@@ -313,7 +424,7 @@ def bench_attn_before_after(args) -> int:
     read = read_bandwidth(dev, min(dev.info.max_storage_buffer_range, args.mib << 20))
     print(f"device {dev.info.name}; streaming read {read['gb_per_s']:.2f} GB/s")
     table = Table(read["gb_per_s"])
-    bench_attn_long(dev, table, args.reps)
+    bench_attn_long(dev, table, args.reps, cpu_clock=args.cpu_clock)
     dev.destroy()
     return 0
 
@@ -377,7 +488,8 @@ def bench_small_ops(dev, table, sizes) -> None:
     t = TYPE_IDS["Q8_0"]
     records = np.zeros((n, 4), np.uint32)
     records[:, 0] = rng.integers(0, sizes.vocab, n)
-    ops = Operands(dev, {"table": random_rows(t, sizes.vocab, width, rng), "rec": records,
+    ops = Operands(dev, {"table": to_device_layout(t, width, random_rows(t, sizes.vocab, width, rng)),
+                         "rec": records,
                          "out": n * width * 4})
     rows = GetRows(dev)
 
@@ -422,10 +534,15 @@ def main(argv=None) -> int:
     ap.add_argument("--lm-rows", type=int, default=248320, help="rows of the LM-head shape timed (a slice)")
     ap.add_argument("--cols", default="1,4", help="columns for --matvec-27b")
     ap.add_argument("--cpu-clock", action="store_true",
-                    help="with --matvec-27b: time by this process's CPU time (a CPU driver on a shared machine)")
+                    help="with --matvec-27b or --attn-long: time by this process's CPU time (a CPU driver on a "
+                         "shared machine)")
     ap.add_argument("--prefill-model", default=None, metavar="GGUF",
                     help="only time the trunk's prefill mat-mats of this GGUF on both paths (f32 and int8)")
-    ap.add_argument("--prefill-tokens", type=int, default=512, help="prompt chunk for --prefill-model")
+    ap.add_argument("--prefill-tokens", default="512",
+                    help="prompt chunk for --prefill-model; comma list of chunks for --prefill-attn")
+    ap.add_argument("--prefill-attn", default=None, metavar="SHAPES",
+                    help=f"only prefill attention, f32 vs f16 math, at these models' shapes "
+                         f"({','.join(ATTN_SHAPES)}); --reps interleaved rounds")
     ap.add_argument("--reps", type=int, default=3, help="timed runs per case for --prefill-model and --matvec-27b (fastest)")
     ap.add_argument("--gdn-prefill", action="store_true",
                     help="only the GDN update of one prompt chunk (--prefill-tokens), recurrent vs chunked, at the "
@@ -438,6 +555,16 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     if args.attn_long:
         return bench_attn_before_after(args)
+    try:
+        tokens = [int(n) for n in args.prefill_tokens.split(",")]
+    except ValueError:
+        sys.exit(f"--prefill-tokens {args.prefill_tokens!r}: expected a comma list of token counts")
+    if len(tokens) > 1 and not args.prefill_attn:
+        sys.exit("--prefill-tokens takes one count except with --prefill-attn")
+    shapes = [s.strip().lower() for s in (args.prefill_attn or "").split(",") if s.strip()]
+    bad = [s for s in shapes if s not in ATTN_SHAPES]
+    if bad:
+        sys.exit(f"--prefill-attn: unknown shape(s) {', '.join(bad)}; choose from {', '.join(ATTN_SHAPES)}")
     if args.before and not args.matvec_27b:
         sys.exit("--before is only supported with --attn-long and --matvec-27b")
     if args.matvec_27b and args.types == ap.get_default("types"):
@@ -459,16 +586,23 @@ def main(argv=None) -> int:
     else:
         dev = Device(args.device)
     info = dev.info
+    if args.prefill_attn:
+        print(f"device {info.name} ({info.driver_name} {info.driver_info}); features: "
+              f"{', '.join(sorted(info.enabled_features)) or 'none'}")
+        bench_prefill_attn_math(dev, shapes, tokens, args.reps)
+        dev.destroy()
+        return 0
     if args.gdn_prefill:
         from vkmtp.tuning.sweeps import model_gdn_heads
         print(f"device {info.name} ({info.driver_name} {info.driver_info})")
-        bench_gdn_prefill(dev, model_gdn_heads(args.prefill_model, (16, 16, 128)), args.prefill_tokens, args.reps)
+        bench_gdn_prefill(dev, model_gdn_heads(args.prefill_model, (16, 16, 128)), int(args.prefill_tokens),
+                          args.reps)
         dev.destroy()
         return 0
     if args.prefill_model:
         print(f"device {info.name} ({info.driver_name} {info.driver_info}); features: "
               f"{', '.join(sorted(info.enabled_features)) or 'none'}")
-        bench_prefill_paths(dev, args.prefill_model, args.prefill_tokens, args.reps)
+        bench_prefill_paths(dev, args.prefill_model, tokens[0], args.reps)
         dev.destroy()
         return 0
     profile = load_profile(info) or TuningProfile()

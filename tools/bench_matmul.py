@@ -21,6 +21,7 @@ from vkmtp.device import Device
 from vkmtp.gguf import GGMLType, row_bytes
 from vkmtp.ops.matmul import MatMul
 from vkmtp.ops.quant_types import SUPPORTED_TYPES
+from vkmtp.ops.quant_types import upload_weight
 from vkmtp.ref.random_quant import random_rows
 
 # M x K x N (rows, inputs, tokens): a 27B attention-out-like 1024-row projection, an FFN-up slice, a short
@@ -54,7 +55,7 @@ def bench_one(device: Device, mm: MatMul, t: GGMLType, m: int, k: int, n: int, t
     x = device.buffer(n * k * 4, "device", "bench_x")
     y = device.buffer(n * m * 4, "device", "bench_y")
     try:
-        device.upload(w.view(), random_rows(t, m, k, rng))
+        upload_weight(device, w.view(), t, k, random_rows(t, m, k, rng))
         device.upload(x.view(), rng.standard_normal(n * k).astype(np.float32))
         tile = tile or mm.tile_for(m, n, k)
         rec = device.recorder(timestamps=2 * reps + 2)

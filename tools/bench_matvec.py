@@ -20,6 +20,7 @@ from vkmtp.device import Device
 from vkmtp.gguf import GGMLType, row_bytes
 from vkmtp.ops.matvec import MAX_COLS, MatVec, MatVecTuning
 from vkmtp.ops.quant_types import SUPPORTED_TYPES
+from vkmtp.ops.quant_types import upload_weight
 from vkmtp.ref.random_quant import random_rows
 
 
@@ -109,7 +110,7 @@ def main(argv=None) -> None:
     for t in pick_types(args.types):
         nbytes = args.rows * row_bytes(t, args.k)
         w_buf = device.buffer(nbytes, "device", "bench_w")
-        device.upload(w_buf.view(), random_rows(t, args.rows, args.k, rng))
+        upload_weight(device, w_buf.view(), t, args.k, random_rows(t, args.rows, args.k, rng))
         t1 = None
         for n in cols:
             x = x_buf.view(0, n * args.k * 4)

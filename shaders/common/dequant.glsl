@@ -7,14 +7,26 @@
 // array is `data_a`, or define DQ_LOAD(w) to read word w from elsewhere (e.g. an A tile loader's binding).
 // All addresses are BYTE offsets of the bound buffer; rows and blocks may start on 2-byte boundaries.
 //
+// DEVICE LAYOUT. Rows are GGUF rows (row r at byte row_base + r * row_bytes, row_bytes as in GGUF), and every
+// type but three keeps ggml's block structs. Q8_0, Q4_0 and IQ4_NL (A_SPLIT) are repacked at load
+// (vkmtp.ops.quant_types.to_device_layout): a row of nb blocks holds every block's quants first (A_QS_BYTES
+// each: 32 or 16), then every block's f16 scale. The row is as long as in GGUF, but a block's quants start a
+// multiple of 16 bytes after the row start instead of at 2 bytes into a 34/18-byte block: with 8-byte-aligned
+// rows (A_ALIGN8, a define the mat-vec wrappers set when the weight's offset and row_bytes allow it) 8 quants
+// are one 8-byte load of the uvec2 alias data_a2 the including shader declares; otherwise they are joined
+// from words as before (any alignment). Q4_K, Q5_K and IQ4_XS take the same 8-byte loads under A_ALIGN8.
+// A block is addressed by a handle DQ_BLK = dq_block(row, row_bytes, b) for block b of a row: the block's byte
+// (uint) for the GGUF-layout types, (byte of its quants, byte of its scale) (uvec2) for the A_SPLIT types.
+//
 // The unit of work is 8 consecutive elements (a "group"); every type's sub-block boundaries fall on
 // multiples of 8, so a group has one scale and one min:  value = q * scale + min.
 //   A_BLOCK_K, A_BLOCK_BYTES         elements / bytes per block (float types: 1 element per "block")
 //   A_IS_FLOAT                       defined for F32/F16/BF16 (rows of any length: dequant1_row for a tail)
-//   vec2 dq_scale_min(blk, i)        (scale, min) of elements i..i+7 of the block at byte blk (i % 8 == 0)
+//   DQ_BLK dq_block(row, row_bytes, b)  handle of block b of the row at byte `row`
+//   vec2 dq_scale_min(blk, i)        (scale, min) of elements i..i+7 of the block blk (i % 8 == 0)
 //   void dq_quants8(blk, i, q0, q1)  their 8 quantized values as floats (offsets such as -8 already applied)
 //   void dequant8(blk, i, v0, v1)    the 8 dequantized values, v = fma(q, scale, min)
-//   void dequant8_row(row, e, v0, v1)  elements e..e+7 (e % 8 == 0) of the row that starts at byte `row`
+//   void dequant8_row(row, row_bytes, e, v0, v1)  elements e..e+7 (e % 8 == 0) of the row at byte `row`
 //   float dequant1_row(row, e)       one element (float types only)
 // Mat-vec streams 32-element spans instead (quantized types: every block is a multiple of 32 elements):
 //   A_SCALE_K                        elements per scale: 16 (Q2_K, Q3_K, Q6_K; A_SCALE16 defined) or 32
@@ -54,6 +66,17 @@ uvec2 dq_u64_at(uint b) {  // 8 bytes from any b
 }
 
 uvec2 dq_u64(uint b) { return uvec2(DQ_LOAD(b >> 2u), DQ_LOAD((b >> 2u) + 1u)); }  // b % 4 == 0
+
+// 8 bytes at b where the block layout puts them on 8 bytes when the row does (A_SPLIT quants; Q4_K, Q5_K and
+// IQ4_XS quants, whose 144-, 176- and 136-byte blocks keep an 8-byte-aligned row's blocks aligned): one 8-byte
+// load with A_ALIGN8, else words (dq_qs8: any alignment; dq_u64_8: b % 4 == 0)
+#ifdef A_ALIGN8
+uvec2 dq_qs8(uint b) { return data_a2[b >> 3u]; }
+uvec2 dq_u64_8(uint b) { return data_a2[b >> 3u]; }
+#else
+uvec2 dq_qs8(uint b) { return dq_u64_at(b); }
+uvec2 dq_u64_8(uint b) { return dq_u64(b); }
+#endif
 
 uint dq_u8(uint b) { return byte_of(DQ_LOAD(b >> 2u), b & 3u); }
 int dq_s8(uint b) { return sbyte_of(DQ_LOAD(b >> 2u), b & 3u); }
@@ -98,10 +121,12 @@ float dequant1_row(uint row, uint e) {
 #elif defined(DATA_A_Q4_0) || defined(DATA_A_IQ4_NL)
 #define A_BLOCK_K 32u
 #define A_BLOCK_BYTES 18u
-vec2 dq_scale_min(uint blk, uint i) { return vec2(dq_f16(blk), 0.0); }
-void dq_quants8(uint blk, uint i, out vec4 q0, out vec4 q1) {
+#define A_SPLIT 1
+#define A_QS_BYTES 16u
+vec2 dq_scale_min(uvec2 blk, uint i) { return vec2(dq_f16(blk.y), 0.0); }
+void dq_quants8(uvec2 blk, uint i, out vec4 q0, out vec4 q1) {
     // elements j..j+7 are the low nibbles of qs[j..j+7], elements 16+j.. their high nibbles
-    uvec2 u = dq_u64_at(blk + 2u + (i & 15u));
+    uvec2 u = dq_qs8(blk.x + (i & 15u));
     uint sh = (i >> 4u) * 4u;
 #if defined(DATA_A_Q4_0)
     q0 = nibbles4(u.x, sh) - 8.0;
@@ -151,9 +176,11 @@ void dq_quants8(uint blk, uint i, out vec4 q0, out vec4 q1) {
 #elif defined(DATA_A_Q8_0)
 #define A_BLOCK_K 32u
 #define A_BLOCK_BYTES 34u
-vec2 dq_scale_min(uint blk, uint i) { return vec2(dq_f16(blk), 0.0); }
-void dq_quants8(uint blk, uint i, out vec4 q0, out vec4 q1) {
-    uvec2 u = dq_u64_at(blk + 2u + i);
+#define A_SPLIT 1
+#define A_QS_BYTES 32u
+vec2 dq_scale_min(uvec2 blk, uint i) { return vec2(dq_f16(blk.y), 0.0); }
+void dq_quants8(uvec2 blk, uint i, out vec4 q0, out vec4 q1) {
+    uvec2 u = dq_qs8(blk.x + i);
     q0 = sbytes4(u.x);
     q1 = sbytes4(u.y);
 }
@@ -214,12 +241,12 @@ vec2 dq_scale_min(uint blk, uint i) {
 }
 void dq_quants8(uint blk, uint i, out vec4 q0, out vec4 q1) {
     uint l = i & 31u;
-    uvec2 u = dq_u64(blk + QK_QS + 32u * (i >> 6u) + l);
+    uvec2 u = dq_u64_8(blk + QK_QS + 32u * (i >> 6u) + l);
     uint sh = ((i >> 5u) & 1u) * 4u;
     q0 = nibbles4(u.x, sh);
     q1 = nibbles4(u.y, sh);
 #if defined(DATA_A_Q5_K)
-    uvec2 h = dq_u64(blk + 16u + l);  // bit b of qh[l] is the 5th bit of element 32b + l
+    uvec2 h = dq_u64_8(blk + 16u + l);  // bit b of qh[l] is the 5th bit of element 32b + l
     uint b = i >> 5u;
     q0 += 16.0 * ubytes4((h.x >> b) & 0x01010101u);
     q1 += 16.0 * ubytes4((h.y >> b) & 0x01010101u);
@@ -257,7 +284,7 @@ vec2 dq_scale_min(uint blk, uint i) {
     return vec2(f16_lo(w0) * float(int(ls) - 32), 0.0);
 }
 void dq_quants8(uint blk, uint i, out vec4 q0, out vec4 q1) {
-    uvec2 u = dq_u64(blk + 8u + 16u * (i >> 5u) + (i & 15u));
+    uvec2 u = dq_u64_8(blk + 8u + 16u * (i >> 5u) + (i & 15u));
     uint sh = ((i >> 4u) & 1u) * 4u;
     q0 = iq4_values4(u.x, sh);
     q1 = iq4_values4(u.y, sh);
@@ -265,6 +292,17 @@ void dq_quants8(uint blk, uint i, out vec4 q0, out vec4 q1) {
 
 #else
 #error "dequant.glsl: define one DATA_A_<TYPE>"
+#endif
+
+// --- block handles -----------------------------------------------------------------------------------------
+#ifdef A_SPLIT
+#define DQ_BLK uvec2
+DQ_BLK dq_block(uint row, uint row_bytes, uint b) {
+    return uvec2(row + A_QS_BYTES * b, row + A_QS_BYTES * (row_bytes / A_BLOCK_BYTES) + 2u * b);
+}
+#else
+#define DQ_BLK uint
+DQ_BLK dq_block(uint row, uint row_bytes, uint b) { return row + b * A_BLOCK_BYTES; }
 #endif
 
 // --- spans of 32 elements (quantized types) ----------------------------------------------------------------
@@ -279,7 +317,7 @@ void dq_quants8(uint blk, uint i, out vec4 q0, out vec4 q1) {
     || defined(DATA_A_Q5_K)
 #define A_HAS_MIN 1
 #endif
-vec4 dq_span_sm(uint blk, uint i) {
+vec4 dq_span_sm(DQ_BLK blk, uint i) {
     vec2 lo = dq_scale_min(blk, i);
 #ifdef A_SCALE16
     return vec4(lo, dq_scale_min(blk, i + 16u));
@@ -290,7 +328,7 @@ vec4 dq_span_sm(uint blk, uint i) {
 #endif
 
 // --- shared by all types -----------------------------------------------------------------------------------
-void dequant8(uint blk, uint i, out vec4 v0, out vec4 v1) {
+void dequant8(DQ_BLK blk, uint i, out vec4 v0, out vec4 v1) {
     vec2 sm = dq_scale_min(blk, i);
     vec4 q0;
     vec4 q1;
@@ -299,9 +337,9 @@ void dequant8(uint blk, uint i, out vec4 v0, out vec4 v1) {
     v1 = fma(q1, vec4(sm.x), vec4(sm.y));
 }
 
-void dequant8_row(uint row, uint e, out vec4 v0, out vec4 v1) {
+void dequant8_row(uint row, uint row_bytes, uint e, out vec4 v0, out vec4 v1) {
     uint blk = e / A_BLOCK_K;
-    dequant8(row + blk * A_BLOCK_BYTES, e - blk * A_BLOCK_K, v0, v1);
+    dequant8(dq_block(row, row_bytes, blk), e - blk * A_BLOCK_K, v0, v1);
 }
 
 #endif

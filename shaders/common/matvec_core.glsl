@@ -67,11 +67,13 @@ const uint MV_ITER_K = 32u;
 #endif
 
 // Per-thread state of matvec_rows, private globals so that matvec_span.glsl's mv_span can update them:
-// mv_acc[r * NUM_COLS + c] accumulates row r, column c; mv_row[r] is the byte of row r's first element.
+// mv_acc[r * NUM_COLS + c] accumulates row r, column c; mv_row[r] is the byte of row r's first element,
+// mv_row_bytes the bytes per row (the A_SPLIT types' scales follow a row's quants).
 // mv_acc is not `precise` (glslang mis-compiles precise global arrays): every update is an explicit fma or a
 // precise value.
 float mv_acc[RED_VALUES];
 uint mv_row[NUM_ROWS];
+uint mv_row_bytes;
 
 #ifndef A_IS_FLOAT
 #include "matvec_span.glsl"
@@ -99,6 +101,7 @@ void matvec_rows(uint a_base, uint row_bytes, uint n_k, uint first_row, uint n_r
         mv_acc[i] = 0.0;
     }
     prepare_input(n_k, n_cols);
+    mv_row_bytes = row_bytes;
     [[unroll]] for (uint r = 0u; r < NUM_ROWS; r++) {
         // rows past the end re-read the last row (never written): every thread runs the same loop
         mv_row[r] = a_base + min(first_row + r, n_rows - 1u) * row_bytes;
@@ -111,7 +114,7 @@ void matvec_rows(uint a_base, uint row_bytes, uint n_k, uint first_row, uint n_r
         vec4 w0[NUM_ROWS];
         vec4 w1[NUM_ROWS];
         [[unroll]] for (uint r = 0u; r < NUM_ROWS; r++) {
-            dequant8_row(mv_row[r], e, w0[r], w1[r]);
+            dequant8_row(mv_row[r], row_bytes, e, w0[r], w1[r]);
         }
         [[unroll]] for (uint c = 0u; c < NUM_COLS; c++) {
             if (c < n_cols) {

@@ -18,8 +18,8 @@
 //
 // Requires before the include: dequant.glsl (a quantized DATA_A_<TYPE>), NUM_ROWS, NUM_COLS, RED_VALUES,
 // the private arrays mv_acc[RED_VALUES] (accumulators, row-major over columns) and mv_row[NUM_ROWS] (byte of
-// each row's first block), and load_in8(c, k, x0, x1) (matvec_io.glsl: column c's input elements k .. k + 7,
-// prepared as the input mode says).
+// each row's first block), mv_row_bytes (bytes per row), and load_in8(c, k, x0, x1) (matvec_io.glsl: column
+// c's input elements k .. k + 7, prepared as the input mode says).
 #ifndef VKMTP_MATVEC_SPAN_GLSL
 #define VKMTP_MATVEC_SPAN_GLSL
 
@@ -40,10 +40,10 @@ float dot8_chain(float s, bool first, vec4 q0, vec4 q1, vec4 x0, vec4 x1) {
 void mv_span(uint e, uint n_cols) {
     const uint blk = e / A_BLOCK_K;
     const uint i = e - blk * A_BLOCK_K;
-    uint at[NUM_ROWS];
+    DQ_BLK at[NUM_ROWS];
     vec4 sm[NUM_ROWS];
     [[unroll]] for (uint r = 0u; r < NUM_ROWS; r++) {
-        at[r] = mv_row[r] + blk * A_BLOCK_BYTES;
+        at[r] = dq_block(mv_row[r], mv_row_bytes, blk);
         sm[r] = dq_span_sm(at[r], i);
     }
     precise float d[RED_VALUES];       // running dot of the current half, per (row, column)

@@ -25,6 +25,7 @@ def test_defaults_follow_the_device_type():
     assert (gpu.gdn_lanes_per_column, gpu.compute_units, gpu.matmul_tiles) == (8, 16, "gpu")
     assert (cpu.gdn_lanes_per_column, cpu.compute_units, cpu.matmul_tiles) == (1, os.cpu_count(), "cpu")
     assert gpu.attn_n_splits is None and cpu.attn_n_splits is None   # decode attention derives its splits
+    assert gpu.loop_iterations is None and cpu.loop_iterations == 65535   # lavapipe ends loops there
     assert gpu.workgroup_size == 64 and cpu.workgroup_size == 64
     assert not gpu.tuned and DRIVERS[-1].matches(GPU)   # the last entry takes any device
 
@@ -53,6 +54,21 @@ def test_the_int8_prefill_path_needs_integer_dot_products():
     assert TuningProfile(matmul_int8=True).apply(with_dot).matmul_int8
     assert not TuningProfile(matmul_int8=True).apply(without).matmul_int8
     assert not TuningProfile(matmul_int8=False).apply(with_dot).matmul_int8
+
+
+def test_f16_math_in_prefill_attention_needs_shader_float16_and_a_gpu_default():
+    """On by default for GPUs where shaderFloat16 is enabled, off on CPU drivers (slower on lavapipe); a
+    profile's flash_attn.f16 sets it, but never on a device without the feature."""
+    f16 = frozenset({"shader_float16"})
+    gpu = DeviceCaps.for_device(replace(GPU, enabled_features=f16))
+    assert gpu.f16_math and gpu.attn_f16_math
+    assert not DeviceCaps.for_device(GPU).attn_f16_math                   # feature not enabled
+    cpu = DeviceCaps.for_device(replace(LAVAPIPE, enabled_features=f16))
+    assert cpu.f16_math and not cpu.attn_f16_math
+    assert TuningProfile(attn_f16_math=True).apply(cpu).attn_f16_math
+    assert not TuningProfile(attn_f16_math=False).apply(gpu).attn_f16_math
+    assert not TuningProfile(attn_f16_math=True).apply(DeviceCaps.for_device(GPU)).attn_f16_math
+    assert TuningProfile().apply(gpu).attn_f16_math                       # no profile key: the default
 
 
 def test_gdn_lanes_fall_back_where_the_tuned_value_does_not_fit_the_head():

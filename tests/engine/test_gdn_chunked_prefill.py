@@ -116,10 +116,10 @@ def test_chunked_prefill_prompt_cache_hits_and_continues_like_a_cold_run(fixture
 
 @pytest.mark.parametrize("tuning", [TuningProfile(), CHUNKED], ids=["recurrent", "chunked"])
 def test_prompt_chunks_split_below_the_drivers_loop_limit(fixture_models, device, monkeypatch, tuning):
-    """A driver that ends long loops (lavapipe: DeviceCaps.loop_iteration_limit) gets each layer's GDN update of a
+    """A driver that ends long loops (lavapipe: DeviceCaps.loop_iterations) gets each layer's GDN update of a
     prompt chunk in several dispatches, each continuing from the state the previous one stored; with a limit
     small enough to split the fixture's 32-token chunks, greedy tokens still equal the reference's."""
-    monkeypatch.setattr(device, "caps", dataclasses.replace(device.caps, loop_iteration_limit=720))
+    monkeypatch.setattr(device, "caps", dataclasses.replace(device.caps, loop_iterations=720))
     path = fixture_models("dense", "f32")
     want = generate(ReferenceModel.from_gguf(path), LONG, 12, GREEDY).tokens
     eng = engine(device, path, tuning, ubatch=32)

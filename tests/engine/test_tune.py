@@ -53,6 +53,11 @@ def test_tune_quick_writes_a_profile_the_engine_loads(device, fixture_models, tm
     data = json.loads(saved.read_text())
     assert data["device"] == device.info.cache_tag and set(data["matvec"]) == {"Q8_0"}
     assert data["gdn"]["lanes_per_column"] >= 1 and data["flash_attn"]["n_splits"] >= 1
+    if device.caps.f16_math:   # prefill attention math measured both ways (VKMTP_FEATURES=none: f32 only)
+        times = data["measurements"]["flash_attn_prefill"]
+        assert data["flash_attn"]["f16"] == (times["f16_us"] < times["f32_us"])
+    else:
+        assert data["flash_attn"]["f16"] is None
     assert data["mtp"][os.path.basename(path)]["n_max"] in (1, 2)
     assert data["measurements"]["matvec"]["Q8_0"]["cols"] == [1, 4, 8]
     # the prompt chunks' GDN kernel: recurrent vs chunked timed at the model's GDN heads, one picked
@@ -75,6 +80,7 @@ def test_tune_quick_writes_a_profile_the_engine_loads(device, fixture_models, tm
         assert engine.ops.matvec.tuning_for(GGMLType.Q8_0) == t.matvec["Q8_0"]
         assert engine.ops.attn.n_splits == t.attn_n_splits and engine.ops.attn.chunk == t.attn_chunk
         assert engine.ops.attn_mtp.n_splits == t.attn_n_splits
+        assert engine.ops.attn_prefill.f16_math == bool(t.attn_f16_math)
         if engine.cfg.ssm_d_state % t.gdn_lanes_per_column == 0:
             assert engine.ops.gdn.lanes_per_column == t.gdn_lanes_per_column
         assert engine.ops.gdn.variant == t.gdn_variant

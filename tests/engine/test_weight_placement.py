@@ -7,6 +7,7 @@ from __future__ import annotations
 import dataclasses
 import re
 
+import numpy as np
 import pytest
 
 from vkmtp.device import Device
@@ -195,3 +196,33 @@ def test_fit_says_how_many_layers_it_moved_on_the_command_line(fixture_models, m
     assert "routed experts in host memory" in out and "does not fit" not in out
     assert main(["generate", "-m", path, "-p", "x", "-n", "1", "-ot", "exps=CUDA0"]) == 1
     assert "-ot exps=CUDA0: unknown buffer type 'CUDA0'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("file_type", ["q8_0", "q4_0", "q4_k"])
+def test_uploaded_weights_are_the_gguf_rows_in_the_device_layout(device, fixture_models, file_type):
+    """What placement uploads, read back and turned into GGUF order again, is the file's bytes (Q8_0 / Q4_0 rows
+    are repacked, quants then scales; Q4_K rows are unchanged), for fused groups and split parts too."""
+    from vkmtp.gguf import GGUFFile
+    from vkmtp.graph.placement import WeightPlan
+    from vkmtp.model.config import ModelConfig
+    from vkmtp.model.weights import fused_groups, validate
+    from vkmtp.ops.quant_types import from_device_layout
+
+    gguf = GGUFFile(fixture_models("dense", file_type))
+    table = validate(gguf, ModelConfig.from_gguf(gguf))
+    names = [s.name for s in table.specs()]
+    fused = fused_groups(table, {n: gguf.tensors[n].ggml_type for n in names})
+    assert fused
+    limit = max(gguf.tensors[n].n_bytes for n in names) // 2   # the largest tensor is split in parts
+    plan = WeightPlan(gguf, names, limit, fused=fused)
+    assert any(len(p) > 1 for p in plan.slots.values())
+    refs = plan.allocate(device)
+    try:
+        for name in names:
+            ref, info = refs[name], gguf.tensors[name]
+            got = b"".join(device.download(p.view) for p in ref.parts)
+            back = from_device_layout(info.ggml_type, info.shape[-1], np.frombuffer(got, np.uint8))
+            assert back.tobytes() == np.asarray(gguf.raw(name)).tobytes(), name
+    finally:
+        for b in plan.buffers:
+            b.destroy()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from vkmtp.gguf import GGMLType
+from vkmtp.ops.quant_types import to_device_layout
 from vkmtp.ref.random_quant import random_rows
 
 GUARD_WORDS = 16
@@ -16,9 +17,10 @@ ALL_TYPES = [GGMLType.F32, GGMLType.F16, GGMLType.BF16, GGMLType.Q8_0, GGMLType.
 TYPE_IDS = [t.name.lower() for t in ALL_TYPES]
 
 
-def upload_rows(device, rows: np.ndarray, name: str = "weight", pad: int = 0):
-    """Upload [n_rows, row_bytes] u8 into a fresh buffer (after `pad` bytes); returns (buffer, view)."""
-    raw = np.ascontiguousarray(rows).reshape(-1)
+def upload_rows(device, rows: np.ndarray, ggml_type: int, n_k: int, name: str = "weight", pad: int = 0):
+    """Upload GGUF rows [n_rows, row_bytes] u8 of n_k values, in the device layout, into a fresh buffer (after
+    `pad` bytes); returns (buffer, view)."""
+    raw = to_device_layout(ggml_type, n_k, rows)
     buf = device.buffer(pad + raw.nbytes + 8, "device", name)
     view = buf.view(pad, -(-raw.nbytes // 4) * 4)
     device.upload(view, raw)
@@ -78,18 +80,19 @@ class Workspace:
             self._bufs[name] = buf
         return buf
 
-    def weight(self, rows: np.ndarray, parts=None):
-        """rows: [n_rows, row_bytes] u8 -> a View, or RowParts (one buffer each) for parts [(start, n)]."""
+    def weight(self, rows: np.ndarray, ggml_type: int, n_k: int, parts=None):
+        """GGUF rows [n_rows, row_bytes] u8 of n_k values (a row may hold several weight rows, e.g. an expert)
+        -> a View in the device layout, or RowParts (one buffer each) for parts [(start, n)]."""
         from vkmtp.ops.quant_types import RowPart
 
         if parts is None:
-            return self._upload_rows("weight0", rows)
+            return self._upload_rows("weight0", rows, ggml_type, n_k)
         assert len(parts) <= self.n_weight_buffers
-        return [RowPart(self._upload_rows(f"weight{i}", rows[s:s + n]), s, n)
+        return [RowPart(self._upload_rows(f"weight{i}", rows[s:s + n], ggml_type, n_k), s, n)
                 for i, (s, n) in enumerate(parts)]
 
-    def _upload_rows(self, name: str, rows: np.ndarray):
-        raw = np.ascontiguousarray(rows).reshape(-1)
+    def _upload_rows(self, name: str, rows: np.ndarray, ggml_type: int, n_k: int):
+        raw = to_device_layout(ggml_type, n_k, rows)
         buf = self._buffer(name, raw.nbytes + 8)
         view = buf.view(0, -(-raw.nbytes // 4) * 4)
         self.device.upload(view, raw)

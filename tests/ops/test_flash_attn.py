@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 
 from guarded import Packed, assert_close, token_records, upload_parts
-from vkmtp.ops.flash_attn import FlashAttn, decode_splits
+from vkmtp.ops.flash_attn import (DEC_LOOPS_PER_TILE, DEC_TILE, LOOP_MARGIN, FlashAttn, budget_splits,
+                                  decode_splits)
 from vkmtp.ops.kv_layout import KvLayout
 from vkmtp.ops.strided import Strided
 from vkmtp.ref.ops.flash_attn import flash_attn
@@ -128,19 +129,27 @@ def test_prefill_f16_loads_give_the_word_paths_bits(device, n_head, n_head_kv):
     assert "flash_attn_f16_loads" in case.labels   # that variant ran
 
 
-def test_prefill_q_tile_agrees_with_decode_and_reference(device):
-    """Prefill (flash_attn.comp, q_tile tokens per workgroup) and decode (flash_attn_dec.comp) are different
-    kernels: the same results to rounding."""
+@pytest.mark.parametrize("n_head,n_head_kv,k_type", [
+    (8, 2, "f16"),      # Qwen3.5-0.8B
+    (16, 4, "q8_0"),    # Qwen3.5-9B
+    (24, 4, "f16"),     # Qwen3.6-27B
+    (16, 2, "q8_0"),    # Qwen3.6-35B-A3B
+])
+def test_prefill_q_tile_agrees_with_decode_and_reference(device, n_head, n_head_kv, k_type):
+    """Prefill (flash_attn.comp, q_tile tokens per workgroup, as the engine builds it) and decode
+    (flash_attn_dec.comp with the device's split count) are different kernels: the same results to rounding,
+    at the attention shapes of the real models (head_dim 256), over several chunks of the context."""
     rng = np.random.default_rng(3)
-    pos = list(range(90, 110))
-    case = Case(rng, "q8_0", "f16", 16, 2, 256, pos, [0] * len(pos), n_ctx=128)
-    q_tile = FlashAttn.max_q_tile(device, 16, 2, 256)
+    pos = list(range(290, 300))
+    case = Case(rng, k_type, "f16", n_head, n_head_kv, 256, pos, [0] * len(pos), n_ctx=320)
+    q_tile = min(4, FlashAttn.max_q_tile(device, n_head, n_head_kv, 256))
     assert q_tile >= 2
-    tiled = case.run(device, n_splits=1, q_tile=q_tile)
-    single = case.run(device, n_splits=1, q_tile=1)
+    tiled = case.run(device, q_tile=q_tile)
+    single = case.run(device, q_tile=1)
     want = case.reference()
     assert_close(tiled, want, ATOL, RTOL)
     assert_close(single, want, ATOL, RTOL)
+    assert_close(tiled, single, ATOL, RTOL)
 
 
 @pytest.mark.lanes
@@ -172,11 +181,61 @@ def test_decode_split_count_comes_from_the_device(device):
     layout = KvLayout("f16", 2, 256, n_ctx=65536)
     fa = FlashAttn(device, 8, layout)
     caps = device.caps
-    want = caps.attn_n_splits or decode_splits(caps.compute_units, 2, 65536, fa.chunk)
+    least = budget_splits(caps.loop_iterations, 65536, fa.chunk)
+    want = max(least, caps.attn_n_splits or decode_splits(caps.compute_units, 2, 65536, fa.chunk))
     assert fa.n_splits == want
-    assert FlashAttn(device, 8, layout, caps=dataclasses.replace(caps, attn_n_splits=5)).n_splits == 5
+    assert FlashAttn(device, 8, layout, caps=dataclasses.replace(caps, attn_n_splits=5)).n_splits == max(5, least)
     assert FlashAttn(device, 8, layout, caps=dataclasses.replace(caps, attn_n_splits=None,
                                                                  compute_units=64)).n_splits == 64
+
+
+@pytest.mark.parametrize("chunk", [64, 128, 1024])
+def test_budget_splits_keep_every_workgroup_within_the_loop_budget(chunk):
+    """A split takes every n_splits-th chunk: the fewest splits whose busiest workgroup stays within the
+    budget (with the margin), and one split fewer would not."""
+    budget = 65535
+
+    def loops(n_ctx, n_splits):
+        chunks = -(-n_ctx // chunk)
+        return LOOP_MARGIN * DEC_LOOPS_PER_TILE * (chunk // DEC_TILE) * -(-chunks // n_splits)
+
+    assert budget_splits(None, 262144, chunk) == 1        # GPUs: no budget
+    for n_ctx in (64, 4096, 31744, 32768, 131072, 262144):
+        s = budget_splits(budget, n_ctx, chunk)
+        assert loops(n_ctx, s) <= budget
+        assert s == 1 or loops(n_ctx, s - 1) > budget
+    assert budget_splits(budget, 262144, 128) > 1
+
+
+def test_too_few_splits_for_the_loop_budget_are_refused(device):
+    caps = dataclasses.replace(device.caps, loop_iterations=65535, attn_n_splits=None, compute_units=1)
+    layout = KvLayout("f16", 2, 256, n_ctx=131072)
+    least = budget_splits(65535, 131072, 128)
+    assert FlashAttn(device, 8, layout, chunk=128, caps=caps).n_splits == least
+    # a tuned split count below what the budget needs is raised, an explicit one is refused
+    assert FlashAttn(device, 8, layout, chunk=128, caps=dataclasses.replace(caps, attn_n_splits=1)).n_splits \
+        == least
+    with pytest.raises(ValueError, match="loops after 65535 iterations"):
+        FlashAttn(device, 8, layout, n_splits=least - 1, chunk=128, caps=caps)
+    with pytest.raises(ValueError, match="more than the reduce's 64"):
+        FlashAttn(device, 8, KvLayout("f16", 2, 256, n_ctx=1 << 22), chunk=128, caps=caps)
+
+
+@pytest.mark.slow
+def test_one_workgroup_takes_the_longest_context_its_loop_budget_allows(device):
+    """Qwen3.5-0.8B's attention (8 / 2 heads of 256) over the longest cache one split may take under a budget of
+    65535 loop iterations. lavapipe ends an invocation's loops after exactly that many: a kernel that looped
+    more per tile than DEC_LOOPS_PER_TILE * LOOP_MARGIN would stop early here and miss the reference (the
+    kernel before this test stopped after 5312 positions per workgroup)."""
+    rng = np.random.default_rng(8)
+    caps = dataclasses.replace(device.caps, loop_iterations=65535, attn_n_splits=None, compute_units=1)
+    chunk = 128
+    n_ctx = chunk * (65535 // (LOOP_MARGIN * DEC_LOOPS_PER_TILE) // (chunk // DEC_TILE))
+    assert budget_splits(65535, n_ctx, chunk) == 1 and budget_splits(65535, n_ctx + 1, chunk) == 2
+    case = Case(rng, "f16", "f16", 8, 2, 256, [n_ctx - 2, n_ctx - 1], [0, 0], n_ctx=n_ctx)
+    got = case.run(device, chunk=chunk, caps=caps)
+    assert "flash_attn_dec" in case.labels[0]
+    assert_close(got, case.reference(), ATOL, RTOL)
 
 
 @pytest.mark.parametrize("n_splits,chunk", [(1, 64), (7, 64), (2, 192)])

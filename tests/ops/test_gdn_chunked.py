@@ -147,15 +147,15 @@ def test_gdn_chunked_refuses_what_it_cannot_run(device):
 @pytest.mark.parametrize("kernel", ["recurrent", "chunked"])
 def test_long_prompt_chunk_in_dispatches_below_the_drivers_loop_limit(device, kernel):
     """300 tokens of one sequence at D = 128 in the slices the engine records (vkmtp.graph.forward): on lavapipe,
-    whose gallivm ends an invocation's loops after 65535 iterations (DeviceCaps.loop_iteration_limit), a single
+    whose gallivm ends an invocation's loops after 65535 iterations (DeviceCaps.loop_iterations), a single
     dispatch of the recurrent kernel with one lane per column stops after token 250 and never stores the state;
     in slices every token and the final state agree with the oracle."""
     n = 300
     layer = make_layer(np.random.default_rng(300), [0] * n, h_k=1, h_v=2, d=128, n_slots=1)
     op = GatedDeltaNet(device, 128) if kernel == "recurrent" else ChunkedGatedDeltaNet(device, 128, chunk=16)
-    step = op.max_tokens_per_dispatch(device.caps.loop_iteration_limit)
+    step = op.max_tokens_per_dispatch(device.caps.loop_iterations)
     if device.caps.lavapipe:
-        assert device.caps.loop_iteration_limit == 65535 and step < 250
+        assert device.caps.loop_iterations == 65535 and step < 250
     steps = [(first, min(step, n - first)) for first in range(0, n, step)]
     got_out, got_state, _ = run_gdn(device, op if kernel == "recurrent" else _Adapter(op), layer, steps=steps)
     want_out, want_state, _ = reference(layer)

@@ -33,7 +33,7 @@ def token_records(ids: np.ndarray) -> np.ndarray:
 
 def run_get_rows(ws, table, t, n_vocab, n_embd, ids, records=True, parts=None):
     n_tok = ids.size
-    tv = ws.weight(table, parts)
+    tv = ws.weight(table, t, n_embd, parts)
     iv = ws.input("ids", token_records(ids) if records else ids.astype(np.uint32))
     out = ws.output(n_tok * n_embd)
     ws.run(lambda rec: GetRows(ws.device).record(rec, tv, t, n_vocab, n_embd, iv, out, n_tok,

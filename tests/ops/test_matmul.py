@@ -52,7 +52,7 @@ def run_case(ws, mm, ggml_type, n_rows, k, n_tok, accumulate=False, parts=None, 
     rows = random_weight(ggml_type, n_rows, k, seed)                     # [n_rows, row_bytes] u8
     x = rng.standard_normal((n_tok, k)).astype(np.float32)               # [n_tok, k] f32
     y0 = rng.standard_normal((n_tok, n_rows)).astype(np.float32)         # [n_tok, n_rows] f32
-    weight = ws.weight(rows, parts)
+    weight = ws.weight(rows, ggml_type, k, parts)
     xv = ws.input("x", x, pad_words=x_pad)                               # odd word offset
     yv = ws.output(n_tok * n_rows, fill=y0)
     ws.run(lambda rec: mm.record(rec, weight, ggml_type, n_rows, k, xv, yv, n_tok, accumulate=accumulate,
@@ -110,7 +110,7 @@ def test_token_alone_equals_token_in_batch(ws, mm):
     """Batch invariance: each token's outputs are bit-identical computed alone, in 8 or in 300 tokens."""
     rows = random_weight(T.Q4_K, 45, 512, 5)
     x = np.random.default_rng(6).standard_normal((300, 512)).astype(np.float32)
-    weight = ws.weight(rows)
+    weight = ws.weight(rows, T.Q4_K, 512)
     xv = ws.input("x", x)
     outs = {}
     for n in (300, 8, 1):
@@ -136,7 +136,7 @@ def test_strided_x_and_y(ws, mm):
     rng = np.random.default_rng(10)
     x = rng.standard_normal((n_tok, xs)).astype(np.float32)
     y0 = rng.standard_normal((n_tok, ys)).astype(np.float32)
-    weight = ws.weight(rows)
+    weight = ws.weight(rows, T.IQ4_NL, k)
     xv = ws.input("x", x, pad_words=3)
     yv = ws.output(n_tok * ys, fill=y0)
     ws.run(lambda rec: mm.record(rec, weight, T.IQ4_NL, n_rows, k, xv, yv, n_tok, x_stride=xs, y_stride=ys))
@@ -158,7 +158,7 @@ def test_tile_grid_folds_into_z_past_the_group_limit(device, ws):
 
 def test_bad_arguments_are_refused_clearly(ws, mm):
     rows = random_weight(T.F32, 8, 16)
-    weight = ws.weight(rows)
+    weight = ws.weight(rows, T.F32, 16)
     xv = ws.input("x", np.zeros((4, 16), np.float32))
     yv = ws.output(4 * 8)
     rec = mm.device.recorder()

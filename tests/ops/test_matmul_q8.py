@@ -51,7 +51,7 @@ def run_case(ws, mm, ggml_type, n_rows, k, n_tok, accumulate=False, seed=0, tile
     x = (rng.standard_normal((n_tok, k)) * x_scale).astype(np.float32)
     x[:, :32] = 0.0 if n_tok > 2 else x[:, :32]       # an all-zero activation block (d = 0) when N > 2
     y0 = rng.standard_normal((n_tok, n_rows)).astype(np.float32)
-    weight = ws.weight(rows)
+    weight = ws.weight(rows, ggml_type, k)
     xv = ws.input("x", x, pad_words=1)
     yv = ws.output(n_tok * n_rows, fill=y0)
     assert mm.uses_int8(ggml_type)
@@ -127,7 +127,7 @@ def test_int8_token_alone_equals_token_in_batch(ws, mm):
     """A token's quantization and sums depend on that token only: alone, in 8 or in 70 the same bits."""
     rows = random_weight(T.Q6_K, 45, 512, 5)
     x = np.random.default_rng(6).standard_normal((70, 512)).astype(np.float32)
-    weight = ws.weight(rows)
+    weight = ws.weight(rows, T.Q6_K, 512)
     xv = ws.input("x", x)
     outs = {}
     for n in (70, 8, 1):

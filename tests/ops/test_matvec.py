@@ -45,7 +45,7 @@ def run_matvec(ws, rows, t, n_rows, n_k, x, tuning, y0=None, parts=None, x_pad=0
     """x: [n_tok, n_k] f32; returns y [n_tok, y_stride or n_rows] as computed by the GPU."""
     n_tok = x.shape[0]
     y_stride = y_stride or n_rows
-    weight = ws.weight(rows, parts)
+    weight = ws.weight(rows, t, n_k, parts)
     xv = ws.input("x", x.astype(np.float32), pad_words=x_pad)
     yv = ws.output(n_tok * y_stride, fill=y0)
     ws.run(lambda rec: MatVec(ws.device, tuning).record(rec, weight, t, n_rows, n_k, xv, yv, n_tok,
@@ -80,7 +80,8 @@ def test_matvec_matches_reference(device, ws, t, variant):
 INVARIANCE_CASES = [(GGMLType.Q4_K, "shared"), (GGMLType.Q4_K, "subgroup"), (GGMLType.Q6_K, "subgroup"),
                     (GGMLType.Q8_0, "shared"), (GGMLType.Q5_0, "subgroup"), (GGMLType.F16, "shared"),
                     (GGMLType.IQ4_XS, "subgroup"), (GGMLType.Q4_K, "default"), (GGMLType.Q8_0, "default"),
-                    (GGMLType.Q6_K, "default"), (GGMLType.IQ4_XS, "default")]
+                    (GGMLType.Q6_K, "default"), (GGMLType.IQ4_XS, "default"), (GGMLType.Q4_0, "default"),
+                    (GGMLType.IQ4_NL, "subgroup")]
 
 
 @pytest.mark.lanes

@@ -52,7 +52,7 @@ def run_fused(ws, tuning, rows, t, n_rows, n_k, mode, x, w, side, head_dim=0, ga
     act[:, :n_k], act[:, n_k:2 * n_k] = x, side
     if gate is not None:
         act[:, 2 * n_k] = gate
-    weight = ws.weight(rows)
+    weight = ws.weight(rows, t, n_k)
     av = ws.input("act", act)
     wv = ws.input("norm_w", w.astype(np.float32))
     yv = ws.output(n_tok * n_rows, fill=y0)
@@ -137,7 +137,7 @@ def test_matvec_id_fused_input(device, ws, mode):
 
         def record(rec):
             mv.record_routes(rec, iv, rv, n, n_used)
-            mv.record(rec, ws.weight(stack.reshape(n_expert, -1)), t, n_expert, n_rows, n_k, xv, yv, rv, n, n_used,
+            mv.record(rec, ws.weight(stack.reshape(n_expert, -1), t, n_k), t, n_expert, n_rows, n_k, xv, yv, rv, n, n_used,
                       x_per_slot=mode == "swiglu", x_stride=2 * n_k, prep=prep)
         ws.run(record)
         return ws.read_output(n * n_used * n_rows).reshape(n * n_used, n_rows)

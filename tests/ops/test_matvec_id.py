@@ -72,7 +72,7 @@ def test_routes_split_an_expert_chosen_twice_by_one_token(ws):
 
 def run_matvec_id(ws, tuning, stack, t, n_expert, n_rows, n_k, x, ids, x_per_slot=False, parts=None):
     n_tok, n_used = ids.shape
-    weight = ws.weight(stack.reshape(n_expert, -1), parts)
+    weight = ws.weight(stack.reshape(n_expert, -1), t, n_k, parts)
     xv = ws.input("x", x.astype(np.float32))
     iv = ws.input("ids", ids)
     rv = ws.output(routes_words(n_tok, n_used), name="routes")

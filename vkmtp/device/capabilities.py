@@ -11,7 +11,8 @@ pass one. It is built in two steps:
 
 Optional device features (vkmtp.device.info.FEATURE_NAMES) enter the record as `features` (those enabled on
 the device: none with VKMTP_FEATURES=none) and as the kernel choices made from them (`int_dot`,
-`matmul_int8` and its per-type overrides `matmul_int8_per_type`); op wrappers turn these into shader defines.
+`matmul_int8` and its per-type overrides `matmul_int8_per_type`, `attn_f16_loads`, `attn_f16_math`); op wrappers
+turn these into shader defines.
 
 A new driver that needs other defaults is one more `DriverDefaults` entry in `DRIVERS`, matched by device type
 and, where that is not enough, by driver name; nothing in vkmtp/ops tests a driver by name.
@@ -52,6 +53,8 @@ class DriverDefaults:
     compute_units: int           # workgroups the device runs at once when Vulkan does not say (GPUs)
     matmul_tiles: str            # tile set of vkmtp.ops.matmul.TILE_TABLE
     attn_f16_loads: bool         # prefill attention reads f16 caches through 16-bit storage where enabled
+    attn_f16_math: bool          # prefill attention multiplies in float16 where shaderFloat16 is enabled
+    loop_iterations: int         # loop iterations one invocation may run before the driver ends its loops (0: none)
     gdn_chunked: bool = False    # prompt chunks' GDN update by the chunked kernel (vkmtp.ops.gdn_chunked)
 
     def matches(self, info: DeviceInfo) -> bool:
@@ -66,17 +69,24 @@ class DriverDefaults:
 #   32 threads x 4 rows, docs/PERFORMANCE.md), one lane per GDN column avoids slow cross-lane
 #   operations (2x faster on lavapipe), the compute units are the host's cores (0 here: os.cpu_count()), and
 #   the matmul uses its CPU tile set. Prefill attention keeps 32-bit word loads: lavapipe's 16-bit loads made it
-#   0.98-1.45x slower (docs/PERFORMANCE.md).
+#   0.98-1.45x slower (docs/PERFORMANCE.md), and f32 math: its float16 math (F16_MATH) ran 0.79-0.93x the speed
+#   of f32 (tools/bench_kernels.py --prefill-attn, docs/PERFORMANCE.md). lavapipe's shader compiler (gallivm)
+#   counts every loop iteration of an invocation, all loops together, and ends all its loops after 65535 (a
+#   guard against endless loops): a kernel that loops longer silently skips the rest, so decode attention sizes
+#   its splits by this budget (vkmtp.ops.flash_attn; SwiftShader gets the same bound).
 # - GPUs: llama.cpp's defaults for NVIDIA / RDNA (2 mat-vec rows per workgroup, 8 lanes per GDN column from its
 #   sweep on gfx1150); core Vulkan does not report compute units, so 16 (a mid-size GPU: decode attention then
-#   runs 32 workgroups per token over the KV heads) until a tuning profile measures the split count.
+#   runs 32 workgroups per token over the KV heads) until a tuning profile measures the split count. Prefill
+#   attention in float16 math as llama.cpp's Vulkan flash attention (f16 products, f32 softmax statistics; no
+#   greedy token of the engine's fixtures changes, tests/engine/test_f16_attention_prefill.py), until a GPU
+#   measurement or the profile's flash_attn.f16 says otherwise.
 DRIVERS: tuple[DriverDefaults, ...] = (
     DriverDefaults("cpu", kinds=("cpu",), driver_names=(), matvec_block_size=0, matvec_rows_per_group=16,
                    gdn_lanes_per_column=1, compute_units=0, matmul_tiles="cpu", attn_f16_loads=False,
-                   gdn_chunked=False),
+                   attn_f16_math=False, loop_iterations=65535, gdn_chunked=False),
     DriverDefaults("gpu", kinds=(), driver_names=(), matvec_block_size=32, matvec_rows_per_group=2,
                    gdn_lanes_per_column=8, compute_units=16, matmul_tiles="gpu", attn_f16_loads=True,
-                   gdn_chunked=False),
+                   attn_f16_math=True, loop_iterations=0, gdn_chunked=False),
 )
 
 # The chunked GDN prefill kernel (shaders/gdn_chunked.comp) is selectable on every device (tuning profile
@@ -92,12 +102,6 @@ MATMUL_INT8_DEFAULT = False
 
 # Mesa's lavapipe reports this driver name; its subgroup width follows LP_NATIVE_VECTOR_WIDTH (tests/ops).
 LAVAPIPE_DRIVER = "llvmpipe"
-# Mesa's gallivm (llvmpipe, lavapipe) ends every loop of an invocation once the invocation has run this many loop
-# iterations in all (its guard against endless loops), silently: a kernel that loops over a whole prompt chunk
-# inside one invocation stops part way and skips what follows the loop. Measured on Mesa 22.3: gdn.comp (one lane
-# per column, D = 128) stops after token 250 of a dispatch and never stores the state; gdn_chunked.comp after
-# 360-400 tokens. Kernels with such loops split their work into dispatches below it (vkmtp.graph.forward).
-GALLIVM_LOOP_ITERATIONS = 65535
 
 
 def driver_defaults(info: DeviceInfo) -> DriverDefaults:
@@ -123,12 +127,17 @@ class DeviceCaps:
     attn_n_splits: int | None = None   # decode attention splits (None: from compute_units and the context)
     attn_chunk: int | None = None
     compute_units: int = 16             # workgroups the device runs at once (decode attention's split count)
+    loop_iterations: int | None = None  # loop iterations an invocation may run in all (None: no limit); decode
+                                        # attention takes enough splits to stay within it
     matmul_tiles: str = "gpu"
     tuned: bool = False                 # a tuning profile was applied
     features: frozenset = frozenset()   # optional device features enabled (DeviceInfo.enabled_features)
     int_dot: bool = False               # OpSDot on packed int8 (shaderIntegerDotProduct): INT_DOT shader variants
     f16_storage: bool = False           # 16-bit storage buffers enabled: F16_LOADS shader variants may run
     attn_f16_loads: bool = False        # prefill attention reads f16 KV through it (f16_storage and driver default)
+    f16_math: bool = False              # shaderFloat16 enabled: F16_MATH shader variants may run
+    attn_f16_math: bool = False         # prefill attention's products in float16, softmax statistics in f32
+                                        # (vkmtp.ops.flash_attn); decode / verify attention is unaffected
     gdn_chunked: bool = False           # prompt chunks run the chunked GDN kernel (not bit-identical to gdn.comp)
     gdn_chunk_columns: int | None = None  # its value columns per workgroup (None: head_dim)
     gdn_chunk_tokens: int | None = None   # its tokens per chunk (None: the largest that fits shared memory)
@@ -140,8 +149,6 @@ class DeviceCaps:
     # timeout (2 s is common on discrete GPUs); integrated / UMA GPUs share the desktop and CPU drivers the
     # host's cores, so they get a quarter of it
     max_submit_ms: float = 2000.0
-    # total loop iterations the driver lets one invocation run before it ends its loops (0: no such limit)
-    loop_iteration_limit: int = 0
 
     @staticmethod
     def for_device(info: DeviceInfo) -> "DeviceCaps":
@@ -152,20 +159,22 @@ class DeviceCaps:
             matvec=MatVecTuning(max(d.matvec_block_size, info.subgroup_size), d.matvec_rows_per_group,
                                 info.has_subgroup_arithmetic),
             gdn_lanes_per_column=d.gdn_lanes_per_column, gdn_chunked=d.gdn_chunked,
-            compute_units=d.compute_units or os.cpu_count() or 1,
+            compute_units=d.compute_units or os.cpu_count() or 1, loop_iterations=d.loop_iterations or None,
             matmul_tiles=d.matmul_tiles, features=frozenset(info.enabled_features),
             int_dot=info.has_feature("integer_dot_product"),
             f16_storage=info.has_feature("storage_buffer_16bit"),
             attn_f16_loads=d.attn_f16_loads and info.has_feature("storage_buffer_16bit"),
+            f16_math=info.has_feature("shader_float16"),
+            attn_f16_math=d.attn_f16_math and info.has_feature("shader_float16"),
             matmul_int8=MATMUL_INT8_DEFAULT and info.has_feature("integer_dot_product"),
-            max_submit_ms=2000.0 if info.kind == "discrete" and not info.uma else 500.0,
-            loop_iteration_limit=GALLIVM_LOOP_ITERATIONS if info.driver_name == LAVAPIPE_DRIVER else 0)
+            max_submit_ms=2000.0 if info.kind == "discrete" and not info.uma else 500.0)
 
     def tuned_with(self, matvec_per_type: dict | None = None, gdn_lanes_per_column: int | None = None,
                    gdn_variant: str | None = None, attn_n_splits: int | None = None,
                    attn_chunk: int | None = None, matmul_int8: bool | None = None,
-                   matmul_int8_per_type: dict | None = None, gdn_chunked: bool | None = None,
-                   gdn_chunk_columns: int | None = None, gdn_chunk_tokens: int | None = None) -> "DeviceCaps":
+                   matmul_int8_per_type: dict | None = None, attn_f16_math: bool | None = None,
+                   gdn_chunked: bool | None = None, gdn_chunk_columns: int | None = None,
+                   gdn_chunk_tokens: int | None = None) -> "DeviceCaps":
         """These caps with measured values in place of the defaults; None keeps a field as it is."""
         def pick(value, current):
             return current if value is None else value
@@ -183,6 +192,8 @@ class DeviceCaps:
                        matmul_int8_per_type={**self.matmul_int8_per_type,
                                              **{int(t): bool(on) and self.int_dot
                                                 for t, on in (matmul_int8_per_type or {}).items()}},
+                       # f16 attention math likewise: never on a device without shaderFloat16
+                       attn_f16_math=pick(attn_f16_math, self.attn_f16_math) and self.f16_math,
                        tuned=True)
 
     def int8_for(self, ggml_type: int) -> bool:

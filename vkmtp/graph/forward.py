@@ -55,8 +55,9 @@ class Ops:
     """One instance of every op wrapper for a device and model (pipelines are shared through the Device).
 
     `tuning` (vkmtp.tuning.profile, measured by `vkmtp tune`) sets mat-vec shapes per quant type, the GDN lane
-    count and variant, the prompt chunks' GDN kernel (`gdn.chunked`: vkmtp.ops.gdn_chunked) and the decode
-    attention's split, over the device's defaults (`device.caps`); None or an absent field keeps the default.
+    count and variant, the prompt chunks' GDN kernel (`gdn.chunked`: vkmtp.ops.gdn_chunked), the decode
+    attention's split and the prefill attention's f16 math, over the device's defaults (`device.caps`); None or an
+    absent field keeps the default.
     """
 
     def __init__(self, device: Device, cfg: ModelConfig, layouts: KvLayouts,
@@ -72,13 +73,13 @@ class Ops:
         self.set_rows = SetRows(device, layouts.v)
         self.attn = FlashAttn(device, cfg.n_head, layouts.k, layouts.v, caps=caps)
         q_tile = FlashAttn.max_q_tile(device, cfg.n_head, cfg.n_head_kv, cfg.head_dim)
-        self.attn_prefill = FlashAttn(device, cfg.n_head, layouts.k, layouts.v, q_tile=min(4, q_tile))
+        self.attn_prefill = FlashAttn(device, cfg.n_head, layouts.k, layouts.v, q_tile=min(4, q_tile), caps=caps)
         self.set_rows_mtp = self.attn_mtp = self.attn_mtp_prefill = None
         if layouts.mtp_k is not None:
             self.set_rows_mtp = SetRows(device, layouts.mtp_v)
             self.attn_mtp = FlashAttn(device, cfg.n_head, layouts.mtp_k, layouts.mtp_v, caps=caps)
             self.attn_mtp_prefill = FlashAttn(device, cfg.n_head, layouts.mtp_k, layouts.mtp_v,
-                                              q_tile=min(4, q_tile))
+                                              q_tile=min(4, q_tile), caps=caps)
         self.conv = CausalConv1d(device, cfg.ssm_conv_kernel) if cfg.recurrent_layers else None
         self.gdn = GatedDeltaNet(device, cfg.ssm_d_state, caps=caps) if cfg.recurrent_layers else None
         # prompt chunks' GDN update: the chunked kernel where the capability record / profile choose it (not
@@ -317,10 +318,10 @@ class Forward:
         if act.prefill and not n_snap:
             # prompt chunk: the chunked kernel where chosen (not bit-identical to gdn.comp), else the recurrent one;
             # in dispatches of at most max_tokens_per_dispatch tokens where the driver ends long loops
-            # (DeviceCaps.loop_iteration_limit): each slice continues from the state the previous one stored,
+            # (DeviceCaps.loop_iterations): each slice continues from the state the previous one stored,
             # the same bits as one dispatch
             op = ops.gdn_prefill or ops.gdn
-            step = op.max_tokens_per_dispatch(self.device.caps.loop_iteration_limit)
+            step = op.max_tokens_per_dispatch(self.device.caps.loop_iterations)
             for first in range(0, n, step):
                 m = min(step, n - first)
                 def rows(view: View, stride: int, f=first) -> View:

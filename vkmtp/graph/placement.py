@@ -1,6 +1,7 @@
 """Where each weight lives: raw GGUF blocks packed into a few large buffers, in device or host memory.
 
-Weights keep their quantized GGUF layout (no dequantized copies). Tensors are packed in file order into buffers
+Weights keep their quantized GGUF rows (no dequantized copies; Q8_0 / Q4_0 / IQ4_NL rows are repacked into
+the device layout of vkmtp.ops.quant_types.to_device_layout as they are uploaded, the same bytes per row). Tensors are packed in file order into buffers
 of at most `max_buffer_bytes` (the device's maxStorageBufferRange, capped at 1 GiB so the first upload starts
 early); a tensor larger than that is split by rows into parts, and every kernel that reads weights takes a
 list of parts. Projections that read the same input with the same quant type (vkmtp.model.weights.fused_groups)
@@ -18,6 +19,7 @@ from dataclasses import dataclass, field
 from vkmtp.device import Device, View
 from vkmtp.gguf import GGUFFile, row_bytes
 from vkmtp.graph.tensor_overrides import DEVICE, LOCATIONS
+from vkmtp.ops.quant_types import upload_weight
 
 ALIGN = 256
 
@@ -161,7 +163,8 @@ class WeightPlan:
         return list(zip(self.buffer_names, self.buffer_locations, self.buffer_sizes))
 
     def allocate(self, device: Device, progress=None) -> dict[str, WeightRef]:
-        """Allocate the buffers and upload every tensor (from the memory-mapped file, no float copies).
+        """Allocate the buffers and upload every tensor (from the memory-mapped file, no float copies; the
+        split-layout types are repacked a chunk of rows at a time).
         Returns a WeightRef per tensor name, and per fused group (its name from `fused_name`)."""
         buffers = [device.buffer(size, "device", name, role="weights") if loc == DEVICE
                    else device.buffer(size, "host", name, role="host_weights")
@@ -186,7 +189,7 @@ class WeightPlan:
                     if lo >= hi:
                         continue
                     view = part.view.sub((lo - part.row_start) * rb, (hi - lo) * rb)
-                    device.upload(view, raw[(lo - first) * rb: (hi - first) * rb])
+                    upload_weight(device, view, info.ggml_type, k, raw[(lo - first) * rb: (hi - first) * rb])
                     mref.parts.append(WeightPart(view, lo - first, hi - lo))
                     if progress is not None:
                         progress((hi - lo) * rb)

@@ -1,10 +1,12 @@
 """Causal GQA flash attention over the KV cache with split-K partials, plus Qwen3.5's sigmoid output gate.
 
 Decode / verify (q_tile 1) drives shaders/flash_attn_dec.comp: one token per workgroup, several lanes per KV
-row with 16-byte loads and subgroup-shuffle sums, V staged in shared memory, and as many splits along the
-context as fill the device (decode_splits). Prefill (q_tile > 1: K/V reads shared by several tokens) drives
-shaders/flash_attn.comp. Both write split partials that shaders/flash_attn_reduce.comp combines, normalizes
-and gates. Mirrors vkmtp.ref.ops.flash_attn.flash_attn.
+row with 16-byte loads and subgroup-shuffle sums, q in registers, V read once per workgroup, and as many splits
+along the context as fill the device (decode_splits) and keep each workgroup within the device's loop budget
+(budget_splits: lavapipe ends an invocation's loops after 65535 iterations in all, which silently cut decode
+attention to its first ~5000 positions per workgroup before). Prefill (q_tile > 1: K/V reads shared by several
+tokens) drives shaders/flash_attn.comp. Both write split partials that shaders/flash_attn_reduce.comp combines,
+normalizes and gates. Mirrors vkmtp.ref.ops.flash_attn.flash_attn.
 
 Batch invariance: a token's result depends only on its own causal length and on (n_splits, chunk,
 block_size, lanes), which are fixed per FlashAttn object, never on n_tok. Use ONE object for plain decode and
@@ -26,6 +28,12 @@ MAX_ACC_FLOATS = 128  # output accumulators per invocation that max_q_tile allow
 MAX_SPLITS = 64       # the reduce's workgroup
 DEC_TILE = 64         # KV positions per tile of flash_attn_dec.comp (TILE)
 WAVES_PER_UNIT = 2    # decode workgroups per compute unit that decode_splits aims for
+# Loop iterations flash_attn_dec.comp runs per tile: the P V row loop (at most DEC_TILE rows), the tile loop and
+# the chunk loop; every other loop has a constant trip count and is marked [[unroll]]. Measured on lavapipe
+# (gallivm, Mesa 22.3): a workgroup ran 62144 positions (~67.5 iterations per tile) before its budget of 65535
+# ended its loops. LOOP_MARGIN leaves room for a compiler that keeps a few small loops.
+DEC_LOOPS_PER_TILE = DEC_TILE + 2
+LOOP_MARGIN = 2
 
 
 def decode_splits(compute_units: int, n_head_kv: int, n_ctx: int, chunk: int) -> int:
@@ -34,6 +42,19 @@ def decode_splits(compute_units: int, n_head_kv: int, n_ctx: int, chunk: int) ->
     MAX_SPLITS. Depends only on the device and the cache, never on the tokens of a batch."""
     want = -(-WAVES_PER_UNIT * max(1, compute_units) // n_head_kv)
     return max(1, min(want, -(-n_ctx // chunk), MAX_SPLITS))
+
+
+def budget_splits(loop_iterations: int | None, n_ctx: int, chunk: int) -> int:
+    """The fewest splits that keep every decode workgroup within `loop_iterations` loop iterations (None: no
+    limit, 1). Split s takes chunks s, s + n_splits, ...; each chunk costs chunk / DEC_TILE tiles."""
+    if not loop_iterations:
+        return 1
+    tiles = loop_iterations // (LOOP_MARGIN * DEC_LOOPS_PER_TILE)
+    chunks_per_split = tiles // (chunk // DEC_TILE)
+    if chunks_per_split < 1:
+        raise ValueError(f"decode attention chunk {chunk} exceeds the device's loop budget of {loop_iterations} "
+                         f"iterations per invocation; lower the chunk")
+    return -(-(-(-n_ctx // chunk)) // chunks_per_split)
 
 
 def decode_lanes(device, head_dim: int) -> int:
@@ -54,7 +75,8 @@ class FlashAttn:
         k_layout, v_layout: cache layouts (same n_head_kv, head_dim, n_ctx; types may differ).
         n_splits: workgroups per (token, KV head) along the KV range (None: 1 when q_tile > 1, where prefill
             has workgroups enough; else `caps.attn_n_splits` when tuned, else decode_splits from the device's
-            compute units and the context). The scratch grows with it.
+            compute units and the context; for decode never fewer than budget_splits, the fewest that keep a
+            workgroup within the device's loop budget, caps.loop_iterations). The scratch grows with it.
         chunk: KV positions per chunk (multiple of block_size); split s takes chunks s, s + n_splits, ...
             (None: `caps.attn_chunk` when q_tile is 1, else 2 * block_size).
         q_tile: tokens per workgroup (1 for decode/verify; 2-4 for prefill, bounded by shared memory).
@@ -64,12 +86,15 @@ class FlashAttn:
         caps: the kernel defaults to use (None: the device's, vkmtp.device.capabilities).
         f16_loads: prefill reads f16 caches through 16-bit storage (None: caps.attn_f16_loads); needs the
             device feature storage_buffer_16bit.
+        f16_math: prefill runs its Q.K and P.V products in float16 with f32 softmax statistics and sums
+            (F16_MATH; None: caps.attn_f16_math); needs the device feature shader_float16. Decode / verify
+            (flash_attn_dec.comp) have no f16-math variant: they always run f32.
     """
 
     def __init__(self, device, n_head: int, k_layout: KvLayout, v_layout: KvLayout | None = None,
                  n_splits: int | None = None, chunk: int | None = None, q_tile: int = 1, block_size: int = 64,
                  scale: float | None = None, caps: DeviceCaps | None = None, lanes: int | None = None,
-                 f16_loads: bool | None = None):
+                 f16_loads: bool | None = None, f16_math: bool | None = None):
         v_layout = v_layout or k_layout
         if (v_layout.n_head_kv, v_layout.head_dim, v_layout.n_ctx, v_layout.n_rows) != \
                 (k_layout.n_head_kv, k_layout.head_dim, k_layout.n_ctx, k_layout.n_rows):
@@ -88,9 +113,22 @@ class FlashAttn:
         decode = q_tile == 1
         self.decode = decode
         self.chunk = chunk or (caps.attn_chunk if decode else None) or 2 * block_size
-        if n_splits is None and decode:
-            n_splits = caps.attn_n_splits or decode_splits(caps.compute_units, k_layout.n_head_kv,
-                                                           k_layout.n_ctx, self.chunk)
+        if decode:
+            if self.chunk % DEC_TILE:
+                raise ValueError(f"chunk {self.chunk} must be a multiple of {DEC_TILE} (the decode tile)")
+            least = budget_splits(caps.loop_iterations, k_layout.n_ctx, self.chunk)
+            if least > MAX_SPLITS:
+                raise ValueError(f"a {k_layout.n_ctx}-position cache needs {least} decode attention splits on "
+                                 f"this device (it ends a shader's loops after {caps.loop_iterations} "
+                                 f"iterations), more than the reduce's {MAX_SPLITS}")
+            if n_splits is None:
+                # a tuned split count is kept where the budget allows it; a longer cache needs more splits
+                n_splits = max(least, caps.attn_n_splits or decode_splits(caps.compute_units, k_layout.n_head_kv,
+                                                                          k_layout.n_ctx, self.chunk))
+            elif n_splits < least:
+                raise ValueError(f"n_splits {n_splits} is too few for a {k_layout.n_ctx}-position cache: this "
+                                 f"device ends a shader's loops after {caps.loop_iterations} iterations, which "
+                                 f"needs at least {least} splits (chunk {self.chunk})")
         self.n_splits = n_splits or 1
         self.q_tile = q_tile
         self.scale = 1.0 / math.sqrt(self.head_dim) if scale is None else float(scale)
@@ -113,11 +151,16 @@ class FlashAttn:
         if v_layout.kv_type == "q8_0":
             defines["V_Q8_0"] = 1
         self.defines = defines
-        self.key = ShaderKey.make("flash_attn.comp", **defines)
         # prefill: f16 caches read as f16vec4 where the device enabled 16-bit storage (same values, same bits)
         self.f16_loads = caps.attn_f16_loads if f16_loads is None else bool(f16_loads)
         if self.f16_loads and not device.info.has_feature("storage_buffer_16bit"):
             raise ValueError("flash_attn: f16_loads needs the device feature storage_buffer_16bit (not enabled)")
+        # prefill: f16 products, f32 softmax statistics, where the device enabled shaderFloat16
+        self.f16_math = False if decode else caps.attn_f16_math if f16_math is None else bool(f16_math)
+        if decode and f16_math:
+            raise ValueError("flash_attn: f16_math is a prefill (q_tile > 1) kernel choice; decode stays f32")
+        if self.f16_math and not device.info.has_feature("shader_float16"):
+            raise ValueError("flash_attn: f16_math needs the device feature shader_float16 (not enabled)")
         self.spec = [self.block_size, self.head_dim, self.gqa, self.q_tile]
         if decode:
             self._init_decode(device, lanes)
@@ -127,8 +170,6 @@ class FlashAttn:
         d = self.head_dim
         if d % 8:
             raise ValueError(f"head_dim {d} must be a multiple of 8 for decode attention")
-        if self.chunk % DEC_TILE:
-            raise ValueError(f"chunk {self.chunk} must be a multiple of {DEC_TILE} (the decode tile)")
         self.lanes = decode_lanes(device, d) if lanes is None else lanes
         if self.lanes < 1 or self.lanes & (self.lanes - 1) or self.lanes > d // 8:
             raise ValueError(f"lanes {self.lanes} must be a power of 2 in 1..{d // 8}")
@@ -141,8 +182,7 @@ class FlashAttn:
                              4 * self.lanes)
         if self.dec_block // self.lanes > DEC_TILE:
             self.dec_block = DEC_TILE * self.lanes
-        vt = 16
-        shared = (self.gqa * d + self.gqa * DEC_TILE + 3 * self.gqa + vt * d) * WORD
+        shared = (self.gqa * d + self.gqa * DEC_TILE + 3 * self.gqa) * WORD
         if shared > device.info.max_shared_memory:
             raise ValueError(f"decode attention with GQA {self.gqa} x head_dim {d} needs {shared} B of shared "
                              f"memory, the device has {device.info.max_shared_memory} B")
@@ -199,10 +239,13 @@ class FlashAttn:
             rec.dispatch(ShaderKey.make("flash_attn_dec.comp", **defines), bindings, (self.n_splits, n_kv, n_tok),
                          push=push, spec=self.dec_spec, reads=[records, q.view, *k.views, *v.views], writes=[part])
         else:
-            key = self.key if k.n_parts == 1 else ShaderKey.make("flash_attn.comp", **self.defines, **k.defines)
+            defines = {**self.defines, **k.defines}
             if self.f16_loads and k.n_parts == 1 and not self.defines and k.word_offset % 2 == 0 \
                     and v.word_offset % 2 == 0:
-                key = ShaderKey.make("flash_attn.comp", F16_LOADS=1)   # f16 K and V: f16vec4 loads
+                defines["F16_LOADS"] = 1   # f16 K and V: f16vec4 loads
+            if self.f16_math:
+                defines["F16_MATH"] = 1
+            key = ShaderKey.make("flash_attn.comp", **defines)
             rec.dispatch(key, bindings, (self.n_splits, n_kv, -(-n_tok // self.q_tile)), push=push, spec=self.spec,
                          reads=[records, q.view, *k.views, *v.views], writes=[part])
         g = gate or out
@@ -218,5 +261,7 @@ def shader_variants() -> list[ShaderKey]:
     dec = [ShaderKey.make("flash_attn_dec.comp", **dict(k.defines), LANES=lanes, **extra)
            for k in flag_variants("flash_attn_dec.comp", "K_Q8_0", "V_Q8_0") for lanes in (1, 8, 16, 32)
            for extra in ([{}, {"VEC_LOADS": 1}] if not k.defines else [{}])]
-    return (flag_variants("flash_attn.comp", "K_Q8_0", "V_Q8_0") + [ShaderKey.make("flash_attn.comp", F16_LOADS=1)]
-            + dec            + flag_variants("flash_attn_reduce.comp", "GATE"))
+    prefill = [ShaderKey.make("flash_attn.comp", **dict(k.defines), **math)
+               for k in flag_variants("flash_attn.comp", "K_Q8_0", "V_Q8_0") for math in ({}, {"F16_MATH": 1})]
+    prefill += [ShaderKey.make("flash_attn.comp", F16_LOADS=1, **math) for math in ({}, {"F16_MATH": 1})]
+    return prefill + dec + flag_variants("flash_attn_reduce.comp", "GATE")

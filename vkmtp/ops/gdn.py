@@ -159,9 +159,9 @@ class GatedDeltaNet:
     def columns_per_workgroup(self) -> int:
         return self.workgroup_size // self.lanes_per_column
 
-    def max_tokens_per_dispatch(self, loop_limit: int) -> int:
+    def max_tokens_per_dispatch(self, loop_limit: int | None) -> int:
         """Tokens a prefill dispatch may hold on a driver that ends an invocation's loops after `loop_limit`
-        iterations in all (DeviceCaps.loop_iteration_limit; 0: any number). An invocation loops over every token
+        iterations in all (DeviceCaps.loop_iterations; None or 0: any number). An invocation loops over every token
         of the step, about 2 D / lanes_per_column + 2 log2(lanes) + 6 iterations each (lavapipe, D 128, one lane:
         it stops after token 250); half the limit is used."""
         if not loop_limit:

@@ -68,9 +68,9 @@ class ChunkedGatedDeltaNet:
         self.columns = columns
         self.spec = [columns, head_dim, chunk]
 
-    def max_tokens_per_dispatch(self, loop_limit: int) -> int:
+    def max_tokens_per_dispatch(self, loop_limit: int | None) -> int:
         """Tokens of one sequence a dispatch may hold on a driver that ends an invocation's loops after
-        `loop_limit` iterations in all (DeviceCaps.loop_iteration_limit; 0: any number). The kernel runs about
+        `loop_limit` iterations in all (DeviceCaps.loop_iterations; None or 0: any number). The kernel runs about
         1.5 C D + 64 loop iterations per chunk (measured: lavapipe stops after 400 tokens at C 16, D 128, 360 at
         C 8); half the limit is used, in whole chunks."""
         if not loop_limit:

@@ -28,7 +28,7 @@ class GetRows:
         """Record one dispatch per table part.
 
         Args:
-            table: raw GGUF rows [n_vocab, row_bytes] u8 (or RowParts of it)
+            table: GGUF rows [n_vocab, row_bytes] u8 in the device layout (or RowParts of it)
             ids: token ids, id of token t at word t * ids_stride (TOKEN_RECORD_WORDS: step records; PLAIN_IDS)
             out: [n_tok, out_stride] f32 (out_stride defaults to n_embd); ids >= n_vocab give NaN rows
         """

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Sequence
 
 from vkmtp.device import Device, DeviceCaps, DeviceInfo, MatVecTuning, ShaderKey, View
-from vkmtp.ops.quant_types import RowPart, fold, linear_operands, type_define
+from vkmtp.ops.quant_types import RowPart, aligned8, fold, linear_operands, type_define
 
 MAX_COLS = 8
 MAX_IN_HEADS = 64   # heads per column of a HEAD_NORM input (shaders/common/matvec_io.glsl)
@@ -81,8 +81,12 @@ def check_tuning(info: DeviceInfo, tuning: MatVecTuning, n_cols: int = MAX_COLS)
 
 
 def variant_key(source: str, ggml_type: int, tuning: MatVecTuning, accumulate: bool,
-                x_aligned: bool = True, prep: InputPrep | None = None, out_gate: bool = False) -> ShaderKey:
+                x_aligned: bool = True, prep: InputPrep | None = None, out_gate: bool = False,
+                a_aligned8: bool = False) -> ShaderKey:
+    """a_aligned8: a split-layout weight whose rows all start on 8 bytes (quant_types.aligned8): 8-byte loads."""
     defines = type_define(ggml_type)
+    if a_aligned8:
+        defines["A_ALIGN8"] = 1
     if prep is not None:
         defines[InputPrep.DEFINES[prep.mode]] = 1
     if out_gate:
@@ -123,7 +127,8 @@ class MatVec:
         """Record ceil(n_tok / 8) dispatches per weight part.
 
         Args:
-            weight: raw GGUF rows [n_rows, row_bytes] u8 in one View, or RowParts (one dispatch each)
+            weight: GGUF rows [n_rows, row_bytes] u8 in the device layout (quant_types.to_device_layout) in one
+                View, or RowParts (one dispatch each)
             x: [n_tok, x_stride] f32 activations (x_stride defaults to n_k)
             y: [n_tok, y_stride] f32 output, rows 0..n_rows-1 of each column (y_stride defaults to n_rows)
             accumulate: add to y (residual add) instead of overwriting it
@@ -147,9 +152,6 @@ class MatVec:
             xc = x.sub(c0 * x_stride * 4, ((n_cols - 1) * x_stride + n_k) * 4)
             yc = y.sub(c0 * y_stride * 4, ((n_cols - 1) * y_stride + n_rows) * 4)
             aligned = xc.word_offset % 4 == 0 and (n_cols == 1 or x_stride % 4 == 0)
-            key = variant_key("matvec.comp", ggml_type, t, accumulate,
-                              x_aligned=aligned and (prep is None or prep.aligned()), prep=prep,
-                              out_gate=out_gate is not None)
             extra, buffers, reads = [0, 0.0, 0, 0], [], [xc]
             if prep is not None:
                 extra = prep.push(prep.side.word_offset + c0 * prep.side_stride if prep.side is not None else 0)
@@ -167,6 +169,10 @@ class MatVec:
             if accumulate:
                 reads.append(yc)
             for part in parts:
+                key = variant_key("matvec.comp", ggml_type, t, accumulate,
+                                  x_aligned=aligned and (prep is None or prep.aligned()), prep=prep,
+                                  out_gate=out_gate is not None,
+                                  a_aligned8=aligned8(ggml_type, part.view.offset, row_bytes))
                 groups = fold(-(-part.n_rows // t.rows_per_group), limit)
                 push = [part.view.offset, row_bytes, n_k, part.n_rows, xc.word_offset, x_stride,
                         yc.word_offset + part.row_start, y_stride, *extra,

@@ -14,7 +14,7 @@ from typing import Sequence
 
 from vkmtp.device import Device, ShaderKey, View
 from vkmtp.ops.matvec import MAX_COLS, InputPrep, MatVecTuning, check_tuning, variant_key
-from vkmtp.ops.quant_types import RowPart, check_view, fold, row_parts, weight_row_bytes
+from vkmtp.ops.quant_types import RowPart, aligned8, check_view, fold, row_parts, weight_row_bytes
 
 # An expert stack [n_expert, n_rows, n_k] split by experts: RowPart(view, expert_start, n_experts), where a
 # "row" of the split is one expert's whole matrix.
@@ -68,7 +68,7 @@ class MatVecId:
         """Record one dispatch per expert part.
 
         Args:
-            experts: raw GGUF expert stack [n_expert, n_rows, row_bytes] u8 (or ExpertParts of it)
+            experts: GGUF expert stack [n_expert, n_rows, row_bytes] u8 in the device layout (or ExpertParts)
             x: [n_tok, n_k] f32 (gate/up), or with x_per_slot [n_tok * n_used, n_k] f32 (down)
             y: [n_tok * n_used, n_rows] f32, row t * n_used + j for token t's j-th expert
             routes: written by record_routes for the same n_tok, n_used
@@ -105,14 +105,14 @@ class MatVecId:
         x_used = x.sub(0, x_words * 4)
         y_used = y.sub(0, n * n_rows * 4)
         t = self.tuning
-        key = variant_key("matvec_id.comp", ggml_type, t, False,
-                          x_aligned=x.word_offset % 4 == 0 and x_stride % 4 == 0 and side_rel % 4 == 0,
-                          prep=prep)
         spec = [t.block_size, t.rows_per_group, group_capacity(n_tok), self.device.info.subgroup_size]
         gx = -(-n_rows // t.rows_per_group)
         if gx > self.device.info.max_workgroup_count[0] or n > self.device.info.max_workgroup_count[1]:
             raise ValueError(f"matvec_id: grid {gx} x {n} exceeds the device's workgroup count limits")
         for part in parts:
+            key = variant_key("matvec_id.comp", ggml_type, t, False,
+                              x_aligned=x.word_offset % 4 == 0 and x_stride % 4 == 0 and side_rel % 4 == 0,
+                              prep=prep, a_aligned8=aligned8(ggml_type, part.view.offset, row_bytes))
             push = [part.view.offset, row_bytes, n_k, n_rows, part.row_start, part.n_rows, n_expert,
                     x.word_offset, x_stride, int(x_per_slot), y.word_offset, n_rows, routes.word_offset, n, n_used,
                     *extra]

@@ -1,14 +1,20 @@
-"""What the quantized-weight ops share: supported GGUF types, weights split by rows, folded grids.
+"""What the quantized-weight ops share: supported GGUF types, the device layout of weights, weights split by
+rows, folded grids.
 
-A weight is raw GGUF bytes in a View (row r at byte r * row_bytes from the view start). A weight larger than
-the device's `maxStorageBufferRange` (the 248320 x 5120 LM head is 1.3 GB at Q8_0) lives in several Views,
-each holding a run of whole rows: a list of `RowPart`s, one dispatch per part.
+A weight is GGUF rows in a View (row r at byte r * row_bytes from the view start, row_bytes as in GGUF). Rows
+keep ggml's block layout except for Q8_0, Q4_0 and IQ4_NL, whose 34- and 18-byte blocks would put every
+block's quants on a 2-byte boundary: their rows are repacked at upload (`to_device_layout`, the same bytes per
+row) so that the kernels read the quants with aligned loads (shaders/common/dequant.glsl, "DEVICE LAYOUT").
+A weight larger than the device's `maxStorageBufferRange` (the 248320 x 5120 LM head is 1.3 GB at Q8_0) lives
+in several Views, each holding a run of whole rows: a list of `RowPart`s, one dispatch per part.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Sequence
+
+import numpy as np
 
 from vkmtp.device import View
 from vkmtp.gguf import GGMLType, block_size
@@ -22,6 +28,78 @@ SUPPORTED_TYPES: dict[int, str] = {
 }
 FLOAT_TYPES = {int(GGMLType.F32), int(GGMLType.F16), int(GGMLType.BF16)}
 GROUP = 8  # elements a shader thread dequantizes at once (dequant.glsl)
+
+
+# Types whose device rows are split (dequant.glsl A_SPLIT): ggml type id -> quant bytes per 32-element block.
+# A device row of nb blocks holds the nb blocks' quants, then their nb f16 scales (2 bytes each).
+SPLIT_TYPES: dict[int, int] = {int(GGMLType.Q8_0): 32, int(GGMLType.Q4_0): 16, int(GGMLType.IQ4_NL): 16}
+UPLOAD_CHUNK = 64 << 20   # bytes repacked and uploaded at a time (the LM head is over 1 GB)
+
+
+def _as_bytes(data) -> np.ndarray:
+    """Any bytes-like or array data as a flat u8 array (no copy when already contiguous)."""
+    if isinstance(data, (bytes, bytearray, memoryview)):
+        return np.frombuffer(data, dtype=np.uint8)
+    return np.ascontiguousarray(data).reshape(-1).view(np.uint8)
+
+
+def _split_rows(ggml_type: int, n_k: int, data) -> tuple[np.ndarray, int, int]:
+    qs = SPLIT_TYPES[int(ggml_type)]
+    nb = n_k // 32
+    flat = _as_bytes(data)
+    row_bytes = nb * (qs + 2)
+    if n_k % 32 or flat.nbytes % row_bytes:
+        raise ValueError(f"{type_name(ggml_type)} data of {flat.nbytes} B is not whole rows of {n_k} values")
+    return flat.reshape(-1, row_bytes), nb, qs
+
+
+def to_device_layout(ggml_type: int, n_k: int, data) -> np.ndarray:
+    """GGUF rows of n_k values (any whole number of rows, bytes) -> the same rows in the device layout, u8.
+    Q8_0 / Q4_0 / IQ4_NL: each row's blocks' quants first, then their f16 scales; other types unchanged."""
+    if int(ggml_type) not in SPLIT_TYPES:
+        return _as_bytes(data)
+    rows, nb, qs = _split_rows(ggml_type, n_k, data)
+    blocks = rows.reshape(len(rows), nb, qs + 2)
+    out = np.empty_like(rows)
+    out[:, : nb * qs] = blocks[:, :, 2:].reshape(len(rows), nb * qs)
+    out[:, nb * qs:] = blocks[:, :, :2].reshape(len(rows), nb * 2)
+    return out.reshape(-1)
+
+
+def from_device_layout(ggml_type: int, n_k: int, data) -> np.ndarray:
+    """The inverse of to_device_layout: device rows -> GGUF rows, u8."""
+    if int(ggml_type) not in SPLIT_TYPES:
+        return _as_bytes(data)
+    rows, nb, qs = _split_rows(ggml_type, n_k, data)
+    out = np.empty_like(rows)
+    blocks = out.reshape(len(rows), nb, qs + 2)
+    blocks[:, :, 2:] = rows[:, : nb * qs].reshape(len(rows), nb, qs)
+    blocks[:, :, :2] = rows[:, nb * qs:].reshape(len(rows), nb, 2)
+    return out.reshape(-1)
+
+
+def upload_weight(device, view: View, ggml_type: int, n_k: int, data) -> None:
+    """Upload GGUF rows (bytes, whole rows of n_k values) into `view` in the device layout, a chunk of rows at
+    a time (no copy of a whole large tensor)."""
+    flat = _as_bytes(data)
+    if int(ggml_type) not in SPLIT_TYPES:
+        device.upload(view, flat)
+        return
+    rb = weight_row_bytes(ggml_type, n_k)
+    step = max(1, UPLOAD_CHUNK // rb) * rb
+    for start in range(0, flat.nbytes, step):
+        chunk = flat[start: start + step]
+        device.upload(view.sub(start, chunk.nbytes), to_device_layout(ggml_type, n_k, chunk))
+
+
+# Types whose quants are read with 8-byte loads when every row starts on 8 bytes (dequant.glsl A_ALIGN8): the
+# split types, and Q4_K / Q5_K / IQ4_XS (blocks of 144 / 176 / 136 bytes: an aligned row's blocks stay aligned).
+ALIGN8_TYPES = set(SPLIT_TYPES) | {int(GGMLType.Q4_K), int(GGMLType.Q5_K), int(GGMLType.IQ4_XS)}
+
+
+def aligned8(ggml_type: int, byte_offset: int, row_bytes: int) -> bool:
+    """A weight whose quants take the 8-byte loads (A_ALIGN8): a type of ALIGN8_TYPES, every row on 8 bytes."""
+    return int(ggml_type) in ALIGN8_TYPES and byte_offset % 8 == 0 and row_bytes % 8 == 0
 
 
 def type_name(ggml_type: int) -> str:

@@ -17,6 +17,7 @@ from vkmtp.ops.gdn import GatedDeltaNet
 from vkmtp.ops.kv_layout import KvLayout
 from vkmtp.ops.matmul import INT8_TYPES, MatMul
 from vkmtp.ops.matvec import MAX_COLS, MatVec
+from vkmtp.ops.quant_types import to_device_layout
 from vkmtp.ops.strided import Strided
 from vkmtp.ref.ops.flash_attn import flash_attn as flash_attn_ref
 from vkmtp.ref.ops.gdn import gated_delta_net
@@ -31,6 +32,7 @@ MATMUL_REL = 1e-5                  # tests/ops/test_matmul.py and test_matmul_q8
 GDN_ATOL, GDN_RTOL = 5e-7, 1e-5    # tests/ops/test_gdn.py
 GDN_CHUNKED_TOL = dict(atol=3e-6, state_atol=3e-5, rtol=1e-4)   # the chunked kernel (tests/ops/test_gdn_chunked.py)
 ATTN_ATOL, ATTN_RTOL = 3e-5, 1e-4  # tests/ops/test_flash_attn.py
+ATTN_F16_ATOL = 1e-2               # prefill f16 math (tests/ops/test_flash_attn_f16.py)
 EPS = 1e-6
 REPS_SLOTS = 4                     # distinct outputs cycled through by timed repetitions
 
@@ -62,7 +64,8 @@ class MatVecCase:
         self.device, self.type, self.n_rows, self.n_k = device, ggml_type, n_rows, n_k
         self.weight = random_rows(ggml_type, n_rows, n_k, rng)            # [n_rows, row_bytes] u8
         self.x = rng.standard_normal((MAX_COLS, n_k)).astype(np.float32)  # [8, n_k]
-        self.ops = Operands(device, {"w": self.weight, "x": self.x, "y": REPS_SLOTS * MAX_COLS * n_rows * 4})
+        self.ops = Operands(device, {"w": to_device_layout(ggml_type, n_k, self.weight), "x": self.x,
+                                     "y": REPS_SLOTS * MAX_COLS * n_rows * 4})
         self.bytes_read = n_rows * row_bytes(ggml_type, n_k)
 
     def _y(self, slot: int, n: int):
@@ -135,7 +138,8 @@ class MatMulCase:
         self.device, self.type, self.n_rows, self.n_k, self.n_tok = device, ggml_type, n_rows, n_k, n_tok
         self.weight = random_rows(ggml_type, n_rows, n_k, rng)                  # [n_rows, row_bytes] u8
         self.x = rng.standard_normal((n_tok, n_k)).astype(np.float32)          # [n_tok, n_k]
-        self.ops = Operands(device, {"w": self.weight, "x": self.x, "y": REPS_SLOTS * n_tok * n_rows * 4})
+        self.ops = Operands(device, {"w": to_device_layout(ggml_type, n_k, self.weight), "x": self.x,
+                                     "y": REPS_SLOTS * n_tok * n_rows * 4})
         self.bytes_read = n_rows * row_bytes(ggml_type, n_k) + self.x.nbytes
 
     def _y(self, slot: int):
@@ -190,10 +194,10 @@ class GdnCase:
 
     def recorder(self, op: GatedDeltaNet):
         """Records the step as the engine records a prompt chunk: in dispatches of at most
-        op.max_tokens_per_dispatch tokens where the driver ends long loops (DeviceCaps.loop_iteration_limit)."""
+        op.max_tokens_per_dispatch tokens where the driver ends long loops (DeviceCaps.loop_iterations)."""
         o, n, hk_d, hv = self.ops, self.n_tok, self.h_k * self.d, self.h_v
         qkv, gates, params = o.view("qkv"), o.view("gates"), o.view("params")
-        step = op.max_tokens_per_dispatch(self.device.caps.loop_iteration_limit)
+        step = op.max_tokens_per_dispatch(self.device.caps.loop_iterations)
 
         def rows(view, first: int, stride: int, skip: int = 0):
             return view.sub(4 * (first * stride + skip), view.nbytes - 4 * (first * stride + skip))
@@ -279,7 +283,63 @@ class AttnCase:
         got = self.device.read(self._out(0).view).reshape(self.n_tok, self.n_head, self.head_dim)
         want = flash_attn_ref(self.records, self.qg[:, :, 0], self.k, self.v, self.layout.n_ctx,
                               gate=self.qg[:, :, 1])
-        return compare("flash_attn", got, want.astype(np.float64), ATTN_ATOL, ATTN_RTOL)
+        atol, rtol = (ATTN_F16_ATOL, 0.0) if fa.f16_math else (ATTN_ATOL, ATTN_RTOL)
+        return compare("flash_attn", got, want.astype(np.float64), atol, rtol)
 
     def destroy(self) -> None:
         self.ops.destroy()
+
+
+class PrefillAttnCase:
+    """Prefill attention of a first prompt chunk of n_tok tokens (positions 0..n_tok-1, causal) over an f16 KV
+    cache: the engine's prompt-chunk attention (q_tile tokens per workgroup, one split). `check` compares the
+    last n_check tokens (the longest rows) with the float64 reference: f32 math to ATTN_ATOL / ATTN_RTOL, f16
+    math (FlashAttn.f16_math) to ATTN_F16_ATOL."""
+
+    def __init__(self, device: Device, n_head: int, n_head_kv: int, head_dim: int, n_tok: int, seed: int = 0,
+                 n_check: int = 8):
+        rng = np.random.default_rng(seed)
+        self.device, self.n_head, self.head_dim, self.n_tok = device, n_head, head_dim, n_tok
+        self.layout = KvLayout("f16", n_head_kv, head_dim, n_tok)
+        self.records = token_records(range(n_tok), [0] * n_tok)
+        self.qg = rng.standard_normal((n_tok, n_head, 2, head_dim)).astype(np.float32)   # q | gate per head
+        width = n_head_kv * head_dim
+        self.k_raw = encode_rows(rng.standard_normal((n_tok, width)).astype(np.float32), "f16")
+        self.v_raw = encode_rows(rng.standard_normal((n_tok, width)).astype(np.float32), "f16")
+        # three buffers: at 27B shapes and 2048 tokens one would exceed maxStorageBufferRange (128 MiB on lavapipe)
+        self.ops = Operands(device, {"rec": self.records, "qg": self.qg, "k": self.k_raw, "v": self.v_raw})
+        self.out = Operands(device, {"out": n_tok * n_head * head_dim * 4}, "bench-out")
+        self.scratch = Operands(device, {"scratch": n_tok * n_head * (head_dim + 2) * 4}, "bench-scratch")
+        self.check_rows = slice(max(0, n_tok - n_check), n_tok)
+        self.bytes_read = self.k_raw.nbytes + self.v_raw.nbytes
+
+    def recorder(self, fa: FlashAttn):
+        h, d, qv = self.n_head, self.head_dim, self.ops.view("qg")
+        if fa.decode or fa.n_splits != 1:
+            raise ValueError("PrefillAttnCase times the prefill kernel (q_tile > 1, one split)")
+        q = Strided(qv, h * 2 * d, 2 * d)
+        gate = Strided(qv.sub(d * 4, qv.nbytes - d * 4), h * 2 * d, 2 * d)
+        out = Strided.heads(self.out.view("out"), h, d)
+
+        def record(rec, i: int) -> None:
+            fa.record(rec, self.ops.view("rec"), q, self.ops.view("k"), self.ops.view("v"), out, self.n_tok,
+                      self.scratch.view("scratch"), gate=gate)
+        return record
+
+    def check(self, fa: FlashAttn) -> str | None:
+        rec = self.device.recorder()
+        self.recorder(fa)(rec, 0)
+        rec.finish()
+        rec.run()
+        rec.destroy()
+        got = self.out.read("out").reshape(self.n_tok, self.n_head, self.head_dim)
+        sel, width = self.check_rows, self.layout.n_head_kv * self.head_dim
+        k = decode_rows(self.k_raw, "f16", width).reshape(self.n_tok, -1, self.head_dim)
+        v = decode_rows(self.v_raw, "f16", width).reshape(self.n_tok, -1, self.head_dim)
+        want = flash_attn_ref(self.records[sel], self.qg[sel, :, 0], k, v, self.n_tok, gate=self.qg[sel, :, 1])
+        atol, rtol = (ATTN_F16_ATOL, 0.0) if fa.f16_math else (ATTN_ATOL, ATTN_RTOL)
+        return compare("flash_attn prefill", got[sel], want.astype(np.float64), atol, rtol)
+
+    def destroy(self) -> None:
+        for ops in (self.ops, self.out, self.scratch):
+            ops.destroy()

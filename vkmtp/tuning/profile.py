@@ -6,7 +6,8 @@ A profile is JSON in the user's config dir, `$XDG_CONFIG_HOME/vkmtp/tuning/<devi
   gdn            lanes_per_column and reduction variant of the recurrent update; chunked: prompt chunks through
                  the chunked (WY) kernel, chunk_tokens / chunk_columns its tokens per chunk and columns per
                  workgroup
-  flash_attn     n_splits and chunk of decode / verify attention
+  flash_attn     n_splits and chunk of decode / verify attention; f16: prefill attention in float16 math (f16
+                 products, f32 softmax statistics) rather than f32; honoured only where shader_float16 is enabled
   matmul         int8: prompt chunks through the int8 mat-mat (Q8_1 activations, integer dot products) rather
                  than the f32 one, per quant type name ({'Q4_K': true, 'Q8_0': false}, as `vkmtp tune`
                  measures it) or true / false for every quantized type (the older form, still read);
@@ -60,6 +61,7 @@ class TuningProfile:
     gdn_chunk_tokens: int | None = None
     attn_n_splits: int | None = None
     attn_chunk: int | None = None
+    attn_f16_math: bool | None = None                             # prefill attention math (DeviceCaps.attn_f16_math)
     # prefill mat-mat path: {'Q4_K': True, ...} per quant type, or one bool for every quantized type
     matmul_int8: bool | dict[str, bool] | None = None
     mtp: dict[str, MtpTuning] = field(default_factory=dict)       # model file name -> draft settings
@@ -83,8 +85,9 @@ class TuningProfile:
         return caps.tuned_with(matvec_per_type=self.matvec_by_type(), gdn_lanes_per_column=self.gdn_lanes_per_column,
                                gdn_variant=self.gdn_variant, attn_n_splits=self.attn_n_splits,
                                attn_chunk=self.attn_chunk, matmul_int8=one_switch,
-                               matmul_int8_per_type=self.int8_by_type(), gdn_chunked=self.gdn_chunked,
-                               gdn_chunk_columns=self.gdn_chunk_columns, gdn_chunk_tokens=self.gdn_chunk_tokens)
+                               matmul_int8_per_type=self.int8_by_type(), attn_f16_math=self.attn_f16_math,
+                               gdn_chunked=self.gdn_chunked, gdn_chunk_columns=self.gdn_chunk_columns,
+                               gdn_chunk_tokens=self.gdn_chunk_tokens)
 
     def mtp_for(self, model_path: str) -> MtpTuning | None:
         return self.mtp.get(os.path.basename(model_path))
@@ -96,7 +99,7 @@ class TuningProfile:
             "gdn": {"lanes_per_column": self.gdn_lanes_per_column, "variant": self.gdn_variant,
                     "chunked": self.gdn_chunked, "chunk_tokens": self.gdn_chunk_tokens,
                     "chunk_columns": self.gdn_chunk_columns},
-            "flash_attn": {"n_splits": self.attn_n_splits, "chunk": self.attn_chunk},
+            "flash_attn": {"n_splits": self.attn_n_splits, "chunk": self.attn_chunk, "f16": self.attn_f16_math},
             "matmul": {"int8": dict(sorted(self.matmul_int8.items())) if isinstance(self.matmul_int8, dict)
                        else self.matmul_int8},
             "mtp": {k: asdict(v) for k, v in sorted(self.mtp.items())},
@@ -115,7 +118,7 @@ class TuningProfile:
                      f"chunk_tokens {_or_default(self.gdn_chunk_tokens)}  "
                      f"chunk_columns {_or_default(self.gdn_chunk_columns)}")
         lines.append(f"attn   n_splits {_or_default(self.attn_n_splits)}  "
-                     f"chunk {_or_default(self.attn_chunk)}")
+                     f"chunk {_or_default(self.attn_chunk)}  f16 math (prefill) {_or_default(self.attn_f16_math)}")
         lines += self._describe_matmul()
         for model, m in sorted(self.mtp.items()):
             lines.append(f"mtp    {model}: --spec-draft-n-max {m.n_max} --spec-draft-p-min {m.p_min:g}")
@@ -211,6 +214,8 @@ def parse_profile(data: Any, info: DeviceInfo, source: str) -> TuningProfile:
         profile.attn_chunk = _int(attn["chunk"], "flash_attn.chunk", fail, hi=1 << 16)
         if profile.attn_chunk % 64:
             raise fail(f"flash_attn.chunk {profile.attn_chunk} is not a multiple of 64 (the block size)")
+    if attn.get("f16") is not None:
+        profile.attn_f16_math = _bool(attn["f16"], "flash_attn.f16", fail)
     profile.matmul_int8 = _matmul_int8(_section(data, "matmul", fail).get("int8"), fail)
     for model, m in _section(data, "mtp", fail).items():
         if not isinstance(m, dict) or set(m) != {"n_max", "p_min"}:

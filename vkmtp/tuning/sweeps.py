@@ -20,7 +20,7 @@ from dataclasses import replace
 from vkmtp.tuning.timing import time_recorded
 from vkmtp.device import Device
 from vkmtp.tuning.kernel_cases import (GDN_CHUNKED_TOL, PREFILL_FFN_SHAPES, AttnCase, GdnCase, MatMulCase,
-                                       MatVecCase, model_prefill_shapes)
+                                       MatVecCase, PrefillAttnCase, model_prefill_shapes)
 from vkmtp.ops.flash_attn import FlashAttn
 from vkmtp.ops.gdn import GatedDeltaNet, available_variants
 from vkmtp.ops.gdn_chunked import ChunkedGatedDeltaNet
@@ -62,6 +62,7 @@ class Sweep:
         self.attn_chunks = (64, 128) if quick else (64, 128, 256)
         self.matmul_tokens = 64 if quick else 512                           # one prompt chunk
         self.matmul_presets = ("0.8b",) if quick else ("0.8b", "27b")       # PREFILL_FFN_SHAPES without -m
+        self.prefill_attn_tokens = 64 if quick else 512                     # a prompt chunk (attn_heads)
         self.mtp_n_max = (1, 2) if quick else (1, 2, 3, 4, 5)
         self.mtp_p_min = (0.0,) if quick else (0.0, 0.3, 0.6)
         self.mtp_tokens = 8 if quick else 96
@@ -317,6 +318,33 @@ def matmul_shapes(model: str | None, types: str | None, sweep: Sweep) -> dict[st
     return {name: shapes for name in pick_type_names(types, sweep.quick) if name in int8_names}
 
 
+def sweep_attn_f16(device: Device, sweep: Sweep) -> tuple[bool | None, dict]:
+    """Prefill attention (a first chunk of sweep.prefill_attn_tokens, the engine's q_tile) with f32 and with
+    float16 math; True when f16 math was faster. None (the default stays) without shaderFloat16."""
+    if not device.caps.f16_math:
+        log("attn   f16 math: the device enabled no shaderFloat16; f32 prefill attention")
+        return None, {}
+    h, h_kv, d = sweep.attn_heads
+    n_tok = sweep.prefill_attn_tokens
+    case = PrefillAttnCase(device, h, h_kv, d, n_tok)
+    q_tile = min(4, FlashAttn.max_q_tile(device, h, h_kv, d))   # as vkmtp.graph.forward
+    results = {}
+    for f16 in (False, True):
+        fa = FlashAttn(device, h, case.layout, q_tile=q_tile, f16_math=f16)
+        problem = case.check(fa)
+        if problem:
+            log(f"  attn f16 math {f16}: discarded ({problem})")
+            continue
+        results[f16] = us(time_recorded(device, case.recorder(fa), 1, sweep.runs))
+    case.destroy()
+    if False not in results:
+        return None, {}
+    best = results.get(True, float("inf")) < results[False]
+    log(f"attn   prefill {n_tok} tok: f32 math {results[False]:.1f} us, f16 math {results.get(True)} us: "
+        f"{'f16' if best else 'f32'} math")
+    return best, {"heads": [h, h_kv, d], "tokens": n_tok, "f32_us": results[False], "f16_us": results.get(True)}
+
+
 def _generate(engine, prompts: list[list[int]], n: int) -> tuple[list[list[int]], float]:
     """Greedy continuations and decode tokens per second (prefill excluded)."""
     from vkmtp.engine.api import Request
@@ -454,6 +482,7 @@ def run(device_index: str | None, quick: bool, model: str | None, types: str | N
              measured["gdn_prefill"]) = sweep_gdn_prefill(device, sweep, heads, recurrent)
         if "attn" not in skip:
             profile.attn_n_splits, profile.attn_chunk, measured["flash_attn"] = sweep_attn(device, sweep)
+            profile.attn_f16_math, measured["flash_attn_prefill"] = sweep_attn_f16(device, sweep)
         if "matmul" not in skip:
             if not device.caps.int_dot:
                 log("matmul prefill: the device enabled no integer dot product; prompt chunks stay on the f32 "
