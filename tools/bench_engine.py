@@ -20,10 +20,14 @@ a second submission per speculative step: the path before shaders/sample.comp), 
 created without optional features (VKMTP_FEATURES=none: the f32 prefill mat-mat) and with every feature it
 supports plus the int8 prefill mat-mat (Q8_1 activations, integer dot products; a tuning profile's matmul.int8).
 
+--gdn-paths: only prompt processing with the prompt chunks' GDN update on the recurrent kernel (gdn.comp) and on the
+chunked one (gdn_chunked.comp; a tuning profile's gdn.chunked), rounds interleaved, one device.
+
 Usage: python tools/bench_engine.py -m MODEL.gguf [--tokens 64] [--prompt-tokens 128] [--text "..."]
        [--synthetic 0.8] [--rounds 5] [--paired | --prefill] [--n-cpu-moe N]
        [--temperature 0.8 --seed 1 [--host-sampling]]
        python tools/bench_engine.py -m MODEL.gguf --prefill-paths [--prompt-tokens 128 | --text "..."] [--rounds 3]
+       python tools/bench_engine.py -m MODEL.gguf --gdn-paths [--prompt-tokens 512] [--rounds 1]
 """
 
 from __future__ import annotations
@@ -200,6 +204,43 @@ def prefill_paths(model: str, device_name: str | None, prompt: list[int], rounds
         dev.destroy()
 
 
+def gdn_paths(model: str, device_name: str | None, prompt: list[int], rounds: int) -> None:
+    """Prompt tok/s (no MTP, chunks of up to 256 tokens) with the GDN update of prompt chunks on the recurrent and
+    on the chunked kernel, interleaved over `rounds`; medians printed, and whether the first tokens agree."""
+    ctx = len(prompt) + 16
+    spec = SpecConfig(enabled=False)
+    dev = Device(device_name)
+    base = load_profile(dev.info) or TuningProfile()
+    paths = {}
+    for name, chunked in (("recurrent", False), ("chunked", True)):
+        eng = VulkanEngine(model, EngineConfig(n_ctx=ctx, ubatch=min(256, len(prompt)), spec=spec), device=dev,
+                           tuning=dataclasses.replace(base, gdn_chunked=chunked))
+        assert (eng.ops.gdn_prefill is not None) == chunked
+        warm = prompt[: eng.ubatch + 1]   # one full chunk and the last token's: the pipelines compile here
+        for _ in eng.generate(Request(warm, SamplingParams.greedy_params(), max_tokens=1, cache_prompt=False)):
+            pass
+        paths[name] = eng
+    speeds = {name: [] for name in paths}
+    firsts = {}
+    for _ in range(max(1, rounds)):
+        for name, eng in paths.items():
+            row = run_config(eng, spec, prompt, 1)
+            speeds[name].append(row["prompt_tok_s"])
+            firsts[name] = row["output"][:1]
+    med = {name: float(np.median(v)) for name, v in speeds.items()}
+    op = paths["chunked"].ops.gdn_prefill
+    print(f"model {model} on {dev.info.name} ({dev.info.driver_info}), commit {git_commit()}; {len(prompt)}-token "
+          f"prompt in chunks of {paths['chunked'].ubatch}, no MTP; medians of {max(1, rounds)} interleaved round(s)")
+    for name in paths:
+        label = name if name == "recurrent" else f"chunked (C={op.chunk}, cols={op.columns})"
+        print(f"prefill GDN {label:28s}: {med[name]:9.2f} tok/s  rounds {' '.join(f'{v:.2f}' for v in speeds[name])}")
+    print(f"chunked / recurrent: {med['chunked'] / med['recurrent']:.3f}x; same first token: "
+          f"{'yes' if firsts['recurrent'] == firsts['chunked'] else 'NO'}")
+    for eng in paths.values():
+        eng.close()
+    dev.destroy()
+
+
 def _mean_spec_step_ms(seq) -> float:
     """Wall ms per generation step that drafted (draft + verify in one submission; 0 when none did)."""
     st = seq.spec
@@ -238,6 +279,9 @@ def main() -> None:
     ap.add_argument("--prefill-paths", action="store_true",
                     help="only prompt tok/s with VKMTP_FEATURES=none (f32 mat-mat) vs every feature and the int8 "
                     "prefill mat-mat, --rounds interleaved")
+    ap.add_argument("--gdn-paths", action="store_true",
+                    help="only prompt tok/s with the prompt chunks' GDN update recurrent vs chunked, --rounds "
+                    "interleaved")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
     if args.prefill_paths and (args.paired or args.json or args.synthetic is not None or args.draft_vocab
@@ -245,7 +289,13 @@ def main() -> None:
         ap.error("--prefill-paths times greedy prompts only (--prompt-tokens or --text, --rounds, --device): not "
                  "with --paired, --json, --synthetic, --draft-vocab, --n-cpu-moe, --temperature, --host-sampling "
                  "or --paired-depth")
-    if args.prefill_paths:
+    if args.gdn_paths and (args.prefill_paths or args.paired or args.json or args.synthetic is not None
+                           or args.draft_vocab or args.n_cpu_moe or args.temperature > 0 or args.host_sampling
+                           or args.paired_depth):
+        ap.error("--gdn-paths times greedy prompts only (--prompt-tokens or --text, --rounds, --device): not with "
+                 "--prefill-paths, --paired, --json, --synthetic, --draft-vocab, --n-cpu-moe, --temperature, "
+                 "--host-sampling or --paired-depth")
+    if args.prefill_paths or args.gdn_paths:
         from vkmtp.gguf import open_gguf
         from vkmtp.model.config import ModelConfig
 
@@ -256,7 +306,7 @@ def main() -> None:
         else:
             n_vocab = ModelConfig.from_gguf(open_gguf(args.model)).n_vocab
             prompt = [int(t) for t in np.random.default_rng(0).integers(0, n_vocab, args.prompt_tokens)]
-        prefill_paths(args.model, args.device, prompt, args.rounds)
+        (gdn_paths if args.gdn_paths else prefill_paths)(args.model, args.device, prompt, args.rounds)
         return
     global PARAMS
     if args.temperature > 0:

@@ -439,6 +439,40 @@ def bench_gdn(dev, table, sizes, profile) -> None:
         case.destroy()
 
 
+def bench_gdn_prefill(dev, heads: tuple[int, int, int], n_tok: int, reps: int, chunks=(8, 16)) -> None:
+    """One prompt chunk's GDN update of one layer at `heads` (H_k, H_v, D): the recurrent kernel (the device's
+    defaults) and the chunked one (one workgroup per head, each chunk size that fits), each checked against the
+    recurrence oracle first; tok/s printed, fastest of `reps` runs."""
+    from vkmtp.ops.gdn_chunked import ChunkedGatedDeltaNet
+    from vkmtp.tuning.kernel_cases import GDN_CHUNKED_TOL
+
+    h_k, h_v, d = heads
+    case = GdnCase(dev, h_k, h_v, d, n_tok, seed=n_tok)
+    ops = {f"recurrent (L={dev.caps.gdn_lanes_for(d)})": (GatedDeltaNet(dev, d), {})}
+    for chunk in chunks:
+        try:
+            ops[f"chunked C={chunk} cols={d}"] = (ChunkedGatedDeltaNet(dev, d, chunk=chunk), GDN_CHUNKED_TOL)
+        except ValueError as exc:
+            print(f"  chunked C={chunk}: not on this device ({exc})")
+    print(f"GDN prompt chunk of {n_tok} tokens, heads {h_k}/{h_v}x{d}, one layer; fastest of {reps} rounds, "
+          f"kernels interleaved within each round:")
+    for name, (op, tol) in list(ops.items()):
+        problem = case.check(op, **tol)
+        if problem:
+            print(f"  {name:28s} FAILED its check: {problem}")
+            del ops[name]
+    times = {name: [] for name in ops}
+    for _ in range(max(1, reps)):
+        for name, (op, _tol) in ops.items():
+            times[name].append(time_recorded(dev, case.recorder(op), 1, 1).seconds)
+    base = min(next(iter(times.values())))
+    for name, t in times.items():
+        sec = min(t)
+        print(f"  {name:28s} {1e3 * sec:9.2f} ms  {n_tok / sec:9.1f} tok/s  ({base / sec:.2f}x the recurrent's "
+              f"speed)  rounds {' '.join(f'{1e3 * x:.0f}' for x in t)} ms")
+    case.destroy()
+
+
 def bench_small_ops(dev, table, sizes) -> None:
     n, width = sizes.norm
     rng = np.random.default_rng(1)
@@ -510,6 +544,9 @@ def main(argv=None) -> int:
                     help=f"only prefill attention, f32 vs f16 math, at these models' shapes "
                          f"({','.join(ATTN_SHAPES)}); --reps interleaved rounds")
     ap.add_argument("--reps", type=int, default=3, help="timed runs per case for --prefill-model and --matvec-27b (fastest)")
+    ap.add_argument("--gdn-prefill", action="store_true",
+                    help="only the GDN update of one prompt chunk (--prefill-tokens), recurrent vs chunked, at the "
+                    "GDN heads of --prefill-model (default: the 0.8B's 16/16x128)")
     ap.add_argument("--attn-long", action="store_true",
                     help="only decode/verify flash attention at 4k/32k/128k context, 1 and 4 columns")
     ap.add_argument("--before", default=None, metavar="TREE",
@@ -553,6 +590,13 @@ def main(argv=None) -> int:
         print(f"device {info.name} ({info.driver_name} {info.driver_info}); features: "
               f"{', '.join(sorted(info.enabled_features)) or 'none'}")
         bench_prefill_attn_math(dev, shapes, tokens, args.reps)
+        dev.destroy()
+        return 0
+    if args.gdn_prefill:
+        from vkmtp.tuning.sweeps import model_gdn_heads
+        print(f"device {info.name} ({info.driver_name} {info.driver_info})")
+        bench_gdn_prefill(dev, model_gdn_heads(args.prefill_model, (16, 16, 128)), int(args.prefill_tokens),
+                          args.reps)
         dev.destroy()
         return 0
     if args.prefill_model:

@@ -60,6 +60,10 @@ def test_tune_quick_writes_a_profile_the_engine_loads(device, fixture_models, tm
         assert data["flash_attn"]["f16"] is None
     assert data["mtp"][os.path.basename(path)]["n_max"] in (1, 2)
     assert data["measurements"]["matvec"]["Q8_0"]["cols"] == [1, 4, 8]
+    # the prompt chunks' GDN kernel: recurrent vs chunked timed at the model's GDN heads, one picked
+    prefill = data["measurements"]["gdn_prefill"]
+    assert data["gdn"]["chunked"] in (True, False) and "recurrent" in prefill["candidates"]
+    assert any(k.startswith("chunked/") for k in prefill["candidates"])
     int8 = data["matmul"]["int8"]
     if device.caps.int_dot:   # the prefill mat-mat measured at the model's own Q8_0 shapes, both paths
         assert set(int8) == {"Q8_0"}
@@ -80,6 +84,10 @@ def test_tune_quick_writes_a_profile_the_engine_loads(device, fixture_models, tm
         if engine.cfg.ssm_d_state % t.gdn_lanes_per_column == 0:
             assert engine.ops.gdn.lanes_per_column == t.gdn_lanes_per_column
         assert engine.ops.gdn.variant == t.gdn_variant
+        assert (engine.ops.gdn_prefill is not None) == t.gdn_chunked
+        if t.gdn_chunked:
+            assert (engine.ops.gdn_prefill.chunk, engine.ops.gdn_prefill.columns) == (t.gdn_chunk_tokens,
+                                                                                  t.gdn_chunk_columns)
         assert engine.ops.matmul.uses_int8(GGMLType.Q8_0) == bool(int8 and int8["Q8_0"])
         assert greedy(engine) == want
     finally:

@@ -116,3 +116,31 @@ def test_save_refuses_invalid_values(config_home):
     with pytest.raises(ValueError, match="block_size 48"):
         save_profile(bad, GPU)
     assert not profile_path(GPU).exists()
+
+
+def test_gdn_chunked_prefill_keys_round_trip_and_reach_the_caps(config_home):
+    """gdn.chunked / chunk_tokens / chunk_columns: saved, loaded, validated, and applied over the device's
+    default (off on every device until a GPU run measures it)."""
+    from vkmtp.device import DeviceCaps
+
+    profile = sample()
+    profile.gdn_chunked, profile.gdn_chunk_tokens, profile.gdn_chunk_columns = True, 16, 64
+    path = save_profile(profile, GPU)
+    got = load_profile(GPU)
+    assert (got.gdn_chunked, got.gdn_chunk_tokens, got.gdn_chunk_columns) == (True, 16, 64)
+    assert "chunked (prefill) True" in got.describe()
+    default = DeviceCaps.for_device(GPU)
+    assert not default.gdn_chunked
+    caps = got.apply(default)
+    assert (caps.gdn_chunked, caps.gdn_chunk_tokens, caps.gdn_chunk_columns) == (True, 16, 64)
+    assert not TuningProfile().apply(default).gdn_chunked   # an absent key keeps the default
+    for key, value, message in (("chunked", "yes", "gdn.chunked must be true or false"),
+                                ("chunk_tokens", 12, "gdn.chunk_tokens 12 is not a power of two"),
+                                ("chunk_columns", 0, "gdn.chunk_columns must be an integer")):
+        data = json.loads(path.read_text())
+        data["gdn"][key] = value
+        path.write_text(json.dumps(data))
+        warnings = []
+        assert load_profile(GPU, warn=warnings.append) is None
+        assert len(warnings) == 1 and message in warnings[0], warnings
+        save_profile(profile, GPU)

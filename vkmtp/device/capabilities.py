@@ -55,6 +55,7 @@ class DriverDefaults:
     attn_f16_loads: bool         # prefill attention reads f16 caches through 16-bit storage where enabled
     attn_f16_math: bool          # prefill attention multiplies in float16 where shaderFloat16 is enabled
     loop_iterations: int         # loop iterations one invocation may run before the driver ends its loops (0: none)
+    gdn_chunked: bool = False    # prompt chunks' GDN update by the chunked kernel (vkmtp.ops.gdn_chunked)
 
     def matches(self, info: DeviceInfo) -> bool:
         return ((not self.kinds or info.kind in self.kinds)
@@ -82,11 +83,15 @@ class DriverDefaults:
 DRIVERS: tuple[DriverDefaults, ...] = (
     DriverDefaults("cpu", kinds=("cpu",), driver_names=(), matvec_block_size=0, matvec_rows_per_group=16,
                    gdn_lanes_per_column=1, compute_units=0, matmul_tiles="cpu", attn_f16_loads=False,
-                   attn_f16_math=False, loop_iterations=65535),
+                   attn_f16_math=False, loop_iterations=65535, gdn_chunked=False),
     DriverDefaults("gpu", kinds=(), driver_names=(), matvec_block_size=32, matvec_rows_per_group=2,
                    gdn_lanes_per_column=8, compute_units=16, matmul_tiles="gpu", attn_f16_loads=True,
-                   attn_f16_math=True, loop_iterations=0),
+                   attn_f16_math=True, loop_iterations=0, gdn_chunked=False),
 )
+
+# The chunked GDN prefill kernel (shaders/gdn_chunked.comp) is selectable on every device (tuning profile
+# `gdn.chunked`, measured by `vkmtp tune`) and the default on none: on lavapipe the recurrent gdn.comp is faster
+# (docs/PERFORMANCE.md), and no GPU run has measured it yet. A GPU entry above turns it on once one does.
 
 # The int8 prefill matmul (Q8_1 activations) is off by default: on the engine's random fixture models it moves
 # first-token logits by 2-5 % of the logit scale (dense Q4_K/Q8_0, MoE Q8_0) and up to 30 % on MoE Q4_K, where
@@ -133,6 +138,9 @@ class DeviceCaps:
     f16_math: bool = False              # shaderFloat16 enabled: F16_MATH shader variants may run
     attn_f16_math: bool = False         # prefill attention's products in float16, softmax statistics in f32
                                         # (vkmtp.ops.flash_attn); decode / verify attention is unaffected
+    gdn_chunked: bool = False           # prompt chunks run the chunked GDN kernel (not bit-identical to gdn.comp)
+    gdn_chunk_columns: int | None = None  # its value columns per workgroup (None: head_dim)
+    gdn_chunk_tokens: int | None = None   # its tokens per chunk (None: the largest that fits shared memory)
     matmul_int8: bool = False           # prefill matmul of quantized weights with Q8_1 activations and
                                         # integer dot products (vkmtp.ops.matmul); decode mat-vec is unaffected
     matmul_int8_per_type: dict = field(default_factory=dict, hash=False)   # ggml type id -> bool (tuned),
@@ -150,7 +158,7 @@ class DeviceCaps:
             workgroup_size=max(64, info.subgroup_size),
             matvec=MatVecTuning(max(d.matvec_block_size, info.subgroup_size), d.matvec_rows_per_group,
                                 info.has_subgroup_arithmetic),
-            gdn_lanes_per_column=d.gdn_lanes_per_column,
+            gdn_lanes_per_column=d.gdn_lanes_per_column, gdn_chunked=d.gdn_chunked,
             compute_units=d.compute_units or os.cpu_count() or 1, loop_iterations=d.loop_iterations or None,
             matmul_tiles=d.matmul_tiles, features=frozenset(info.enabled_features),
             int_dot=info.has_feature("integer_dot_product"),
@@ -164,8 +172,9 @@ class DeviceCaps:
     def tuned_with(self, matvec_per_type: dict | None = None, gdn_lanes_per_column: int | None = None,
                    gdn_variant: str | None = None, attn_n_splits: int | None = None,
                    attn_chunk: int | None = None, matmul_int8: bool | None = None,
-                   matmul_int8_per_type: dict | None = None,
-                   attn_f16_math: bool | None = None) -> "DeviceCaps":
+                   matmul_int8_per_type: dict | None = None, attn_f16_math: bool | None = None,
+                   gdn_chunked: bool | None = None, gdn_chunk_columns: int | None = None,
+                   gdn_chunk_tokens: int | None = None) -> "DeviceCaps":
         """These caps with measured values in place of the defaults; None keeps a field as it is."""
         def pick(value, current):
             return current if value is None else value
@@ -175,6 +184,9 @@ class DeviceCaps:
                        gdn_variant=pick(gdn_variant, self.gdn_variant),
                        attn_n_splits=pick(attn_n_splits, self.attn_n_splits),
                        attn_chunk=pick(attn_chunk, self.attn_chunk),
+                       gdn_chunked=pick(gdn_chunked, self.gdn_chunked),
+                       gdn_chunk_columns=pick(gdn_chunk_columns, self.gdn_chunk_columns),
+                       gdn_chunk_tokens=pick(gdn_chunk_tokens, self.gdn_chunk_tokens),
                        # the int8 prefill path is a feature path: never on a device without integer dot products
                        matmul_int8=pick(matmul_int8, self.matmul_int8) and self.int_dot,
                        matmul_int8_per_type={**self.matmul_int8_per_type,

@@ -34,6 +34,7 @@ from vkmtp.ops.conv1d import CausalConv1d
 from vkmtp.ops.elementwise import SigmoidScaleAdd, SwiGlu
 from vkmtp.ops.flash_attn import FlashAttn
 from vkmtp.ops.gdn import GatedDeltaNet
+from vkmtp.ops.gdn_chunked import ChunkedGatedDeltaNet
 from vkmtp.ops.get_rows import GetRows
 from vkmtp.ops.matmul import MatMul
 from vkmtp.ops.matvec import MAX_IN_HEADS, InputPrep, MatVec
@@ -54,8 +55,9 @@ class Ops:
     """One instance of every op wrapper for a device and model (pipelines are shared through the Device).
 
     `tuning` (vkmtp.tuning.profile, measured by `vkmtp tune`) sets mat-vec shapes per quant type, the GDN lane
-    count and variant, the decode attention's split and the prefill attention's f16 math, over the device's
-    defaults (`device.caps`); None or an absent field keeps the default.
+    count and variant, the prompt chunks' GDN kernel (`gdn.chunked`: vkmtp.ops.gdn_chunked), the decode
+    attention's split and the prefill attention's f16 math, over the device's defaults (`device.caps`); None or an
+    absent field keeps the default.
     """
 
     def __init__(self, device: Device, cfg: ModelConfig, layouts: KvLayouts,
@@ -80,6 +82,10 @@ class Ops:
                                               q_tile=min(4, q_tile), caps=caps)
         self.conv = CausalConv1d(device, cfg.ssm_conv_kernel) if cfg.recurrent_layers else None
         self.gdn = GatedDeltaNet(device, cfg.ssm_d_state, caps=caps) if cfg.recurrent_layers else None
+        # prompt chunks' GDN update: the chunked kernel where the capability record / profile choose it (not
+        # bit-identical to gdn.comp: never for decode or verify), else the recurrent one
+        self.gdn_prefill = (ChunkedGatedDeltaNet(device, cfg.ssm_d_state, caps=caps)
+                            if cfg.recurrent_layers and caps.gdn_chunked else None)
         self.swiglu = SwiGlu(device)
         self.sigmoid_scale_add = SigmoidScaleAdd(device)
         self.router = MoeRouter(device, cfg.n_expert, cfg.n_expert_used) if cfg.is_moe else None
@@ -307,10 +313,26 @@ class Forward:
                         conv_dim, snapshots=conv_snap if n_snap else None, n_snap=n_snap)
         kd = cfg.ssm_key_dim
         o = act.o.sub(0, 4 * n * d_inner)
-        ops.gdn.record(rec, records, n, c, c.sub(4 * kd, c.nbytes - 4 * kd),
-                       c.sub(8 * kd, c.nbytes - 8 * kd), conv_dim, b, a, w, self._vec(t.a.name), self._vec(t.dt_bias.name), ssm_state, o, d_inner,
-                       cfg.ssm_n_group, hv, cfg.rms_eps, snapshots=ssm_log if n_snap else None,
-                       n_snap=n_snap + 1 if n_snap else 0, n_seqs=n, log_steps=n_snap > 0)
+        q, k, v = c, c.sub(4 * kd, c.nbytes - 4 * kd), c.sub(8 * kd, c.nbytes - 8 * kd)
+        params = (self._vec(t.a.name), self._vec(t.dt_bias.name), ssm_state)
+        if act.prefill and not n_snap:
+            # prompt chunk: the chunked kernel where chosen (not bit-identical to gdn.comp), else the recurrent one;
+            # in dispatches of at most max_tokens_per_dispatch tokens where the driver ends long loops
+            # (DeviceCaps.loop_iterations): each slice continues from the state the previous one stored,
+            # the same bits as one dispatch
+            op = ops.gdn_prefill or ops.gdn
+            step = op.max_tokens_per_dispatch(self.device.caps.loop_iterations)
+            for first in range(0, n, step):
+                m = min(step, n - first)
+                def rows(view: View, stride: int, f=first) -> View:
+                    return view.sub(4 * f * stride, view.nbytes - 4 * f * stride)
+                op.record(rec, records.sub(16 * first, 16 * m), m, rows(q, conv_dim), rows(k, conv_dim),
+                          rows(v, conv_dim), conv_dim, rows(b, w), rows(a, w), w, *params, rows(o, d_inner), d_inner,
+                          cfg.ssm_n_group, hv, cfg.rms_eps, n_seqs=m)
+        else:
+            ops.gdn.record(rec, records, n, q, k, v, conv_dim, b, a, w, *params, o, d_inner, cfg.ssm_n_group, hv,
+                           cfg.rms_eps, snapshots=ssm_log if n_snap else None, n_snap=n_snap + 1 if n_snap else 0,
+                           n_seqs=n, log_steps=n_snap > 0)
         # y_h = RMSNorm(o_h; ssm_norm) * silu(z_h), per value head: folded into the output projection's input
         # (decode / verify), or in place in o (prompt chunks)
         if act.prefill or hv > MAX_IN_HEADS or d % 8:   # fused: up to 64 heads, head_dim a multiple of 8

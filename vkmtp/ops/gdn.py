@@ -159,6 +159,17 @@ class GatedDeltaNet:
     def columns_per_workgroup(self) -> int:
         return self.workgroup_size // self.lanes_per_column
 
+    def max_tokens_per_dispatch(self, loop_limit: int | None) -> int:
+        """Tokens a prefill dispatch may hold on a driver that ends an invocation's loops after `loop_limit`
+        iterations in all (DeviceCaps.loop_iterations; None or 0: any number). An invocation loops over every token
+        of the step, about 2 D / lanes_per_column + 2 log2(lanes) + 6 iterations each (lavapipe, D 128, one lane:
+        it stops after token 250); half the limit is used."""
+        if not loop_limit:
+            return 1 << 30
+        lanes = self.lanes_per_column
+        per_token = 2 * (self.head_dim // lanes) + 2 * lanes.bit_length() + 6
+        return max(1, loop_limit // (2 * per_token))
+
     def state_words(self, n_head_v: int) -> int:
         """f32 words of one slot's state (all value heads)."""
         return n_head_v * self.head_dim * self.head_dim

@@ -30,6 +30,7 @@ from vkmtp.ref.random_quant import random_rows
 MATVEC_REL = 2e-6                  # f32 dot of K terms: |err| <= REL * sum |w x| (tests/ops/test_matvec.py)
 MATMUL_REL = 1e-5                  # tests/ops/test_matmul.py and test_matmul_q8.py (f32 accumulation order)
 GDN_ATOL, GDN_RTOL = 5e-7, 1e-5    # tests/ops/test_gdn.py
+GDN_CHUNKED_TOL = dict(atol=3e-6, state_atol=3e-5, rtol=1e-4)   # the chunked kernel (tests/ops/test_gdn_chunked.py)
 ATTN_ATOL, ATTN_RTOL = 3e-5, 1e-4  # tests/ops/test_flash_attn.py
 ATTN_F16_ATOL = 1e-2               # prefill f16 math (tests/ops/test_flash_attn_f16.py)
 EPS = 1e-6
@@ -192,18 +193,29 @@ class GdnCase:
         self.bytes_read = 2 * self.state.nbytes + self.qkv.nbytes   # state read and written once
 
     def recorder(self, op: GatedDeltaNet):
+        """Records the step as the engine records a prompt chunk: in dispatches of at most
+        op.max_tokens_per_dispatch tokens where the driver ends long loops (DeviceCaps.loop_iterations)."""
         o, n, hk_d, hv = self.ops, self.n_tok, self.h_k * self.d, self.h_v
         qkv, gates, params = o.view("qkv"), o.view("gates"), o.view("params")
+        step = op.max_tokens_per_dispatch(self.device.caps.loop_iterations)
+
+        def rows(view, first: int, stride: int, skip: int = 0):
+            return view.sub(4 * (first * stride + skip), view.nbytes - 4 * (first * stride + skip))
 
         def record(rec, _: int) -> None:
-            op.record(rec, o.view("rec"), n, qkv, qkv.sub(hk_d * 4, qkv.nbytes - hk_d * 4),
-                      qkv.sub(2 * hk_d * 4, qkv.nbytes - 2 * hk_d * 4), self.width, gates,
-                      gates.sub(hv * 4, gates.nbytes - hv * 4), 2 * hv, params.sub(0, hv * 4),
-                      params.sub(hv * 4, hv * 4), o.view("state"), o.view("out"), hv * self.d, self.h_k, hv,
-                      EPS)
+            for f in range(0, n, step):
+                m = min(step, n - f)
+                op.record(rec, o.view("rec").sub(16 * f, 16 * m), m, rows(qkv, f, self.width),
+                          rows(qkv, f, self.width, hk_d), rows(qkv, f, self.width, 2 * hk_d), self.width,
+                          rows(gates, f, 2 * hv), rows(gates, f, 2 * hv, hv), 2 * hv, params.sub(0, hv * 4),
+                          params.sub(hv * 4, hv * 4), o.view("state"), rows(o.view("out"), f, hv * self.d),
+                          hv * self.d, self.h_k, hv, EPS)
         return record
 
-    def check(self, op: GatedDeltaNet) -> str | None:
+    def check(self, op: GatedDeltaNet, atol: float = GDN_ATOL, rtol: float = GDN_RTOL,
+              state_atol: float = 4 * GDN_ATOL) -> str | None:
+        """op (GatedDeltaNet or ChunkedGatedDeltaNet, with its tolerance) against the recurrence oracle; the
+        state is put back afterwards."""
         self.ops.upload("state", self.state)
         rec = self.device.recorder()
         self.recorder(op)(rec, 0)
@@ -220,8 +232,8 @@ class GdnCase:
         got_out = self.ops.read("out")[: n * hv * d].reshape(n, hv, d)
         got_state = self.ops.read("state")[: self.state.size].reshape(self.state.shape)
         self.ops.upload("state", self.state)
-        return (compare("gdn out", got_out, want_out, GDN_ATOL, GDN_RTOL)
-                or compare("gdn state", got_state, want_state, 4 * GDN_ATOL, GDN_RTOL))
+        return (compare("gdn out", got_out, want_out, atol, rtol)
+                or compare("gdn state", got_state, want_state, state_atol, rtol))
 
     def destroy(self) -> None:
         self.ops.destroy()

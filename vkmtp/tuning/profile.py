@@ -3,7 +3,9 @@
 A profile is JSON in the user's config dir, `$XDG_CONFIG_HOME/vkmtp/tuning/<device and driver>.json`
 (~/.config when XDG_CONFIG_HOME is unset), keyed inside by `DeviceInfo.cache_tag`. It holds
   matvec         per quant type name ('Q4_K'): block_size, rows_per_group, use_subgroup
-  gdn            lanes_per_column and reduction variant of the recurrent update
+  gdn            lanes_per_column and reduction variant of the recurrent update; chunked: prompt chunks through
+                 the chunked (WY) kernel, chunk_tokens / chunk_columns its tokens per chunk and columns per
+                 workgroup
   flash_attn     n_splits and chunk of decode / verify attention; f16: prefill attention in float16 math (f16
                  products, f32 softmax statistics) rather than f32; honoured only where shader_float16 is enabled
   matmul         int8: prompt chunks through the int8 mat-mat (Q8_1 activations, integer dot products) rather
@@ -54,6 +56,9 @@ class TuningProfile:
     matvec: dict[str, MatVecTuning] = field(default_factory=dict)  # 'Q4_K' -> tuning
     gdn_lanes_per_column: int | None = None
     gdn_variant: str | None = None
+    gdn_chunked: bool | None = None                               # prompt chunks' GDN kernel (DeviceCaps)
+    gdn_chunk_columns: int | None = None
+    gdn_chunk_tokens: int | None = None
     attn_n_splits: int | None = None
     attn_chunk: int | None = None
     attn_f16_math: bool | None = None                             # prefill attention math (DeviceCaps.attn_f16_math)
@@ -80,7 +85,9 @@ class TuningProfile:
         return caps.tuned_with(matvec_per_type=self.matvec_by_type(), gdn_lanes_per_column=self.gdn_lanes_per_column,
                                gdn_variant=self.gdn_variant, attn_n_splits=self.attn_n_splits,
                                attn_chunk=self.attn_chunk, matmul_int8=one_switch,
-                               matmul_int8_per_type=self.int8_by_type(), attn_f16_math=self.attn_f16_math)
+                               matmul_int8_per_type=self.int8_by_type(), attn_f16_math=self.attn_f16_math,
+                               gdn_chunked=self.gdn_chunked, gdn_chunk_columns=self.gdn_chunk_columns,
+                               gdn_chunk_tokens=self.gdn_chunk_tokens)
 
     def mtp_for(self, model_path: str) -> MtpTuning | None:
         return self.mtp.get(os.path.basename(model_path))
@@ -89,7 +96,9 @@ class TuningProfile:
         return {
             "version": FORMAT_VERSION, "device": self.device,
             "matvec": {k: asdict(v) for k, v in sorted(self.matvec.items())},
-            "gdn": {"lanes_per_column": self.gdn_lanes_per_column, "variant": self.gdn_variant},
+            "gdn": {"lanes_per_column": self.gdn_lanes_per_column, "variant": self.gdn_variant,
+                    "chunked": self.gdn_chunked, "chunk_tokens": self.gdn_chunk_tokens,
+                    "chunk_columns": self.gdn_chunk_columns},
             "flash_attn": {"n_splits": self.attn_n_splits, "chunk": self.attn_chunk, "f16": self.attn_f16_math},
             "matmul": {"int8": dict(sorted(self.matmul_int8.items())) if isinstance(self.matmul_int8, dict)
                        else self.matmul_int8},
@@ -105,6 +114,9 @@ class TuningProfile:
             lines.append(f"matvec {name:7} block_size {t.block_size:4}  rows/group {t.rows_per_group}  {red}")
         lines.append(f"gdn    lanes_per_column {_or_default(self.gdn_lanes_per_column)}  "
                      f"variant {_or_default(self.gdn_variant)}")
+        lines.append(f"gdn    chunked (prefill) {_or_default(self.gdn_chunked)}  "
+                     f"chunk_tokens {_or_default(self.gdn_chunk_tokens)}  "
+                     f"chunk_columns {_or_default(self.gdn_chunk_columns)}")
         lines.append(f"attn   n_splits {_or_default(self.attn_n_splits)}  "
                      f"chunk {_or_default(self.attn_chunk)}  f16 math (prefill) {_or_default(self.attn_f16_math)}")
         lines += self._describe_matmul()
@@ -187,6 +199,14 @@ def parse_profile(data: Any, info: DeviceInfo, source: str) -> TuningProfile:
         if not needs.get(variant, True):
             raise fail(f"gdn.variant {variant!r} needs subgroup operations this device lacks")
         profile.gdn_variant = variant
+    if gdn.get("chunked") is not None:
+        profile.gdn_chunked = _bool(gdn["chunked"], "gdn.chunked", fail)
+    for key in ("chunk_tokens", "chunk_columns"):
+        if gdn.get(key) is not None:
+            value = _int(gdn[key], f"gdn.{key}", fail, hi=1 << 10)
+            if value & (value - 1):
+                raise fail(f"gdn.{key} {value} is not a power of two")
+            setattr(profile, f"gdn_{key}", value)
     attn = _section(data, "flash_attn", fail)
     if attn.get("n_splits") is not None:
         profile.attn_n_splits = _int(attn["n_splits"], "flash_attn.n_splits", fail, hi=64)

@@ -1,6 +1,7 @@
 """`vkmtp tune`: measure the kernel knobs on this device and save them as its tuning profile (vkmtp.tuning.profile).
 
 Sweeps mat-vec workgroup shapes per quant type at 1..8 columns, GDN lanes per column and reduction variant,
+the prompt chunks' GDN kernel (recurrent vs chunked, at the model's GDN heads with -m MODEL),
 flash-attention split counts and chunk sizes, the prefill mat-mat's two paths per quant type (f32 activations
 or Q8_1 activations with integer dot products, at the model's own weight shapes with -m MODEL, else 0.8B/27B FFN
 shapes), and (with -m MODEL) the MTP draft n_max / p_min by running the engine on a few prompts. Every
@@ -18,10 +19,11 @@ from dataclasses import replace
 
 from vkmtp.tuning.timing import time_recorded
 from vkmtp.device import Device
-from vkmtp.tuning.kernel_cases import (PREFILL_FFN_SHAPES, AttnCase, GdnCase, MatMulCase, MatVecCase,
-                                       PrefillAttnCase, model_prefill_shapes)
+from vkmtp.tuning.kernel_cases import (GDN_CHUNKED_TOL, PREFILL_FFN_SHAPES, AttnCase, GdnCase, MatMulCase,
+                                       MatVecCase, PrefillAttnCase, model_prefill_shapes)
 from vkmtp.ops.flash_attn import FlashAttn
 from vkmtp.ops.gdn import GatedDeltaNet, available_variants
+from vkmtp.ops.gdn_chunked import ChunkedGatedDeltaNet
 from vkmtp.ops.matmul import INT8_TYPES, MatMul
 from vkmtp.ops.matvec import MAX_COLS, MatVec, MatVecTuning, check_tuning
 from vkmtp.ops.quant_types import SUPPORTED_TYPES
@@ -51,6 +53,9 @@ class Sweep:
         self.matvec_blocks = (32,) if quick else (32, 64, 128, 256)
         self.gdn_shape = (2, 4, 128) if quick else (16, 48, 128)            # H_k, H_v, d (27B: 16, 48, 128)
         self.gdn_tokens = (1,) if quick else (1, 4)
+        self.gdn_prefill_tokens = 48 if quick else 512                      # one prompt chunk
+        self.gdn_chunk_tokens = (8, 16) if quick else (8, 16, 32)
+        self.gdn_chunk_columns = () if quick else (64, 32)                  # besides D (one workgroup per head)
         self.attn_heads = (8, 2, 128) if quick else (24, 4, 256)            # H, H_kv, D (27B)
         self.attn_contexts = (256,) if quick else (1024, 8192)
         self.attn_splits = (1, 2, 4, 8) if quick else (1, 2, 4, 8, 16, 32, 64)
@@ -166,6 +171,54 @@ def sweep_gdn(device: Device, sweep: Sweep) -> tuple[int | None, str | None, dic
         + " ".join(f"{n} tok {us:.1f} us" for n, us in zip(sweep.gdn_tokens, results[best])))
     return best[0], best[1], {"shape": [h_k, h_v, d], "tokens": list(sweep.gdn_tokens),
                               "candidates": pair_labels(results)}
+
+
+def sweep_gdn_prefill(device: Device, sweep: Sweep, heads: tuple[int, int, int],
+                      recurrent: GatedDeltaNet) -> tuple[bool | None, int | None, int | None, dict]:
+    """A prompt chunk's GDN update at `heads` (H_k, H_v, D): the recurrent kernel (`recurrent`, as tuned) vs the
+    chunked one per (tokens per chunk, columns per workgroup). Returns (chunked?, chunk tokens, chunk columns,
+    measurements); (None, None, None, {}) when no candidate passed its check."""
+    h_k, h_v, d = heads
+    n = sweep.gdn_prefill_tokens
+    case = GdnCase(device, h_k, h_v, d, n, seed=n)
+    results = {}
+    if case.check(recurrent) is None:
+        results[("recurrent", 0, 0)] = [us(time_recorded(device, case.recorder(recurrent), 1, sweep.runs))]
+    for chunk in sweep.gdn_chunk_tokens:
+        for cols in [d] + [c for c in sweep.gdn_chunk_columns if c < d and d % c == 0]:
+            try:
+                op = ChunkedGatedDeltaNet(device, d, chunk=chunk, columns=cols)
+            except ValueError as exc:
+                log(f"  gdn prefill chunk {chunk} columns {cols}: illegal here ({exc})")
+                continue
+            problem = case.check(op, **GDN_CHUNKED_TOL)
+            if problem:
+                log(f"  gdn prefill chunk {chunk} columns {cols}: discarded ({problem})")
+                continue
+            results[("chunked", chunk, cols)] = [us(time_recorded(device, case.recorder(op), 1, sweep.runs))]
+    best = fastest(results, [case])
+    if best is None:
+        return None, None, None, {}
+    measured = {"heads": list(heads), "tokens": n,
+                "candidates": {"/".join(map(str, k)) if k[0] == "chunked" else k[0]: v for k, v in results.items()}}
+    rec_us = results.get(("recurrent", 0, 0), [float("nan")])[0]
+    log(f"gdn    prompt chunk of {n} at {h_k}/{h_v}x{d}: recurrent {rec_us:.0f} us, best {'/'.join(map(str, best))} "
+        f"{results[best][0]:.0f} us")
+    if best[0] == "recurrent":
+        return False, None, None, measured
+    return True, best[1], best[2], measured
+
+
+def model_gdn_heads(model: str | None, default: tuple[int, int, int]) -> tuple[int, int, int]:
+    """(H_k, H_v, D) of a GGUF's GDN layers; `default` without a model or for a model without GDN layers."""
+    if not model:
+        return default
+    from vkmtp.gguf import open_gguf
+    from vkmtp.model.config import ModelConfig
+
+    with open_gguf(model) as f:
+        cfg = ModelConfig.from_gguf(f)
+    return (cfg.ssm_n_group, cfg.ssm_dt_rank, cfg.ssm_d_state) if cfg.recurrent_layers else default
 
 
 def sweep_attn(device: Device, sweep: Sweep) -> tuple[int | None, int | None, dict]:
@@ -423,6 +476,10 @@ def run(device_index: str | None, quick: bool, model: str | None, types: str | N
             profile.matvec.update(chosen)
         if "gdn" not in skip:
             profile.gdn_lanes_per_column, profile.gdn_variant, measured["gdn"] = sweep_gdn(device, sweep)
+            heads = model_gdn_heads(model, sweep.gdn_shape)
+            recurrent = GatedDeltaNet(device, heads[2], caps=profile.apply(device.caps))   # as just tuned
+            (profile.gdn_chunked, profile.gdn_chunk_tokens, profile.gdn_chunk_columns,
+             measured["gdn_prefill"]) = sweep_gdn_prefill(device, sweep, heads, recurrent)
         if "attn" not in skip:
             profile.attn_n_splits, profile.attn_chunk, measured["flash_attn"] = sweep_attn(device, sweep)
             profile.attn_f16_math, measured["flash_attn_prefill"] = sweep_attn_f16(device, sweep)
