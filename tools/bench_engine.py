@@ -64,11 +64,12 @@ def weight_bytes_per_token(engine: VulkanEngine) -> int:
 
 
 PARAMS = SamplingParams.greedy_params()   # the requests' sampling (--temperature, --seed)
+UBATCH = 256   # prompt chunk (-ub) of every engine (--ubatch)
 
 
 def load_config(device: Device, model: str, spec: SpecConfig, prompt: list[int], n: int, ctx: int,
                 n_cpu_moe: int = 0, gpu_sampling: bool = True) -> VulkanEngine:
-    eng = VulkanEngine(model, EngineConfig(n_ctx=ctx, ubatch=min(256, len(prompt)), spec=spec,
+    eng = VulkanEngine(model, EngineConfig(n_ctx=ctx, ubatch=min(UBATCH, len(prompt)), spec=spec,
                                            tensor_overrides=n_cpu_moe_overrides(n_cpu_moe)), device=device)
     eng.gpu_sampling = gpu_sampling
     # warm-up: records every graph this run needs (pipelines compile on first use)
@@ -238,8 +239,18 @@ def main() -> None:
     ap.add_argument("--prefill-paths", action="store_true",
                     help="only prompt tok/s with VKMTP_FEATURES=none (f32 mat-mat) vs every feature and the int8 "
                     "prefill mat-mat, --rounds interleaved")
+    ap.add_argument("--ubatch", type=int, default=None, metavar="N",
+                    help="prompt chunk of every engine (-ub; default 256): smaller chunks interleave --prefill's two "
+                    "engines more finely, so a shared machine's load reaches both alike")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
+    if args.ubatch is not None:
+        if args.prefill_paths:
+            ap.error("--ubatch: --prefill-paths times one chunk of up to 256 tokens per path; not with --ubatch")
+        if args.ubatch < 8:
+            ap.error(f"--ubatch must be at least 8, the engine's smallest prompt chunk (got {args.ubatch})")
+        global UBATCH
+        UBATCH = args.ubatch
     if args.prefill_paths and (args.paired or args.json or args.synthetic is not None or args.draft_vocab
                                or args.n_cpu_moe or args.temperature > 0 or args.host_sampling or args.paired_depth):
         ap.error("--prefill-paths times greedy prompts only (--prompt-tokens or --text, --rounds, --device): not "
@@ -316,7 +327,7 @@ def main() -> None:
         for eng in engines:
             eng.close()
         print(f"model {args.model} on {device.info.name}, commit {git_commit()}; {len(prompt)}-token prompt x "
-              f"{max(1, args.rounds)} round(s), prompt chunks interleaved")
+              f"{max(1, args.rounds)} round(s) in chunks of {engines[0].ubatch}, prompt chunks interleaved")
         print(f"prefill no MTP {off['prompt_tok_s']:.2f} tok/s; default (MTP on) {on['prompt_tok_s']:.2f} tok/s; "
               f"ratio {on['prompt_tok_s'] / off['prompt_tok_s']:.3f}; same first token: "
               f"{'yes' if on['first'] == off['first'] else 'NO'}; submissions per chunk (no MTP / MTP): "
