@@ -6,7 +6,11 @@ then replays its DecodeGraph and its SpecGraph(1, 1) --reps times each, alternat
 ms per submission. spec - decode is what drafting one token costs on top of a plain step (the MTP block,
 the draft's LM head over N rows, and verifying one more row). All in one run, one device.
 
-Usage: python tools/bench_spec_steps.py -m MODEL.gguf [--draft-vocab 0 32768] [--reps 5]
+--plain: also the plain decode step of an engine without the MTP head, replayed in turn with the others: what
+loading the head adds to a plain step (the adaptive default at depth 0), with both graphs' dispatch and barrier
+counts.
+
+Usage: python tools/bench_spec_steps.py -m MODEL.gguf [--draft-vocab 0 32768] [--reps 5] [--plain]
 """
 
 from __future__ import annotations
@@ -34,9 +38,19 @@ def main() -> None:
     ap.add_argument("--device", default=None)
     ap.add_argument("--draft-vocab", type=int, nargs="+", default=[0, 32768])
     ap.add_argument("--reps", type=int, default=5)
+    ap.add_argument("--plain", action="store_true",
+                    help="also replay the decode step of an engine without MTP (what the loaded head adds)")
     args = ap.parse_args()
     device = Device(args.device)
     rows = []
+    plain = None
+    if args.plain:
+        plain = VulkanEngine(args.model, EngineConfig(n_ctx=64, ubatch=8, spec=SpecConfig(enabled=False)),
+                             device=device)
+        for _ in plain.generate(Request([1, 2, 3, 4, 5, 6, 7, 8], SamplingParams.greedy_params(), max_tokens=2,
+                                        cache_prompt=False)):
+            pass
+        plain_graph = next(g for key, g in plain._graphs.items() if key[0] == "decode")
     for n in args.draft_vocab:
         spec = SpecConfig(n_max=1, n_min=1, adaptive=False, draft_vocab=n)
         eng = VulkanEngine(args.model, EngineConfig(n_ctx=64, ubatch=8, spec=spec), device=device)
@@ -48,17 +62,29 @@ def main() -> None:
         graphs = {key[0]: g for key, g in eng._graphs.items() if key[0] in ("decode", "spec")}
         if set(graphs) != {"decode", "spec"}:
             raise SystemExit(f"recorded graphs {sorted(graphs)}: expected a decode and a spec step")
-        times = {"decode": [], "spec": []}
-        for _ in range(args.reps):
-            for name in ("decode", "spec"):
+        if plain is not None:
+            graphs["decode_no_mtp"] = plain_graph
+        times = {name: [] for name in graphs}
+        for rep in range(args.reps):   # the order reversed every other rep: no graph always follows the same one
+            for name in (list(graphs) if rep % 2 == 0 else list(graphs)[::-1]):
                 t0 = time.perf_counter()
                 graphs[name].rec.run()
                 times[name].append(1e3 * (time.perf_counter() - t0))
         row = {"draft_vocab": n or eng.cfg.n_vocab, "decode_ms": statistics.median(times["decode"]),
                "spec_k1_ms": statistics.median(times["spec"])}
         row["draft_extra_ms"] = row["spec_k1_ms"] - row["decode_ms"]
+        if plain is not None:
+            row["decode_no_mtp_ms"] = statistics.median(times["decode_no_mtp"])
+            row["plain_speed_vs_no_mtp"] = row["decode_no_mtp_ms"] / row["decode_ms"]
+            # other load only adds time: the fastest replays are the steps' own cost
+            row["min_ms"] = {name: min(times[name]) for name in ("decode", "decode_no_mtp")}
+            row["plain_speed_vs_no_mtp_min"] = row["min_ms"]["decode_no_mtp"] / row["min_ms"]["decode"]
+            row["counts"] = {name: [graphs[name].counts.dispatches, graphs[name].counts.barriers]
+                             for name in ("decode", "decode_no_mtp")}
         rows.append(row)
         eng.close()
+    if plain is not None:
+        plain.close()
     meta = {"model": args.model, "device": device.info.name, "commit": git_commit(), "reps": args.reps}
     device.destroy()
     print(json.dumps({"meta": meta, "rows": rows}, indent=1))
