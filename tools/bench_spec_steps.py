@@ -6,9 +6,9 @@ then replays its DecodeGraph and its SpecGraph(1, 1) --reps times each, alternat
 ms per submission. spec - decode is what drafting one token costs on top of a plain step (the MTP block,
 the draft's LM head over N rows, and verifying one more row). All in one run, one device.
 
---plain: also the plain decode step of an engine without the MTP head, replayed in turn with the others: what
-loading the head adds to a plain step (the adaptive default at depth 0), with both graphs' dispatch and barrier
-counts.
+--plain: also the plain decode step recorded without the MTP head's bookkeeping (DecodeGraph with mtp=False,
+on the same engine's buffers), replayed in turn with the others: what the loaded head adds to a plain step (the
+adaptive default at depth 0), with both graphs' dispatch and barrier counts.
 
 Usage: python tools/bench_spec_steps.py -m MODEL.gguf [--draft-vocab 0 32768] [--reps 5] [--plain]
 """
@@ -28,6 +28,7 @@ from bench_device import git_commit  # noqa: E402
 from vkmtp.device import Device  # noqa: E402
 from vkmtp.engine.api import EngineConfig, Request  # noqa: E402
 from vkmtp.engine.vulkan import VulkanEngine  # noqa: E402
+from vkmtp.graph.steps import DecodeGraph  # noqa: E402
 from vkmtp.sampling import SamplingParams  # noqa: E402
 from vkmtp.spec import SpecConfig  # noqa: E402
 
@@ -39,18 +40,11 @@ def main() -> None:
     ap.add_argument("--draft-vocab", type=int, nargs="+", default=[0, 32768])
     ap.add_argument("--reps", type=int, default=5)
     ap.add_argument("--plain", action="store_true",
-                    help="also replay the decode step of an engine without MTP (what the loaded head adds)")
+                    help="also replay the decode step recorded without the MTP head's bookkeeping (what the loaded "
+                    "head adds to a plain step)")
     args = ap.parse_args()
     device = Device(args.device)
     rows = []
-    plain = None
-    if args.plain:
-        plain = VulkanEngine(args.model, EngineConfig(n_ctx=64, ubatch=8, spec=SpecConfig(enabled=False)),
-                             device=device)
-        for _ in plain.generate(Request([1, 2, 3, 4, 5, 6, 7, 8], SamplingParams.greedy_params(), max_tokens=2,
-                                        cache_prompt=False)):
-            pass
-        plain_graph = next(g for key, g in plain._graphs.items() if key[0] == "decode")
     for n in args.draft_vocab:
         spec = SpecConfig(n_max=1, n_min=1, adaptive=False, draft_vocab=n)
         eng = VulkanEngine(args.model, EngineConfig(n_ctx=64, ubatch=8, spec=spec), device=device)
@@ -62,8 +56,8 @@ def main() -> None:
         graphs = {key[0]: g for key, g in eng._graphs.items() if key[0] in ("decode", "spec")}
         if set(graphs) != {"decode", "spec"}:
             raise SystemExit(f"recorded graphs {sorted(graphs)}: expected a decode and a spec step")
-        if plain is not None:
-            graphs["decode_no_mtp"] = plain_graph
+        if args.plain:   # the same step without the pending hidden / lag ring bookkeeping
+            graphs["decode_no_mtp"] = DecodeGraph(eng.ctx, 1, True, False)
         times = {name: [] for name in graphs}
         for rep in range(args.reps):   # the order reversed every other rep: no graph always follows the same one
             for name in (list(graphs) if rep % 2 == 0 else list(graphs)[::-1]):
@@ -73,7 +67,7 @@ def main() -> None:
         row = {"draft_vocab": n or eng.cfg.n_vocab, "decode_ms": statistics.median(times["decode"]),
                "spec_k1_ms": statistics.median(times["spec"])}
         row["draft_extra_ms"] = row["spec_k1_ms"] - row["decode_ms"]
-        if plain is not None:
+        if args.plain:
             row["decode_no_mtp_ms"] = statistics.median(times["decode_no_mtp"])
             row["plain_speed_vs_no_mtp"] = row["decode_no_mtp_ms"] / row["decode_ms"]
             # other load only adds time: the fastest replays are the steps' own cost
@@ -82,9 +76,9 @@ def main() -> None:
             row["counts"] = {name: [graphs[name].counts.dispatches, graphs[name].counts.barriers]
                              for name in ("decode", "decode_no_mtp")}
         rows.append(row)
+        if args.plain:
+            graphs["decode_no_mtp"].rec.destroy()
         eng.close()
-    if plain is not None:
-        plain.close()
     meta = {"model": args.model, "device": device.info.name, "commit": git_commit(), "reps": args.reps}
     device.destroy()
     print(json.dumps({"meta": meta, "rows": rows}, indent=1))
