@@ -102,9 +102,13 @@ def run_config(eng: VulkanEngine, spec: SpecConfig, prompt: list[int], n: int) -
 def paired_decode(engines: list[VulkanEngine], prompt: list[int], n: int, rounds: int) -> list[dict]:
     """Decode speed of several engines measured step against step: their generators advance in turn, one
     generation step each, so every engine's steps see the same load of a shared machine (sequential runs of ~10 s
-    each see different load). Prompt processing is not timed. Per engine: tok/s over all rounds, the tokens of
-    the last round, and the depths its policy chose."""
+    each see different load). Prompt processing is not timed. A step that recorded a graph (the first step at a
+    new depth, or a first MTP catch-up of some length: pipelines compile then, seconds on lavapipe, once per
+    engine as in a server) is not timed and its tokens are not counted, as the adaptive policy does not take it
+    as a cost sample; those steps are reported. Per engine: tok/s over all rounds, the tokens of the last round,
+    and the untimed steps with their seconds."""
     seconds, counts, outputs = [0.0] * len(engines), [0] * len(engines), [[] for _ in engines]
+    untimed = [[0, 0.0] for _ in engines]
     for _ in range(max(1, rounds)):
         gens = [e.generate(Request(prompt, PARAMS, max_tokens=n, cache_prompt=False)) for e in engines]
         outputs = [[] for _ in engines]
@@ -113,16 +117,23 @@ def paired_decode(engines: list[VulkanEngine], prompt: list[int], n: int, rounds
         live = list(range(len(engines)))
         while live:
             for i in list(live):
+                graphs = len(engines[i]._graphs)
                 t0 = time.perf_counter()
                 try:
                     ev = next(gens[i])
                 except StopIteration:
                     live.remove(i)
                     continue
-                seconds[i] += time.perf_counter() - t0
-                counts[i] += len(ev.new_ids)
+                dt = time.perf_counter() - t0
                 outputs[i] += ev.new_ids
-    return [{"decode_tok_s": c / s, "output": o} for c, s, o in zip(counts, seconds, outputs)]
+                if len(engines[i]._graphs) > graphs:
+                    untimed[i][0] += 1
+                    untimed[i][1] += dt
+                    continue
+                seconds[i] += dt
+                counts[i] += len(ev.new_ids)
+    return [{"decode_tok_s": c / s, "output": o, "untimed_steps": u[0], "untimed_s": u[1]}
+            for c, s, o, u in zip(counts, seconds, outputs, untimed)]
 
 
 def paired_prefill(engines: list[VulkanEngine], prompt: list[int], rounds: int) -> list[dict]:
@@ -317,6 +328,10 @@ def main() -> None:
               f"{'yes' if on['output'] == off['output'] else 'NO'}" + ("" if args.paired_depth else
               f"; drafting choices of the default: {sum(1 for d in depths if d.depth)} runs of depth > 0 over the "
               f"warm-up and all rounds, last (step, depth) {[(d.step, d.depth) for d in depths[-6:]]}"))
+        print("steps that recorded a graph (not timed): " + "; ".join(
+            f"{name} {r['untimed_steps']} ({r['untimed_s']:.2f} s)"
+            for name, r in zip(("no MTP", label) + (("no MTP (host)", f"{label} (host)") if args.host_sampling
+                                                    else ()), results)))
         device.destroy()
         return
     if args.prefill:
