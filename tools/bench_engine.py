@@ -141,22 +141,27 @@ def paired_prefill(engines: list[VulkanEngine], prompt: list[int], rounds: int) 
     token to generate) to every engine, then their steps -- one prompt chunk each, one queue submission or a
     few (--max-submit-ms) -- run in turn, so every engine's chunks see the same load of a shared machine. The
     warm-up of load_config (the prompt's first chunk) has recorded the chunk graphs a longer prompt uses and
-    compiled their pipelines. Per engine: prompt tok/s over all rounds, and the first token of the last round."""
-    seconds, firsts = [0.0] * len(engines), [[] for _ in engines]
+    compiled their pipelines. Per engine: prompt tok/s over all rounds, and the first token of the last round;
+    also the process CPU seconds of its chunks (all threads: on a CPU driver such as lavapipe the chunk's work is
+    done by this process's threads, so its CPU time is what the chunk costs whatever else the machine runs,
+    where a chunk of a minute or more sees the load change within it)."""
+    seconds, cpu, firsts = [0.0] * len(engines), [0.0] * len(engines), [[] for _ in engines]
     for _ in range(max(1, rounds)):
         seqs = [e.submit(Request(prompt, PARAMS, max_tokens=1, cache_prompt=False)) for e in engines]
         live = list(range(len(engines)))
         while live:
             for i in list(live):
-                t0 = time.perf_counter()
+                t0, c0 = time.perf_counter(), time.process_time()
                 events = engines[i].step()
                 seconds[i] += time.perf_counter() - t0
+                cpu[i] += time.process_time() - c0
                 for ev in events:
                     if ev.seq is seqs[i]:
                         firsts[i] = list(ev.new_ids)
                 if seqs[i].done:
                     live.remove(i)
-    return [{"prompt_tok_s": max(1, rounds) * len(prompt) / s, "first": f} for s, f in zip(seconds, firsts)]
+    return [{"prompt_tok_s": max(1, rounds) * len(prompt) / s, "cpu_s": c, "first": f}
+            for s, c, f in zip(seconds, cpu, firsts)]
 
 
 def median_row(runs: list[dict]) -> dict:
@@ -347,6 +352,8 @@ def main() -> None:
               f"ratio {on['prompt_tok_s'] / off['prompt_tok_s']:.3f}; same first token: "
               f"{'yes' if on['first'] == off['first'] else 'NO'}; submissions per chunk (no MTP / MTP): "
               f"{subs[0]} / {subs[1]}")
+        print(f"process CPU seconds of the chunks: no MTP {off['cpu_s']:.1f}, MTP on {on['cpu_s']:.1f}; "
+              f"speed ratio by CPU time {off['cpu_s'] / on['cpu_s']:.3f}")
         device.destroy()
         return
     configs = [SpecConfig(enabled=False), SpecConfig()] + [SpecConfig(n_max=k, adaptive=False) for k in args.n_max]
