@@ -106,8 +106,9 @@ def paired_decode(engines: list[VulkanEngine], prompt: list[int], n: int, rounds
     new depth, or a first MTP catch-up of some length: pipelines compile then, seconds on lavapipe, once per
     engine as in a server) is not timed and its tokens are not counted, as the adaptive policy does not take it
     as a cost sample; those steps are reported. Per engine: tok/s over all rounds, the tokens of the last round,
-    and the untimed steps with their seconds."""
+    the untimed steps with their seconds, and tokens per process CPU second (paired_prefill says why)."""
     seconds, counts, outputs = [0.0] * len(engines), [0] * len(engines), [[] for _ in engines]
+    cpu = [0.0] * len(engines)
     untimed = [[0, 0.0] for _ in engines]
     for _ in range(max(1, rounds)):
         gens = [e.generate(Request(prompt, PARAMS, max_tokens=n, cache_prompt=False)) for e in engines]
@@ -118,22 +119,23 @@ def paired_decode(engines: list[VulkanEngine], prompt: list[int], n: int, rounds
         while live:
             for i in list(live):
                 graphs = len(engines[i]._graphs)
-                t0 = time.perf_counter()
+                t0, c0 = time.perf_counter(), time.process_time()
                 try:
                     ev = next(gens[i])
                 except StopIteration:
                     live.remove(i)
                     continue
-                dt = time.perf_counter() - t0
+                dt, dc = time.perf_counter() - t0, time.process_time() - c0
                 outputs[i] += ev.new_ids
                 if len(engines[i]._graphs) > graphs:
                     untimed[i][0] += 1
                     untimed[i][1] += dt
                     continue
                 seconds[i] += dt
+                cpu[i] += dc
                 counts[i] += len(ev.new_ids)
-    return [{"decode_tok_s": c / s, "output": o, "untimed_steps": u[0], "untimed_s": u[1]}
-            for c, s, o, u in zip(counts, seconds, outputs, untimed)]
+    return [{"decode_tok_s": c / s, "tok_per_cpu_s": c / cs, "output": o, "untimed_steps": u[0], "untimed_s": u[1]}
+            for c, s, cs, o, u in zip(counts, seconds, cpu, outputs, untimed)]
 
 
 def paired_prefill(engines: list[VulkanEngine], prompt: list[int], rounds: int) -> list[dict]:
@@ -333,6 +335,8 @@ def main() -> None:
               f"{'yes' if on['output'] == off['output'] else 'NO'}" + ("" if args.paired_depth else
               f"; drafting choices of the default: {sum(1 for d in depths if d.depth)} runs of depth > 0 over the "
               f"warm-up and all rounds, last (step, depth) {[(d.step, d.depth) for d in depths[-6:]]}"))
+        print(f"tokens per process CPU second: no MTP {off['tok_per_cpu_s']:.2f}; {label} {on['tok_per_cpu_s']:.2f}; "
+              f"ratio {on['tok_per_cpu_s'] / off['tok_per_cpu_s']:.3f}")
         print("steps that recorded a graph (not timed): " + "; ".join(
             f"{name} {r['untimed_steps']} ({r['untimed_s']:.2f} s)"
             for name, r in zip(("no MTP", label) + (("no MTP (host)", f"{label} (host)") if args.host_sampling
