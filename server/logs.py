@@ -51,7 +51,7 @@ def log_start(info, config, backend: str) -> None:
              info.n_params / 1e9, info.size / GiB)
     log.info("quant mix: %s", ", ".join(f"{k} {v / GiB:.3f} GiB" for k, v in info.quant_mix.most_common()))
     log.info("backend %s, device %s, context %d per slot, %d slot(s), ubatch %d, KV cache %s",
-             backend, config.engine.device if config.engine.device is not None else "auto", config.engine.n_ctx,
+             backend, _devices(config.engine), config.engine.n_ctx,
              config.engine.n_slots, config.engine.ubatch, config.engine.kv_type)
     if spec.enabled and info.has_mtp:
         log.info("MTP: on, draft n-max %d, n-min %d, p-min %.2f%s%s", spec.n_max, spec.n_min, spec.p_min,
@@ -61,6 +61,15 @@ def log_start(info, config, backend: str) -> None:
         log.info("MTP: off (%s)", "disabled" if not spec.enabled else "the model has no MTP head")
     log.info("listening on http://%s:%d%s", config.host, config.port,
              " (API key required)" if config.api_key else "")
+
+
+def _devices(engine_config) -> str:
+    """The device setting as the user gave it: a layer split's devices and proportions, one device, or auto."""
+    if engine_config.split_devices:
+        ts = engine_config.tensor_split
+        return (f"layer split over {','.join(str(d) for d in engine_config.split_devices)}"
+                + (f" (-ts {','.join(f'{v:g}' for v in ts)})" if ts else " (by free memory)"))
+    return str(engine_config.device) if engine_config.device is not None else "auto"
 
 
 def log_engine(engine: Engine, seconds: float) -> None:

@@ -27,11 +27,19 @@
 //                 (multiple of 4), 2 GQA (query heads per KV head), 3 Q_TILE (tokens per workgroup)
 // Defines: K_Q8_0, V_Q8_0 (else f16 caches; Q8_0 needs HEAD_DIM % 64 == 0, see ops/kv_layout.py), KV_PARTS,
 //          F16_LOADS (the device enabled 16-bit storage: f16 caches of one part, k_off and v_off even, are read
-//          as f16vec4 and converted to f32 exactly -- the same values, hence the same bits, as unpackHalf2x16)
+//          as f16vec4 and converted to f32 exactly -- the same values, hence the same bits, as unpackHalf2x16),
+//          F16_MATH (the device enabled shaderFloat16: f16 matrices, f32 softmax statistics -- q * scale is
+//          rounded to f16 in shared memory and K/V values to f16 (exact for f16 caches), each quad's
+//          4-product dot is an f16 dot, summed over the quads in f32; the probabilities are rounded to f16
+//          (L sums those rounded values), each P * V product is an f16 product, accumulated in f32. M, L,
+//          exp() and O stay f32. vkmtp.ref.ops.flash_attn.flash_attn_f16 models these roundings)
 // Dispatch: n_splits x n_head_kv x ceil(n_tok / Q_TILE).
 #extension GL_GOOGLE_include_directive : require
 #if defined(F16_LOADS) && !defined(KV_PARTS)
 #extension GL_EXT_shader_16bit_storage : require
+#endif
+#ifdef F16_MATH
+#extension GL_EXT_shader_explicit_arithmetic_types_float16 : require
 #endif
 
 layout(constant_id = 0) const uint BLOCK_SIZE = 64;
@@ -77,7 +85,18 @@ const bool V_IS_Q8 = false;
 const uint V_HEAD_WORDS = HEAD_DIM / 2;
 #endif
 
-shared vec4 sh_q[ROWS * QUADS];      // q * scale
+#ifdef F16_MATH
+#define MVEC f16vec4                     // q, K and V values
+#define MSCALAR float16_t                // probabilities in P * V
+#define LOAD_KV load_quad16
+#else
+#define MVEC vec4
+#define MSCALAR float
+#define LOAD_KV load_quad
+#endif
+#define P_ROUND(x) float(MSCALAR(x))     // the probability P * V uses, also what L sums
+
+shared MVEC sh_q[ROWS * QUADS];      // q * scale
 shared float sh_p[ROWS * BLOCK_SIZE]; // scores, then probabilities of the tile
 shared float sh_m[ROWS];             // running max after this tile
 shared float sh_alpha[ROWS];         // exp(M_old - M_new)
@@ -111,6 +130,19 @@ vec4 load_quad(bool is_v, bool is_q8, uint base, uint quad) {
                 bitfieldExtract(int(qs), 16, 8), bitfieldExtract(int(qs), 24, 8)) * d;
 }
 
+#ifdef F16_MATH
+// load_quad in f16: exact for f16 caches (read straight through 16-bit storage where enabled), rounded for Q8_0
+f16vec4 load_quad16(bool is_v, bool is_q8, uint base, uint quad) {
+#if defined(F16_LOADS) && !defined(KV_PARTS)
+    if (!is_q8) {
+        uint i = base / 2 + quad;
+        return is_v ? v_f16[i] : k_f16[i];
+    }
+#endif
+    return f16vec4(load_quad(is_v, is_q8, base, quad));
+}
+#endif
+
 // Valid positions of token-slot i in the tile starting at `tile`.
 uint n_valid(uint i, uint tile) {
     return sh_len[i] > tile ? min(sh_len[i] - tile, BLOCK_SIZE) : 0u;
@@ -143,7 +175,7 @@ void main() {
             uint src = p.q_off + t * p.q_tok_stride + (kvh * GQA + r - i * GQA) * p.q_head_stride + 4 * quad;
             v = vec4(q_in[src], q_in[src + 1], q_in[src + 2], q_in[src + 3]) * scale;
         }
-        sh_q[idx] = v;
+        sh_q[idx] = MVEC(v);
     }
     barrier();
     uint max_len = 0;
@@ -165,11 +197,16 @@ void main() {
                     float dots[GQA];
                     for (uint g = 0; g < GQA; ++g) dots[g] = 0.0;
                     for (uint quad = 0; quad < QUADS; ++quad) {
-                        vec4 kv = load_quad(false, K_IS_Q8, base, quad);
+                        MVEC kv = LOAD_KV(false, K_IS_Q8, base, quad);
+#ifdef F16_MATH
+                        for (uint g = 0; g < GQA; ++g)
+                            dots[g] = dots[g] + float(dot(sh_q[(i * GQA + g) * QUADS + quad], kv));
+#else
                         for (uint g = 0; g < GQA; ++g) {
                             vec4 qv = sh_q[(i * GQA + g) * QUADS + quad];
                             dots[g] = dots[g] + qv.x * kv.x + qv.y * kv.y + qv.z * kv.z + qv.w * kv.w;
                         }
+#endif
                     }
                     for (uint g = 0; g < GQA; ++g) sh_p[(i * GQA + g) * BLOCK_SIZE + tid] = dots[g];
                 }
@@ -190,7 +227,7 @@ void main() {
             barrier();
             for (uint r = 0; r < ROWS; ++r) {
                 uint c_idx = r * BLOCK_SIZE + tid;
-                if (kpos < sh_len[r / GQA]) sh_p[c_idx] = exp(sh_p[c_idx] - sh_m[r]);
+                if (kpos < sh_len[r / GQA]) sh_p[c_idx] = P_ROUND(exp(sh_p[c_idx] - sh_m[r]));
             }
             barrier();
             // (3) L and O
@@ -217,16 +254,16 @@ void main() {
             uint jmax = min(max_len - tile, BLOCK_SIZE);
             for (uint j = 0; j < jmax; ++j) {
                 uint loaded = 0xFFFFFFFFu;
-                vec4 vv = vec4(0.0);
+                MVEC vv = MVEC(0.0);
                 for (uint k = 0; k < ITEMS; ++k) {
                     if (j < item_nv[k]) {
                         if (item_key[k] != loaded) {
                             uint base = item_base[k] + j * v_row_words;
-                            vv = load_quad(true, V_IS_Q8, base, item_key[k] % QUADS);
+                            vv = LOAD_KV(true, V_IS_Q8, base, item_key[k] % QUADS);
                             loaded = item_key[k];
                         }
                         uint r = (tid + k * BLOCK_SIZE) / QUADS;
-                        acc[k] += sh_p[r * BLOCK_SIZE + j] * vv;
+                        acc[k] += vec4(MSCALAR(sh_p[r * BLOCK_SIZE + j]) * vv);
                     }
                 }
             }

@@ -6,6 +6,7 @@
     PYTHONPATH=. python tools/bench_kernels.py --prefill-model syn-0.8b.gguf --prefill-tokens 512   # both paths
     PYTHONPATH=. python tools/bench_kernels.py --matvec-27b --lm-rows 8192   # mat-vec at 27B shapes only
     PYTHONPATH=. python tools/bench_kernels.py --matvec-27b --before ../main  # ... that checkout, then this one
+    PYTHONPATH=. python tools/bench_kernels.py --prefill-attn 0.8b,27b --prefill-tokens 512,2048  # f32 vs f16 math
 
 Families: mat-vec per type at 1..8 columns (also time(k) / time(1): what verifying k MTP tokens costs over
 decoding one), mat-mat per type for a prompt chunk, flash attention at a few context lengths, the GDN update,
@@ -14,6 +15,8 @@ RMS norm and get_rows. With --prefill-model, only the prefill mat-mats of that G
 the f32 kernel and on the int8 kernel (Q8_1 activations; OpSDot where the device enabled integer dot products),
 then the prefill attention of its attention layers over that chunk with 32-bit word loads and with f16 loads
 (16-bit storage), and the sum of both per path: the VKMTP_FEATURES=none path and the feature path.
+With --prefill-attn, only the prefill attention of a first prompt chunk at the named models' attention shapes,
+with f32 math and with f16 math (shaderFloat16), in interleaved rounds (each configuration checked first).
 "bytes" is what a kernel must at least read (weights, KV rows, states); GB/s over
 tools/bench_device.py's streaming-read bandwidth (vkmtp.tuning.timing.read_bandwidth) shows how far each kernel is
 from the memory bound, which decode speed is. Timing: GPU timestamps where trusted, else the host clock.
@@ -207,17 +210,68 @@ def bench_prefill_attention(dev, path: str, n_tok: int, reps: int) -> tuple[floa
     q_tile = min(4, FlashAttn.max_q_tile(dev, h, h_kv, d))   # the engine's prefill q_tile (vkmtp.graph.forward)
     times = {}
     for f16 in ([False, True] if dev.caps.f16_storage else [False]):
-        fa = FlashAttn(dev, h, case.layout, q_tile=q_tile, f16_loads=f16)
+        # the feature path also takes the device's prefill attention math (f16 where DeviceCaps.attn_f16_math)
+        fa = FlashAttn(dev, h, case.layout, q_tile=q_tile, f16_loads=f16, f16_math=f16 and dev.caps.attn_f16_math)
         problem = case.check(fa)
         if problem:
             raise SystemExit(f"prefill attention (f16 loads {f16}) is wrong: {problem}")
         times[f16] = n_attn * time_recorded(dev, case.recorder(fa), reps).seconds
-        print(f"prefill attention {h}/{h_kv} x {d}, {n_attn} layers, {'f16 loads ' if f16 else 'word loads'}: "
+        print(f"prefill attention {h}/{h_kv} x {d}, {n_attn} layers, {'f16 loads ' if f16 else 'word loads'}"
+              f"{', f16 math' if fa.f16_math else ''}: "
               f"{1e3 * times[f16]:9.1f} ms per chunk")
     case.ops.destroy()
     if True not in times:
         print("prefill attention: the device enabled no 16-bit storage (only word loads)")
     return times[False], times.get(True, times[False])
+
+
+ATTN_SHAPES = {"0.8b": (8, 2, 256), "9b": (16, 4, 256), "27b": (24, 4, 256), "35b-a3b": (16, 2, 256)}
+
+
+def bench_prefill_attn_math(dev, shapes: list[str], token_counts: list[int], rounds: int) -> None:
+    """Prefill attention (one layer, a first chunk of n tokens, the engine's q_tile and f16 loads setting)
+    with f32 math and with f16 math: the fastest of `rounds` interleaved runs of each, and their ratio, by the
+    wall clock and by this process's CPU time (a CPU driver runs its work on this process's threads: CPU time is
+    what a loaded shared machine disturbs least)."""
+    import time
+
+    from vkmtp.tuning.kernel_cases import PrefillAttnCase
+
+    maths = [False, True] if dev.caps.f16_math else [False]
+    if not dev.caps.f16_math:
+        print("prefill attention: the device enabled no shaderFloat16 (only f32 math)")
+    for name in shapes:
+        h, h_kv, d = ATTN_SHAPES[name]
+        q_tile = min(4, FlashAttn.max_q_tile(dev, h, h_kv, d))   # the engine's prefill q_tile
+        for n_tok in token_counts:
+            case = PrefillAttnCase(dev, h, h_kv, d, n_tok)
+            recs = {}
+            for f16 in maths:
+                fa = FlashAttn(dev, h, case.layout, q_tile=q_tile, f16_math=f16)
+                problem = case.check(fa)
+                if problem:
+                    raise SystemExit(f"prefill attention (f16 math {f16}) is wrong: {problem}")
+                rec = dev.recorder()
+                case.recorder(fa)(rec, 0)
+                rec.finish()
+                recs[f16] = rec
+            best = {f16: float("inf") for f16 in maths}
+            cpu = {f16: float("inf") for f16 in maths}
+            for _ in range(rounds):
+                for f16, rec in recs.items():
+                    t0, c0 = time.perf_counter(), time.process_time()
+                    rec.run()
+                    best[f16] = min(best[f16], time.perf_counter() - t0)
+                    cpu[f16] = min(cpu[f16], time.process_time() - c0)
+            for rec in recs.values():
+                rec.destroy()
+            case.destroy()
+            line = f"prefill attention {name:7s} {h}/{h_kv} x {d}, {n_tok:5d} tokens, q_tile {q_tile}: " \
+                   f"f32 math {1e3 * best[False]:9.1f} ms (CPU {1e3 * cpu[False]:9.1f} ms)"
+            if True in best:
+                line += f", f16 math {1e3 * best[True]:9.1f} ms (CPU {1e3 * cpu[True]:9.1f} ms), " \
+                        f"f16 speed {best[False] / best[True]:.2f}x (CPU time {cpu[False] / cpu[True]:.2f}x)"
+            print(line, flush=True)
 
 
 def bench_attn(dev, table, sizes, profile) -> None:
@@ -391,7 +445,11 @@ def main(argv=None) -> int:
                     help="with --matvec-27b: time by this process's CPU time (a CPU driver on a shared machine)")
     ap.add_argument("--prefill-model", default=None, metavar="GGUF",
                     help="only time the trunk's prefill mat-mats of this GGUF on both paths (f32 and int8)")
-    ap.add_argument("--prefill-tokens", type=int, default=512, help="prompt chunk for --prefill-model")
+    ap.add_argument("--prefill-tokens", default="512",
+                    help="prompt chunk for --prefill-model; comma list of chunks for --prefill-attn")
+    ap.add_argument("--prefill-attn", default=None, metavar="SHAPES",
+                    help=f"only prefill attention, f32 vs f16 math, at these models' shapes "
+                         f"({','.join(ATTN_SHAPES)}); --reps interleaved rounds")
     ap.add_argument("--reps", type=int, default=3, help="timed runs per case for --prefill-model and --matvec-27b (fastest)")
     ap.add_argument("--attn-long", action="store_true",
                     help="only decode/verify flash attention at 4k/32k/128k context, 1 and 4 columns")
@@ -401,6 +459,16 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     if args.attn_long:
         return bench_attn_before_after(args)
+    try:
+        tokens = [int(n) for n in args.prefill_tokens.split(",")]
+    except ValueError:
+        sys.exit(f"--prefill-tokens {args.prefill_tokens!r}: expected a comma list of token counts")
+    if len(tokens) > 1 and not args.prefill_attn:
+        sys.exit("--prefill-tokens takes one count except with --prefill-attn")
+    shapes = [s.strip().lower() for s in (args.prefill_attn or "").split(",") if s.strip()]
+    bad = [s for s in shapes if s not in ATTN_SHAPES]
+    if bad:
+        sys.exit(f"--prefill-attn: unknown shape(s) {', '.join(bad)}; choose from {', '.join(ATTN_SHAPES)}")
     if args.before and not args.matvec_27b:
         sys.exit("--before is only supported with --attn-long and --matvec-27b")
     if args.matvec_27b and args.types == ap.get_default("types"):
@@ -422,10 +490,16 @@ def main(argv=None) -> int:
     else:
         dev = Device(args.device)
     info = dev.info
+    if args.prefill_attn:
+        print(f"device {info.name} ({info.driver_name} {info.driver_info}); features: "
+              f"{', '.join(sorted(info.enabled_features)) or 'none'}")
+        bench_prefill_attn_math(dev, shapes, tokens, args.reps)
+        dev.destroy()
+        return 0
     if args.prefill_model:
         print(f"device {info.name} ({info.driver_name} {info.driver_info}); features: "
               f"{', '.join(sorted(info.enabled_features)) or 'none'}")
-        bench_prefill_paths(dev, args.prefill_model, args.prefill_tokens, args.reps)
+        bench_prefill_paths(dev, args.prefill_model, tokens[0], args.reps)
         dev.destroy()
         return 0
     profile = load_profile(info) or TuningProfile()

@@ -284,18 +284,22 @@ def test_bad_device_combinations_are_refused_naming_the_flag():
             device_choice(line, model)
 
 
-def test_a_valid_layer_split_is_checked_then_refused_showing_it():
+def test_a_valid_layer_split_is_checked_and_chosen_showing_it():
+    from vkmtp.cli.main import LayerSplitChoice
     from vkmtp.demo_model import default_model_path
 
     model = default_model_path()   # 4 trunk blocks + the MTP block
-    for line, split in (("-dev Vulkan0,Vulkan0 -ts 1,1", "by -ts 1,1: Vulkan0: blocks 0-2; Vulkan0.1: block 3 + LM "
-                                                         "head and MTP head"),
-                        ("-dev 0,0 --split-mode layer --tensor-split 3/1",
-                         "by -ts 3/1: Vulkan0: blocks 0-3; Vulkan0.1: the LM head and MTP head only"),
-                        ("-dev 0,0", "by free memory: Vulkan0: blocks 0-2; Vulkan0.1: block 3")):
-        with pytest.raises(FlagError, match="not supported yet") as err:
-            device_choice(line, model)
-        assert split in str(err.value) and "--split-mode none" in str(err.value)
+    for line, shares, split in (
+            ("-dev Vulkan0,Vulkan0 -ts 1,1", (1.0, 1.0),
+             "by -ts 1,1: Vulkan0: blocks 0-2; Vulkan0.1: block 3 + LM head and MTP head"),
+            ("-dev 0,0 --split-mode layer --tensor-split 3/1", (3.0, 1.0),
+             "by -ts 3/1: Vulkan0: blocks 0-3; Vulkan0.1: the LM head and MTP head only"),
+            ("-dev 0,0", None, "by free memory: Vulkan0: blocks 0-2; Vulkan0.1: block 3")):
+        choice = device_choice(line, model)
+        assert isinstance(choice, LayerSplitChoice) and choice.devices == (0, 0) and choice.shares == shares
+        assert split in choice.description
+    config = _engine_config(parse("-dev 0,0 -ts 3,1 -c 256")[0])
+    assert (config.device, config.split_devices, config.tensor_split) == (None, (0, 0), (3.0, 1.0))
 
 
 def test_split_flags_from_llama_arg_variables(monkeypatch):

@@ -55,6 +55,21 @@ def test_the_int8_prefill_path_needs_integer_dot_products():
     assert not TuningProfile(matmul_int8=False).apply(with_dot).matmul_int8
 
 
+def test_f16_math_in_prefill_attention_needs_shader_float16_and_a_gpu_default():
+    """On by default for GPUs where shaderFloat16 is enabled, off on CPU drivers (slower on lavapipe); a
+    profile's flash_attn.f16 sets it, but never on a device without the feature."""
+    f16 = frozenset({"shader_float16"})
+    gpu = DeviceCaps.for_device(replace(GPU, enabled_features=f16))
+    assert gpu.f16_math and gpu.attn_f16_math
+    assert not DeviceCaps.for_device(GPU).attn_f16_math                   # feature not enabled
+    cpu = DeviceCaps.for_device(replace(LAVAPIPE, enabled_features=f16))
+    assert cpu.f16_math and not cpu.attn_f16_math
+    assert TuningProfile(attn_f16_math=True).apply(cpu).attn_f16_math
+    assert not TuningProfile(attn_f16_math=False).apply(gpu).attn_f16_math
+    assert not TuningProfile(attn_f16_math=True).apply(DeviceCaps.for_device(GPU)).attn_f16_math
+    assert TuningProfile().apply(gpu).attn_f16_math                       # no profile key: the default
+
+
 def test_gdn_lanes_fall_back_where_the_tuned_value_does_not_fit_the_head():
     caps = DeviceCaps.for_device(GPU).tuned_with(gdn_lanes_per_column=64)
     assert caps.gdn_lanes_for(128) == 64

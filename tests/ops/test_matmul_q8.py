@@ -101,6 +101,19 @@ def test_int8_matmul_at_real_row_widths(ws, mm, ggml_type, model, k):
     run_case(ws, mm, ggml_type, 67, k, 37, accumulate=ggml_type == T.Q4_K, seed=k)
 
 
+# Qwen3.6-35B-A3B (tools/make_synthetic_model.py preset 35b-a3b): E = 2048, 256 experts of FFN 512 (top 8) and a
+# shared expert of FFN 512. Its prompt chunks run the shared expert's gate / up [512, 2048] and down [2048, 512]
+# (and every attention / GDN projection, K = 2048) on this kernel; the routed experts, the same shapes per
+# expert, run on the expert mat-vec (vkmtp.ops.matvec_id) with f32 activations. Whole matrices, 37 tokens.
+MOE_35B_SHAPES = [("gate_up", 512, 2048), ("down", 2048, 512)]
+
+
+@pytest.mark.parametrize("ggml_type", [T.Q8_0, T.Q4_K, T.Q6_K], ids=["q8_0", "q4_k", "q6_k"])
+@pytest.mark.parametrize("what,n_rows,k", MOE_35B_SHAPES, ids=[w for w, _, _ in MOE_35B_SHAPES])
+def test_int8_matmul_at_35b_a3b_expert_shapes(ws, mm, ggml_type, what, n_rows, k):
+    run_case(ws, mm, ggml_type, n_rows, k, 37, accumulate=what == "down", seed=n_rows)
+
+
 def test_int8_tile_shapes_give_the_same_bits(ws, mm):
     """Each output is one chain over the K blocks whatever the tile: every int8 tile of the GPU and CPU tables
     (their 16 x 16 and 8 x 8 register tiles, partial tiles in M and N) gives the same bits."""

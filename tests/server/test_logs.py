@@ -65,3 +65,11 @@ def test_a_failed_load_is_one_message_and_exit_code_1(tmp_path):
     errors = [line for line in out.splitlines() if "error" in line.lower()]
     assert len(errors) == 1 and errors[0].startswith("vkmtp: error:") and "Traceback" not in out, out
     assert "device 9" in errors[0]
+
+
+def test_start_line_names_a_layer_splits_devices():
+    from server.logs import _devices
+    from vkmtp.engine.api import EngineConfig
+    assert _devices(EngineConfig(split_devices=(0, 0), tensor_split=(3.0, 1.0))) == "layer split over 0,0 (-ts 3,1)"
+    assert _devices(EngineConfig(split_devices=(0, 1))) == "layer split over 0,1 (by free memory)"
+    assert _devices(EngineConfig(device=1)) == "1" and _devices(EngineConfig()) == "auto"

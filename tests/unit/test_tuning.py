@@ -21,7 +21,7 @@ OTHER = DeviceInfo(**{**GPU.__dict__, "driver_info": "Mesa 25.1.0"})
 def sample() -> TuningProfile:
     return TuningProfile(matvec={"Q4_K": MatVecTuning(64, 2, True), "Q8_0": MatVecTuning(128, 1, False)},
                          gdn_lanes_per_column=16, gdn_variant="shuffle", attn_n_splits=8, attn_chunk=256,
-                         matmul_int8=True, mtp={"Qwen3.6-27B-Q4_K_M.gguf": MtpTuning(3, 0.4)}, measurements={"quick": False})
+                         matmul_int8=True, attn_f16_math=False, mtp={"Qwen3.6-27B-Q4_K_M.gguf": MtpTuning(3, 0.4)}, measurements={"quick": False})
 
 
 @pytest.fixture
@@ -40,7 +40,7 @@ def test_round_trip_in_the_config_dir(config_home):
     assert got.matvec == sample().matvec
     assert got.matvec_by_type() == {12: MatVecTuning(64, 2, True), 8: MatVecTuning(128, 1, False)}
     knobs = (got.gdn_lanes_per_column, got.gdn_variant, got.attn_n_splits, got.attn_chunk)
-    assert knobs == (16, "shuffle", 8, 256) and got.matmul_int8 is True
+    assert knobs == (16, "shuffle", 8, 256) and got.matmul_int8 is True and got.attn_f16_math is False
     assert got.mtp_for("/models/Qwen3.6-27B-Q4_K_M.gguf") == MtpTuning(3, 0.4)
     assert got.device == GPU.cache_tag
     assert "Q4_K" in got.describe() and "--spec-draft-n-max 3" in got.describe()
@@ -78,6 +78,7 @@ def edit(data: dict, path: str, value) -> dict:
     (lambda d: edit(d, "flash_attn.n_splits", 0), "flash_attn.n_splits must be an integer in 1..64"),
     (lambda d: edit(d, "flash_attn.chunk", 100), "not a multiple of 64"),
     (lambda d: edit(d, "matmul.int8", "yes"), "matmul.int8 must be true or false"),
+    (lambda d: edit(d, "flash_attn.f16", 1), "flash_attn.f16 must be true or false"),
     (lambda d: d["mtp"].update({"a.gguf": {"n_max": 9, "p_min": 0.1}}), "n_max must be an integer in 1..7"),
     (lambda d: d["mtp"].update({"a.gguf": {"n_max": 2, "p_min": 1.5}}), "p_min must be a number in [0, 1]"),
     (lambda d: edit(d, "matvec", [1, 2]), "'matvec' must be an object"),

@@ -15,13 +15,14 @@ from vkmtp.model.weights import validate
 def describe_model(path: str, n_ctx: int = 4096, n_slots: int = 1, types: CacheTypes | str = "f16",
                    mtp: bool = True, n_max: int = 3, ubatch: int = 256, device=None,
                    fit_margin_mib: int | None = None, overrides=(), fit: bool = True, n_ckpt: int = 0,
-                   tuning=None) -> str:
+                   tuning=None, split: tuple | None = None) -> str:
     """What `vkmtp info` prints: the model, and the memory plan for these settings on `device` (None: the
     default device, opened here) per location (device memory, host memory the GPU reads) with whether it fits.
     n_ctx 0: the largest context that fits. overrides: -ot / --cpu-moe / --n-cpu-moe
     (vkmtp.graph.tensor_overrides); without them and with --fit on, a MoE plan that does not fit says how many
     expert layers --fit would move to host memory. n_ckpt (--ctx-checkpoints) and tuning (the device's profile)
-    are the engine's, so the plan printed is the one the engine allocates."""
+    are the engine's, so the plan printed is the one the engine allocates. split: (physical devices, -ts
+    proportions or None) of a layer split: the plan of each device (vkmtp.engine.split)."""
     from vkmtp.device import Device
     from vkmtp.device.info import format_memory
 
@@ -53,6 +54,9 @@ def describe_model(path: str, n_ctx: int = 4096, n_slots: int = 1, types: CacheT
         f"{kv_row_bytes(cfg, types.v) * len(cfg.attention_layers)} B V ({types.v}); "
         f"recurrent state per sequence {recurrent_bytes_per_slot(cfg) / 2**20:.1f} MiB",
     ]
+    if split is not None:
+        return "\n".join(lines + _split_plans(path, n_ctx, n_slots, types, mtp, n_max, ubatch, fit_margin_mib,
+                                              overrides, fit, n_ckpt, split))
     own = device is None
     dev = Device() if own else device
     try:
@@ -91,3 +95,57 @@ def describe_model(path: str, n_ctx: int = 4096, n_slots: int = 1, types: CacheT
         if own:
             dev.destroy()
     return "\n".join(lines)
+
+
+def _split_plans(path: str, n_ctx: int, n_slots: int, types: CacheTypes, mtp: bool, n_max: int, ubatch: int,
+                 fit_margin_mib: int | None, overrides, fit: bool, n_ckpt: int, split: tuple) -> list[str]:
+    """The memory plan of each device of a layer split (each stage's plan is what that stage allocates), checked
+    per physical device: the stages opened on one device share its budget."""
+    from vkmtp.device.info import format_memory
+    from vkmtp.engine.api import EngineConfig
+    from vkmtp.engine.split import _open, fit_split, layer_split
+    from vkmtp.spec import SpecConfig
+    from vkmtp.tuning.profile import load_profile
+
+    gguf = open_gguf(path)
+    cfg = ModelConfig.from_gguf(gguf)
+    table = validate(gguf, cfg)
+    physical, shares = split
+    config = EngineConfig(n_ctx=n_ctx, n_slots=n_slots, ubatch=ubatch, kv_type=types.k, kv_type_v=types.v,
+                          draft_kv_type_k=types.draft_k, draft_kv_type_v=types.draft_v,
+                          spec=SpecConfig(enabled=mtp, n_max=n_max), fit=fit, fit_margin_mib=fit_margin_mib,
+                          ctx_fixed=n_ctx != 0, ctx_checkpoints=n_ckpt, tensor_overrides=tuple(overrides),
+                          split_devices=tuple(physical), tensor_split=shares)
+    use_mtp = mtp and table.mtp is not None
+    devices = _open(physical)
+    try:
+        tunings = [load_profile(d.info) for d in devices]
+        stages = layer_split(cfg, config, devices)
+        lines = [f"layer split   {'-ts ' + ','.join(f'{p:g}' for p in shares) if shares else 'by free memory'}: "
+                 + "; ".join(st.describe() for st in stages)]
+        try:
+            plans, message = fit_split(gguf, cfg, table, config, devices, tunings, stages, use_mtp,
+                                       n_max if use_mtp else 0)
+        except MemoryError as exc:   # the message holds each device's plan and what to reduce
+            return lines + [f"does not fit: {exc}"]
+        if message:
+            lines.append(f"fit           {message}")
+        for st, dev, plan in zip(stages, devices, plans.plans):
+            lines += [f"memory plan   {st.describe()}: ctx {plan.n_ctx}, {n_slots} slot(s), MTP "
+                      f"{'on, n-max %d' % n_max if use_mtp and st.heads else 'off' if not use_mtp else 'on the last device'}"
+                      f", on {dev.info.name} (Vulkan{dev.info.index})"
+                      + (f", {', '.join(dict.fromkeys(str(o) for o in overrides))}" if overrides else ""),
+                      plan.describe()]
+        for p, budget in plans.budgets.items():
+            mine = [(st, plan) for st, dev, plan in zip(stages, devices, plans.plans) if dev.info.index == p]
+            total = sum(plan.device_total for _, plan in mine)
+            lines.append(f"Vulkan{p}       {' + '.join(st.name for st, _ in mine)}: {total / GiB:.3f} GiB of "
+                         f"{budget / GiB:.2f} GiB budget")
+        lines.append(f"memory types  per buffer role on {devices[-1].info.name}")
+        lines += ["  " + line for line in format_memory(devices[-1].info)]
+        lines.append("fits on every device")
+        return lines
+    finally:
+        for d in devices:
+            d.destroy()
+

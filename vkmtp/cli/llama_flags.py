@@ -208,15 +208,10 @@ def device_list(value: str | None) -> tuple[int, ...] | None:
 
 
 def logical_names(physical: tuple[int, ...]) -> list[str]:
-    """The name of each logical device: `Vulkan<N>` as llama.cpp prints it, `Vulkan<N>.<k>` for the k-th
-    further opening of the same physical device (`-dev 0,0` -> Vulkan0, Vulkan0.1)."""
-    seen: dict[int, int] = {}
-    names = []
-    for p in physical:
-        k = seen.get(p, 0)
-        seen[p] = k + 1
-        names.append(f"Vulkan{p}" if k == 0 else f"Vulkan{p}.{k}")
-    return names
+    """The name of each logical device (`-dev 0,0` -> Vulkan0, Vulkan0.1): vkmtp.graph.layer_split's."""
+    from vkmtp.graph.layer_split import logical_names as names
+
+    return names(physical)
 
 
 def spec_enabled(spec_type: str | None, no_mtp: bool, multi_token_prediction: bool) -> bool:

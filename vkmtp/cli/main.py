@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from dataclasses import dataclass
 import os
 import sys
 
@@ -56,15 +57,20 @@ def cmd_info(args: argparse.Namespace) -> int:
     from vkmtp.device import Device
     from vkmtp.tuning.profile import load_profile
 
-    device = Device()  # opened once: its tuning profile and its memory budget
+    choice = _device_choice(args, args.model)
+    split = choice if isinstance(choice, LayerSplitChoice) else None
+    # opened once: its tuning profile and its memory budget (a split's last device: the heads' profile)
+    device = Device(split.devices[-1] if split else choice)
     try:
         n_max, source = args.spec_draft_n_max, "--spec-draft-n-max"
         if n_max is None:
             n_max, source = _profile_n_max(args.model, device.info)
         print(describe_model(args.model, 4096 if args.ctx_size is None else args.ctx_size, args.parallel,
-                             _cache_types(args), not args.no_mtp, n_max, args.ubatch_size, device=device,
-                             fit_margin_mib=args.fit_target, overrides=_tensor_overrides(args),
-                             fit=args.fit == "on", n_ckpt=args.ctx_checkpoints, tuning=load_profile(device.info)))
+                             _cache_types(args), not args.no_mtp, n_max, args.ubatch_size,
+                             device=None if split else device, fit_margin_mib=args.fit_target,
+                             overrides=_tensor_overrides(args), fit=args.fit == "on", n_ckpt=args.ctx_checkpoints,
+                             tuning=load_profile(device.info),
+                             split=(split.devices, split.shares) if split else None))
     finally:
         device.destroy()
     print(f"draft n-max   {n_max} ({source})")
@@ -150,11 +156,21 @@ def _tensor_overrides(args: argparse.Namespace) -> tuple:
 SPLIT_MODES = ("none", "layer", "row")
 
 
-def _device_choice(args: argparse.Namespace, model_path: str | None = None) -> int | None:
-    """The one physical device the engine runs on, from -dev/--device, -sm/--split-mode, -ts/--tensor-split and
+@dataclass(frozen=True)
+class LayerSplitChoice:
+    """A checked layer split: the physical device of each stage, -ts proportions (None: free memory) and the
+    blocks each device gets (said on stderr when the model is known)."""
+
+    devices: tuple[int, ...]
+    shares: tuple[float, ...] | None
+    description: str = ""
+
+
+def _device_choice(args: argparse.Namespace, model_path: str | None = None) -> int | LayerSplitChoice | None:
+    """The physical device the engine runs on, from -dev/--device, -sm/--split-mode, -ts/--tensor-split and
     -mg/--main-gpu in llama.cpp's meanings (None: the default device). Several devices in --device split the
     model by layers unless --split-mode none; that split is checked (devices exist, -ts fits the list, every
-    device gets layers) and then refused: the engine runs on one device (docs/DESIGN.md, "Several devices")."""
+    device gets layers) and returned as a LayerSplitChoice (docs/DESIGN.md, "Several devices")."""
     devices = device_list(args.device)
     mode = getattr(args, "split_mode", None)
     ts, mg = getattr(args, "tensor_split", None), getattr(args, "main_gpu", None)
@@ -193,7 +209,7 @@ def _device_choice(args: argparse.Namespace, model_path: str | None = None) -> i
     if mg is not None:
         raise FlagError(f"-mg/--main-gpu {mg}: picks the device of --split-mode none; a layer split puts the LM "
                         f"head and the MTP head on the last device of -dev/--device")
-    raise FlagError(_layer_split_refusal(args.device, devices, ts, model_path, args.fit_target))
+    return _layer_split(devices, ts, model_path, args.fit_target)
 
 
 def _device_names() -> list[str]:
@@ -202,13 +218,14 @@ def _device_names() -> list[str]:
     return [f"Vulkan{d.index}" for d in list_devices()]
 
 
-def _layer_split_refusal(value: str, devices: tuple[int, ...], ts: str | None, model_path: str | None,
-                         margin_mib: int | None) -> str:
-    """The message refusing a valid layer split: the split that was asked for (checked), and what to run instead.
-    A split that cannot be made (a -ts that does not match the list, a device left without layers) raises."""
+def _layer_split(devices: tuple[int, ...], ts: str | None, model_path: str | None,
+                 margin_mib: int | None) -> LayerSplitChoice:
+    """A layer split over `devices`, checked: -ts fits the list and, with the model known, every device but the
+    last gets a trunk block (else FlagError naming the flag)."""
     from vkmtp.graph.layer_split import SplitError, parse_tensor_split, proportions_from_free, split_layers
 
     names = logical_names(devices)
+    shares = None
     try:
         if ts is not None:
             shares = parse_tensor_split(ts, len(devices))
@@ -218,7 +235,7 @@ def _layer_split_refusal(value: str, devices: tuple[int, ...], ts: str | None, m
             from vkmtp.graph.memory_plan import fit_budget
 
             infos = list_devices()
-            shares = proportions_from_free([fit_budget(infos[p], margin_mib) for p in devices], list(devices))
+            free = proportions_from_free([fit_budget(infos[p], margin_mib) for p in devices], list(devices))
             source = "free memory"
         split = ""
         if model_path is not None:
@@ -226,14 +243,11 @@ def _layer_split_refusal(value: str, devices: tuple[int, ...], ts: str | None, m
             from vkmtp.model.config import ModelConfig
 
             cfg = ModelConfig.from_gguf(open_gguf(model_path))
-            ranges = split_layers(cfg.n_layer_all, cfg.n_layer, shares, names)
-            split = f" (by {source}: " + "; ".join(r.describe() for r in ranges) + ")"
+            ranges = split_layers(cfg.n_layer_all, cfg.n_layer, shares or free, names)
+            split = f"by {source}: " + "; ".join(r.describe() for r in ranges)
     except SplitError as exc:
         raise FlagError(str(exc)) from None
-    return (f"-dev/--device {value} (--split-mode layer): not supported yet: vkmtp runs a model on one device; "
-            f"the layer split over {', '.join(names)}{split} is not implemented. Run on one of them with "
-            f"--split-mode none (--main-gpu N picks it), or put routed experts in host memory (--cpu-moe, "
-            f"--n-cpu-moe N)")
+    return LayerSplitChoice(tuple(devices), shares, split)
 
 
 def _engine_config(args: argparse.Namespace, model_path: str | None = None):
@@ -252,15 +266,25 @@ def _engine_config(args: argparse.Namespace, model_path: str | None = None):
     spec = SpecConfig(enabled=enabled, n_max=n_max, n_min=args.spec_draft_n_min, p_min=p_min,
                       adaptive=args.spec_adaptive, draft_vocab=args.spec_draft_vocab, from_profile=not given)
     types = _cache_types(args)
+    choice = _device_choice(args, model_path)
     config = EngineConfig(n_ctx=DEFAULT_CTX if args.ctx_size is None else args.ctx_size, n_slots=args.parallel,
                           ubatch=args.ubatch_size, kv_type=types.k, kv_type_v=types.v,
                           draft_kv_type_k=types.draft_k, draft_kv_type_v=types.draft_v,
-                          device=_device_choice(args, model_path), spec=spec, fit=args.fit == "on",
+                          device=None if isinstance(choice, LayerSplitChoice) else choice, spec=spec,
+                          fit=args.fit == "on",
                           fit_margin_mib=args.fit_target, max_submit_ms=args.max_submit_ms,
                           ctx_checkpoints=args.ctx_checkpoints, slot_prompt_similarity=args.slot_prompt_similarity,
                           cache_ram_mib=args.cache_ram,
                           ctx_fixed=args.ctx_size not in (None, 0) or args.fit == "off",
-                          tensor_overrides=_tensor_overrides(args))
+                          tensor_overrides=_tensor_overrides(args),
+                          split_devices=choice.devices if isinstance(choice, LayerSplitChoice) else (),
+                          tensor_split=choice.shares if isinstance(choice, LayerSplitChoice) else None)
+    if isinstance(choice, LayerSplitChoice):
+        if args.backend != "vulkan":
+            print(f"vkmtp: note: -dev/--device {args.device}: the {args.backend} backend runs on the host, not "
+                  f"split over devices", file=sys.stderr)
+        elif choice.description:
+            print(f"vkmtp: layer split {choice.description}", file=sys.stderr)
     if config.tensor_overrides and args.backend != "vulkan":
         print(f"vkmtp: note: {', '.join(dict.fromkeys(str(o) for o in config.tensor_overrides))}: the "
               f"{args.backend} backend keeps every weight in host memory", file=sys.stderr)
@@ -442,14 +466,30 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
 
 def _fit_target(value: str) -> int:
-    """--fit-target MiB (llama.cpp takes one value per device; vkmtp runs on one)."""
+    """--fit-target MiB (llama.cpp takes one value per device; vkmtp takes one, for every device of a split)."""
     parts = value.split(",")
     if len(parts) != 1:
-        raise argparse.ArgumentTypeError(f"{value!r}: vkmtp runs on one device; give one margin in MiB")
+        raise argparse.ArgumentTypeError(f"{value!r}: give one margin in MiB (it applies to every device)")
     n = int(parts[0])
     if n < 0:
         raise argparse.ArgumentTypeError(f"{value!r}: a margin is >= 0 MiB")
     return n
+
+
+def _add_device_flags(p: argparse.ArgumentParser) -> None:
+    """-dev, -sm, -ts, -mg: which device(s) the model runs on (llama.cpp's meanings; docs/DESIGN.md)."""
+    p.add_argument("-dev", "--device", default=None,
+                   help="Vulkan device: Vulkan0, Vulkan1, ... as `vkmtp devices` lists them, or an index; several "
+                        "comma-separated for --split-mode (the same one twice: two logical devices)")
+    p.add_argument("-sm", "--split-mode", dest="split_mode", default=None, metavar="{none,layer,row}",
+                   help="with several devices in --device: none = run on one of them (--main-gpu picks it); "
+                        "layer (the default with several) = each holds a range of layers, the heads on the last; "
+                        "row: refused")
+    p.add_argument("-ts", "--tensor-split", dest="tensor_split", default=None, metavar="N0,N1,...",
+                   help="layer split proportions, one per device in --device (default: their free memory)")
+    p.add_argument("-mg", "--main-gpu", dest="main_gpu", type=int, default=None, metavar="INDEX",
+                   help="with --split-mode none: the device to run on, an index into --device's list (into "
+                        "`vkmtp devices` without --device); default 0")
 
 
 def _add_memory_flags(p: argparse.ArgumentParser) -> None:
@@ -508,18 +548,7 @@ def _add_model_flags(p: argparse.ArgumentParser, command: str) -> None:
     p.add_argument("-m", "--model", default=None, help="GGUF file (default: the demo model in models/)")
     p.add_argument("--backend", default="vulkan", choices=["vulkan", "reference"],
                    help="vulkan (default) or the NumPy reference (slow; for tests and checks)")
-    p.add_argument("-dev", "--device", default=None,
-                   help="Vulkan device: Vulkan0, Vulkan1, ... as `vkmtp devices` lists them, or an index; several "
-                        "comma-separated for --split-mode (the same one twice: two logical devices)")
-    p.add_argument("-sm", "--split-mode", dest="split_mode", default=None, metavar="{none,layer,row}",
-                   help="with several devices in --device: none = run on one of them (--main-gpu picks it); "
-                        "layer (the default with several) = each holds a range of layers: checked, then refused "
-                        "(not implemented yet); row: refused")
-    p.add_argument("-ts", "--tensor-split", dest="tensor_split", default=None, metavar="N0,N1,...",
-                   help="layer split proportions, one per device in --device (default: their free memory)")
-    p.add_argument("-mg", "--main-gpu", dest="main_gpu", type=int, default=None, metavar="INDEX",
-                   help="with --split-mode none: the device to run on, an index into --device's list (into "
-                        "`vkmtp devices` without --device); default 0")
+    _add_device_flags(p)
     p.add_argument("--list-devices", action="store_true", help="list the Vulkan devices and exit")
     _add_memory_flags(p)
     p.add_argument("--max-submit-ms", type=float, default=None,
@@ -619,6 +648,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("info", help="architecture, sizes, quant mix, MTP and the memory plan of a GGUF")
     p.add_argument("model", help="path to a .gguf file")
+    _add_device_flags(p)
     _add_memory_flags(p)
     p.add_argument("-np", "--parallel", type=int, default=1)
     p.add_argument("--spec-draft-n-max", type=int, default=None,
@@ -666,8 +696,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default=None, help="Vulkan device index (default: best found)")
     p.add_argument("-m", "--model", default=None, help="also tune MTP n-max / p-min for this GGUF")
     p.add_argument("--quick", action="store_true", help="a small sweep (minutes on a CPU driver)")
-    p.add_argument("--types", default=None, help="mat-vec quant types, e.g. Q4_K,Q6_K, or 'all'")
-    p.add_argument("--skip", action="append", default=[], choices=["matvec", "gdn", "attn"],
+    p.add_argument("--types", default=None, help="quant types of the mat-vec and prefill mat-mat sweeps, e.g. "
+                   "Q4_K,Q6_K, or 'all' (with -m the mat-mat takes the model's own types, restricted to these)")
+    p.add_argument("--skip", action="append", default=[], choices=["matvec", "gdn", "attn", "matmul"],
                    help="leave out a sweep (repeatable)")
     p.add_argument("--show", action="store_true", help="print the saved profile and exit")
     p.add_argument("--plot", default=None, metavar="PNG", help="draw mat-vec time vs columns (matplotlib)")

@@ -49,6 +49,10 @@ class EngineConfig:
     # -ot / --cpu-moe / --n-cpu-moe as vkmtp.graph.tensor_overrides.TensorOverride, in llama.cpp's order;
     # empty: every weight on the device, unless --fit moves expert layers to host memory
     tensor_overrides: tuple = ()
+    # -dev A,B (--split-mode layer): the physical device of each stage of a layer split, in order (a device
+    # listed twice is opened twice); empty: one device (`device`). tensor_split: -ts proportions (None: free memory)
+    split_devices: tuple = ()
+    tensor_split: tuple | None = None
 
     @property
     def cache_types(self):

@@ -21,6 +21,9 @@ def engine_allocated_bytes(engine: Engine | None) -> int:
     """Bytes the engine says it holds; 0 for None (a sleeping server) and for engines that do not count."""
     if engine is None:
         return 0
+    devices = getattr(engine, "devices", None)   # a layer split: every stage's device (vkmtp.engine.split)
+    if devices:
+        return sum(int(d.allocated_bytes) for d in devices)
     device = getattr(engine, "device", None)
     if device is not None and hasattr(device, "allocated_bytes"):
         return int(device.allocated_bytes)
@@ -43,7 +46,11 @@ def peak_rss_bytes() -> int:
 
 
 def engine_peak_bytes(engine: Engine | None) -> int:
-    """The most device bytes the engine's device has held at once (0 where it does not count)."""
+    """The most device bytes the engine's device has held at once (0 where it does not count); a layer split:
+    the sum of its devices' peaks."""
+    devices = getattr(engine, "devices", None) if engine is not None else None
+    if devices:
+        return sum(int(d.peak_allocated) for d in devices)
     device = getattr(engine, "device", None) if engine is not None else None
     return int(getattr(device, "peak_allocated", 0) or engine_allocated_bytes(engine))
 

@@ -103,6 +103,13 @@ class VulkanEngine(SlotEngine):
         self.io = StepIO(self.device, shape.max_rows, S, self.K, self.cfg.n_vocab)
         self.ctx = GraphContext(self.device, self.fwd, self.io, self.scratch, self.hidden, self.logits_host,
                                 shape.max_rows)
+        self._init_runtime(config, shape)
+
+    def _init_runtime(self, config: EngineConfig, shape: EngineShape) -> None:
+        """What runs the steps, once the model is on its device(s): recorded graphs, slots, prompt caches, the
+        adaptive depth policy and the counters."""
+        S = config.n_slots
+        spec = config.spec
         self._graphs: dict[tuple, object] = {}
         # bounded submissions: the longest one queue submission may run (--max-submit-ms, else the device's)
         self.max_submit_ms = config.max_submit_ms if config.max_submit_ms is not None \
@@ -150,10 +157,14 @@ class VulkanEngine(SlotEngine):
         """Prompt tokens the slot's live memory or one of its checkpoints gives (vkmtp.engine.prompt_cache)."""
         return plan_reuse(slot.tokens, slot.checkpoints, prompt).n
 
+    def _reset_slot(self, index: int) -> None:
+        """Zero a slot's recurrent states (and pending hidden): a new sequence starts from nothing."""
+        self.state.reset_slot(index)
+
     def _open(self, slot: _Slot, seq: Sequence, prompt: list[int], sampler: Sampler, cached: int) -> _Run:
         reuse = plan_reuse(slot.tokens, slot.checkpoints, prompt) if cached else None
         if reuse is None or reuse.n != cached:
-            self.state.reset_slot(slot.index)
+            self._reset_slot(slot.index)
             slot.tokens = []
             slot.mtp_lag = 0
             slot.checkpoints.clear()
@@ -176,10 +187,10 @@ class VulkanEngine(SlotEngine):
     def _take_image(self, slot: _Slot) -> SlotImage:
         """The slot's prompt cache downloaded: KV rows of its tokens, live states, used checkpoints."""
         positions = sorted(slot.checkpoints.entries)
-        views = self.state.slot_views(slot.index, len(slot.tokens),
-                                      [(p, slot.checkpoints.entries[p]) for p in positions])
-        arrays = {name: np.frombuffer(b"".join(self.device.download(v) for v in vs), np.uint8)
-                  for name, vs in views.items()}
+        views = self._slot_views(slot.index, len(slot.tokens),
+                                 [(p, slot.checkpoints.entries[p]) for p in positions])
+        arrays = {name: np.frombuffer(b"".join(dev.download(v) for v in vs), np.uint8)
+                  for name, (dev, vs) in views.items()}
         self.host_bytes_read += sum(a.nbytes for a in arrays.values())
         if slot.tokens:
             arrays["mtp_lag_n"] = np.array([slot.mtp_lag], np.int32)
@@ -192,15 +203,15 @@ class VulkanEngine(SlotEngine):
         cap = slot.checkpoints.capacity
         kept = image.checkpoints[-cap:] if cap else []
         places = list(enumerate(kept))
-        views = self.state.slot_views(slot.index, len(image.tokens), [(p, i) for i, p in places])
-        for name, vs in views.items():
+        views = self._slot_views(slot.index, len(image.tokens), [(p, i) for i, p in places])
+        for name, (dev, vs) in views.items():
             data = image.arrays.get(name)
             size = sum(v.nbytes for v in vs)
             if data is None or data.nbytes != size:
                 raise ValueError(f"the slot image's {name} is not the {size} bytes this engine keeps there")
             offset = 0
             for v in vs:
-                self.device.upload(v, data[offset: offset + v.nbytes])
+                dev.upload(v, data[offset: offset + v.nbytes])
                 offset += v.nbytes
             self.host_bytes_written += size
         lag = image.arrays.get("mtp_lag_n", np.zeros(1, np.int32)) if image.tokens and self.use_mtp else [0]
@@ -212,8 +223,12 @@ class VulkanEngine(SlotEngine):
             slot.checkpoints.entries[p] = place
         slot.checkpoints.tokens = list(image.history) if kept else []
 
+    def _slot_views(self, slot: int, n_tokens: int, places: list[tuple[int, int]]) -> dict[str, tuple]:
+        """A slot image's named device ranges (DeviceState.slot_views), each with the device that holds it."""
+        return {name: (self.device, vs) for name, vs in self.state.slot_views(slot, n_tokens, places).items()}
+
     def _erase(self, slot: _Slot) -> None:
-        self.state.reset_slot(slot.index)
+        self._reset_slot(slot.index)
         slot.tokens = []
         slot.mtp_lag = 0
         slot.checkpoints.clear()
@@ -256,6 +271,10 @@ class VulkanEngine(SlotEngine):
             self._built = True
         return g
 
+    def _make(self, step, *args):
+        """Record a step of kind `step` (a vkmtp.graph.steps class) on this engine's device."""
+        return step(self.ctx, *args)
+
     def _prefill(self, slot: _Slot) -> int | None:
         run = slot.run
         self._catch_up_mtp(slot)   # a reused prefix's MTP KV must be complete before the chunk's rows follow it
@@ -279,7 +298,7 @@ class VulkanEngine(SlotEngine):
         probs = self._wants_probs([slot])
         ckpt = place is not None
         graph = self._graph(("prefill", T, greedy, self.use_mtp, split, sample, probs, ckpt),
-                            lambda: PrefillGraph(self.ctx, T, greedy, self.use_mtp, split, sample, probs, ckpt))
+                            lambda: self._make(PrefillGraph, T, greedy, self.use_mtp, split, sample, probs, ckpt))
         t0 = time.perf_counter()
         graph.rec.run()
         self.last_counts["prefill"] = graph.counts
@@ -387,7 +406,7 @@ class VulkanEngine(SlotEngine):
         self.host_bytes_written += (2 if self.use_mtp else 1) * 8 * S
         probs = self._wants_probs(active)
         graph = self._graph(("decode", S, greedy, self.use_mtp, sample, probs),
-                            lambda: DecodeGraph(self.ctx, S, greedy, self.use_mtp, sample, probs))
+                            lambda: self._make(DecodeGraph, S, greedy, self.use_mtp, sample, probs))
         graph.rec.run()
         self.last_counts["decode"] = graph.counts
         outs = []
@@ -417,7 +436,7 @@ class VulkanEngine(SlotEngine):
         base = slot.index * rows
         self.io.write_pairs("pairs_lag", [(base + min(r, n - 1), r) for r in range(T)])
         self.host_bytes_written += 16 * T + 8 * T
-        graph = self._graph(("mtp_lag", T), lambda: MtpLagGraph(self.ctx, T))
+        graph = self._graph(("mtp_lag", T), lambda: self._make(MtpLagGraph, T))
         graph.rec.run()
         self.last_counts["mtp_catch_up"] = graph.counts
         slot.mtp_lag = 0
@@ -458,8 +477,8 @@ class VulkanEngine(SlotEngine):
         probs = self._wants_probs(active)
         graph = self._graph(("spec", S, K, greedy, spec_cfg.p_min, rate, spec_cfg.n_min, spec_cfg.draft_vocab,
                              sample, split, probs),
-                            lambda: SpecGraph(self.ctx, S, K, greedy, spec_cfg.p_min, rate, spec_cfg.n_min,
-                                              spec_cfg.draft_vocab, sample, split, probs))
+                            lambda: self._make(SpecGraph, S, K, greedy, spec_cfg.p_min, rate, spec_cfg.n_min,
+                                               spec_cfg.draft_vocab, sample, split, probs))
         if split:
             drafts_part, rest = graph.rec.recs
             drafts_part.run()
@@ -503,7 +522,7 @@ class VulkanEngine(SlotEngine):
             outs.append(self._advance(slot, s, m, out, len(drafts), K))
         self.io.write_pairs("select", select)
         self.io.write_pairs("hidden_select", hidden_select)
-        commit = self._graph(("commit", S, K), lambda: CommitGraph(self.ctx, S, K))
+        commit = self._graph(("commit", S, K), lambda: self._make(CommitGraph, S, K))
         commit.rec.run()
         self.last_counts["commit"] = commit.counts
         self.spec_state_bytes += graph.counts.state_bytes + \
@@ -740,6 +759,10 @@ def fit_config(model_path: str, config: EngineConfig) -> tuple[EngineConfig, str
     """`config` with what --fit picks on its device fixed: the context (n_ctx > 0, ctx_fixed) and, for a MoE
     model without placement flags, the expert layers moved to host memory (as --n-cpu-moe overrides); and the
     line saying so. Opens the device for the plan only. What the CLI and the server do before building engines."""
+    if config.split_devices:   # a layer split: every stage's plan (vkmtp.engine.split)
+        from vkmtp.engine.split import fit_split_config
+
+        return fit_split_config(model_path, config)
     gguf = open_gguf(model_path)
     cfg = ModelConfig.from_gguf(gguf)
     if config.ctx_fixed and (not config.fit or config.tensor_overrides or not cfg.is_moe):

@@ -114,12 +114,22 @@ class DeviceState:
         return rows * k.row_bytes, rows * v.row_bytes
 
     @staticmethod
-    def _stacks(cfg: ModelConfig, layouts: KvLayouts, n_slots: int, n_snap: int, max_range: int, n_ckpt: int = 0):
+    def layers_of(cfg: ModelConfig, layers: range | None) -> tuple[list[int], list[int]]:
+        """The attention and GDN layers among `layers` (None: every trunk layer): a stage of a layer split
+        (vkmtp.graph.layer_split) keeps only its own blocks' states."""
+        if layers is None:
+            return list(cfg.attention_layers), list(cfg.recurrent_layers)
+        return [i for i in cfg.attention_layers if i in layers], [i for i in cfg.recurrent_layers if i in layers]
+
+    @staticmethod
+    def _stacks(cfg: ModelConfig, layouts: KvLayouts, n_slots: int, n_snap: int, max_range: int, n_ckpt: int = 0,
+                layers: range | None = None):
         """(name, plan row, n_layers, block bytes, part bytes) of every layer stack, in allocation order."""
         S = n_slots + 1
         conv_words = (cfg.ssm_conv_kernel - 1) * cfg.ssm_conv_dim
         ssm_words = cfg.ssm_dt_rank * cfg.ssm_head_v_dim * cfg.ssm_d_state
-        n_attn, n_gdn = len(cfg.attention_layers), len(cfg.recurrent_layers)
+        attn, gdn = DeviceState.layers_of(cfg, layers)
+        n_attn, n_gdn = len(attn), len(gdn)
         kp, vp = DeviceState.kv_part_bytes(layouts.k, layouts.v, max_range)
         out = [("k_cache", "kv", n_attn, layouts.k.nbytes, kp), ("v_cache", "kv", n_attn, layouts.v.nbytes, vp),
                ("conv_state", "recurrent", n_gdn, 4 * S * conv_words, None),
@@ -138,17 +148,21 @@ class DeviceState:
 
     @staticmethod
     def buffer_sizes(cfg: ModelConfig, layouts: KvLayouts, n_slots: int, n_snap: int,
-                     max_range: int, n_ckpt: int = 0) -> list[tuple[str, str, int]]:
+                     max_range: int, n_ckpt: int = 0, layers: range | None = None,
+                     heads: bool = True) -> list[tuple[str, str, int]]:
         """(buffer name, plan row, bytes) of every buffer DeviceState allocates. A KV cache that would need
-        more than MAX_KV_PARTS buffers per layer is reported as one oversized buffer (the plan refuses it)."""
+        more than MAX_KV_PARTS buffers per layer is reported as one oversized buffer (the plan refuses it).
+        layers / heads: a stage of a layer split (its blocks; whether it holds the heads and pending hidden)."""
         out = []
         for name, part, n_layers, block, part_bytes in DeviceState._stacks(cfg, layouts, n_slots, n_snap,
-                                                                           max_range, n_ckpt):
+                                                                           max_range, n_ckpt, layers):
             if part_bytes and -(-block // part_bytes) > MAX_KV_PARTS:
                 out.append((f"{name}0", part, block))
                 continue
             sizes = LayerStack.buffer_sizes(max_range, n_layers, block, part_bytes)
             out += [(f"{name}{i}", part, n) for i, n in enumerate(sizes)]
+        if not heads:
+            return out
         out.append(("pending_h", "hidden", 4 * (n_slots + 1) * cfg.n_embd))
         if layouts.mtp_k is not None:
             out.append(("mtp_lag", "hidden", 4 * n_slots * MTP_LAG_ROWS * cfg.n_embd))
@@ -157,7 +171,9 @@ class DeviceState:
         return out
 
     def __init__(self, device: Device, cfg: ModelConfig, layouts: KvLayouts, n_slots: int, n_snap: int,
-                 n_ckpt: int = 0):
+                 n_ckpt: int = 0, layers: range | None = None, heads: bool = True):
+        """layers: the trunk layers whose states live here (None: all); heads: this device runs the LM head
+        and the MTP head (pending hidden, MTP KV and lag ring). Both are a layer split's stage's."""
         self.cfg = cfg
         self.n_ctx = layouts.k.n_ctx
         self.n_slots = n_slots
@@ -172,23 +188,25 @@ class DeviceState:
         self.layouts = layouts
         self.kv_layout = layouts.k
         self.v_layout = layouts.v
-        self.attn_index = {layer: i for i, layer in enumerate(cfg.attention_layers)}
+        attn, gdn = DeviceState.layers_of(cfg, layers)
+        self.attn_index = {layer: i for i, layer in enumerate(attn)}
         self.conv_words = (cfg.ssm_conv_kernel - 1) * cfg.ssm_conv_dim
         self.ssm_words = cfg.ssm_dt_rank * cfg.ssm_head_v_dim * cfg.ssm_d_state
-        self.gdn_index = {layer: i for i, layer in enumerate(cfg.recurrent_layers)}
+        self.gdn_index = {layer: i for i, layer in enumerate(gdn)}
         self.k_cache = self.v_cache = self.conv = self.ssm = None
         self.conv_snap = self.ssm_log = self.mtp_k = self.mtp_v = None
         self.conv_ckpt = self.ssm_ckpt = None
         self.n_ckpt = n_ckpt                 # prompt-cache checkpoints per slot (0: none)
         max_range = device.info.max_storage_buffer_range
         for name, _, n_layers, block, part_bytes in DeviceState._stacks(cfg, layouts, n_slots, n_snap, max_range,
-                                                                        n_ckpt):
+                                                                        n_ckpt, layers):
             setattr(self, _ATTR.get(name, name), LayerStack(device, n_layers, block, name, part_bytes))
         self.mtp_kv_layout = layouts.mtp_k
         self.mtp_v_layout = layouts.mtp_v
         # post-norm hidden of each slot's last processed token: the next MTP draft's input (llama.cpp's pending_h)
-        self.pending_h_buffer = device.buffer(4 * S * cfg.n_embd, "device", "pending_h", role="state")
-        self.pending_h = self.pending_h_buffer.view()
+        self.pending_h_buffer = device.buffer(4 * S * cfg.n_embd, "device", "pending_h", role="state") \
+            if heads else None
+        self.pending_h = self.pending_h_buffer.view() if heads else None
         # the MTP head's input hidden (h_{p-1}) of each position p it has not run on yet, LAG ring rows per slot
         self.lag_rows = MTP_LAG_ROWS if layouts.mtp_k is not None else 0
         if self.lag_rows > layouts.k.sink_rows:
@@ -196,10 +214,10 @@ class DeviceState:
                              f"MTP catch-up")
         self.mtp_lag_buffer = device.buffer(4 * n_slots * self.lag_rows * cfg.n_embd, "device", "mtp_lag",
                                             role="state") \
-            if self.lag_rows else None
+            if self.lag_rows and heads else None
         self.mtp_lag = self.mtp_lag_buffer.view() if self.mtp_lag_buffer else None
         self.pending_h_ckpt_buffer = device.buffer(4 * n_slots * n_ckpt * cfg.n_embd, "device", "pending_h_ckpt") \
-            if n_ckpt and self.lag_rows else None
+            if n_ckpt and self.lag_rows and heads else None
         self.device = device
 
     def kv(self, layer: int) -> tuple:
@@ -253,7 +271,8 @@ class DeviceState:
             for name, stack, words in (("conv", self.conv, self.conv_words), ("ssm", self.ssm, self.ssm_words)):
                 for i, view in enumerate(stack.layers if stack is not None else []):
                     out[f"{name}{i}"] = [view.sub(4 * slot * words, 4 * words)]
-            out["pending_h"] = [self.pending_h_of(slot)]
+            if self.pending_h is not None:
+                out["pending_h"] = [self.pending_h_of(slot)]
             if self.mtp_lag is not None:
                 ring = 4 * self.lag_rows * self.cfg.n_embd
                 out["mtp_lag"] = [self.mtp_lag.sub(slot * ring, ring)]
@@ -272,7 +291,8 @@ class DeviceState:
             zeros = np.zeros(words, np.float32)
             for view in stack.layers:
                 self.device.upload(view.sub(4 * slot * words, 4 * words), zeros)
-        self.device.upload(self.pending_h_of(slot), np.zeros(self.cfg.n_embd, np.float32))
+        if self.pending_h is not None:
+            self.device.upload(self.pending_h_of(slot), np.zeros(self.cfg.n_embd, np.float32))
 
     @property
     def stacks(self) -> list[LayerStack]:
@@ -282,7 +302,8 @@ class DeviceState:
     def destroy(self) -> None:
         for s in self.stacks:
             s.destroy()
-        self.pending_h_buffer.destroy()
+        if self.pending_h_buffer:
+            self.pending_h_buffer.destroy()
         if self.mtp_lag_buffer:
             self.mtp_lag_buffer.destroy()
         if self.pending_h_ckpt_buffer:

@@ -54,8 +54,8 @@ class Ops:
     """One instance of every op wrapper for a device and model (pipelines are shared through the Device).
 
     `tuning` (vkmtp.tuning.profile, measured by `vkmtp tune`) sets mat-vec shapes per quant type, the GDN lane
-    count and variant, and the decode attention's split, over the device's defaults (`device.caps`); None or an
-    absent field keeps the default.
+    count and variant, the decode attention's split and the prefill attention's f16 math, over the device's
+    defaults (`device.caps`); None or an absent field keeps the default.
     """
 
     def __init__(self, device: Device, cfg: ModelConfig, layouts: KvLayouts,
@@ -63,7 +63,7 @@ class Ops:
         self.device = device
         caps = (tuning or TuningProfile()).apply(device.caps)
         self.matvec = MatVec(device, caps=caps)
-        self.matmul = MatMul(device, int8=caps.matmul_int8)
+        self.matmul = MatMul(device, caps=caps)
         self.get_rows = GetRows(device)
         self.norm = RmsNorm(device, eps=cfg.rms_eps)
         self.rope = Rope(device, cfg.head_dim, cfg.n_rot, cfg.rope_freq_base, eps=cfg.rms_eps)
@@ -71,13 +71,13 @@ class Ops:
         self.set_rows = SetRows(device, layouts.v)
         self.attn = FlashAttn(device, cfg.n_head, layouts.k, layouts.v, caps=caps)
         q_tile = FlashAttn.max_q_tile(device, cfg.n_head, cfg.n_head_kv, cfg.head_dim)
-        self.attn_prefill = FlashAttn(device, cfg.n_head, layouts.k, layouts.v, q_tile=min(4, q_tile))
+        self.attn_prefill = FlashAttn(device, cfg.n_head, layouts.k, layouts.v, q_tile=min(4, q_tile), caps=caps)
         self.set_rows_mtp = self.attn_mtp = self.attn_mtp_prefill = None
         if layouts.mtp_k is not None:
             self.set_rows_mtp = SetRows(device, layouts.mtp_v)
             self.attn_mtp = FlashAttn(device, cfg.n_head, layouts.mtp_k, layouts.mtp_v, caps=caps)
             self.attn_mtp_prefill = FlashAttn(device, cfg.n_head, layouts.mtp_k, layouts.mtp_v,
-                                              q_tile=min(4, q_tile))
+                                              q_tile=min(4, q_tile), caps=caps)
         self.conv = CausalConv1d(device, cfg.ssm_conv_kernel) if cfg.recurrent_layers else None
         self.gdn = GatedDeltaNet(device, cfg.ssm_d_state, caps=caps) if cfg.recurrent_layers else None
         self.swiglu = SwiGlu(device)
@@ -167,16 +167,22 @@ def hidden_bytes(cfg: ModelConfig, max_rows: int) -> int:
 
 
 class Forward:
-    """Records the model's forward pass. Holds the weights on the device and the device state."""
+    """Records the model's forward pass. Holds the weights on the device and the device state.
+
+    On a stage of a layer split (vkmtp.graph.stages) it records only that device's trunk `blocks`, and a stage
+    after the first takes its residual stream from `x_in` (the host-visible boundary buffer the host fills
+    from the device before it) instead of the embedding."""
 
     def __init__(self, device: Device, cfg: ModelConfig, table: ModelTensors, weights: dict[str, WeightRef],
-                 state: DeviceState, ops: Ops):
+                 state: DeviceState, ops: Ops, blocks: range | None = None, x_in: View | None = None):
         self.device = device
         self.cfg = cfg
         self.table = table
         self.w = weights
         self.state = state
         self.ops = ops
+        self.blocks = table.blocks if blocks is None else table.blocks[blocks.start: blocks.stop]
+        self.x_in = x_in
 
     # --- helpers ----------------------------------------------------------------------------------------------
     def _vec(self, name: str) -> View:
@@ -401,9 +407,18 @@ class Forward:
         """Embedding and every trunk block for n tokens; leaves the residual stream in act.x. n_snap > 0 (a verify
         of n_snap drafts per sequence): conv snapshots after rows 0..n_snap-1 and the GDN step log of every row,
         GDN live states left as before the step (vkmtp.graph.device_state)."""
-        self.record_embed(rec, records, n, act.x)
-        for blk in self.table.blocks:
+        self.record_input(rec, records, n, act.x)
+        for blk in self.blocks:
             self.record_block(rec, blk, records, act, n, n_snap=n_snap)
+
+    def record_input(self, rec: Recorder, records: View, n: int, x: View) -> None:
+        """The residual stream entering this device's blocks: the tokens' embeddings, or (a later stage of a
+        layer split) the rows the device before it computed, from the boundary buffer."""
+        if self.x_in is None:
+            self.record_embed(rec, records, n, x)
+        else:
+            nbytes = 4 * n * self.cfg.n_embd
+            rec.copy(self.x_in.sub(0, nbytes), x.sub(0, nbytes))
 
     def record_output_norm(self, rec: Recorder, act: Activations, n: int, out: View,
                            norm_name: str | None = None) -> None:

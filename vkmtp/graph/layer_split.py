@@ -30,11 +30,34 @@ class DeviceLayers:
     count: int
     heads: bool   # output norm, LM head and (with MTP) the MTP head
 
+    @property
+    def blocks(self) -> range:
+        """The trunk blocks (layer indices) this device holds."""
+        return range(self.first, self.first + self.count)
+
+    @property
+    def embeds(self) -> bool:
+        """The first device: it looks the step's tokens up in the embedding (the others receive the residual
+        stream from the device before them)."""
+        return self.first == 0 and self.count > 0
+
     def describe(self) -> str:
         if not self.count:
             return f"{self.name}: the LM head and MTP head only"
         blocks = f"block {self.first}" if self.count == 1 else f"blocks {self.first}-{self.first + self.count - 1}"
         return f"{self.name}: {blocks}" + (" + LM head and MTP head" if self.heads else "")
+
+
+def logical_names(physical: tuple[int, ...]) -> list[str]:
+    """The name of each logical device: `Vulkan<N>` as llama.cpp prints it, `Vulkan<N>.<k>` for the k-th
+    further opening of the same physical device (`-dev 0,0` -> Vulkan0, Vulkan0.1)."""
+    seen: dict[int, int] = {}
+    names = []
+    for p in physical:
+        k = seen.get(p, 0)
+        seen[p] = k + 1
+        names.append(f"Vulkan{p}" if k == 0 else f"Vulkan{p}.{k}")
+    return names
 
 
 def parse_tensor_split(text: str, n_devices: int) -> tuple[float, ...]:

@@ -249,6 +249,25 @@ def weight_names(table: ModelTensors, use_mtp: bool) -> list[str]:
     return [s.name for s in table.specs() if use_mtp or s.name not in mtp_only]
 
 
+def stage_weight_names(table: ModelTensors, use_mtp: bool, stage) -> list[str]:
+    """The tensors one stage of a layer split uploads (`stage`: vkmtp.graph.layer_split.DeviceLayers), in file
+    order: the embedding on the first, its trunk blocks, and on the last the output norm, the LM head and the
+    MTP head (with the embedding again where the tied LM head or the MTP head reads it)."""
+    keep = {s.name for blk in table.blocks[stage.first: stage.first + stage.count] for s in walk_specs(blk)}
+    if stage.embeds:
+        keep.add(table.token_embd.name)
+    if stage.heads:
+        keep |= {s.name for s in walk_specs((table.output_norm, table.output))}
+        if use_mtp and table.mtp is not None:
+            keep |= {s.name for s in walk_specs(table.mtp)}
+    return [n for n in weight_names(table, use_mtp) if n in keep]
+
+
+def boundary_bytes(cfg: ModelConfig, shape: "EngineShape") -> int:
+    """One host-visible boundary buffer of a layer split: the residual stream of the largest step's rows."""
+    return 4 * shape.max_rows * cfg.n_embd
+
+
 def weight_buffer_limit(max_storage_buffer_range: int) -> int:
     """Weight buffers: at most maxStorageBufferRange, capped at 1 GiB so the first upload starts early."""
     return min(max_storage_buffer_range, 1 << 30)
@@ -300,9 +319,12 @@ def engine_shape(n_ctx: int, n_slots: int, types: CacheTypes, use_mtp: bool, n_m
 
 
 def plan_memory(gguf: GGUFFile, cfg: ModelConfig, table: ModelTensors, shape: EngineShape, device,
-                tuning=None, overrides=()) -> MemoryPlan:
+                tuning=None, overrides=(), stage=None) -> MemoryPlan:
     """Every buffer the Vulkan engine allocates for `shape` on `device` (an opened vkmtp.device.Device).
-    overrides: vkmtp.graph.tensor_overrides.TensorOverride in llama.cpp's order (-ot, --cpu-moe, --n-cpu-moe)."""
+    overrides: vkmtp.graph.tensor_overrides.TensorOverride in llama.cpp's order (-ot, --cpu-moe, --n-cpu-moe).
+    stage: one device of a layer split (vkmtp.graph.layer_split.DeviceLayers; None: the whole model on one):
+    the weights and states of its blocks, the heads' buffers only on the last, and its boundary buffers
+    (`boundary_in` from the device before it, `boundary_out` to the one after it: part `io`)."""
     from vkmtp.graph.device_state import DeviceState
     from vkmtp.graph.forward import Ops, hidden_bytes, scratch_bytes_for
     from vkmtp.graph.placement import WeightPlan
@@ -311,7 +333,8 @@ def plan_memory(gguf: GGUFFile, cfg: ModelConfig, table: ModelTensors, shape: En
 
     info = device.info
     use_mtp = shape.use_mtp and table.mtp is not None
-    names = weight_names(table, use_mtp)
+    heads = stage is None or stage.heads
+    names = weight_names(table, use_mtp) if stage is None else stage_weight_names(table, use_mtp, stage)
     types = {n: gguf.tensors[n].ggml_type for n in names}
     locations = resolve([s.name for s in table.specs()], overrides, f"Vulkan{info.index}")
     wplan = WeightPlan(gguf, names, weight_buffer_limit(info.max_storage_buffer_range),
@@ -319,21 +342,28 @@ def plan_memory(gguf: GGUFFile, cfg: ModelConfig, table: ModelTensors, shape: En
     buffers = [PlannedBuffer(name, "weights" if loc == DEVICE else "host_weights", n,
                              "device" if loc == DEVICE else "host") for name, loc, n in wplan.planned()]
     mtp_bytes = sum(gguf.tensors[s.name].n_bytes for s in mtp_only_specs(table)
-                    if s.name in gguf.tensors and locations[s.name] == DEVICE) if use_mtp else 0
+                    if s.name in gguf.tensors and locations[s.name] == DEVICE) if use_mtp and heads else 0
     experts_on_device = sum(gguf.tensors[n].n_bytes for n in names
                             if is_expert_stack(n) and locations[n] == DEVICE)
-    layouts = KvLayouts.make(cfg, shape.n_ctx, shape.n_slots, shape.types, use_mtp, sink_rows=shape.sink_rows)
+    layouts = KvLayouts.make(cfg, shape.n_ctx, shape.n_slots, shape.types, use_mtp and heads,
+                             sink_rows=shape.sink_rows)
     for name, part, n in DeviceState.buffer_sizes(cfg, layouts, shape.n_slots, shape.n_snap,
-                                                  info.max_storage_buffer_range, shape.n_ckpt):
+                                                  info.max_storage_buffer_range, shape.n_ckpt,
+                                                  None if stage is None else stage.blocks, heads):
         buffers.append(PlannedBuffer(name, part, n))
     ops = Ops(device, cfg, layouts, tuning)
-    buffers.append(PlannedBuffer("scratch", "scratch", _words(scratch_bytes_for(cfg, shape.max_rows, shape.n_out,
-                                                                                 ops))))
-    buffers.append(PlannedBuffer("hidden", "hidden", hidden_bytes(cfg, shape.max_rows)))
-    buffers.append(PlannedBuffer("logits", "io", logits_host_bytes(cfg, shape), "host"))
+    buffers.append(PlannedBuffer("scratch", "scratch", _words(scratch_bytes_for(cfg, shape.max_rows,
+                                                                                 shape.n_out if heads else 1, ops))))
+    if heads:
+        buffers.append(PlannedBuffer("hidden", "hidden", hidden_bytes(cfg, shape.max_rows)))
+        buffers.append(PlannedBuffer("logits", "io", logits_host_bytes(cfg, shape), "host"))
     buffers.append(PlannedBuffer("step", "io", 4 * StepIO.total_words(shape.max_rows, shape.n_slots, shape.K,
                                                                  cfg.n_vocab),
                                  "host"))
+    if stage is not None and not stage.embeds:
+        buffers.append(PlannedBuffer("boundary_in", "io", boundary_bytes(cfg, shape), "host"))
+    if stage is not None and not stage.heads:
+        buffers.append(PlannedBuffer("boundary_out", "io", boundary_bytes(cfg, shape), "host"))
     if not info.uma:
         buffers.append(PlannedBuffer("staging", "staging", staging_bytes(info.max_storage_buffer_range), "host"))
     return MemoryPlan(tuple(buffers), shape.n_ctx, shape.n_slots, shape.types, mtp_bytes, wplan, layouts,

@@ -190,11 +190,11 @@ class PrefillGraph:
         e4 = 4 * ctx.cfg.n_embd
         records = io.record_view("records", 0, T)
         act = ctx.act(T, 1, prefill=True)
-        blocks = list(fwd.table.blocks)
+        blocks = list(fwd.blocks)   # this device's blocks (all of them but on a stage of a layer split)
         step = layers_per_submit or max(len(blocks), 1)
         recs = []
         rec = ctx.device.recorder()
-        fwd.record_embed(rec, records, T, act.x)
+        fwd.record_input(rec, records, T, act.x)
         for first in range(0, len(blocks), step):
             if first:
                 recs.append(rec.finish())

@@ -64,12 +64,15 @@ class FlashAttn:
         caps: the kernel defaults to use (None: the device's, vkmtp.device.capabilities).
         f16_loads: prefill reads f16 caches through 16-bit storage (None: caps.attn_f16_loads); needs the
             device feature storage_buffer_16bit.
+        f16_math: prefill runs its Q.K and P.V products in float16 with f32 softmax statistics and sums
+            (F16_MATH; None: caps.attn_f16_math); needs the device feature shader_float16. Decode / verify
+            (flash_attn_dec.comp) have no f16-math variant: they always run f32.
     """
 
     def __init__(self, device, n_head: int, k_layout: KvLayout, v_layout: KvLayout | None = None,
                  n_splits: int | None = None, chunk: int | None = None, q_tile: int = 1, block_size: int = 64,
                  scale: float | None = None, caps: DeviceCaps | None = None, lanes: int | None = None,
-                 f16_loads: bool | None = None):
+                 f16_loads: bool | None = None, f16_math: bool | None = None):
         v_layout = v_layout or k_layout
         if (v_layout.n_head_kv, v_layout.head_dim, v_layout.n_ctx, v_layout.n_rows) != \
                 (k_layout.n_head_kv, k_layout.head_dim, k_layout.n_ctx, k_layout.n_rows):
@@ -113,11 +116,16 @@ class FlashAttn:
         if v_layout.kv_type == "q8_0":
             defines["V_Q8_0"] = 1
         self.defines = defines
-        self.key = ShaderKey.make("flash_attn.comp", **defines)
         # prefill: f16 caches read as f16vec4 where the device enabled 16-bit storage (same values, same bits)
         self.f16_loads = caps.attn_f16_loads if f16_loads is None else bool(f16_loads)
         if self.f16_loads and not device.info.has_feature("storage_buffer_16bit"):
             raise ValueError("flash_attn: f16_loads needs the device feature storage_buffer_16bit (not enabled)")
+        # prefill: f16 products, f32 softmax statistics, where the device enabled shaderFloat16
+        self.f16_math = False if decode else caps.attn_f16_math if f16_math is None else bool(f16_math)
+        if decode and f16_math:
+            raise ValueError("flash_attn: f16_math is a prefill (q_tile > 1) kernel choice; decode stays f32")
+        if self.f16_math and not device.info.has_feature("shader_float16"):
+            raise ValueError("flash_attn: f16_math needs the device feature shader_float16 (not enabled)")
         self.spec = [self.block_size, self.head_dim, self.gqa, self.q_tile]
         if decode:
             self._init_decode(device, lanes)
@@ -199,10 +207,13 @@ class FlashAttn:
             rec.dispatch(ShaderKey.make("flash_attn_dec.comp", **defines), bindings, (self.n_splits, n_kv, n_tok),
                          push=push, spec=self.dec_spec, reads=[records, q.view, *k.views, *v.views], writes=[part])
         else:
-            key = self.key if k.n_parts == 1 else ShaderKey.make("flash_attn.comp", **self.defines, **k.defines)
+            defines = {**self.defines, **k.defines}
             if self.f16_loads and k.n_parts == 1 and not self.defines and k.word_offset % 2 == 0 \
                     and v.word_offset % 2 == 0:
-                key = ShaderKey.make("flash_attn.comp", F16_LOADS=1)   # f16 K and V: f16vec4 loads
+                defines["F16_LOADS"] = 1   # f16 K and V: f16vec4 loads
+            if self.f16_math:
+                defines["F16_MATH"] = 1
+            key = ShaderKey.make("flash_attn.comp", **defines)
             rec.dispatch(key, bindings, (self.n_splits, n_kv, -(-n_tok // self.q_tile)), push=push, spec=self.spec,
                          reads=[records, q.view, *k.views, *v.views], writes=[part])
         g = gate or out
@@ -218,5 +229,7 @@ def shader_variants() -> list[ShaderKey]:
     dec = [ShaderKey.make("flash_attn_dec.comp", **dict(k.defines), LANES=lanes, **extra)
            for k in flag_variants("flash_attn_dec.comp", "K_Q8_0", "V_Q8_0") for lanes in (1, 8, 16, 32)
            for extra in ([{}, {"VEC_LOADS": 1}] if not k.defines else [{}])]
-    return (flag_variants("flash_attn.comp", "K_Q8_0", "V_Q8_0") + [ShaderKey.make("flash_attn.comp", F16_LOADS=1)]
-            + dec            + flag_variants("flash_attn_reduce.comp", "GATE"))
+    prefill = [ShaderKey.make("flash_attn.comp", **dict(k.defines), **math)
+               for k in flag_variants("flash_attn.comp", "K_Q8_0", "V_Q8_0") for math in ({}, {"F16_MATH": 1})]
+    prefill += [ShaderKey.make("flash_attn.comp", F16_LOADS=1, **math) for math in ({}, {"F16_MATH": 1})]
+    return prefill + dec + flag_variants("flash_attn_reduce.comp", "GATE")

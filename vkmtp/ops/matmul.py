@@ -5,13 +5,16 @@ a workgroup owns a BM x BN output tile, walks K in steps of BK through padded sh
 TM x TN register tile per invocation. Tile shapes are spec constants picked per device (shared memory,
 workgroup size limit, subgroup size) and per shape (few rows or tokens -> smaller tiles).
 
-Quantized weights on a device whose capability record has `matmul_int8` (shaderIntegerDotProduct enabled) go
-through shaders/matmul_q8.comp instead: the activations are quantized per block of 32 like ggml's Q8_1 while the
-X tile is staged, and each group of 8 is an exact int8 dot product (OpSDot, or bit-field extracts without
+Quantized weights of a type the device's capability record sends there (`matmul_int8`, overridden per type by
+`matmul_int8_per_type` from the tuning profile that `vkmtp tune` measured; never without shaderIntegerDotProduct)
+go through shaders/matmul_q8.comp instead: the activations are quantized per block of 32 like ggml's Q8_1 while
+the X tile is staged, and each group of 8 is an exact int8 dot product (OpSDot, or bit-field extracts without
 INT_DOT) scaled in f32 -- the NumPy reference is vkmtp.ref.ops.matmul.matmul_q8_1. This is the one kernel that
-quantizes activations; the decode/verify mat-vec (vkmtp.ops.matvec) keeps f32 activations. Float weights always
-take the f32 kernel. No cooperative-matrix path: no device with VK_KHR_cooperative_matrix was available to
-test one on.
+quantizes activations. The decode/verify mat-vec (vkmtp.ops.matvec) and the MoE expert mat-vecs
+(vkmtp.ops.matvec_id, which also run the routed experts of prompt chunks) keep f32 activations: in a MoE model's
+prompt chunks only the attention/GDN projections and the shared expert see quantized activations, never the
+routed experts or the router (F32 weights). Float weights always take the f32 kernel. No cooperative-matrix
+path: no device with VK_KHR_cooperative_matrix was available to test one on.
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Sequence
 
-from vkmtp.device import WORD, Device, ShaderKey, View
+from vkmtp.device import WORD, Device, DeviceCaps, ShaderKey, View
 from vkmtp.ops.quant_types import FLOAT_TYPES, SUPPORTED_TYPES, RowPart, fold, linear_operands, type_define
 
 SHADER = "matmul.comp"
@@ -143,16 +146,22 @@ def shader_variants() -> list[ShaderKey]:
 class MatMul:
     """Records Y (+)= W X^T for prefill chunks. One instance per device; variants compile on first use.
 
-    int8: quantized weights take the int8 kernel with Q8_1 activations (default: the device's
-    `caps.matmul_int8`); int_dot: that kernel uses OpSDot (default: `caps.int_dot`; needs the device feature).
+    int8: every quantized weight type takes the int8 kernel with Q8_1 activations (True) or none does (False);
+    None (the default) follows `caps` (default: the device's): `caps.matmul_int8`, overridden per type by
+    `caps.matmul_int8_per_type` (a tuning profile's per-type choice). int_dot: that kernel uses OpSDot (default:
+    `caps.int_dot`; needs the device feature).
     """
 
     def __init__(self, device: Device, tiles: Sequence[MatMulTile] | None = None, int8: bool | None = None,
-                 int_dot: bool | None = None, int8_tiles: Sequence[MatMulTile] | None = None):
+                 int_dot: bool | None = None, int8_tiles: Sequence[MatMulTile] | None = None,
+                 caps: DeviceCaps | None = None):
+        caps = caps or device.caps
         self.device = device
         self.tiles = usable_tiles(device.info, tiles or default_tiles(device))
-        self.int8 = device.caps.matmul_int8 if int8 is None else bool(int8)
-        self.int_dot = device.caps.int_dot if int_dot is None else bool(int_dot)
+        self.int8 = caps.matmul_int8 if int8 is None else bool(int8)   # types without a per-type choice
+        self.int8_per_type = {int(t): bool(v) for t, v in caps.matmul_int8_per_type.items()} if int8 is None \
+            else {}
+        self.int_dot = caps.int_dot if int_dot is None else bool(int_dot)
         if self.int_dot and not device.info.has_feature("integer_dot_product"):
             raise ValueError("matmul: int_dot needs the device feature integer_dot_product (not enabled)")
         self.int8_tiles = usable_tiles(device.info, int8_tiles or INT8_TILE_TABLE[device.caps.matmul_tiles],
@@ -161,7 +170,12 @@ class MatMul:
 
     def uses_int8(self, ggml_type: int) -> bool:
         """Whether `record` takes the int8 kernel (Q8_1 activations) for this weight type."""
-        return self.int8 and int(ggml_type) in INT8_TYPES
+        t = int(ggml_type)
+        return t in INT8_TYPES and self.int8_per_type.get(t, self.int8)
+
+    def int8_types(self) -> tuple[int, ...]:
+        """The weight types `record` sends through the int8 kernel."""
+        return tuple(t for t in INT8_TYPES if self.uses_int8(t))
 
     def tile_for(self, n_rows: int, n_tok: int, k: int, int8: bool = False) -> MatMulTile:
         """The largest tile whose BM x BN the output fills more than half of along both axes (and whose

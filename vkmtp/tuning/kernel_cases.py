@@ -15,17 +15,22 @@ from vkmtp.gguf import row_bytes
 from vkmtp.ops.flash_attn import FlashAttn
 from vkmtp.ops.gdn import GatedDeltaNet
 from vkmtp.ops.kv_layout import KvLayout
+from vkmtp.ops.matmul import INT8_TYPES, MatMul
 from vkmtp.ops.matvec import MAX_COLS, MatVec
 from vkmtp.ops.strided import Strided
 from vkmtp.ref.ops.flash_attn import flash_attn as flash_attn_ref
 from vkmtp.ref.ops.gdn import gated_delta_net
+from vkmtp.ref.ops.matmul import dequantize_q8_1, matmul_error_bound, matmul_q8_1, quantize_q8_1
+from vkmtp.ref.ops.matmul import matmul as matmul_ref
 from vkmtp.ref.ops.matvec import matvec as matvec_ref, matvec_error_bound
 from vkmtp.ref.ops.set_rows import decode_rows, encode_rows
 from vkmtp.ref.random_quant import random_rows
 
 MATVEC_REL = 2e-6                  # f32 dot of K terms: |err| <= REL * sum |w x| (tests/ops/test_matvec.py)
+MATMUL_REL = 1e-5                  # tests/ops/test_matmul.py and test_matmul_q8.py (f32 accumulation order)
 GDN_ATOL, GDN_RTOL = 5e-7, 1e-5    # tests/ops/test_gdn.py
 ATTN_ATOL, ATTN_RTOL = 3e-5, 1e-4  # tests/ops/test_flash_attn.py
+ATTN_F16_ATOL = 1e-2               # prefill f16 math (tests/ops/test_flash_attn_f16.py)
 EPS = 1e-6
 REPS_SLOTS = 4                     # distinct outputs cycled through by timed repetitions
 
@@ -89,6 +94,78 @@ class MatVecCase:
         if problem is None and not np.array_equal(self.run(mv, 1)[0], batch[0]):
             problem = "matvec: column 0 alone differs from column 0 in a batch of 8 (batch invariance)"
         return problem
+
+    def destroy(self) -> None:
+        self.ops.destroy()
+
+
+# Prefill mat-mat weights [rows, K] of one trunk layer's FFN at real widths (gate and up [F, E], down [E, F]),
+# with their count per layer: the bulk of a prompt chunk's multiply-adds, timed by `vkmtp tune` when no model is
+# given (tools/make_synthetic_model.py presets: 0.8B E 1024, F 3584; 27B E 5120, F 17408).
+PREFILL_FFN_SHAPES = {"0.8b": ((3584, 1024, 2), (1024, 3584, 1)), "27b": ((17408, 5120, 2), (5120, 17408, 1))}
+
+
+def model_prefill_shapes(path: str) -> dict[int, list[tuple[int, int, int]]]:
+    """{ggml type id: [(rows, K, count)]} of a GGUF's 2-D block weights that prompt chunks multiply with the
+    mat-mat and that the int8 kernel takes (quantized types). MoE expert stacks are 3-D and run on the expert
+    mat-vec (vkmtp.ops.matvec_id) in prompt chunks too, so they are not listed; the conv kernel is no mat-mat."""
+    from collections import Counter
+
+    from vkmtp.gguf import open_gguf
+
+    with open_gguf(path) as f:
+        shapes = Counter((int(info.ggml_type), int(info.shape[0]), int(info.shape[1]))
+                         for name, info in f.tensors.items()
+                         if name.startswith("blk.") and len(info.shape) == 2 and "conv1d" not in name
+                         and int(info.ggml_type) in INT8_TYPES)
+    out: dict[int, list[tuple[int, int, int]]] = {}
+    for (t, rows, k), count in sorted(shapes.items()):
+        out.setdefault(t, []).append((rows, k, count))
+    return out
+
+
+class MatMulCase:
+    """A prompt chunk's product: a [n_rows, n_k] weight of one type times n_tok activation rows, REPS_SLOTS
+    output slots. `check` runs the timed shape itself (so the tile that is timed is the tile checked) and
+    compares a corner of it, the first and last 64 rows of the first and last 2 tokens (partial tiles
+    included), with the reference: computing all of a 27B-sized product in NumPy would take minutes."""
+
+    def __init__(self, device: Device, ggml_type: int, n_rows: int, n_k: int, n_tok: int, seed: int = 0):
+        rng = np.random.default_rng(seed)
+        self.device, self.type, self.n_rows, self.n_k, self.n_tok = device, ggml_type, n_rows, n_k, n_tok
+        self.weight = random_rows(ggml_type, n_rows, n_k, rng)                  # [n_rows, row_bytes] u8
+        self.x = rng.standard_normal((n_tok, n_k)).astype(np.float32)          # [n_tok, n_k]
+        self.ops = Operands(device, {"w": self.weight, "x": self.x, "y": REPS_SLOTS * n_tok * n_rows * 4})
+        self.bytes_read = n_rows * row_bytes(ggml_type, n_k) + self.x.nbytes
+
+    def _y(self, slot: int):
+        size = self.n_tok * self.n_rows * 4
+        return self.ops.view("y").sub(slot * size, size)
+
+    def recorder(self, mm: MatMul):
+        def record(rec, i: int) -> None:
+            mm.record(rec, self.ops.view("w"), self.type, self.n_rows, self.n_k, self.ops.view("x"),
+                      self._y(i % REPS_SLOTS), self.n_tok)
+        return record
+
+    def check(self, mm: MatMul) -> str | None:
+        rec = self.device.recorder()
+        self.recorder(mm)(rec, 0)
+        rec.finish()
+        rec.run()
+        rec.destroy()
+        got = self.device.read(self._y(0)).reshape(self.n_tok, self.n_rows)
+        rows = np.unique(np.r_[0:min(64, self.n_rows), max(0, self.n_rows - 64):self.n_rows])
+        toks = np.unique([0, min(1, self.n_tok - 1), max(0, self.n_tok - 2), self.n_tok - 1])
+        w, x = self.weight[rows], self.x[toks]
+        if mm.uses_int8(self.type):
+            want = matmul_q8_1(w, self.type, len(rows), self.n_k, x, None, len(toks))
+            q, d = quantize_q8_1(x, self.n_k)
+            x = dequantize_q8_1(q, d, self.n_k).astype(np.float32)
+        else:
+            want = matmul_ref(w, self.type, len(rows), self.n_k, x, None, len(toks))
+        tol = matmul_error_bound(w, self.type, len(rows), self.n_k, x, len(toks), MATMUL_REL) + 1e-30
+        return compare("matmul_q8" if mm.uses_int8(self.type) else "matmul", got[np.ix_(toks, rows)], want, tol)
 
     def destroy(self) -> None:
         self.ops.destroy()
@@ -191,7 +268,63 @@ class AttnCase:
         got = self.device.read(self._out(0).view).reshape(self.n_tok, self.n_head, self.head_dim)
         want = flash_attn_ref(self.records, self.qg[:, :, 0], self.k, self.v, self.layout.n_ctx,
                               gate=self.qg[:, :, 1])
-        return compare("flash_attn", got, want.astype(np.float64), ATTN_ATOL, ATTN_RTOL)
+        atol, rtol = (ATTN_F16_ATOL, 0.0) if fa.f16_math else (ATTN_ATOL, ATTN_RTOL)
+        return compare("flash_attn", got, want.astype(np.float64), atol, rtol)
 
     def destroy(self) -> None:
         self.ops.destroy()
+
+
+class PrefillAttnCase:
+    """Prefill attention of a first prompt chunk of n_tok tokens (positions 0..n_tok-1, causal) over an f16 KV
+    cache: the engine's prompt-chunk attention (q_tile tokens per workgroup, one split). `check` compares the
+    last n_check tokens (the longest rows) with the float64 reference: f32 math to ATTN_ATOL / ATTN_RTOL, f16
+    math (FlashAttn.f16_math) to ATTN_F16_ATOL."""
+
+    def __init__(self, device: Device, n_head: int, n_head_kv: int, head_dim: int, n_tok: int, seed: int = 0,
+                 n_check: int = 8):
+        rng = np.random.default_rng(seed)
+        self.device, self.n_head, self.head_dim, self.n_tok = device, n_head, head_dim, n_tok
+        self.layout = KvLayout("f16", n_head_kv, head_dim, n_tok)
+        self.records = token_records(range(n_tok), [0] * n_tok)
+        self.qg = rng.standard_normal((n_tok, n_head, 2, head_dim)).astype(np.float32)   # q | gate per head
+        width = n_head_kv * head_dim
+        self.k_raw = encode_rows(rng.standard_normal((n_tok, width)).astype(np.float32), "f16")
+        self.v_raw = encode_rows(rng.standard_normal((n_tok, width)).astype(np.float32), "f16")
+        # three buffers: at 27B shapes and 2048 tokens one would exceed maxStorageBufferRange (128 MiB on lavapipe)
+        self.ops = Operands(device, {"rec": self.records, "qg": self.qg, "k": self.k_raw, "v": self.v_raw})
+        self.out = Operands(device, {"out": n_tok * n_head * head_dim * 4}, "bench-out")
+        self.scratch = Operands(device, {"scratch": n_tok * n_head * (head_dim + 2) * 4}, "bench-scratch")
+        self.check_rows = slice(max(0, n_tok - n_check), n_tok)
+        self.bytes_read = self.k_raw.nbytes + self.v_raw.nbytes
+
+    def recorder(self, fa: FlashAttn):
+        h, d, qv = self.n_head, self.head_dim, self.ops.view("qg")
+        if fa.decode or fa.n_splits != 1:
+            raise ValueError("PrefillAttnCase times the prefill kernel (q_tile > 1, one split)")
+        q = Strided(qv, h * 2 * d, 2 * d)
+        gate = Strided(qv.sub(d * 4, qv.nbytes - d * 4), h * 2 * d, 2 * d)
+        out = Strided.heads(self.out.view("out"), h, d)
+
+        def record(rec, i: int) -> None:
+            fa.record(rec, self.ops.view("rec"), q, self.ops.view("k"), self.ops.view("v"), out, self.n_tok,
+                      self.scratch.view("scratch"), gate=gate)
+        return record
+
+    def check(self, fa: FlashAttn) -> str | None:
+        rec = self.device.recorder()
+        self.recorder(fa)(rec, 0)
+        rec.finish()
+        rec.run()
+        rec.destroy()
+        got = self.out.read("out").reshape(self.n_tok, self.n_head, self.head_dim)
+        sel, width = self.check_rows, self.layout.n_head_kv * self.head_dim
+        k = decode_rows(self.k_raw, "f16", width).reshape(self.n_tok, -1, self.head_dim)
+        v = decode_rows(self.v_raw, "f16", width).reshape(self.n_tok, -1, self.head_dim)
+        want = flash_attn_ref(self.records[sel], self.qg[sel, :, 0], k, v, self.n_tok, gate=self.qg[sel, :, 1])
+        atol, rtol = (ATTN_F16_ATOL, 0.0) if fa.f16_math else (ATTN_ATOL, ATTN_RTOL)
+        return compare("flash_attn prefill", got[sel], want.astype(np.float64), atol, rtol)
+
+    def destroy(self) -> None:
+        for ops in (self.ops, self.out, self.scratch):
+            ops.destroy()

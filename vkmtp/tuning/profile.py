@@ -4,9 +4,12 @@ A profile is JSON in the user's config dir, `$XDG_CONFIG_HOME/vkmtp/tuning/<devi
 (~/.config when XDG_CONFIG_HOME is unset), keyed inside by `DeviceInfo.cache_tag`. It holds
   matvec         per quant type name ('Q4_K'): block_size, rows_per_group, use_subgroup
   gdn            lanes_per_column and reduction variant of the recurrent update
-  flash_attn     n_splits and chunk of decode / verify attention
+  flash_attn     n_splits and chunk of decode / verify attention; f16: prefill attention in float16 math (f16
+                 products, f32 softmax statistics) rather than f32; honoured only where shader_float16 is enabled
   matmul         int8: prompt chunks through the int8 mat-mat (Q8_1 activations, integer dot products) rather
-                 than the f32 one; honoured only where the device enabled integer_dot_product
+                 than the f32 one, per quant type name ({'Q4_K': true, 'Q8_0': false}, as `vkmtp tune`
+                 measures it) or true / false for every quantized type (the older form, still read);
+                 honoured only where the device enabled integer_dot_product
   mtp            per model file name: the draft n_max and p_min that gave the most tokens per second
 Every field is optional; a missing one keeps the op's built-in default. A file that cannot be read, that
 fails validation or that belongs to another device gives a warning and the defaults, never an error:
@@ -25,6 +28,7 @@ from typing import Any
 
 from vkmtp import env
 from vkmtp.device import DeviceCaps, DeviceInfo
+from vkmtp.ops.matmul import INT8_TYPES
 from vkmtp.ops.matvec import MatVecTuning, check_tuning
 from vkmtp.ops.quant_types import SUPPORTED_TYPES
 
@@ -52,7 +56,9 @@ class TuningProfile:
     gdn_variant: str | None = None
     attn_n_splits: int | None = None
     attn_chunk: int | None = None
-    matmul_int8: bool | None = None                               # prefill mat-mat path (DeviceCaps.matmul_int8)
+    attn_f16_math: bool | None = None                             # prefill attention math (DeviceCaps.attn_f16_math)
+    # prefill mat-mat path: {'Q4_K': True, ...} per quant type, or one bool for every quantized type
+    matmul_int8: bool | dict[str, bool] | None = None
     mtp: dict[str, MtpTuning] = field(default_factory=dict)       # model file name -> draft settings
     measurements: dict[str, Any] = field(default_factory=dict)    # what tune measured (for --show, docs)
 
@@ -61,11 +67,20 @@ class TuningProfile:
         ids = {name: t for t, name in SUPPORTED_TYPES.items()}
         return {ids[name]: t for name, t in self.matvec.items()}
 
+    def int8_by_type(self) -> dict[int, bool]:
+        """{ggml type id: int8 prefill mat-mat} of a per-type `matmul_int8` ({} for the one-switch form)."""
+        if not isinstance(self.matmul_int8, dict):
+            return {}
+        ids = {name: t for t, name in SUPPORTED_TYPES.items()}
+        return {ids[name]: on for name, on in self.matmul_int8.items()}
+
     def apply(self, caps: DeviceCaps) -> DeviceCaps:
         """The device's kernel defaults with this profile's measured values in their place."""
+        one_switch = None if isinstance(self.matmul_int8, dict) else self.matmul_int8
         return caps.tuned_with(matvec_per_type=self.matvec_by_type(), gdn_lanes_per_column=self.gdn_lanes_per_column,
                                gdn_variant=self.gdn_variant, attn_n_splits=self.attn_n_splits,
-                               attn_chunk=self.attn_chunk, matmul_int8=self.matmul_int8)
+                               attn_chunk=self.attn_chunk, matmul_int8=one_switch,
+                               matmul_int8_per_type=self.int8_by_type(), attn_f16_math=self.attn_f16_math)
 
     def mtp_for(self, model_path: str) -> MtpTuning | None:
         return self.mtp.get(os.path.basename(model_path))
@@ -75,8 +90,9 @@ class TuningProfile:
             "version": FORMAT_VERSION, "device": self.device,
             "matvec": {k: asdict(v) for k, v in sorted(self.matvec.items())},
             "gdn": {"lanes_per_column": self.gdn_lanes_per_column, "variant": self.gdn_variant},
-            "flash_attn": {"n_splits": self.attn_n_splits, "chunk": self.attn_chunk},
-            "matmul": {"int8": self.matmul_int8},
+            "flash_attn": {"n_splits": self.attn_n_splits, "chunk": self.attn_chunk, "f16": self.attn_f16_math},
+            "matmul": {"int8": dict(sorted(self.matmul_int8.items())) if isinstance(self.matmul_int8, dict)
+                       else self.matmul_int8},
             "mtp": {k: asdict(v) for k, v in sorted(self.mtp.items())},
             "measurements": self.measurements,
         }
@@ -90,11 +106,28 @@ class TuningProfile:
         lines.append(f"gdn    lanes_per_column {_or_default(self.gdn_lanes_per_column)}  "
                      f"variant {_or_default(self.gdn_variant)}")
         lines.append(f"attn   n_splits {_or_default(self.attn_n_splits)}  "
-                     f"chunk {_or_default(self.attn_chunk)}")
-        lines.append(f"matmul int8 (prefill) {_or_default(self.matmul_int8)}")
+                     f"chunk {_or_default(self.attn_chunk)}  f16 math (prefill) {_or_default(self.attn_f16_math)}")
+        lines += self._describe_matmul()
         for model, m in sorted(self.mtp.items()):
             lines.append(f"mtp    {model}: --spec-draft-n-max {m.n_max} --spec-draft-p-min {m.p_min:g}")
         return "\n".join(lines)
+
+    def _describe_matmul(self) -> list[str]:
+        """The prefill mat-mat path per quant type, with the int8 / f32 speed `vkmtp tune` measured."""
+        if not isinstance(self.matmul_int8, dict):
+            return [f"matmul int8 (prefill, every quant type) {_or_default(self.matmul_int8)}"]
+        measured = _mapping(_mapping(self.measurements.get("matmul")).get("types"))
+        lines = []
+        for name, on in sorted(self.matmul_int8.items()):
+            speed = _mapping(measured.get(name)).get("int8_speedup")
+            note = f"  (int8 {speed:.2f}x the f32 speed)" if isinstance(speed, (int, float)) else ""
+            lines.append(f"matmul {name:7} prefill {'int8 (Q8_1 activations)' if on else 'f32'}{note}")
+        return lines
+
+
+def _mapping(value) -> dict:
+    """`value` if it is a dict, else {} (measurements are informative: a hand-edited entry must not break --show)."""
+    return value if isinstance(value, dict) else {}
 
 
 def _or_default(value) -> str:
@@ -161,9 +194,9 @@ def parse_profile(data: Any, info: DeviceInfo, source: str) -> TuningProfile:
         profile.attn_chunk = _int(attn["chunk"], "flash_attn.chunk", fail, hi=1 << 16)
         if profile.attn_chunk % 64:
             raise fail(f"flash_attn.chunk {profile.attn_chunk} is not a multiple of 64 (the block size)")
-    int8 = _section(data, "matmul", fail).get("int8")
-    if int8 is not None:
-        profile.matmul_int8 = _bool(int8, "matmul.int8", fail)
+    if attn.get("f16") is not None:
+        profile.attn_f16_math = _bool(attn["f16"], "flash_attn.f16", fail)
+    profile.matmul_int8 = _matmul_int8(_section(data, "matmul", fail).get("int8"), fail)
     for model, m in _section(data, "mtp", fail).items():
         if not isinstance(m, dict) or set(m) != {"n_max", "p_min"}:
             raise fail(f"mtp.{model}: needs exactly n_max and p_min")
@@ -174,6 +207,24 @@ def parse_profile(data: Any, info: DeviceInfo, source: str) -> TuningProfile:
     measured = data.get("measurements", {})
     profile.measurements = measured if isinstance(measured, dict) else {}
     return profile
+
+
+INT8_TYPE_NAMES = tuple(SUPPORTED_TYPES[t] for t in INT8_TYPES)
+
+
+def _matmul_int8(value: Any, fail) -> bool | dict[str, bool] | None:
+    """matmul.int8: null, true / false (every quantized type) or {quant type name: true / false}."""
+    if value is None or isinstance(value, bool):
+        return value
+    if not isinstance(value, dict):
+        raise fail(f"matmul.int8 must be true or false, or an object {{quant type: true or false}}, "
+                   f"found {value!r}")
+    for name, on in value.items():
+        if name not in INT8_TYPE_NAMES:
+            raise fail(f"matmul.int8: {name!r} is not a quantized type the int8 mat-mat takes "
+                       f"({', '.join(INT8_TYPE_NAMES)})")
+        _bool(on, f"matmul.int8.{name}", fail)
+    return dict(value)
 
 
 def _section(data: dict, key: str, fail) -> dict:

@@ -1,10 +1,12 @@
 """`vkmtp tune`: measure the kernel knobs on this device and save them as its tuning profile (vkmtp.tuning.profile).
 
 Sweeps mat-vec workgroup shapes per quant type at 1..8 columns, GDN lanes per column and reduction variant,
-flash-attention split counts and chunk sizes, and (with -m MODEL) the MTP draft n_max / p_min by running the
-engine on a few prompts. Every candidate is first checked against the NumPy reference (vkmtp.tuning.kernel_cases;
-for MTP: greedy output identical to decoding without MTP) and dropped if it errors or disagrees; survivors
-are timed with GPU timestamps where trusted, else the host clock (vkmtp.tuning.timing).
+flash-attention split counts and chunk sizes, the prefill mat-mat's two paths per quant type (f32 activations
+or Q8_1 activations with integer dot products, at the model's own weight shapes with -m MODEL, else 0.8B/27B FFN
+shapes), and (with -m MODEL) the MTP draft n_max / p_min by running the engine on a few prompts. Every
+candidate is first checked against the NumPy reference (vkmtp.tuning.kernel_cases; for MTP: greedy output
+identical to decoding without MTP) and dropped if it errors or disagrees; survivors are timed with GPU
+timestamps where trusted, else the host clock (vkmtp.tuning.timing).
 """
 
 from __future__ import annotations
@@ -16,9 +18,11 @@ from dataclasses import replace
 
 from vkmtp.tuning.timing import time_recorded
 from vkmtp.device import Device
-from vkmtp.tuning.kernel_cases import AttnCase, GdnCase, MatVecCase
+from vkmtp.tuning.kernel_cases import (PREFILL_FFN_SHAPES, AttnCase, GdnCase, MatMulCase, MatVecCase,
+                                       PrefillAttnCase, model_prefill_shapes)
 from vkmtp.ops.flash_attn import FlashAttn
 from vkmtp.ops.gdn import GatedDeltaNet, available_variants
+from vkmtp.ops.matmul import INT8_TYPES, MatMul
 from vkmtp.ops.matvec import MAX_COLS, MatVec, MatVecTuning, check_tuning
 from vkmtp.ops.quant_types import SUPPORTED_TYPES
 from vkmtp.tuning.profile import MtpTuning, TuningProfile, load_profile, profile_path, save_profile
@@ -27,6 +31,9 @@ from vkmtp.tuning.profile import MtpTuning, TuningProfile, load_profile, profile
 COMMON_TYPES = ("Q4_K", "Q5_K", "Q6_K", "Q8_0", "Q4_0", "IQ4_XS", "F16", "BF16")
 QUICK_TYPES = ("Q4_K", "Q8_0")
 NO_MATPLOTLIB = "--plot needs matplotlib (the 'dev' extra: pip install 'vkmtp[dev]')"
+# The int8 prefill mat-mat moves logits (Q8_1 activations: about 2 % of their scale on the engine's fixtures,
+# docs/PERFORMANCE.md), so it must buy a clear speed-up: f32 time / int8 time at least this.
+INT8_MARGIN = 1.15
 PROMPTS = ("The history of the printing press begins", "def fibonacci(n):\n    ",
            "Explain why the sky is blue in three sentences.", "1, 2, 3, 5, 8, 13,")
 
@@ -48,6 +55,9 @@ class Sweep:
         self.attn_contexts = (256,) if quick else (1024, 8192)
         self.attn_splits = (1, 2, 4, 8) if quick else (1, 2, 4, 8, 16, 32, 64)
         self.attn_chunks = (64, 128) if quick else (64, 128, 256)
+        self.matmul_tokens = 64 if quick else 512                           # one prompt chunk
+        self.matmul_presets = ("0.8b",) if quick else ("0.8b", "27b")       # PREFILL_FFN_SHAPES without -m
+        self.prefill_attn_tokens = 64 if quick else 512                     # a prompt chunk (attn_heads)
         self.mtp_n_max = (1, 2) if quick else (1, 2, 3, 4, 5)
         self.mtp_p_min = (0.0,) if quick else (0.0, 0.3, 0.6)
         self.mtp_tokens = 8 if quick else 96
@@ -189,6 +199,99 @@ def sweep_attn(device: Device, sweep: Sweep) -> tuple[int | None, int | None, di
                               "candidates": pair_labels(results)}
 
 
+def choose_int8(totals: dict[str, dict[str, float | None]], margin: float = INT8_MARGIN) -> dict[str, bool]:
+    """{type: {'f32': seconds, 'int8': seconds or None}} -> {type: take the int8 path}: only where int8 was
+    measured (it passed its check) and the f32 path takes at least `margin` times as long."""
+    return {name: t.get("int8") is not None and t.get("f32") is not None and t["f32"] >= margin * t["int8"]
+            for name, t in totals.items()}
+
+
+def sweep_matmul(device: Device, shapes: dict[str, list[tuple[int, int, int]]], sweep: Sweep,
+                 margin: float = INT8_MARGIN) -> tuple[dict[str, bool], dict]:
+    """Prompt-chunk time per quant type on both mat-mat paths, summed over `shapes` ({type name: [(rows, K,
+    count)]}, each shape timed once and counted `count` times); returns ({type name: int8 chosen},
+    measurements). A path whose check fails is not timed (int8: never chosen; f32: the type is left out)."""
+    ids = {name: t for t, name in SUPPORTED_TYPES.items()}
+    n_tok = sweep.matmul_tokens
+    paths = {"f32": MatMul(device, int8=False), "int8": MatMul(device, int8=True)}
+    totals, measured, clock = {}, {}, "host"
+    for name, type_shapes in shapes.items():
+        t = ids[name]
+        total: dict[str, float | None] = {"f32": 0.0, "int8": 0.0}
+        for i, (rows, k, count) in enumerate(type_shapes):
+            case = MatMulCase(device, t, rows, k, n_tok, seed=i)
+            for path, mm in paths.items():
+                if total[path] is None:
+                    continue
+                problem = case.check(mm)
+                if problem:
+                    log(f"  matmul {name} {rows}x{k} {path}: discarded ({problem})")
+                    total[path] = None
+                    continue
+                timing = time_recorded(device, case.recorder(mm), sweep.reps, sweep.runs)
+                total[path] += count * timing.seconds
+                clock = timing.clock
+            case.destroy()
+        if total["f32"] is None:
+            log(f"  matmul {name}: the f32 path failed its check; no choice made")
+            continue
+        totals[name] = total
+    chosen = choose_int8(totals, margin)
+    for name, total in totals.items():
+        speedup = total["f32"] / total["int8"] if total["int8"] else None
+        measured[name] = {"f32_ms": round(1e3 * total["f32"], 3),
+                          "int8_ms": None if total["int8"] is None else round(1e3 * total["int8"], 3),
+                          "int8_speedup": None if speedup is None else round(speedup, 3), "int8": chosen[name],
+                          "tokens": n_tok, "shapes": [list(s) for s in shapes[name]]}
+        ratio = "int8 failed its check" if speedup is None else f"int8 {speedup:.2f}x the f32 speed"
+        log(f"matmul {name:6} prefill {'int8' if chosen[name] else 'f32 '}: f32 {1e3 * total['f32']:.1f} ms, "
+            + ("" if total["int8"] is None else f"int8 {1e3 * total['int8']:.1f} ms ")
+            + f"per {n_tok}-token chunk ({ratio}; {clock} clock)")
+    return chosen, {"tokens": n_tok, "margin": margin, "clock": clock,
+                    "dot": "OpSDot" if paths["int8"].int_dot else "packed", "types": measured}
+
+
+def matmul_shapes(model: str | None, types: str | None, sweep: Sweep) -> dict[str, list[tuple[int, int, int]]]:
+    """{type name: [(rows, K, count)]} to time: a model's own quantized 2-D block weights (restricted to
+    --types when given), else the FFN shapes of PREFILL_FFN_SHAPES for each quantized type of --types."""
+    if model:
+        by_type = {SUPPORTED_TYPES[t]: s for t, s in model_prefill_shapes(model).items()}
+        if types:
+            wanted = set(pick_type_names(types, sweep.quick))
+            by_type = {name: s for name, s in by_type.items() if name in wanted}
+        return by_type
+    shapes = [s for preset in sweep.matmul_presets for s in PREFILL_FFN_SHAPES[preset]]
+    int8_names = {SUPPORTED_TYPES[t] for t in INT8_TYPES}
+    return {name: shapes for name in pick_type_names(types, sweep.quick) if name in int8_names}
+
+
+def sweep_attn_f16(device: Device, sweep: Sweep) -> tuple[bool | None, dict]:
+    """Prefill attention (a first chunk of sweep.prefill_attn_tokens, the engine's q_tile) with f32 and with
+    float16 math; True when f16 math was faster. None (the default stays) without shaderFloat16."""
+    if not device.caps.f16_math:
+        log("attn   f16 math: the device enabled no shaderFloat16; f32 prefill attention")
+        return None, {}
+    h, h_kv, d = sweep.attn_heads
+    n_tok = sweep.prefill_attn_tokens
+    case = PrefillAttnCase(device, h, h_kv, d, n_tok)
+    q_tile = min(4, FlashAttn.max_q_tile(device, h, h_kv, d))   # as vkmtp.graph.forward
+    results = {}
+    for f16 in (False, True):
+        fa = FlashAttn(device, h, case.layout, q_tile=q_tile, f16_math=f16)
+        problem = case.check(fa)
+        if problem:
+            log(f"  attn f16 math {f16}: discarded ({problem})")
+            continue
+        results[f16] = us(time_recorded(device, case.recorder(fa), 1, sweep.runs))
+    case.destroy()
+    if False not in results:
+        return None, {}
+    best = results.get(True, float("inf")) < results[False]
+    log(f"attn   prefill {n_tok} tok: f32 math {results[False]:.1f} us, f16 math {results.get(True)} us: "
+        f"{'f16' if best else 'f32'} math")
+    return best, {"heads": [h, h_kv, d], "tokens": n_tok, "f32_us": results[False], "f16_us": results.get(True)}
+
+
 def _generate(engine, prompts: list[list[int]], n: int) -> tuple[list[list[int]], float]:
     """Greedy continuations and decode tokens per second (prefill excluded)."""
     from vkmtp.engine.api import Request
@@ -287,8 +390,8 @@ def plot_matvec(measurements: dict, out: str) -> None:
 
 def run(device_index: str | None, quick: bool, model: str | None, types: str | None, show: bool,
         plot: str | None, skip: tuple[str, ...] = (), device: Device | None = None) -> int:
-    """The `vkmtp tune` command; `skip` names sweeps not to run (matvec, gdn, attn). An open `device` is
-    used (and left open) instead of opening `device_index`."""
+    """The `vkmtp tune` command; `skip` names sweeps not to run (matvec, gdn, attn, matmul). An open `device`
+    is used (and left open) instead of opening `device_index`."""
     own = device is None
     device = device or Device(device_index)
     info = device.info
@@ -322,6 +425,22 @@ def run(device_index: str | None, quick: bool, model: str | None, types: str | N
             profile.gdn_lanes_per_column, profile.gdn_variant, measured["gdn"] = sweep_gdn(device, sweep)
         if "attn" not in skip:
             profile.attn_n_splits, profile.attn_chunk, measured["flash_attn"] = sweep_attn(device, sweep)
+            profile.attn_f16_math, measured["flash_attn_prefill"] = sweep_attn_f16(device, sweep)
+        if "matmul" not in skip:
+            if not device.caps.int_dot:
+                log("matmul prefill: the device enabled no integer dot product; prompt chunks stay on the f32 "
+                    "mat-mat (nothing to measure)")
+            else:
+                shapes = matmul_shapes(model, types, sweep)
+                if not shapes:
+                    log("matmul prefill: no quantized weight type to measure (float weights take the f32 mat-mat)")
+                else:
+                    # types measured before keep their choice (a hand-set true / false for all is replaced)
+                    chosen, now = sweep_matmul(device, shapes, sweep)
+                    now["types"] = {**measured.get("matmul", {}).get("types", {}), **now["types"]}
+                    measured["matmul"] = now
+                    old = profile.matmul_int8 if isinstance(profile.matmul_int8, dict) else {}
+                    profile.matmul_int8 = {**old, **chosen}
         if model:
             best, measured.setdefault("mtp", {})[os.path.basename(model)] = sweep_mtp(model, device, sweep)
             if best is not None:
