@@ -8,7 +8,9 @@ the draft's LM head over N rows, and verifying one more row). All in one run, on
 
 --plain: also the plain decode step recorded without the MTP head's bookkeeping (DecodeGraph with mtp=False,
 on the same engine's buffers), replayed in turn with the others: what the loaded head adds to a plain step (the
-adaptive default at depth 0), with both graphs' dispatch and barrier counts.
+adaptive default at depth 0), with both graphs' dispatch and barrier counts; and the catch-up over a full lag
+ring (MtpLagGraph: the MTP head's KV rows of the positions the plain steps skipped, once per ring of plain steps),
+as ms per plain step it serves.
 
 Usage: python tools/bench_spec_steps.py -m MODEL.gguf [--draft-vocab 0 32768] [--reps 5] [--plain]
 """
@@ -28,7 +30,7 @@ from bench_device import git_commit  # noqa: E402
 from vkmtp.device import Device  # noqa: E402
 from vkmtp.engine.api import EngineConfig, Request  # noqa: E402
 from vkmtp.engine.vulkan import VulkanEngine  # noqa: E402
-from vkmtp.graph.steps import DecodeGraph  # noqa: E402
+from vkmtp.graph.steps import DecodeGraph, MtpLagGraph  # noqa: E402
 from vkmtp.sampling import SamplingParams  # noqa: E402
 from vkmtp.spec import SpecConfig  # noqa: E402
 
@@ -58,6 +60,10 @@ def main() -> None:
             raise SystemExit(f"recorded graphs {sorted(graphs)}: expected a decode and a spec step")
         if args.plain:   # the same step without the pending hidden / lag ring bookkeeping
             graphs["decode_no_mtp"] = DecodeGraph(eng.ctx, 1, True, False)
+            ring = eng.state.lag_rows   # a full ring's catch-up: slot 0's positions 0.., its ring rows in order
+            eng._write_padded_records([1] * ring, 0, 0, ring)
+            eng.io.write_pairs("pairs_lag", [(r, r) for r in range(ring)])
+            graphs["ring_catch_up"] = MtpLagGraph(eng.ctx, ring)
         times = {name: [] for name in graphs}
         for rep in range(args.reps):   # the order reversed every other rep: no graph always follows the same one
             for name in (list(graphs) if rep % 2 == 0 else list(graphs)[::-1]):
@@ -75,9 +81,13 @@ def main() -> None:
             row["plain_speed_vs_no_mtp_min"] = row["min_ms"]["decode_no_mtp"] / row["min_ms"]["decode"]
             row["counts"] = {name: [graphs[name].counts.dispatches, graphs[name].counts.barriers]
                              for name in ("decode", "decode_no_mtp")}
+            row["ring_rows"] = ring
+            row["ring_catch_up_ms"] = statistics.median(times["ring_catch_up"])
+            row["ring_catch_up_per_plain_step"] = row["ring_catch_up_ms"] / ring / row["decode_ms"]
         rows.append(row)
         if args.plain:
             graphs["decode_no_mtp"].rec.destroy()
+            graphs["ring_catch_up"].rec.destroy()
         eng.close()
     meta = {"model": args.model, "device": device.info.name, "commit": git_commit(), "reps": args.reps}
     device.destroy()
