@@ -21,7 +21,7 @@ created without optional features (VKMTP_FEATURES=none: the f32 prefill mat-mat)
 supports plus the int8 prefill mat-mat (Q8_1 activations, integer dot products; a tuning profile's matmul.int8).
 
 Usage: python tools/bench_engine.py -m MODEL.gguf [--tokens 64] [--prompt-tokens 128] [--text "..."]
-       [--synthetic 0.8] [--rounds 5] [--paired | --prefill] [--n-cpu-moe N]
+       [--synthetic 0.8] [--rounds 5] [--paired | --prefill] [--ubatch N] [--n-cpu-moe N]
        [--temperature 0.8 --seed 1 [--host-sampling]]
        python tools/bench_engine.py -m MODEL.gguf --prefill-paths [--prompt-tokens 128 | --text "..."] [--rounds 3]
 """
