@@ -18,17 +18,25 @@
 //                   the {src row, dst row} pairs read from the step buffer at run time (the hidden state of
 //                   the last accepted row becomes its slot's next draft input; a prefill chunk's last hidden
 //                   becomes its slot's; a slot's hidden feeds a chunk's first MTP row).
+// MODE_SHIFT_ROWS   for r < n_rows, with slot = pairs[r].y: ring[ring_pairs[r].y * width + w] = cur[slot * width
+//                   + w], then cur[slot * width + w] = src[pairs[r].x * width + w] (each invocation reads its
+//                   word of the old row before writing the new one; the rows' slots are distinct). A plain
+//                   decode step with the MTP head loaded: the slot's pending hidden moves into its lag ring and
+//                   the step's hidden becomes pending, in one dispatch that needs no barrier of its own.
 //
 // Bindings: 0 step (uint words: records, ids, flags; host-visible step buffer)
-//           1 data (f32/uint words: top-k values for DRAFT_TOKEN, source rows for COPY_ROWS)
-//           2 dst (COPY_ROWS destination rows; other modes bind any buffer here)
+//           1 data (f32/uint words: top-k values for DRAFT_TOKEN, source rows for COPY_ROWS / SHIFT_ROWS)
+//           2 dst (COPY_ROWS destination rows, SHIFT_ROWS cur rows; other modes bind any buffer here)
+//           3 ring (SHIFT_ROWS only: the rows cur's old values move to)
 // Push constants (word offsets into the bound buffers; records are 4 words, see tokens.glsl):
 //   DRAFT_TOKEN: ids_off, topv_off, valid_off, vrec_off, drec_next_off, n_seq, K, i, n_top, p_min (f32)
 //   ACCEPT:      vids_off, valid_off, vrec_off, out_off, accept_off, nvalid_off, u_off, n_seq, K, rate (f32),
 //                sel_off, hsel_off, n_min
 //   COPY_ROWS:   pairs_off, src_off, dst_off, n_rows, width
+//   SHIFT_ROWS:  pairs_off, ring_pairs_off, src_off, cur_off, ring_off, n_rows, width
 // Spec constants: 0 BLOCK_SIZE
-// Dispatch: DRAFT_TOKEN / ACCEPT: ceil(n_seq / BLOCK_SIZE) x 1 x 1; COPY_ROWS: ceil(width / BLOCK_SIZE) x n_rows x 1
+// Dispatch: DRAFT_TOKEN / ACCEPT: ceil(n_seq / BLOCK_SIZE) x 1 x 1; COPY_ROWS / SHIFT_ROWS: ceil(width / BLOCK_SIZE)
+//           x n_rows x 1
 #extension GL_GOOGLE_include_directive : require
 #include "tokens.glsl"
 
@@ -111,5 +119,23 @@ void main() {
     uint src_row = step_words[p.pairs_off + 2u * r];
     uint dst_row = step_words[p.pairs_off + 2u * r + 1u];
     dst_words[p.dst_off + dst_row * p.width + w] = data_words[p.src_off + src_row * p.width + w];
+}
+
+#elif defined(MODE_SHIFT_ROWS)
+layout(std430, binding = 3) buffer Ring { uint ring_words[]; };
+layout(push_constant) uniform Push {
+    uint pairs_off; uint ring_pairs_off; uint src_off; uint cur_off; uint ring_off; uint n_rows; uint width;
+} p;
+
+void main() {
+    uint w = gl_GlobalInvocationID.x;
+    uint r = gl_WorkGroupID.y;
+    if (w >= p.width || r >= p.n_rows) return;
+    uint src_row = step_words[p.pairs_off + 2u * r];
+    uint slot = step_words[p.pairs_off + 2u * r + 1u];
+    uint ring_row = step_words[p.ring_pairs_off + 2u * r + 1u];
+    uint cur = p.cur_off + slot * p.width + w;
+    ring_words[p.ring_off + ring_row * p.width + w] = dst_words[cur];
+    dst_words[cur] = data_words[p.src_off + src_row * p.width + w];
 }
 #endif

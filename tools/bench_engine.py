@@ -24,7 +24,7 @@ supports plus the int8 prefill mat-mat (Q8_1 activations, integer dot products; 
 chunked one (gdn_chunked.comp; a tuning profile's gdn.chunked), rounds interleaved, one device.
 
 Usage: python tools/bench_engine.py -m MODEL.gguf [--tokens 64] [--prompt-tokens 128] [--text "..."]
-       [--synthetic 0.8] [--rounds 5] [--paired | --prefill] [--n-cpu-moe N]
+       [--synthetic 0.8] [--rounds 5] [--paired | --prefill] [--ubatch N] [--n-cpu-moe N]
        [--temperature 0.8 --seed 1 [--host-sampling]]
        python tools/bench_engine.py -m MODEL.gguf --prefill-paths [--prompt-tokens 128 | --text "..."] [--rounds 3]
        python tools/bench_engine.py -m MODEL.gguf --gdn-paths [--prompt-tokens 512] [--rounds 1]
@@ -68,11 +68,12 @@ def weight_bytes_per_token(engine: VulkanEngine) -> int:
 
 
 PARAMS = SamplingParams.greedy_params()   # the requests' sampling (--temperature, --seed)
+UBATCH = 256   # prompt chunk (-ub) of every engine (--ubatch)
 
 
 def load_config(device: Device, model: str, spec: SpecConfig, prompt: list[int], n: int, ctx: int,
                 n_cpu_moe: int = 0, gpu_sampling: bool = True) -> VulkanEngine:
-    eng = VulkanEngine(model, EngineConfig(n_ctx=ctx, ubatch=min(256, len(prompt)), spec=spec,
+    eng = VulkanEngine(model, EngineConfig(n_ctx=ctx, ubatch=min(UBATCH, len(prompt)), spec=spec,
                                            tensor_overrides=n_cpu_moe_overrides(n_cpu_moe)), device=device)
     eng.gpu_sampling = gpu_sampling
     # warm-up: records every graph this run needs (pipelines compile on first use)
@@ -105,9 +106,14 @@ def run_config(eng: VulkanEngine, spec: SpecConfig, prompt: list[int], n: int) -
 def paired_decode(engines: list[VulkanEngine], prompt: list[int], n: int, rounds: int) -> list[dict]:
     """Decode speed of several engines measured step against step: their generators advance in turn, one
     generation step each, so every engine's steps see the same load of a shared machine (sequential runs of ~10 s
-    each see different load). Prompt processing is not timed. Per engine: tok/s over all rounds, the tokens of
-    the last round, and the depths its policy chose."""
+    each see different load). Prompt processing is not timed. A step that recorded a graph (the first step at a
+    new depth, or a first MTP catch-up of some length: pipelines compile then, seconds on lavapipe, once per
+    engine as in a server) is not timed and its tokens are not counted, as the adaptive policy does not take it
+    as a cost sample; those steps are reported. Per engine: tok/s over all rounds, the tokens of the last round,
+    the untimed steps with their seconds, and tokens per process CPU second (paired_prefill says why)."""
     seconds, counts, outputs = [0.0] * len(engines), [0] * len(engines), [[] for _ in engines]
+    cpu = [0.0] * len(engines)
+    untimed = [[0, 0.0] for _ in engines]
     for _ in range(max(1, rounds)):
         gens = [e.generate(Request(prompt, PARAMS, max_tokens=n, cache_prompt=False)) for e in engines]
         outputs = [[] for _ in engines]
@@ -116,16 +122,24 @@ def paired_decode(engines: list[VulkanEngine], prompt: list[int], n: int, rounds
         live = list(range(len(engines)))
         while live:
             for i in list(live):
-                t0 = time.perf_counter()
+                graphs = len(engines[i]._graphs)
+                t0, c0 = time.perf_counter(), time.process_time()
                 try:
                     ev = next(gens[i])
                 except StopIteration:
                     live.remove(i)
                     continue
-                seconds[i] += time.perf_counter() - t0
-                counts[i] += len(ev.new_ids)
+                dt, dc = time.perf_counter() - t0, time.process_time() - c0
                 outputs[i] += ev.new_ids
-    return [{"decode_tok_s": c / s, "output": o} for c, s, o in zip(counts, seconds, outputs)]
+                if len(engines[i]._graphs) > graphs:
+                    untimed[i][0] += 1
+                    untimed[i][1] += dt
+                    continue
+                seconds[i] += dt
+                cpu[i] += dc
+                counts[i] += len(ev.new_ids)
+    return [{"decode_tok_s": c / s, "tok_per_cpu_s": c / cs, "output": o, "untimed_steps": u[0], "untimed_s": u[1]}
+            for c, s, cs, o, u in zip(counts, seconds, cpu, outputs, untimed)]
 
 
 def paired_prefill(engines: list[VulkanEngine], prompt: list[int], rounds: int) -> list[dict]:
@@ -133,22 +147,27 @@ def paired_prefill(engines: list[VulkanEngine], prompt: list[int], rounds: int) 
     token to generate) to every engine, then their steps -- one prompt chunk each, one queue submission or a
     few (--max-submit-ms) -- run in turn, so every engine's chunks see the same load of a shared machine. The
     warm-up of load_config (the prompt's first chunk) has recorded the chunk graphs a longer prompt uses and
-    compiled their pipelines. Per engine: prompt tok/s over all rounds, and the first token of the last round."""
-    seconds, firsts = [0.0] * len(engines), [[] for _ in engines]
+    compiled their pipelines. Per engine: prompt tok/s over all rounds, and the first token of the last round;
+    also the process CPU seconds of its chunks (all threads: on a CPU driver such as lavapipe the chunk's work is
+    done by this process's threads, so its CPU time is what the chunk costs whatever else the machine runs,
+    where a chunk of a minute or more sees the load change within it)."""
+    seconds, cpu, firsts = [0.0] * len(engines), [0.0] * len(engines), [[] for _ in engines]
     for _ in range(max(1, rounds)):
         seqs = [e.submit(Request(prompt, PARAMS, max_tokens=1, cache_prompt=False)) for e in engines]
         live = list(range(len(engines)))
         while live:
             for i in list(live):
-                t0 = time.perf_counter()
+                t0, c0 = time.perf_counter(), time.process_time()
                 events = engines[i].step()
                 seconds[i] += time.perf_counter() - t0
+                cpu[i] += time.process_time() - c0
                 for ev in events:
                     if ev.seq is seqs[i]:
                         firsts[i] = list(ev.new_ids)
                 if seqs[i].done:
                     live.remove(i)
-    return [{"prompt_tok_s": max(1, rounds) * len(prompt) / s, "first": f} for s, f in zip(seconds, firsts)]
+    return [{"prompt_tok_s": max(1, rounds) * len(prompt) / s, "cpu_s": c, "first": f}
+            for s, c, f in zip(seconds, cpu, firsts)]
 
 
 def median_row(runs: list[dict]) -> dict:
@@ -282,8 +301,18 @@ def main() -> None:
     ap.add_argument("--gdn-paths", action="store_true",
                     help="only prompt tok/s with the prompt chunks' GDN update recurrent vs chunked, --rounds "
                     "interleaved")
+    ap.add_argument("--ubatch", type=int, default=None, metavar="N",
+                    help="prompt chunk of every engine (-ub; default 256): smaller chunks interleave --prefill's two "
+                    "engines more finely, so a shared machine's load reaches both alike")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
+    if args.ubatch is not None:
+        if args.prefill_paths:
+            ap.error("--ubatch: --prefill-paths times one chunk of up to 256 tokens per path; not with --ubatch")
+        if args.ubatch < 8:
+            ap.error(f"--ubatch must be at least 8, the engine's smallest prompt chunk (got {args.ubatch})")
+        global UBATCH
+        UBATCH = args.ubatch
     if args.prefill_paths and (args.paired or args.json or args.synthetic is not None or args.draft_vocab
                                or args.n_cpu_moe or args.temperature > 0 or args.host_sampling or args.paired_depth):
         ap.error("--prefill-paths times greedy prompts only (--prompt-tokens or --text, --rounds, --device): not "
@@ -356,6 +385,12 @@ def main() -> None:
               f"{'yes' if on['output'] == off['output'] else 'NO'}" + ("" if args.paired_depth else
               f"; drafting choices of the default: {sum(1 for d in depths if d.depth)} runs of depth > 0 over the "
               f"warm-up and all rounds, last (step, depth) {[(d.step, d.depth) for d in depths[-6:]]}"))
+        print(f"tokens per process CPU second: no MTP {off['tok_per_cpu_s']:.2f}; {label} {on['tok_per_cpu_s']:.2f}; "
+              f"ratio {on['tok_per_cpu_s'] / off['tok_per_cpu_s']:.3f}")
+        print("steps that recorded a graph (not timed): " + "; ".join(
+            f"{name} {r['untimed_steps']} ({r['untimed_s']:.2f} s)"
+            for name, r in zip(("no MTP", label) + (("no MTP (host)", f"{label} (host)") if args.host_sampling
+                                                    else ()), results)))
         device.destroy()
         return
     if args.prefill:
@@ -366,11 +401,13 @@ def main() -> None:
         for eng in engines:
             eng.close()
         print(f"model {args.model} on {device.info.name}, commit {git_commit()}; {len(prompt)}-token prompt x "
-              f"{max(1, args.rounds)} round(s), prompt chunks interleaved")
+              f"{max(1, args.rounds)} round(s) in chunks of {engines[0].ubatch}, prompt chunks interleaved")
         print(f"prefill no MTP {off['prompt_tok_s']:.2f} tok/s; default (MTP on) {on['prompt_tok_s']:.2f} tok/s; "
               f"ratio {on['prompt_tok_s'] / off['prompt_tok_s']:.3f}; same first token: "
               f"{'yes' if on['first'] == off['first'] else 'NO'}; submissions per chunk (no MTP / MTP): "
               f"{subs[0]} / {subs[1]}")
+        print(f"process CPU seconds of the chunks: no MTP {off['cpu_s']:.1f}, MTP on {on['cpu_s']:.1f}; "
+              f"speed ratio by CPU time {off['cpu_s'] / on['cpu_s']:.3f}")
         device.destroy()
         return
     configs = [SpecConfig(enabled=False), SpecConfig()] + [SpecConfig(n_max=k, adaptive=False) for k in args.n_max]

@@ -163,3 +163,47 @@ def test_copy_rows_follows_pairs_read_at_run_time(device):
     np.testing.assert_array_equal(got[rows * width:], 0.0)
     for b in (src_buf, dst_buf, step.buf):
         b.destroy()
+
+
+@pytest.mark.lanes
+@pytest.mark.parametrize("width", [70, 1024])
+def test_shift_rows_moves_the_old_row_to_the_ring_and_the_new_row_in(device, width):
+    """A plain decode step's MTP bookkeeping in one dispatch: each slot's row (pending hidden) goes to its ring
+    row, the step's row takes its place; other rows and the guard words after the buffers are untouched."""
+    src_rows, slots, ring_rows = 3, 5, 12
+    rng = np.random.default_rng(width)
+    src = rng.standard_normal((src_rows, width)).astype(np.float32)
+    cur = rng.standard_normal((slots, width)).astype(np.float32)
+    ring = rng.standard_normal((ring_rows, width)).astype(np.float32)
+    bufs = {}
+    for name, data in (("src", src), ("cur", cur), ("ring", ring)):
+        bufs[name] = device.buffer((data.size + 8) * 4, "device", name)
+        device.upload(bufs[name].view(), np.concatenate([data.ravel(), np.full(8, 7.5, np.float32)]))
+    step = StepBuffer(device, {"pairs": 6, "ring_pairs": 6})
+    pairs = np.array([[0, 4], [1, 0], [2, 2]], np.uint32)          # {src row, slot}
+    ring_pairs = np.array([[4, 9], [0, 1], [2, 5]], np.uint32)     # {slot, ring row}
+    step.arr("pairs")[:] = pairs.ravel()
+    step.arr("ring_pairs")[:] = ring_pairs.ravel()
+    rec = device.recorder()
+    SpecOps(device).record_shift_rows(rec, step.view("pairs"), step.view("ring_pairs"), 3,
+                                      bufs["src"].view(0, src.nbytes), bufs["cur"].view(0, cur.nbytes),
+                                      bufs["ring"].view(0, ring.nbytes), width, src_rows, slots, ring_rows)
+    rec.finish()
+    assert rec.n_dispatches == 1
+    rec.run()
+    want_cur, want_ring = cur.copy(), ring.copy()
+    ref.shift_rows(pairs, ring_pairs, src, want_cur, want_ring)
+    assert not np.array_equal(want_ring[9], ring[9]) and np.array_equal(want_ring[9], cur[4])
+    for name, want in (("cur", want_cur), ("ring", want_ring)):
+        got = device.read(bufs[name].view())
+        np.testing.assert_array_equal(got[: want.size].reshape(want.shape), want)
+        np.testing.assert_array_equal(got[want.size:], 7.5)
+    assert step.guards_intact()
+    for b in (*bufs.values(), step.buf):
+        b.destroy()
+
+
+def test_shift_rows_reference_refuses_a_slot_twice():
+    rows = np.zeros((4, 3), np.float32)
+    with pytest.raises(ValueError, match="slot appears twice"):
+        ref.shift_rows(np.array([[0, 1], [1, 1]]), np.array([[1, 0], [1, 2]]), rows, rows.copy(), rows.copy())

@@ -220,9 +220,11 @@ class PrefillGraph:
 
 class DecodeGraph:
     """One token for each of S sequences (plain decoding). With MTP loaded, the head's input for this position --
-    the slot's pending hidden -- is copied into the slot's lag ring (pairs_lag[s] = {slot, ring row}) and the
-    head runs later, in a MtpLagGraph, only when it drafts again (the adaptive policy chose depth 0 because
-    drafting does not pay): a plain step then costs what it costs without MTP."""
+    the slot's pending hidden -- moves into the slot's lag ring (pairs_lag[s] = {slot, ring row}) and the step's
+    hidden becomes pending (pairs_in[s] = {s, slot}); the head runs later, in a MtpLagGraph, only when it drafts
+    again (the adaptive policy chose depth 0 because drafting does not pay). Both moves are one dispatch
+    (SpecOps.record_shift_rows) recorded beside the LM head, which reads the same rows: it adds no barrier, so
+    a plain step costs one small dispatch more than without MTP."""
 
     def __init__(self, ctx: GraphContext, S: int, greedy: bool, mtp: bool, sample: bool = False,
                  probs: bool = False):
@@ -233,13 +235,12 @@ class DecodeGraph:
         act = ctx.act(S, S)
         fwd.record_trunk(rec, records, act, S)
         fwd.record_output_norm(rec, act, S, ctx.hn.sub(0, S * e4))
-        ctx.head(rec, ctx.hn.sub(0, S * e4), S, act, greedy, io.view("ids", 0, S), sample, probs)
         if mtp:
             st = ctx.state
-            ctx.copy_rows(rec, io.view("pairs_lag", 0, 2 * S), S, st.pending_h, st.mtp_lag, st.n_slots_total,
-                          st.n_slots * st.lag_rows)
-            ctx.copy_rows(rec, io.view("pairs_in", 0, 2 * S), S, ctx.hn.sub(0, S * e4), ctx.state.pending_h,
-                          S, ctx.state.n_slots_total)
+            ctx.spec_ops.record_shift_rows(rec, io.view("pairs_in", 0, 2 * S), io.view("pairs_lag", 0, 2 * S), S,
+                                           ctx.hn.sub(0, S * e4), st.pending_h, st.mtp_lag, ctx.cfg.n_embd, S,
+                                           st.n_slots_total, st.n_slots * st.lag_rows)
+        ctx.head(rec, ctx.hn.sub(0, S * e4), S, act, greedy, io.view("ids", 0, S), sample, probs)
         self.rec = rec.finish()
         self.counts = GraphCounts.of([rec], step_state_bytes(ctx.cfg, S, 0))
 
@@ -277,11 +278,16 @@ class SpecGraph:
     {id_last (j=0), n_past+j, slot}; pairs_in[s] = {slot, s} (pending hidden -> first draft input);
     pairs_shift[s] = {slot, s*V} (pending hidden -> catch-up row 0). GPU writes: draft tokens into both record
     sets, ids (verify argmax), accept, out_ids, select, hidden_select (then pending hidden per slot).
+
+    The MTP catch-up over the verified rows writes only the head's KV rows (`mtp_kv_only`,
+    Forward.record_mtp_kv): the next step's first draft starts from the accepted row's trunk hidden, so the
+    block's query, attention, FFN and output rows over the catch-up rows would be computed for nothing. The KV
+    rows are the bits the whole block writes (the same kernels on the same inputs; tests/engine).
     """
 
     def __init__(self, ctx: GraphContext, S: int, K: int, greedy: bool, p_min: float, synthetic_rate: float,
                  n_min: int = 0, draft_vocab: int = 0, sample: bool = False, split: bool = False,
-                 probs: bool = False):
+                 probs: bool = False, mtp_kv_only: bool = True):
         io, fwd, ops = ctx.io, ctx.fwd, ctx.fwd.ops
         cfg = ctx.cfg
         e4 = 4 * cfg.n_embd
@@ -325,7 +331,7 @@ class SpecGraph:
         fwd.record_output_norm(rec, act, R, ctx.hn.sub(0, R * e4))
         ctx.head(rec, ctx.hn.sub(0, R * e4), R, act, greedy, io.view("ids", 0, R), sample, probs)
         # --- MTP catch-up with the true hidden states (independent of the accept count) -------------------------
-        ctx.mtp_catch_up(rec, records, R, io.view("pairs_shift", 0, 2 * S), S, V)
+        ctx.mtp_catch_up(rec, records, R, io.view("pairs_shift", 0, 2 * S), S, V, kv_only=mtp_kv_only)
         on_gpu = greedy or sample   # the accept decision, rollback and pending hidden in this submission
         if on_gpu:
             ctx.spec_ops.record_accept(rec, io.view("ids", 0, R), io.view("valid"), records, io.view("out_ids"),

@@ -1,4 +1,4 @@
-"""Speculative-step bookkeeping on the GPU (shaders/spec.comp): draft tokens, accept decision, row copies.
+"""Speculative-step bookkeeping on the GPU (shaders/spec.comp): draft tokens, accept decision, row copies and shifts.
 
 With these three dispatches inside the recorded step, drafting, verification, acceptance and rollback run in
 one queue submission; the host reads only `accept` and the accepted token ids. Mirrors vkmtp.ref.ops.spec.
@@ -19,7 +19,7 @@ def _words(view: View, n: int, what: str) -> View:
 
 
 class SpecOps:
-    """Records the three spec.comp modes. `K` = draft depth (n_max), `V = K + 1` verify rows per sequence."""
+    """Records the four spec.comp modes. `K` = draft depth (n_max), `V = K + 1` verify rows per sequence."""
 
     def __init__(self, device):
         self.device = device
@@ -91,5 +91,25 @@ class SpecOps:
                      label="spec_copy_rows")
 
 
+    def record_shift_rows(self, rec, pairs: View, ring_pairs: View, n_rows: int, src: View, cur: View, ring: View,
+                          width: int, src_rows: int, cur_rows: int, ring_rows: int) -> None:
+        """For r < n_rows, slot = pairs[r][1]: ring[ring_pairs[r][1]] = cur[slot], then cur[slot] =
+        src[pairs[r][0]] (rows of `width` words; pairs {src row, slot} and ring_pairs {slot, ring row} are uint
+        pairs read at run time; the rows' slots must be distinct). One dispatch instead of two copies with a
+        barrier between them (the second overwrites what the first reads)."""
+        for v in (pairs, ring_pairs):
+            if v.buffer is not pairs.buffer:
+                raise ValueError("spec shift_rows: pairs and ring pairs must live in the one step buffer")
+        reads = [_words(pairs, 2 * n_rows, "pairs"), _words(ring_pairs, 2 * n_rows, "ring pairs"),
+                 _words(src, src_rows * width, "src"), _words(cur, cur_rows * width, "cur")]
+        writes = [_words(cur, cur_rows * width, "cur"), _words(ring, ring_rows * width, "ring")]
+        push = [pairs.word_offset, ring_pairs.word_offset, src.word_offset, cur.word_offset, ring.word_offset,
+                n_rows, width]
+        rec.dispatch(ShaderKey.make("spec.comp", MODE_SHIFT_ROWS=1),
+                     [pairs.buffer, src.buffer, cur.buffer, ring.buffer], (-(-width // BLOCK), n_rows, 1),
+                     push=push, spec=[BLOCK], reads=reads, writes=writes, label="spec_shift_rows")
+
+
 def shader_variants() -> list[ShaderKey]:
-    return [ShaderKey.make("spec.comp", **{m: 1}) for m in ("MODE_DRAFT_TOKEN", "MODE_ACCEPT", "MODE_COPY_ROWS")]
+    return [ShaderKey.make("spec.comp", **{m: 1})
+            for m in ("MODE_DRAFT_TOKEN", "MODE_ACCEPT", "MODE_COPY_ROWS", "MODE_SHIFT_ROWS")]

@@ -46,3 +46,14 @@ def copy_rows(pairs: np.ndarray, src: np.ndarray, dst: np.ndarray) -> None:
     """In place: dst[pairs[r, 1]] = src[pairs[r, 0]]. pairs [n, 2] uint; src [rows, width]; dst [rows, width]."""
     for s_row, d_row in pairs:
         dst[int(d_row)] = src[int(s_row)]
+
+
+def shift_rows(pairs: np.ndarray, ring_pairs: np.ndarray, src: np.ndarray, cur: np.ndarray, ring: np.ndarray) -> None:
+    """In place, for each r: ring[ring_pairs[r, 1]] = cur[pairs[r, 1]], then cur[pairs[r, 1]] = src[pairs[r, 0]].
+    pairs [n, 2] {src row, slot} (distinct slots); ring_pairs [n, 2] {slot, ring row}; rows of equal width."""
+    slots = [int(slot) for _, slot in pairs]
+    if len(set(slots)) != len(slots):
+        raise ValueError("shift_rows: a slot appears twice")
+    for (s_row, slot), (_, ring_row) in zip(pairs, ring_pairs):
+        ring[int(ring_row)] = cur[int(slot)]
+        cur[int(slot)] = src[int(s_row)]
