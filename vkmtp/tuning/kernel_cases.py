@@ -56,6 +56,15 @@ def compare(name: str, got: np.ndarray, want: np.ndarray, atol, rtol: float = 0.
     return None
 
 
+def run_once(device, record) -> None:
+    """Record one run of a case's recorder (iteration 0), submit it, wait, and free the recording."""
+    rec = device.recorder()
+    record(rec, 0)
+    rec.finish()
+    rec.run()
+    rec.destroy()
+
+
 class MatVecCase:
     """A [n_rows, n_k] weight of one type, MAX_COLS activation columns, REPS_SLOTS output slots."""
 
@@ -80,11 +89,7 @@ class MatVecCase:
         return record
 
     def run(self, mv: MatVec, n: int) -> np.ndarray:
-        rec = self.device.recorder()
-        self.recorder(mv, n)(rec, 0)
-        rec.finish()
-        rec.run()
-        rec.destroy()
+        run_once(self.device, self.recorder(mv, n))
         return self.device.read(self._y(0, n)).reshape(n, self.n_rows)
 
     def check(self, mv: MatVec) -> str | None:
@@ -153,11 +158,7 @@ class MatMulCase:
         return record
 
     def check(self, mm: MatMul) -> str | None:
-        rec = self.device.recorder()
-        self.recorder(mm)(rec, 0)
-        rec.finish()
-        rec.run()
-        rec.destroy()
+        run_once(self.device, self.recorder(mm))
         got = self.device.read(self._y(0)).reshape(self.n_tok, self.n_rows)
         rows = np.unique(np.r_[0:min(64, self.n_rows), max(0, self.n_rows - 64):self.n_rows])
         toks = np.unique([0, min(1, self.n_tok - 1), max(0, self.n_tok - 2), self.n_tok - 1])
@@ -217,11 +218,7 @@ class GdnCase:
         """op (GatedDeltaNet or ChunkedGatedDeltaNet, with its tolerance) against the recurrence oracle; the
         state is put back afterwards."""
         self.ops.upload("state", self.state)
-        rec = self.device.recorder()
-        self.recorder(op)(rec, 0)
-        rec.finish()
-        rec.run()
-        rec.destroy()
+        run_once(self.device, self.recorder(op))
         n, hk, hv, d = self.n_tok, self.h_k, self.h_v, self.d
         q = self.qkv[:, :hk * d].reshape(n, hk, d)
         k = self.qkv[:, hk * d: 2 * hk * d].reshape(n, hk, d)
@@ -275,11 +272,7 @@ class AttnCase:
         return record
 
     def check(self, fa: FlashAttn) -> str | None:
-        rec = self.device.recorder()
-        self.recorder(fa)(rec, 0)
-        rec.finish()
-        rec.run()
-        rec.destroy()
+        run_once(self.device, self.recorder(fa))
         got = self.device.read(self._out(0).view).reshape(self.n_tok, self.n_head, self.head_dim)
         want = flash_attn_ref(self.records, self.qg[:, :, 0], self.k, self.v, self.layout.n_ctx,
                               gate=self.qg[:, :, 1])
@@ -327,11 +320,7 @@ class PrefillAttnCase:
         return record
 
     def check(self, fa: FlashAttn) -> str | None:
-        rec = self.device.recorder()
-        self.recorder(fa)(rec, 0)
-        rec.finish()
-        rec.run()
-        rec.destroy()
+        run_once(self.device, self.recorder(fa))
         got = self.out.read("out").reshape(self.n_tok, self.n_head, self.head_dim)
         sel, width = self.check_rows, self.layout.n_head_kv * self.head_dim
         k = decode_rows(self.k_raw, "f16", width).reshape(self.n_tok, -1, self.head_dim)
