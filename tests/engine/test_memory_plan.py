@@ -143,7 +143,9 @@ def test_fit_config_and_info(fixture_models, capsys):
     assert main(["info", path, "-c", "512"]) == 0
     out = capsys.readouterr().out
     assert "fits on " in out and "budget" in out and "does not fit" not in out
-    assert main(["info", path, "-c", "400000000", "-np", "64"]) == 0   # terabytes: fits on no machine
+    # ~1 TB of KV (31 GB per layer buffer): fits on no machine, and stays under the 64 decode-attention splits a
+    # CPU driver's loop budget allows (about 2M positions; vkmtp.ops.flash_attn.budget_splits)
+    assert main(["info", path, "-c", "2000000", "-np", "64"]) == 0
     out = capsys.readouterr().out
     assert "does not fit on " in out and "reduce with" in out
 
