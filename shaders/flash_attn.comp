@@ -35,6 +35,7 @@
 //          exp() and O stay f32. vkmtp.ref.ops.flash_attn.flash_attn_f16 models these roundings)
 // Dispatch: n_splits x n_head_kv x ceil(n_tok / Q_TILE).
 #extension GL_GOOGLE_include_directive : require
+#extension GL_EXT_control_flow_attributes : require
 #if defined(F16_LOADS) && !defined(KV_PARTS)
 #extension GL_EXT_shader_16bit_storage : require
 #endif
@@ -56,11 +57,18 @@ layout(std430, binding = 3) readonly buffer V { uint v_data[]; };
 layout(std430, binding = 2) readonly buffer K16 { f16vec4 k_f16[]; };
 layout(std430, binding = 3) readonly buffer V16 { f16vec4 v_f16[]; };
 #endif
+#ifdef WINDOWS
+layout(std430, binding = 4) buffer Part { float part[]; };            // read back when resuming
+#else
 layout(std430, binding = 4) writeonly buffer Part { float part[]; };
+#endif
 layout(push_constant) uniform Push {
     uint tok_off; uint n_tok; uint q_off; uint q_tok_stride; uint q_head_stride;
     uint k_off; uint v_off; uint n_ctx; uint n_head; uint n_splits; uint chunk; uint scale_bits;
     uint part_o_off; uint part_ml_off; uint rows_per_part;
+#ifdef WINDOWS
+    uint win_c0; uint win_c1;    // this window's chunks [win_c0, win_c1): multiples of n_splits
+#endif
 } p;
 
 #include "tokens.glsl"
@@ -165,6 +173,12 @@ void main() {
         sh_len[tid] = live ? tokens[p.tok_off + TOK_POS(t)] + 1 : 0u;
         sh_row0[tid] = live ? tokens[p.tok_off + TOK_SEQ(t)] * p.n_ctx : 0u;
     }
+    barrier();
+    uint max_len = 0;
+    for (uint i = 0; i < Q_TILE; ++i) max_len = max(max_len, sh_len[i]);
+#ifdef WINDOWS
+    if (p.win_c0 * p.chunk >= max_len) return;   // a window past every token's causal range: nothing to do
+#endif
     for (uint idx = tid; idx < ROWS * QUADS; idx += BLOCK_SIZE) {
         uint r = idx / QUADS;
         uint quad = idx - r * QUADS;
@@ -178,15 +192,40 @@ void main() {
         sh_q[idx] = MVEC(v);
     }
     barrier();
-    uint max_len = 0;
-    for (uint i = 0; i < Q_TILE; ++i) max_len = max(max_len, sh_len[i]);
 
     float m_run = neg_inf;  // row state, owned by invocation r < ROWS
     float l_run = 0.0;
     vec4 acc[ITEMS];
-    for (uint k = 0; k < ITEMS; ++k) acc[k] = vec4(0.0);
+    [[unroll]] for (uint k = 0; k < ITEMS; ++k) acc[k] = vec4(0.0);
+#ifdef WINDOWS
+    if (p.win_c0 > 0) {     // resume: the state the previous window of this split left in the partials
+        [[unroll]] for (uint k = 0; k < ITEMS; ++k) {
+            uint item = tid + k * BLOCK_SIZE;
+            uint r = item / QUADS;
+            uint t = t0 + r / GQA;
+            if (item < ROWS * QUADS && t < p.n_tok) {
+                uint h = kvh * GQA + r - (r / GQA) * GQA;
+                uint o = p.part_o_off + ((t * p.n_head + h) * p.n_splits + split) * HEAD_DIM
+                       + 4 * (item - r * QUADS);
+                acc[k] = vec4(part[o], part[o + 1], part[o + 2], part[o + 3]);
+            }
+        }
+        if (tid < ROWS && t0 + tid / GQA < p.n_tok) {
+            uint t = t0 + tid / GQA;
+            uint h = kvh * GQA + tid - (tid / GQA) * GQA;
+            uint ml = p.part_ml_off + ((t * p.n_head + h) * p.n_splits + split) * 2;
+            m_run = part[ml];
+            l_run = part[ml + 1];
+        }
+    }
+    uint c_first = p.win_c0 + split;
+    uint c_stop = p.win_c1;
+#else
+    uint c_first = split;
+    uint c_stop = 0xFFFFFFFFu;
+#endif
 
-    for (uint c = split; c * p.chunk < max_len; c += p.n_splits) {
+    for (uint c = c_first; c < c_stop && c * p.chunk < max_len; c += p.n_splits) {
         uint c_end = min(c * p.chunk + p.chunk, max_len);
         for (uint tile = c * p.chunk; tile < c_end; tile += BLOCK_SIZE) {
             // (1) scores of position tile + tid
@@ -195,20 +234,20 @@ void main() {
                 if (kpos < sh_len[i]) {
                     uint base = p.k_off + (sh_row0[i] + kpos) * k_row_words + kvh * K_HEAD_WORDS;
                     float dots[GQA];
-                    for (uint g = 0; g < GQA; ++g) dots[g] = 0.0;
-                    for (uint quad = 0; quad < QUADS; ++quad) {
+                    [[unroll]] for (uint g = 0; g < GQA; ++g) dots[g] = 0.0;
+                    [[unroll]] for (uint quad = 0; quad < QUADS; ++quad) {
                         MVEC kv = LOAD_KV(false, K_IS_Q8, base, quad);
 #ifdef F16_MATH
-                        for (uint g = 0; g < GQA; ++g)
+                        [[unroll]] for (uint g = 0; g < GQA; ++g)
                             dots[g] = dots[g] + float(dot(sh_q[(i * GQA + g) * QUADS + quad], kv));
 #else
-                        for (uint g = 0; g < GQA; ++g) {
+                        [[unroll]] for (uint g = 0; g < GQA; ++g) {
                             vec4 qv = sh_q[(i * GQA + g) * QUADS + quad];
                             dots[g] = dots[g] + qv.x * kv.x + qv.y * kv.y + qv.z * kv.z + qv.w * kv.w;
                         }
 #endif
                     }
-                    for (uint g = 0; g < GQA; ++g) sh_p[(i * GQA + g) * BLOCK_SIZE + tid] = dots[g];
+                    [[unroll]] for (uint g = 0; g < GQA; ++g) sh_p[(i * GQA + g) * BLOCK_SIZE + tid] = dots[g];
                 }
             }
             barrier();
@@ -217,7 +256,8 @@ void main() {
                 uint nv = n_valid(tid / GQA, tile);
                 if (nv > 0) {
                     float mt = sh_p[tid * BLOCK_SIZE];
-                    for (uint j = 1; j < nv; ++j) mt = max(mt, sh_p[tid * BLOCK_SIZE + j]);
+                    [[unroll]] for (uint j = 1; j < BLOCK_SIZE; ++j)
+                        if (j < nv) mt = max(mt, sh_p[tid * BLOCK_SIZE + j]);
                     float m_new = max(m_run, mt);
                     sh_alpha[tid] = m_new == m_run ? 1.0 : exp(m_run - m_new);  // exp(-inf) never computed
                     sh_m[tid] = m_new;
@@ -225,7 +265,7 @@ void main() {
                 }
             }
             barrier();
-            for (uint r = 0; r < ROWS; ++r) {
+            [[unroll]] for (uint r = 0; r < ROWS; ++r) {
                 uint c_idx = r * BLOCK_SIZE + tid;
                 if (kpos < sh_len[r / GQA]) sh_p[c_idx] = P_ROUND(exp(sh_p[c_idx] - sh_m[r]));
             }
@@ -235,14 +275,15 @@ void main() {
                 uint nv = n_valid(tid / GQA, tile);
                 if (nv > 0) {
                     float ts = 0.0;
-                    for (uint j = 0; j < nv; ++j) ts += sh_p[tid * BLOCK_SIZE + j];
+                    [[unroll]] for (uint j = 0; j < BLOCK_SIZE; ++j)
+                        if (j < nv) ts += sh_p[tid * BLOCK_SIZE + j];
                     l_run = l_run * sh_alpha[tid] + ts;
                 }
             }
             uint item_nv[ITEMS];    // valid positions of the item's row in this tile (0: inactive)
             uint item_key[ITEMS];   // (token slot, quad): items with equal keys share the V values
             uint item_base[ITEMS];  // V word offset of the item's head at position `tile`
-            for (uint k = 0; k < ITEMS; ++k) {
+            [[unroll]] for (uint k = 0; k < ITEMS; ++k) {
                 uint item = tid + k * BLOCK_SIZE;
                 uint r = min(item / QUADS, ROWS - 1);
                 uint i = r / GQA;
@@ -255,7 +296,7 @@ void main() {
             for (uint j = 0; j < jmax; ++j) {
                 uint loaded = 0xFFFFFFFFu;
                 MVEC vv = MVEC(0.0);
-                for (uint k = 0; k < ITEMS; ++k) {
+                [[unroll]] for (uint k = 0; k < ITEMS; ++k) {
                     if (j < item_nv[k]) {
                         if (item_key[k] != loaded) {
                             uint base = item_base[k] + j * v_row_words;
@@ -272,7 +313,7 @@ void main() {
     }
 
     // partials of every row, also of rows that saw no position in this split (L = 0: the reduce skips them)
-    for (uint k = 0; k < ITEMS; ++k) {
+    [[unroll]] for (uint k = 0; k < ITEMS; ++k) {
         uint item = tid + k * BLOCK_SIZE;
         uint r = item / QUADS;
         uint t = t0 + r / GQA;
