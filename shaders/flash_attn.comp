@@ -12,6 +12,14 @@
 // BLOCK_SIZE), never on the other rows or tokens of the dispatch: a token gives the same bits alone or in a
 // verify batch. Positions at or beyond a row's length are never read (stale cache rows may hold NaN).
 //
+// Loop budget: some drivers end every loop of an invocation once a fixed number of iterations has run in all
+// (lavapipe: 65535), silently. Every constant-trip loop is [[unroll]]; what loops per tile is the token loop
+// of the scores (Q_TILE), the P * V position loop (<= BLOCK_SIZE) and the tile / chunk loops
+// (vkmtp.ops.flash_attn.prefill_loops_per_tile). WINDOWS: one dispatch per window of chunks [win_c0, win_c1)
+// (a multiple of n_splits wide, so split s takes the same chunks in the same order as in one pass): a window
+// past every token of the workgroup returns at once, a window after the first resumes each row's (O, M, L)
+// from the partials the previous window wrote -- the same f32 values, so the windows give one pass's bits.
+//
 // Per tile: (1) invocation j computes the scores of KV position tile + j for every row (full dot products
 // over HEAD_DIM, q pre-scaled); (2) row owners (invocation r < ROWS) take the tile max, then every
 // invocation turns its column into probabilities; (3) row owners update L, and (row, quad-of-4-dims) items
@@ -22,10 +30,12 @@
 //           1.. at bindings 5, 6, 7, 8 ... (common/kv_parts.glsl)
 // Push constants: tok_off, n_tok, q_off, q_tok_stride, q_head_stride (f32 words), k_off, v_off (cache word
 //                 offsets), n_ctx, n_head, n_splits, chunk (multiple of BLOCK_SIZE), scale (f32 bits),
-//                 part_o_off (O[t][h][s][HEAD_DIM]), part_ml_off ((M, L)[t][h][s]), rows_per_part (KV_PARTS)
+//                 part_o_off (O[t][h][s][HEAD_DIM]), part_ml_off ((M, L)[t][h][s]), rows_per_part (KV_PARTS),
+//                 with WINDOWS win_c0, win_c1 (the window's chunks)
 // Spec constants: 0 BLOCK_SIZE (workgroup size = KV positions per tile; >= GQA * Q_TILE), 1 HEAD_DIM
 //                 (multiple of 4), 2 GQA (query heads per KV head), 3 Q_TILE (tokens per workgroup)
-// Defines: K_Q8_0, V_Q8_0 (else f16 caches; Q8_0 needs HEAD_DIM % 64 == 0, see ops/kv_layout.py), KV_PARTS,
+// Defines: WINDOWS (see Loop budget; the partials are read back), K_Q8_0, V_Q8_0 (else f16 caches; Q8_0
+//          needs HEAD_DIM % 64 == 0, see ops/kv_layout.py), KV_PARTS,
 //          F16_LOADS (the device enabled 16-bit storage: f16 caches of one part, k_off and v_off even, are read
 //          as f16vec4 and converted to f32 exactly -- the same values, hence the same bits, as unpackHalf2x16),
 //          F16_MATH (the device enabled shaderFloat16: f16 matrices, f32 softmax statistics -- q * scale is
@@ -33,7 +43,7 @@
 //          4-product dot is an f16 dot, summed over the quads in f32; the probabilities are rounded to f16
 //          (L sums those rounded values), each P * V product is an f16 product, accumulated in f32. M, L,
 //          exp() and O stay f32. vkmtp.ref.ops.flash_attn.flash_attn_f16 models these roundings)
-// Dispatch: n_splits x n_head_kv x ceil(n_tok / Q_TILE).
+// Dispatch: n_splits x n_head_kv x ceil(n_tok / Q_TILE), once per window with WINDOWS.
 #extension GL_GOOGLE_include_directive : require
 #extension GL_EXT_control_flow_attributes : require
 #if defined(F16_LOADS) && !defined(KV_PARTS)
