@@ -13,9 +13,9 @@
 // verify batch. Positions at or beyond a row's length are never read (stale cache rows may hold NaN).
 //
 // Loop budget: some drivers end every loop of an invocation once a fixed number of iterations has run in all
-// (lavapipe: 65535), silently. Every constant-trip loop is [[unroll]]; what loops per tile is the token loop
-// of the scores (Q_TILE), the P * V position loop (<= BLOCK_SIZE) and the tile / chunk loops
-// (vkmtp.ops.flash_attn.prefill_loops_per_tile). WINDOWS: one dispatch per window of chunks [win_c0, win_c1)
+// (lavapipe: 65535), silently. Per tile this kernel loops over each token's quads, the tile's row max, row sum
+// and P * V positions (vkmtp.ops.flash_attn.prefill_loops_per_tile; unrolling the constant-trip ones made
+// lavapipe's f32 prefill 1.7x slower, docs/PERFORMANCE.md). WINDOWS: one dispatch per window of chunks [win_c0, win_c1)
 // (a multiple of n_splits wide, so split s takes the same chunks in the same order as in one pass): a window
 // past every token of the workgroup returns at once, a window after the first resumes each row's (O, M, L)
 // from the partials the previous window wrote -- the same f32 values, so the windows give one pass's bits.
@@ -45,7 +45,6 @@
 //          exp() and O stay f32. vkmtp.ref.ops.flash_attn.flash_attn_f16 models these roundings)
 // Dispatch: n_splits x n_head_kv x ceil(n_tok / Q_TILE), once per window with WINDOWS.
 #extension GL_GOOGLE_include_directive : require
-#extension GL_EXT_control_flow_attributes : require
 #if defined(F16_LOADS) && !defined(KV_PARTS)
 #extension GL_EXT_shader_16bit_storage : require
 #endif
@@ -206,10 +205,10 @@ void main() {
     float m_run = neg_inf;  // row state, owned by invocation r < ROWS
     float l_run = 0.0;
     vec4 acc[ITEMS];
-    [[unroll]] for (uint k = 0; k < ITEMS; ++k) acc[k] = vec4(0.0);
+    for (uint k = 0; k < ITEMS; ++k) acc[k] = vec4(0.0);
 #ifdef WINDOWS
     if (p.win_c0 > 0) {     // resume: the state the previous window of this split left in the partials
-        [[unroll]] for (uint k = 0; k < ITEMS; ++k) {
+        for (uint k = 0; k < ITEMS; ++k) {
             uint item = tid + k * BLOCK_SIZE;
             uint r = item / QUADS;
             uint t = t0 + r / GQA;
@@ -244,20 +243,20 @@ void main() {
                 if (kpos < sh_len[i]) {
                     uint base = p.k_off + (sh_row0[i] + kpos) * k_row_words + kvh * K_HEAD_WORDS;
                     float dots[GQA];
-                    [[unroll]] for (uint g = 0; g < GQA; ++g) dots[g] = 0.0;
-                    [[unroll]] for (uint quad = 0; quad < QUADS; ++quad) {
+                    for (uint g = 0; g < GQA; ++g) dots[g] = 0.0;
+                    for (uint quad = 0; quad < QUADS; ++quad) {
                         MVEC kv = LOAD_KV(false, K_IS_Q8, base, quad);
 #ifdef F16_MATH
-                        [[unroll]] for (uint g = 0; g < GQA; ++g)
+                        for (uint g = 0; g < GQA; ++g)
                             dots[g] = dots[g] + float(dot(sh_q[(i * GQA + g) * QUADS + quad], kv));
 #else
-                        [[unroll]] for (uint g = 0; g < GQA; ++g) {
+                        for (uint g = 0; g < GQA; ++g) {
                             vec4 qv = sh_q[(i * GQA + g) * QUADS + quad];
                             dots[g] = dots[g] + qv.x * kv.x + qv.y * kv.y + qv.z * kv.z + qv.w * kv.w;
                         }
 #endif
                     }
-                    [[unroll]] for (uint g = 0; g < GQA; ++g) sh_p[(i * GQA + g) * BLOCK_SIZE + tid] = dots[g];
+                    for (uint g = 0; g < GQA; ++g) sh_p[(i * GQA + g) * BLOCK_SIZE + tid] = dots[g];
                 }
             }
             barrier();
@@ -266,8 +265,7 @@ void main() {
                 uint nv = n_valid(tid / GQA, tile);
                 if (nv > 0) {
                     float mt = sh_p[tid * BLOCK_SIZE];
-                    [[unroll]] for (uint j = 1; j < BLOCK_SIZE; ++j)
-                        if (j < nv) mt = max(mt, sh_p[tid * BLOCK_SIZE + j]);
+                    for (uint j = 1; j < nv; ++j) mt = max(mt, sh_p[tid * BLOCK_SIZE + j]);
                     float m_new = max(m_run, mt);
                     sh_alpha[tid] = m_new == m_run ? 1.0 : exp(m_run - m_new);  // exp(-inf) never computed
                     sh_m[tid] = m_new;
@@ -275,7 +273,7 @@ void main() {
                 }
             }
             barrier();
-            [[unroll]] for (uint r = 0; r < ROWS; ++r) {
+            for (uint r = 0; r < ROWS; ++r) {
                 uint c_idx = r * BLOCK_SIZE + tid;
                 if (kpos < sh_len[r / GQA]) sh_p[c_idx] = P_ROUND(exp(sh_p[c_idx] - sh_m[r]));
             }
@@ -285,15 +283,14 @@ void main() {
                 uint nv = n_valid(tid / GQA, tile);
                 if (nv > 0) {
                     float ts = 0.0;
-                    [[unroll]] for (uint j = 0; j < BLOCK_SIZE; ++j)
-                        if (j < nv) ts += sh_p[tid * BLOCK_SIZE + j];
+                    for (uint j = 0; j < nv; ++j) ts += sh_p[tid * BLOCK_SIZE + j];
                     l_run = l_run * sh_alpha[tid] + ts;
                 }
             }
             uint item_nv[ITEMS];    // valid positions of the item's row in this tile (0: inactive)
             uint item_key[ITEMS];   // (token slot, quad): items with equal keys share the V values
             uint item_base[ITEMS];  // V word offset of the item's head at position `tile`
-            [[unroll]] for (uint k = 0; k < ITEMS; ++k) {
+            for (uint k = 0; k < ITEMS; ++k) {
                 uint item = tid + k * BLOCK_SIZE;
                 uint r = min(item / QUADS, ROWS - 1);
                 uint i = r / GQA;
@@ -306,7 +303,7 @@ void main() {
             for (uint j = 0; j < jmax; ++j) {
                 uint loaded = 0xFFFFFFFFu;
                 MVEC vv = MVEC(0.0);
-                [[unroll]] for (uint k = 0; k < ITEMS; ++k) {
+                for (uint k = 0; k < ITEMS; ++k) {
                     if (j < item_nv[k]) {
                         if (item_key[k] != loaded) {
                             uint base = item_base[k] + j * v_row_words;
@@ -323,7 +320,7 @@ void main() {
     }
 
     // partials of every row, also of rows that saw no position in this split (L = 0: the reduce skips them)
-    [[unroll]] for (uint k = 0; k < ITEMS; ++k) {
+    for (uint k = 0; k < ITEMS; ++k) {
         uint item = tid + k * BLOCK_SIZE;
         uint r = item / QUADS;
         uint t = t0 + r / GQA;

@@ -26,13 +26,13 @@ def prefill_dispatches(labels) -> int:
 
 
 def test_windows_follow_the_loop_budget():
-    assert prefill_window_chunks(None, 128, 64, 4, 1) is None
-    w = prefill_window_chunks(65535, 128, 64, 4, 1)
-    assert w * 2 * LOOP_MARGIN * prefill_loops_per_tile(4, 64) <= 65535          # tiles per split in budget
-    assert (w + 1) * 2 * LOOP_MARGIN * prefill_loops_per_tile(4, 64) > 65535
-    assert prefill_window_chunks(65535, 128, 64, 4, 3) == 3 * w               # whole rounds of the splits
+    assert prefill_window_chunks(None, 128, 64, 4, 256, 1) is None
+    w = prefill_window_chunks(65535, 128, 64, 4, 256, 1)
+    assert w * 2 * LOOP_MARGIN * prefill_loops_per_tile(4, 64, 256) <= 65535          # tiles per split in budget
+    assert (w + 1) * 2 * LOOP_MARGIN * prefill_loops_per_tile(4, 64, 256) > 65535
+    assert prefill_window_chunks(65535, 128, 64, 4, 256, 3) == 3 * w               # whole rounds of the splits
     with pytest.raises(ValueError, match="loop budget"):
-        prefill_window_chunks(100, 128, 64, 4, 1)
+        prefill_window_chunks(100, 128, 64, 4, 256, 1)
 
 
 @pytest.mark.lanes
@@ -49,7 +49,7 @@ def test_windows_give_the_bits_of_one_pass(device, f16_math, n_splits):
     seq = [0] * 13 + [1] * 3
     case = Case(rng, "f16", "f16", 24, 4, 256, pos, seq, n_ctx=1024, n_slots=2)
     q_tile = engine_q_tile(device, 24, 4)
-    budget = 2 * LOOP_MARGIN * prefill_loops_per_tile(q_tile, 64)         # 1 chunk of 128 per split and window
+    budget = 2 * LOOP_MARGIN * prefill_loops_per_tile(q_tile, 64, 256)         # 1 chunk of 128 per split and window
     windowed_caps = dataclasses.replace(device.caps, loop_iterations=budget)
     one_pass_caps = dataclasses.replace(device.caps, loop_iterations=None)
     fa = FlashAttn(device, 24, case.k_layout, q_tile=q_tile, n_splits=n_splits, caps=windowed_caps)
@@ -69,8 +69,8 @@ def test_windows_give_the_bits_of_one_pass(device, f16_math, n_splits):
 def test_a_prefill_chunk_past_16k_positions_matches_the_reference(device, rows_per_part):
     """24 prompt tokens at positions 20000..20023 on Qwen3.6-27B's attention (24 / 4 heads of 256, f16 KV,
     the engine's q_tile), the cache whole or in parts of 6000 rows: with the device's own loop budget (on
-    lavapipe one pass of the unrolled kernel reaches this far) and with a budget 4x smaller (windows of ~7k
-    positions). Main's kernel stopped after ~9.2k positions per workgroup on lavapipe and missed here."""
+    lavapipe windows of 4608 positions) and with a budget 4x smaller (windows of 1152). The one-pass kernel
+    stops after ~9k positions per workgroup on lavapipe: without windows 92160 of these outputs were NaN/Inf."""
     rng = np.random.default_rng(20000)
     pos = list(range(20000, 20024))
     case = Case(rng, "f16", "f16", 24, 4, 256, pos, [0] * len(pos), n_ctx=20480)

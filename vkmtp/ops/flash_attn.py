@@ -59,14 +59,16 @@ def budget_splits(loop_iterations: int | None, n_ctx: int, chunk: int) -> int:
     return -(-(-(-n_ctx // chunk)) // chunks_per_split)
 
 
-# Loop iterations flash_attn.comp runs per tile of BLOCK_SIZE positions: the token loop of the scores (q_tile),
-# the P V position loop (at most BLOCK_SIZE), the tile and chunk loops; every other loop has a constant trip
-# count and is marked [[unroll]].
-def prefill_loops_per_tile(q_tile: int, block_size: int) -> int:
-    return q_tile + block_size + 2
+# Loop iterations flash_attn.comp runs per tile of BLOCK_SIZE positions: each token's quad loop of the scores
+# (head_dim / 4 iterations), the row max, row sum and P V position loops
+# (at most block_size each), the token loop, the tile and chunk loops. Measured on lavapipe (gallivm, Mesa
+# 22.3, tools/prefill_attn_reach.py, GQA 6 x 256): 465 iterations per tile at q_tile 4 (9027 positions per
+# workgroup), 333 at q_tile 2 (12611); this count gives 454 and 324, LOOP_MARGIN covers the rest.
+def prefill_loops_per_tile(q_tile: int, block_size: int, head_dim: int) -> int:
+    return q_tile * (head_dim // 4) + 3 * block_size + q_tile + 2
 
 
-def prefill_window_chunks(loop_iterations: int | None, chunk: int, block_size: int, q_tile: int,
+def prefill_window_chunks(loop_iterations: int | None, chunk: int, block_size: int, q_tile: int, head_dim: int,
                           n_splits: int) -> int | None:
     """Chunks per window of prefill attention that keep every workgroup within `loop_iterations` loop
     iterations (None: no limit, no windows): each split takes at most budget / (LOOP_MARGIN * loops per tile)
@@ -74,7 +76,7 @@ def prefill_window_chunks(loop_iterations: int | None, chunk: int, block_size: i
     windows, in the same order: windowed results have the bits of one pass."""
     if not loop_iterations:
         return None
-    tiles = loop_iterations // (LOOP_MARGIN * prefill_loops_per_tile(q_tile, block_size))
+    tiles = loop_iterations // (LOOP_MARGIN * prefill_loops_per_tile(q_tile, block_size, head_dim))
     chunks_per_split = tiles // (chunk // block_size)
     if chunks_per_split < 1:
         raise ValueError(f"prefill attention chunk {chunk} exceeds the device's loop budget of {loop_iterations} "
@@ -191,7 +193,8 @@ class FlashAttn:
             raise ValueError("flash_attn: f16_math needs the device feature shader_float16 (not enabled)")
         self.spec = [self.block_size, self.head_dim, self.gqa, self.q_tile]
         self.window_chunks = None if decode else prefill_window_chunks(caps.loop_iterations, self.chunk,
-                                                                        self.block_size, q_tile, self.n_splits)
+                                                                        self.block_size, q_tile, self.head_dim,
+                                                                        self.n_splits)
         if self.window_chunks is not None and self.window_chunks >= -(-k_layout.n_ctx // self.chunk):
             self.window_chunks = None   # the whole cache fits one window: the one-pass kernel
         if decode:
