@@ -1,9 +1,10 @@
 """How many KV positions one prefill attention workgroup (shaders/flash_attn.comp, one pass, no windows) reads
 before the driver ends its loops: lavapipe ends all loops of an invocation after 65535 iterations in all.
 
-q_tile tokens (a full workgroup) at the last positions of an n_ctx cache, q = 0 (every score equal: uniform weights over the positions
-the kernel reaches) and V[r][0] = r / n_ctx: output 0 is the mean of r / n_ctx over the positions read, so a
-workgroup that read positions [0, m) gives m = 2 * n_ctx * out + 1 (within a few positions: f16 rounding of V).
+q_tile tokens (a full workgroup) at the last positions of an n_ctx cache, q = 0 (every score equal: uniform
+weights over the positions the kernel reaches) and V[r][0] = r / n_ctx: output 0 is the mean of r / n_ctx over
+the positions read, so a workgroup that read positions [0, m) gives m = 2 * n_ctx * out + 1 (within a few
+positions: f16 rounding of V). Windows are off here (caps.loop_iterations None): the point is one pass's reach.
 
     PYTHONPATH=. .venv/bin/python tools/prefill_attn_reach.py --q-tile 4,2
     PYTHONPATH=. .venv/bin/python tools/prefill_attn_reach.py --q-tile 4,2 --shader-dir /tmp/main/shaders
