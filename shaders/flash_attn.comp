@@ -12,6 +12,14 @@
 // BLOCK_SIZE), never on the other rows or tokens of the dispatch: a token gives the same bits alone or in a
 // verify batch. Positions at or beyond a row's length are never read (stale cache rows may hold NaN).
 //
+// Loop budget: some drivers end every loop of an invocation once a fixed number of iterations has run in all
+// (lavapipe: 65535), silently. Per tile this kernel loops over each token's quads, the tile's row max, row sum
+// and P * V positions (vkmtp.ops.flash_attn.prefill_loops_per_tile; unrolling the constant-trip ones made
+// lavapipe's f32 prefill 1.7x slower, docs/PERFORMANCE.md). WINDOWS: one dispatch per window of chunks [win_c0, win_c1)
+// (a multiple of n_splits wide, so split s takes the same chunks in the same order as in one pass): a window
+// past every token of the workgroup returns at once, a window after the first resumes each row's (O, M, L)
+// from the partials the previous window wrote -- the same f32 values, so the windows give one pass's bits.
+//
 // Per tile: (1) invocation j computes the scores of KV position tile + j for every row (full dot products
 // over HEAD_DIM, q pre-scaled); (2) row owners (invocation r < ROWS) take the tile max, then every
 // invocation turns its column into probabilities; (3) row owners update L, and (row, quad-of-4-dims) items
@@ -22,10 +30,12 @@
 //           1.. at bindings 5, 6, 7, 8 ... (common/kv_parts.glsl)
 // Push constants: tok_off, n_tok, q_off, q_tok_stride, q_head_stride (f32 words), k_off, v_off (cache word
 //                 offsets), n_ctx, n_head, n_splits, chunk (multiple of BLOCK_SIZE), scale (f32 bits),
-//                 part_o_off (O[t][h][s][HEAD_DIM]), part_ml_off ((M, L)[t][h][s]), rows_per_part (KV_PARTS)
+//                 part_o_off (O[t][h][s][HEAD_DIM]), part_ml_off ((M, L)[t][h][s]), rows_per_part (KV_PARTS),
+//                 with WINDOWS win_c0, win_c1 (the window's chunks)
 // Spec constants: 0 BLOCK_SIZE (workgroup size = KV positions per tile; >= GQA * Q_TILE), 1 HEAD_DIM
 //                 (multiple of 4), 2 GQA (query heads per KV head), 3 Q_TILE (tokens per workgroup)
-// Defines: K_Q8_0, V_Q8_0 (else f16 caches; Q8_0 needs HEAD_DIM % 64 == 0, see ops/kv_layout.py), KV_PARTS,
+// Defines: WINDOWS (see Loop budget; the partials are read back), K_Q8_0, V_Q8_0 (else f16 caches; Q8_0
+//          needs HEAD_DIM % 64 == 0, see ops/kv_layout.py), KV_PARTS,
 //          F16_LOADS (the device enabled 16-bit storage: f16 caches of one part, k_off and v_off even, are read
 //          as f16vec4 and converted to f32 exactly -- the same values, hence the same bits, as unpackHalf2x16),
 //          F16_MATH (the device enabled shaderFloat16: f16 matrices, f32 softmax statistics -- q * scale is
@@ -33,7 +43,7 @@
 //          4-product dot is an f16 dot, summed over the quads in f32; the probabilities are rounded to f16
 //          (L sums those rounded values), each P * V product is an f16 product, accumulated in f32. M, L,
 //          exp() and O stay f32. vkmtp.ref.ops.flash_attn.flash_attn_f16 models these roundings)
-// Dispatch: n_splits x n_head_kv x ceil(n_tok / Q_TILE).
+// Dispatch: n_splits x n_head_kv x ceil(n_tok / Q_TILE), once per window with WINDOWS.
 #extension GL_GOOGLE_include_directive : require
 #if defined(F16_LOADS) && !defined(KV_PARTS)
 #extension GL_EXT_shader_16bit_storage : require
@@ -56,11 +66,18 @@ layout(std430, binding = 3) readonly buffer V { uint v_data[]; };
 layout(std430, binding = 2) readonly buffer K16 { f16vec4 k_f16[]; };
 layout(std430, binding = 3) readonly buffer V16 { f16vec4 v_f16[]; };
 #endif
+#ifdef WINDOWS
+layout(std430, binding = 4) buffer Part { float part[]; };            // read back when resuming
+#else
 layout(std430, binding = 4) writeonly buffer Part { float part[]; };
+#endif
 layout(push_constant) uniform Push {
     uint tok_off; uint n_tok; uint q_off; uint q_tok_stride; uint q_head_stride;
     uint k_off; uint v_off; uint n_ctx; uint n_head; uint n_splits; uint chunk; uint scale_bits;
     uint part_o_off; uint part_ml_off; uint rows_per_part;
+#ifdef WINDOWS
+    uint win_c0; uint win_c1;    // this window's chunks [win_c0, win_c1): multiples of n_splits
+#endif
 } p;
 
 #include "tokens.glsl"
@@ -165,6 +182,12 @@ void main() {
         sh_len[tid] = live ? tokens[p.tok_off + TOK_POS(t)] + 1 : 0u;
         sh_row0[tid] = live ? tokens[p.tok_off + TOK_SEQ(t)] * p.n_ctx : 0u;
     }
+    barrier();
+    uint max_len = 0;
+    for (uint i = 0; i < Q_TILE; ++i) max_len = max(max_len, sh_len[i]);
+#ifdef WINDOWS
+    if (p.win_c0 * p.chunk >= max_len) return;   // a window past every token's causal range: nothing to do
+#endif
     for (uint idx = tid; idx < ROWS * QUADS; idx += BLOCK_SIZE) {
         uint r = idx / QUADS;
         uint quad = idx - r * QUADS;
@@ -178,15 +201,40 @@ void main() {
         sh_q[idx] = MVEC(v);
     }
     barrier();
-    uint max_len = 0;
-    for (uint i = 0; i < Q_TILE; ++i) max_len = max(max_len, sh_len[i]);
 
     float m_run = neg_inf;  // row state, owned by invocation r < ROWS
     float l_run = 0.0;
     vec4 acc[ITEMS];
     for (uint k = 0; k < ITEMS; ++k) acc[k] = vec4(0.0);
+#ifdef WINDOWS
+    if (p.win_c0 > 0) {     // resume: the state the previous window of this split left in the partials
+        for (uint k = 0; k < ITEMS; ++k) {
+            uint item = tid + k * BLOCK_SIZE;
+            uint r = item / QUADS;
+            uint t = t0 + r / GQA;
+            if (item < ROWS * QUADS && t < p.n_tok) {
+                uint h = kvh * GQA + r - (r / GQA) * GQA;
+                uint o = p.part_o_off + ((t * p.n_head + h) * p.n_splits + split) * HEAD_DIM
+                       + 4 * (item - r * QUADS);
+                acc[k] = vec4(part[o], part[o + 1], part[o + 2], part[o + 3]);
+            }
+        }
+        if (tid < ROWS && t0 + tid / GQA < p.n_tok) {
+            uint t = t0 + tid / GQA;
+            uint h = kvh * GQA + tid - (tid / GQA) * GQA;
+            uint ml = p.part_ml_off + ((t * p.n_head + h) * p.n_splits + split) * 2;
+            m_run = part[ml];
+            l_run = part[ml + 1];
+        }
+    }
+    uint c_first = p.win_c0 + split;
+    uint c_stop = p.win_c1;
+#else
+    uint c_first = split;
+    uint c_stop = 0xFFFFFFFFu;
+#endif
 
-    for (uint c = split; c * p.chunk < max_len; c += p.n_splits) {
+    for (uint c = c_first; c < c_stop && c * p.chunk < max_len; c += p.n_splits) {
         uint c_end = min(c * p.chunk + p.chunk, max_len);
         for (uint tile = c * p.chunk; tile < c_end; tile += BLOCK_SIZE) {
             // (1) scores of position tile + tid

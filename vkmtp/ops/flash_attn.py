@@ -5,8 +5,10 @@ row with 16-byte loads and subgroup-shuffle sums, q in registers, V read once pe
 along the context as fill the device (decode_splits) and keep each workgroup within the device's loop budget
 (budget_splits: lavapipe ends an invocation's loops after 65535 iterations in all, which silently cut decode
 attention to its first ~5000 positions per workgroup before). Prefill (q_tile > 1: K/V reads shared by several
-tokens) drives shaders/flash_attn.comp. Both write split partials that shaders/flash_attn_reduce.comp combines,
-normalizes and gates. Mirrors vkmtp.ref.ops.flash_attn.flash_attn.
+tokens) drives shaders/flash_attn.comp; on a device with a loop budget it runs as one dispatch per window of
+the context (prefill_window_chunks), each resuming the running (O, M, L) the previous window left in the
+partials, so a workgroup never loops past the budget whatever the prompt's positions. Both write split
+partials that shaders/flash_attn_reduce.comp combines, normalizes and gates. Mirrors vkmtp.ref.ops.flash_attn.flash_attn.
 
 Batch invariance: a token's result depends only on its own causal length and on (n_splits, chunk,
 block_size, lanes), which are fixed per FlashAttn object, never on n_tok. Use ONE object for plain decode and
@@ -57,6 +59,31 @@ def budget_splits(loop_iterations: int | None, n_ctx: int, chunk: int) -> int:
     return -(-(-(-n_ctx // chunk)) // chunks_per_split)
 
 
+# Loop iterations flash_attn.comp runs per tile of BLOCK_SIZE positions: each token's quad loop of the scores
+# (head_dim / 4 iterations), the row max, row sum and P V position loops
+# (at most block_size each), the token loop, the tile and chunk loops. Measured on lavapipe (gallivm, Mesa
+# 22.3, tools/prefill_attn_reach.py, GQA 6 x 256): 465 iterations per tile at q_tile 4 (9027 positions per
+# workgroup), 333 at q_tile 2 (12611); this count gives 454 and 324, LOOP_MARGIN covers the rest.
+def prefill_loops_per_tile(q_tile: int, block_size: int, head_dim: int) -> int:
+    return q_tile * (head_dim // 4) + 3 * block_size + q_tile + 2
+
+
+def prefill_window_chunks(loop_iterations: int | None, chunk: int, block_size: int, q_tile: int, head_dim: int,
+                          n_splits: int) -> int | None:
+    """Chunks per window of prefill attention that keep every workgroup within `loop_iterations` loop
+    iterations (None: no limit, no windows): each split takes at most budget / (LOOP_MARGIN * loops per tile)
+    tiles per window. A multiple of n_splits, so split s takes the same chunks s, s + n_splits, ... as without
+    windows, in the same order: windowed results have the bits of one pass."""
+    if not loop_iterations:
+        return None
+    tiles = loop_iterations // (LOOP_MARGIN * prefill_loops_per_tile(q_tile, block_size, head_dim))
+    chunks_per_split = tiles // (chunk // block_size)
+    if chunks_per_split < 1:
+        raise ValueError(f"prefill attention chunk {chunk} exceeds the device's loop budget of {loop_iterations} "
+                         f"iterations per invocation; lower the chunk")
+    return chunks_per_split * n_splits
+
+
 def decode_lanes(device, head_dim: int) -> int:
     """Lanes per KV row of the decode kernel: up to one per 8 values of a head, at most the device's smallest
     subgroup (the lanes of a row are summed with subgroup shuffles), 1 without subgroup shuffles."""
@@ -79,7 +106,10 @@ class FlashAttn:
             workgroup within the device's loop budget, caps.loop_iterations). The scratch grows with it.
         chunk: KV positions per chunk (multiple of block_size); split s takes chunks s, s + n_splits, ...
             (None: `caps.attn_chunk` when q_tile is 1, else 2 * block_size).
-        q_tile: tokens per workgroup (1 for decode/verify; 2-4 for prefill, bounded by shared memory).
+        q_tile: tokens per workgroup (1 for decode/verify; 2-4 for prefill, bounded by shared memory). Prefill
+            on a device with a loop budget (caps.loop_iterations) runs over windows of the context of at most
+            `window_chunks` chunks each, one dispatch per window, for the cache's whole n_ctx (windows past a
+            token's causal range exit at once); the partials scratch is the same.
         block_size: workgroup size (prefill: KV positions per tile; decode: at least the subgroup size).
         lanes: lanes per KV row of the decode kernel (None: decode_lanes); 1 needs no subgroup operations.
         scale: score scale (None: 1 / sqrt(head_dim)).
@@ -162,6 +192,11 @@ class FlashAttn:
         if self.f16_math and not device.info.has_feature("shader_float16"):
             raise ValueError("flash_attn: f16_math needs the device feature shader_float16 (not enabled)")
         self.spec = [self.block_size, self.head_dim, self.gqa, self.q_tile]
+        self.window_chunks = None if decode else prefill_window_chunks(caps.loop_iterations, self.chunk,
+                                                                        self.block_size, q_tile, self.head_dim,
+                                                                        self.n_splits)
+        if self.window_chunks is not None and self.window_chunks >= -(-k_layout.n_ctx // self.chunk):
+            self.window_chunks = None   # the whole cache fits one window: the one-pass kernel
         if decode:
             self._init_decode(device, lanes)
 
@@ -245,9 +280,18 @@ class FlashAttn:
                 defines["F16_LOADS"] = 1   # f16 K and V: f16vec4 loads
             if self.f16_math:
                 defines["F16_MATH"] = 1
-            key = ShaderKey.make("flash_attn.comp", **defines)
-            rec.dispatch(key, bindings, (self.n_splits, n_kv, -(-n_tok // self.q_tile)), push=push, spec=self.spec,
-                         reads=[records, q.view, *k.views, *v.views], writes=[part])
+            groups = (self.n_splits, n_kv, -(-n_tok // self.q_tile))
+            reads = [records, q.view, *k.views, *v.views]
+            if self.window_chunks is None:
+                rec.dispatch(ShaderKey.make("flash_attn.comp", **defines), bindings, groups, push=push,
+                             spec=self.spec, reads=reads, writes=[part])
+            else:
+                key = ShaderKey.make("flash_attn.comp", **defines, WINDOWS=1)
+                n_chunks = -(-self.k_layout.n_ctx // self.chunk)
+                for c0 in range(0, n_chunks, self.window_chunks):
+                    c1 = min(c0 + self.window_chunks, n_chunks)
+                    rec.dispatch(key, bindings, groups, push=[*push, c0, c1], spec=self.spec,
+                                 reads=reads + ([part] if c0 else []), writes=[part])
         g = gate or out
         if gate is not None:
             gate.check("flash_attn gate", n_tok, h, d)
@@ -264,4 +308,5 @@ def shader_variants() -> list[ShaderKey]:
     prefill = [ShaderKey.make("flash_attn.comp", **dict(k.defines), **math)
                for k in flag_variants("flash_attn.comp", "K_Q8_0", "V_Q8_0") for math in ({}, {"F16_MATH": 1})]
     prefill += [ShaderKey.make("flash_attn.comp", F16_LOADS=1, **math) for math in ({}, {"F16_MATH": 1})]
+    prefill += [ShaderKey.make("flash_attn.comp", **dict(k.defines), WINDOWS=1) for k in prefill]
     return prefill + dec + flag_variants("flash_attn_reduce.comp", "GATE")
