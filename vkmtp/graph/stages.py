@@ -20,7 +20,7 @@ from vkmtp.device import Buffer, Device
 from vkmtp.graph.forward import Forward
 from vkmtp.graph.graph_counts import GraphCounts
 from vkmtp.graph.step_io import StepIO
-from vkmtp.graph.steps import GraphContext, Submissions
+from vkmtp.graph.steps import GraphContext, Submissions, record_trunk
 from vkmtp.ops.gdn_replay import GdnReplay
 from vkmtp.ops.spec import SpecOps
 from vkmtp.ops.state_select import StateSelect
@@ -58,20 +58,10 @@ class StageTrunkGraph:
     def __init__(self, ctx: StageContext, n: int, prefill: bool = False, n_snap: int = 0, checkpoint: bool = False,
                  layers_per_submit: int | None = None):
         self.n = n
-        io, fwd = ctx.io, ctx.fwd
+        io = ctx.io
         records = io.record_view("records", 0, n)
         act = ctx.act(n, 1, prefill)
-        blocks = list(fwd.blocks)
-        step = layers_per_submit or max(len(blocks), 1)
-        recs = []
-        rec = ctx.device.recorder()
-        fwd.record_input(rec, records, n, act.x)
-        for first in range(0, len(blocks), step):
-            if first:
-                recs.append(rec.finish())
-                rec = ctx.device.recorder()
-            for blk in blocks[first: first + step]:
-                fwd.record_block(rec, blk, records, act, n, n_snap=n_snap)
+        recs, rec = record_trunk(ctx, records, act, n, layers_per_submit, n_snap=n_snap)
         nbytes = 4 * n * ctx.cfg.n_embd
         rec.copy(act.x.sub(0, nbytes), ctx.boundary_out.sub(0, nbytes))
         if checkpoint:

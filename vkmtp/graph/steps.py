@@ -173,6 +173,25 @@ class Submissions:
         return len(self.recs)
 
 
+def record_trunk(ctx, records, act, n: int, layers_per_submit: int | None, n_snap: int = 0):
+    """The input rows (embedding, or a layer split's boundary) and this device's blocks over n rows, cut into
+    queue submissions of `layers_per_submit` blocks (None: one). Returns the finished recordings and the open
+    last one, which the caller continues (heads, boundary copy, checkpoint) and finishes."""
+    fwd = ctx.fwd
+    blocks = list(fwd.blocks)   # this device's blocks (all of them but on a stage of a layer split)
+    step = layers_per_submit or max(len(blocks), 1)
+    recs = []
+    rec = ctx.device.recorder()
+    fwd.record_input(rec, records, n, act.x)
+    for first in range(0, len(blocks), step):
+        if first:
+            recs.append(rec.finish())
+            rec = ctx.device.recorder()
+        for blk in blocks[first: first + step]:
+            fwd.record_block(rec, blk, records, act, n, n_snap=n_snap)
+    return recs, rec
+
+
 class PrefillGraph:
     """One prompt chunk of `T` token slots (the real ones first, then sink padding).
 
@@ -190,17 +209,7 @@ class PrefillGraph:
         e4 = 4 * ctx.cfg.n_embd
         records = io.record_view("records", 0, T)
         act = ctx.act(T, 1, prefill=True)
-        blocks = list(fwd.blocks)   # this device's blocks (all of them but on a stage of a layer split)
-        step = layers_per_submit or max(len(blocks), 1)
-        recs = []
-        rec = ctx.device.recorder()
-        fwd.record_input(rec, records, T, act.x)
-        for first in range(0, len(blocks), step):
-            if first:
-                recs.append(rec.finish())
-                rec = ctx.device.recorder()
-            for blk in blocks[first: first + step]:
-                fwd.record_block(rec, blk, records, act, T)
+        recs, rec = record_trunk(ctx, records, act, T, layers_per_submit)
         fwd.record_output_norm(rec, act, T, ctx.hn.sub(0, T * e4))
         # pairs_out[0] = {last real row, 0}: the last real token's hidden -> head input
         ctx.copy_rows(rec, io.view("pairs_out", 0, 2), 1, ctx.hn.sub(0, T * e4), act.head_h, T, 1)
