@@ -1,10 +1,10 @@
 """Where each weight lives: raw GGUF blocks packed into a few large buffers, in device or host memory.
 
 Weights keep their quantized GGUF rows (no dequantized copies; Q8_0 / Q4_0 / IQ4_NL rows are repacked into
-the device layout of vkmtp.ops.quant_types.to_device_layout as they are uploaded, the same bytes per row). Tensors are packed in file order into buffers
-of at most `max_buffer_bytes` (the device's maxStorageBufferRange, capped at 1 GiB so the first upload starts
-early); a tensor larger than that is split by rows into parts, and every kernel that reads weights takes a
-list of parts. Projections that read the same input with the same quant type (vkmtp.model.weights.fused_groups)
+the device layout of vkmtp.ops.quant_types.to_device_layout as they are uploaded, the same bytes per row).
+Tensors are packed in file order into buffers of at most `max_buffer_bytes` (the device's
+maxStorageBufferRange, capped at 1 GiB so the first upload starts early); a tensor larger than that is split by
+rows into parts, and every kernel that reads weights takes a list of parts. Projections that read the same input with the same quant type (vkmtp.model.weights.fused_groups)
 are stored as one tensor, their rows one after another, so one mat-vec covers them; each member keeps its own
 WeightRef (a row range of the group's). Each tensor has a location (vkmtp.graph.tensor_overrides): "device"
 tensors go to `weights{i}` buffers in device-local memory, "host" tensors (routed experts under --cpu-moe,

@@ -8,7 +8,8 @@ attention to its first ~5000 positions per workgroup before). Prefill (q_tile > 
 tokens) drives shaders/flash_attn.comp; on a device with a loop budget it runs as one dispatch per window of
 the context (prefill_window_chunks), each resuming the running (O, M, L) the previous window left in the
 partials, so a workgroup never loops past the budget whatever the prompt's positions. Both write split
-partials that shaders/flash_attn_reduce.comp combines, normalizes and gates. Mirrors vkmtp.ref.ops.flash_attn.flash_attn.
+partials that shaders/flash_attn_reduce.comp combines, normalizes and gates. Mirrors
+vkmtp.ref.ops.flash_attn.flash_attn.
 
 Batch invariance: a token's result depends only on its own causal length and on (n_splits, chunk,
 block_size, lanes), which are fixed per FlashAttn object, never on n_tok. Use ONE object for plain decode and
