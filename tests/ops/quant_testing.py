@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from vkmtp.gguf import GGMLType
+from vkmtp.ops.matvec import MatVecTuning
 from vkmtp.ops.quant_types import to_device_layout
 from vkmtp.ref.random_quant import random_rows
 
@@ -133,3 +135,16 @@ class Workspace:
         for buf in self._bufs.values():
             buf.destroy()
         self._bufs.clear()
+
+
+def tuning_for(device, variant: str, rows: int = 3) -> MatVecTuning:
+    """A mat-vec workgroup shape for a test: the device's own ("default"), a subgroup reduction over at least 32
+    threads ("subgroup"; skipped without subgroup arithmetic) or a 32-thread shared-memory reduction ("shared"),
+    `rows` rows per workgroup."""
+    if variant == "default":       # the device's own (CPU drivers: one subgroup x 16 rows)
+        return device.caps.matvec
+    if variant == "subgroup":
+        if not device.info.has_subgroup_arithmetic:
+            pytest.skip("device has no subgroup arithmetic")
+        return MatVecTuning(max(32, device.info.subgroup_size), rows, True)
+    return MatVecTuning(32, rows, False)

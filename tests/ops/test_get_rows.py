@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from quant_testing import ALL_TYPES, Workspace, assert_close, random_weight
+from quant_testing import ALL_TYPES, assert_close, random_weight
 from vkmtp.gguf import GGMLType, block_size
 from vkmtp.ops.get_rows import PLAIN_IDS, TOKEN_RECORD_WORDS, GetRows
 from vkmtp.ops.quant_types import FLOAT_TYPES
@@ -13,13 +13,6 @@ REL_TOL = 2.5e-7  # dequantization is one fma per value, as in the reference
 LANES_TYPES = {GGMLType.BF16, GGMLType.Q8_0, GGMLType.Q4_1, GGMLType.Q6_K, GGMLType.IQ4_NL}
 TYPE_PARAMS = [pytest.param(t, id=t.name.lower(), marks=[pytest.mark.lanes] if t in LANES_TYPES else [])
                for t in ALL_TYPES]
-
-
-@pytest.fixture(scope="module")
-def ws(device):
-    workspace = Workspace(device)
-    yield workspace
-    workspace.destroy()
 
 
 def token_records(ids: np.ndarray) -> np.ndarray:

@@ -13,7 +13,7 @@ import time
 import numpy as np
 import pytest
 
-from quant_testing import ALL_TYPES, TYPE_IDS, Workspace, assert_close, random_weight
+from quant_testing import ALL_TYPES, TYPE_IDS, assert_close, random_weight
 from vkmtp.gguf import GGMLType as T
 from vkmtp.ops.matmul import CPU_TILES, GPU_TILES, MatMul, MatMulTile, usable_tiles
 from vkmtp.ops.quant_types import RowPart
@@ -31,13 +31,6 @@ def k_for(ggml_type, k_float: int, n_blocks: int = 2) -> int:
     if ggml_type in FLOAT_TYPES:
         return k_float
     return n_blocks * (256 if ggml_type.name.endswith("_K") or ggml_type == T.IQ4_XS else 32)
-
-
-@pytest.fixture(scope="module")
-def ws(device):
-    w = Workspace(device)
-    yield w
-    w.destroy()
 
 
 @pytest.fixture(scope="module")

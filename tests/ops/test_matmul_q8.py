@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from quant_testing import Workspace, assert_close, random_weight
+from quant_testing import assert_close, random_weight
 from vkmtp.gguf import GGMLType as T
 from vkmtp.ops.matmul import CPU_INT8_TILES, GPU_INT8_TILES, INT8_TYPES, MatMul, usable_tiles
 from vkmtp.ref.ops.matmul import matmul as matmul_f64
@@ -24,13 +24,6 @@ MAIN_TYPES = [T.Q8_0, T.Q4_0, T.Q4_K, T.Q6_K]   # the types Qwen3.5 GGUFs are mo
 
 def k_blocks(ggml_type, n_blocks: int) -> int:
     return n_blocks * (256 if T(ggml_type).name.endswith("_K") or ggml_type == T.IQ4_XS else 32)
-
-
-@pytest.fixture(scope="module")
-def ws(device):
-    w = Workspace(device)
-    yield w
-    w.destroy()
 
 
 def dot_variants(device):

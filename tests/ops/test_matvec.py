@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from quant_testing import ALL_TYPES, TYPE_IDS, Workspace, assert_close, random_weight
+from quant_testing import ALL_TYPES, assert_close, random_weight, tuning_for
 from vkmtp.gguf import GGMLType, block_size
 from vkmtp.ops.matvec import MatVec, MatVecTuning
 from vkmtp.ops.quant_types import FLOAT_TYPES
@@ -17,28 +17,10 @@ def variants():
     return ["shared", "subgroup"]
 
 
-def tuning_for(device, variant: str, rows: int = 3) -> MatVecTuning:
-    sg = device.info.subgroup_size
-    if variant == "default":       # the device's own (CPU drivers: one subgroup x 16 rows)
-        return device.caps.matvec
-    if variant == "subgroup":
-        if not device.info.has_subgroup_arithmetic:
-            pytest.skip("device has no subgroup arithmetic")
-        return MatVecTuning(max(32, sg), rows, True)
-    return MatVecTuning(32, rows, False)
-
-
 def row_length(t, wide: bool = False) -> int:
     if int(t) in FLOAT_TYPES:
         return 1003 if not wide else 2048
     return block_size(t)[0] * (3 if not wide else 8)  # odd block count: rows start on 2-byte boundaries
-
-
-@pytest.fixture(scope="module")
-def ws(device):
-    workspace = Workspace(device)
-    yield workspace
-    workspace.destroy()
 
 
 def run_matvec(ws, rows, t, n_rows, n_k, x, tuning, y0=None, parts=None, x_pad=0, y_stride=None):

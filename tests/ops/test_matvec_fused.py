@@ -5,9 +5,9 @@ sigmoid-gated add; batch invariance of every mode; matvec_id with a fused norm a
 import numpy as np
 import pytest
 
-from quant_testing import Workspace, assert_close, random_weight
+from quant_testing import assert_close, random_weight, tuning_for
 from vkmtp.gguf import GGMLType
-from vkmtp.ops.matvec import InputPrep, MatVec, MatVecTuning
+from vkmtp.ops.matvec import InputPrep, MatVec
 from vkmtp.ops.matvec_id import MatVecId, routes_words
 from vkmtp.ref.ops.elementwise import sigmoid_scale_add, swiglu
 from vkmtp.ref.ops.matvec import matvec as matvec_ref, matvec_error_bound
@@ -16,21 +16,6 @@ from vkmtp.ref.ops.rms_norm import rms_norm
 
 EPS = 1e-6
 REL = 1e-5   # f32 dot products plus the f32 rounding of the prepared input
-
-
-@pytest.fixture(scope="module")
-def ws(device):
-    workspace = Workspace(device)
-    yield workspace
-    workspace.destroy()
-
-
-def tuning_for(device, variant: str) -> MatVecTuning:
-    if variant == "subgroup":
-        if not device.info.has_subgroup_arithmetic:
-            pytest.skip("device has no subgroup arithmetic")
-        return MatVecTuning(max(32, device.info.subgroup_size), 2, True)
-    return MatVecTuning(32, 2, False)
 
 
 def prepared(mode: str, x: np.ndarray, w: np.ndarray, side: np.ndarray, head_dim: int) -> np.ndarray:
@@ -80,7 +65,7 @@ def test_fused_input_matches_the_unfused_reference_and_is_batch_invariant(device
     x = (rng.standard_normal((8, n_k)) * 3).astype(np.float32)
     side = rng.standard_normal((8, n_k)).astype(np.float32)
     w = rng.uniform(0.5, 1.5, head_dim if mode == "head_norm" else n_k).astype(np.float32)
-    tuning = tuning_for(device, variant)
+    tuning = tuning_for(device, variant, rows=2)
     alone = np.stack([run_fused(ws, tuning, rows, t, n_rows, n_k, mode, x[c:c + 1], w, side[c:c + 1], head_dim)[0]
                       for c in range(8)])
     for n in (3, 8):
@@ -101,13 +86,13 @@ def test_sigmoid_gated_output_with_swiglu_input(device, ws):
     s = rng.standard_normal(n_tok).astype(np.float32)
     y0 = rng.standard_normal((n_tok, n_rows)).astype(np.float32)
     w = np.ones(n_k, np.float32)
-    got = run_fused(ws, tuning_for(device, "shared"), rows, t, n_rows, n_k, "swiglu", g, w, u, gate=s, y0=y0)
+    got = run_fused(ws, tuning_for(device, "shared", rows=2), rows, t, n_rows, n_k, "swiglu", g, w, u, gate=s, y0=y0)
     xin = swiglu(g, u)
     down = matvec_ref(rows, t, n_rows, n_k, xin)
     want = sigmoid_scale_add(down, s, y0)
     tol = matvec_error_bound(rows, t, n_rows, n_k, xin, REL) + 1e-6 * np.abs(y0)
     assert_close(got, want, tol, "gated add")
-    one = run_fused(ws, tuning_for(device, "shared"), rows, t, n_rows, n_k, "swiglu", g[:1], w, u[:1], gate=s[:1],
+    one = run_fused(ws, tuning_for(device, "shared", rows=2), rows, t, n_rows, n_k, "swiglu", g[:1], w, u[:1], gate=s[:1],
                     y0=y0[:1])
     assert np.array_equal(one[0], got[0])
 
@@ -123,7 +108,7 @@ def test_matvec_id_fused_input(device, ws, mode):
     n_x = n_tok * n_used if mode == "swiglu" else n_tok
     gu = rng.standard_normal((n_x, 2 * n_k)).astype(np.float32)
     w = rng.uniform(0.5, 1.5, n_k).astype(np.float32)
-    tuning = tuning_for(device, "shared")
+    tuning = tuning_for(device, "shared", rows=2)
 
     def run(n):
         xv = ws.input("act", gu[:n * n_used if mode == "swiglu" else n])

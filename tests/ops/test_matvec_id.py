@@ -3,30 +3,14 @@
 import numpy as np
 import pytest
 
-from quant_testing import Workspace, assert_close, random_weight
+from quant_testing import assert_close, random_weight, tuning_for
 from vkmtp.gguf import GGMLType, dequantize
-from vkmtp.ops.matvec import MatVecTuning
 from vkmtp.ops.matvec_id import MatVecId, group_capacity, routes_words
 from vkmtp.ref.ops.matvec_id import expert_groups
 from vkmtp.ref.ops.matvec_id import matvec_id as matvec_id_ref
 from vkmtp.ref.ops.matvec_id import weighted_sum as weighted_sum_ref
 
 REL = 2e-6  # as matvec: error <= REL * sum |w x|
-
-
-@pytest.fixture(scope="module")
-def ws(device):
-    workspace = Workspace(device)
-    yield workspace
-    workspace.destroy()
-
-
-def tuning_for(device, variant: str) -> MatVecTuning:
-    if variant == "subgroup":
-        if not device.info.has_subgroup_arithmetic:
-            pytest.skip("device has no subgroup arithmetic")
-        return MatVecTuning(max(32, device.info.subgroup_size), 2, True)
-    return MatVecTuning(32, 2, False)
 
 
 def random_ids(n_tok: int, n_used: int, n_expert: int, seed: int, overlap: int = 0) -> np.ndarray:
@@ -110,7 +94,7 @@ def test_matvec_id_gate_up_matches_reference(device, ws, t, variant):
     stack = random_weight(t, n_expert * n_rows, n_k, seed=int(t))
     ids = random_ids(3, 4, n_expert, seed=1, overlap=2)
     x = np.random.default_rng(2).standard_normal((3, n_k)).astype(np.float32)
-    got = run_matvec_id(ws, tuning_for(device, variant), stack, t, n_expert, n_rows, n_k, x, ids)
+    got = run_matvec_id(ws, tuning_for(device, variant, rows=2), stack, t, n_expert, n_rows, n_k, x, ids)
     check(got, stack, t, n_expert, n_rows, n_k, x, ids)
 
 
@@ -122,7 +106,7 @@ def test_matvec_id_is_batch_invariant(device, ws, variant):
     stack = random_weight(t, n_expert * n_rows, n_k, seed=3)
     ids = random_ids(8, 4, n_expert, seed=4, overlap=3)
     x = np.random.default_rng(5).standard_normal((8, n_k)).astype(np.float32)
-    tuning = tuning_for(device, variant)
+    tuning = tuning_for(device, variant, rows=2)
     batch = run_matvec_id(ws, tuning, stack, t, n_expert, n_rows, n_k, x, ids)
     for tok in range(8):
         alone = run_matvec_id(ws, tuning, stack, t, n_expert, n_rows, n_k, x[tok:tok + 1], ids[tok:tok + 1])
@@ -139,7 +123,7 @@ def test_matvec_id_down_and_weighted_sum(device, ws, accumulate):
     x = np.random.default_rng(8).standard_normal((n_tok * n_used, n_k)).astype(np.float32)
     weights = np.random.default_rng(9).uniform(0, 1, (n_tok, n_used)).astype(np.float32)
     y0 = np.random.default_rng(10).standard_normal((n_tok, n_rows)).astype(np.float32)
-    tuning = tuning_for(device, "shared")
+    tuning = tuning_for(device, "shared", rows=2)
     slots = run_matvec_id(ws, tuning, stack, t, n_expert, n_rows, n_k, x, ids, x_per_slot=True)
     check(slots, stack, t, n_expert, n_rows, n_k, x, ids, x_per_slot=True)
 
@@ -159,7 +143,7 @@ def test_matvec_id_bad_expert_id_gives_nan_rows(device, ws):
     stack = random_weight(t, n_expert * n_rows, n_k, seed=11)
     ids = np.array([[2, 99], [99, 5]], np.uint32)
     x = np.random.default_rng(12).standard_normal((2, n_k)).astype(np.float32)
-    got = run_matvec_id(ws, tuning_for(device, "shared"), stack, t, n_expert, n_rows, n_k, x, ids)
+    got = run_matvec_id(ws, tuning_for(device, "shared", rows=2), stack, t, n_expert, n_rows, n_k, x, ids)
     assert np.isnan(got[[1, 2]]).all() and np.isfinite(got[[0, 3]]).all()
 
 
@@ -182,7 +166,7 @@ def test_matvec_id_more_than_8_tokens_share_an_expert(device, ws):
     stack = random_weight(t, n_expert * n_rows, n_k, seed=16)
     ids = random_ids(11, 2, n_expert, seed=17, overlap=1)
     x = np.random.default_rng(18).standard_normal((11, n_k)).astype(np.float32)
-    got = run_matvec_id(ws, tuning_for(device, "shared"), stack, t, n_expert, n_rows, n_k, x, ids)
+    got = run_matvec_id(ws, tuning_for(device, "shared", rows=2), stack, t, n_expert, n_rows, n_k, x, ids)
     check(got, stack, t, n_expert, n_rows, n_k, x, ids)
 
 
