@@ -317,13 +317,7 @@ class SplitEngine(VulkanEngine):
         self._staging_before = False
         self.tunings = [load_profile(d.info) for d in self.devices]
         self.tuning = self.tunings[-1]
-        config = _with_profile(config, self.tuning, self.model_path)
-        self.config = config
-        spec = config.spec
-        self.use_mtp = spec.enabled and self.table.mtp is not None
-        self.K = spec.n_max if self.use_mtp else 0
-        if config.n_slots < 1:
-            raise ValueError(f"--parallel {config.n_slots}: at least one slot")
+        config = self._settle(config)
         self.split = layer_split(self.cfg, config, self.devices)
         split_plan, self.fit_message = fit_split(self.gguf, self.cfg, self.table, config, self.devices,
                                                  self.tunings, self.split, self.use_mtp, self.K)

@@ -76,13 +76,7 @@ class VulkanEngine(SlotEngine):
         self._staging_before = self.device.has_staging   # a shared device's staging buffer is not ours to free
         # the device's tuning profile (vkmtp tune); None: built-in defaults (none saved, VKMTP_TUNING=off)
         self.tuning = tuning if tuning is not None else load_profile(self.device.info)
-        config = _with_profile(config, self.tuning, model_path)
-        self.config = config
-        spec = config.spec
-        self.use_mtp = spec.enabled and self.table.mtp is not None
-        self.K = spec.n_max if self.use_mtp else 0
-        if config.n_slots < 1:
-            raise ValueError(f"--parallel {config.n_slots}: at least one slot")
+        config = self._settle(config)
         S = config.n_slots
         self.memory_plan = self._plan_and_fit(config)
         plan = self.memory_plan
@@ -136,6 +130,17 @@ class VulkanEngine(SlotEngine):
         self.gpu_sampling = True   # False: every sampled sequence takes the host path (tools/bench_engine.py)
 
     # --- memory -----------------------------------------------------------------------------------------------
+    def _settle(self, config: EngineConfig) -> EngineConfig:
+        """The settings in force: the tuning profile's MTP defaults applied, whether the MTP head runs and its
+        maximum depth, the slot count checked. Sets self.config, self.use_mtp and self.K."""
+        config = _with_profile(config, self.tuning, self.model_path)
+        self.config = config
+        self.use_mtp = config.spec.enabled and self.table.mtp is not None
+        self.K = config.spec.n_max if self.use_mtp else 0
+        if config.n_slots < 1:
+            raise ValueError(f"--parallel {config.n_slots}: at least one slot")
+        return config
+
     def _plan_and_fit(self, config: EngineConfig) -> MemoryPlan:
         plan, self.fit_message = fit_plan(self.gguf, self.cfg, self.table, config, self.device, self.tuning,
                                           self.use_mtp, self.K)
