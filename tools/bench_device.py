@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import platform
+import statistics
 import subprocess
 import time
 from pathlib import Path
@@ -69,6 +70,16 @@ def git_commit() -> str:
                               cwd=Path(__file__).parent, check=False).stdout.strip()
     except OSError:
         return ""
+
+
+def median_ms(fn, reps: int) -> float:
+    """Median host wall time of `reps` calls of fn, in ms (the other tools' host-side timings use it too)."""
+    times = []
+    for _ in range(reps):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return 1e3 * float(statistics.median(times))
 
 
 def main() -> None:

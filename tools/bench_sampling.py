@@ -15,13 +15,12 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_device import git_commit  # noqa: E402
+from bench_device import git_commit, median_ms  # noqa: E402
 
 from vkmtp.device import Device  # noqa: E402
 from vkmtp.ops.argmax import Argmax  # noqa: E402
@@ -29,15 +28,6 @@ from vkmtp.ops.gumbel import GumbelNoise  # noqa: E402
 from vkmtp.ops.sample import PARAM_WORDS, Sample, row_params  # noqa: E402
 from vkmtp.ops.strided import Strided  # noqa: E402
 from vkmtp.sampling import Sampler, SamplingParams, seed_key  # noqa: E402
-
-
-def median_ms(fn, reps: int) -> float:
-    times = []
-    for _ in range(reps):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return 1e3 * float(np.median(times))
 
 
 def full_sort_sample(sampler: Sampler, row: np.ndarray) -> int:

@@ -15,13 +15,12 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_device import git_commit  # noqa: E402
+from bench_device import git_commit, median_ms  # noqa: E402
 
 from vkmtp.demo_model import default_model_path  # noqa: E402
 from vkmtp.device import Device  # noqa: E402
@@ -33,15 +32,6 @@ from vkmtp.ops.strided import Strided  # noqa: E402
 from vkmtp.ops.token_probs import MAX_TOP, TokenProbs  # noqa: E402
 from vkmtp.sampling import SamplingParams  # noqa: E402
 from vkmtp.spec import SpecConfig  # noqa: E402
-
-
-def median_ms(fn, reps: int) -> float:
-    times = []
-    for _ in range(reps):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return 1e3 * float(np.median(times))
 
 
 def kernels(device: Device, V: int, R: int, reps: int) -> None:
